@@ -1,0 +1,147 @@
+"""The `mario-kit` command line: parsing and printing only; every command calls the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mario_kit import UserError, __version__
+
+app = typer.Typer(
+    help="Super Mario Bros datasets (human, agent, random play), balancing, and a diffusion world model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+dataset_app = typer.Typer(help="Inspect, check and transform episode folders.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+out = Console()
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mario-kit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
+@app.command()
+def collect(
+    out_dir: Path = typer.Option(..., "--out", help="Episode folder (created; appended to if it holds compatible episodes)."),
+    random: bool = typer.Option(False, "--random", help="Random policy: uniform, or sticky with --sticky P."),
+    sticky: Optional[float] = typer.Option(None, help="Keep the previous action with probability P (random collector)."),
+    human: bool = typer.Option(False, "--human", help="Play with the keyboard in a pygame window."),
+    episodes: Optional[int] = typer.Option(None, help="Number of episodes to record."),
+    steps: Optional[int] = typer.Option(None, help="Number of recorded steps in all (instead of --episodes)."),
+    level: str = typer.Option("1-1", help="W-S, a comma list, or 'random' (one drawn per episode)."),
+    action_set: str = typer.Option("simple", help="right | simple | complex."),
+    frame_skip: int = typer.Option(4, help="Emulator frames per recorded step (the action is held; rewards summed)."),
+    max_steps: int = typer.Option(1000, help="Recorded steps per episode before it is truncated."),
+    seed: Optional[int] = typer.Option(None, help="Seed; episode i uses default_rng([seed, i])."),
+    workers: int = typer.Option(1, help="Worker processes."),
+    player: str = typer.Option("", help="Player name stored in every episode."),
+    scale: int = typer.Option(3, help="Window scale (human)."),
+    keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file (human)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Record episodes with a collector: --random or --human."""
+    from mario_kit.collectors import COLLECTORS
+
+    chosen = [name for name, on in (("random", random or sticky is not None), ("human", human)) if on]
+    if len(chosen) != 1:
+        raise UserError("choose one collector: --random (optionally --sticky P) or --human")
+    options = dict(
+        out=out_dir, level=level, action_set=action_set, frame_skip=frame_skip, max_steps=max_steps,
+        episodes=episodes, steps=steps, seed=seed, workers=workers, player=player,
+        sticky=sticky, scale=scale, keymap=keymap, progress=not quiet,
+    )
+    result = COLLECTORS[chosen[0]](**options)
+    note = " (interrupted: the episode in progress was discarded)" if result.interrupted else ""
+    out.print(f"collected {len(result.paths)} episodes, {result.steps} steps into {out_dir} (seed {result.seed}){note}")
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@dataset_app.command("info")
+def dataset_info(
+    directory: Path = typer.Argument(..., help="Episode folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Episodes, steps, frames, bytes on disk, sources, action sets, levels and action counts."""
+    from mario_kit.datasets.dataset import Dataset
+    from mario_kit.reports.stats import summary
+
+    s = summary(Dataset(directory).require_episodes())
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    t = Table(title=f"dataset {directory}", show_header=False)
+    for k in ("episodes", "steps", "frames"):
+        t.add_row(k, f"{s[k]:,}")
+    t.add_row("bytes on disk", f"{s['bytes']:,} ({s['bytes_per_frame']:,.0f} B/frame)")
+    for k in ("sources", "players", "levels", "action_sets", "frame_skips", "ends"):
+        t.add_row(k.replace("_", " "), ", ".join(f"{n} {c}" for n, c in s[k].items() if n))
+    out.print(t)
+    for aset, counts in s["action_counts"].items():
+        total = sum(counts.values()) or 1
+        a = Table(title=f"actions ({aset})")
+        a.add_column("action")
+        a.add_column("count", justify="right")
+        a.add_column("share", justify="right")
+        for name, n in counts.items():
+            a.add_row(name, f"{n:,}", f"{100 * n / total:.1f}%")
+        out.print(a)
+    for name in s["partial_files"]:
+        err.print(f"[yellow]incomplete file (killed or running writer), ignored: {name}")
+    for bad in s["skipped_files"]:
+        err.print(f"[yellow]not indexed: {bad['file']}: {bad['reason']}")
+
+
+@dataset_app.command("validate")
+def dataset_validate(
+    directory: Path = typer.Argument(..., help="Episode folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    frames: bool = typer.Option(True, "--frames/--no-frames", help="Decode every frame (slower, thorough)."),
+) -> None:
+    """Check every file against the format; exit 1 when any is bad."""
+    from mario_kit.datasets.validate import validate_dir
+
+    if not directory.is_dir():
+        raise UserError(f"{directory} is not a folder")
+    rep = validate_dir(directory, frames=frames, progress=not as_json)
+    if as_json:
+        print(json.dumps(rep.to_dict(), indent=2))
+    else:
+        for p, reason in rep.bad:
+            out.print(f"[red]BAD[/red] {p.name}: {reason}")
+        for p in rep.partial:
+            out.print(f"[yellow]INCOMPLETE[/yellow] {p.name}: temporary file of a killed or running writer (ignored by tools)")
+        out.print(f"{len(rep.good)} good, {len(rep.bad)} bad, {len(rep.partial)} incomplete")
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

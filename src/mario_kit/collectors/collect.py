@@ -1,0 +1,225 @@
+"""`collect()`: plan episodes over worker processes, run the loop, show one progress bar.
+
+Seeding: episode i of a collection with seed S draws its level and its policy's randomness from
+`np.random.default_rng([S, i])`, so an episode is reproduced by (S, i) whatever the worker count.
+Ctrl-C: each worker discards the episode it is recording; every finished episode is kept.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import secrets
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mario_kit import UserError
+from mario_kit.collectors.env import DEFAULT_FRAME_SKIP, ROM_MODE, MarioEnv, env_id, parse_levels
+from mario_kit.collectors.loop import DiscardEpisode, StopCollection, record_episode
+from mario_kit.datasets import format as F
+from mario_kit.datasets.dataset import check_output_dir
+from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
+
+
+@dataclass
+class CollectConfig:
+    """Everything `mario-kit collect` needs; defaults make a small sticky-random dataset."""
+
+    out: Path
+    policy: str = "sticky"  # a key of collectors.POLICIES
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    level: str = "1-1"  # 'W-S', a comma list, or 'random' (one drawn per episode)
+    action_set: str = "simple"  # right | simple | complex
+    frame_skip: int = DEFAULT_FRAME_SKIP  # emulator frames per recorded step
+    max_steps: int = 1000  # recorded steps per episode before truncation
+    episodes: int | None = None  # stop after this many episodes ...
+    steps: int | None = None  # ... or after this many recorded steps in all
+    seed: int | None = None  # None: a fresh random seed, printed and stored
+    workers: int = 1
+    player: str = ""
+
+    def check(self) -> None:
+        if (self.episodes is None) == (self.steps is None):
+            raise UserError("give exactly one of --episodes N or --steps N")
+        if self.episodes is not None and self.episodes < 1:
+            raise UserError("--episodes must be >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise UserError("--steps must be >= 1")
+        if not 1 <= self.frame_skip <= 255:
+            raise UserError(f"--frame-skip must be in 1..255, got {self.frame_skip}")
+        if self.max_steps < 1:
+            raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if not 1 <= self.workers <= 64:
+            raise UserError(f"--workers must be in 1..64, got {self.workers}")
+        parse_levels(self.level)
+        F.get_action_set(self.action_set)
+        make_policy(self.policy, self.policy_kwargs)
+
+
+def make_policy(name: str, kwargs: dict[str, Any]):
+    from mario_kit.collectors.policies import POLICIES
+
+    if name not in POLICIES:
+        raise UserError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+    return POLICIES[name](**kwargs)
+
+
+@dataclass
+class CollectResult:
+    paths: list[Path]
+    steps: int
+    seed: int
+    interrupted: bool = False
+
+
+def episode_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index])
+
+
+def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> None:
+    """Record this worker's share of the collection. `report(kind, value)` receives
+    ('steps', n) and ('episode', path) messages."""
+    levels = parse_levels(cfg.level)
+    aset = F.get_action_set(cfg.action_set)
+    policy = make_policy(cfg.policy, cfg.policy_kwargs)
+    envs: dict[str, MarioEnv] = {}
+    budget = None
+    if cfg.steps is not None:
+        budget = cfg.steps // cfg.workers + (1 if worker < cfg.steps % cfg.workers else 0)
+    index = worker
+    pending = 0
+
+    def on_step(t: int, info: dict) -> None:
+        nonlocal pending
+        pending += 1
+        if pending >= 16:
+            report("steps", pending)
+            pending = 0
+
+    while True:
+        if cfg.episodes is not None and index >= cfg.episodes:
+            break
+        if budget is not None and budget <= 0:
+            break
+        rng = episode_rng(seed, index)
+        level = levels[int(rng.integers(len(levels)))] if len(levels) > 1 else levels[0]
+        env = envs.get(level) or envs.setdefault(level, MarioEnv(level))
+        meta = EpisodeMeta(
+            env_id=env_id(level), level=level, frame_skip=cfg.frame_skip, action_set=aset,
+            source=policy.source, policy=policy.params(), seed=seed, player=cfg.player,
+            rom_mode=ROM_MODE, extra={"episode_index": index},
+        )
+        max_steps = cfg.max_steps if budget is None else min(cfg.max_steps, budget)
+        writer = EpisodeWriter(cfg.out, meta)
+        try:
+            end = record_episode(env, policy, writer, rng, cfg.frame_skip, max_steps, on_step)
+        except DiscardEpisode:
+            writer.discard()
+            continue
+        except StopCollection as stop:
+            if stop.keep and writer.n_steps > 0:
+                report("episode", writer.finish("cut"))
+            else:
+                writer.discard()
+            break
+        except BaseException:
+            writer.discard()
+            raise
+        if budget is not None:
+            budget -= writer.n_steps
+        report("episode", writer.finish(end))
+        index += cfg.workers
+    if pending:
+        report("steps", pending)
+
+
+def _worker_main(cfg: CollectConfig, worker: int, seed: int, q) -> None:
+    try:
+        run_worker(cfg, worker, seed, lambda kind, value: q.put((kind, worker, str(value) if kind == "episode" else value)))
+        q.put(("done", worker, None))
+    except KeyboardInterrupt:
+        q.put(("interrupted", worker, None))
+    except Exception as e:  # noqa: BLE001  (reported to the parent, which raises)
+        q.put(("error", worker, f"{type(e).__name__}: {e}"))
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
+    """Collect episodes into `cfg.out` (created if missing; appended to if compatible)."""
+    cfg.check()
+    cfg.out = Path(cfg.out)
+    check_output_dir(cfg.out, cfg.action_set, cfg.frame_skip)
+    seed = cfg.seed if cfg.seed is not None else secrets.randbits(31)
+    result = CollectResult([], 0, seed)
+    total = cfg.episodes if cfg.episodes is not None else cfg.steps
+    from mario_kit.progress import make_progress
+
+    with make_progress(enabled=progress) as bar:
+        task = bar.add_task("episodes" if cfg.episodes else "steps", total=total)
+
+        def report(kind: str, value) -> None:
+            if kind == "steps":
+                result.steps += value
+                if cfg.steps is not None:
+                    bar.update(task, advance=value)
+            elif kind == "episode":
+                result.paths.append(Path(value))
+                if cfg.episodes is not None:
+                    bar.update(task, advance=1)
+
+        if cfg.workers == 1:
+            try:
+                run_worker(cfg, 0, seed, report)
+            except KeyboardInterrupt:
+                result.interrupted = True
+        else:
+            result.interrupted = _run_parallel(cfg, seed, report)
+    return result
+
+
+def _run_parallel(cfg: CollectConfig, seed: int, report) -> bool:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_worker_main, args=(cfg, w, seed, q), daemon=True) for w in range(cfg.workers)]
+    for p in procs:
+        p.start()
+    running, errors, interrupted = set(range(cfg.workers)), [], False
+    while running:
+        try:
+            kind, w, value = q.get(timeout=0.5)
+        except KeyboardInterrupt:
+            interrupted = True  # workers got SIGINT too; keep draining until they exit
+            continue
+        except queue_mod.Empty:
+            dead = [w for w in running if not procs[w].is_alive()]
+            for w in dead:
+                if procs[w].exitcode not in (0, None):
+                    errors.append(f"worker {w} died with exit code {procs[w].exitcode}")
+                    running.discard(w)
+            continue
+        if kind in ("steps", "episode"):
+            report(kind, value)
+        else:
+            running.discard(w)
+            if kind == "error":
+                errors.append(f"worker {w}: {value}")
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGINT)
+            elif kind == "interrupted":
+                interrupted = True
+    for p in procs:
+        p.join()
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return interrupted
+
+
+def config_dict(cfg: CollectConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["out"] = str(cfg.out)
+    return d

@@ -1,0 +1,126 @@
+"""The only place that builds emulator environments.
+
+We step the unwrapped nes-py env with raw joypad bytes: the same call serves collection and
+replay, so a replay is bit-exact by construction. Frame skip is ours (nes-py has none).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from mario_kit import UserError
+
+ALL_LEVELS: tuple[str, ...] = tuple(f"{w}-{s}" for w in range(1, 9) for s in range(1, 5))
+ROM_MODE = "vanilla"  # gym-super-mario-bros 9 registers only the vanilla (v0) ROM for stages
+DEFAULT_FRAME_SKIP = 4
+
+
+def parse_levels(spec: str) -> list[str]:
+    """'1-1' -> ['1-1']; '1-1,4-2' -> both; 'random' -> all 32 stages (one drawn per episode)."""
+    spec = spec.strip()
+    if spec == "random":
+        return list(ALL_LEVELS)
+    levels = [s.strip() for s in spec.split(",") if s.strip()]
+    for lv in levels:
+        if not re.fullmatch(r"[1-8]-[1-4]", lv):
+            raise UserError(f"unknown level {lv!r}: use W-S with W in 1..8 and S in 1..4, a comma list, or 'random'")
+    if not levels:
+        raise UserError("no level given")
+    return levels
+
+
+def env_id(level: str) -> str:
+    return f"SuperMarioBros-{level}-v0"
+
+
+@dataclass
+class StepResult:
+    frame: np.ndarray  # copy of the screen after the last emulator frame of the step
+    reward: float  # summed over the frames of the step
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any]
+    joypad: list[int]  # the joypad byte of each emulator frame actually run
+
+
+class MarioEnv:
+    """One Super Mario Bros stage, stepped with joypad bytes and a frame skip."""
+
+    def __init__(self, level: str):
+        import gymnasium as gym
+        import gym_super_mario_bros  # noqa: F401  (registers the envs)
+
+        parse_levels(level)
+        self.level = level
+        self.env_id = env_id(level)
+        self._env = gym.make(self.env_id).unwrapped
+        self.frame_count = 0
+
+    @property
+    def screen(self) -> np.ndarray:
+        """The live screen buffer (a view: copy it before keeping it)."""
+        return self._env.screen
+
+    def reset(self) -> tuple[np.ndarray, dict[str, Any]]:
+        frame, info = self._env.reset()
+        self.frame_count = 0
+        return frame.copy(), info
+
+    def step(
+        self,
+        byte: int,
+        frame_skip: int,
+        on_frame: Callable[[np.ndarray], int | None] | None = None,
+    ) -> StepResult:
+        """Run up to `frame_skip` emulator frames, stopping early when the episode ends.
+
+        `on_frame(screen)` is called after every emulator frame but the last; it may return a
+        new joypad byte for the following frames (a human changing keys mid-step)."""
+        total = 0.0
+        joypad: list[int] = []
+        terminated = truncated = False
+        info: dict[str, Any] = {}
+        for k in range(frame_skip):
+            _, reward, terminated, truncated, info = self._env.step(byte)
+            self.frame_count += 1
+            joypad.append(byte)
+            total += reward
+            if terminated or truncated:
+                break
+            if on_frame is not None and k < frame_skip - 1:
+                new = on_frame(self._env.screen)
+                if new is not None:
+                    byte = new
+        return StepResult(self._env.screen.copy(), total, terminated, truncated, info, joypad)
+
+    def step_frame(self, byte: int) -> tuple[float, bool, bool, dict[str, Any]]:
+        """One emulator frame; used by replay."""
+        _, reward, terminated, truncated, info = self._env.step(byte)
+        self.frame_count += 1
+        return reward, terminated, truncated, info
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def replay(level: str, joypad: np.ndarray, step_frames: np.ndarray) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Rebuild an episode in the real emulator: yields (frame, info) for frame 0..T.
+
+    The emulator is deterministic from reset, so the joypad bytes of every frame reproduce
+    every frame and every info value exactly."""
+    env = MarioEnv(level)
+    try:
+        frame, info = env.reset()
+        yield frame, info
+        pos = 0
+        for n in step_frames:
+            for byte in joypad[pos : pos + int(n)]:
+                _, _, _, info = env.step_frame(int(byte))
+            pos += int(n)
+            yield env.screen.copy(), info
+    finally:
+        env.close()

@@ -1,0 +1,68 @@
+"""The only collection loop: env step x frame skip -> EpisodeWriter. Every policy plugs in here.
+
+A policy may also implement:
+- `on_frame(screen) -> action | None`: called after each emulator frame inside a step (the human
+  collector draws the screen and reads keys there; a changed action takes effect at once and is
+  recorded in the joypad column);
+- `overridden: bool`: whether its last action replaced the base policy's (balancing, random factor).
+Control flow from the policy: raise `DiscardEpisode` or `StopCollection`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from mario_kit.collectors.env import MarioEnv
+from mario_kit.datasets.episode import EpisodeWriter
+
+
+class DiscardEpisode(Exception):
+    """Raised by a policy to drop the current episode and go on with the next."""
+
+
+class StopCollection(Exception):
+    """Raised by a policy to end the session; `keep` says whether the current episode is saved (as 'cut')."""
+
+    def __init__(self, keep: bool = False):
+        super().__init__("stop")
+        self.keep = keep
+
+
+def record_episode(
+    env: MarioEnv,
+    policy: Any,
+    writer: EpisodeWriter,
+    rng: np.random.Generator,
+    frame_skip: int,
+    max_steps: int,
+    on_step: Callable[[int, dict[str, Any]], None] | None = None,
+) -> str:
+    """Play one episode into `writer` (not finished here). Returns how it ended:
+    'terminated' (death), 'flag' (level cleared), or 'truncated' (max_steps)."""
+    joypad = writer.meta.action_set.joypad
+    frame, info = env.reset()
+    writer.add_frame(frame)
+    policy.reset(rng, len(joypad))
+    policy_on_frame = getattr(policy, "on_frame", None)
+    on_frame = None
+    if policy_on_frame is not None:
+
+        def on_frame(screen: np.ndarray) -> int | None:
+            a = policy_on_frame(screen)
+            return None if a is None else int(joypad[a])
+
+    for t in range(max_steps):
+        action = int(policy.act(frame, info))
+        r = env.step(int(joypad[action]), frame_skip, on_frame)
+        writer.add_step(
+            action, r.frame, r.reward, r.terminated, r.truncated, r.info, r.joypad,
+            overridden=bool(getattr(policy, "overridden", False)),
+        )
+        frame, info = r.frame, r.info
+        if on_step is not None:
+            on_step(t + 1, info)
+        if r.terminated or r.truncated:
+            return "flag" if info.get("flag_get") else "terminated"
+    return "truncated"

@@ -1,0 +1,299 @@
+"""Episode writer (streams steps to disk, atomic rename) and lazy reader.
+
+Only this module and `format.py` know how an episode file is laid out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mario_kit import __version__
+from mario_kit.datasets import format as F
+
+_PACKAGES = ("gym-super-mario-bros", "nes-py", "gymnasium", "numpy", "h5py", "torch", "stable-baselines3")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class EpisodeMeta:
+    """What an episode file says about itself, besides its per-step data."""
+
+    env_id: str
+    level: str
+    frame_skip: int
+    action_set: F.ActionSet
+    source: str
+    policy: dict[str, Any] = field(default_factory=dict)
+    seed: int = -1
+    player: str = ""
+    rom_mode: str = "vanilla"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def new_episode_name(source: str, level: str, now: datetime | None = None) -> str:
+    """A unique file name: time-sortable, and a random 64-bit suffix so that any number of
+    processes or machines can write into one folder without coordination."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}-{source}-{level}-{uuid.uuid4().hex[:16]}{F.SUFFIX}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class EpisodeWriter:
+    """Streams one episode to `<dir>/<name>.h5.partial`; `finish()` fsyncs and renames it.
+
+    Frames are compressed here with zlib (the HDF5 gzip filter's own format) and written as raw
+    chunks, which skips HDF5's filter pipeline. Columns are buffered and flushed in blocks, so an
+    episode never has to fit in memory.
+    """
+
+    _GROW = 512  # frames added to the frames dataset at a time
+    _FLUSH = 1024  # steps of columns buffered before a flush
+
+    def __init__(self, directory: str | Path, meta: EpisodeMeta, name: str | None = None):
+        self.dir = Path(directory)
+        self.meta = meta
+        self.name = name or new_episode_name(meta.source, meta.level)
+        self.path = self.dir / self.name
+        self.tmp_path = self.dir / (self.name[: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)
+        self._f = h5py.File(self.tmp_path, "w")
+        f = self._f
+        self._frames = f.create_dataset(
+            F.FRAMES,
+            shape=(0, *F.FRAME_SHAPE),
+            maxshape=(None, *F.FRAME_SHAPE),
+            dtype=F.FRAME_DTYPE,
+            chunks=F.FRAME_CHUNKS,
+            compression=F.FRAME_COMPRESSION,
+            compression_opts=F.FRAME_COMPRESSION_OPTS,
+        )
+        self._cols: dict[str, tuple[h5py.Dataset, list]] = {}
+
+        def col(name: str, dtype: np.dtype, group: h5py.Group = f) -> None:
+            ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+            self._cols[f"{group.name.strip('/')}/{name}".strip("/")] = (ds, [])
+
+        col(F.ACTIONS, np.dtype(np.uint8))
+        col(F.REWARDS, np.dtype(np.float32))
+        col(F.TERMINATED, np.dtype(np.bool_))
+        col(F.TRUNCATED, np.dtype(np.bool_))
+        col(F.STEP_FRAMES, np.dtype(np.uint8))
+        col(F.JOYPAD, np.dtype(np.uint8))
+        col(F.OVERRIDDEN, np.dtype(np.bool_))
+        info = f.create_group(F.INFO_GROUP)
+        for name, dtype in F.INFO_COLUMNS.items():
+            col(name, dtype, info)
+        f.create_dataset(F.ACTION_JOYPAD, data=meta.action_set.joypad)
+        self.n_frames = 0
+        self.n_steps = 0
+        self._pending = 0
+        self._closed = False
+
+    # --- streaming ---------------------------------------------------------------------
+    def add_frame(self, frame: np.ndarray) -> None:
+        """Append one frame (the first one after reset, then one per step via `add_step`)."""
+        if frame.shape != F.FRAME_SHAPE or frame.dtype != F.FRAME_DTYPE:
+            raise ValueError(f"frame must be {F.FRAME_SHAPE} uint8, got {frame.shape} {frame.dtype}")
+        i = self.n_frames
+        if i >= self._frames.shape[0]:
+            self._frames.resize(i + self._GROW, axis=0)
+        data = zlib.compress(np.ascontiguousarray(frame).data, F.FRAME_COMPRESSION_OPTS)
+        self._frames.id.write_direct_chunk((i, 0, 0, 0), data)
+        self.n_frames += 1
+
+    def add_step(
+        self,
+        action: int,
+        frame: np.ndarray,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        info: dict[str, Any],
+        joypad: list[int] | bytes,
+        overridden: bool = False,
+    ) -> None:
+        """Record action t, the frame it led to, and what the env said about it.
+
+        `joypad` holds the joypad byte of every emulator frame this step took (frame skip)."""
+        if self.n_frames != self.n_steps + 1:
+            raise RuntimeError("add_frame() the first frame before the first step")
+        c = self._cols
+        c[F.ACTIONS][1].append(action)
+        c[F.REWARDS][1].append(reward)
+        c[F.TERMINATED][1].append(terminated)
+        c[F.TRUNCATED][1].append(truncated)
+        c[F.STEP_FRAMES][1].append(len(joypad))
+        c[F.JOYPAD][1].extend(joypad)
+        c[F.OVERRIDDEN][1].append(overridden)
+        for name in F.INFO_COLUMNS:
+            v = info.get(name, 0)
+            if name == "status" and isinstance(v, str):
+                v = F.STATUS_CODES.get(v, 255)
+            c[f"{F.INFO_GROUP}/{name}"][1].append(v)
+        self.add_frame(frame)
+        self.n_steps += 1
+        self._pending += 1
+        if self._pending >= self._FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        for ds, buf in self._cols.values():
+            if buf:
+                n = ds.shape[0]
+                ds.resize(n + len(buf), axis=0)
+                ds[n:] = np.asarray(buf, dtype=ds.dtype)
+                buf.clear()
+        self._pending = 0
+
+    # --- ending ------------------------------------------------------------------------
+    def finish(self, end: str) -> Path:
+        """Write the attributes, fsync, and atomically rename to the final name."""
+        if end not in F.END_REASONS:
+            raise ValueError(f"end must be one of {F.END_REASONS}")
+        self._flush()
+        self._frames.resize(self.n_frames, axis=0)
+        m = self.meta
+        attrs = {
+            "format": F.FORMAT_NAME,
+            "schema_version": F.SCHEMA_VERSION,
+            "env_id": m.env_id,
+            "rom_mode": m.rom_mode,
+            "level": m.level,
+            "frame_skip": m.frame_skip,
+            "action_set": m.action_set.name,
+            "action_buttons": m.action_set.to_json(),
+            "source": m.source,
+            "policy": json.dumps(m.policy, sort_keys=True),
+            "seed": int(m.seed),
+            "player": m.player,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "mario_kit_version": __version__,
+            "package_versions": json.dumps(package_versions(), sort_keys=True),
+            "length": self.n_steps,
+            "end": end,
+            "extra": json.dumps(m.extra, sort_keys=True),
+        }
+        self._f.attrs.update(attrs)
+        self._f.flush()
+        self._f.close()
+        self._closed = True
+        fd = os.open(self.tmp_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.tmp_path, self.path)
+        fsync_dir(self.dir)
+        return self.path
+
+    def discard(self) -> None:
+        """Drop the episode: close and remove the temporary file."""
+        if not self._closed:
+            self._f.close()
+            self._closed = True
+        self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._closed:
+            self.discard()
+
+
+class Episode:
+    """Read access to one episode file. Columns load on first use; frames stay lazy.
+
+    >>> with Episode(path) as ep:
+    ...     ep.actions, ep.frames[10], ep.info["x_pos"]
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f = h5py.File(self.path, "r")
+
+    @cached_property
+    def attrs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in self._f.attrs.items():
+            if isinstance(v, bytes):
+                v = v.decode()
+            if isinstance(v, np.generic):
+                v = v.item()
+            if k in F.JSON_ATTRS and isinstance(v, str):
+                v = json.loads(v)
+            out[k] = v
+        return out
+
+    @property
+    def length(self) -> int:
+        return int(self.attrs["length"])
+
+    @property
+    def frames(self) -> h5py.Dataset:
+        return self._f[F.FRAMES]
+
+    @cached_property
+    def action_set(self) -> F.ActionSet:
+        a = self.attrs
+        return F.ActionSet(a["action_set"], tuple(tuple(b) for b in a["action_buttons"]))
+
+    def column(self, name: str) -> np.ndarray:
+        return self._f[name][()]
+
+    @cached_property
+    def actions(self) -> np.ndarray:
+        return self.column(F.ACTIONS)
+
+    @cached_property
+    def rewards(self) -> np.ndarray:
+        return self.column(F.REWARDS)
+
+    @cached_property
+    def joypad(self) -> np.ndarray:
+        return self.column(F.JOYPAD)
+
+    @cached_property
+    def step_frames(self) -> np.ndarray:
+        return self.column(F.STEP_FRAMES)
+
+    @cached_property
+    def info(self) -> dict[str, np.ndarray]:
+        g = self._f[F.INFO_GROUP]
+        return {k: g[k][()] for k in g}
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Episode:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,149 @@
+"""Episode format v1: the one place where on-disk names, dtypes and the schema version live.
+
+One HDF5 file per episode (see docs/FORMAT.md). Everything else reads and writes through
+`datasets.episode`, which uses only the names defined here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+FORMAT_NAME = "mario-kit-episode"
+SUFFIX = ".h5"
+PARTIAL_SUFFIX = ".h5.partial"  # an episode still being written (or left by a killed writer)
+
+FRAME_SHAPE = (240, 256, 3)  # (height, width, RGB) as the NES renders it
+FRAME_DTYPE = np.uint8
+
+# Datasets at the file root.
+FRAMES = "frames"  # (T+1, 240, 256, 3) uint8: frame t is what the player saw before action t
+ACTIONS = "actions"  # (T,) uint8: index into the episode's action set
+REWARDS = "rewards"  # (T,) float32: env reward summed over the frame skip
+TERMINATED = "terminated"  # (T,) bool
+TRUNCATED = "truncated"  # (T,) bool
+JOYPAD = "joypad"  # (F,) uint8: the joypad byte of every emulator frame (replay)
+STEP_FRAMES = "step_frames"  # (T,) uint8: emulator frames each step took (<= frame skip)
+ACTION_JOYPAD = "action_joypad"  # (n_actions,) uint8: the joypad byte of each action index
+INFO_GROUP = "info"  # group of (T,) columns: env `info` after each step
+OVERRIDDEN = "overridden"  # optional (T,) bool: steps where a strategy or random factor replaced the policy
+
+# Info columns kept per step, with their on-disk dtype. `status` is nes-py's status string
+# encoded as STATUS_CODES.
+INFO_COLUMNS: dict[str, np.dtype] = {
+    "x_pos": np.dtype(np.int32),
+    "y_pos": np.dtype(np.int32),
+    "world": np.dtype(np.uint8),
+    "stage": np.dtype(np.uint8),
+    "status": np.dtype(np.uint8),
+    "life": np.dtype(np.int16),
+    "time": np.dtype(np.int16),
+    "score": np.dtype(np.int32),
+    "coins": np.dtype(np.int16),
+    "flag_get": np.dtype(np.bool_),
+}
+STATUS_CODES = {"small": 0, "tall": 1, "fireball": 2}
+
+# Root attributes. Values that are not scalars or strings are stored as JSON strings.
+REQUIRED_ATTRS = (
+    "format",
+    "schema_version",
+    "env_id",
+    "rom_mode",
+    "level",
+    "frame_skip",
+    "action_set",
+    "action_buttons",
+    "source",
+    "policy",
+    "seed",
+    "created",
+    "mario_kit_version",
+    "package_versions",
+    "length",
+    "end",
+)
+JSON_ATTRS = ("action_buttons", "policy", "package_versions", "extra")
+
+END_REASONS = ("terminated", "flag", "truncated", "cut")  # how an episode ended
+
+# HDF5 storage of frames: one frame a chunk (random access), gzip level 1.
+# Measured by bench/storage.py; see docs/FORMAT.md.
+FRAME_CHUNKS = (1, *FRAME_SHAPE)
+FRAME_COMPRESSION = "gzip"
+FRAME_COMPRESSION_OPTS = 1
+
+
+@dataclass(frozen=True)
+class ActionSet:
+    """A named list of button combinations; an action is an index into `buttons`."""
+
+    name: str
+    buttons: tuple[tuple[str, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.buttons)
+
+    @property
+    def joypad(self) -> np.ndarray:
+        """The NES joypad byte of each action index."""
+        return np.array([buttons_to_byte(b) for b in self.buttons], dtype=np.uint8)
+
+    def meaning(self, index: int) -> str:
+        return "+".join(self.buttons[index])
+
+    def to_json(self) -> str:
+        return json.dumps([list(b) for b in self.buttons])
+
+
+JOYPAD_BITS = {
+    "right": 0b10000000,
+    "left": 0b01000000,
+    "down": 0b00100000,
+    "up": 0b00010000,
+    "start": 0b00001000,
+    "select": 0b00000100,
+    "B": 0b00000010,
+    "A": 0b00000001,
+    "NOOP": 0,
+}
+
+
+def buttons_to_byte(buttons: tuple[str, ...] | list[str]) -> int:
+    byte = 0
+    for b in buttons:
+        byte |= JOYPAD_BITS[b]
+    return byte
+
+
+def byte_to_buttons(byte: int) -> tuple[str, ...]:
+    pressed = tuple(b for b, bit in JOYPAD_BITS.items() if bit and byte & bit)
+    return pressed or ("NOOP",)
+
+
+def _action_sets() -> dict[str, ActionSet]:
+    from gym_super_mario_bros.actions import COMPLEX_MOVEMENT, RIGHT_ONLY, SIMPLE_MOVEMENT
+
+    def freeze(name: str, lst: list[list[str]]) -> ActionSet:
+        return ActionSet(name, tuple(tuple(b) for b in lst))
+
+    return {
+        "right": freeze("right", RIGHT_ONLY),
+        "simple": freeze("simple", SIMPLE_MOVEMENT),
+        "complex": freeze("complex", COMPLEX_MOVEMENT),
+    }
+
+
+ACTION_SETS: dict[str, ActionSet] = _action_sets()
+
+
+def get_action_set(name: str) -> ActionSet:
+    from mario_kit import UserError
+
+    try:
+        return ACTION_SETS[name]
+    except KeyError:
+        raise UserError(f"unknown action set {name!r}; choose one of {', '.join(ACTION_SETS)}") from None
