@@ -12,7 +12,7 @@ import os
 import queue as queue_mod
 import secrets
 import signal
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +81,40 @@ def episode_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> None:
+class _Interrupt:
+    """Ctrl-C as a flag checked between steps, so that an interrupt never lands inside a file
+    operation: the episode in progress is discarded at the next step. A second Ctrl-C raises."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_Interrupt":
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self._old = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> bool:
     """Record this worker's share of the collection. `report(kind, value)` receives
-    ('steps', n) and ('episode', path) messages."""
+    ('steps', n) and ('episode', path) messages. Returns True when interrupted by Ctrl-C."""
+    with _Interrupt() as interrupt:
+        _run_worker(cfg, worker, seed, report, interrupt)
+    return interrupt.requested
+
+
+def _run_worker(cfg: CollectConfig, worker: int, seed: int, report, interrupt: _Interrupt) -> None:
     levels = parse_levels(cfg.level)
     aset = F.get_action_set(cfg.action_set)
     policy = make_policy(cfg.policy, cfg.policy_kwargs)
@@ -96,6 +127,8 @@ def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> None:
 
     def on_step(t: int, info: dict) -> None:
         nonlocal pending
+        if interrupt.requested:
+            raise StopCollection(keep=False)
         pending += 1
         if pending >= 16:
             report("steps", pending)
@@ -104,7 +137,7 @@ def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> None:
     while True:
         if cfg.episodes is not None and index >= cfg.episodes:
             break
-        if budget is not None and budget <= 0:
+        if (budget is not None and budget <= 0) or interrupt.requested:
             break
         rng = episode_rng(seed, index)
         level = levels[int(rng.integers(len(levels)))] if len(levels) > 1 else levels[0]
@@ -138,10 +171,22 @@ def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> None:
         report("steps", pending)
 
 
-def _worker_main(cfg: CollectConfig, worker: int, seed: int, q) -> None:
+def _die_with_parent() -> None:
+    """Linux: get SIGINT when the parent dies (even by SIGKILL), so that an orphaned worker
+    discards its episode and exits instead of collecting on its own."""
     try:
-        run_worker(cfg, worker, seed, lambda kind, value: q.put((kind, worker, str(value) if kind == "episode" else value)))
-        q.put(("done", worker, None))
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(cfg: CollectConfig, worker: int, seed: int, q) -> None:
+    _die_with_parent()
+    try:
+        stopped = run_worker(cfg, worker, seed, lambda kind, value: q.put((kind, worker, str(value) if kind == "episode" else value)))
+        q.put(("interrupted" if stopped else "done", worker, None))
     except KeyboardInterrupt:
         q.put(("interrupted", worker, None))
     except Exception as e:  # noqa: BLE001  (reported to the parent, which raises)
@@ -172,10 +217,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
                     bar.update(task, advance=1)
 
         if cfg.workers == 1:
-            try:
-                run_worker(cfg, 0, seed, report)
-            except KeyboardInterrupt:
-                result.interrupted = True
+            result.interrupted = run_worker(cfg, 0, seed, report)
         else:
             result.interrupted = _run_parallel(cfg, seed, report)
     return result
@@ -187,13 +229,22 @@ def _run_parallel(cfg: CollectConfig, seed: int, report) -> bool:
     procs = [ctx.Process(target=_worker_main, args=(cfg, w, seed, q), daemon=True) for w in range(cfg.workers)]
     for p in procs:
         p.start()
-    running, errors, interrupted = set(range(cfg.workers)), [], False
+    running, errors = set(range(cfg.workers)), []
+    with _Interrupt() as interrupt:  # workers get Ctrl-C too; we keep draining until they exit
+        stopped = _drain(q, procs, running, errors, report)
+    for p in procs:
+        p.join()
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return interrupt.requested or stopped
+
+
+def _drain(q, procs, running: set, errors: list, report) -> bool:
+    """Relay worker messages until every worker is done; True when any was interrupted."""
+    stopped = False
     while running:
         try:
             kind, w, value = q.get(timeout=0.5)
-        except KeyboardInterrupt:
-            interrupted = True  # workers got SIGINT too; keep draining until they exit
-            continue
         except queue_mod.Empty:
             dead = [w for w in running if not procs[w].is_alive()]
             for w in dead:
@@ -205,21 +256,10 @@ def _run_parallel(cfg: CollectConfig, seed: int, report) -> bool:
             report(kind, value)
         else:
             running.discard(w)
+            stopped |= kind == "interrupted"
             if kind == "error":
                 errors.append(f"worker {w}: {value}")
                 for p in procs:
                     if p.is_alive():
                         os.kill(p.pid, signal.SIGINT)
-            elif kind == "interrupted":
-                interrupted = True
-    for p in procs:
-        p.join()
-    if errors:
-        raise RuntimeError("; ".join(errors))
-    return interrupted
-
-
-def config_dict(cfg: CollectConfig) -> dict[str, Any]:
-    d = asdict(cfg)
-    d["out"] = str(cfg.out)
-    return d
+    return stopped

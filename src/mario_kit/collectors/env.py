@@ -39,7 +39,7 @@ def env_id(level: str) -> str:
 
 @dataclass
 class StepResult:
-    frame: np.ndarray  # copy of the screen after the last emulator frame of the step
+    frame: np.ndarray  # the screen after the step: a live view, valid until the next step (copy to keep)
     reward: float  # summed over the frames of the step
     terminated: bool
     truncated: bool
@@ -95,7 +95,7 @@ class MarioEnv:
                 new = on_frame(self._env.screen)
                 if new is not None:
                     byte = new
-        return StepResult(self._env.screen.copy(), total, terminated, truncated, info, joypad)
+        return StepResult(self._env.screen, total, terminated, truncated, info, joypad)
 
     def step_frame(self, byte: int) -> tuple[float, bool, bool, dict[str, Any]]:
         """One emulator frame; used by replay."""

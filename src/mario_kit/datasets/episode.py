@@ -9,6 +9,8 @@ import json
 import os
 import uuid
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -69,13 +71,15 @@ def fsync_dir(path: Path) -> None:
 class EpisodeWriter:
     """Streams one episode to `<dir>/<name>.h5.partial`; `finish()` fsyncs and renames it.
 
-    Frames are compressed here with zlib (the HDF5 gzip filter's own format) and written as raw
-    chunks, which skips HDF5's filter pipeline. Columns are buffered and flushed in blocks, so an
-    episode never has to fit in memory.
+    Frames are compressed with zlib (the HDF5 gzip filter's own format) on a background thread,
+    which overlaps with emulation because zlib releases the GIL, and written as raw chunks, which
+    skips HDF5's filter pipeline. Columns are buffered and flushed in blocks, so an episode never
+    has to fit in memory.
     """
 
     _GROW = 512  # frames added to the frames dataset at a time
     _FLUSH = 1024  # steps of columns buffered before a flush
+    _RING = 8  # frames in flight to the compression thread
 
     def __init__(self, directory: str | Path, meta: EpisodeMeta, name: str | None = None):
         self.dir = Path(directory)
@@ -83,7 +87,7 @@ class EpisodeWriter:
         self.name = name or new_episode_name(meta.source, meta.level)
         self.path = self.dir / self.name
         self.tmp_path = self.dir / (self.name[: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)
-        self._f = h5py.File(self.tmp_path, "w")
+        self._f = h5py.File(self.tmp_path, "w", libver=("v110", "latest"))
         f = self._f
         self._frames = f.create_dataset(
             F.FRAMES,
@@ -97,7 +101,9 @@ class EpisodeWriter:
         self._cols: dict[str, tuple[h5py.Dataset, list]] = {}
 
         def col(name: str, dtype: np.dtype, group: h5py.Group = f) -> None:
-            ds = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+            ds = group.create_dataset(
+                name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(F.COLUMN_CHUNK,), compression="gzip"
+            )
             self._cols[f"{group.name.strip('/')}/{name}".strip("/")] = (ds, [])
 
         col(F.ACTIONS, np.dtype(np.uint8))
@@ -111,6 +117,9 @@ class EpisodeWriter:
         for name, dtype in F.INFO_COLUMNS.items():
             col(name, dtype, info)
         f.create_dataset(F.ACTION_JOYPAD, data=meta.action_set.joypad)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mario-kit-zlib")
+        self._ring = np.empty((self._RING, *F.FRAME_SHAPE), F.FRAME_DTYPE)
+        self._inflight: deque[tuple[int, Future]] = deque()
         self.n_frames = 0
         self.n_steps = 0
         self._pending = 0
@@ -121,12 +130,20 @@ class EpisodeWriter:
         """Append one frame (the first one after reset, then one per step via `add_step`)."""
         if frame.shape != F.FRAME_SHAPE or frame.dtype != F.FRAME_DTYPE:
             raise ValueError(f"frame must be {F.FRAME_SHAPE} uint8, got {frame.shape} {frame.dtype}")
-        i = self.n_frames
+        if len(self._inflight) >= self._RING:
+            self._write_next()
+        slot = self._ring[self.n_frames % self._RING]
+        np.copyto(slot, frame)  # the caller may pass a live screen buffer
+        job = self._pool.submit(zlib.compress, slot.data, F.FRAME_COMPRESSION_OPTS)
+        self._inflight.append((self.n_frames, job))
+        self.n_frames += 1
+
+    def _write_next(self) -> None:
+        i, job = self._inflight.popleft()
+        data = job.result()
         if i >= self._frames.shape[0]:
             self._frames.resize(i + self._GROW, axis=0)
-        data = zlib.compress(np.ascontiguousarray(frame).data, F.FRAME_COMPRESSION_OPTS)
         self._frames.id.write_direct_chunk((i, 0, 0, 0), data)
-        self.n_frames += 1
 
     def add_step(
         self,
@@ -178,6 +195,9 @@ class EpisodeWriter:
         if end not in F.END_REASONS:
             raise ValueError(f"end must be one of {F.END_REASONS}")
         self._flush()
+        while self._inflight:
+            self._write_next()
+        self._pool.shutdown()
         self._frames.resize(self.n_frames, axis=0)
         m = self.meta
         attrs = {
@@ -215,6 +235,8 @@ class EpisodeWriter:
 
     def discard(self) -> None:
         """Drop the episode: close and remove the temporary file."""
+        self._pool.shutdown(cancel_futures=True)
+        self._inflight.clear()
         if not self._closed:
             self._f.close()
             self._closed = True

@@ -1,0 +1,3 @@
+from mario_kit.cli import main
+
+main()

@@ -1,0 +1,33 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+from mario_kit.collectors import CollectConfig, collect  # noqa: E402
+
+
+def run_cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run `mario-kit ARGS` in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "mario_kit", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw
+    )
+
+
+def make_dataset(out: Path, episodes: int = 2, max_steps: int = 60, seed: int = 7, **kw) -> list[Path]:
+    cfg = CollectConfig(out=out, policy="sticky", policy_kwargs={"p": 0.8}, episodes=episodes,
+                        max_steps=max_steps, seed=seed, **kw)
+    return collect(cfg, progress=False).paths
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """Two short sticky-random episodes of 1-1, simple action set, frame skip 4."""
+    d = tmp_path_factory.mktemp("small")
+    make_dataset(d)
+    return d

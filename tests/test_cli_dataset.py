@@ -1,0 +1,164 @@
+"""CLI: info, validate, bad input (exit 2, one line, nothing harmed), crash safety."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from mario_kit.datasets.validate import validate_dir
+
+
+def _one_line_error(res):
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in res.stderr
+    return lines
+
+
+def test_version_and_help():
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.startswith("mario-kit ")
+    res = run_cli("--help")
+    assert res.returncode == 0 and "collect" in res.stdout and "dataset" in res.stdout
+
+
+def test_info_json_counts(small_dataset):
+    res = run_cli("dataset", "info", small_dataset, "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    from mario_kit.datasets.episode import Episode
+
+    eps = [Episode(p) for p in sorted(small_dataset.glob("*.h5"))]
+    assert s["episodes"] == 2
+    assert s["steps"] == sum(e.length for e in eps)
+    assert s["frames"] == s["steps"] + 2
+    counts = np.bincount(np.concatenate([e.actions for e in eps]), minlength=7)
+    assert list(s["action_counts"]["simple"].values()) == counts.tolist()
+    assert s["bytes"] == sum(os.path.getsize(e.path) for e in eps)
+    assert s["sources"] == {"random": 2} and s["levels"] == {"1-1": 2}
+    res = run_cli("dataset", "info", small_dataset)
+    assert res.returncode == 0 and "right+A" in res.stdout
+
+
+def test_validate_reports_truncated_foreign_and_partial(tmp_path, small_dataset):
+    d = tmp_path / "d"
+    shutil.copytree(small_dataset, d)
+    good = sorted(d.glob("*.h5"))
+    res = run_cli("dataset", "validate", d, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["good"] == 2
+    # truncated copy of a real episode
+    trunc = d / "truncated.h5"
+    data = good[0].read_bytes()
+    trunc.write_bytes(data[: len(data) // 2])
+    # a foreign HDF5 file and a stray text file
+    with h5py.File(d / "foreign.h5", "w") as f:
+        f["x"] = np.arange(3)
+    (d / "notes.txt").write_text("hello")
+    # a temp file left by a killed writer
+    (d / "20260101T000000-random-1-1-0000000000000000.h5.partial").write_bytes(b"\x89HDF")
+    res = run_cli("dataset", "validate", d, "--json")
+    assert res.returncode == 1
+    rep = json.loads(res.stdout)
+    bad = {b["file"]: b["reason"] for b in rep["bad"]}
+    assert set(bad) == {"truncated.h5", "foreign.h5", "notes.txt"}
+    assert "not a mario-kit episode" in bad["foreign.h5"]
+    assert rep["good"] == 2 and len(rep["partial"]) == 1
+    # a corrupted frame chunk inside an otherwise intact file
+    corrupt = d / "corrupt.h5"
+    shutil.copy(good[1], corrupt)
+    with h5py.File(corrupt, "r") as f:
+        offset = f["frames"].id.get_chunk_info(1).byte_offset
+    with open(corrupt, "r+b") as fh:
+        fh.seek(offset + 10)
+        fh.write(b"\xff" * 64)
+    rep = validate_dir(d)
+    assert any(p.name == "corrupt.h5" and "do not decode" in r for p, r in rep.bad)
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, small_dataset):
+    cases = [
+        ("collect", "--random", "--episodes", "1", "--level", "9-9", "--out", tmp_path / "a"),
+        ("collect", "--random", "--episodes", "1", "--action-set", "nope", "--out", tmp_path / "a"),
+        ("collect", "--random", "--episodes", "1", "--sticky", "1.5", "--out", tmp_path / "a"),
+        ("collect", "--random", "--out", tmp_path / "a"),  # neither --episodes nor --steps
+        ("collect", "--episodes", "1", "--out", tmp_path / "a"),  # no collector
+        ("dataset", "info", tmp_path / "empty"),
+        ("dataset", "info", tmp_path / "missing"),
+    ]
+    (tmp_path / "empty").mkdir()
+    for args in cases:
+        lines = _one_line_error(run_cli(*args))
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, lines)
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+def test_refuses_incompatible_or_foreign_folders_and_harms_nothing(tmp_path, small_dataset):
+    d = tmp_path / "d"
+    shutil.copytree(small_dataset, d)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    for extra in (["--action-set", "right"], ["--frame-skip", "2"]):
+        lines = _one_line_error(run_cli("collect", "--random", "--episodes", "1", "--out", d, *extra))
+        assert "holds episodes with action set" in lines[0]
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    (d / "readme.txt").write_text("mine")
+    lines = _one_line_error(run_cli("collect", "--random", "--episodes", "1", "--out", d))
+    assert "not episodes" in lines[0]
+    f = tmp_path / "file"
+    f.write_text("x")
+    lines = _one_line_error(run_cli("collect", "--random", "--episodes", "1", "--out", f / "sub"))
+    assert "cannot write" in lines[0]
+    lines = _one_line_error(run_cli("collect", "--random", "--episodes", "1", "--out", f))
+    assert "not a folder" in lines[0]
+
+
+def _wait_for(pred, timeout=60.0):
+    t0 = time.time()
+    while not pred():
+        assert time.time() - t0 < timeout, "timed out"
+        time.sleep(0.05)
+
+
+def _start_collect(d, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "mario_kit", "collect", "--random", "--episodes", "500", "--max-steps", "40",
+         "--seed", "1", "--out", str(d), "-q", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+def test_sigkill_leaves_finished_episodes_valid(tmp_path):
+    d = tmp_path / "d"
+    for workers in ("1", "2"):
+        proc = _start_collect(d, "--workers", workers)
+        n0 = len(list(d.glob("*.h5"))) if d.exists() else 0
+        _wait_for(lambda: d.exists() and len(list(d.glob("*.h5"))) >= n0 + 3)
+        os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers at once
+        proc.wait()
+        time.sleep(0.5)
+        rep = validate_dir(d)
+        assert rep.ok, rep.bad
+        assert len(rep.partial) <= int(workers)
+        assert len(rep.good) >= n0 + 3
+        for p in rep.partial:
+            p.unlink()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_discards_current_episode_and_keeps_the_rest(tmp_path, workers):
+    d = tmp_path / "d"
+    proc = _start_collect(d, "--workers", workers)
+    _wait_for(lambda: d.exists() and len(list(d.glob("*.h5"))) >= 2)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in out
+    rep = validate_dir(d)
+    assert rep.ok and not rep.partial and len(rep.good) >= 2

@@ -1,0 +1,122 @@
+"""Random collector, episode format round trip, replay, seeding, workers."""
+
+import numpy as np
+import pytest
+
+from conftest import make_dataset
+from mario_kit.collectors.env import MarioEnv, replay
+from mario_kit.collectors.policies import RandomPolicy, StickyPolicy
+from mario_kit.datasets import format as F
+from mario_kit.datasets.dataset import Dataset
+from mario_kit.datasets.episode import Episode
+
+
+def test_roundtrip_matches_an_independent_env(small_dataset):
+    """Step gymnasium's own JoypadSpace env with the recorded actions: frames, rewards and info
+    must equal what the file holds."""
+    import gymnasium as gym
+    from gym_super_mario_bros.actions import SIMPLE_MOVEMENT
+    from nes_py.wrappers import JoypadSpace
+
+    paths = Dataset(small_dataset).paths
+    assert len(paths) == 2
+    for p in paths:
+        with Episode(p) as ep:
+            assert ep.attrs["schema_version"] == F.SCHEMA_VERSION
+            assert ep.attrs["frame_skip"] == 4 and ep.attrs["level"] == "1-1"
+            assert ep.action_set.buttons == tuple(tuple(b) for b in SIMPLE_MOVEMENT)
+            T = ep.length
+            assert ep.frames.shape == (T + 1, 240, 256, 3) and ep.actions.shape == (T,)
+            env = JoypadSpace(gym.make("SuperMarioBros-1-1-v0"), SIMPLE_MOVEMENT)
+            obs, _ = env.reset()
+            assert np.array_equal(ep.frames[0], obs)
+            for t, a in enumerate(ep.actions):
+                total = 0.0
+                for _ in range(4):
+                    obs, r, term, trunc, info = env.step(int(a))
+                    total += r
+                    if term or trunc:
+                        break
+                assert np.array_equal(ep.frames[t + 1], obs), f"frame {t + 1}"
+                assert ep.rewards[t] == pytest.approx(total)
+                assert ep.info["x_pos"][t] == info["x_pos"] and ep.info["time"][t] == info["time"]
+                assert ep.info["status"][t] == F.STATUS_CODES[info["status"]]
+            assert bool(term) == bool(ep.column(F.TERMINATED)[-1]) or ep.attrs["end"] == "truncated"
+            env.close()
+
+
+def test_replay_is_bit_exact(small_dataset):
+    for p in Dataset(small_dataset).paths:
+        with Episode(p) as ep:
+            frames = ep.frames[()]
+            replayed = list(replay(ep.attrs["level"], ep.joypad, ep.step_frames))
+            assert len(replayed) == len(frames)
+            for t, (frame, info) in enumerate(replayed):
+                assert np.array_equal(frame, frames[t]), f"frame {t}"
+                if t:
+                    assert info["x_pos"] == ep.info["x_pos"][t - 1]
+
+
+def test_same_seed_same_episodes_and_other_seed_differs(tmp_path, small_dataset):
+    again = make_dataset(tmp_path / "a")
+    first = Dataset(small_dataset).paths
+    for p, q in zip(sorted(first, key=_index), sorted(again, key=_index)):
+        with Episode(p) as a, Episode(q) as b:
+            assert np.array_equal(a.actions, b.actions)
+            assert np.array_equal(a.frames[()], b.frames[()])
+    other = make_dataset(tmp_path / "b", seed=8)
+    acts = lambda ps: sorted(tuple(Episode(p).actions) for p in ps)  # noqa: E731
+    assert acts(other) != acts(first)
+
+
+def _index(p):
+    with Episode(p) as ep:
+        return ep.attrs["extra"]["episode_index"]
+
+
+def test_sticky_and_uniform_policy_statistics():
+    n, N = 7, 40_000
+    for p in (0.0, 0.8):
+        pol = StickyPolicy(p)
+        pol.reset(np.random.default_rng(0), n)
+        a = np.array([pol.act(None, {}) for _ in range(N)])
+        same = np.mean(a[1:] == a[:-1])
+        assert same == pytest.approx(p + (1 - p) / n, abs=0.01)
+        assert np.bincount(a, minlength=n) / N == pytest.approx(np.full(n, 1 / n), abs=0.02)
+        # mean run length of a sticky policy is 1 / (1 - P(same))
+        runs = np.diff(np.flatnonzero(np.r_[True, a[1:] != a[:-1], True]))
+        assert runs.mean() == pytest.approx(1 / (1 - same), rel=0.05)
+    pol = RandomPolicy()
+    pol.reset(np.random.default_rng(1), 5)
+    a = np.array([pol.act(None, {}) for _ in range(N)])
+    assert np.mean(a[1:] == a[:-1]) == pytest.approx(0.2, abs=0.01)
+
+
+def test_two_workers_write_the_same_episodes_as_one(tmp_path):
+    one = make_dataset(tmp_path / "one", episodes=4, max_steps=25, seed=11)
+    two = make_dataset(tmp_path / "two", episodes=4, max_steps=25, seed=11, workers=2)
+    assert len(two) == 4 and len({p.name for p in two}) == 4
+    key = lambda ps: sorted((_index(p), tuple(Episode(p).actions)) for p in ps)  # noqa: E731
+    assert key(one) == key(two)
+
+
+def test_steps_budget_is_exact_and_folder_appends(tmp_path):
+    d = tmp_path / "d"
+    cfg_paths = make_dataset(d, episodes=1, max_steps=10)
+    from mario_kit.collectors import CollectConfig, collect
+
+    res = collect(CollectConfig(out=d, steps=77, max_steps=30, seed=3), progress=False)
+    assert res.steps == 77
+    ds = Dataset(d)
+    assert len(ds) == len(cfg_paths) + len(res.paths)
+    assert ds.index["length"].sum() == 77 + Episode(cfg_paths[0]).length
+    assert all(ds.index["length"] <= 30)
+
+
+def test_env_frame_skip_stops_at_episode_end():
+    env = MarioEnv("1-1")
+    env.reset()
+    r = env.step(0, 4)
+    assert len(r.joypad) == 4 and r.frame.shape == F.FRAME_SHAPE
+    assert np.shares_memory(r.frame, env.screen)  # a view: no copy per step
+    env.close()
