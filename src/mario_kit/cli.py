@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from mario_kit import UserError, __version__
 
@@ -75,6 +74,18 @@ def collect(
         raise typer.Exit(130)
 
 
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("demo"), "--out", help="Folder for every artefact of the demo."),
+    force: bool = typer.Option(False, "--force", help="Replace a previous demo in that folder."),
+    seed: int = typer.Option(0, help="Seed of the whole demo."),
+) -> None:
+    """The main job on small built-in defaults: collect and inspect a dataset (more stages as they land)."""
+    from mario_kit.demo import DemoConfig, run
+
+    run(DemoConfig(out=out_dir, force=force, seed=seed), echo=out.print)
+
+
 @dataset_app.command("info")
 def dataset_info(
     directory: Path = typer.Argument(..., help="Episode folder."),
@@ -88,22 +99,10 @@ def dataset_info(
     if as_json:
         print(json.dumps(s, indent=2))
         return
-    t = Table(title=f"dataset {directory}", show_header=False)
-    for k in ("episodes", "steps", "frames"):
-        t.add_row(k, f"{s[k]:,}")
-    t.add_row("bytes on disk", f"{s['bytes']:,} ({s['bytes_per_frame']:,.0f} B/frame)")
-    for k in ("sources", "players", "levels", "action_sets", "frame_skips", "ends"):
-        t.add_row(k.replace("_", " "), ", ".join(f"{n} {c}" for n, c in s[k].items() if n))
-    out.print(t)
-    for aset, counts in s["action_counts"].items():
-        total = sum(counts.values()) or 1
-        a = Table(title=f"actions ({aset})")
-        a.add_column("action")
-        a.add_column("count", justify="right")
-        a.add_column("share", justify="right")
-        for name, n in counts.items():
-            a.add_row(name, f"{n:,}", f"{100 * n / total:.1f}%")
-        out.print(a)
+    from mario_kit.reports.tables import summary_tables
+
+    for table in summary_tables(s):
+        out.print(table)
     for name in s["partial_files"]:
         err.print(f"[yellow]incomplete file (killed or running writer), ignored: {name}")
     for bad in s["skipped_files"]:

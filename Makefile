@@ -1,0 +1,35 @@
+# mario-kit: `make demo` runs the main job on small defaults, `make test` runs the test suite.
+# Both create .venv with Python 3.13 on first use and reuse it afterwards.
+
+PYTHON ?= python3.13
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEMO   ?= demo
+export SDL_VIDEODRIVER ?= dummy
+export SDL_AUDIODRIVER ?= dummy
+export MPLBACKEND ?= Agg
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found. Install Python 3.13 (for example 'pyenv install 3.13') or run 'make PYTHON=/path/to/python3.13'." >&2; exit 2; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import mario_kit, torch, nes_py" || { echo "error: installing into $(VENV) failed (see above)" >&2; exit 1; }
+	@touch $@
+
+demo: setup
+	$(PY) -m mario_kit demo --out $(DEMO) --force
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/collect.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache
