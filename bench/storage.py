@@ -1,0 +1,58 @@
+"""Frame storage choices: bytes/frame, write and random-read frames/s per HDF5 filter.
+
+    .venv/bin/python bench/storage.py [--steps 1000]
+
+Frames come from a real sticky-random collection (1-1, frame skip 4). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mario_kit.collectors import CollectConfig, collect
+from mario_kit.datasets.episode import Episode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=1000)
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        res = collect(CollectConfig(out=Path(tmp) / "eps", policy="sticky", policy_kwargs={"p": 0.9},
+                                    action_set="right", steps=args.steps, seed=0), progress=False)
+        frames = np.concatenate([Episode(p).frames[()] for p in res.paths])
+        n = len(frames)
+        rng = np.random.default_rng(0)
+        order = rng.permutation(n)
+        for name, kw in [("none", {}), ("gzip-1", {"compression": "gzip", "compression_opts": 1}),
+                         ("gzip-3", {"compression": "gzip", "compression_opts": 3}),
+                         ("gzip-6", {"compression": "gzip", "compression_opts": 6}), ("lzf", {"compression": "lzf"})]:
+            path = Path(tmp) / f"{name}.h5"
+            t = time.perf_counter()
+            with h5py.File(path, "w") as f:
+                ds = f.create_dataset("frames", shape=frames.shape, dtype=np.uint8, chunks=(1, 240, 256, 3), **kw)
+                for i in range(n):
+                    ds[i] = frames[i]
+            write = n / (time.perf_counter() - t)
+            with h5py.File(path, "r") as f:
+                ds = f["frames"]
+                t = time.perf_counter()
+                for i in order:
+                    ds[int(i)]
+                read = n / (time.perf_counter() - t)
+            rows.append({"filter": name, "bytes_per_frame": round(os.path.getsize(path) / n),
+                         "write_frames_per_s": round(write), "random_read_frames_per_s": round(read)})
+    print(json.dumps({"frames": n, "raw_bytes_per_frame": 240 * 256 * 3, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
