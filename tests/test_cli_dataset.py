@@ -90,6 +90,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path, small_dataset):
         ("collect", "--random", "--episodes", "1", "--sticky", "1.5", "--out", tmp_path / "a"),
         ("collect", "--random", "--out", tmp_path / "a"),  # neither --episodes nor --steps
         ("collect", "--episodes", "1", "--out", tmp_path / "a"),  # no collector
+        ("collect", "--random", "--human", "--episodes", "1", "--out", tmp_path / "a"),  # two collectors
+        ("collect", "--human", "--workers", "2", "--out", tmp_path / "a"),
+        ("collect", "--human", "--scale", "0", "--out", tmp_path / "a"),
         ("dataset", "info", tmp_path / "empty"),
         ("dataset", "info", tmp_path / "missing"),
     ]

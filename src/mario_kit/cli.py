@@ -48,12 +48,13 @@ def collect(
     level: str = typer.Option("1-1", help="W-S, a comma list, or 'random' (one drawn per episode)."),
     action_set: str = typer.Option("simple", help="right | simple | complex."),
     frame_skip: int = typer.Option(4, help="Emulator frames per recorded step (the action is held; rewards summed)."),
-    max_steps: int = typer.Option(1000, help="Recorded steps per episode before it is truncated."),
+    max_steps: Optional[int] = typer.Option(None, help="Recorded steps per episode before truncation [random: 1000, human: 100000]."),
     seed: Optional[int] = typer.Option(None, help="Seed; episode i uses default_rng([seed, i])."),
     workers: int = typer.Option(1, help="Worker processes."),
     player: str = typer.Option("", help="Player name stored in every episode."),
     scale: int = typer.Option(3, help="Window scale (human)."),
-    keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file (human)."),
+    keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file (human), e.g. {\"A\": [\"x\", \"space\"]}."),
+    fps: float = typer.Option(60.0, help="Display and emulation rate (human); NES speed is 60."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Record episodes with a collector: --random or --human."""
@@ -65,13 +66,26 @@ def collect(
     options = dict(
         out=out_dir, level=level, action_set=action_set, frame_skip=frame_skip, max_steps=max_steps,
         episodes=episodes, steps=steps, seed=seed, workers=workers, player=player,
-        sticky=sticky, scale=scale, keymap=keymap, progress=not quiet,
+        sticky=sticky, scale=scale, keymap=keymap, fps=fps, progress=not quiet,
     )
     result = COLLECTORS[chosen[0]](**options)
+    if result.summary:
+        _print_session(result.summary)
     note = " (interrupted: the episode in progress was discarded)" if result.interrupted else ""
     out.print(f"collected {len(result.paths)} episodes, {result.steps} steps into {out_dir} (seed {result.seed}){note}")
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _print_session(summary: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"session: {summary['episodes']} episodes, {summary['steps']} steps -> {summary['folder']}")
+    t.add_column("action")
+    t.add_column("steps", justify="right")
+    for name, n in summary["actions"].items():
+        t.add_row(name, f"{n:,}")
+    out.print(t)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from mario_kit.collectors.collect import CollectConfig, CollectResult, collect
 def collect_random(*, sticky: float | None = None, progress: bool = True, **options: Any) -> CollectResult:
     policy, kwargs = ("sticky", {"p": sticky}) if sticky is not None else ("random", {})
     keys = ("out", "level", "action_set", "frame_skip", "max_steps", "episodes", "steps", "seed", "workers", "player")
-    cfg = CollectConfig(policy=policy, policy_kwargs=kwargs, **{k: options[k] for k in keys})
+    cfg = CollectConfig(policy=policy, policy_kwargs=kwargs, **{k: options[k] for k in keys if options.get(k) is not None})
     return collect(cfg, progress=progress)
 
 

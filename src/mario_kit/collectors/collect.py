@@ -75,6 +75,7 @@ class CollectResult:
     steps: int
     seed: int
     interrupted: bool = False
+    summary: dict[str, Any] | None = None  # collector-specific session summary
 
 
 def episode_rng(seed: int, index: int) -> np.random.Generator:

@@ -2,8 +2,9 @@
 
 A policy may also implement:
 - `on_frame(screen) -> action | None`: called after each emulator frame inside a step (the human
-  collector draws the screen and reads keys there; a changed action takes effect at once and is
-  recorded in the joypad column);
+  collector draws the screen and reads keys there). A changed action takes effect on the next
+  emulator frame; the `joypad` column has every frame, and the step's recorded action is the one
+  held for most of its frames (ties: the later one);
 - `overridden: bool`: whether its last action replaced the base policy's (balancing, random factor).
 Control flow from the policy: raise `DiscardEpisode` or `StopCollection`.
 """
@@ -28,6 +29,16 @@ class StopCollection(Exception):
     def __init__(self, keep: bool = False):
         super().__init__("stop")
         self.keep = keep
+
+
+def majority_action(frame_bytes: list[int], joypad: np.ndarray, default: int) -> int:
+    """The action held for most frames of a step (ties: the one held later)."""
+    counts: dict[int, int] = {}
+    for b in frame_bytes:
+        counts[b] = counts.get(b, 0) + 1
+    best = max(reversed(frame_bytes), key=lambda b: counts[b])  # max keeps the first of equals: the latest
+    hits = np.flatnonzero(joypad == best)
+    return int(hits[0]) if len(hits) else default
 
 
 def record_episode(
@@ -56,6 +67,8 @@ def record_episode(
     for t in range(max_steps):
         action = int(policy.act(frame, info))
         r = env.step(int(joypad[action]), frame_skip, on_frame)
+        if on_frame is not None:
+            action = majority_action(r.joypad, joypad, action)
         writer.add_step(
             action, r.frame, r.reward, r.terminated, r.truncated, r.info, r.joypad,
             overridden=bool(getattr(policy, "overridden", False)),
