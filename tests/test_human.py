@@ -141,3 +141,10 @@ def test_app_runs_at_nes_speed(tmp_path):
     res = play(tmp_path, {0: [ev(DOWN, pygame.K_RIGHT)], 90: [ev(DOWN, pygame.K_ESCAPE)]}, fps=60)
     assert time.perf_counter() - t == pytest.approx(1.5, rel=0.25)  # includes env creation
     assert res.steps == 90 // 4
+
+
+def test_next_level_key_keeps_the_episode_and_moves_on(tmp_path):
+    script = {0: [ev(DOWN, pygame.K_RIGHT)], 8: [ev(DOWN, pygame.K_n)], 16: [ev(DOWN, pygame.K_ESCAPE)]}
+    play(tmp_path, script, level="1-1,1-2")
+    eps = sorted(episodes(tmp_path), key=lambda e: e.attrs["extra"]["episode_index"])
+    assert [(e.attrs["level"], e.attrs["end"], e.length) for e in eps] == [("1-1", "cut", 2), ("1-2", "cut", 2)]
