@@ -147,6 +147,131 @@ def dataset_validate(
         raise typer.Exit(1)
 
 
+@dataset_app.command("split")
+def dataset_split(
+    directory: Path = typer.Argument(..., help="Episode folder."),
+    percentage: float = typer.Option(15.0, help="Share of episodes in the test split, in percent."),
+    seed: int = typer.Option(0, help="Seed of the episode order."),
+    stratify: str = typer.Option("", help="Comma list of source, level: keep the share within each group."),
+    reset: bool = typer.Option(False, "--reset", help="Forget existing assignments and split anew."),
+    txt: Optional[Path] = typer.Option(None, help="Also write the seed project's test_split.txt here."),
+) -> None:
+    """Split by episode into train/test (kept in the folder; new episodes are added to it later)."""
+    from mario_kit.datasets.split import split_dataset
+
+    strata = tuple(x for x in stratify.split(",") if x)
+    a = split_dataset(directory, percentage, seed, strata, reset, txt)
+    n_test = sum(v == "test" for v in a.values())
+    out.print(f"{len(a) - n_test} train, {n_test} test episodes ({directory}/mario-kit.split.json)")
+
+
+@dataset_app.command("merge")
+def dataset_merge(
+    sources: list[Path] = typer.Argument(..., help="Episode folders to merge."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder of the merged dataset."),
+    action_set: Optional[str] = typer.Option(None, help="Map every episode's actions into this action set."),
+) -> None:
+    """Merge datasets (hard links: no copy). Mixed action sets need --action-set."""
+    from mario_kit.datasets.ops import merge
+
+    c = merge(sources, out_dir, action_set)
+    out.print(f"merged into {out_dir}: {c['link']} linked, {c['copy']} copied, {c['mapped']} rewritten with mapped actions, {c['present']} already there")
+
+
+@dataset_app.command("filter")
+def dataset_filter(
+    directory: Path = typer.Argument(..., help="Episode folder."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder of the view (hard links)."),
+    source: Optional[str] = typer.Option(None, help="Comma list of sources."),
+    level: Optional[str] = typer.Option(None, help="Comma list of levels."),
+    player: Optional[str] = typer.Option(None, help="Player name."),
+    end: Optional[str] = typer.Option(None, help="Comma list of end reasons (terminated, flag, truncated, cut)."),
+    min_length: Optional[int] = typer.Option(None, help="Minimum steps."),
+    max_length: Optional[int] = typer.Option(None, help="Maximum steps."),
+    since: Optional[str] = typer.Option(None, help="Created at or after (ISO date/time)."),
+    until: Optional[str] = typer.Option(None, help="Created at or before (ISO date/time)."),
+) -> None:
+    """Select episodes into a view: a folder of hard links that every command reads as a dataset."""
+    from mario_kit.datasets.ops import Filter, filter_dataset
+
+    c = filter_dataset(directory, out_dir, Filter(source, level, player, end, min_length, max_length, since, until))
+    out.print(f"{c['link'] + c['copy'] + c['present']} episodes in the view {out_dir}")
+
+
+@dataset_app.command("import")
+def dataset_import(
+    directory: Path = typer.Argument(..., help="Folder of files in the foreign layout."),
+    out_dir: Path = typer.Option(..., "--out", help="Episode folder to import into."),
+    fmt: str = typer.Option("seed", "--format", help="Layout: seed (Super Mario DIAMOND's HDF5 files)."),
+    action_set: str = typer.Option("simple", help="Action set of the imported episodes."),
+    source: str = typer.Option("seed", help="Source recorded in the imported episodes (e.g. human, agent)."),
+) -> None:
+    """Import episodes from another layout."""
+    from mario_kit.datasets.interop.seed import import_seed
+
+    if fmt != "seed":
+        raise UserError(f"unknown import format {fmt!r}; supported: seed")
+    paths = import_seed(directory, out_dir, action_set, source)
+    out.print(f"imported {len(paths)} episodes into {out_dir}")
+
+
+@dataset_app.command("export")
+def dataset_export(
+    directory: Path = typer.Argument(..., help="Episode folder."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the exported files."),
+    fmt: str = typer.Option("seed", "--format", help="Layout: seed."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Export episodes to another layout."""
+    from mario_kit.datasets.interop.seed import export_seed
+
+    if fmt != "seed":
+        raise UserError(f"unknown export format {fmt!r}; supported: seed")
+    paths = export_seed(directory, out_dir, force)
+    out.print(f"exported {len(paths)} episodes to {out_dir}")
+
+
+@dataset_app.command("build")
+def dataset_build(
+    directory: Path = typer.Argument(..., help="Episode folder."),
+    store: Path = typer.Option(..., "--out", help="Training store to create or extend (STORE.zarr)."),
+    full_res: bool = typer.Option(False, "--full-res", help="Also keep full-resolution frames (for the upsampler)."),
+    weights: Optional[Path] = typer.Option(None, help="Balancing weights (.npz written by `mario-kit balance`)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild from scratch."),
+    verify: bool = typer.Option(False, "--verify", help="Checksum every episode, not only changed-looking ones."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Build (or extend, or resume) the zarr training store."""
+    from mario_kit.datasets.store import build_store, store_info
+
+    r = build_store(directory, store, full_res, weights, force, verify, progress=not as_json)
+    info = store_info(store) | {"added": r.added, "kept": r.kept}
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        out.print(f"{store}: {info['episodes']} episodes ({r.added} added), {info['frames']:,} frames, "
+                  f"{info['train_episodes']} train / {info['test_episodes']} test, {info['bytes'] / 1e6:.1f} MB")
+
+
+@dataset_app.command("spawn")
+def dataset_spawn(
+    directory: Path = typer.Argument(..., help="Episode folder."),
+    out_file: Path = typer.Option(..., "--out", help="Spawns file to write (.h5)."),
+    n: int = typer.Option(16, help="Number of spawns."),
+    seed: int = typer.Option(0, help="Seed of the draw."),
+    level: Optional[str] = typer.Option(None, help="Comma list of levels."),
+    x_min: Optional[int] = typer.Option(None, help="Minimum x_pos."),
+    x_max: Optional[int] = typer.Option(None, help="Maximum x_pos."),
+    split: Optional[str] = typer.Option(None, help="Only episodes of this split (train/test)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the spawns file."),
+) -> None:
+    """Starting contexts for `mario-kit play` (4 frames and actions, and where they come from)."""
+    from mario_kit.datasets.ops import make_spawns
+
+    p = make_spawns(directory, out_file, n=n, seed=seed, level=level, x_min=x_min, x_max=x_max, split=split, force=force)
+    out.print(f"wrote spawns to {p}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

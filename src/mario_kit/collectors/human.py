@@ -10,7 +10,7 @@ Keys (defaults; change them with `--keymap FILE`, JSON `{"A": ["x", "space"], ..
 Quitting (Esc or closing the window) and N save the episode in progress as end='cut' (when it
 has at least one step); Backspace discards it. Finished episodes are always kept.
 
-Held buttons map to an action of the action set by `nearest_action` (documented there).
+Held buttons map to an action of the action set by `format.nearest_action` (documented there).
 """
 
 from __future__ import annotations
@@ -30,14 +30,13 @@ from mario_kit.collectors.collect import CollectResult, episode_rng
 from mario_kit.collectors.env import ROM_MODE, MarioEnv, env_id, parse_levels
 from mario_kit.collectors.loop import DiscardEpisode, StopCollection, record_episode
 from mario_kit.datasets import format as F
+from mario_kit.datasets.format import action_table, nearest_action  # noqa: F401  (re-exported)
 from mario_kit.datasets.dataset import check_output_dir
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 BUTTONS = ("right", "left", "down", "up", "A", "B")
-DIRECTIONS = ("right", "left", "down", "up")
-OPPOSITE = {"right": "left", "left": "right", "up": "down", "down": "up"}
 DEFAULT_KEYMAP: dict[str, list[str]] = {
     "right": ["right"], "left": ["left"], "up": ["up"], "down": ["down"], "A": ["x"], "B": ["z"],
 }
@@ -45,35 +44,6 @@ SESSION_KEYS = {"p": "pause", "backspace": "discard", "escape": "quit", "n": "ne
 # Joystick: buttons 0/1 are A/B on most pads (and 2/3 as alternatives), 7 (or 9) start; hat/axes move.
 JOY_BUTTONS = {0: "A", 1: "B", 2: "B", 3: "A"}
 JOY_START = (7, 9)
-
-
-def nearest_action(held: Iterable[str], aset: F.ActionSet) -> int:
-    """The action of `aset` for the held buttons.
-
-    Exact match when the set has the combination. Otherwise the nearest entry: an action never
-    adds a direction that is not held; among the rest, the most held buttons and the fewest
-    buttons not held win; ties prefer keeping the direction. So in `simple`, right+A+B+down ->
-    right+A+B, A+B -> A, left+A -> left, B alone -> NOOP... (see tests/test_human.py for the table).
-    Held buttons for which the set has nothing (left in `right`, up or down alone in `simple`) map
-    to NOOP, and the collector prints a note the first time each such combination is held."""
-    held_set = {b for b in held if b != "NOOP"}
-    best, best_key = 0, None
-    for i, buttons in enumerate(aset.buttons):
-        bs = {b for b in buttons if b != "NOOP"}
-        if bs == held_set:
-            return i
-        if any(b in DIRECTIONS and b not in held_set for b in bs):
-            continue
-        common, extra = len(bs & held_set), len(bs - held_set)
-        key = (common - extra, any(b in DIRECTIONS for b in bs & held_set), -len(bs))
-        if best_key is None or key > best_key:
-            best, best_key = i, key
-    return best
-
-
-def action_table(aset: F.ActionSet) -> np.ndarray:
-    """nearest_action for every joypad byte (index: byte)."""
-    return np.array([nearest_action(F.byte_to_buttons(b), aset) for b in range(256)], dtype=np.uint8)
 
 
 def load_keymap(path: Path | None) -> dict[str, list[str]]:

@@ -189,6 +189,10 @@ class EpisodeWriter:
                 buf.clear()
         self._pending = 0
 
+    def add_extra(self, name: str, data: np.ndarray) -> None:
+        """Store an additional array under `extra/` (importer provenance and the like)."""
+        self._f.require_group(F.EXTRA_GROUP).create_dataset(name, data=data, compression="gzip")
+
     # --- ending ------------------------------------------------------------------------
     def finish(self, end: str) -> Path:
         """Write the attributes, fsync, and atomically rename to the final name."""
@@ -310,6 +314,10 @@ class Episode:
     def info(self) -> dict[str, np.ndarray]:
         g = self._f[F.INFO_GROUP]
         return {k: g[k][()] for k in g}
+
+    def extra(self, name: str) -> np.ndarray | None:
+        key = f"{F.EXTRA_GROUP}/{name}"
+        return self._f[key][()] if key in self._f else None
 
     def close(self) -> None:
         self._f.close()

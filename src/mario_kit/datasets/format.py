@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -29,7 +30,8 @@ JOYPAD = "joypad"  # (F,) uint8: the joypad byte of every emulator frame (replay
 STEP_FRAMES = "step_frames"  # (T,) uint8: emulator frames each step took (<= frame skip)
 ACTION_JOYPAD = "action_joypad"  # (n_actions,) uint8: the joypad byte of each action index
 INFO_GROUP = "info"  # group of (T,) columns: env `info` after each step
-OVERRIDDEN = "overridden"  # optional (T,) bool: steps where a strategy or random factor replaced the policy
+OVERRIDDEN = "overridden"  # (T,) bool: steps where a strategy or random factor replaced the policy
+EXTRA_GROUP = "extra"  # optional group of arrays a collector or importer adds (e.g. the seed layout's originals)
 
 # Info columns kept per step, with their on-disk dtype. `status` is nes-py's status string
 # encoded as STATUS_CODES.
@@ -125,6 +127,38 @@ def byte_to_buttons(byte: int) -> tuple[str, ...]:
     return pressed or ("NOOP",)
 
 
+DIRECTIONS = ("right", "left", "down", "up")
+
+
+def nearest_action(held: Iterable[str], aset: ActionSet) -> int:
+    """The action of `aset` for the held buttons.
+
+    Exact match when the set has the combination. Otherwise the nearest entry: an action never
+    adds a direction that is not held; among the rest, the most held buttons and the fewest
+    buttons not held win; ties prefer keeping the direction. So in `simple`, right+A+B+down ->
+    right+A+B, A+B -> A, left+A -> left, B alone -> NOOP... (see tests/test_human.py for the table).
+    Held buttons for which the set has nothing (left in `right`, up or down alone in `simple`) map
+    to NOOP, and the collector prints a note the first time each such combination is held."""
+    held_set = {b for b in held if b != "NOOP"}
+    best, best_key = 0, None
+    for i, buttons in enumerate(aset.buttons):
+        bs = {b for b in buttons if b != "NOOP"}
+        if bs == held_set:
+            return i
+        if any(b in DIRECTIONS and b not in held_set for b in bs):
+            continue
+        common, extra = len(bs & held_set), len(bs - held_set)
+        key = (common - extra, any(b in DIRECTIONS for b in bs & held_set), -len(bs))
+        if best_key is None or key > best_key:
+            best, best_key = i, key
+    return best
+
+
+def action_table(aset: ActionSet) -> np.ndarray:
+    """nearest_action for every joypad byte (index: byte)."""
+    return np.array([nearest_action(byte_to_buttons(b), aset) for b in range(256)], dtype=np.uint8)
+
+
 def _action_sets() -> dict[str, ActionSet]:
     from gym_super_mario_bros.actions import COMPLEX_MOVEMENT, RIGHT_ONLY, SIMPLE_MOVEMENT
 
@@ -148,3 +182,9 @@ def get_action_set(name: str) -> ActionSet:
         return ACTION_SETS[name]
     except KeyError:
         raise UserError(f"unknown action set {name!r}; choose one of {', '.join(ACTION_SETS)}") from None
+
+
+def map_actions(actions: np.ndarray, src: ActionSet, dst: ActionSet) -> np.ndarray:
+    """Re-express actions of `src` in `dst` by their buttons (nearest entry, see nearest_action)."""
+    table = np.array([nearest_action(b, dst) for b in src.buttons], dtype=np.uint8)
+    return table[actions]

@@ -1,0 +1,214 @@
+"""PyTorch dataset of training windows over a store: `n_context` past frames and actions, then
+`horizon` frames to predict.
+
+Reading compressed zarr chunks per sample would starve training (decompression per window; see
+docs/BENCHMARKS.md), so the low-res frames are decompressed once into an uncompressed `.npy`
+cache inside the store (`_cache/`, keyed by the manifest) and memory-mapped: worker processes
+share the OS page cache instead of each holding a copy. A corrupted chunk fails that one-time
+decode (zstd checksums) with a clear error, so it is never trained on.
+
+A batch is fetched whole with vectorised numpy indexing: worker processes (if any) compute
+indices, actions and masks (and decode full-res targets); the consuming process gathers the low-res
+frames from the shared memory map, which is cheaper than moving frames through a worker pipe.
+Batch layout (T = n_context + horizon):
+  obs   (B, T, 60, 64, 3) uint8   frames; positions before the episode start are zeros
+  act   (B, T - 1) int64          act[:, t] is the action taken at frame t (0 where padded)
+  mask  (B, T) bool               False where padded (before the episode start)
+  index (B,) int64                global index of the first target frame
+  full  (B, horizon, 240, 256, 3) uint8, only with full_res=True (for the upsampler)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xxhash
+
+from mario_kit import UserError
+from mario_kit.datasets.store import LOW_SHAPE, read_manifest
+
+CACHE_DIR = "_cache"
+
+
+def _cache_key(m: dict[str, Any]) -> str:
+    h = xxhash.xxh3_64()
+    for e in m["episodes"]:
+        h.update(f"{e['file']}:{e['checksum']}:{e['start']}:{e['frames']};".encode())
+    return h.hexdigest()
+
+
+def materialize_low(store: Path, m: dict[str, Any] | None = None) -> Path:
+    """Decompress the store's low-res frames once into `_cache/low-<key>.npy` (atomic); return its path."""
+    import zarr
+
+    m = m or read_manifest(store)
+    path = store / CACHE_DIR / f"low-{_cache_key(m)}.npy"
+    if path.exists():
+        return path
+    path.parent.mkdir(exist_ok=True)
+    for old in path.parent.glob("low-*.npy"):
+        old.unlink()
+    n = sum(e["frames"] for e in m["episodes"])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    low = zarr.open_group(str(store), mode="r")["low"]
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *LOW_SHAPE))
+    step = 8 * low.chunks[0]
+    try:
+        for i in range(0, n, step):
+            try:
+                out[i : i + step] = low[i : min(n, i + step)]
+            except Exception as e:  # noqa: BLE001  (zstd/codec errors of a damaged chunk)
+                raise UserError(f"{store}: low-res frames {i}..{min(n, i + step) - 1} are corrupt "
+                                f"({type(e).__name__}); rebuild the store with --force") from None
+        out.flush()
+        del out
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows over one split of a store (see the module docstring for the batch layout)."""
+
+    def __init__(self, store: str | Path, split: str | None = "train", n_context: int = 4, horizon: int = 1,
+                 full_res: bool = False):
+        self.store = Path(store)
+        self.m = read_manifest(self.store)
+        if split not in ("train", "test", None):
+            raise UserError(f"split must be train, test or all, got {split!r}")
+        if full_res and not self.m["full_res"]:
+            raise UserError(f"{self.store} has no full-res frames (build it with --full-res)")
+        self.n_context, self.horizon, self.full_res = n_context, horizon, full_res
+        self.n_actions = len(self.m["action_buttons"])
+        self.low_path = materialize_low(self.store, self.m)
+        self._low = None  # opened lazily, once per process
+        self._full = None
+        import zarr
+
+        g = zarr.open_group(str(self.store), mode="r")
+        self.actions = np.asarray(g["actions"][:], dtype=np.int64)
+        self.weights = np.asarray(g["weights"][:], dtype=np.float32)
+        starts, targets = [], []
+        for e in self.m["episodes"]:
+            if split is not None and e["split"] != split:
+                continue
+            k = np.arange(1, e["frames"] - horizon + 1)  # first target offsets with a full horizon
+            targets.append(e["start"] + k)
+            starts.append(np.full(len(k), e["start"]))
+        self.targets = np.concatenate(targets) if targets else np.zeros(0, np.int64)
+        self.episode_start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+        self._offsets = np.arange(-n_context, horizon)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @property
+    def low(self) -> np.ndarray:
+        if self._low is None:
+            # a plain ndarray view of the map: np.memmap's own __getitem__ costs more than the read
+            self._low = np.load(self.low_path, mmap_mode="r").view(np.ndarray)
+        return self._low
+
+    @property
+    def target_weights(self) -> np.ndarray:
+        """Balancing weight of each window: the weight of the step that leads to its first target."""
+        return self.weights[self.targets - 1]
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        return _to_torch(self.gather(self.fetch(indices)))
+
+    def fetch(self, indices) -> dict[str, np.ndarray]:
+        """Everything of a batch but the low-res frames: window indices, mask, actions (and the
+        decoded full-res targets). Cheap and small, so worker processes can send it quickly."""
+        i = np.asarray(indices, dtype=np.int64)
+        g, es = self.targets[i], self.episode_start[i]
+        idx = g[:, None] + self._offsets[None, :]
+        mask = idx >= es[:, None]
+        idx = np.maximum(idx, es[:, None])
+        act = self.actions[idx[:, :-1]]
+        act[~mask[:, :-1]] = 0
+        batch = {"idx": idx, "act": act, "mask": mask, "index": g}
+        if self.full_res:
+            if self._full is None:
+                import zarr
+
+                self._full = zarr.open_group(str(self.store), mode="r")["full"]
+            tgt = idx[:, self.n_context :].ravel()
+            full = np.stack([self._full[int(j)] for j in tgt]).reshape(len(i), self.horizon, *self._full.shape[1:])
+            batch["full"] = full
+        return batch
+
+    def gather(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Add the low-res frames to a fetched batch: one fancy-indexing read of the memory map,
+        done in the consuming process (moving 1.8 MB batches through a worker pipe took ~6 ms here)."""
+        idx = batch.pop("idx")
+        obs = self.low[idx.ravel()].reshape(*idx.shape, *LOW_SHAPE)
+        if not batch["mask"].all():
+            obs[~batch["mask"]] = 0
+        return {"obs": obs, **batch}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+def _to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+class _Fetch(torch.utils.data.Dataset):
+    """What worker processes run: `WindowDataset.fetch` (indices, actions, full-res decode)."""
+
+    def __init__(self, ds: WindowDataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitems__(self, indices):
+        return self.ds.fetch(indices)
+
+
+def _keep(batch):
+    return batch
+
+
+class BatchLoader:
+    """Iterates whole batches (dicts of tensors) of a WindowDataset; see make_loader."""
+
+    def __init__(self, ds: WindowDataset, loader: torch.utils.data.DataLoader):
+        self.ds, self.loader = ds, loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield _to_torch(self.ds.gather(batch))
+
+
+def make_loader(ds: WindowDataset, batch_size: int = 32, workers: int = 0, seed: int = 0, weighted: bool = False,
+                shuffle: bool = True, drop_last: bool = True) -> BatchLoader:
+    """A DataLoader of whole batches. `weighted` samples windows by their balancing weight (with
+    replacement); otherwise a seeded shuffle. Same seed, same batches."""
+    gen = torch.Generator().manual_seed(seed)
+    if weighted:
+        sampler = torch.utils.data.WeightedRandomSampler(torch.from_numpy(ds.target_weights).double(), len(ds),
+                                                         replacement=True, generator=gen)
+    elif shuffle:
+        sampler = torch.utils.data.RandomSampler(ds, generator=gen)
+    else:
+        sampler = torch.utils.data.SequentialSampler(ds)
+    return BatchLoader(ds, torch.utils.data.DataLoader(
+        _Fetch(ds), batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=_keep, drop_last=drop_last,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+        # forkserver: workers start from a clean process, not a fork of a multi-threaded trainer
+        multiprocessing_context="forkserver" if workers else None,
+    ))

@@ -1,0 +1,224 @@
+"""Dataset operations that make new folders: merge, filter (a view), and play spawns.
+
+Episodes are immutable once written, so merge and filter hard-link them (no copy; a copy only
+across file systems). An episode whose actions must be re-expressed in another action set is
+rewritten (a copy with mapped actions; its joypad record stays the real one).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from mario_kit import UserError
+from mario_kit.datasets import format as F
+from mario_kit.datasets.dataset import Dataset, check_output_dir
+from mario_kit.datasets.episode import Episode, fsync_dir
+from mario_kit.datasets.split import SPLIT_FILE, SPLIT_SCHEMA, read_split, write_json_atomic
+
+
+def link_or_copy(src: Path, dst: Path) -> str:
+    try:
+        os.link(src, dst)
+        return "link"
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+        return "copy"
+
+
+def _rewrite_actions(src: Path, dst: Path, target: F.ActionSet) -> None:
+    tmp = dst.with_name(dst.name[: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)
+    shutil.copy2(src, tmp)
+    with h5py.File(tmp, "r+") as f:
+        old = F.ActionSet(f.attrs["action_set"], tuple(tuple(b) for b in json.loads(f.attrs["action_buttons"])))
+        f[F.ACTIONS][...] = F.map_actions(f[F.ACTIONS][()], old, target)
+        del f[F.ACTION_JOYPAD]
+        f.create_dataset(F.ACTION_JOYPAD, data=target.joypad)
+        extra = json.loads(f.attrs.get("extra", "{}"))
+        extra["mapped_from_action_set"] = old.name
+        f.attrs.update({"action_set": target.name, "action_buttons": target.to_json(), "extra": json.dumps(extra)})
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dst)
+
+
+def _place(paths: list[Path], out: Path, target: F.ActionSet) -> dict[str, int]:
+    counts = {"link": 0, "copy": 0, "mapped": 0, "present": 0}
+    for p in paths:
+        dst = out / p.name
+        if dst.exists():
+            counts["present"] += 1
+            continue
+        with Episode(p) as ep:
+            same = ep.action_set.name == target.name
+        if same:
+            counts[link_or_copy(p, dst)] += 1
+        else:
+            _rewrite_actions(p, dst, target)
+            counts["mapped"] += 1
+    fsync_dir(out)
+    return counts
+
+
+def _carry_split(sources: list[Path], out: Path, names: set[str]) -> None:
+    assign = {}
+    for s in sources:
+        assign.update({f: v for f, v in read_split(s).items() if f in names})
+    if assign:
+        assign.update(read_split(out))
+        write_json_atomic(out / SPLIT_FILE, {"schema_version": SPLIT_SCHEMA, "seed": None, "percentage": None,
+                                             "stratify": [], "assignments": dict(sorted(assign.items()))})
+
+
+def merge(sources: list[str | Path], out: str | Path, action_set: str | None = None) -> dict[str, int]:
+    """Merge episode folders into `out`. Mixed frame skips are refused; mixed action sets are refused
+    unless `action_set` names the set to map every episode into."""
+    if not sources:
+        raise UserError("give at least one dataset to merge")
+    out = Path(out)
+    dss = [Dataset(s).require_episodes() for s in sources]
+    if any(d.dir.resolve() == out.resolve() for d in dss):
+        raise UserError("--out must differ from the merged datasets")
+    idx = pd.concat([d.index for d in dss])
+    skips, sets = sorted(set(idx["frame_skip"])), sorted(set(idx["action_set"]))
+    if len(skips) > 1:
+        raise UserError(f"the datasets mix frame skips {skips}: steps of different length cannot be merged")
+    if action_set is None:
+        if len(sets) > 1:
+            raise UserError(f"the datasets mix action sets {sets}; pass --action-set NAME to map them into one")
+        action_set = sets[0]
+    target = F.get_action_set(action_set)
+    check_output_dir(out, target.name, int(skips[0]))
+    names = [p.name for d in dss for p in d.paths]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise UserError(f"episode {sorted(dup)[0]} is in more than one dataset")
+    counts = _place([p for d in dss for p in d.paths], out, target)
+    _carry_split([d.dir for d in dss], out, set(names))
+    return counts
+
+
+@dataclass
+class Filter:
+    source: str | None = None
+    level: str | None = None  # a comma list
+    player: str | None = None
+    end: str | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    since: str | None = None  # ISO date or time, compared with `created`
+    until: str | None = None
+
+    def apply(self, idx: pd.DataFrame) -> pd.DataFrame:
+        keep = pd.Series(True, index=idx.index)
+        if self.source:
+            keep &= idx["source"].isin(self.source.split(","))
+        if self.level:
+            keep &= idx["level"].isin(self.level.split(","))
+        if self.player is not None:
+            keep &= idx["player"] == self.player
+        if self.end:
+            keep &= idx["end"].isin(self.end.split(","))
+        if self.min_length is not None:
+            keep &= idx["length"] >= self.min_length
+        if self.max_length is not None:
+            keep &= idx["length"] <= self.max_length
+        created = pd.to_datetime(idx["created"], utc=True)
+        for bound, op in ((self.since, "ge"), (self.until, "le")):
+            if bound:
+                try:
+                    t = pd.Timestamp(bound, tz="UTC") if pd.Timestamp(bound).tzinfo is None else pd.Timestamp(bound)
+                except ValueError:
+                    raise UserError(f"cannot read the date {bound!r} (use ISO form, e.g. 2026-11-25)") from None
+                keep &= getattr(created, op)(t)
+        return idx[keep]
+
+
+def filter_dataset(src: str | Path, out: str | Path, flt: Filter) -> dict[str, int]:
+    """Select episodes of `src` into the view `out` (hard links)."""
+    ds = Dataset(src).require_episodes()
+    sel = flt.apply(ds.index)
+    if sel.empty:
+        raise UserError("no episode matches the filter")
+    out = Path(out)
+    first = sel.iloc[0]
+    check_output_dir(out, first["action_set"], int(first["frame_skip"]))
+    counts = _place([ds.dir / f for f in sel["file"]], out, F.get_action_set(first["action_set"]))
+    _carry_split([ds.dir], out, set(sel["file"]))
+    return counts
+
+
+# --- spawns -------------------------------------------------------------------------------
+SPAWN_SCHEMA = 1
+
+
+def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 4, seed: int = 0,
+                level: str | None = None, x_min: int | None = None, x_max: int | None = None,
+                split: str | None = None, force: bool = False) -> Path:
+    """Starting contexts for play: at each chosen step t, frames t-n_context..t-1 (full and low res),
+    the actions taken there, and (episode, t) so the real game can be rebuilt at t by replay.
+    Steps are drawn at random (seeded) among those matching level and x_pos (at t-1)."""
+    from mario_kit.datasets.store import downsample
+
+    ds = Dataset(src).require_episodes()
+    out = Path(out)
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to overwrite")
+    if n < 1:
+        raise UserError("--n must be >= 1")
+    split_map = read_split(ds.dir)
+    cands = []
+    for p, row in zip(ds.paths, ds.index.itertuples()):
+        if level and row.level not in level.split(","):
+            continue
+        if split and split_map.get(p.name, "train") != split:
+            continue
+        if row.length < n_context:
+            continue
+        with Episode(p) as ep:
+            x = ep.info["x_pos"]
+        t = np.arange(n_context, row.length + 1)
+        ok = np.ones(len(t), bool)
+        if x_min is not None:
+            ok &= x[t - 1] >= x_min
+        if x_max is not None:
+            ok &= x[t - 1] <= x_max
+        cands += [(p, int(s)) for s in t[ok]]
+    if not cands:
+        raise UserError("no step matches the spawn filters")
+    rng = np.random.default_rng(seed)
+    chosen = [cands[i] for i in sorted(rng.choice(len(cands), size=min(n, len(cands)), replace=False))]
+    full, acts, refs = [], [], []
+    aset = None
+    for p, t in chosen:
+        with Episode(p) as ep:
+            full.append(ep.frames[t - n_context : t])
+            acts.append(ep.actions[t - n_context : t])
+            refs.append({"file": p.name, "dataset": str(ds.dir.resolve()), "step": t, "level": ep.attrs["level"]})
+            aset = aset or ep.action_set
+    full_a = np.stack(full)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("full", data=full_a, chunks=(1, 1, *F.FRAME_SHAPE), compression="gzip", compression_opts=3)
+        f.create_dataset("low", data=downsample(full_a.reshape(-1, *F.FRAME_SHAPE)).reshape(len(chosen), n_context, 60, 64, 3))
+        f.create_dataset("actions", data=np.stack(acts).astype(np.uint8))
+        f.attrs.update({"format": "mario-kit-spawns", "schema_version": SPAWN_SCHEMA, "action_set": aset.name,
+                        "action_buttons": aset.to_json(), "frame_skip": int(ds.index["frame_skip"].iloc[0]),
+                        "n_context": n_context, "spawns": json.dumps(refs), "created": datetime.now().isoformat()})
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, out)
+    return out

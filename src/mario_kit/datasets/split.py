@@ -1,0 +1,72 @@
+"""Train/test split by episode, stored in the dataset as `mario-kit.split.json`.
+
+Deterministic for a seed: episodes are ranked by xxh3_64(seed, file name). Within each stratum
+(optionally source and/or level), the first round(p * n) not yet assigned episodes in that order
+go to test until the stratum's test share reaches p; the rest go to train. Existing assignments are
+never changed (unless `--reset`), so adding episodes later keeps them: only new ones are assigned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import xxhash
+
+from mario_kit import UserError
+from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
+
+SPLIT_FILE = SIDE_PREFIX + "split.json"
+SPLIT_SCHEMA = 1
+STRATA = ("source", "level")
+
+
+def read_split(directory: Path) -> dict[str, str]:
+    """{episode file name: 'train' | 'test'}; empty when the dataset has no split."""
+    p = Path(directory) / SPLIT_FILE
+    if not p.exists():
+        return {}
+    try:
+        data = json.loads(p.read_text())
+        return dict(data["assignments"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{p} is not a mario-kit split file ({e})") from None
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0, stratify: tuple[str, ...] = (),
+                  reset: bool = False, txt: Path | None = None) -> dict[str, str]:
+    if not 0 <= percentage < 100:
+        raise UserError(f"--percentage must be in [0, 100), got {percentage}")
+    bad = [s for s in stratify if s not in STRATA]
+    if bad:
+        raise UserError(f"cannot stratify by {bad[0]!r}; choose from {', '.join(STRATA)}")
+    ds = Dataset(directory).require_episodes()
+    old = {} if reset else read_split(ds.dir)
+    present = set(ds.index["file"])
+    assign = {f: s for f, s in old.items() if f in present}
+    rank = lambda f: xxhash.xxh3_64_intdigest(f"{seed}:{f}".encode())  # noqa: E731
+    groups = ds.index.groupby(list(stratify)) if stratify else [((), ds.index)]
+    for _, g in groups:
+        files = list(g["file"])
+        want = round(percentage / 100 * len(files))
+        have = sum(assign.get(f) == "test" for f in files)
+        new = sorted((f for f in files if f not in assign), key=rank)
+        for i, f in enumerate(new):
+            assign[f] = "test" if i < want - have else "train"
+    write_json_atomic(ds.dir / SPLIT_FILE, {
+        "schema_version": SPLIT_SCHEMA, "seed": seed, "percentage": percentage, "stratify": list(stratify),
+        "assignments": dict(sorted(assign.items())),
+    })
+    if txt is not None:
+        Path(txt).write_text("".join(f"{f}\n" for f, s in sorted(assign.items()) if s == "test"))
+    return assign

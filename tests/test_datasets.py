@@ -1,0 +1,259 @@
+"""Dataset engineering: split, merge, filter, seed import/export, the zarr store, loader, spawns."""
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+from conftest import make_dataset, run_cli
+from mario_kit import UserError
+from mario_kit.collectors.env import replay
+from mario_kit.datasets import format as F
+from mario_kit.datasets.dataset import Dataset
+from mario_kit.datasets.episode import Episode
+from mario_kit.datasets.interop.seed import export_seed, import_seed
+from mario_kit.datasets.loader import WindowDataset, make_loader
+from mario_kit.datasets.ops import Filter, filter_dataset, make_spawns, merge
+from mario_kit.datasets.split import read_split, split_dataset
+from mario_kit.datasets.store import ATTR, build_store, downsample
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eight")
+    make_dataset(d, episodes=8, max_steps=12, seed=5)
+    return d
+
+
+def test_split_is_deterministic_stable_and_by_episode(tmp_path, eight):
+    d = tmp_path / "d"
+    shutil.copytree(eight, d)
+    a = split_dataset(d, 25, seed=1)
+    assert sorted(a) == sorted(p.name for p in Dataset(d).paths)
+    assert sum(v == "test" for v in a.values()) == 2
+    assert split_dataset(d, 25, seed=1, reset=True) == a
+    a = split_dataset(d, 25, seed=1, reset=True, txt=tmp_path / "test_split.txt")
+    assert (tmp_path / "test_split.txt").read_text().split() == sorted(f for f, s in a.items() if s == "test")
+    make_dataset(d, episodes=4, max_steps=12, seed=6)  # later episodes: old assignments stay
+    b = split_dataset(d, 25, seed=1)
+    assert {f: b[f] for f in a} == a and len(b) == 12 and sum(v == "test" for v in b.values()) == 3
+    # no window of the test split comes from a train episode
+    build_store(d, tmp_path / "s.zarr", progress=False)
+    test = WindowDataset(tmp_path / "s.zarr", split="test")
+    train = WindowDataset(tmp_path / "s.zarr", split="train")
+    m = test.m["episodes"]
+    owner = lambda g: next(e["file"] for e in m if e["start"] <= g < e["start"] + e["frames"])  # noqa: E731
+    assert {b[owner(g)] for g in test.targets} == {"test"}
+    assert {b[owner(g)] for g in train.targets} == {"train"}
+    assert len(test) + len(train) == sum(e["frames"] - 1 for e in m)
+
+
+def test_merge_refuses_incompatible_and_maps_when_told(tmp_path, eight):
+    right = tmp_path / "right"
+    make_dataset(right, episodes=2, max_steps=10, seed=3, action_set="right")
+    skip2 = tmp_path / "skip2"
+    make_dataset(skip2, episodes=1, max_steps=10, seed=3, frame_skip=2)
+    for extra in ([eight, right], [eight, skip2]):
+        res = run_cli("dataset", "merge", *extra, "--out", tmp_path / "m")
+        assert res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+    c = merge([eight, right], tmp_path / "m", action_set="simple")
+    assert c["link"] == 8 and c["mapped"] == 2
+    for p in Dataset(right).paths:
+        with Episode(p) as src, Episode(tmp_path / "m" / p.name) as dst:
+            simple = F.get_action_set("simple")
+            assert [dst.action_set.meaning(a) for a in dst.actions] == [src.action_set.meaning(a) for a in src.actions]
+            assert dst.action_set == simple and np.array_equal(dst.joypad, src.joypad)
+    first = Dataset(eight).paths[0]
+    assert (tmp_path / "m" / first.name).stat().st_ino == first.stat().st_ino  # a link, not a copy
+
+
+def test_filter_view(tmp_path, eight):
+    idx = Dataset(eight).index
+    cut = int(idx["length"].median())
+    filter_dataset(eight, tmp_path / "v", Filter(min_length=cut))
+    assert sorted(Dataset(tmp_path / "v").index["file"]) == sorted(idx[idx["length"] >= cut]["file"])
+    with pytest.raises(UserError):
+        filter_dataset(eight, tmp_path / "w", Filter(level="8-4"))
+
+
+def _write_seed_files(d, src_eps):
+    d.mkdir()
+    for k, p in enumerate(src_eps):
+        with Episode(p) as ep, h5py.File(d / f"mario_episode_data_{k}.hdf5", "w") as f:
+            for i in range(ep.length + 1):
+                f[f"frame_{i}_x"] = ep.frames[i]
+                if k == 0:  # one-hot over SIMPLE_MOVEMENT (the last frame: NOOP)
+                    f[f"frame_{i}_y"] = np.eye(7, dtype=int)[ep.actions[i] if i < ep.length else 0]
+                else:  # multi-hot [jump, left, right]
+                    f[f"frame_{i}_y"] = np.array([[0, 0, 1], [1, 0, 1], [0, 1, 0], [1, 0, 0]][i % 4])
+                f[f"frame_{i}_helperarr"] = np.array([float(i) / 3, float(i == ep.length)])
+
+
+def test_seed_import_export_import_is_lossless(tmp_path, eight):
+    seed_dir = tmp_path / "seed"
+    _write_seed_files(seed_dir, Dataset(eight).paths[:2])
+    first = import_seed(seed_dir, tmp_path / "a")
+    export_seed(tmp_path / "a", tmp_path / "exported")
+    second = import_seed(tmp_path / "exported", tmp_path / "b")
+    key = lambda p: Episode(p).attrs["extra"]["seed_file"]  # noqa: E731
+    by_seed_file = {key(q): q for q in second}
+    assert len(first) == len(second) == 2
+    for p in first:
+        with Episode(p) as a, Episode(by_seed_file[p.stem + ".hdf5"]) as b:
+            assert np.array_equal(a.frames[()], b.frames[()])
+            assert np.array_equal(a.actions, b.actions) and np.array_equal(a.rewards, b.rewards)
+            assert np.array_equal(a.extra("seed_y"), b.extra("seed_y"))
+            assert np.array_equal(a.extra("seed_helperarr"), b.extra("seed_helperarr"))
+    # the exported files equal the originals, key by key
+    for orig in sorted(seed_dir.iterdir()):
+        (exp,) = [q for q in (tmp_path / "exported").iterdir() if Episode(tmp_path / "a" / (q.stem + ".h5")).attrs["extra"]["seed_file"] == orig.name]
+        with h5py.File(orig) as f, h5py.File(exp) as g:
+            assert sorted(f) == sorted(g)
+            for k in f:
+                assert np.array_equal(f[k][()], g[k][()]), k
+    # actions were mapped by buttons: one-hot -> the same simple action; [jump, left, right] -> buttons
+    with Episode(sorted(first, key=key)[1]) as ep:
+        names = [ep.action_set.meaning(a) for a in ep.actions[:4]]
+        assert names == ["right", "right+A", "left", "A"]  # [0,0,1] [1,0,1] [0,1,0] [1,0,0]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with h5py.File(bad / "x.hdf5", "w") as f:
+        f["frame_0_x"] = np.zeros((10, 10, 3), np.uint8)
+    assert run_cli("dataset", "import", bad, "--out", tmp_path / "c").returncode == 2
+
+
+def test_store_windows_equal_the_episodes(tmp_path, eight):
+    store = tmp_path / "s.zarr"
+    build_store(eight, store, full_res=True, progress=False)
+    ds = WindowDataset(store, split=None, n_context=4, horizon=2, full_res=True)
+    m = ds.m
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(ds), 20, replace=False)
+    batch = ds.__getitems__(picks)
+    for row, i in enumerate(picks):
+        g = ds.targets[i]
+        e = next(e for e in m["episodes"] if e["start"] <= g < e["start"] + e["frames"])
+        k = g - e["start"]
+        with Episode(eight / e["file"]) as ep:
+            for j, off in enumerate(range(k - 4, k + 2)):
+                if off < 0:
+                    assert not batch["mask"][row, j] and batch["obs"][row, j].sum() == 0
+                    continue
+                assert batch["mask"][row, j]
+                assert np.array_equal(batch["obs"][row, j].numpy(), downsample(ep.frames[off : off + 1])[0])
+                if j < 5:
+                    assert batch["act"][row, j] == ep.actions[off]
+            assert np.array_equal(batch["full"][row, 0].numpy(), ep.frames[k])
+            assert np.array_equal(batch["full"][row, 1].numpy(), ep.frames[k + 1])
+    # the resize is the exact 4x4 mean
+    f = np.random.default_rng(1).integers(0, 256, (1, 240, 256, 3), dtype=np.uint8)
+    assert np.array_equal(downsample(f)[0], np.floor(f[0].reshape(60, 4, 64, 4, 3).mean((1, 3)) + 0.5).astype(np.uint8))
+
+
+def _arrays(store):
+    g = zarr.open_group(str(store), mode="r")
+    m = g.attrs[ATTR]
+    eps = [{k: v for k, v in e.items() if k != "mtime_ns"} for e in m["episodes"]]
+    return g["low"][:], g["actions"][:], g["weights"][:], eps, m["sums"]
+
+
+def test_incremental_and_resumed_builds_equal_a_full_build(tmp_path, eight, monkeypatch):
+    d = tmp_path / "d"
+    d.mkdir()
+    paths = Dataset(eight).paths
+    for p in paths[:3]:
+        shutil.copy2(p, d / p.name)
+    assert build_store(d, tmp_path / "inc.zarr", progress=False).added == 3
+    for p in paths[3:]:
+        shutil.copy2(p, d / p.name)
+    r = build_store(d, tmp_path / "inc.zarr", progress=False)
+    assert (r.added, r.kept) == (5, 3)
+    build_store(d, tmp_path / "full.zarr", progress=False)
+    full = _arrays(tmp_path / "full.zarr")
+    for a, b in zip(_arrays(tmp_path / "inc.zarr"), full):
+        assert np.array_equal(np.asarray(a), np.asarray(b)) if isinstance(a, np.ndarray) else a == b
+
+    # a build killed inside its 4th episode (arrays grown, manifest not yet updated) resumes exactly
+    import mario_kit.datasets.store as store_mod
+
+    calls = {"n": 0}
+    real = store_mod.downsample
+
+    def dying(frames):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(frames)
+
+    monkeypatch.setattr(store_mod, "downsample", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_store(d, tmp_path / "killed.zarr", progress=False)
+    monkeypatch.setattr(store_mod, "downsample", real)
+    g = zarr.open_group(str(tmp_path / "killed.zarr"), mode="r")
+    assert len(g.attrs[ATTR]["episodes"]) == 3 and g["low"].shape[0] > sum(e["frames"] for e in g.attrs[ATTR]["episodes"])
+    assert build_store(d, tmp_path / "killed.zarr", progress=False).added == 5
+    for a, b in zip(_arrays(tmp_path / "killed.zarr"), full):
+        assert np.array_equal(np.asarray(a), np.asarray(b)) if isinstance(a, np.ndarray) else a == b
+
+    # a changed episode is detected
+    with h5py.File(d / paths[0].name, "r+") as f:
+        f.attrs["player"] = "changed"
+    with pytest.raises(UserError, match="changed since"):
+        build_store(d, tmp_path / "inc.zarr", progress=False)
+
+
+def test_corrupted_store_chunk_is_reported(tmp_path, eight):
+    store = tmp_path / "s.zarr"
+    build_store(eight, store, progress=False)
+    chunk = store / "low" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 16] = b"\x00" * 16
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="corrupt"):
+        WindowDataset(store)
+    assert not list((store / "_cache").glob("*.npy"))
+
+
+def test_weights_and_weighted_sampling(tmp_path, eight):
+    paths = Dataset(eight).paths
+    w = {}
+    for k, p in enumerate(paths):
+        n = Episode(p).length
+        w[p.name] = np.full(n, 10.0 if k == 0 else 0.0, np.float32)
+    np.savez(tmp_path / "w.npz", **w)
+    store = tmp_path / "s.zarr"
+    build_store(eight, store, weights=tmp_path / "w.npz", progress=False)
+    ds = WindowDataset(store, split=None)
+    assert set(np.unique(ds.target_weights)) <= {0.0, 10.0}
+    first = ds.m["episodes"][[e["file"] for e in ds.m["episodes"]].index(paths[0].name)]
+    batch = next(iter(make_loader(ds, batch_size=64, weighted=True, seed=0)))
+    idx = batch["index"].numpy()
+    assert ((idx >= first["start"]) & (idx < first["start"] + first["frames"])).all()
+
+
+def test_loader_workers_give_the_same_batches(tmp_path, eight):
+    store = tmp_path / "s.zarr"
+    build_store(eight, store, progress=False)
+    ds = WindowDataset(store, split=None)
+    a = [b["index"] for b in make_loader(ds, batch_size=8, workers=0, seed=3)]
+    b = [b["index"] for b in make_loader(ds, batch_size=8, workers=2, seed=3)]
+    assert len(a) == len(b) == len(ds) // 8 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_spawns_rebuild_the_real_game(tmp_path, eight):
+    out = make_spawns(eight, tmp_path / "sp.h5", n=3, seed=1)
+    with h5py.File(out) as f:
+        refs = json.loads(f.attrs["spawns"])
+        assert f["full"].shape == (3, 4, 240, 256, 3) and f["low"].shape == (3, 4, 60, 64, 3)
+        for s, ref in enumerate(refs):
+            with Episode(eight / ref["file"]) as ep:
+                t = ref["step"]
+                assert np.array_equal(f["full"][s], ep.frames[t - 4 : t])
+                assert np.array_equal(f["actions"][s], ep.actions[t - 4 : t])
+                frames = [fr for fr, _ in replay(ep.attrs["level"], ep.joypad, ep.step_frames)]
+                assert np.array_equal(frames[t - 1], f["full"][s, -1])
+    assert run_cli("dataset", "spawn", eight, "--out", out).returncode == 2  # exists, no --force
