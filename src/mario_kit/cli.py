@@ -272,6 +272,60 @@ def dataset_spawn(
     out.print(f"wrote spawns to {p}")
 
 
+@app.command()
+def train(
+    store: Path = typer.Option(..., "--store", help="Training store (from `mario-kit dataset build`)."),
+    out_dir: Path = typer.Option(..., "--out", help="Run folder (checkpoints, config, logs)."),
+    config: str = typer.Option("seed", "--config", help="Preset: seed (the seed project's settings), tiny, cpu."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a setting: key=value (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    force: bool = typer.Option(False, "--force", help="Start over in a folder that holds a run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train the world model (denoiser, upsampler, or both). Multi-GPU: torchrun --nproc-per-node N -m mario_kit train ..."""
+    from mario_kit.world_model.configs import get_config
+    from mario_kit.world_model.train import train as run
+
+    summary = run(store, get_config(config, overrides), out_dir, resume=resume, force=force, progress=not quiet)
+    for stage, r in summary["stages"].items():
+        out.print(f"{stage}: step {r.get('step')}, train loss {r.get('train_loss', float('nan')):.4f}, "
+                  f"test loss {r.get('test_loss', float('nan')):.4f}, {r.get('samples_per_s', 0)} samples/s, "
+                  f"{r.get('parameters', 0):,} parameters")
+    out.print(f"run: {out_dir}")
+    if summary["interrupted"]:
+        out.print("interrupted: checkpoint saved; continue with --resume")
+        raise typer.Exit(130)
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder (from `mario-kit train`)."),
+    store: Path = typer.Option(..., "--store", help="Training store with a test split."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write evaluation.json and rollout_psnr.png here [RUN/eval]."),
+    windows: int = typer.Option(64, help="Test windows for next-frame scores."),
+    rollouts: int = typer.Option(8, help="Rollouts per horizon."),
+    horizons: str = typer.Option("1,8,32,64", help="Comma list of rollout lengths."),
+    seed: int = typer.Option(0, help="Seed of the window choice and the sampler."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Score the world model on the test split against the copy-last-frame baseline."""
+    from mario_kit.world_model.evaluate import evaluate as run_eval
+
+    try:
+        hs = tuple(int(h) for h in horizons.split(",") if h)
+    except ValueError:
+        raise UserError(f"--horizons takes a comma list of integers, got {horizons!r}") from None
+    r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval")
+    lo = r["next_frame_low_res"]
+    out.print(f"next frame (64x60): model PSNR {lo['model']['psnr']} SSIM {lo['model']['ssim']}")
+    out.print(f"                    copy-last PSNR {lo['copy_last']['psnr']} SSIM {lo['copy_last']['ssim']}")
+    for k, v in r.items():
+        if k.startswith("rollout_") and isinstance(v, dict):
+            out.print(f"{k}: model {v['model_psnr_last']} dB at the last step (mean {v['model_psnr_mean']}), "
+                      f"copy-last {v['copy_last_psnr_last']} (mean {v['copy_last_psnr_mean']})")
+    out.print(f"written: {(out_dir or run / 'eval') / 'evaluation.json'}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

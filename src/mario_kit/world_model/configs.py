@@ -1,0 +1,146 @@
+"""Training configuration: one documented dataclass, named presets, and `key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mario_kit import UserError
+from mario_kit.world_model.denoiser import ModelConfig
+from mario_kit.world_model.sampler import SamplerConfig
+
+
+def upsampler_model() -> ModelConfig:
+    """DIAMOND-style upsampler (about 51 M parameters): x4, attention at the deepest level."""
+    return ModelConfig(channels=[64, 64, 128, 256], depths=[2, 2, 2, 2], attn=[False, False, False, True],
+                       cond_channels=2048, upsampler=True, noise_previous_obs=False)
+
+
+@dataclass
+class TrainConfig:
+    """Everything `mario-kit train` uses. Defaults are the seed project's settings with DIAMOND's
+    optimiser; `--config tiny` is for tests and CPU demos. Override with --set key=value
+    (nested: denoiser.channels=[32,32,32,32]; values are JSON, bare words are strings)."""
+
+    stage: str = "denoiser"  # denoiser | upsampler | both (denoiser first, then upsampler)
+    denoiser: ModelConfig = field(default_factory=ModelConfig)  # 64x60, [64]*4, cond 256: 4.4 M parameters
+    upsampler: ModelConfig = field(default_factory=upsampler_model)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)  # 3 Euler steps
+    upsampler_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=1, sigma_max=5.0, s_cond=0.0))
+    horizon: int = 1  # > 1: multi-step autoregressive training (the model's own frames become context)
+    weighted: bool = False  # sample windows by the store's balancing weights
+    # optimisation (DIAMOND: AdamW lr 1e-4, weight decay 1e-2, 100 warm-up steps, grad-norm clip 1)
+    batch_size: int = 6
+    grad_accum: int = 6
+    upsampler_batch_size: int = 4
+    upsampler_grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    epochs: int = 50
+    steps_first_epoch: int = 1000  # optimiser steps
+    steps_per_epoch: int = 500
+    upsampler_steps_per_epoch: int = 400
+    max_steps: int = 0  # stop each stage after this many optimiser steps (0: no limit)
+    ema: float = 0.0  # EMA decay of the weights (0: off); evaluation and play use the EMA when present
+    # run
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    bf16: str = "auto"  # autocast to bfloat16: auto = on CUDA only
+    channels_last: str = "auto"  # auto = on CUDA only
+    compile: str = "auto"  # torch.compile: auto = on CUDA only
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    log_every: int = 10
+    test_batches: int = 8  # batches of the test split scored at each epoch end
+
+
+def tiny() -> TrainConfig:
+    small = dict(channels=[16, 16, 16, 16], depths=[1, 1, 1, 1], cond_channels=32)
+    return TrainConfig(
+        denoiser=ModelConfig(**small),
+        upsampler=ModelConfig(**small, attn=[False, False, False, True], upsampler=True, noise_previous_obs=False),
+        batch_size=8, grad_accum=1, upsampler_batch_size=2, epochs=2, steps_first_epoch=20, steps_per_epoch=20,
+        upsampler_steps_per_epoch=10, warmup_steps=5, lr=1e-3, log_every=5, test_batches=2,
+    )
+
+
+def cpu() -> TrainConfig:
+    """The documented 2-hour CPU run: the default denoiser, batch 32 with no accumulation."""
+    return TrainConfig(batch_size=32, grad_accum=1, lr=2e-4, warmup_steps=100, epochs=1000,
+                       steps_first_epoch=200, steps_per_epoch=200, ema=0.999)
+
+
+CONFIGS = {"seed": TrainConfig, "default": TrainConfig, "tiny": tiny, "cpu": cpu}
+
+
+def get_config(name: str, overrides: list[str] | None = None) -> TrainConfig:
+    if name not in CONFIGS:
+        raise UserError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
+    cfg = CONFIGS[name]()
+    for item in overrides or []:
+        apply_override(cfg, item)
+    check(cfg)
+    return cfg
+
+
+def _parse(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def apply_override(cfg: Any, item: str) -> None:
+    if "=" not in item:
+        raise UserError(f"--set takes key=value, got {item!r}")
+    key, value = item.split("=", 1)
+    obj, parts = cfg, key.strip().split(".")
+    for p in parts[:-1]:
+        if not dataclasses.is_dataclass(obj) or not hasattr(obj, p):
+            raise UserError(f"unknown setting {key!r}")
+        obj = getattr(obj, p)
+    names = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+    if parts[-1] not in names:
+        raise UserError(f"unknown setting {key!r}")
+    old = getattr(obj, parts[-1])
+    new = _parse(value)
+    if isinstance(old, bool) and not isinstance(new, bool):
+        raise UserError(f"{key} takes true or false, got {value!r}")
+    if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
+        new = float(new)
+    if old is not None and type(new) is not type(old):
+        raise UserError(f"{key} takes a {type(old).__name__}, got {value!r}")
+    setattr(obj, parts[-1], new)
+
+
+def check(cfg: TrainConfig) -> None:
+    if cfg.stage not in ("denoiser", "upsampler", "both"):
+        raise UserError(f"stage must be denoiser, upsampler or both, got {cfg.stage!r}")
+    for name in ("batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "epochs", "horizon"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name} must be >= 1")
+    for m in (cfg.denoiser, cfg.upsampler):
+        if not (len(m.channels) == len(m.depths) == len(m.attn)):
+            raise UserError("channels, depths and attn must have the same length")
+        if m.cond_channels % max(m.n_context, 1) or m.cond_channels % 2:
+            raise UserError("cond_channels must be even and divisible by n_context")
+    if not 0 <= cfg.ema < 1:
+        raise UserError("ema must be in [0, 1)")
+    for flag in ("bf16", "channels_last", "compile"):
+        if getattr(cfg, flag) not in ("auto", "on", "off"):
+            raise UserError(f"{flag} must be auto, on or off")
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    d = dict(d)
+    for k, cls in (("denoiser", ModelConfig), ("upsampler", ModelConfig), ("sampler", SamplerConfig),
+                   ("upsampler_sampler", SamplerConfig)):
+        d[k] = cls(**d[k])
+    return TrainConfig(**d)

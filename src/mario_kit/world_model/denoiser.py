@@ -1,0 +1,156 @@
+"""EDM denoiser (Karras et al. 2022) around the DIAMOND U-Net: all preconditioning in one place.
+
+D(x; sigma) = c_skip x + c_out F(c_in x, c_noise, context, actions), with the noise level widened
+by the offset noise: sigma' = sqrt(sigma^2 + sigma_offset^2),
+  c_in = 1 / sqrt(sigma'^2 + sd^2), c_skip = sd^2 / (sigma'^2 + sd^2), c_out = sigma' sqrt(c_skip),
+  c_noise = log(sigma') / 4. Context frames are divided by sd; during training they are noised too
+(noise_previous_obs) and the network sees that noise level (c_noise_cond); at sampling a small
+fixed s_cond plays that role. Frames are floats in [-1, 1], channels first.
+
+The upsampler is the same class with `upsampler=True`: its context is the low-res target frame,
+upsampled x4 (bicubic), and it takes no actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mario_kit.world_model.blocks import FourierFeatures, UNet, conv3x3, n_groups
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and EDM settings of one diffusion model (denoiser or upsampler)."""
+
+    channels: list[int] = field(default_factory=lambda: [64, 64, 64, 64])
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    attn: list[bool] = field(default_factory=lambda: [False, False, False, False])
+    cond_channels: int = 256
+    n_context: int = 4  # past frames (and actions) the denoiser sees; ignored by the upsampler
+    upsampler: bool = False
+    upsampling_factor: int = 4
+    img_channels: int = 3
+    sigma_data: float = 0.5
+    sigma_offset_noise: float = 0.3
+    noise_previous_obs: bool = True
+    # training noise: sigma = exp(N(loc, scale)), clipped
+    loc: float = -0.4
+    scale: float = 1.2
+    sigma_min_train: float = 2e-3
+    sigma_max_train: float = 20.0
+
+
+class Denoiser(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_actions: int):
+        super().__init__()
+        self.cfg, self.n_actions = cfg, n_actions
+        c = cfg.cond_channels
+        self.noise_emb = FourierFeatures(c)
+        self.noise_cond_emb = FourierFeatures(c)
+        if cfg.upsampler:
+            self.act_emb = None
+            n_in = 2
+        else:
+            assert c % cfg.n_context == 0, "cond_channels must be divisible by n_context"
+            self.act_emb = nn.Embedding(n_actions, c // cfg.n_context)
+            n_in = cfg.n_context + 1
+        self.cond_proj = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, c))
+        self.conv_in = conv3x3(n_in * cfg.img_channels, cfg.channels[0])
+        self.unet = UNet(c, cfg.depths, cfg.channels, cfg.attn)
+        self.norm_out = nn.GroupNorm(n_groups(cfg.channels[0]), cfg.channels[0])
+        self.conv_out = conv3x3(cfg.channels[0], cfg.img_channels)
+        nn.init.zeros_(self.conv_out.weight)
+
+    # --- EDM preconditioning ---------------------------------------------------------------
+    def conditioners(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        sd = self.cfg.sigma_data
+        s = (sigma**2 + self.cfg.sigma_offset_noise**2).sqrt()
+        c_in = 1 / (s**2 + sd**2).sqrt()
+        c_skip = sd**2 / (s**2 + sd**2)
+        c_out = s * c_skip.sqrt()
+        c_noise = s.log() / 4
+        v = lambda t: t[:, None, None, None]  # noqa: E731
+        return v(c_in), v(c_skip), v(c_out), c_noise
+
+    def network(self, x: Tensor, c_noise: Tensor, c_noise_cond: Tensor, ctx: Tensor, act: Tensor | None) -> Tensor:
+        """F: the raw U-Net output for a scaled noisy frame `x` and the context (B, n*C, H, W)."""
+        cond = self.noise_emb(c_noise) + self.noise_cond_emb(c_noise_cond)
+        if self.act_emb is not None:
+            cond = cond + self.act_emb(act).flatten(1)
+        x = self.conv_in(torch.cat((ctx / self.cfg.sigma_data, x), dim=1))
+        x = self.unet(x, self.cond_proj(cond))
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+    def forward(self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None,
+                sigma_cond: Tensor | None = None) -> Tensor:
+        """D(noisy; sigma): the denoised frame, clamped to [-1, 1]."""
+        c_in, c_skip, c_out, c_noise = self.conditioners(sigma)
+        c_cond = sigma_cond.log() / 4 if sigma_cond is not None else torch.zeros_like(c_noise)
+        out = self.network(noisy * c_in, c_noise, c_cond, ctx, act)
+        return (c_skip * noisy + c_out * out).clamp(-1, 1)
+
+    # --- training ----------------------------------------------------------------------------
+    def sample_sigma(self, n: int, gen: torch.Generator | None, device) -> Tensor:
+        c = self.cfg
+        s = torch.randn(n, generator=gen, device=device) * c.scale + c.loc
+        return s.exp().clip(c.sigma_min_train, c.sigma_max_train)
+
+    def add_noise(self, x: Tensor, sigma: Tensor, gen: torch.Generator | None) -> Tensor:
+        b, ch = x.shape[:2]
+        offset = self.cfg.sigma_offset_noise * torch.randn(b, ch, 1, 1, generator=gen, device=x.device, dtype=x.dtype)
+        return x + offset + torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype) * sigma[:, None, None, None]
+
+    def loss(self, frames: Tensor, act: Tensor | None, mask: Tensor, gen: torch.Generator | None = None,
+             cond_frames: Tensor | None = None) -> Tensor:
+        """Denoising loss over a window.
+
+        Denoiser: frames (B, n + h, C, H, W) in [-1, 1]; act (B, n + h - 1); mask (B, n + h). For each of
+        the h targets (h > 1: autoregressive training), the context is the n frames before it, where
+        earlier targets are replaced by the model's own (detached) predictions.
+        Upsampler: frames (B, 1, C, H, W) full-res targets, cond_frames (B, C, h, w) low-res targets."""
+        c = self.cfg
+        b = frames.shape[0]
+        if c.upsampler:
+            up = F.interpolate(cond_frames, scale_factor=c.upsampling_factor, mode="bicubic").clamp(-1, 1)
+            return self._loss_one(frames[:, 0], up, None, mask[:, -1], gen, noise_ctx=False)
+        n = c.n_context
+        frames = frames.clone()
+        total = frames.new_zeros(())
+        h = frames.shape[1] - n
+        for i in range(h):
+            ctx = frames[:, i : i + n].flatten(1, 2)
+            target = frames[:, n + i]
+            loss, denoised = self._loss_one(target, ctx, act[:, i : i + n], mask[:, n + i], gen, noise_ctx=c.noise_previous_obs,
+                                            return_denoised=True)
+            total = total + loss
+            if i + 1 < h:
+                frames[:, n + i] = denoised.detach()
+        return total / h
+
+    def _loss_one(self, target: Tensor, ctx: Tensor, act: Tensor | None, mask: Tensor, gen, noise_ctx: bool,
+                  return_denoised: bool = False):
+        b = target.shape[0]
+        sigma_cond = None
+        if noise_ctx:
+            sigma_cond = self.sample_sigma(b, gen, target.device)
+            ctx = self.add_noise(ctx, sigma_cond, gen)
+        sigma = self.sample_sigma(b, gen, target.device)
+        noisy = self.add_noise(target, sigma, gen)
+        c_in, c_skip, c_out, c_noise = self.conditioners(sigma)
+        c_cond = sigma_cond.log() / 4 if sigma_cond is not None else torch.zeros_like(c_noise)
+        out = self.network(noisy * c_in, c_noise, c_cond, ctx, act)
+        goal = (target - c_skip * noisy) / c_out
+        per = ((out.float() - goal.float()) ** 2).mean(dim=(1, 2, 3))
+        m = mask.float()
+        loss = (per * m).sum() / m.sum().clamp(min=1)
+        if return_denoised:
+            return loss, (c_skip * noisy + c_out * out).clamp(-1, 1)
+        return loss
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

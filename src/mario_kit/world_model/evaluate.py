@@ -1,0 +1,158 @@
+"""`mario-kit evaluate`: the world model against the real frames of the test split, always side by
+side with the copy-last-frame baseline (predict that nothing changes).
+
+- next frame: PSNR and SSIM of one sampled frame against the recorded one (low res; full res too
+  when the run has an upsampler and the store has full-res frames);
+- rollouts: from a test window, generate h frames autoregressively driven by the recorded actions
+  and score every step (h = 1, 8, 32, 64 where the test episodes are long enough).
+"""
+
+from __future__ import annotations
+
+import json
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mario_kit import UserError
+from mario_kit.datasets.loader import WindowDataset
+from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
+from mario_kit.world_model.train import load_model
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of uint8-range images (..., H, W, C) given as floats in [0, 255]."""
+    mse = ((a.float() - b.float()) ** 2).flatten(-3).mean(-1)
+    return 10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (Gaussian window 11, sigma 1.5) of images (B, H, W, C) in [0, 255]."""
+    x, y = (t.float().div(255).movedim(-1, 1) for t in (a, b))
+    c = x.shape[1]
+    g = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    w = (g[:, None] * g[None, :] / g.sum() ** 2).expand(c, 1, 11, 11).to(x)
+    f = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731
+    mx, my = f(x), f(y)
+    sxx, syy, sxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return m.flatten(1).mean(1)
+
+
+def _stats(v: torch.Tensor) -> dict[str, float]:
+    v = v[torch.isfinite(v)] if v.numel() else v
+    return {"mean": round(float(v.mean()), 3), "median": round(float(v.median()), 3)} if v.numel() else {}
+
+
+def _pick(ds: WindowDataset, n: int, seed: int, full_context: bool = True) -> np.ndarray:
+    ok = np.flatnonzero(ds.targets - ds.episode_start >= ds.n_context) if full_context else np.arange(len(ds))
+    if len(ok) == 0:
+        ok = np.arange(len(ds))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(ok, size=min(n, len(ok)), replace=False))
+
+
+def _to_img(frames: torch.Tensor) -> torch.Tensor:
+    """(..., C, H, W) in [-1, 1] -> (..., H, W, C) float in [0, 255], quantised like a saved frame."""
+    return frames.add(1).mul(127.5).round().clamp(0, 255).movedim(-3, -1)
+
+
+@torch.no_grad()
+def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1, 8, 32, 64), windows: int = 64,
+             rollouts: int = 8, seed: int = 0, device: str = "cpu", out: str | Path | None = None) -> dict[str, Any]:
+    run, store = Path(run), Path(store)
+    model, cfg, meta = load_model(run, "denoiser", device=device)
+    n = model.cfg.n_context
+    test = WindowDataset(store, "test", n_context=n)
+    if len(test) == 0:
+        raise UserError(f"{store} has no test episodes; run `mario-kit dataset split` and rebuild the store")
+    gen = torch.Generator(device).manual_seed(seed)
+    report: dict[str, Any] = {"run": str(run), "store": str(store), "step": meta["step"], "sampler": vars(cfg.sampler)}
+
+    # next frame
+    idx = _pick(test, windows, seed)
+    b = test.gather(test.fetch(idx))
+    obs = to_model(torch.from_numpy(b["obs"])).to(device)  # (B, n+1, C, H, W)
+    act = torch.from_numpy(b["act"]).to(device)
+    pred = torch.cat([sample(model, obs[i : i + 16, :n].flatten(1, 2), act[i : i + 16], cfg.sampler, gen)
+                      for i in range(0, len(idx), 16)])
+    target, last = torch.from_numpy(b["obs"][:, n]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
+    p_img = _to_img(pred.cpu())
+    report["next_frame_low_res"] = {
+        "windows": len(idx),
+        "model": {"psnr": _stats(psnr(p_img, target)), "ssim": _stats(ssim(p_img, target))},
+        "copy_last": {"psnr": _stats(psnr(last, target)), "ssim": _stats(ssim(last, target))},
+    }
+    if (run / "upsampler.pt").exists() and test.m["full_res"]:
+        import zarr
+
+        up, ucfg, _ = load_model(run, "upsampler", device=device)
+        full = zarr.open_group(str(store), mode="r")["full"]
+        k = min(len(idx), 16)
+        hi = torch.cat([upsample(up, pred[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, k, 4)])
+        tgt = torch.from_numpy(np.stack([full[int(g)] for g in test.targets[idx[:k]]])).float()
+        prev = torch.from_numpy(np.stack([full[int(g) - 1] for g in test.targets[idx[:k]]])).float()
+        h_img = _to_img(hi.cpu())
+        report["next_frame_full_res"] = {
+            "windows": k,
+            "model": {"psnr": _stats(psnr(h_img, tgt)), "ssim": _stats(ssim(h_img, tgt))},
+            "copy_last": {"psnr": _stats(psnr(prev, tgt)), "ssim": _stats(ssim(prev, tgt))},
+        }
+
+    # rollouts
+    curves = {}
+    for h in horizons:
+        ds = WindowDataset(store, "test", n_context=n, horizon=h)
+        if len(ds) == 0:
+            report.setdefault("rollouts_skipped", []).append(h)
+            continue
+        idx = _pick(ds, rollouts, seed)
+        b = ds.gather(ds.fetch(idx))
+        frames = to_model(torch.from_numpy(b["obs"])).to(device)
+        acts = torch.from_numpy(b["act"]).to(device)
+        gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], cfg.sampler, gen)
+        real = torch.from_numpy(b["obs"][:, n:]).float()
+        img = _to_img(gen_frames.cpu())
+        m = torch.stack([psnr(img[:, t], real[:, t]).mean() for t in range(h)])
+        base_last = torch.from_numpy(b["obs"][:, n - 1]).float()
+        c = torch.stack([psnr(base_last, real[:, t]).mean() for t in range(h)])
+        curves[h] = (m.tolist(), c.tolist())
+        report[f"rollout_{h}"] = {"rollouts": len(idx), "model_psnr_last": round(float(m[-1]), 3),
+                                  "model_psnr_mean": round(float(m.mean()), 3),
+                                  "copy_last_psnr_last": round(float(c[-1]), 3), "copy_last_psnr_mean": round(float(c.mean()), 3)}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(report, indent=1))
+        _plot(curves, out / "rollout_psnr.png")
+    return report
+
+
+def _plot(curves: dict[int, tuple[list[float], list[float]]], path: Path) -> None:
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = max(curves)
+    m, c = curves[h]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(m) + 1), m, label="world model")
+    ax.plot(range(1, len(c) + 1), c, label="copy last frame", linestyle="--")
+    ax.set_xlabel("steps into the rollout")
+    ax.set_ylabel("PSNR (dB), 64x60")
+    ax.set_title(f"autoregressive rollouts ({h} steps)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+

@@ -1,0 +1,90 @@
+"""The only place that turns noise into frames: Karras sigmas and Euler / Heun samplers as plain
+functions, plus the autoregressive rollout used by evaluate, play and dream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mario_kit.world_model.denoiser import Denoiser
+
+
+@dataclass
+class SamplerConfig:
+    steps: int = 3
+    order: int = 1  # 1: Euler, 2: Heun
+    sigma_min: float = 2e-3
+    sigma_max: float = 5.0
+    rho: float = 7.0
+    s_cond: float = 0.005  # noise level the context is said to carry (matches training's noised context)
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float, device=None) -> Tensor:
+    """`steps` decreasing noise levels (Karras et al. eq. 5), then 0."""
+    ramp = torch.linspace(0, 1, steps, device=device)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sig = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat((sig, sig.new_zeros(1)))
+
+
+@torch.no_grad()
+def sample(model: Denoiser, ctx: Tensor, act: Tensor | None, cfg: SamplerConfig, gen: torch.Generator | None = None,
+           shape: tuple[int, ...] | None = None) -> Tensor:
+    """Draw a frame (B, C, H, W) in [-1, 1] given context frames ctx (B, n*C, H, W) and actions (B, n)."""
+    b = ctx.shape[0]
+    shape = shape or (b, model.cfg.img_channels, *ctx.shape[-2:])
+    sigmas = karras_sigmas(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=ctx.device)
+    sigma_cond = torch.full((b,), cfg.s_cond, device=ctx.device) if cfg.s_cond > 0 else None
+    x = torch.randn(shape, generator=gen, device=ctx.device, dtype=ctx.dtype) * sigmas[0]
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        sv = s.expand(b)
+        d = (x - model(x, sv, ctx, act, sigma_cond)) / s
+        dt = s_next - s
+        if cfg.order == 1 or s_next == 0:
+            x = x + d * dt
+        else:  # Heun
+            x2 = x + d * dt
+            d2 = (x2 - model(x2, s_next.expand(b), ctx, act, sigma_cond)) / s_next
+            x = x + (d + d2) / 2 * dt
+    return x.clamp(-1, 1)
+
+
+@torch.no_grad()
+def upsample(model: Denoiser, low: Tensor, cfg: SamplerConfig, gen: torch.Generator | None = None) -> Tensor:
+    """Low-res frames (B, C, h, w) -> full-res (B, C, 4h, 4w) with the upsampler."""
+    up = F.interpolate(low, scale_factor=model.cfg.upsampling_factor, mode="bicubic").clamp(-1, 1)
+    return sample(model, up, None, cfg, gen)
+
+
+@torch.no_grad()
+def rollout(model: Denoiser, ctx_frames: Tensor, ctx_actions: Tensor, actions: Tensor, cfg: SamplerConfig,
+            gen: torch.Generator | None = None) -> Tensor:
+    """Generate len(actions[0]) frames autoregressively.
+
+    ctx_frames (B, n, C, H, W), ctx_actions (B, n): the last n frames and the actions taken at them;
+    actions (B, T - 1): the actions taken at the generated frames but the last.
+    Returns (B, T, C, H, W): frame t is generated from the n frames before it."""
+    frames, acts = list(ctx_frames.unbind(1)), list(ctx_actions.unbind(1))
+    n = ctx_frames.shape[1]
+    out = []
+    for t in range(actions.shape[1] + 1):
+        ctx = torch.cat(frames[-n:], dim=1)
+        nxt = sample(model, ctx, torch.stack(acts[-n:], dim=1), cfg, gen)
+        out.append(nxt)
+        if t < actions.shape[1]:
+            frames.append(nxt)
+            acts.append(actions[:, t])
+    return torch.stack(out, dim=1)
+
+
+def to_model(frames_uint8: Tensor) -> Tensor:
+    """(..., H, W, C) uint8 -> (..., C, H, W) float in [-1, 1]."""
+    return frames_uint8.movedim(-1, -3).float().div(127.5).sub(1)
+
+
+def to_uint8(frames: Tensor) -> Tensor:
+    """(..., C, H, W) in [-1, 1] -> (..., H, W, C) uint8."""
+    return frames.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
