@@ -1,0 +1,158 @@
+"""World model on the CPU with tiny configs: shapes, EDM identities, overfitting, exact resume,
+DDP with 2 gloo processes, refusing bad checkpoints."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_dataset, run_cli
+from mario_kit.datasets.loader import WindowDataset
+from mario_kit.datasets.split import split_dataset
+from mario_kit.datasets.store import build_store
+from mario_kit.world_model.configs import get_config, upsampler_model
+from mario_kit.world_model.denoiser import Denoiser, ModelConfig, count_parameters
+from mario_kit.world_model.evaluate import psnr
+from mario_kit.world_model.sampler import SamplerConfig, karras_sigmas, sample, to_model, to_uint8
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wm")
+    make_dataset(d / "eps", episodes=6, max_steps=40, seed=2)
+    split_dataset(d / "eps", 34, seed=0)
+    build_store(d / "eps", d / "s.zarr", full_res=True, progress=False)
+    return d / "s.zarr"
+
+
+def test_default_configs_shapes_and_parameter_counts():
+    den = Denoiser(ModelConfig(), n_actions=7)
+    assert count_parameters(den) == 4_406_147  # DIAMOND's own code gives the same for this config
+    up = Denoiser(upsampler_model(), n_actions=7)
+    assert 45e6 < count_parameters(up) < 55e6  # 51,147,459
+    x = torch.randn(2, 3, 60, 64)
+    out = den(x, torch.ones(2), torch.randn(2, 12, 60, 64), torch.randint(0, 7, (2, 4)))
+    assert out.shape == (2, 3, 60, 64) and out.abs().max() <= 1
+    tiny = get_config("tiny")
+    u = Denoiser(tiny.upsampler, 7)
+    hi = sample(u, torch.rand(1, 3, 240, 256) * 2 - 1, None, SamplerConfig(steps=1))
+    assert hi.shape == (1, 3, 240, 256)
+
+
+def test_edm_preconditioning_identities():
+    m = Denoiser(ModelConfig(sigma_offset_noise=0.0, channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
+    sigma = torch.tensor([1e-4, 0.1, 0.5, 1.0, 5.0, 20.0])
+    c_in, c_skip, c_out, c_noise = (t.flatten() for t in m.conditioners(sigma))
+    sd = 0.5
+    assert torch.allclose(c_skip + c_out**2 / sd**2, torch.ones(6))  # unit variance of the target mix
+    assert torch.allclose(c_in**2 * (sigma**2 + sd**2), torch.ones(6))  # unit variance of the input
+    assert torch.allclose(c_noise, sigma.log() / 4)
+    assert c_skip[0] > 0.9999 and c_out[0] < 1e-3  # tiny noise: D(x) ~ x
+    s = karras_sigmas(3, 2e-3, 5.0, 7.0)
+    assert torch.allclose(s, torch.tensor([5.0, s[1].item(), 2e-3, 0.0])) and s[0] > s[1] > s[2]
+    # with sigma_offset the effective noise level is sqrt(sigma^2 + offset^2)
+    m2 = Denoiser(ModelConfig(sigma_offset_noise=0.3, channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
+    assert torch.allclose(m2.conditioners(torch.tensor([0.4]))[3], torch.tensor([0.5]).log() / 4)
+
+
+def test_overfitting_a_few_windows(store):
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    ds = WindowDataset(store, None)
+    b = ds.gather(ds.fetch(np.arange(0, len(ds), max(1, len(ds) // 4))[:4]))
+    frames, act, mask = to_model(torch.from_numpy(b["obs"])), torch.from_numpy(b["act"]), torch.from_numpy(b["mask"])
+    model = Denoiser(cfg.denoiser, ds.n_actions)
+    gen = torch.Generator().manual_seed(0)
+    target = torch.from_numpy(b["obs"][:, -1]).float()
+
+    def quality():
+        out = sample(model, frames[:, :4].flatten(1, 2), act, SamplerConfig(steps=3), torch.Generator().manual_seed(1))
+        return psnr(to_uint8(out).float(), target).mean().item()
+
+    before = quality()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(200):
+        loss = model.loss(frames, act, mask, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-20:]) < 0.35 * np.mean(losses[:5])
+    after = quality()
+    assert after > before + 5, (before, after)
+
+
+def _losses(run):
+    with open(run / "log.csv") as f:
+        return {int(r["step"]): r["loss"] for r in csv.DictReader(f) if not r["test_loss"]}
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, store):
+    args = ["--store", store, "--config", "tiny", "--set", "epochs=3", "--set", "log_every=1", "-q"]
+    full = run_cli("train", "--out", tmp_path / "full", *args)
+    assert full.returncode == 0, full.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "train", "--out", str(tmp_path / "cut"), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (tmp_path / "cut" / "log.csv").exists() or len(_losses(tmp_path / "cut")) < 8:
+        assert time.time() - t0 < 120 and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    stopped_at = torch.load(tmp_path / "cut" / "denoiser.pt", weights_only=True)["step"]
+    assert 8 <= stopped_at < 60
+    res = run_cli("train", "--out", tmp_path / "cut", "--resume", *args)
+    assert res.returncode == 0, res.stderr
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    assert sorted(a) == sorted(b) == list(range(1, 61))
+    assert all(a[s] == b[s] for s in a), [(s, a[s], b[s]) for s in a if a[s] != b[s]][:3]
+
+
+def test_ddp_two_gloo_processes_end_identical(tmp_path, store):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    res = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29533", "-m", "mario_kit", "train",
+                          "--store", str(store), "--out", str(tmp_path / "ddp"), "--config", "tiny",
+                          "--set", "max_steps=6", "--set", "threads=1", "-q"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    s = json.loads((tmp_path / "ddp" / "summary.json").read_text())["stages"]["denoiser"]
+    assert s["world_size"] == 2 and s["ddp_replicas_identical"] is True and s["step"] == 6
+
+
+def test_bad_checkpoints_are_refused(tmp_path, store):
+    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "--set", "max_steps=2", "-q")
+    assert res.returncode == 0, res.stderr
+    assert run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q").returncode == 2  # exists
+    ck = tmp_path / "r" / "denoiser.pt"
+    ck.write_bytes(b"not a checkpoint")
+    res = run_cli("evaluate", tmp_path / "r", "--store", store)
+    assert res.returncode == 2 and "not a readable mario-kit checkpoint" in res.stderr and "Traceback" not in res.stderr
+    torch.save(torch.nn.Linear(2, 2), ck)  # a pickled module: weights_only loading refuses it
+    res = run_cli("evaluate", tmp_path / "r", "--store", store)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    torch.save({"kind": "something-else"}, ck)
+    assert run_cli("evaluate", tmp_path / "r", "--store", store).returncode == 2
+    for bad in (["--set", "nope=1"], ["--set", "lr=fast"], ["--config", "huge"]):
+        res = run_cli("train", "--store", store, "--out", tmp_path / "x", "--config", "tiny", *bad)
+        assert res.returncode == 2 and res.stderr.startswith("error:")
+
+
+def test_train_both_stages_and_evaluate(tmp_path, store):
+    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "--set", "stage=both",
+                  "--set", "max_steps=4", "--set", "ema=0.9", "-q")
+    assert res.returncode == 0, res.stderr
+    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--rollouts", "2", "--horizons", "1,8")
+    assert res.returncode == 0, res.stderr
+    r = json.loads((tmp_path / "r" / "eval" / "evaluation.json").read_text())
+    assert r["next_frame_low_res"]["windows"] == 8 and "next_frame_full_res" in r
+    assert r["next_frame_low_res"]["copy_last"]["psnr"]["mean"] > 10
+    assert "rollout_8" in r and (tmp_path / "r" / "eval" / "rollout_psnr.png").exists()
