@@ -17,7 +17,7 @@ from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.interop.seed import export_seed, import_seed
 from mario_kit.datasets.loader import WindowDataset, make_loader
 from mario_kit.datasets.ops import Filter, filter_dataset, make_spawns, merge
-from mario_kit.datasets.split import read_split, split_dataset
+from mario_kit.datasets.split import split_dataset
 from mario_kit.datasets.store import ATTR, build_store, downsample
 
 

@@ -68,9 +68,10 @@ def tiny() -> TrainConfig:
 
 
 def cpu() -> TrainConfig:
-    """The documented 2-hour CPU run: the default denoiser, batch 32 with no accumulation."""
-    return TrainConfig(batch_size=32, grad_accum=1, lr=2e-4, warmup_steps=100, epochs=1000,
-                       steps_first_epoch=200, steps_per_epoch=200, ema=0.999)
+    """The documented 2-hour CPU run: the default denoiser at batch 32 without accumulation, bf16
+    autocast and channels_last (3.7x eager fp32 at batch 32 on this CPU, bench/train.py), EMA weights."""
+    return TrainConfig(batch_size=32, grad_accum=1, lr=3e-4, warmup_steps=100, epochs=1000,
+                       steps_first_epoch=200, steps_per_epoch=200, ema=0.999, bf16="on", channels_last="on")
 
 
 CONFIGS = {"seed": TrainConfig, "default": TrainConfig, "tiny": tiny, "cpu": cpu}

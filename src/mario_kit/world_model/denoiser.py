@@ -113,7 +113,6 @@ class Denoiser(nn.Module):
         earlier targets are replaced by the model's own (detached) predictions.
         Upsampler: frames (B, 1, C, H, W) full-res targets, cond_frames (B, C, h, w) low-res targets."""
         c = self.cfg
-        b = frames.shape[0]
         if c.upsampler:
             up = F.interpolate(cond_frames, scale_factor=c.upsampling_factor, mode="bicubic").clamp(-1, 1)
             return self._loss_one(frames[:, 0], up, None, mask[:, -1], gen, noise_ctx=False)

@@ -1,0 +1,79 @@
+"""Denoiser training throughput (fwd + bwd + AdamW step) at the default config, per speed setting,
+against a plain eager fp32 baseline of the same model measured in the same run.
+
+    .venv/bin/python bench/train.py [--steps 6] [--batch 6,32] [--device cpu|cuda] [--variants eager,cl,bf16,cl+bf16,compile]
+
+Synthetic batches (data loading is measured by bench/loader.py). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from contextlib import nullcontext
+
+import torch
+
+from mario_kit.world_model.denoiser import Denoiser, ModelConfig
+
+
+def run(variant: str, batch: int, steps: int, device: str) -> float:
+    torch.manual_seed(0)
+    model = Denoiser(ModelConfig(), n_actions=7).to(device)
+    cl, bf16, comp = "cl" in variant, "bf16" in variant, "compile" in variant
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2)
+    fn = torch.compile(model.loss) if comp else model.loss
+    amp = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    frames = torch.rand(batch, 5, 3, 60, 64, device=device) * 2 - 1
+    act = torch.randint(0, 7, (batch, 4), device=device)
+    mask = torch.ones(batch, 5, dtype=torch.bool, device=device)
+    gen = torch.Generator(device).manual_seed(0)
+
+    def step():
+        with amp:
+            loss = fn(frames, act, mask, gen)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2 if not comp else 3):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch", default="6,32")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--variants", default="eager,cl,bf16,cl+bf16,compile")
+    args = ap.parse_args()
+    rows = {}
+    for b in (int(x) for x in args.batch.split(",")):
+        base = None
+        for v in args.variants.split(","):
+            sps = run(v, b, args.steps, args.device)
+            base = base or sps
+            rows[f"batch{b}_{v}"] = {"samples_per_s": round(sps, 2), "ratio_to_eager": round(sps / base, 3)}
+    print(json.dumps({
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
+        "torch": torch.__version__, "model": "denoiser default (4,406,147 parameters), 64x60, 4 context frames",
+        "results": rows,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Shared pieces of the pygame windows (human collector, play): key and joystick state from
+events, a steady frame limiter, the key-map file, and the scaled screen with its overlay."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mario_kit import UserError
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+BUTTONS = ("right", "left", "down", "up", "A", "B")
+DEFAULT_KEYMAP: dict[str, list[str]] = {
+    "right": ["right"], "left": ["left"], "up": ["up"], "down": ["down"], "A": ["x"], "B": ["z"],
+}
+SESSION_KEYS = {"p": "pause", "backspace": "discard", "escape": "quit", "n": "next", "return": "start"}
+# Joystick: buttons 0/1 are A/B on most pads (and 2/3 as alternatives), 7 (or 9) start; hat/axes move.
+JOY_BUTTONS = {0: "A", 1: "B", 2: "B", 3: "A"}
+JOY_START = (7, 9)
+
+
+def load_keymap(path: Path | None) -> dict[str, list[str]]:
+    keymap = {k: list(v) for k, v in DEFAULT_KEYMAP.items()}
+    if path is None:
+        return keymap
+    try:
+        user = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read key map {path}: {e}") from None
+    if not isinstance(user, dict):
+        raise UserError(f"key map {path} must be a JSON object like {{\"A\": [\"x\", \"space\"]}}")
+    import pygame
+
+    for button, keys in user.items():
+        if button not in BUTTONS:
+            raise UserError(f"key map {path}: unknown button {button!r}; buttons are {', '.join(BUTTONS)}")
+        keys = [keys] if isinstance(keys, str) else keys
+        for k in keys:
+            try:
+                with warnings.catch_warnings():  # key_code needs no display, but warns without pygame.init()
+                    warnings.simplefilter("ignore")
+                    pygame.key.key_code(k)
+            except (ValueError, TypeError):
+                raise UserError(f"key map {path}: unknown key name {k!r} (pygame key names, e.g. 'x', 'space', 'left')") from None
+        keymap[button] = list(keys)
+    return keymap
+
+
+class Controls:
+    """Held buttons from keyboard and joystick events. For opposite directions held together,
+    the one pressed last wins."""
+
+    def __init__(self, keymap: dict[str, list[str]]):
+        import pygame
+
+        self.pg = pygame
+        self.key_button = {pygame.key.key_code(k): b for b, keys in keymap.items() for k in keys}
+        self.key_command = {pygame.key.key_code(k): c for k, c in SESSION_KEYS.items()}
+        self._held: dict[str, int] = {}  # button -> press order
+        self._order = 0
+        self._joy: dict[int, Any] = {}
+
+    def _press(self, b: str) -> None:
+        if b not in self._held:
+            self._order += 1
+            self._held[b] = self._order
+
+    def _release(self, b: str) -> None:
+        self._held.pop(b, None)
+
+    def handle(self, e) -> str | None:
+        """Update held buttons; return a session command for command keys."""
+        pg = self.pg
+        if e.type == pg.QUIT:
+            return "quit"
+        if e.type == pg.KEYDOWN:
+            if e.key in self.key_button:
+                self._press(self.key_button[e.key])
+            elif e.key in self.key_command:
+                return self.key_command[e.key]
+        elif e.type == pg.KEYUP and e.key in self.key_button:
+            self._release(self.key_button[e.key])
+        elif e.type == pg.JOYDEVICEADDED:
+            j = pg.joystick.Joystick(e.device_index)
+            self._joy[j.get_instance_id()] = j
+        elif e.type == pg.JOYBUTTONDOWN:
+            if e.button in JOY_START:
+                return "start"
+            if e.button in JOY_BUTTONS:
+                self._press(JOY_BUTTONS[e.button])
+        elif e.type == pg.JOYBUTTONUP and e.button in JOY_BUTTONS:
+            self._release(JOY_BUTTONS[e.button])
+        elif e.type == pg.JOYHATMOTION:
+            x, y = e.value
+            self._axis("left", "right", x)
+            self._axis("down", "up", y)
+        elif e.type == pg.JOYAXISMOTION and e.axis in (0, 1):
+            v = 0 if abs(e.value) < 0.5 else (1 if e.value > 0 else -1)
+            self._axis(*(("left", "right") if e.axis == 0 else ("up", "down")), v)
+        return None
+
+    def _axis(self, neg: str, pos: str, v: int) -> None:
+        self._release(neg) if v >= 0 else self._press(neg)
+        self._release(pos) if v <= 0 else self._press(pos)
+
+    def buttons(self) -> tuple[str, ...]:
+        held = dict(self._held)
+        for a, b in (("left", "right"), ("up", "down")):
+            if a in held and b in held:
+                held.pop(a if held[a] < held[b] else b)
+        return tuple(sorted(held, key=held.get))
+
+
+class FrameLimiter:
+    """Holds a steady frame rate: sleeps to a deadline (no drift), spins the last 1.5 ms."""
+
+    def __init__(self, fps: float):
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self.next = time.perf_counter()
+        self.stamps: list[float] = []
+
+    def wait(self) -> None:
+        if self.period:
+            self.next += self.period
+            now = time.perf_counter()
+            if self.next < now - 0.1:  # far behind (a pause, a slow frame): start again from now
+                self.next = now
+            while (left := self.next - time.perf_counter()) > 0:
+                if left > 0.0015:
+                    time.sleep(left - 0.0015)
+        self.stamps.append(time.perf_counter())
+        if len(self.stamps) > 61:
+            del self.stamps[0]
+
+    def reset(self) -> None:
+        self.next = time.perf_counter()
+        self.stamps.clear()
+
+    @property
+    def fps(self) -> float:
+        s = self.stamps
+        return (len(s) - 1) / (s[-1] - s[0]) if len(s) > 1 and s[-1] > s[0] else 0.0
+
+
+class Screen:
+    """A window of 256x240 frames scaled by `scale`, with overlay lines top-left and banners centred."""
+
+    def __init__(self, scale: int, caption: str):
+        import pygame
+
+        self.pg = pygame
+        pygame.display.init()
+        pygame.font.init()
+        pygame.joystick.init()
+        self.size = (256 * scale, 240 * scale)
+        self.window = pygame.display.set_mode(self.size)
+        pygame.display.set_caption(caption)
+        self.font = pygame.font.Font(None, max(18, 8 * scale))
+        self._scaled = None
+        self.draw_ms: list[float] = []
+
+    def draw(self, frame: np.ndarray, lines: list[str], banners: list[str] = (), dot: bool = False) -> None:
+        pg = self.pg
+        t = time.perf_counter()
+        surf = pg.image.frombuffer(np.ascontiguousarray(frame), (frame.shape[1], frame.shape[0]), "RGB")
+        if self._scaled is None:
+            self._scaled = pg.Surface(self.size, 0, surf)  # same pixel format as the frame
+        pg.transform.scale(surf, self.size, self._scaled)
+        self.window.blit(self._scaled, (0, 0))
+        if dot:
+            pg.draw.circle(self.window, (220, 20, 20), (12, 14), 7)
+        for i, text in enumerate(lines):
+            self.window.blit(self.font.render(text, True, (255, 255, 255), (0, 0, 0)), (24, 4 + i * self.font.get_linesize()))
+        for i, text in enumerate(b for b in banners if b):
+            img = self.font.render(text, True, (255, 255, 0), (0, 0, 0))
+            self.window.blit(img, img.get_rect(center=(self.size[0] // 2, self.size[1] // 2 + i * 30)))
+        pg.display.flip()
+        self.draw_ms.append((time.perf_counter() - t) * 1000)
+        if len(self.draw_ms) > 600:
+            del self.draw_ms[:300]
+
+    def close(self) -> None:
+        self.pg.display.quit()
