@@ -326,6 +326,47 @@ def evaluate(
     out.print(f"written: {(out_dir or run / 'eval') / 'evaluation.json'}")
 
 
+@app.command()
+def play(
+    run: Path = typer.Option(..., "--run", help="Run folder with a trained denoiser (and upsampler)."),
+    spawn: Path = typer.Option(..., "--spawn", help="Spawns file (`mario-kit dataset spawn`)."),
+    steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the run's sampler, 3)."),
+    upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show full-res frames from the upsampler."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast for generation."),
+    fps: float = typer.Option(15.0, help="Target model frames/s (15 = NES speed at frame skip 4)."),
+    scale: int = typer.Option(3, help="Window scale."),
+    keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file."),
+    record: Optional[Path] = typer.Option(None, help="Save each spawn session as an episode in this folder."),
+    seed: int = typer.Option(0, help="Sampler seed."),
+) -> None:
+    """Play inside the world model: arrows, X jump, Z run; Enter next spawn, R restart, P pause, Esc quit."""
+    from mario_kit.world_model.play import play as run_play
+
+    r = run_play(run, spawn, upsampler, steps, device, bf16, fps, scale, keymap, record, seed=seed)
+    out.print(f"{r.frames} frames generated at {r.model_fps:.1f} frames/s" + (f"; recorded {len(r.episodes)} episodes into {record}" if record else ""))
+
+
+@app.command()
+def dream(
+    run: Path = typer.Option(..., "--run", help="Run folder."),
+    episode: Path = typer.Option(..., "--episode", help="An episode file (ideally from the test split)."),
+    start: int = typer.Option(..., "--start", help="Step T to start from (>= 4)."),
+    steps: int = typer.Option(32, "--steps", help="Steps to dream."),
+    out_file: Path = typer.Option(Path("dream.gif"), "--out", help="GIF to write (a .csv and .png land beside it)."),
+    policy: str = typer.Option("recorded", help="recorded (the episode's actions) or random."),
+    upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Full-res frames from the upsampler."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    seed: int = typer.Option(0, help="Seed of the sampler and the random policy."),
+) -> None:
+    """The real game (rebuilt by replay) and the world model from the same step with the same actions."""
+    from mario_kit.world_model.dream import dream as run_dream
+
+    r = run_dream(run, episode, start, steps, out_file, policy, upsampler, device, seed)
+    out.print(f"{r['frames']} steps: PSNR {r['psnr_low_res_mean']:.2f} dB (64x60), {r['psnr_full_res_mean']:.2f} dB (240x256)")
+    out.print(f"written: {r['gif']}, {r['csv']}, {r['plot']}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

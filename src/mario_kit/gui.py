@@ -20,7 +20,7 @@ BUTTONS = ("right", "left", "down", "up", "A", "B")
 DEFAULT_KEYMAP: dict[str, list[str]] = {
     "right": ["right"], "left": ["left"], "up": ["up"], "down": ["down"], "A": ["x"], "B": ["z"],
 }
-SESSION_KEYS = {"p": "pause", "backspace": "discard", "escape": "quit", "n": "next", "return": "start"}
+SESSION_KEYS = {"p": "pause", "backspace": "discard", "escape": "quit", "n": "next", "return": "start", "r": "restart"}
 # Joystick: buttons 0/1 are A/B on most pads (and 2/3 as alternatives), 7 (or 9) start; hat/axes move.
 JOY_BUTTONS = {0: "A", 1: "B", 2: "B", 3: "A"}
 JOY_START = (7, 9)

@@ -107,6 +107,16 @@ class MarioEnv:
         self._env.close()
 
 
+def replay_to(level: str, joypad: np.ndarray, step_frames: np.ndarray, steps: int) -> MarioEnv:
+    """A fresh env replayed through the first `steps` steps of an episode (the real game at frame `steps`)."""
+    env = MarioEnv(level)
+    env.reset()
+    n = int(np.sum(step_frames[:steps]))
+    for byte in joypad[:n]:
+        env.step_frame(int(byte))
+    return env
+
+
 def replay(level: str, joypad: np.ndarray, step_frames: np.ndarray) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Rebuild an episode in the real emulator: yields (frame, info) for frame 0..T.
 

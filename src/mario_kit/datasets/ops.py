@@ -222,3 +222,29 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
         os.fsync(fh.fileno())
     os.replace(tmp, out)
     return out
+
+
+@dataclass
+class Spawns:
+    full: np.ndarray  # (S, n, 240, 256, 3)
+    low: np.ndarray  # (S, n, 60, 64, 3)
+    actions: np.ndarray  # (S, n)
+    refs: list[dict]
+    action_set: F.ActionSet
+    frame_skip: int
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
+def load_spawns(path: str | Path) -> Spawns:
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != "mario-kit-spawns":
+                raise ValueError("no mario-kit-spawns format attribute")
+            aset = F.ActionSet(f.attrs["action_set"], tuple(tuple(b) for b in json.loads(f.attrs["action_buttons"])))
+            return Spawns(f["full"][()], f["low"][()], f["actions"][()].astype(np.int64), json.loads(f.attrs["spawns"]),
+                          aset, int(f.attrs["frame_skip"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path} is not a spawns file from `mario-kit dataset spawn` ({e})") from None

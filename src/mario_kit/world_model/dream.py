@@ -1,0 +1,113 @@
+"""`mario-kit dream`: the same actions in the real game and in the world model, side by side.
+
+The real game at step T is rebuilt by replaying the episode's joypad bytes from reset (the
+emulator is deterministic), then both go on with the same actions: the recorded ones, or a random
+policy's. Writes a GIF (real | model | difference), per-step PSNR as CSV, and a plot.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mario_kit import UserError
+from mario_kit.collectors.env import replay_to
+from mario_kit.datasets.episode import Episode
+from mario_kit.datasets.store import downsample
+from mario_kit.world_model.evaluate import psnr
+from mario_kit.world_model.play import Dream
+
+
+def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str | Path, policy: str = "recorded",
+          upsampler: bool = True, device: str = "cpu", seed: int = 0, denoise_steps: int | None = None,
+          gif_fps: float = 15.0) -> dict[str, Any]:
+    out = Path(out)
+    if policy not in ("recorded", "random"):
+        raise UserError(f"--policy must be recorded or random, got {policy!r}")
+    if out.suffix.lower() != ".gif":
+        raise UserError("--out must name a .gif file")
+    with Episode(episode) as ep:
+        T = ep.length
+        n_ctx = 4
+        if not n_ctx <= start <= T:
+            raise UserError(f"--start must be in {n_ctx}..{T} for this episode of {T} steps")
+        if ep.attrs.get("extra", {}).get("replayable") is False:
+            raise UserError(f"{Path(episode).name} cannot be replayed in the emulator (imported or dreamed)")
+        if policy == "recorded":
+            steps = min(steps, T - start + 1)
+        if steps < 1:
+            raise UserError("--steps must be >= 1")
+        frames_ctx = ep.frames[start - n_ctx : start]
+        acts_ctx = ep.actions[start - n_ctx : start]
+        aset, fs, level = ep.action_set, int(ep.attrs["frame_skip"]), ep.attrs["level"]
+        joypad, step_frames, recorded = ep.joypad, ep.step_frames, ep.actions
+    model = Dream(run, upsampler, denoise_steps, device, seed=seed)
+    if model.meta["action_set"] != aset.name:
+        raise UserError(f"the run was trained on the {model.meta['action_set']} action set, the episode uses {aset.name}")
+    rng = np.random.default_rng(seed)
+    # actions taken at frames start-1, start, ..., start+steps-2 (each leads to the next frame)
+    if policy == "recorded":
+        actions = [int(recorded[start - 1 + k]) for k in range(steps)]
+    else:
+        actions = [int(recorded[start - 1])] + [int(rng.integers(len(aset))) for _ in range(steps - 1)]
+    env = replay_to(level, joypad, step_frames, start - 1)  # the real game at frame start-1
+    real, fake, fake_low = [], [], []
+    model.reset(downsample(frames_ctx), acts_ctx)
+    try:
+        for a in actions:
+            r = env.step(int(aset.joypad[a]), fs)
+            real.append(r.frame.copy())
+            low, full = model.step(a)
+            fake.append(full)
+            fake_low.append(low)
+            if r.terminated or r.truncated:
+                break
+    finally:
+        env.close()
+    real_a, fake_a = np.stack(real), np.stack(fake)
+    p_low = psnr(torch.from_numpy(np.stack(fake_low)).float(), torch.from_numpy(downsample(real_a)).float()).numpy()
+    p_full = psnr(torch.from_numpy(fake_a).float(), torch.from_numpy(real_a).float()).numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _gif(real_a, fake_a, out, gif_fps)
+    csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "frame", "action", "psnr_low_res", "psnr_full_res"])
+        for k in range(len(real)):
+            w.writerow([k + 1, start + k, aset.meaning(actions[k]), f"{p_low[k]:.3f}", f"{p_full[k]:.3f}"])
+    _plot(p_low, p_full, png_path)
+    return {"gif": out, "csv": csv_path, "plot": png_path, "frames": len(real), "real": real_a,
+            "psnr_low_res_mean": float(np.mean(p_low)), "psnr_full_res_mean": float(np.mean(p_full))}
+
+
+def _gif(real: np.ndarray, fake: np.ndarray, path: Path, fps: float) -> None:
+    from PIL import Image
+
+    diff = np.clip(np.abs(real.astype(np.int16) - fake.astype(np.int16)) * 2, 0, 255).astype(np.uint8)
+    sep = np.full((real.shape[1], 4, 3), 255, np.uint8)
+    tiles = [Image.fromarray(np.concatenate([r, sep, f, sep, d], axis=1)) for r, f, d in zip(real, fake, diff)]
+    tmp = path.with_name(f".{path.name}.tmp.gif")
+    tiles[0].save(tmp, save_all=True, append_images=tiles[1:], duration=int(1000 / fps), loop=0, optimize=False)
+    tmp.replace(path)
+
+
+def _plot(p_low: np.ndarray, p_full: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(1, len(p_low) + 1)
+    ax.plot(x, p_low, label="64x60")
+    ax.plot(x, p_full, label="240x256")
+    ax.set_xlabel("steps into the dream")
+    ax.set_ylabel("PSNR vs the real game (dB)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,70 @@
+"""Play inside a tiny model (headless, posted events) and dream against the real game."""
+
+import numpy as np
+import pygame
+import pytest
+from PIL import Image
+
+from conftest import make_dataset, run_cli
+from mario_kit.datasets.dataset import Dataset
+from mario_kit.datasets.episode import Episode
+from mario_kit.datasets.ops import make_spawns
+from mario_kit.datasets.split import split_dataset
+from mario_kit.datasets.store import build_store
+from mario_kit.datasets.validate import validate_dir
+from mario_kit.world_model.dream import dream
+from mario_kit.world_model.play import play
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("play")
+    make_dataset(d / "eps", episodes=3, max_steps=40, seed=4)
+    split_dataset(d / "eps", 34, seed=0)
+    build_store(d / "eps", d / "s.zarr", full_res=True, progress=False)
+    res = run_cli("train", "--store", d / "s.zarr", "--out", d / "run", "--config", "tiny", "--set", "stage=both",
+                  "--set", "max_steps=3", "-q")
+    assert res.returncode == 0, res.stderr
+    make_spawns(d / "eps", d / "spawns.h5", n=2, seed=0)
+    return d
+
+
+def ev(kind, key):
+    return pygame.event.Event(kind, key=key)
+
+
+def test_play_with_posted_events_and_record(setup, tmp_path):
+    D, U = pygame.KEYDOWN, pygame.KEYUP
+    script = {0: [ev(D, pygame.K_RIGHT)], 3: [ev(D, pygame.K_x)], 5: [ev(U, pygame.K_x)], 7: [ev(U, pygame.K_RIGHT)],
+              8: [ev(D, pygame.K_RETURN)], 10: [ev(D, pygame.K_LEFT)], 12: [ev(D, pygame.K_ESCAPE)]}
+    r = play(setup / "run", setup / "spawns.h5", sync=True, script=script, record=tmp_path / "rec")
+    assert r.frames == 12
+    # simple set: 1 right, 2 right+A, 0 NOOP, 6 left
+    assert r.actions == [1, 1, 1, 2, 2, 1, 1, 0, 0, 0, 6, 6]
+    rep = validate_dir(tmp_path / "rec")
+    assert rep.ok and len(rep.good) == 2  # Enter started the second spawn: two episodes
+    eps = sorted((Episode(p) for p in rep.good), key=lambda e: e.attrs["created"] + e.path.name)
+    lengths = sorted(e.length for e in eps)
+    assert lengths == [4, 8] and all(e.attrs["source"] == "world_model" for e in eps)
+    assert sorted(a for e in eps for a in e.actions.tolist()) == sorted(r.actions)
+
+
+def test_play_headless_async_generates_at_its_own_pace(setup):
+    r = play(setup / "run", setup / "spawns.h5", upsampler=False, fps=50, script={30: [ev(pygame.KEYDOWN, pygame.K_ESCAPE)]})
+    assert 1 <= r.frames <= 40 and r.model_fps > 0
+
+
+def test_dream_real_half_is_exact_and_gif_has_the_frames(setup, tmp_path):
+    p = Dataset(setup / "eps").paths[0]
+    with Episode(p) as ep:
+        start, steps = 6, min(10, ep.length - 6 + 1)
+        recorded = ep.frames[start : start + steps]
+    r = dream(setup / "run", p, start, steps, tmp_path / "d.gif")
+    assert r["frames"] == steps
+    assert np.array_equal(r["real"], recorded)  # replay from reset rebuilt the real game exactly
+    with Image.open(tmp_path / "d.gif") as im:
+        assert im.n_frames == steps and im.size == (256 * 3 + 8, 240)
+    rows = (tmp_path / "d.csv").read_text().strip().splitlines()
+    assert len(rows) == steps + 1 and (tmp_path / "d.png").exists()
+    res = run_cli("dream", "--run", setup / "run", "--episode", p, "--start", "2", "--out", tmp_path / "x.gif")
+    assert res.returncode == 2 and "--start" in res.stderr
