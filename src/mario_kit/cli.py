@@ -94,7 +94,7 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Replace a previous demo in that folder."),
     seed: int = typer.Option(0, help="Seed of the whole demo."),
 ) -> None:
-    """The main job on small built-in defaults: collect and inspect a dataset (more stages as they land)."""
+    """The main job on small defaults: collect, inspect, build, train a tiny model, dream a GIF."""
     from mario_kit.demo import DemoConfig, run
 
     run(DemoConfig(out=out_dir, force=force, seed=seed), echo=out.print)
@@ -333,7 +333,8 @@ def play(
     steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the run's sampler, 3)."),
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show full-res frames from the upsampler."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast for generation."),
+    bf16: bool = typer.Option(True, "--bf16/--fp32", help="bfloat16 autocast for generation (1.3-1.4x faster on this CPU)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the models (~1.4x faster after ~50 s)."),
     fps: float = typer.Option(15.0, help="Target model frames/s (15 = NES speed at frame skip 4)."),
     scale: int = typer.Option(3, help="Window scale."),
     keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file."),
@@ -343,7 +344,7 @@ def play(
     """Play inside the world model: arrows, X jump, Z run; Enter next spawn, R restart, P pause, Esc quit."""
     from mario_kit.world_model.play import play as run_play
 
-    r = run_play(run, spawn, upsampler, steps, device, bf16, fps, scale, keymap, record, seed=seed)
+    r = run_play(run, spawn, upsampler, steps, device, bf16, fps, scale, keymap, record, seed=seed, compile=compile)
     out.print(f"{r.frames} frames generated at {r.model_fps:.1f} frames/s" + (f"; recorded {len(r.episodes)} episodes into {record}" if record else ""))
 
 

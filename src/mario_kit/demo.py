@@ -1,7 +1,8 @@
 """The main job on small built-in defaults: what `make demo` runs.
 
-Today: collect a small sticky-random dataset and print its statistics. Each stage prints where
-its artefact is. Stages are added here as the toolkit grows (report, build, train, dream).
+collect a sticky-random dataset -> inspect it -> split and build the training store -> train a tiny
+world model briefly -> dream a GIF against the real game (and write spawns for `mario-kit play`).
+Each stage prints where its artefact is. Minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class DemoConfig:
     max_steps: int = 300
     workers: int = 2
     seed: int = 0
+    train_steps: int = 200  # tiny denoiser, optimiser steps
+    dream_steps: int = 24
     force: bool = False  # replace a previous demo folder (only one that has the demo's marker)
 
 
@@ -42,17 +45,47 @@ def prepare_out(out: Path, force: bool) -> None:
 
 
 def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
+    from mario_kit.datasets.ops import make_spawns
+    from mario_kit.datasets.split import read_split, split_dataset
+    from mario_kit.datasets.store import build_store
+    from mario_kit.world_model.configs import get_config
+    from mario_kit.world_model.dream import dream
+    from mario_kit.world_model.train import train
+
     prepare_out(cfg.out, cfg.force)
-    artefacts: dict[str, Path] = {}
-    episodes = cfg.out / "episodes"
-    echo(f"[1] collect: {cfg.episodes} sticky-random episodes of 1-1 -> {episodes}")
+    a: dict[str, Path] = {}
+    episodes = a["episodes"] = cfg.out / "episodes"
+    echo(f"[1/5] collect: {cfg.episodes} sticky-random episodes of 1-1 -> {episodes}")
     res = collect(CollectConfig(out=episodes, policy="sticky", policy_kwargs={"p": 0.8}, episodes=cfg.episodes,
                                 max_steps=cfg.max_steps, seed=cfg.seed, workers=cfg.workers))
-    artefacts["episodes"] = episodes
-    echo(f"    seed {res.seed}; `mario-kit dataset info {episodes}`:")
+    echo(f"      seed {res.seed}; `mario-kit dataset info {episodes}`:")
     for table in summary_tables(summary(Dataset(episodes))):
         echo(table)
+
+    store = a["store"] = cfg.out / "store.zarr"
+    echo(f"[2/5] split (test 34 %) and build the training store -> {store}")
+    split_dataset(episodes, 34, seed=cfg.seed)
+    build_store(episodes, store)
+
+    run_dir = a["run"] = cfg.out / "run"
+    echo(f"[3/5] train a tiny denoiser for {cfg.train_steps} steps -> {run_dir}")
+    tcfg = get_config("tiny", [f"max_steps={cfg.train_steps}", "epochs=1000", f"seed={cfg.seed}"])
+    r = train(store, tcfg, run_dir)["stages"]["denoiser"]
+    echo(f"      train loss {r['train_loss']:.4f}, test loss {r['test_loss']:.4f}, {r['samples_per_s']} samples/s")
+
+    split = read_split(episodes)
+    test = [p for p in Dataset(episodes).paths if split.get(p.name) == "test"]
+    ep = max(test, key=lambda p: p.stat().st_size)
+    gif = a["dream"] = cfg.out / "dream.gif"
+    echo(f"[4/5] dream: {ep.name} from step 4, real game | model | difference -> {gif}")
+    d = dream(run_dir, ep, 4, cfg.dream_steps, gif, upsampler=False, seed=cfg.seed)
+    echo(f"      {d['frames']} steps, PSNR vs the real game {d['psnr_low_res_mean']:.2f} dB at 64x60 (a tiny model, briefly trained)")
+
+    spawns = a["spawns"] = cfg.out / "spawns.h5"
+    echo(f"[5/5] spawns for play -> {spawns}")
+    make_spawns(episodes, spawns, n=8, seed=cfg.seed)
     echo("done. artefacts:")
-    for k, v in artefacts.items():
+    for k, v in a.items():
         echo(f"  {k}: {v}")
-    return artefacts
+    echo(f"play inside the model (needs a display): mario-kit play --run {run_dir} --spawn {spawns}")
+    return a

@@ -30,14 +30,21 @@ class Dream:
     """The model as a game: `step(action)` -> the next frame (low res, and full res)."""
 
     def __init__(self, run: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "cpu",
-                 bf16: bool = False, seed: int = 0):
+                 bf16: bool = False, seed: int = 0, compile: bool = False):
         self.model, cfg, self.meta = load_model(run, "denoiser", device=device)
         self.up = None
         if upsampler and (Path(run) / "upsampler.pt").exists():
             self.up, ucfg, _ = load_model(run, "upsampler", device=device)
             self.up_cfg = ucfg.upsampler_sampler
+        for m in (self.model, self.up):  # channels_last: 1.1-1.2x faster here, same results
+            if m is not None:
+                m.to(memory_format=torch.channels_last)
+        if compile:  # ~1.4x more on this CPU, after ~50 s of compiling
+            self.model = torch.compile(self.model)
+            if self.up is not None:
+                self.up = torch.compile(self.up)
         self.cfg = SamplerConfig(**{**vars(cfg.sampler), **({"steps": steps} if steps else {})})
-        self.n = self.model.cfg.n_context
+        self.n = cfg.denoiser.n_context
         self.device = torch.device(device)
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else None
         self.gen = torch.Generator(device).manual_seed(seed)
@@ -73,13 +80,13 @@ class PlayResult:
 def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "cpu",
          bf16: bool = False, fps: float = 15.0, scale: int = 3, keymap: Path | None = None, record: Path | None = None,
          sync: bool = False, script: dict[int, list] | None = None, max_frames: int | None = None,
-         seed: int = 0) -> PlayResult:
+         seed: int = 0, compile: bool = False) -> PlayResult:
     """Open the window and play. `sync` (tests): one model frame per displayed frame, no thread."""
     from mario_kit.datasets.dataset import check_output_dir
     from mario_kit.gui import Controls, FrameLimiter, Screen, load_keymap
 
     sp = load_spawns(spawns)
-    dream = Dream(run, upsampler, steps, device, bf16, seed)
+    dream = Dream(run, upsampler, steps, device, bf16, seed, compile)
     if dream.meta["n_actions"] != len(sp.action_set) or dream.meta["action_set"] != sp.action_set.name:
         raise UserError(f"the run was trained on the {dream.meta['action_set']} action set, the spawns use {sp.action_set.name}")
     if record is not None:

@@ -1,0 +1,88 @@
+"""Play speed: model frames/s of `Dream.step` (denoise 64x60, optionally upsample to 240x256) on this
+device, for the default denoiser (4.4 M) and upsampler (51 M), per setting. Random weights: speed
+does not depend on them.
+
+    .venv/bin/python bench/play.py [--frames 20] [--device cpu]
+
+Prints JSON: frames/s per variant and the ratio to the fp32 3-step baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mario_kit.world_model.configs import TrainConfig, to_dict
+from mario_kit.world_model.denoiser import Denoiser
+from mario_kit.world_model.play import Dream
+from mario_kit.world_model.train import CKPT_KIND, CKPT_SCHEMA, save_atomic
+
+
+def fake_run(d: Path) -> None:
+    cfg = TrainConfig()
+    for stage, m in (("denoiser", cfg.denoiser), ("upsampler", cfg.upsampler)):
+        torch.manual_seed(0)
+        model = Denoiser(m, 7)
+        save_atomic({"kind": CKPT_KIND, "schema": CKPT_SCHEMA, "stage": stage, "config": json.dumps(to_dict(cfg)),
+                     "n_actions": 7, "action_set": "simple", "action_buttons": "[]", "model": model.state_dict(),
+                     "ema": None, "step": 0, "epoch": 0}, d / f"{stage}.pt")
+
+
+def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, cl: bool, comp: bool = False) -> float:
+    dr = Dream(run, upsampler=up, steps=steps, device=device, bf16=bf16, compile=comp)
+    if not cl:  # Dream uses channels_last; undo it for the contiguous baseline
+        for m in (dr.model, dr.up):
+            if m is not None:
+                m.to(memory_format=torch.contiguous_format)
+    rng = np.random.default_rng(0)
+    dr.reset(rng.integers(0, 256, (4, 60, 64, 3), dtype=np.uint8), np.zeros(4, np.int64))
+    for _ in range(2):
+        dr.step(1)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(frames):
+        dr.step(1)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return frames / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to start)")
+    args = ap.parse_args()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp)
+        fake_run(run)
+        variants = [("low_3steps_fp32", 3, False, False, False), ("low_3steps_bf16", 3, False, True, False),
+                    ("low_3steps_channels_last", 3, False, False, True), ("low_3steps_bf16_channels_last", 3, False, True, True),
+                    ("low_2steps_bf16", 2, False, True, False), ("low_1step_bf16", 1, False, True, False),
+                    ("up_3steps_fp32", 3, True, False, False), ("up_3steps_bf16", 3, True, True, False),
+                    ("up_1step_bf16_channels_last", 1, True, True, True)]
+        if args.compile:
+            variants += [("low_3steps_bf16_channels_last_compile", 3, False, True, True, True),
+                         ("low_2steps_bf16_channels_last_compile", 2, False, True, True, True)]
+        base = None
+        for name, steps, up, bf16, cl, *comp in variants:
+            v = fps(run, args.frames if not up else max(4, args.frames // 4), args.device, steps, up, bf16, cl, bool(comp))
+            base = base or v
+            rows[name] = {"frames_per_s": round(v, 2), "ratio_to_fp32_3steps": round(v / base, 3)}
+    print(json.dumps({
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.machine()} CPU, {os.cpu_count()} cores",
+        "torch": torch.__version__, "results": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
