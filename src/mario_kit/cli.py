@@ -43,10 +43,15 @@ def collect(
     random: bool = typer.Option(False, "--random", help="Random policy: uniform, or sticky with --sticky P."),
     sticky: Optional[float] = typer.Option(None, help="Keep the previous action with probability P (random collector)."),
     human: bool = typer.Option(False, "--human", help="Play with the keyboard in a pygame window."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="Agent collector: ppo (needs --model)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Agent file (`mario-kit agent train`)."),
+    random_factor: float = typer.Option(0.0, help="Agent: probability of replacing its action by a random one."),
+    random_factor_range: Optional[tuple[float, float]] = typer.Option(None, help="Agent: draw the factor per episode from [LO, HI]."),
+    deterministic: bool = typer.Option(True, "--deterministic/--stochastic", help="Agent: greedy or sampled actions."),
     episodes: Optional[int] = typer.Option(None, help="Number of episodes to record."),
     steps: Optional[int] = typer.Option(None, help="Number of recorded steps in all (instead of --episodes)."),
     level: str = typer.Option("1-1", help="W-S, a comma list, or 'random' (one drawn per episode)."),
-    action_set: str = typer.Option("simple", help="right | simple | complex."),
+    action_set: Optional[str] = typer.Option(None, help="right | simple | complex [simple; an agent's own set]."),
     frame_skip: int = typer.Option(4, help="Emulator frames per recorded step (the action is held; rewards summed)."),
     max_steps: Optional[int] = typer.Option(None, help="Recorded steps per episode before truncation [random: 1000, human: 100000]."),
     seed: Optional[int] = typer.Option(None, help="Seed; episode i uses default_rng([seed, i])."),
@@ -57,17 +62,22 @@ def collect(
     fps: float = typer.Option(60.0, help="Display and emulation rate (human); NES speed is 60."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Record episodes with a collector: --random or --human."""
+    """Record episodes with a collector: --random, --human or --agent ppo."""
     from mario_kit.collectors import COLLECTORS
 
-    chosen = [name for name, on in (("random", random or sticky is not None), ("human", human)) if on]
+    if agent is not None and agent != "ppo":
+        raise UserError(f"unknown agent {agent!r}; agents: ppo")
+    chosen = [name for name, on in (("random", random or sticky is not None), ("human", human), ("ppo", agent)) if on]
     if len(chosen) != 1:
-        raise UserError("choose one collector: --random (optionally --sticky P) or --human")
+        raise UserError("choose one collector: --random (optionally --sticky P), --human, or --agent ppo --model M")
     options = dict(
         out=out_dir, level=level, action_set=action_set, frame_skip=frame_skip, max_steps=max_steps,
         episodes=episodes, steps=steps, seed=seed, workers=workers, player=player,
         sticky=sticky, scale=scale, keymap=keymap, fps=fps, progress=not quiet,
     )
+    if chosen[0] == "ppo":
+        options.update(model=model, random_factor=random_factor, random_factor_range=random_factor_range,
+                       deterministic=deterministic)
     result = COLLECTORS[chosen[0]](**options)
     if result.summary:
         _print_session(result.summary)
@@ -86,6 +96,53 @@ def _print_session(summary: dict) -> None:
     for name, n in summary["actions"].items():
         t.add_row(name, f"{n:,}")
     out.print(t)
+
+
+agent_app = typer.Typer(help="Train and evaluate PPO agents (stable-baselines3).", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("train")
+def agent_train(
+    out_dir: Path = typer.Option(..., "--out", help="Run folder (agent.zip, checkpoints/, logs/, eval.csv)."),
+    level: str = typer.Option("1-1", help="Level W-S."),
+    timesteps: int = typer.Option(1_000_000, help="Agent steps in all (a resumed run counts on)."),
+    workers: int = typer.Option(2, help="Parallel envs (subprocesses)."),
+    action_set: str = typer.Option("simple", help="right | simple | complex."),
+    seed: int = typer.Option(0, help="Seed."),
+    checkpoint_every: int = typer.Option(50_000, help="Agent steps between checkpoints."),
+    eval_every: int = typer.Option(50_000, help="Agent steps between evaluations."),
+    eval_episodes: int = typer.Option(5, help="Episodes per evaluation."),
+    overrides: list[str] = typer.Option([], "--set", help="Any AgentConfig field: key=value."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a PPO agent on one level."""
+    from mario_kit.collectors.ppo import AgentConfig, train_agent
+    from mario_kit.world_model.configs import apply_override
+
+    cfg = AgentConfig(level=level, timesteps=timesteps, workers=workers, action_set=action_set, seed=seed,
+                      checkpoint_every=checkpoint_every, eval_every=eval_every, eval_episodes=eval_episodes)
+    for item in overrides:
+        apply_override(cfg, item)
+    r = train_agent(cfg, out_dir, resume=resume, progress=not quiet)
+    out.print(f"agent after {r['timesteps']:,} steps: {r['agent']}")
+
+
+@agent_app.command("eval")
+def agent_eval(
+    model_path: Path = typer.Argument(..., help="Agent file."),
+    episodes: int = typer.Option(10, help="Episodes."),
+    stochastic: bool = typer.Option(False, "--stochastic", help="Sample actions instead of the greedy ones."),
+    seed: int = typer.Option(0, help="Seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Mean return, mean and best max x_pos, completion rate."""
+    from mario_kit.collectors.ppo import evaluate_agent, load_agent
+
+    model, rec = load_agent(model_path)
+    r = evaluate_agent(model, rec, episodes, deterministic=not stochastic, seed=seed)
+    print(json.dumps(r, indent=2) if as_json else ", ".join(f"{k} {v}" for k, v in r.items()))
 
 
 @app.command()

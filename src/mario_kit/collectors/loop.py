@@ -56,6 +56,7 @@ def record_episode(
     frame, info = env.reset()
     writer.add_frame(frame)
     policy.reset(rng, len(joypad))
+    writer.meta.policy = policy.params()  # may hold per-episode draws (e.g. PPO's random factor)
     policy_on_frame = getattr(policy, "on_frame", None)
     on_frame = None
     if policy_on_frame is not None:

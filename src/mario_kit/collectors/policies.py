@@ -65,4 +65,10 @@ class StickyPolicy(RandomPolicy):
         return {"name": self.name, "p": self.p}
 
 
-POLICIES: dict[str, type] = {"random": RandomPolicy, "sticky": StickyPolicy}
+def _ppo(**kw):
+    from mario_kit.collectors.ppo import PPOPolicy
+
+    return PPOPolicy(**kw)
+
+
+POLICIES: dict[str, Any] = {"random": RandomPolicy, "sticky": StickyPolicy, "ppo": _ppo}

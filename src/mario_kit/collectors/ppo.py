@@ -1,0 +1,297 @@
+"""PPO agents (stable-baselines3): training, evaluation, and the collector policy.
+
+The agent sees the usual Mario pipeline, each step a standard wrapper: nes-py's JoypadSpace (the
+action set), gymnasium's MaxAndSkipObservation (frame skip, max over the last two frames),
+GrayscaleObservation, ResizeObservation (84x84), and SB3's VecFrameStack (4). The saved agent
+(one SB3 zip) carries a `mario_kit` record of level, action set, frame skip and wrappers, so the
+collector rebuilds exactly that pipeline from the file alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mario_kit import UserError
+from mario_kit.collectors.env import env_id, parse_levels
+from mario_kit.datasets import format as F
+
+KIND = "mario-kit-ppo"
+SCHEMA = 1
+OBS_SIZE = (84, 84)
+N_STACK = 4
+
+
+@dataclass
+class AgentConfig:
+    """PPO settings. Defaults follow common Mario PPO practice (gamma 0.9, 4-frame skip with max-pool,
+    84x84 gray, 4-stack) with SB3's PPO; n_epochs 4 trades a little sample efficiency for speed on 2 cores."""
+
+    level: str = "1-1"
+    action_set: str = "simple"
+    frame_skip: int = 4
+    timesteps: int = 1_000_000
+    workers: int = 2
+    max_episode_steps: int = 2500  # agent steps before truncation
+    learning_rate: float = 2.5e-4
+    n_steps: int = 512
+    batch_size: int = 256
+    n_epochs: int = 4
+    gamma: float = 0.9
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    seed: int = 0
+    checkpoint_every: int = 50_000  # agent steps
+    eval_every: int = 50_000
+    eval_episodes: int = 5
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # extra PPO keyword arguments
+
+
+def spec(cfg: AgentConfig) -> dict[str, Any]:
+    return {
+        "kind": KIND, "schema": SCHEMA, "level": cfg.level, "env_id": env_id(cfg.level), "action_set": cfg.action_set,
+        "action_buttons": [list(b) for b in F.get_action_set(cfg.action_set).buttons], "frame_skip": cfg.frame_skip,
+        "max_episode_steps": cfg.max_episode_steps,
+        "wrappers": [f"JoypadSpace({cfg.action_set})", f"MaxAndSkipObservation(skip={cfg.frame_skip})",
+                     "GrayscaleObservation(keep_dim=True)", f"ResizeObservation({OBS_SIZE})", "Monitor",
+                     f"VecFrameStack({N_STACK})"],
+    }
+
+
+def make_env(level: str, action_set: str, frame_skip: int, max_episode_steps: int | None = None, monitor: bool = True):
+    """One wrapped env of the agent's pipeline (without the frame stack, which is vectorised)."""
+    import gymnasium as gym
+    import gym_super_mario_bros  # noqa: F401
+    from gymnasium.wrappers import GrayscaleObservation, MaxAndSkipObservation, ResizeObservation
+    from nes_py.wrappers import JoypadSpace
+
+    steps = max_episode_steps * frame_skip if max_episode_steps else None
+    env = gym.make(env_id(level), max_episode_steps=steps)
+    env = JoypadSpace(env, [list(b) for b in F.get_action_set(action_set).buttons])
+    env = MaxAndSkipObservation(env, skip=frame_skip)
+    env = GrayscaleObservation(env, keep_dim=True)
+    env = ResizeObservation(env, OBS_SIZE)
+    if monitor:
+        from stable_baselines3.common.monitor import Monitor
+
+        env = Monitor(env, info_keywords=("x_pos", "flag_get"))
+    return env
+
+
+def _vec_env(cfg: AgentConfig, n: int, seed: int):
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
+
+    fns = [lambda: make_env(cfg.level, cfg.action_set, cfg.frame_skip, cfg.max_episode_steps) for _ in range(n)]
+    venv = SubprocVecEnv(fns, start_method="forkserver") if n > 1 else DummyVecEnv(fns)
+    venv.seed(seed)
+    return VecFrameStack(venv, N_STACK)
+
+
+def load_agent(path: str | Path, device: str = "cpu"):
+    """(PPO model, its mario_kit record); refuses files that are not PPO agents of this toolkit."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no agent file at {path}")
+    from stable_baselines3 import PPO
+
+    try:
+        model = PPO.load(path, device=device)
+    except Exception as e:  # noqa: BLE001  (not a zip, not SB3, another algorithm)
+        raise UserError(f"{path} is not a stable-baselines3 PPO agent ({type(e).__name__})") from None
+    rec = getattr(model, "mario_kit", None)
+    if not isinstance(rec, dict) or rec.get("kind") != KIND:
+        raise UserError(f"{path} is a PPO agent but not one of mario-kit (no mario_kit record)")
+    return model, rec
+
+
+# --- training --------------------------------------------------------------------------------------
+def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+    from stable_baselines3.common.logger import configure
+
+    parse_levels(cfg.level)
+    F.get_action_set(cfg.action_set)
+    if cfg.workers < 1 or cfg.timesteps < 1:
+        raise UserError("--workers and --timesteps must be >= 1")
+    out = Path(out)
+    ckdir = out / "checkpoints"
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise UserError(f"{out} already holds an agent run; use --resume to continue it")
+    ckdir.mkdir(parents=True, exist_ok=True)
+    rec = spec(cfg)
+    venv = _vec_env(cfg, cfg.workers, cfg.seed)
+    start = _latest_checkpoint(out) if resume else None
+    if start is not None:
+        model, old = load_agent(start)
+        if {k: old[k] for k in ("level", "action_set", "frame_skip")} != {k: rec[k] for k in ("level", "action_set", "frame_skip")}:
+            raise UserError(f"{start} was trained with another level, action set or frame skip")
+        model.set_env(venv)
+    else:
+        model = PPO("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                    n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                    ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0, **cfg.hyperparameters)
+    model.mario_kit = rec
+    model.set_logger(configure(str(out / "logs"), ["csv"] + (["tensorboard"] if _has_tensorboard() else [])))
+    (out / "agent-config.json").write_text(json.dumps(asdict(cfg), indent=1))
+
+    class Save(CheckpointCallback):
+        def _on_step(self) -> bool:
+            if self.n_calls % self.save_freq == 0:
+                self.model.save(self._checkpoint_path(extension="zip"), include=["mario_kit"])
+            return True
+
+    class Eval(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = model.num_timesteps
+
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps - self.last >= cfg.eval_every:
+                self.last = self.model.num_timesteps
+                r = evaluate_agent(self.model, rec, cfg.eval_episodes, seed=cfg.seed + 1)
+                for k, v in r.items():
+                    self.logger.record(f"eval/{k}", v)
+                _append_csv(out / "eval.csv", {"timesteps": self.model.num_timesteps, **r})
+            return True
+
+    remaining = max(0, cfg.timesteps - model.num_timesteps)
+    callbacks = CallbackList([Save(max(1, cfg.checkpoint_every // cfg.workers), str(ckdir), name_prefix="ppo"), Eval()])
+    try:
+        if remaining:
+            model.learn(remaining, callback=callbacks, reset_num_timesteps=False, progress_bar=progress)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        model.save(ckdir / f"ppo_{model.num_timesteps}_steps.zip", include=["mario_kit"])
+        model.save(out / "agent.zip", include=["mario_kit"])
+        venv.close()
+    return {"timesteps": int(model.num_timesteps), "agent": str(out / "agent.zip")}
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    cks = sorted(out.glob("checkpoints/ppo_*_steps.zip"), key=lambda p: int(re.search(r"ppo_(\d+)_steps", p.name).group(1)))
+    return cks[-1] if cks else None
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic: bool = True, seed: int = 0) -> dict[str, float]:
+    """Mean return, mean and best max x_pos, and the rate of finishing the level."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+    env = VecFrameStack(DummyVecEnv([lambda: make_env(rec["level"], rec["action_set"], rec["frame_skip"], rec["max_episode_steps"], monitor=False)]), N_STACK)
+    env.seed(seed)
+    returns, xs, flags = [], [], []
+    for _ in range(episodes):
+        obs = env.reset()
+        done, total, xmax, flag = False, 0.0, 0, False
+        while not done:
+            action, _ = model.predict(obs, deterministic=deterministic)
+            obs, r, d, info = env.step(action)
+            total += float(r[0])
+            xmax = max(xmax, int(info[0].get("x_pos", 0)))
+            flag = flag or bool(info[0].get("flag_get"))
+            done = bool(d[0])
+        returns.append(total)
+        xs.append(xmax)
+        flags.append(flag)
+    env.close()
+    return {"mean_return": round(float(np.mean(returns)), 2), "mean_max_x": round(float(np.mean(xs)), 1),
+            "best_max_x": int(np.max(xs)), "completion_rate": round(float(np.mean(flags)), 3)}
+
+
+# --- the collector policy ----------------------------------------------------------------------------
+class PPOPolicy:
+    """The agent as a collector policy, with a random factor: with probability eps (one value per
+    episode, fixed or drawn from a range) the agent's action is replaced by a uniform random one.
+    `overridden` marks those steps; `params()` records the episode's eps."""
+
+    name = "ppo"
+    source = "agent"
+
+    def __init__(self, model: str | Path, random_factor: float = 0.0, random_factor_range: tuple[float, float] | None = None,
+                 deterministic: bool = True, action_set: str | None = None, frame_skip: int | None = None):
+        lo, hi = random_factor_range or (random_factor, random_factor)
+        if not (0 <= lo <= hi <= 1):
+            raise UserError("random factors must lie in [0, 1] (range: low <= high)")
+        self.path = str(model)
+        self.model, self.rec = load_agent(model)
+        if action_set is not None and action_set != self.rec["action_set"]:
+            raise UserError(f"the agent uses the {self.rec['action_set']} action set, not {action_set}")
+        if frame_skip is not None and frame_skip != self.rec["frame_skip"]:
+            raise UserError(f"the agent was trained with frame skip {self.rec['frame_skip']}, not {frame_skip}")
+        self.range, self.deterministic = (lo, hi), deterministic
+        env = make_env(self.rec["level"], self.rec["action_set"], self.rec["frame_skip"], monitor=False)
+        self._obs_wrappers = []  # the agent's own observation wrappers, applied to our frames
+        w = env
+        while hasattr(w, "env"):
+            if type(w).__name__ in ("GrayscaleObservation", "ResizeObservation"):
+                self._obs_wrappers.insert(0, w)
+            w = w.env
+        self._env = env
+
+    def reset(self, rng: np.random.Generator, n_actions: int) -> None:
+        if n_actions != len(self.rec["action_buttons"]):
+            raise UserError("the agent's action set does not match the collection's")
+        self.rng, self.n = rng, n_actions
+        lo, hi = self.range
+        self.eps = float(lo if lo == hi else rng.uniform(lo, hi))
+        self.stack: deque[np.ndarray] = deque([np.zeros((*OBS_SIZE, 1), np.uint8)] * N_STACK, maxlen=N_STACK)
+        self.first = True
+        self.penultimate: np.ndarray | None = None
+        self.calls = 0
+        self.overridden = False
+
+    def _obs(self, frame: np.ndarray) -> np.ndarray:
+        x = frame if self.first else np.maximum(self.penultimate, frame)  # MaxAndSkipObservation's max-pool
+        for w in self._obs_wrappers:
+            x = w.observation(x)
+        return x
+
+    def on_frame(self, screen: np.ndarray) -> None:
+        self.calls += 1
+        if self.calls == self.rec["frame_skip"] - 1:  # the second-to-last frame of the step
+            self.penultimate = screen.copy()
+        return None
+
+    def agent_action(self, frame: np.ndarray) -> int:
+        self.stack.append(self._obs(frame))
+        self.first, self.calls = False, 0
+        obs = np.concatenate(self.stack, axis=-1)[None]  # (1, 84, 84, 4), like VecFrameStack
+        action, _ = self.model.predict(obs, deterministic=self.deterministic)
+        return int(np.asarray(action).reshape(-1)[0])
+
+    def act(self, frame: np.ndarray, info: dict[str, Any]) -> int:
+        a = self.agent_action(frame)
+        self.overridden = bool(self.rng.random() < self.eps)
+        return int(self.rng.integers(self.n)) if self.overridden else a
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.path, "random_factor": getattr(self, "eps", None),
+                "random_factor_range": list(self.range), "deterministic": self.deterministic,
+                "agent_level": self.rec["level"], "agent_wrappers": self.rec["wrappers"]}

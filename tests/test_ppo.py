@@ -1,0 +1,93 @@
+"""PPO agent: tiny training, resume, evaluation, and collecting with a random factor."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from mario_kit.collectors import COLLECTORS
+from mario_kit.collectors.ppo import AgentConfig, load_agent, train_agent
+from mario_kit.datasets.dataset import Dataset
+from mario_kit.datasets.episode import Episode
+
+TINY = dict(workers=1, n_steps=128, batch_size=64, n_epochs=1, checkpoint_every=128, eval_every=10**9, eval_episodes=1)
+
+
+@pytest.fixture(scope="module")
+def agent_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ppo") / "run"
+    r = train_agent(AgentConfig(timesteps=256, **TINY), out, progress=False)
+    assert r["timesteps"] == 256
+    return out
+
+
+def test_resume_continues_the_step_count(agent_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(agent_run, run)
+    r = train_agent(AgentConfig(timesteps=512, **TINY), run, resume=True, progress=False)
+    assert r["timesteps"] == 512
+    model, rec = load_agent(run / "agent.zip")
+    assert model.num_timesteps == 512 and rec["level"] == "1-1" and rec["action_set"] == "simple"
+    steps = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ppo_*_steps.zip"))
+    assert steps[-1] == 512 and 256 in steps
+    with pytest.raises(Exception):
+        train_agent(AgentConfig(timesteps=512, **TINY), run, resume=False, progress=False)
+
+
+def test_eval_cli_and_bad_models(agent_run, tmp_path):
+    res = run_cli("agent", "eval", agent_run / "agent.zip", "--episodes", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert set(r) == {"mean_return", "mean_max_x", "best_max_x", "completion_rate"} and r["best_max_x"] >= 40
+    (tmp_path / "x.zip").write_bytes(b"PK\x03\x04junk")
+    for path in (tmp_path / "x.zip", tmp_path / "missing.zip"):
+        res = run_cli("agent", "eval", path)
+        assert res.returncode == 2 and res.stderr.startswith("error:")
+    res = run_cli("collect", "--agent", "ppo", "--model", agent_run / "agent.zip", "--action-set", "right",
+                  "--episodes", "1", "--out", tmp_path / "c")
+    assert res.returncode == 2 and "action set" in res.stderr
+
+
+def _collect(out, model, **kw):
+    return COLLECTORS["ppo"](out=out, model=model, progress=False, seed=3, max_steps=60, **kw)
+
+
+def test_random_factor_one_is_uniform_random(agent_run, tmp_path):
+    _collect(tmp_path, agent_run / "agent.zip", random_factor=1.0, episodes=6)
+    acts = np.concatenate([Episode(p).actions for p in Dataset(tmp_path).paths])
+    over = np.concatenate([Episode(p).column("overridden") for p in Dataset(tmp_path).paths])
+    assert over.all() and len(acts) >= 150
+    share = np.bincount(acts, minlength=7) / len(acts)
+    assert np.abs(share - 1 / 7).max() < 0.07  # a uniform draw over 7 actions
+    assert all(Episode(p).attrs["policy"]["random_factor"] == 1.0 for p in Dataset(tmp_path).paths)
+
+
+def test_random_factor_zero_matches_the_agents_own_predictions(agent_run, tmp_path):
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+    from mario_kit.collectors.ppo import make_env
+
+    _collect(tmp_path, agent_run / "agent.zip", random_factor=0.0, episodes=1)
+    (p,) = Dataset(tmp_path).paths
+    model, rec = load_agent(agent_run / "agent.zip")
+    with Episode(p) as ep:
+        assert not ep.column("overridden").any() and ep.attrs["source"] == "agent"
+        # an independent pipeline: gymnasium's own wrappers and SB3's frame stack, stepped with the recorded actions
+        venv = VecFrameStack(DummyVecEnv([lambda: make_env("1-1", "simple", 4, monitor=False)]), 4)
+        obs = venv.reset()
+        for a in ep.actions:
+            pred, _ = model.predict(obs, deterministic=True)
+            assert int(pred[0]) == int(a)
+            obs, _, done, _ = venv.step(np.array([a]))
+            if done[0]:
+                break
+        venv.close()
+
+
+def test_per_episode_factors_are_drawn_and_stored(agent_run, tmp_path):
+    _collect(tmp_path, agent_run / "agent.zip", random_factor_range=(0.1, 0.4), episodes=3)
+    eps = [Episode(p).attrs["policy"]["random_factor"] for p in Dataset(tmp_path).paths]
+    assert len(set(eps)) == 3 and all(0.1 <= e <= 0.4 for e in eps)
