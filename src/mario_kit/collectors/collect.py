@@ -58,7 +58,12 @@ class CollectConfig:
             raise UserError(f"--workers must be in 1..64, got {self.workers}")
         parse_levels(self.level)
         F.get_action_set(self.action_set)
-        make_policy(self.policy, self.policy_kwargs)
+        from mario_kit.collectors.policies import POLICIES
+
+        if self.policy not in POLICIES:
+            raise UserError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.policy == "sticky":  # cheap policies are built once here to check their parameters
+            make_policy(self.policy, self.policy_kwargs)
 
 
 def make_policy(name: str, kwargs: dict[str, Any]):
