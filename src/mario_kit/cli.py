@@ -48,6 +48,8 @@ def collect(
     random_factor: float = typer.Option(0.0, help="Agent: probability of replacing its action by a random one."),
     random_factor_range: Optional[tuple[float, float]] = typer.Option(None, help="Agent: draw the factor per episode from [LO, HI]."),
     deterministic: bool = typer.Option(True, "--deterministic/--stochastic", help="Agent: greedy or sampled actions."),
+    balance: Optional[str] = typer.Option(None, "--balance", help="Balancing strategy wrapping the policy: repeat | hash."),
+    balance_set: list[str] = typer.Option([], "--balance-set", help="Strategy parameter key=value (repeatable), e.g. p=0.3."),
     episodes: Optional[int] = typer.Option(None, help="Number of episodes to record."),
     steps: Optional[int] = typer.Option(None, help="Number of recorded steps in all (instead of --episodes)."),
     level: str = typer.Option("1-1", help="W-S, a comma list, or 'random' (one drawn per episode)."),
@@ -74,6 +76,7 @@ def collect(
         out=out_dir, level=level, action_set=action_set, frame_skip=frame_skip, max_steps=max_steps,
         episodes=episodes, steps=steps, seed=seed, workers=workers, player=player,
         sticky=sticky, scale=scale, keymap=keymap, fps=fps, progress=not quiet,
+        balance=balance, balance_kwargs=_key_values(balance_set),
     )
     if chosen[0] == "ppo":
         options.update(model=model, random_factor=random_factor, random_factor_range=random_factor_range,
@@ -87,6 +90,19 @@ def collect(
         raise typer.Exit(130)
 
 
+def _key_values(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"expected key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
 def _print_session(summary: dict) -> None:
     from rich.table import Table
 
@@ -96,6 +112,37 @@ def _print_session(summary: dict) -> None:
     for name, n in summary["actions"].items():
         t.add_row(name, f"{n:,}")
     out.print(t)
+
+
+@app.command()
+def balance(
+    directory: Path = typer.Argument(..., help="Episode folder."),
+    strategy: str = typer.Option("class", "--strategy", help="class | hash | repeat."),
+    out_file: Path = typer.Option(..., "--out", help="Weights file to write (.npz), for `dataset build --weights`."),
+    params: list[str] = typer.Option([], "--set", help="Strategy parameter key=value, e.g. cap=0.4, target=NOOP."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the weights file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Post-hoc balancing: per-step sampling weights for an existing dataset (no frames copied)."""
+    from rich.table import Table
+
+    from mario_kit.balancing.offline import balance_dataset
+
+    try:
+        r = balance_dataset(directory, out_file, strategy, force, **_key_values(params))
+    except TypeError as e:
+        raise UserError(f"bad parameter for --strategy {strategy}: {e}") from None
+    if as_json:
+        print(json.dumps(r, indent=2))
+        return
+    t = Table(title=f"{strategy}: action shares before and after weighting")
+    for c in ("action", "before", "after"):
+        t.add_column(c, justify="left" if c == "action" else "right")
+    for a in r["before"]:
+        t.add_row(a, f"{100 * r['before'][a]:.1f}%", f"{100 * r['after'][a]:.1f}%")
+    out.print(t)
+    out.print(f"entropy {r['entropy_bits_before']} -> {r['entropy_bits_after']} bits; effective samples "
+              f"{r['effective_samples']:,.0f} of {r['steps']:,}; weights: {out_file}")
 
 
 agent_app = typer.Typer(help="Train and evaluate PPO agents (stable-baselines3).", no_args_is_help=True)

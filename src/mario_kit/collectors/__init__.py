@@ -9,7 +9,8 @@ from typing import Any, Callable
 from mario_kit.collectors.collect import CollectConfig, CollectResult, collect
 
 
-_KEYS = ("out", "level", "action_set", "frame_skip", "max_steps", "episodes", "steps", "seed", "workers", "player")
+_KEYS = ("out", "level", "action_set", "frame_skip", "max_steps", "episodes", "steps", "seed", "workers", "player",
+         "balance", "balance_kwargs")
 
 
 def collect_random(*, sticky: float | None = None, progress: bool = True, **options: Any) -> CollectResult:

@@ -42,6 +42,8 @@ class CollectConfig:
     seed: int | None = None  # None: a fresh random seed, printed and stored
     workers: int = 1
     player: str = ""
+    balance: str | None = None  # a balancing strategy wrapping the policy: repeat | hash
+    balance_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         if (self.episodes is None) == (self.steps is None):
@@ -64,6 +66,11 @@ class CollectConfig:
             raise UserError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
         if self.policy == "sticky":  # cheap policies are built once here to check their parameters
             make_policy(self.policy, self.policy_kwargs)
+        if self.balance is not None:
+            from mario_kit.balancing.base import make_strategy
+            from mario_kit.collectors.policies import RandomPolicy
+
+            make_strategy(self.balance, RandomPolicy(), F.get_action_set(self.action_set), **self.balance_kwargs)
 
 
 def make_policy(name: str, kwargs: dict[str, Any]):
@@ -124,6 +131,20 @@ def _run_worker(cfg: CollectConfig, worker: int, seed: int, report, interrupt: _
     levels = parse_levels(cfg.level)
     aset = F.get_action_set(cfg.action_set)
     policy = make_policy(cfg.policy, cfg.policy_kwargs)
+    if cfg.balance is not None:
+        from mario_kit.balancing.base import make_strategy
+
+        extra = {"table_dir": cfg.out} if cfg.balance == "hash" else {}
+        policy = make_strategy(cfg.balance, policy, aset, **cfg.balance_kwargs, **extra)
+    try:
+        _episodes(cfg, worker, seed, report, interrupt, levels, aset, policy)
+    finally:
+        close = getattr(policy, "close", None)
+        if close is not None:
+            close()
+
+
+def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: _Interrupt, levels, aset, policy) -> None:
     envs: dict[str, MarioEnv] = {}
     budget = None
     if cfg.steps is not None:
@@ -206,6 +227,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
     check_output_dir(cfg.out, cfg.action_set, cfg.frame_skip)
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(31)
     result = CollectResult([], 0, seed)
+    if cfg.balance == "hash":
+        from mario_kit.balancing.hash import merge_shards
+
+        merge_shards(cfg.out)  # counts a killed collection left in shards
     total = cfg.episodes if cfg.episodes is not None else cfg.steps
     from mario_kit.progress import make_progress
 
@@ -226,6 +251,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
             result.interrupted = run_worker(cfg, 0, seed, report)
         else:
             result.interrupted = _run_parallel(cfg, seed, report)
+    if cfg.balance == "hash":
+        merge_shards(cfg.out)
     return result
 
 

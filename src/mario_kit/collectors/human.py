@@ -133,9 +133,11 @@ def collect_human(
     max_steps: int | None = None, episodes: int | None = None, seed: int | None = None, player: str = "",
     scale: int = 3, keymap: Path | None = None, fps: float = 60.0, script: dict[int, list] | None = None,
     wait_for_start: bool = True, progress: bool = True, steps: int | None = None, workers: int = 1,
-    **_: Any,
+    balance: str | None = None, **_: Any,
 ) -> CollectResult:
     """Run the human collector until Esc, the window closes, or `episodes` are recorded."""
+    if balance is not None:
+        raise UserError("--balance does not steer a human; balance human data afterwards with `mario-kit balance`")
     if steps is not None or workers != 1:
         raise UserError("--human records one player: --steps and --workers do not apply")
     if episodes is not None and episodes < 1:

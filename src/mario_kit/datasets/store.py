@@ -90,7 +90,7 @@ def _load_weights(path: Path | None) -> dict[str, np.ndarray]:
         return {}
     try:
         with np.load(path) as z:
-            return {k: z[k].astype(np.float32) for k in z.files}
+            return {k: z[k].astype(np.float32) for k in z.files if k != "__meta__"}
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read weights file {path}: {e}") from None
 

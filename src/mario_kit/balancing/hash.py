@@ -1,0 +1,158 @@
+"""`hash`: a novelty selector. Each step's situation is reduced to a scenario key; a table counts the
+actions taken in each scenario; with probability p the strategy overrides the policy with the
+action least taken in this scenario so far (ties at random).
+
+Scenario key (documented in docs/BALANCING.md): xxh3_64 of the chosen components, from the env's
+info after the previous step (and, optionally, the frame):
+  level  -> world, stage          x      -> x_pos // x_bucket (default 32 px)
+  y      -> y_pos // y_bucket (32)  status -> small / tall / fire
+  screen -> a coarse signature of the frame (HUD cut, 16x15 area mean, 8 levels per channel)
+Default: level, x, y, status. Pixel signatures alone almost never recur (scrolling shifts every
+pixel), position buckets do.
+
+The table persists beside the dataset in `mario-kit.balance-hash.npz`. With workers, each worker
+starts from that table and writes its own counts to a shard `mario-kit.balance-hash.shard-*.npz`
+after every episode; `merge_shards` adds shards into the table (at the end of a collection, and at
+the start of the next one, so a killed collection loses at most its current episodes' counts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from mario_kit import UserError
+from mario_kit.balancing.base import Strategy
+
+TABLE = "mario-kit.balance-hash.npz"
+SHARD_GLOB = "mario-kit.balance-hash.shard-*.npz"
+COMPONENTS = ("level", "x", "y", "status", "screen")
+
+
+def screen_signature(frame: np.ndarray) -> bytes:
+    """HUD cut (top 32 rows), 16x15 area mean, 8 levels per channel."""
+    body = frame[32:, :, :]  # (208, 256, 3)
+    h, w = body.shape[0] // 15 * 15, 256
+    small = body[:h].reshape(15, h // 15, 16, w // 16, 3).mean(axis=(1, 3))
+    return (small // 32).astype(np.uint8).tobytes()
+
+
+def scenario_key(frame: np.ndarray | None, info: dict[str, Any], components: tuple[str, ...] = ("level", "x", "y", "status"),
+                 x_bucket: int = 32, y_bucket: int = 32) -> int:
+    h = xxhash.xxh3_64()
+    for c in components:
+        if c == "level":
+            h.update(f"L{info.get('world', 0)}-{info.get('stage', 0)};".encode())
+        elif c == "x":
+            h.update(f"X{int(info.get('x_pos', 0)) // x_bucket};".encode())
+        elif c == "y":
+            h.update(f"Y{int(info.get('y_pos', 0)) // y_bucket};".encode())
+        elif c == "status":
+            h.update(f"S{info.get('status', 0)};".encode())
+        elif c == "screen":
+            h.update(screen_signature(frame))
+    return h.intdigest()
+
+
+def _save(path: Path, table: dict[int, np.ndarray], meta: dict[str, Any]) -> None:
+    keys = np.fromiter(table.keys(), dtype=np.uint64, count=len(table))
+    counts = np.stack(list(table.values())) if table else np.zeros((0, meta["n_actions"]), np.int64)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, keys=keys, counts=counts, meta=np.array(json.dumps(meta, sort_keys=True)))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_table(path: Path) -> tuple[dict[int, np.ndarray], dict[str, Any] | None]:
+    if not path.exists():
+        return {}, None
+    try:
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            return {int(k): c.astype(np.int64) for k, c in zip(z["keys"], z["counts"])}, meta
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path} is not a mario-kit hash table ({e})") from None
+
+
+def merge_shards(directory: Path) -> int:
+    """Add every shard's counts into the dataset's table and delete the shards; returns their number."""
+    directory = Path(directory)
+    shards = sorted(directory.glob(SHARD_GLOB))
+    if not shards:
+        return 0
+    table, meta = load_table(directory / TABLE)
+    for s in shards:
+        delta, m = load_table(s)
+        if meta is not None and m is not None and m != meta:
+            raise UserError(f"{s.name} was written with another scenario key or action set than {TABLE}")
+        meta = meta or m
+        for k, c in delta.items():
+            table[k] = table.get(k, 0) + c
+    _save(directory / TABLE, table, meta)
+    for s in shards:
+        s.unlink()
+    return len(shards)
+
+
+class HashStrategy(Strategy):
+    name = "hash"
+
+    def __init__(self, policy: Any, action_set: Any, p: float = 0.5, components: str | list[str] = "level,x,y,status",
+                 x_bucket: int = 32, y_bucket: int = 32, table_dir: str | Path | None = None):
+        super().__init__(policy, action_set)
+        comps = tuple(c.strip() for c in components.split(",")) if isinstance(components, str) else tuple(components)
+        bad = [c for c in comps if c not in COMPONENTS]
+        if bad or not comps:
+            raise UserError(f"hash: unknown key component {bad[0] if bad else ''!r}; components: {', '.join(COMPONENTS)}")
+        if not 0 <= p <= 1 or x_bucket < 1 or y_bucket < 1:
+            raise UserError("hash: p must be in [0, 1] and the buckets >= 1")
+        self.p, self.components, self.xb, self.yb = p, comps, x_bucket, y_bucket
+        self.meta = {"components": list(comps), "x_bucket": x_bucket, "y_bucket": y_bucket,
+                     "action_set": action_set.name, "n_actions": len(action_set)}
+        self.table: dict[int, np.ndarray] = {}  # base table (read) + own counts
+        self.delta: dict[int, np.ndarray] = {}  # this worker's counts (written to its shard)
+        self.dir = Path(table_dir) if table_dir else None
+        self.shard = None
+        if self.dir is not None:
+            self.table, meta = load_table(self.dir / TABLE)
+            if meta is not None and meta != self.meta:
+                raise UserError(f"{self.dir / TABLE} uses another scenario key or action set ({meta}); use another folder")
+            self.shard = self.dir / f"mario-kit.balance-hash.shard-{uuid.uuid4().hex[:12]}.npz"
+        self.seen = self.new = 0
+
+    def choose(self, base: int, frame, info) -> tuple[int, bool]:
+        key = scenario_key(frame, info, self.components, self.xb, self.yb)
+        counts = self.table.get(key)
+        if counts is None:
+            counts = self.table[key] = np.zeros(len(self.action_set), np.int64)
+            self.new += 1
+        self.seen += 1
+        action, forced = base, False
+        if self.rng.random() < self.p:
+            least = np.flatnonzero(counts == counts.min())
+            action, forced = int(self.rng.choice(least)), True
+        counts[action] += 1
+        d = self.delta.setdefault(key, np.zeros(len(self.action_set), np.int64))
+        d[action] += 1
+        return action, forced
+
+    def reset(self, rng: np.random.Generator, n_actions: int) -> None:
+        super().reset(rng, n_actions)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.shard is not None and self.delta:
+            _save(self.shard, self.delta, self.meta)
+
+    def close(self) -> None:
+        self.flush()
+
+    def own_params(self) -> dict[str, Any]:
+        return {"p": self.p, "components": list(self.components), "x_bucket": self.xb, "y_bucket": self.yb}

@@ -1,0 +1,161 @@
+"""`mario-kit balance`: post-hoc balancing of an existing dataset, as per-step sampling weights.
+
+Nothing is copied: the result is a small `.npz` file with one float32 array of weights per episode
+file (the format `dataset build --weights` reads; the loader samples windows by these weights when
+training with `--set weighted=true`), plus a `__meta__` entry (JSON: strategy, parameters,
+histograms). Weights have mean 1 over all steps.
+
+- class:  weight = target share / observed share of the step's action (uniform target by default),
+          clipped to `max_weight`, so the weighted histogram approaches the target.
+- hash:   within each scenario (the hash strategy's key, from the info columns), the dominant action's
+          steps are down-weighted so that its share is at most `cap`.
+- repeat: steps inside held runs (>= `min_run` steps) of the target actions are up-weighted so that
+          the target actions' weighted share reaches `share` (default: uniform share per target).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mario_kit import UserError
+from mario_kit.balancing.base import parse_actions
+from mario_kit.balancing.hash import scenario_key
+from mario_kit.datasets import format as F
+from mario_kit.datasets.dataset import Dataset
+from mario_kit.datasets.episode import Episode
+
+META = "__meta__"
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    p = counts / max(counts.sum(), 1e-12)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def effective_samples(w: np.ndarray) -> float:
+    return float(w.sum() ** 2 / max((w**2).sum(), 1e-12))
+
+
+def balance_dataset(directory: str | Path, out: str | Path, strategy: str = "class", force: bool = False,
+                    **params: Any) -> dict[str, Any]:
+    ds = Dataset(directory).require_episodes()
+    sets = set(ds.index["action_set"])
+    if len(sets) > 1:
+        raise UserError(f"{directory} mixes action sets {sorted(sets)}; balance one action set at a time")
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise UserError("--out must name a .npz file")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to overwrite")
+    eps = []
+    for p in ds.paths:
+        with Episode(p) as ep:
+            eps.append((p.name, ep.actions.astype(np.int64), {k: ep.info[k] for k in ("world", "stage", "x_pos", "y_pos", "status")}))
+    aset = F.get_action_set(sets.pop())
+    n = len(aset)
+    acts = np.concatenate([a for _, a, _ in eps]) if eps else np.zeros(0, np.int64)
+    if strategy == "class":
+        w = _class(acts, n, **params)
+    elif strategy == "hash":
+        w = _hash(eps, n, **params)
+    elif strategy == "repeat":
+        w = _repeat(eps, aset, **params)
+    else:
+        raise UserError(f"unknown strategy {strategy!r}; choose class, hash or repeat")
+    w = (w / w.mean()).astype(np.float32) if len(w) else w.astype(np.float32)
+    before = np.bincount(acts, minlength=n).astype(float)
+    after = np.bincount(acts, weights=w, minlength=n)
+    report = {
+        "strategy": strategy, "params": params, "steps": int(len(acts)),
+        "before": {aset.meaning(i): round(float(before[i] / max(before.sum(), 1)), 4) for i in range(n)},
+        "after": {aset.meaning(i): round(float(after[i] / max(after.sum(), 1)), 4) for i in range(n)},
+        "entropy_bits_before": round(entropy_bits(before), 3), "entropy_bits_after": round(entropy_bits(after), 3),
+        "effective_samples": round(effective_samples(w), 1),
+    }
+    arrays, pos = {}, 0
+    for name, a, _ in eps:
+        arrays[name] = w[pos : pos + len(a)]
+        pos += len(a)
+    arrays[META] = np.array(json.dumps(report))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return report
+
+
+def _class(acts: np.ndarray, n: int, target: list[float] | None = None, max_weight: float = 10.0) -> np.ndarray:
+    t = np.asarray(target if target is not None else np.full(n, 1 / n), float)
+    if t.shape != (n,) or t.min() < 0 or not np.isclose(t.sum(), 1):
+        raise UserError(f"class: target must be {n} non-negative shares summing to 1")
+    if max_weight <= 0:
+        raise UserError("class: max_weight must be > 0")
+    share = np.bincount(acts, minlength=n) / max(len(acts), 1)
+    per_action = np.where(share > 0, t / np.maximum(share, 1e-12), 0.0)
+    per_action = np.minimum(per_action, max_weight * per_action[share > 0].min() if (share > 0).any() else 1)
+    return per_action[acts]
+
+
+def _hash(eps, n: int, cap: float = 0.5, components: str = "level,x,y,status", x_bucket: int = 32,
+          y_bucket: int = 32) -> np.ndarray:
+    if not 0 < cap < 1:
+        raise UserError("hash: cap must be in (0, 1)")
+    comps = tuple(c.strip() for c in components.split(","))
+    if "screen" in comps:
+        raise UserError("hash: the post-hoc key uses the info columns only (no 'screen' component)")
+    keys = []
+    for _, a, info in eps:
+        prev = {k: np.r_[v[:1], v[:-1]] for k, v in info.items()}  # info before each step (first: after it)
+        for t in range(len(a)):
+            keys.append(scenario_key(None, {k: v[t] for k, v in prev.items()}, comps, x_bucket, y_bucket))
+    acts = np.concatenate([a for _, a, _ in eps])
+    keys = np.asarray(keys, dtype=np.uint64)
+    w = np.ones(len(acts))
+    order = np.lexsort((acts, keys))
+    uk, start = np.unique(keys[order], return_index=True)
+    for s, e in zip(start, list(start[1:]) + [len(order)]):
+        idx = order[s:e]
+        c = np.bincount(acts[idx], minlength=n)
+        d = int(c.argmax())
+        N, cd = c.sum(), c[d]
+        if cd / N > cap and N > cd:
+            w[idx[acts[idx] == d]] = cap * (N - cd) / ((1 - cap) * cd)
+    return w
+
+
+def _repeat(eps, aset, target: str | list = "NOOP", min_run: int = 4, share: float | None = None) -> np.ndarray:
+    targets = parse_actions(target, aset)
+    share = share if share is not None else len(targets) / len(aset)
+    if not 0 < share < 1 or min_run < 1:
+        raise UserError("repeat: share must be in (0, 1) and min_run >= 1")
+    acts = np.concatenate([a for _, a, _ in eps])
+    in_run = np.zeros(len(acts), bool)
+    pos = 0
+    for _, a, _ in eps:
+        i = 0
+        while i < len(a):
+            j = i
+            while j < len(a) and a[j] == a[i]:
+                j += 1
+            if a[i] in targets and j - i >= min_run:
+                in_run[pos + i : pos + j] = True
+            i = j
+        pos += len(a)
+    w = np.ones(len(acts))
+    is_t = np.isin(acts, targets)
+    cur = is_t.sum() / max(len(acts), 1)
+    runs = in_run.sum()
+    if runs and cur < share:
+        # boost b on run steps so that (T + (b - 1) R) / (N + (b - 1) R) = share
+        N, T, R = len(acts), is_t.sum(), runs
+        b = 1 + (share * N - T) / ((1 - share) * R)
+        w[in_run] = b
+    return w
