@@ -115,6 +115,23 @@ def _print_session(summary: dict) -> None:
 
 
 @app.command()
+def report(
+    directories: list[Path] = typer.Argument(..., help="One or more episode folders (compared side by side)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for report.html, the PNGs and stats.json."),
+    frames: bool = typer.Option(True, "--frames/--no-frames", help="Frame-based figures (duplicates, sample frames)."),
+    sample: Optional[int] = typer.Option(None, help="Frame figures from this many episodes per dataset."),
+) -> None:
+    """Dataset statistics as tables, plots and one self-contained HTML page."""
+    from mario_kit.reports.report import make_report
+
+    r = make_report(directories, out_dir, frames, sample)
+    for name, s in r["stats"].items():
+        out.print(f"{name}: {s['episodes']} episodes, {s['steps']:,} steps, entropy {s['action_entropy_bits']} bits, "
+                  f"{s['scenario_keys']} scenario keys")
+    out.print(f"written: {r['html']}")
+
+
+@app.command()
 def balance(
     directory: Path = typer.Argument(..., help="Episode folder."),
     strategy: str = typer.Option("class", "--strategy", help="class | hash | repeat."),

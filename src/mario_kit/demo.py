@@ -1,6 +1,6 @@
 """The main job on small built-in defaults: what `make demo` runs.
 
-collect a sticky-random dataset -> inspect it -> split and build the training store -> train a tiny
+collect a sticky-random dataset -> inspect it -> report -> split and build the training store -> train a tiny
 world model briefly -> dream a GIF against the real game (and write spawns for `mario-kit play`).
 Each stage prints where its artefact is. Minutes on a 2-core CPU.
 """
@@ -55,20 +55,26 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     prepare_out(cfg.out, cfg.force)
     a: dict[str, Path] = {}
     episodes = a["episodes"] = cfg.out / "episodes"
-    echo(f"[1/5] collect: {cfg.episodes} sticky-random episodes of 1-1 -> {episodes}")
+    echo(f"[1/6] collect: {cfg.episodes} sticky-random episodes of 1-1 -> {episodes}")
     res = collect(CollectConfig(out=episodes, policy="sticky", policy_kwargs={"p": 0.8}, episodes=cfg.episodes,
                                 max_steps=cfg.max_steps, seed=cfg.seed, workers=cfg.workers))
     echo(f"      seed {res.seed}; `mario-kit dataset info {episodes}`:")
     for table in summary_tables(summary(Dataset(episodes))):
         echo(table)
 
+    from mario_kit.reports.report import make_report
+
+    rep = a["report"] = cfg.out / "report" / "report.html"
+    echo(f"[2/6] report -> {rep}")
+    make_report([episodes], cfg.out / "report", progress=False)
+
     store = a["store"] = cfg.out / "store.zarr"
-    echo(f"[2/5] split (test 34 %) and build the training store -> {store}")
+    echo(f"[3/6] split (test 34 %) and build the training store -> {store}")
     split_dataset(episodes, 34, seed=cfg.seed)
     build_store(episodes, store)
 
     run_dir = a["run"] = cfg.out / "run"
-    echo(f"[3/5] train a tiny denoiser for {cfg.train_steps} steps -> {run_dir}")
+    echo(f"[4/6] train a tiny denoiser for {cfg.train_steps} steps -> {run_dir}")
     tcfg = get_config("tiny", [f"max_steps={cfg.train_steps}", "epochs=1000", f"seed={cfg.seed}"])
     r = train(store, tcfg, run_dir)["stages"]["denoiser"]
     echo(f"      train loss {r['train_loss']:.4f}, test loss {r['test_loss']:.4f}, {r['samples_per_s']} samples/s")
@@ -77,12 +83,12 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     test = [p for p in Dataset(episodes).paths if split.get(p.name) == "test"]
     ep = max(test, key=lambda p: p.stat().st_size)
     gif = a["dream"] = cfg.out / "dream.gif"
-    echo(f"[4/5] dream: {ep.name} from step 4, real game | model | difference -> {gif}")
+    echo(f"[5/6] dream: {ep.name} from step 4, real game | model | difference -> {gif}")
     d = dream(run_dir, ep, 4, cfg.dream_steps, gif, upsampler=False, seed=cfg.seed)
     echo(f"      {d['frames']} steps, PSNR vs the real game {d['psnr_low_res_mean']:.2f} dB at 64x60 (a tiny model, briefly trained)")
 
     spawns = a["spawns"] = cfg.out / "spawns.h5"
-    echo(f"[5/5] spawns for play -> {spawns}")
+    echo(f"[6/6] spawns for play -> {spawns}")
     make_spawns(episodes, spawns, n=8, seed=cfg.seed)
     echo("done. artefacts:")
     for k, v in a.items():

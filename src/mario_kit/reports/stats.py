@@ -1,4 +1,8 @@
-"""Dataset statistics: every figure that `dataset info` and `report` print comes from here."""
+"""Dataset statistics: every figure that `dataset info` and `report` show comes from here.
+
+Column figures (counts, actions, lengths, returns, coverage, scenario keys) read only the episode
+files' small columns. Frame figures (duplicate-frame rate, sample frames) stream frames, optionally
+from a sample of episodes (`sample`)."""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from mario_kit.datasets.dataset import Dataset
+
+X_BIN = 64  # px per coverage bin
 
 
 def summary(ds: Dataset) -> dict[str, Any]:
@@ -43,3 +50,126 @@ def summary(ds: Dataset) -> dict[str, Any]:
 
 def _counts(idx, col: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in idx[col].value_counts().sort_index().items()}
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    p = np.asarray(counts, float)
+    p = p[p > 0] / max(p.sum(), 1e-12)
+    return round(float(-(p * np.log2(p)).sum()), 4)
+
+
+def _quantiles(v: np.ndarray) -> dict[str, float]:
+    if len(v) == 0:
+        return {}
+    q = np.quantile(v, [0, 0.25, 0.5, 0.75, 1])
+    return {"mean": round(float(np.mean(v)), 3), "min": float(q[0]), "p25": float(q[1]), "median": float(q[2]),
+            "p75": float(q[3]), "max": float(q[4])}
+
+
+def dataset_stats(ds: Dataset, frames: bool = True, sample: int | None = None, seed: int = 0, progress=None) -> dict[str, Any]:
+    """Every figure of the report for one dataset (see docs/REPORTS.md for the list)."""
+    from mario_kit.balancing.hash import scenario_key
+    from mario_kit.datasets.split import read_split
+
+    s = summary(ds.require_episodes())
+    idx = ds.index
+    fs = int(idx["frame_skip"].iloc[0])
+    s["hours_of_play"] = round(float((idx["length"] * idx["frame_skip"]).sum()) / 60 / 3600, 4)
+    names: list[str] = []
+    per_source: dict[str, np.ndarray] = {}
+    per_level: dict[str, np.ndarray] = {}
+    all_acts, runs, keys = [], [], []
+    coverage: dict[str, dict[int, int]] = {}
+    death_x: dict[str, dict[int, int]] = {}
+    returns, lengths = [], []
+    for ep, row in zip(ds.episodes(), idx.itertuples()):
+        aset = ep.action_set
+        names = [aset.meaning(i) for i in range(len(aset))]
+        a = ep.actions.astype(np.int64)
+        c = np.bincount(a, minlength=len(aset))
+        per_source[row.source] = per_source.get(row.source, 0) + c
+        per_level[row.level] = per_level.get(row.level, 0) + c
+        all_acts.append(a)
+        if len(a):
+            change = np.flatnonzero(np.diff(a)) + 1
+            runs.append(np.diff(np.r_[0, change, len(a)]))
+        info = ep.info
+        x = info["x_pos"].astype(np.int64)
+        cov = coverage.setdefault(row.level, {})
+        for b, n in zip(*np.unique(x // X_BIN, return_counts=True)):
+            cov[int(b) * X_BIN] = cov.get(int(b) * X_BIN, 0) + int(n)
+        if row.end == "terminated" and len(x):
+            dx = death_x.setdefault(row.level, {})
+            b = int(x[-1] // X_BIN) * X_BIN
+            dx[b] = dx.get(b, 0) + 1
+        prev = {k: np.r_[info[k][:1], info[k][:-1]] for k in ("world", "stage", "x_pos", "y_pos", "status")}
+        keys += [scenario_key(None, {k: v[t] for k, v in prev.items()}) for t in range(len(a))]
+        returns.append(float(ep.rewards.sum()))
+        lengths.append(len(a))
+    acts = np.concatenate(all_acts) if all_acts else np.zeros(0, np.int64)
+    n = len(names)
+    counts = np.bincount(acts, minlength=n)
+    trans = np.zeros((n, n), np.int64)
+    for a in all_acts:
+        if len(a) > 1:
+            np.add.at(trans, (a[:-1], a[1:]), 1)
+    run_all = np.concatenate(runs) if runs else np.zeros(0)
+    s.update({
+        "frame_skip": fs,
+        "action_names": names,
+        "action_histogram": {names[i]: int(counts[i]) for i in range(n)},
+        "action_shares": {names[i]: round(float(counts[i] / max(counts.sum(), 1)), 4) for i in range(n)},
+        "action_entropy_bits": entropy_bits(counts),
+        "rarest_action": names[int(counts.argmin())] if n else "",
+        "rarest_action_share": round(float(counts.min() / max(counts.sum(), 1)), 4) if n else 0.0,
+        "actions_by_source": {k: v.tolist() for k, v in per_source.items()},
+        "actions_by_level": {k: v.tolist() for k, v in per_level.items()},
+        "transitions": trans.tolist(),
+        "run_length": _quantiles(run_all),
+        "run_length_histogram": {str(k): int(v) for k, v in zip(*np.unique(np.minimum(run_all, 30).astype(int), return_counts=True))},
+        "episode_length": _quantiles(np.array(lengths)),
+        "episode_return": _quantiles(np.array(returns)),
+        "episode_lengths": lengths,
+        "coverage_x": {lv: dict(sorted(c.items())) for lv, c in coverage.items()},
+        "death_x": {lv: dict(sorted(c.items())) for lv, c in death_x.items()},
+        "max_x": {lv: int(idx[idx["level"] == lv]["max_x"].max()) for lv in coverage},
+        "scenario_keys": len(set(keys)),
+        "steps_per_scenario_key": round(len(keys) / max(len(set(keys)), 1), 2),
+    })
+    split = read_split(ds.dir)
+    if split:
+        s["split"] = dict(Counter(split.get(f, "train") for f in idx["file"]))
+    weights = sorted(ds.dir.glob("*.npz"))
+    if weights:
+        s["weights_files"] = [w.name for w in weights]
+    if frames:
+        s.update(_frame_stats(ds, sample, seed, progress))
+    return s
+
+
+def _frame_stats(ds: Dataset, sample: int | None, seed: int, progress) -> dict[str, Any]:
+    paths = ds.paths
+    if sample is not None and sample < len(paths):
+        rng = np.random.default_rng(seed)
+        paths = [paths[i] for i in sorted(rng.choice(len(paths), sample, replace=False))]
+    from mario_kit.datasets.episode import Episode
+
+    pairs = dups = 0
+    strip = []
+    for p in paths:
+        with Episode(p) as ep:
+            prev = None
+            for i in range(0, ep.frames.shape[0], 256):
+                block = ep.frames[i : i + 256]
+                for f in block:
+                    h = xxhash.xxh3_64_intdigest(f.tobytes())
+                    if prev is not None:
+                        pairs += 1
+                        dups += h == prev
+                    prev = h
+                if progress:
+                    progress(len(block))
+            if len(strip) < 8:
+                strip.append(ep.frames[min(ep.length, ep.length // 2)])
+    return {"frames_scanned": pairs + len(paths), "episodes_scanned": len(paths),
+            "duplicate_frame_rate": round(dups / max(pairs, 1), 4), "_sample_frames": strip}

@@ -1,0 +1,94 @@
+"""matplotlib (Agg) figures of the report; each compares the datasets side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    _plt().close(fig)
+    return path
+
+
+def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
+    plt = _plt()
+    names = list(stats)
+    first = stats[names[0]]
+    acts = first["action_names"]
+    figs = {}
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    w = 0.8 / len(names)
+    for k, n in enumerate(names):
+        shares = [stats[n]["action_shares"].get(a, 0) for a in acts]
+        ax.bar(np.arange(len(acts)) + k * w, shares, w, label=n)
+    ax.set_xticks(np.arange(len(acts)) + 0.4 - w / 2, acts, rotation=30)
+    ax.set_ylabel("share of steps")
+    ax.set_title("action histogram")
+    ax.legend(fontsize=8)
+    figs["actions"] = _save(fig, out / "actions.png")
+
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), squeeze=False)
+    for ax, n in zip(axes[0], names):
+        t = np.array(stats[n]["transitions"], float)
+        t = t / np.maximum(t.sum(1, keepdims=True), 1)
+        im = ax.imshow(t, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(acts)), acts, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(acts)), acts, fontsize=7)
+        ax.set_title(f"{n}: P(next | action)", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.savefig(out / "transitions.png", dpi=90)
+    plt.close(fig)
+    figs["transitions"] = out / "transitions.png"
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for n in names:
+        a1.hist(stats[n]["episode_lengths"], bins=30, alpha=0.5, label=n)
+        rl = stats[n]["run_length_histogram"]
+        a2.plot([int(k) for k in rl], list(rl.values()), marker="o", label=n)
+    a1.set_xlabel("episode length (steps)")
+    a1.set_title("episode lengths")
+    a2.set_xlabel("run length (steps an action is held; 30 = 30+)")
+    a2.set_yscale("log")
+    a2.set_title("how long actions are held")
+    a1.legend(fontsize=8)
+    figs["lengths"] = _save(fig, out / "lengths.png")
+
+    levels = sorted({lv for n in names for lv in stats[n]["coverage_x"]})[:4]
+    fig, axes = plt.subplots(len(levels), 1, figsize=(9, 2.6 * len(levels)), squeeze=False)
+    for ax, lv in zip(axes[:, 0], levels):
+        for n in names:
+            cov = stats[n]["coverage_x"].get(lv, {})
+            ax.plot([int(x) for x in cov], list(cov.values()), label=f"{n}: steps")
+            dx = stats[n]["death_x"].get(lv, {})
+            if dx:
+                ax.scatter([int(x) for x in dx], list(dx.values()), marker="x", label=f"{n}: deaths")
+        ax.set_title(f"level {lv}: where the data is (steps per {64} px of x_pos) and where players die")
+        ax.set_xlabel("x_pos")
+        ax.legend(fontsize=7)
+    figs["coverage"] = _save(fig, out / "coverage.png")
+
+    for k, n in enumerate(names):
+        frames = stats[n].get("_sample_frames") or []
+        if frames:
+            fig, axes = plt.subplots(1, len(frames), figsize=(2 * len(frames), 2.1), squeeze=False)
+            for ax, f in zip(axes[0], frames):
+                ax.imshow(f)
+                ax.axis("off")
+            fig.suptitle(f"{n}: sample frames", fontsize=9)
+            figs[f"frames_{k}"] = _save(fig, out / f"frames_{k}.png")
+    return figs
