@@ -139,6 +139,3 @@ class Dataset:
             with Episode(p) as ep:
                 yield ep
 
-
-def disk_bytes(paths: list[Path]) -> int:
-    return sum(os.path.getsize(p) for p in paths)
