@@ -3,7 +3,6 @@ episode, from attributes and small columns only (no frame is decoded)."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
