@@ -429,6 +429,7 @@ def evaluate(
     seed: int = typer.Option(0, help="Seed of the window choice and the sampler."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the run's sampler)."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights when the run has them."),
 ) -> None:
     """Score the world model on the test split against the copy-last-frame baseline."""
     from mario_kit.world_model.evaluate import evaluate as run_eval
@@ -437,7 +438,7 @@ def evaluate(
         hs = tuple(int(h) for h in horizons.split(",") if h)
     except ValueError:
         raise UserError(f"--horizons takes a comma list of integers, got {horizons!r}") from None
-    r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", steps)
+    r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", steps, ema)
     lo = r["next_frame_low_res"]
     out.print(f"next frame (64x60): model PSNR {lo['model']['psnr']} SSIM {lo['model']['ssim']}")
     out.print(f"                    copy-last PSNR {lo['copy_last']['psnr']} SSIM {lo['copy_last']['ssim']}")

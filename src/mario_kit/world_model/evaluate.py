@@ -65,9 +65,9 @@ def _to_img(frames: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1, 8, 32, 64), windows: int = 64,
              rollouts: int = 8, seed: int = 0, device: str = "cpu", out: str | Path | None = None,
-             steps: int | None = None) -> dict[str, Any]:
+             steps: int | None = None, ema: bool = True) -> dict[str, Any]:
     run, store = Path(run), Path(store)
-    model, cfg, meta = load_model(run, "denoiser", device=device)
+    model, cfg, meta = load_model(run, "denoiser", ema=ema, device=device)
     if steps:  # fewer denoising steps: the speed/quality trade-off of play
         cfg.sampler.steps = steps
     n = model.cfg.n_context
