@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mario_kit.balancing.hash import scenario_key
+from mario_kit.balancing.hash import episode_keys
 from mario_kit.balancing.offline import entropy_bits
 from mario_kit.collectors import CollectConfig, collect
 from mario_kit.datasets.dataset import Dataset
@@ -38,8 +38,7 @@ def measure(d: Path, n_actions: int) -> dict:
             a = ep.actions
             info = ep.info
             acts.append(a)
-            prev = {k: np.r_[info[k][:1], info[k][:-1]] for k in ("world", "stage", "x_pos", "y_pos", "status")}
-            keys += [scenario_key(None, {k: v[t] for k, v in prev.items()}) for t in range(len(a))]
+            keys += episode_keys(info)
             xmax.append(int(info["x_pos"].max()))
             deaths += ep.attrs["end"] == "terminated"
             n += 1

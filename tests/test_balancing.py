@@ -82,6 +82,7 @@ def test_scenario_key_stable_and_discriminating():
     frame = rng.integers(0, 256, (240, 256, 3), dtype=np.uint8)
     k = scenario_key(frame, INFO)
     assert k == scenario_key(frame.copy(), dict(INFO))
+    assert k == scenario_key(frame, {**INFO, "status": np.uint8(0)})  # the env's 'small' is code 0 in episode files
     assert scenario_key(frame, {**INFO, "x_pos": 110}) == k  # same 32-px bucket
     for other in ({"x_pos": 200}, {"stage": 2}, {"status": "tall"}, {"y_pos": 150}):
         assert scenario_key(frame, {**INFO, **other}) != k
@@ -162,3 +163,8 @@ def test_collect_with_strategies_records_them(tmp_path):
         assert 0.1 < over.mean() < 0.9
     table, _ = load_table(tmp_path / "hash" / TABLE)
     assert sum(int(c.sum()) for c in table.values()) == 150
+    # the keys recomputed from the episode files are the keys the live strategy counted
+    from mario_kit.balancing.hash import episode_keys
+
+    recorded = {k for p in Dataset(tmp_path / "hash").paths for k in episode_keys(Episode(p).info)[1:]}
+    assert recorded <= set(table)

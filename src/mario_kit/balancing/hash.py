@@ -19,7 +19,6 @@ the start of the next one, so a killed collection loses at most its current epis
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,9 @@ import numpy as np
 import xxhash
 
 from mario_kit import UserError
+from mario_kit.atomic import atomic_path
 from mario_kit.balancing.base import Strategy
+from mario_kit.datasets.format import STATUS_CODES
 
 TABLE = "mario-kit.balance-hash.npz"
 SHARD_GLOB = "mario-kit.balance-hash.shard-*.npz"
@@ -53,21 +54,28 @@ def scenario_key(frame: np.ndarray | None, info: dict[str, Any], components: tup
             h.update(f"X{int(info.get('x_pos', 0)) // x_bucket};".encode())
         elif c == "y":
             h.update(f"Y{int(info.get('y_pos', 0)) // y_bucket};".encode())
-        elif c == "status":
-            h.update(f"S{info.get('status', 0)};".encode())
+        elif c == "status":  # the env says 'small'/'tall'/'fireball'; episode files store the code
+            s = info.get("status", 0)
+            h.update(f"S{STATUS_CODES.get(s, 255) if isinstance(s, str) else int(s)};".encode())
         elif c == "screen":
             h.update(screen_signature(frame))
     return h.intdigest()
 
 
+def episode_keys(info: dict[str, np.ndarray], components: tuple[str, ...] = ("level", "x", "y", "status"),
+                 x_bucket: int = 32, y_bucket: int = 32) -> list[int]:
+    """The scenario key of every step of a recorded episode, from its info columns: step t sees the
+    info after step t-1 (step 0 uses row 0: the reset info is not recorded)."""
+    prev = {k: np.r_[info[k][:1], info[k][:-1]] for k in ("world", "stage", "x_pos", "y_pos", "status")}
+    return [scenario_key(None, {k: v[t] for k, v in prev.items()}, components, x_bucket, y_bucket)
+            for t in range(len(info["x_pos"]))]
+
+
 def _save(path: Path, table: dict[int, np.ndarray], meta: dict[str, Any]) -> None:
     keys = np.fromiter(table.keys(), dtype=np.uint64, count=len(table))
     counts = np.stack(list(table.values())) if table else np.zeros((0, meta["n_actions"]), np.int64)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, keys=keys, counts=counts, meta=np.array(json.dumps(meta, sort_keys=True)))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, keys=keys, counts=counts, meta=np.array(json.dumps(meta, sort_keys=True)))
 
 
 def load_table(path: Path) -> tuple[dict[int, np.ndarray], dict[str, Any] | None]:

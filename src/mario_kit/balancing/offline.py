@@ -16,15 +16,15 @@ histograms). Weights have mean 1 over all steps.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mario_kit import UserError
+from mario_kit.atomic import atomic_path
 from mario_kit.balancing.base import parse_actions
-from mario_kit.balancing.hash import scenario_key
+from mario_kit.balancing.hash import episode_keys
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
@@ -84,11 +84,8 @@ def balance_dataset(directory: str | Path, out: str | Path, strategy: str = "cla
         pos += len(a)
     arrays[META] = np.array(json.dumps(report))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
+    with atomic_path(out, ".npz") as tmp:
+        np.savez(tmp, **arrays)
     return report
 
 
@@ -111,11 +108,7 @@ def _hash(eps, n: int, cap: float = 0.5, components: str = "level,x,y,status", x
     comps = tuple(c.strip() for c in components.split(","))
     if "screen" in comps:
         raise UserError("hash: the post-hoc key uses the info columns only (no 'screen' component)")
-    keys = []
-    for _, a, info in eps:
-        prev = {k: np.r_[v[:1], v[:-1]] for k, v in info.items()}  # info before each step (first: after it)
-        for t in range(len(a)):
-            keys.append(scenario_key(None, {k: v[t] for k, v in prev.items()}, comps, x_bucket, y_bucket))
+    keys = [k for _, _, info in eps for k in episode_keys(info, comps, x_bucket, y_bucket)]
     acts = np.concatenate([a for _, a, _ in eps])
     keys = np.asarray(keys, dtype=np.uint64)
     w = np.ones(len(acts))

@@ -6,7 +6,6 @@ Only this module and `format.py` know how an episode file is laid out.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 import zlib
 from collections import deque
@@ -22,6 +21,7 @@ import h5py
 import numpy as np
 
 from mario_kit import __version__
+from mario_kit.atomic import commit
 from mario_kit.datasets import format as F
 
 _PACKAGES = ("gym-super-mario-bros", "nes-py", "gymnasium", "numpy", "h5py", "torch", "stable-baselines3")
@@ -58,14 +58,6 @@ def new_episode_name(source: str, level: str, now: datetime | None = None) -> st
     processes or machines can write into one folder without coordination."""
     now = now or datetime.now(timezone.utc)
     return f"{now:%Y%m%dT%H%M%S}-{source}-{level}-{uuid.uuid4().hex[:16]}{F.SUFFIX}"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EpisodeWriter:
@@ -228,13 +220,7 @@ class EpisodeWriter:
         self._f.flush()
         self._f.close()
         self._closed = True
-        fd = os.open(self.tmp_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.tmp_path, self.path)
-        fsync_dir(self.dir)
+        commit(self.tmp_path, self.path)
         return self.path
 
     def discard(self) -> None:

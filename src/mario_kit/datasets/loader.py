@@ -20,7 +20,6 @@ Batch layout (T = n_context + horizon):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch
 import xxhash
 
 from mario_kit import UserError
+from mario_kit.atomic import atomic_path
 from mario_kit.datasets.store import LOW_SHAPE, read_manifest
 
 CACHE_DIR = "_cache"
@@ -53,11 +53,10 @@ def materialize_low(store: Path, m: dict[str, Any] | None = None) -> Path:
     for old in path.parent.glob("low-*.npy"):
         old.unlink()
     n = sum(e["frames"] for e in m["episodes"])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     low = zarr.open_group(str(store), mode="r")["low"]
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *LOW_SHAPE))
     step = 8 * low.chunks[0]
-    try:
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *LOW_SHAPE))
         for i in range(0, n, step):
             try:
                 out[i : i + step] = low[i : min(n, i + step)]
@@ -66,12 +65,6 @@ def materialize_low(store: Path, m: dict[str, Any] | None = None) -> Path:
                                 f"({type(e).__name__}); rebuild the store with --force") from None
         out.flush()
         del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -22,7 +22,8 @@ import pandas as pd
 from mario_kit import UserError
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir
-from mario_kit.datasets.episode import Episode, fsync_dir
+from mario_kit.atomic import atomic_path, commit, fsync_dir
+from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.split import SPLIT_FILE, SPLIT_SCHEMA, read_split, write_json_atomic
 
 
@@ -50,9 +51,7 @@ def _rewrite_actions(src: Path, dst: Path, target: F.ActionSet) -> None:
         extra = json.loads(f.attrs.get("extra", "{}"))
         extra["mapped_from_action_set"] = old.name
         f.attrs.update({"action_set": target.name, "action_buttons": target.to_json(), "extra": json.dumps(extra)})
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dst)
+    commit(tmp, dst)
 
 
 def _place(paths: list[Path], out: Path, target: F.ActionSet) -> dict[str, int]:
@@ -210,17 +209,13 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
             refs.append({"file": p.name, "dataset": str(ds.dir.resolve()), "step": t, "level": ep.attrs["level"]})
             aset = aset or ep.action_set
     full_a = np.stack(full)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("full", data=full_a, chunks=(1, 1, *F.FRAME_SHAPE), compression="gzip", compression_opts=3)
         f.create_dataset("low", data=downsample(full_a.reshape(-1, *F.FRAME_SHAPE)).reshape(len(chosen), n_context, 60, 64, 3))
         f.create_dataset("actions", data=np.stack(acts).astype(np.uint8))
         f.attrs.update({"format": "mario-kit-spawns", "schema_version": SPAWN_SCHEMA, "action_set": aset.name,
                         "action_buttons": aset.to_json(), "frame_skip": int(ds.index["frame_skip"].iloc[0]),
                         "n_context": n_context, "spawns": json.dumps(refs), "created": datetime.now().isoformat()})
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, out)
     return out
 
 

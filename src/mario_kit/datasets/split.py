@@ -9,12 +9,12 @@ never changed (unless `--reset`), so adding episodes later keeps them: only new 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import xxhash
 
 from mario_kit import UserError
+from mario_kit.atomic import atomic_path
 from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
 
 SPLIT_FILE = SIDE_PREFIX + "split.json"
@@ -35,12 +35,8 @@ def read_split(directory: Path) -> dict[str, str]:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
 
 
 def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0, stratify: tuple[str, ...] = (),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from mario_kit import UserError
+from mario_kit.atomic import atomic_path
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.reports.html import render
 from mario_kit.reports.plots import plot_all
@@ -35,9 +35,8 @@ def make_report(dirs: list[str | Path], out: str | Path, frames: bool = True, sa
     out.mkdir(parents=True, exist_ok=True)
     figs = plot_all(stats, out)
     page = render(stats, figs)
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page)
-    os.replace(tmp, out / "report.html")
+    with atomic_path(out / "report.html") as tmp:
+        tmp.write_text(page)
     clean = {n: {k: v for k, v in s.items() if not k.startswith("_")} for n, s in stats.items()}
     (out / "stats.json").write_text(json.dumps(clean, indent=1))
     return {"html": out / "report.html", "stats": clean, "figures": figs}

@@ -68,7 +68,7 @@ def _quantiles(v: np.ndarray) -> dict[str, float]:
 
 def dataset_stats(ds: Dataset, frames: bool = True, sample: int | None = None, seed: int = 0, progress=None) -> dict[str, Any]:
     """Every figure of the report for one dataset (see docs/REPORTS.md for the list)."""
-    from mario_kit.balancing.hash import scenario_key
+    from mario_kit.balancing.hash import episode_keys
     from mario_kit.datasets.split import read_split
 
     s = summary(ds.require_episodes())
@@ -102,8 +102,7 @@ def dataset_stats(ds: Dataset, frames: bool = True, sample: int | None = None, s
             dx = death_x.setdefault(row.level, {})
             b = int(x[-1] // X_BIN) * X_BIN
             dx[b] = dx.get(b, 0) + 1
-        prev = {k: np.r_[info[k][:1], info[k][:-1]] for k in ("world", "stage", "x_pos", "y_pos", "status")}
-        keys += [scenario_key(None, {k: v[t] for k, v in prev.items()}) for t in range(len(a))]
+        keys += episode_keys(info)
         returns.append(float(ep.rewards.sum()))
         lengths.append(len(a))
     acts = np.concatenate(all_acts) if all_acts else np.zeros(0, np.int64)

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mario_kit import UserError
+from mario_kit.atomic import atomic_path
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.world_model.configs import TrainConfig, check, from_dict, to_dict
 from mario_kit.world_model.denoiser import Denoiser, count_parameters
@@ -42,12 +43,8 @@ CKPT_SCHEMA = 1
 
 # --- checkpoints ------------------------------------------------------------------------------
 def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -190,9 +187,8 @@ def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = F
             saved = json.loads((out / "config.json").read_text())
             if saved != to_dict(cfg):
                 raise UserError(f"{out} was started with another config; resume it with the same --config/--set")
-        tmp = out / ".config.json.tmp"
-        tmp.write_text(json.dumps(to_dict(cfg), indent=1))
-        os.replace(tmp, out / "config.json")
+        with atomic_path(out / "config.json") as tmp:
+            tmp.write_text(json.dumps(to_dict(cfg), indent=1))
     if rt.world > 1:
         dist.barrier()
     stop = _Stop()

@@ -16,7 +16,6 @@ gets NOOP), helperarr = [previous step's reward, previous step's terminated].
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import h5py
 import numpy as np
 
 from mario_kit import UserError
+from mario_kit.atomic import atomic_path
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir
 from mario_kit.datasets.episode import Episode, EpisodeMeta, EpisodeWriter
@@ -115,14 +115,10 @@ def export_seed(src: str | Path, out: str | Path, force: bool = False) -> list[P
                 helper = np.zeros((T + 1, 2), dtype=np.float64)
                 helper[1:, 0] = ep.rewards
                 helper[1:, 1] = ep.column(F.TERMINATED)
-            tmp = target.with_name(f".{target.name}.tmp")
-            with h5py.File(tmp, "w") as f:
+            with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
                 for i in range(T + 1):
                     f.create_dataset(f"frame_{i}_x", data=ep.frames[i])
                     f.create_dataset(f"frame_{i}_y", data=ys[i])
                     f.create_dataset(f"frame_{i}_helperarr", data=helper[i])
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
             written.append(target)
     return written
