@@ -133,15 +133,12 @@ class HashStrategy(Strategy):
             if meta is not None and meta != self.meta:
                 raise UserError(f"{self.dir / TABLE} uses another scenario key or action set ({meta}); use another folder")
             self.shard = self.dir / f"mario-kit.balance-hash.shard-{uuid.uuid4().hex[:12]}.npz"
-        self.seen = self.new = 0
 
     def choose(self, base: int, frame, info) -> tuple[int, bool]:
         key = scenario_key(frame, info, self.components, self.xb, self.yb)
         counts = self.table.get(key)
         if counts is None:
             counts = self.table[key] = np.zeros(len(self.action_set), np.int64)
-            self.new += 1
-        self.seen += 1
         action, forced = base, False
         if self.rng.random() < self.p:
             least = np.flatnonzero(counts == counts.min())

@@ -44,7 +44,6 @@ class Dream:
             if self.up is not None:
                 self.up = torch.compile(self.up)
         self.cfg = SamplerConfig(**{**vars(cfg.sampler), **({"steps": steps} if steps else {})})
-        self.n = cfg.denoiser.n_context
         self.device = torch.device(device)
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else None
         self.gen = torch.Generator(device).manual_seed(seed)
