@@ -1,6 +1,6 @@
 """Play speed: model frames/s of `Dream.step` (denoise 64x60, optionally upsample to 240x256) on this
-device, for the default denoiser (4.4 M) and upsampler (51 M), per setting. Random weights: speed
-does not depend on them.
+device, for the default denoiser (4.4 M) and the two upsamplers (DIAMOND's 51 M, the `cpu` preset's
+3.5 M), per setting. Random weights: speed does not depend on them.
 
     .venv/bin/python bench/play.py [--frames 20] [--device cpu]
 
@@ -20,14 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mario_kit.world_model.configs import TrainConfig, to_dict
+from mario_kit.world_model.configs import TrainConfig, small_upsampler_model, to_dict
 from mario_kit.world_model.denoiser import Denoiser
 from mario_kit.world_model.play import Dream
 from mario_kit.world_model.train import CKPT_KIND, CKPT_SCHEMA, save_atomic
 
 
-def fake_run(d: Path) -> None:
-    cfg = TrainConfig()
+def fake_run(d: Path, small_upsampler: bool = False) -> None:
+    cfg = TrainConfig(upsampler=small_upsampler_model()) if small_upsampler else TrainConfig()
+    d.mkdir(parents=True, exist_ok=True)
     for stage, m in (("denoiser", cfg.denoiser), ("upsampler", cfg.upsampler)):
         torch.manual_seed(0)
         model = Denoiser(m, 7)
@@ -64,19 +65,24 @@ def main() -> None:
     args = ap.parse_args()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp)
+        run, small = Path(tmp) / "big", Path(tmp) / "small"
         fake_run(run)
+        fake_run(small, small_upsampler=True)
         variants = [("low_3steps_fp32", 3, False, False, False), ("low_3steps_bf16", 3, False, True, False),
                     ("low_3steps_channels_last", 3, False, False, True), ("low_3steps_bf16_channels_last", 3, False, True, True),
                     ("low_2steps_bf16", 2, False, True, False), ("low_1step_bf16", 1, False, True, False),
                     ("up_3steps_fp32", 3, True, False, False), ("up_3steps_bf16", 3, True, True, False),
-                    ("up_1step_bf16_channels_last", 1, True, True, True)]
+                    ("up_1step_bf16_channels_last", 1, True, True, True),
+                    ("small_up_3steps_bf16_channels_last", 3, "small", True, True),
+                    ("small_up_2steps_bf16_channels_last", 2, "small", True, True)]
         if args.compile:
             variants += [("low_3steps_bf16_channels_last_compile", 3, False, True, True, True),
-                         ("low_2steps_bf16_channels_last_compile", 2, False, True, True, True)]
+                         ("low_2steps_bf16_channels_last_compile", 2, False, True, True, True),
+                         ("small_up_3steps_bf16_channels_last_compile", 3, "small", True, True, True)]
         base = None
         for name, steps, up, bf16, cl, *comp in variants:
-            v = fps(run, args.frames if not up else max(4, args.frames // 4), args.device, steps, up, bf16, cl, bool(comp))
+            r, n = (small, args.frames // 2) if up == "small" else (run, args.frames if not up else max(4, args.frames // 4))
+            v = fps(r, n, args.device, steps, bool(up), bf16, cl, bool(comp and comp[0]))
             base = base or v
             rows[name] = {"frames_per_s": round(v, 2), "ratio_to_fp32_3steps": round(v / base, 3)}
     print(json.dumps({

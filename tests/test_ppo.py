@@ -91,3 +91,24 @@ def test_per_episode_factors_are_drawn_and_stored(agent_run, tmp_path):
     _collect(tmp_path, agent_run / "agent.zip", random_factor_range=(0.1, 0.4), episodes=3)
     eps = [Episode(p).attrs["policy"]["random_factor"] for p in Dataset(tmp_path).paths]
     assert len(set(eps)) == 3 and all(0.1 <= e <= 0.4 for e in eps)
+
+
+def test_fast_grayscale_equals_gymnasiums_wrapper_bit_for_bit():
+    from mario_kit.collectors.ppo import _FastGrayscale, make_env
+
+    env = make_env("1-1", "simple", 4, monitor=False)
+    w = env
+    while type(w).__name__ != "GrayscaleObservation":
+        w = w.env
+    fast = _FastGrayscale(w)
+    rng = np.random.default_rng(0)
+    frame, _ = w.env.reset(seed=0)
+    frames = [frame]
+    for _ in range(60):
+        frames.append(w.env.step(int(rng.integers(7)))[0])
+    noise = rng.integers(0, 256, (240, 256, 3), dtype=np.uint8)
+    noise[:40] = noise[:40, :, :1]  # grey pixels: r = g = b, where float rounding could bite
+    for f in frames + [noise]:
+        ref = w.observation(f)
+        assert ref.shape == (240, 256, 1) and np.array_equal(fast.observation(f), ref)
+    env.close()

@@ -487,7 +487,7 @@ def dream(
     from mario_kit.world_model.dream import dream as run_dream
 
     r = run_dream(run, episode, start, steps, out_file, policy, upsampler, device, seed)
-    out.print(f"{r['frames']} steps: PSNR {r['psnr_low_res_mean']:.2f} dB (64x60), {r['psnr_full_res_mean']:.2f} dB (240x256)")
+    out.print(f"{r['frames']} steps: PSNR {r['psnr_low_res_pooled']:.2f} dB (64x60), {r['psnr_full_res_pooled']:.2f} dB (240x256), pooled over the steps")
     out.print(f"written: {r['gif']}, {r['csv']}, {r['plot']}")
 
 

@@ -85,7 +85,7 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     gif = a["dream"] = cfg.out / "dream.gif"
     echo(f"[5/6] dream: {ep.name} from step 4, real game | model | difference -> {gif}")
     d = dream(run_dir, ep, 4, cfg.dream_steps, gif, upsampler=False, seed=cfg.seed)
-    echo(f"      {d['frames']} steps, PSNR vs the real game {d['psnr_low_res_mean']:.2f} dB at 64x60 (a tiny model, briefly trained)")
+    echo(f"      {d['frames']} steps, PSNR vs the real game {d['psnr_low_res_pooled']:.2f} dB at 64x60 (a tiny model, briefly trained)")
 
     spawns = a["spawns"] = cfg.out / "spawns.h5"
     echo(f"[6/6] spawns for play -> {spawns}")

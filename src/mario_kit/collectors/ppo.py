@@ -226,6 +226,33 @@ def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic
 
 
 # --- the collector policy ----------------------------------------------------------------------------
+_GRAY_LUT: np.ndarray | None = None
+
+
+class _FastGrayscale:
+    """gymnasium's GrayscaleObservation, bit for bit, through a table of all 2^24 colours built once
+    with that wrapper's own function (its float64 multiply-and-sum costs about 1.5 ms a frame; the
+    table lookup about 0.3 ms). Equality with the wrapper is tested on real frames."""
+
+    def __init__(self, wrapper) -> None:
+        global _GRAY_LUT
+        if _GRAY_LUT is None:
+            lut = np.empty(1 << 24, np.uint8)
+            rgb = np.empty((1 << 16, 1, 3), np.uint8)
+            lo = np.arange(1 << 16)
+            rgb[:, 0, 1], rgb[:, 0, 2] = lo >> 8, lo & 255
+            for r in range(256):  # in 256 slices, to keep the float64 temporaries small
+                rgb[:, 0, 0] = r
+                lut[r << 16 : (r + 1) << 16] = wrapper.observation(rgb).reshape(-1)
+            _GRAY_LUT = lut
+        self.keep_dim = bool(getattr(wrapper, "keep_dim", True))
+
+    def observation(self, frame: np.ndarray) -> np.ndarray:
+        f = frame.astype(np.uint32)
+        g = _GRAY_LUT[(f[..., 0] << 16) | (f[..., 1] << 8) | f[..., 2]]
+        return g[..., None] if self.keep_dim else g
+
+
 class PPOPolicy:
     """The agent as a collector policy, with a random factor: with probability eps (one value per
     episode, fixed or drawn from a range) the agent's action is replaced by a uniform random one.
@@ -250,7 +277,9 @@ class PPOPolicy:
         self._obs_wrappers = []  # the agent's own observation wrappers, applied to our frames
         w = env
         while hasattr(w, "env"):
-            if type(w).__name__ in ("GrayscaleObservation", "ResizeObservation"):
+            if type(w).__name__ == "GrayscaleObservation":
+                self._obs_wrappers.insert(0, _FastGrayscale(w))
+            elif type(w).__name__ == "ResizeObservation":
                 self._obs_wrappers.insert(0, w)
             w = w.env
         self._env = env

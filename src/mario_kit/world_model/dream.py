@@ -18,7 +18,7 @@ from mario_kit import UserError
 from mario_kit.collectors.env import replay_to
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.store import downsample
-from mario_kit.world_model.evaluate import psnr
+from mario_kit.world_model.evaluate import pooled_psnr, psnr
 from mario_kit.world_model.play import Dream
 
 
@@ -69,8 +69,9 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
     finally:
         env.close()
     real_a, fake_a = np.stack(real), np.stack(fake)
-    p_low = psnr(torch.from_numpy(np.stack(fake_low)).float(), torch.from_numpy(downsample(real_a)).float()).numpy()
-    p_full = psnr(torch.from_numpy(fake_a).float(), torch.from_numpy(real_a).float()).numpy()
+    lo_f, lo_r = torch.from_numpy(np.stack(fake_low)).float(), torch.from_numpy(downsample(real_a)).float()
+    hi_f, hi_r = torch.from_numpy(fake_a).float(), torch.from_numpy(real_a).float()
+    p_low, p_full = psnr(lo_f, lo_r).numpy(), psnr(hi_f, hi_r).numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
     _gif(real_a, fake_a, out, gif_fps)
     csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
@@ -81,7 +82,7 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
             w.writerow([k + 1, start + k, aset.meaning(actions[k]), f"{p_low[k]:.3f}", f"{p_full[k]:.3f}"])
     _plot(p_low, p_full, png_path)
     return {"gif": out, "csv": csv_path, "plot": png_path, "frames": len(real), "real": real_a,
-            "psnr_low_res_mean": float(np.mean(p_low)), "psnr_full_res_mean": float(np.mean(p_full))}
+            "psnr_low_res_pooled": pooled_psnr(lo_f, lo_r), "psnr_full_res_pooled": pooled_psnr(hi_f, hi_r)}
 
 
 def _gif(real: np.ndarray, fake: np.ndarray, path: Path, fps: float) -> None:

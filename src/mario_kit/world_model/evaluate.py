@@ -24,10 +24,31 @@ from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
 from mario_kit.world_model.train import load_model
 
 
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image mean squared error of images (..., H, W, C) in [0, 255]."""
+    return ((a.float() - b.float()) ** 2).flatten(-3).mean(-1)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of uint8-range images (..., H, W, C) given as floats in [0, 255]."""
-    mse = ((a.float() - b.float()) ** 2).flatten(-3).mean(-1)
-    return 10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))
+    """Per-image PSNR in dB of uint8-range images (..., H, W, C) given as floats in [0, 255]; identical
+    images give +inf (no arbitrary ceiling: a ceiling such as 100 dB lets a few identical pairs
+    dominate a mean)."""
+    return 10 * torch.log10(255.0**2 / mse(a, b))
+
+
+def pooled_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of the mean squared error over all images: finite unless every pair is identical."""
+    return float(10 * torch.log10(255.0**2 / mse(a, b).mean()))
+
+
+def psnr_stats(pred: torch.Tensor, target: torch.Tensor, moving: torch.Tensor) -> dict[str, float]:
+    """The three PSNR figures the evaluation reports, the same windows for model and baseline:
+    `mean` over the windows whose target differs from the last context frame (on the others the
+    copy-last baseline is exact and its PSNR infinite), `median` over all windows, and `pooled`
+    (PSNR of the mean squared error over all windows)."""
+    p = psnr(pred, target)
+    return {"mean": round(float(p[moving].mean()), 3) if moving.any() else float("nan"),
+            "median": round(float(p.median()), 3), "pooled": round(pooled_psnr(pred, target), 3)}
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -86,10 +107,11 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
                       for i in range(0, len(idx), 16)])
     target, last = torch.from_numpy(b["obs"][:, n]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
     p_img = _to_img(pred.cpu())
+    moving = mse(last, target) > 0
     report["next_frame_low_res"] = {
-        "windows": len(idx),
-        "model": {"psnr": _stats(psnr(p_img, target)), "ssim": _stats(ssim(p_img, target))},
-        "copy_last": {"psnr": _stats(psnr(last, target)), "ssim": _stats(ssim(last, target))},
+        "windows": len(idx), "static_windows": int((~moving).sum()),
+        "model": {"psnr": psnr_stats(p_img, target, moving), "ssim": _stats(ssim(p_img, target))},
+        "copy_last": {"psnr": psnr_stats(last, target, moving), "ssim": _stats(ssim(last, target))},
     }
     if (run / "upsampler.pt").exists() and test.m["full_res"]:
         import zarr
@@ -101,10 +123,11 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
         tgt = torch.from_numpy(np.stack([full[int(g)] for g in test.targets[idx[:k]]])).float()
         prev = torch.from_numpy(np.stack([full[int(g) - 1] for g in test.targets[idx[:k]]])).float()
         h_img = _to_img(hi.cpu())
+        moving = mse(prev, tgt) > 0
         report["next_frame_full_res"] = {
-            "windows": k,
-            "model": {"psnr": _stats(psnr(h_img, tgt)), "ssim": _stats(ssim(h_img, tgt))},
-            "copy_last": {"psnr": _stats(psnr(prev, tgt)), "ssim": _stats(ssim(prev, tgt))},
+            "windows": k, "static_windows": int((~moving).sum()),
+            "model": {"psnr": psnr_stats(h_img, tgt, moving), "ssim": _stats(ssim(h_img, tgt))},
+            "copy_last": {"psnr": psnr_stats(prev, tgt, moving), "ssim": _stats(ssim(prev, tgt))},
         }
 
     # rollouts
@@ -121,9 +144,10 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
         gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], cfg.sampler, gen)
         real = torch.from_numpy(b["obs"][:, n:]).float()
         img = _to_img(gen_frames.cpu())
-        m = torch.stack([psnr(img[:, t], real[:, t]).mean() for t in range(h)])
+        # per step: pooled PSNR over the rollouts (finite even when a baseline frame is exact)
+        m = torch.tensor([pooled_psnr(img[:, t], real[:, t]) for t in range(h)])
         base_last = torch.from_numpy(b["obs"][:, n - 1]).float()
-        c = torch.stack([psnr(base_last, real[:, t]).mean() for t in range(h)])
+        c = torch.tensor([pooled_psnr(base_last, real[:, t]) for t in range(h)])
         curves[h] = (m.tolist(), c.tolist())
         report[f"rollout_{h}"] = {"rollouts": len(idx), "model_psnr_last": round(float(m[-1]), 3),
                                   "model_psnr_mean": round(float(m.mean()), 3),

@@ -39,10 +39,12 @@ class Dream:
         for m in (self.model, self.up):  # channels_last: 1.1-1.2x faster here, same results
             if m is not None:
                 m.to(memory_format=torch.channels_last)
-        if compile:  # ~1.4x more on this CPU, after ~50 s of compiling
-            self.model = torch.compile(self.model)
+        if compile:  # inference-only graphs with frozen weights (constant folding, prepacked oneDNN
+            # convolutions): ~1.4x on this CPU at 3 steps, after about a minute of compiling
+            opts = {"freezing": True}
+            self.model = torch.compile(self.model, options=opts)
             if self.up is not None:
-                self.up = torch.compile(self.up)
+                self.up = torch.compile(self.up, options=opts)
         self.cfg = SamplerConfig(**{**vars(cfg.sampler), **({"steps": steps} if steps else {})})
         self.device = torch.device(device)
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else None
