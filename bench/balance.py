@@ -4,6 +4,7 @@ share, distinct scenario keys and steps per key (the hash strategy's default key
 and steps/s (the strategy's overhead against no strategy).
 
     .venv/bin/python bench/balance.py [--steps 20000] [--workers 2]
+    .venv/bin/python bench/balance.py --policy ppo --model runs/ppo-1-1/agent.zip [--random-factor 0.0]
 """
 
 from __future__ import annotations
@@ -55,18 +56,35 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sticky", type=float, default=0.8)
+    ap.add_argument("--policy", choices=("sticky", "ppo"), default="sticky")
+    ap.add_argument("--model", help="the PPO agent (--policy ppo)")
+    ap.add_argument("--random-factor", type=float, default=0.0, help="PPO: probability of a random action")
+    ap.add_argument("--stochastic", action="store_true", help="PPO: sample the agent's actions instead of argmax")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of the settings")
     args = ap.parse_args()
-    out = {"policy": f"sticky random p={args.sticky}, simple action set, 1-1, frame skip 4, seed 0", "steps": args.steps}
+    if args.policy == "ppo":
+        if not args.model:
+            ap.error("--policy ppo needs --model")
+        kwargs = {"model": args.model, "random_factor": args.random_factor, "deterministic": not args.stochastic}
+        desc = (f"PPO agent {args.model} ({'stochastic' if args.stochastic else 'deterministic'}, random factor "
+                f"{args.random_factor}), simple action set, 1-1, frame skip 4, seed 0")
+    else:
+        kwargs, desc = {"p": args.sticky}, f"sticky random p={args.sticky}, simple action set, 1-1, frame skip 4, seed 0"
+    settings = [n for n in args.settings.split(",") if n]
+    if "none" not in settings or not set(settings) <= set(SETTINGS):
+        ap.error(f"--settings: a subset of {list(SETTINGS)} that includes none")
+    out = {"policy": desc, "steps": args.steps}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (strategy, kw) in SETTINGS.items():
+        for name in settings:
+            strategy, kw = SETTINGS[name]
             d = Path(tmp) / name.replace(" ", "_")
             t = time.perf_counter()
-            collect(CollectConfig(out=d, policy="sticky", policy_kwargs={"p": args.sticky}, steps=args.steps, seed=0,
+            collect(CollectConfig(out=d, policy=args.policy, policy_kwargs=kwargs, steps=args.steps, seed=0,
                                   workers=args.workers, balance=strategy, balance_kwargs=kw), progress=False)
             sps = args.steps / (time.perf_counter() - t)
             out[name] = {**measure(d, 7), "steps_per_s": round(sps, 1)}
     base = out["none"]
-    for name in SETTINGS:
+    for name in settings:
         r = out[name]
         r["distinct_keys_vs_none"] = round(r["distinct_keys"] / base["distinct_keys"], 3)
         r["steps_per_s_vs_none"] = round(r["steps_per_s"] / base["steps_per_s"], 3)

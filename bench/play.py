@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ def fake_run(d: Path, small_upsampler: bool = False) -> None:
                      "ema": None, "step": 0, "epoch": 0}, d / f"{stage}.pt")
 
 
+PAUSE: int | None = None  # --pause-group: a background job's process group, stopped while timing
+
+
 def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, cl: bool, comp: bool = False) -> float:
     dr = Dream(run, upsampler=up, steps=steps, device=device, bf16=bf16, compile=comp)
     if not cl:  # Dream uses channels_last; undo it for the contiguous baseline
@@ -49,12 +53,18 @@ def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, c
         dr.step(1)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(frames):
-        dr.step(1)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return frames / (time.perf_counter() - t)
+    if PAUSE:
+        os.killpg(PAUSE, signal.SIGSTOP)
+    try:
+        t = time.perf_counter()
+        for _ in range(frames):
+            dr.step(1)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return frames / (time.perf_counter() - t)
+    finally:
+        if PAUSE:
+            os.killpg(PAUSE, signal.SIGCONT)
 
 
 def main() -> None:
@@ -62,7 +72,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to start)")
+    ap.add_argument("--pause-group", type=int, help="process group of a background job (e.g. a training run) to "
+                    "SIGSTOP while timing, so that the figures are of an idle machine; compiling still shares the cores")
     args = ap.parse_args()
+    global PAUSE
+    PAUSE = args.pause_group
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         run, small = Path(tmp) / "big", Path(tmp) / "small"

@@ -453,9 +453,10 @@ def evaluate(
 def play(
     run: Path = typer.Option(..., "--run", help="Run folder with a trained denoiser (and upsampler)."),
     spawn: Path = typer.Option(..., "--spawn", help="Spawns file (`mario-kit dataset spawn`)."),
-    steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the run's sampler, 3)."),
+    steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the run's sampler, 3, on a GPU; 1 on a CPU, "
+                                        "about 2x the frame rate at the same PSNR)."),
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show full-res frames from the upsampler."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     bf16: bool = typer.Option(True, "--bf16/--fp32", help="bfloat16 autocast for generation (1.3-1.4x faster on this CPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the models (~1.4x faster after ~50 s)."),
     fps: float = typer.Option(15.0, help="Target model frames/s (15 = NES speed at frame skip 4)."),
@@ -480,7 +481,7 @@ def dream(
     out_file: Path = typer.Option(Path("dream.gif"), "--out", help="GIF to write (a .csv and .png land beside it)."),
     policy: str = typer.Option("recorded", help="recorded (the episode's actions) or random."),
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Full-res frames from the upsampler."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     seed: int = typer.Option(0, help="Seed of the sampler and the random policy."),
 ) -> None:
     """The real game (rebuilt by replay) and the world model from the same step with the same actions."""

@@ -23,7 +23,7 @@ from mario_kit.world_model.play import Dream
 
 
 def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str | Path, policy: str = "recorded",
-          upsampler: bool = True, device: str = "cpu", seed: int = 0, denoise_steps: int | None = None,
+          upsampler: bool = True, device: str = "auto", seed: int = 0, denoise_steps: int | None = None,
           gif_fps: float = 15.0) -> dict[str, Any]:
     out = Path(out)
     if policy not in ("recorded", "random"):

@@ -26,11 +26,21 @@ from mario_kit.world_model.sampler import SamplerConfig, sample, to_model, to_ui
 from mario_kit.world_model.train import load_model
 
 
+CPU_PLAY_STEPS = 1  # play's default on a CPU: about 23 frames/s here, against 9-11 at 3 steps, with the
+# same next-frame PSNR on the documented CPU run (SSIM 0.950 vs 0.956; docs/BENCHMARKS.md)
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when a GPU is present, else "cpu"."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 class Dream:
     """The model as a game: `step(action)` -> the next frame (low res, and full res)."""
 
-    def __init__(self, run: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "cpu",
+    def __init__(self, run: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "auto",
                  bf16: bool = False, seed: int = 0, compile: bool = False):
+        device = resolve_device(device)
         self.model, cfg, self.meta = load_model(run, "denoiser", device=device)
         self.up = None
         if upsampler and (Path(run) / "upsampler.pt").exists():
@@ -40,11 +50,13 @@ class Dream:
             if m is not None:
                 m.to(memory_format=torch.channels_last)
         if compile:  # inference-only graphs with frozen weights (constant folding, prepacked oneDNN
-            # convolutions): ~1.4x on this CPU at 3 steps, after about a minute of compiling
+            # convolutions): ~1.4x on this CPU at 3 steps, after about a minute of compiling.
+            # dynamic=False: denoiser and upsampler share the U-Net's code; with automatic dynamic
+            # shapes the second size recompiles symbolically and inductor fails on the padding's modulo.
             opts = {"freezing": True}
-            self.model = torch.compile(self.model, options=opts)
+            self.model = torch.compile(self.model, options=opts, dynamic=False)
             if self.up is not None:
-                self.up = torch.compile(self.up, options=opts)
+                self.up = torch.compile(self.up, options=opts, dynamic=False)
         self.cfg = SamplerConfig(**{**vars(cfg.sampler), **({"steps": steps} if steps else {})})
         self.device = torch.device(device)
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else None
@@ -78,7 +90,7 @@ class PlayResult:
     model_fps: float
 
 
-def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "cpu",
+def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "auto",
          bf16: bool = False, fps: float = 15.0, scale: int = 3, keymap: Path | None = None, record: Path | None = None,
          sync: bool = False, script: dict[int, list] | None = None, max_frames: int | None = None,
          seed: int = 0, compile: bool = False) -> PlayResult:
@@ -87,6 +99,9 @@ def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int
     from mario_kit.gui import Controls, FrameLimiter, Screen, load_keymap
 
     sp = load_spawns(spawns)
+    device = resolve_device(device)
+    if steps is None and device == "cpu":
+        steps = CPU_PLAY_STEPS
     dream = Dream(run, upsampler, steps, device, bf16, seed, compile)
     if dream.meta["n_actions"] != len(sp.action_set) or dream.meta["action_set"] != sp.action_set.name:
         raise UserError(f"the run was trained on the {dream.meta['action_set']} action set, the spawns use {sp.action_set.name}")

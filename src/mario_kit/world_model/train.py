@@ -248,8 +248,8 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
     loss_mod: nn.Module = _Loss(model)
     if rt.world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[rt.device] if rt.device.type == "cuda" else None)
-    if rt.compile:
-        loss_mod = torch.compile(loss_mod)
+    if rt.compile:  # static shapes: the denoiser and upsampler stages share the U-Net's code (see play.py)
+        loss_mod = torch.compile(loss_mod, dynamic=False)
     amp = torch.autocast(rt.device.type, dtype=torch.bfloat16) if rt.bf16 else nullcontext()
     weights = ds.target_weights.astype(np.float64) if cfg.weighted else None
     log_path = out / "log.csv"
