@@ -292,12 +292,14 @@ class PPOPolicy:
         self.eps = float(lo if lo == hi else rng.uniform(lo, hi))
         self.stack: deque[np.ndarray] = deque([np.zeros((*OBS_SIZE, 1), np.uint8)] * N_STACK, maxlen=N_STACK)
         self.first = True
-        self.penultimate: np.ndarray | None = None
+        self.penultimate = np.zeros((240, 256, 3), np.uint8)  # reused buffers: no 180 KB allocation a step
+        self._max = np.zeros_like(self.penultimate)
         self.calls = 0
         self.overridden = False
 
     def _obs(self, frame: np.ndarray) -> np.ndarray:
-        x = frame if self.first else np.maximum(self.penultimate, frame)  # MaxAndSkipObservation's max-pool
+        # MaxAndSkipObservation's max-pool of the last two frames
+        x = frame if self.first else np.maximum(self.penultimate, frame, out=self._max)
         for w in self._obs_wrappers:
             x = w.observation(x)
         return x
@@ -305,15 +307,29 @@ class PPOPolicy:
     def on_frame(self, screen: np.ndarray) -> None:
         self.calls += 1
         if self.calls == self.rec["frame_skip"] - 1:  # the second-to-last frame of the step
-            self.penultimate = screen.copy()
+            np.copyto(self.penultimate, screen)
         return None
 
     def agent_action(self, frame: np.ndarray) -> int:
         self.stack.append(self._obs(frame))
         self.first, self.calls = False, 0
         obs = np.concatenate(self.stack, axis=-1)[None]  # (1, 84, 84, 4), like VecFrameStack
-        action, _ = self.model.predict(obs, deterministic=self.deterministic)
-        return int(np.asarray(action).reshape(-1)[0])
+        if not self.deterministic:
+            action, _ = self.model.predict(obs, deterministic=False)
+            return int(np.asarray(action).reshape(-1)[0])
+        return self._argmax(obs)
+
+    def _argmax(self, obs: np.ndarray) -> int:
+        """The deterministic action as SB3's predict computes it (channels first, /255, actor
+        network, argmax) without its per-call conversions and distribution objects: 0.6 ms a step
+        here against 0.9-1.3 (tested equal to predict on the agent's own rollouts)."""
+        import torch
+
+        pol = self.model.policy
+        with torch.inference_mode():
+            t = torch.as_tensor(obs).permute(0, 3, 1, 2).float().div_(255)
+            latent = pol.mlp_extractor.forward_actor(pol.extract_features(t, pol.pi_features_extractor))
+            return int(pol.action_net(latent).argmax(1)[0])
 
     def act(self, frame: np.ndarray, info: dict[str, Any]) -> int:
         a = self.agent_action(frame)
