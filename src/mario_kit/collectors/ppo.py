@@ -206,6 +206,10 @@ def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic
 
     env = VecFrameStack(DummyVecEnv([lambda: make_env(rec["level"], rec["action_set"], rec["frame_skip"], rec["max_episode_steps"], monitor=False)]), N_STACK)
     env.seed(seed)
+    if not deterministic:  # sampled actions draw on torch's generator: seed it for a reproducible figure
+        import torch
+
+        torch.manual_seed(seed)
     returns, xs, flags = [], [], []
     for _ in range(episodes):
         obs = env.reset()

@@ -17,6 +17,7 @@ killed build) are cut back on the next run. zarr's local store writes each chunk
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ LOW_SHAPE = (F.FRAME_SHAPE[0] // FACTOR, F.FRAME_SHAPE[1] // FACTOR, 3)  # (60, 
 LOW_CHUNK = 512
 RESIZE = "area: mean of each 4x4 block per channel, rounded half up (exact, integer)"
 _BLOCK = 256  # frames read from an episode at a time
+COMMIT_EVERY_S = 2.0  # manifest writes: at most every 2 s (it lists every episode, so one per episode is quadratic)
 
 
 def downsample(frames: np.ndarray) -> np.ndarray:
@@ -166,44 +168,49 @@ def build_store(src: str | Path, out: str | Path, full_res: bool = False, weight
     for e in m["episodes"]:
         e["split"] = split.get(e["file"], "train")
 
-    with make_progress(enabled=progress) as bar:
-        task = bar.add_task("building store", total=int(ds.index.set_index("file").loc[[p.name for p in todo], "frames"].sum()) if todo else 0)
-        for p in todo:
-            with Episode(p) as ep:
-                n = ep.length + 1
-                start = g["low"].shape[0]
-                for name in arrays:
-                    g[name].resize((start + n, *g[name].shape[1:]))
-                sums = np.zeros(3)
-                sumsq = np.zeros(3)
-                for i in range(0, n, _BLOCK):
-                    block = ep.frames[i : i + _BLOCK]
-                    low = downsample(block)
-                    g["low"][start + i : start + i + len(block)] = low
-                    if full_res:
-                        g["full"][start + i : start + i + len(block)] = block
-                    lf = low.reshape(-1, 3).astype(np.int64)
-                    sums += lf.sum(0) / 255.0
-                    sumsq += (lf * lf).sum(0) / 255.0**2
-                    bar.update(task, advance=len(block))
-                acts = np.full(n, -1, np.int16)
-                acts[:-1] = ep.actions
-                g["actions"][start : start + n] = acts
-                w = np.zeros(n, np.float32)
-                w[:-1] = wmap.get(p.name, np.ones(ep.length, np.float32))[: ep.length]
-                g["weights"][start : start + n] = w
-                source, level = ep.attrs["source"], ep.attrs["level"]
-            st = p.stat()
-            m["episodes"].append({
-                "file": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "checksum": file_checksum(p),
-                "start": start, "frames": n, "split": split.get(p.name, "train"),
-                "source": source, "level": level,
-            })
-            m["sums"] = (np.array(m["sums"]) + sums).tolist()
-            m["sumsq"] = (np.array(m["sumsq"]) + sumsq).tolist()
-            m["count"] += n * LOW_SHAPE[0] * LOW_SHAPE[1]
-            g.attrs[ATTR] = m  # the commit point of this episode
-    g.attrs[ATTR] = m
+    committed_at = time.monotonic()
+    try:
+        with make_progress(enabled=progress) as bar:
+            task = bar.add_task("building store", total=int(ds.index.set_index("file").loc[[p.name for p in todo], "frames"].sum()) if todo else 0)
+            for p in todo:
+                with Episode(p) as ep:
+                    n = ep.length + 1
+                    start = g["low"].shape[0]
+                    for name in arrays:
+                        g[name].resize((start + n, *g[name].shape[1:]))
+                    sums = np.zeros(3)
+                    sumsq = np.zeros(3)
+                    for i in range(0, n, _BLOCK):
+                        block = ep.frames[i : i + _BLOCK]
+                        low = downsample(block)
+                        g["low"][start + i : start + i + len(block)] = low
+                        if full_res:
+                            g["full"][start + i : start + i + len(block)] = block
+                        lf = low.reshape(-1, 3).astype(np.int64)
+                        sums += lf.sum(0) / 255.0
+                        sumsq += (lf * lf).sum(0) / 255.0**2
+                        bar.update(task, advance=len(block))
+                    acts = np.full(n, -1, np.int16)
+                    acts[:-1] = ep.actions
+                    g["actions"][start : start + n] = acts
+                    w = np.zeros(n, np.float32)
+                    w[:-1] = wmap.get(p.name, np.ones(ep.length, np.float32))[: ep.length]
+                    g["weights"][start : start + n] = w
+                    source, level = ep.attrs["source"], ep.attrs["level"]
+                st = p.stat()
+                m["episodes"].append({
+                    "file": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "checksum": file_checksum(p),
+                    "start": start, "frames": n, "split": split.get(p.name, "train"),
+                    "source": source, "level": level,
+                })
+                m["sums"] = (np.array(m["sums"]) + sums).tolist()
+                m["sumsq"] = (np.array(m["sumsq"]) + sumsq).tolist()
+                m["count"] += n * LOW_SHAPE[0] * LOW_SHAPE[1]
+                if time.monotonic() - committed_at >= COMMIT_EVERY_S:  # the commit point of these episodes
+                    g.attrs[ATTR] = m
+                    committed_at = time.monotonic()
+    finally:  # Ctrl-C or an error: the finished episodes stay committed (a hard kill loses <= 2 s)
+        g.attrs[ATTR] = m
     total = sum(e["frames"] for e in m["episodes"])
     return BuildResult(added=len(todo), kept=len(known), frames=total, store=out)
 
