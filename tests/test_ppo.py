@@ -112,3 +112,19 @@ def test_fast_grayscale_equals_gymnasiums_wrapper_bit_for_bit():
         ref = w.observation(f)
         assert ref.shape == (240, 256, 1) and np.array_equal(fast.observation(f), ref)
     env.close()
+
+
+def test_stochastic_evaluation_is_seeded_and_leaves_torchs_generator_alone(agent_run):
+    import torch
+
+    from mario_kit.collectors.ppo import evaluate_agent
+
+    model, rec = load_agent(agent_run / "agent.zip")
+    rec = {**rec, "max_episode_steps": 150}  # a short episode is enough here
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = evaluate_agent(model, rec, episodes=2, deterministic=False, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = evaluate_agent(model, rec, episodes=2, deterministic=False, seed=5)
+    assert a == b and set(a) == {"mean_return", "mean_max_x", "best_max_x", "completion_rate"}
+    assert 0 < a["mean_max_x"] <= a["best_max_x"]

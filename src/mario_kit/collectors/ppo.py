@@ -52,6 +52,9 @@ class AgentConfig:
     checkpoint_every: int = 50_000  # agent steps
     eval_every: int = 50_000
     eval_episodes: int = 5
+    # sampled actions: the emulator is deterministic, so greedy episodes are all the same episode, and
+    # a greedy agent stuck at one obstacle scores that obstacle however good its sampled play is
+    eval_deterministic: bool = False
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # extra PPO keyword arguments
 
 
@@ -157,7 +160,7 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
         def _on_step(self) -> bool:
             if self.model.num_timesteps - self.last >= cfg.eval_every:
                 self.last = self.model.num_timesteps
-                r = evaluate_agent(self.model, rec, cfg.eval_episodes, seed=cfg.seed + 1)
+                r = evaluate_agent(self.model, rec, cfg.eval_episodes, deterministic=cfg.eval_deterministic, seed=cfg.seed + 1)
                 for k, v in r.items():
                     self.logger.record(f"eval/{k}", v)
                 _append_csv(out / "eval.csv", {"timesteps": self.model.num_timesteps, **r})
@@ -206,24 +209,24 @@ def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic
 
     env = VecFrameStack(DummyVecEnv([lambda: make_env(rec["level"], rec["action_set"], rec["frame_skip"], rec["max_episode_steps"], monitor=False)]), N_STACK)
     env.seed(seed)
-    if not deterministic:  # sampled actions draw on torch's generator: seed it for a reproducible figure
-        import torch
+    import torch
 
-        torch.manual_seed(seed)
     returns, xs, flags = [], [], []
-    for _ in range(episodes):
-        obs = env.reset()
-        done, total, xmax, flag = False, 0.0, 0, False
-        while not done:
-            action, _ = model.predict(obs, deterministic=deterministic)
-            obs, r, d, info = env.step(action)
-            total += float(r[0])
-            xmax = max(xmax, int(info[0].get("x_pos", 0)))
-            flag = flag or bool(info[0].get("flag_get"))
-            done = bool(d[0])
-        returns.append(total)
-        xs.append(xmax)
-        flags.append(flag)
+    with torch.random.fork_rng():  # sampled actions: a seeded generator, and training's left as it was
+        torch.manual_seed(seed)
+        for _ in range(episodes):
+            obs = env.reset()
+            done, total, xmax, flag = False, 0.0, 0, False
+            while not done:
+                action, _ = model.predict(obs, deterministic=deterministic)
+                obs, r, d, info = env.step(action)
+                total += float(r[0])
+                xmax = max(xmax, int(info[0].get("x_pos", 0)))
+                flag = flag or bool(info[0].get("flag_get"))
+                done = bool(d[0])
+            returns.append(total)
+            xs.append(xmax)
+            flags.append(flag)
     env.close()
     return {"mean_return": round(float(np.mean(returns)), 2), "mean_max_x": round(float(np.mean(xs)), 1),
             "best_max_x": int(np.max(xs)), "completion_rate": round(float(np.mean(flags)), 3)}
