@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--model", help="the PPO agent (--policy ppo)")
     ap.add_argument("--random-factor", type=float, default=0.0, help="PPO: probability of a random action")
     ap.add_argument("--stochastic", action="store_true", help="PPO: sample the agent's actions instead of argmax")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of the settings")
+    ap.add_argument("--settings", default=";".join(SETTINGS), help="semicolon-separated subset of the settings")
     args = ap.parse_args()
     if args.policy == "ppo":
         if not args.model:
@@ -70,7 +70,7 @@ def main() -> None:
                 f"{args.random_factor}), simple action set, 1-1, frame skip 4, seed 0")
     else:
         kwargs, desc = {"p": args.sticky}, f"sticky random p={args.sticky}, simple action set, 1-1, frame skip 4, seed 0"
-    settings = [n for n in args.settings.split(",") if n]
+    settings = [n for n in args.settings.split(";") if n]
     if "none" not in settings or not set(settings) <= set(SETTINGS):
         ap.error(f"--settings: a subset of {list(SETTINGS)} that includes none")
     out = {"policy": desc, "steps": args.steps}

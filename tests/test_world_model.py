@@ -160,6 +160,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert res.returncode == 0, res.stderr
     r = json.loads((tmp_path / "r" / "eval" / "evaluation.json").read_text())
     assert r["next_frame_low_res"]["windows"] == 8 and "next_frame_full_res" in r
+    assert r["upsampler_alone"]["windows"] == 8 and r["upsampler_alone"]["bicubic"]["psnr"] > 15
     assert r["next_frame_low_res"]["copy_last"]["psnr"]["mean"] > 10
     assert "rollout_8" in r and (tmp_path / "r" / "eval" / "rollout_psnr.png").exists()
 

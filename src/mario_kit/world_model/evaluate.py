@@ -129,6 +129,15 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
             "model": {"psnr": psnr_stats(h_img, tgt, moving), "ssim": _stats(ssim(h_img, tgt))},
             "copy_last": {"psnr": psnr_stats(prev, tgt, moving), "ssim": _stats(ssim(prev, tgt))},
         }
+        # the upsampler alone: the recorded low-res target lifted to full res, against bicubic
+        low = obs[:k, n]
+        ups = _to_img(torch.cat([upsample(up, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, k, 4)]).cpu())
+        bic = _to_img(F.interpolate(low, scale_factor=up.cfg.upsampling_factor, mode="bicubic").clamp(-1, 1).cpu())
+        report["upsampler_alone"] = {
+            "windows": k,
+            "upsampler": {"psnr": round(pooled_psnr(ups, tgt), 3), "ssim": _stats(ssim(ups, tgt))},
+            "bicubic": {"psnr": round(pooled_psnr(bic, tgt), 3), "ssim": _stats(ssim(bic, tgt))},
+        }
 
     # rollouts
     curves = {}
