@@ -94,13 +94,15 @@ def test_per_episode_factors_are_drawn_and_stored(agent_run, tmp_path):
 
 
 def test_fast_grayscale_equals_gymnasiums_wrapper_bit_for_bit():
-    from mario_kit.collectors.ppo import _FastGrayscale, make_env
+    from gymnasium.wrappers import GrayscaleObservation
+
+    from mario_kit.collectors.ppo import FastGrayscaleObservation, make_env
 
     env = make_env("1-1", "simple", 4, monitor=False)
     w = env
-    while type(w).__name__ != "GrayscaleObservation":
+    while not isinstance(w, FastGrayscaleObservation):
         w = w.env
-    fast = _FastGrayscale(w)
+    ref = GrayscaleObservation(w.env, keep_dim=True)  # gymnasium's own, on the same inner env
     rng = np.random.default_rng(0)
     frame, _ = w.env.reset(seed=0)
     frames = [frame]
@@ -109,9 +111,59 @@ def test_fast_grayscale_equals_gymnasiums_wrapper_bit_for_bit():
     noise = rng.integers(0, 256, (240, 256, 3), dtype=np.uint8)
     noise[:40] = noise[:40, :, :1]  # grey pixels: r = g = b, where float rounding could bite
     for f in frames + [noise]:
-        ref = w.observation(f)
-        assert ref.shape == (240, 256, 1) and np.array_equal(fast.observation(f), ref)
+        want = ref.observation(f)
+        assert want.shape == (240, 256, 1) and np.array_equal(w.observation(f), want)
     env.close()
+
+
+def test_training_rewards_are_scaled_after_the_monitor():
+    from stable_baselines3.common.monitor import Monitor
+
+    from mario_kit.collectors.ppo import make_env
+
+    raw = make_env("1-1", "simple", 4, monitor=False)
+    scaled = make_env("1-1", "simple", 4, monitor=True, reward_scale=0.1)
+    raw.reset(seed=0)
+    scaled.reset(seed=0)
+    total = 0.0
+    for _ in range(40):  # the emulator is deterministic: the same actions give the same rewards
+        _, r, done, cut, _ = raw.step(3)  # right + A
+        s = scaled.step(3)[1]
+        assert float(s) == pytest.approx(0.1 * float(r))
+        total += float(r)
+        if done or cut:
+            break
+    monitor = scaled.env
+    assert isinstance(monitor, Monitor) and total > 50
+    assert sum(monitor.rewards) == pytest.approx(total)  # logged returns stay in game units
+
+
+def test_cpu_ppo_rolls_out_on_one_thread_and_keeps_channels_last(agent_run):
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+    from mario_kit.collectors.ppo import make_env
+
+    threads = torch.get_num_threads()
+    seen = []
+
+    class Record(BaseCallback):
+        def _on_step(self) -> bool:
+            seen.append(torch.get_num_threads())
+            return True
+
+    model, _ = load_agent(agent_run / "agent.zip", for_training=True)
+    conv = model.policy.features_extractor.cnn[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    saved = conv.detach().clone()
+    model.set_env(VecFrameStack(DummyVecEnv([lambda: make_env("1-1", "simple", 4)]), 4))
+    model.n_steps = model.rollout_buffer.buffer_size = 16
+    model.learn(16, callback=Record(), reset_num_timesteps=False)
+    assert seen and set(seen) == {1} and torch.get_num_threads() == threads
+    assert model.policy.features_extractor.cnn[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain, _ = load_agent(agent_run / "agent.zip")  # the collector's load: plain SB3 PPO, same weights
+    assert torch.equal(plain.policy.features_extractor.cnn[0].weight, saved)
 
 
 def test_stochastic_evaluation_is_seeded_and_leaves_torchs_generator_alone(agent_run):

@@ -170,23 +170,24 @@ app.add_typer(agent_app, name="agent")
 def agent_train(
     out_dir: Path = typer.Option(..., "--out", help="Run folder (agent.zip, checkpoints/, logs/, eval.csv)."),
     level: str = typer.Option("1-1", help="Level W-S."),
-    timesteps: int = typer.Option(1_000_000, help="Agent steps in all (a resumed run counts on)."),
-    workers: int = typer.Option(2, help="Parallel envs (subprocesses)."),
+    timesteps: Optional[int] = typer.Option(None, help="Agent steps in all (a resumed run counts on) [1,000,000]."),
+    workers: Optional[int] = typer.Option(None, help="Parallel envs (subprocesses) [8]."),
     action_set: str = typer.Option("simple", help="right | simple | complex."),
     seed: int = typer.Option(0, help="Seed."),
-    checkpoint_every: int = typer.Option(50_000, help="Agent steps between checkpoints."),
-    eval_every: int = typer.Option(50_000, help="Agent steps between evaluations."),
-    eval_episodes: int = typer.Option(5, help="Episodes per evaluation."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Agent steps between checkpoints [50,000]."),
+    eval_every: Optional[int] = typer.Option(None, help="Agent steps between evaluations [50,000]."),
+    eval_episodes: Optional[int] = typer.Option(None, help="Episodes per evaluation [5]."),
     overrides: list[str] = typer.Option([], "--set", help="Any AgentConfig field: key=value."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train a PPO agent on one level."""
+    """Train a PPO agent on one level (defaults: AgentConfig in mario_kit.collectors.ppo)."""
     from mario_kit.collectors.ppo import AgentConfig, train_agent
     from mario_kit.world_model.configs import apply_override
 
-    cfg = AgentConfig(level=level, timesteps=timesteps, workers=workers, action_set=action_set, seed=seed,
-                      checkpoint_every=checkpoint_every, eval_every=eval_every, eval_episodes=eval_episodes)
+    given = {"timesteps": timesteps, "workers": workers, "checkpoint_every": checkpoint_every, "eval_every": eval_every,
+             "eval_episodes": eval_episodes}
+    cfg = AgentConfig(level=level, action_set=action_set, seed=seed, **{k: v for k, v in given.items() if v is not None})
     for item in overrides:
         apply_override(cfg, item)
     r = train_agent(cfg, out_dir, resume=resume, progress=not quiet)
