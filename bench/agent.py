@@ -1,5 +1,5 @@
-"""PPO throughput: training agent steps/s with 2 workers against raw stepping of the same wrapped env,
-and agent collection against `collect --random`, measured in the same run.
+"""PPO throughput: training agent steps/s with 2 and 8 workers against raw stepping of the same wrapped
+env, and agent collection against `collect --random` with 1 and 2 workers, measured in the same run.
 
     .venv/bin/python bench/agent.py [--timesteps 4096]
 """
@@ -30,34 +30,44 @@ def raw_steps_per_s(n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+def train_steps_per_s(tmp: Path, name: str, timesteps: int, workers: int, n_steps: int) -> float:
+    cfg = AgentConfig(timesteps=timesteps, workers=workers, n_steps=n_steps, checkpoint_every=10**9, eval_every=10**9)
+    t = time.perf_counter()
+    train_agent(cfg, tmp / name, progress=False)
+    return timesteps / (time.perf_counter() - t)
+
+
+def collect_steps_per_s(tmp: Path, name: str, steps: int, workers: int, model: Path | None = None) -> float:
+    t = time.perf_counter()
+    if model is None:
+        collect(CollectConfig(out=tmp / name, policy="random", steps=steps, seed=0, workers=workers), progress=False)
+    else:
+        COLLECTORS["ppo"](out=tmp / name, model=model, random_factor=0.1, steps=steps, seed=0, workers=workers, progress=False)
+    return steps / (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--timesteps", type=int, default=4096)
     ap.add_argument("--collect-steps", type=int, default=3000)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = raw_steps_per_s(2000)
-        cfg = AgentConfig(timesteps=args.timesteps, workers=2, n_steps=512, batch_size=256, n_epochs=4,
-                          checkpoint_every=10**9, eval_every=10**9)
-        train_agent(AgentConfig(timesteps=1024, workers=2, checkpoint_every=10**9, eval_every=10**9), Path(tmp) / "warm", progress=False)
-        t = time.perf_counter()
-        train_agent(cfg, Path(tmp) / "run", progress=False)
-        train_sps = args.timesteps / (time.perf_counter() - t)
-        t = time.perf_counter()
-        collect(CollectConfig(out=Path(tmp) / "rand", policy="random", steps=args.collect_steps, seed=0), progress=False)
-        rand_sps = args.collect_steps / (time.perf_counter() - t)
-        t = time.perf_counter()
-        COLLECTORS["ppo"](out=Path(tmp) / "agent", model=Path(tmp) / "run" / "agent.zip", random_factor=0.1,
-                          steps=args.collect_steps, seed=0, progress=False)
-        agent_sps = args.collect_steps / (time.perf_counter() - t)
-    print(json.dumps({
-        "raw_wrapped_env_agent_steps_per_s_1_process": round(raw, 1),
-        "ppo_training_agent_steps_per_s_2_workers": round(train_sps, 1),
-        "ratio_training_to_raw": round(train_sps / raw, 3),
-        "collect_random_steps_per_s": round(rand_sps, 1),
-        "collect_agent_steps_per_s": round(agent_sps, 1),
-        "ratio_agent_to_random_collect": round(agent_sps / rand_sps, 3),
-    }, indent=2))
+    r: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        r["raw_wrapped_env_agent_steps_per_s_1_process"] = raw = raw_steps_per_s(2000)
+        train_agent(AgentConfig(timesteps=1024, workers=2, checkpoint_every=10**9, eval_every=10**9), tmp / "warm", progress=False)
+        for workers, n_steps in ((2, 512), (8, 128)):  # the same 1,024 steps an update
+            sps = train_steps_per_s(tmp, f"run{workers}", args.timesteps, workers, n_steps)
+            r[f"ppo_training_agent_steps_per_s_{workers}_workers"] = sps
+            r[f"ratio_training_{workers}_workers_to_raw"] = sps / raw
+        model = tmp / "run8" / "agent.zip"
+        for workers in (1, 2):
+            rand = collect_steps_per_s(tmp, f"rand{workers}", args.collect_steps, workers)
+            agent = collect_steps_per_s(tmp, f"agent{workers}", args.collect_steps, workers, model)
+            r[f"collect_random_steps_per_s_{workers}_workers"] = rand
+            r[f"collect_agent_steps_per_s_{workers}_workers"] = agent
+            r[f"ratio_agent_to_random_collect_{workers}_workers"] = agent / rand
+    print(json.dumps({k: round(v, 3 if k.startswith("ratio") else 1) for k, v in r.items()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ by the offset noise: sigma' = sqrt(sigma^2 + sigma_offset^2),
 fixed s_cond plays that role. Frames are floats in [-1, 1], channels first.
 
 The upsampler is the same class with `upsampler=True`: its context is the low-res target frame,
-upsampled x4 (bicubic), and it takes no actions.
+upsampled x4 (bicubic), and it takes no actions. With `residual=True` it diffuses the difference
+between the full-res frame and that bicubic frame instead of the frame itself (the sampler adds the
+bicubic frame back): a network that outputs nothing then gives bicubic, so even a briefly trained
+upsampler starts from bicubic rather than from grey, and its capacity goes to the detail bicubic lacks.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class ModelConfig:
     n_context: int = 4  # past frames (and actions) the denoiser sees; ignored by the upsampler
     upsampler: bool = False
     upsampling_factor: int = 4
+    residual: bool = False  # upsampler only: diffuse the full-res frame minus its bicubic upsample
     img_channels: int = 3
     sigma_data: float = 0.5
     sigma_offset_noise: float = 0.3
@@ -64,6 +68,8 @@ class Denoiser(nn.Module):
         self.norm_out = nn.GroupNorm(n_groups(cfg.channels[0]), cfg.channels[0])
         self.conv_out = conv3x3(cfg.channels[0], cfg.img_channels)
         nn.init.zeros_(self.conv_out.weight)
+        # what D may return: frames lie in [-1, 1], residuals (frame - bicubic) in [-2, 2]
+        self.limit = 2.0 if cfg.upsampler and cfg.residual else 1.0
 
     # --- EDM preconditioning ---------------------------------------------------------------
     def conditioners(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -87,11 +93,11 @@ class Denoiser(nn.Module):
 
     def forward(self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None,
                 sigma_cond: Tensor | None = None) -> Tensor:
-        """D(noisy; sigma): the denoised frame, clamped to [-1, 1]."""
+        """D(noisy; sigma): the denoised frame (or residual), clamped to [-limit, limit]."""
         c_in, c_skip, c_out, c_noise = self.conditioners(sigma)
         c_cond = sigma_cond.log() / 4 if sigma_cond is not None else torch.zeros_like(c_noise)
         out = self.network(noisy * c_in, c_noise, c_cond, ctx, act)
-        return (c_skip * noisy + c_out * out).clamp(-1, 1)
+        return (c_skip * noisy + c_out * out).clamp(-self.limit, self.limit)
 
     # --- training ----------------------------------------------------------------------------
     def sample_sigma(self, n: int, gen: torch.Generator | None, device) -> Tensor:
@@ -114,8 +120,9 @@ class Denoiser(nn.Module):
         Upsampler: frames (B, 1, C, H, W) full-res targets, cond_frames (B, C, h, w) low-res targets."""
         c = self.cfg
         if c.upsampler:
-            up = F.interpolate(cond_frames, scale_factor=c.upsampling_factor, mode="bicubic").clamp(-1, 1)
-            return self._loss_one(frames[:, 0], up, None, mask[:, -1], gen, noise_ctx=False)
+            up = bicubic(cond_frames, c.upsampling_factor)
+            target = frames[:, 0] - up if c.residual else frames[:, 0]
+            return self._loss_one(target, up, None, mask[:, -1], gen, noise_ctx=False)
         n = c.n_context
         frames = frames.clone()
         total = frames.new_zeros(())
@@ -149,6 +156,11 @@ class Denoiser(nn.Module):
         if return_denoised:
             return loss, (c_skip * noisy + c_out * out).clamp(-1, 1)
         return loss
+
+
+def bicubic(low: Tensor, factor: int) -> Tensor:
+    """The upsampler's context: low-res frames enlarged `factor` times, bicubic, in [-1, 1]."""
+    return F.interpolate(low, scale_factor=factor, mode="bicubic").clamp(-1, 1)
 
 
 def count_parameters(model: nn.Module) -> int:

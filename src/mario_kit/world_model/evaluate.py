@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from mario_kit import UserError
 from mario_kit.datasets.loader import WindowDataset
+from mario_kit.world_model.denoiser import bicubic
 from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
 from mario_kit.world_model.train import load_model
 
@@ -132,7 +133,7 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
         # the upsampler alone: the recorded low-res target lifted to full res, against bicubic
         low = obs[:k, n]
         ups = _to_img(torch.cat([upsample(up, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, k, 4)]).cpu())
-        bic = _to_img(F.interpolate(low, scale_factor=up.cfg.upsampling_factor, mode="bicubic").clamp(-1, 1).cpu())
+        bic = _to_img(bicubic(low, up.cfg.upsampling_factor).cpu())
         report["upsampler_alone"] = {
             "windows": k,
             "upsampler": {"psnr": round(pooled_psnr(ups, tgt), 3), "ssim": _stats(ssim(ups, tgt))},

@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from mario_kit.world_model.denoiser import Denoiser
+from mario_kit.world_model.denoiser import Denoiser, bicubic
 
 
 @dataclass
@@ -33,7 +32,8 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float, de
 @torch.no_grad()
 def sample(model: Denoiser, ctx: Tensor, act: Tensor | None, cfg: SamplerConfig, gen: torch.Generator | None = None,
            shape: tuple[int, ...] | None = None) -> Tensor:
-    """Draw a frame (B, C, H, W) in [-1, 1] given context frames ctx (B, n*C, H, W) and actions (B, n)."""
+    """Draw a frame (B, C, H, W) in [-1, 1] given context frames ctx (B, n*C, H, W) and actions (B, n)
+    (a residual upsampler's draw is a residual, in [-2, 2])."""
     b = ctx.shape[0]
     shape = shape or (b, model.cfg.img_channels, *ctx.shape[-2:])
     sigmas = karras_sigmas(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=ctx.device)
@@ -49,14 +49,15 @@ def sample(model: Denoiser, ctx: Tensor, act: Tensor | None, cfg: SamplerConfig,
             x2 = x + d * dt
             d2 = (x2 - model(x2, s_next.expand(b), ctx, act, sigma_cond)) / s_next
             x = x + (d + d2) / 2 * dt
-    return x.clamp(-1, 1)
+    return x.clamp(-model.limit, model.limit)
 
 
 @torch.no_grad()
 def upsample(model: Denoiser, low: Tensor, cfg: SamplerConfig, gen: torch.Generator | None = None) -> Tensor:
     """Low-res frames (B, C, h, w) -> full-res (B, C, 4h, 4w) with the upsampler."""
-    up = F.interpolate(low, scale_factor=model.cfg.upsampling_factor, mode="bicubic").clamp(-1, 1)
-    return sample(model, up, None, cfg, gen)
+    up = bicubic(low, model.cfg.upsampling_factor)
+    x = sample(model, up, None, cfg, gen)
+    return (up + x).clamp(-1, 1) if model.cfg.residual else x
 
 
 @torch.no_grad()
