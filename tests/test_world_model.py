@@ -197,6 +197,16 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert r["upsampler_alone"]["windows"] == 8 and r["upsampler_alone"]["bicubic"]["psnr"] > 15
     assert r["next_frame_low_res"]["copy_last"]["psnr"]["mean"] > 10
     assert "rollout_8" in r and (tmp_path / "r" / "eval" / "rollout_psnr.png").exists()
+    # an upsampler-only run: evaluate scores the upsampler against bicubic, the same frames as above
+    (tmp_path / "r" / "denoiser.pt").unlink()
+    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--out", tmp_path / "u")
+    assert res.returncode == 0, res.stderr
+    u = json.loads((tmp_path / "u" / "evaluation.json").read_text())
+    assert set(u) >= {"upsampler_alone", "step"} and "next_frame_low_res" not in u
+    assert u["upsampler_alone"]["bicubic"] == r["upsampler_alone"]["bicubic"] and "bicubic PSNR" in res.stdout
+    (tmp_path / "r" / "upsampler.pt").unlink()
+    res = run_cli("evaluate", tmp_path / "r", "--store", store)
+    assert res.returncode == 2 and "neither" in res.stderr
 
 
 def test_ema_warms_up(tmp_path, store):

@@ -432,7 +432,8 @@ def evaluate(
     steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the run's sampler)."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights when the run has them."),
 ) -> None:
-    """Score the world model on the test split against the copy-last-frame baseline."""
+    """Score the world model on the test split against the copy-last-frame baseline (and the upsampler
+    against bicubic; an upsampler-only run gets that part alone)."""
     from mario_kit.world_model.evaluate import evaluate as run_eval
 
     try:
@@ -440,9 +441,14 @@ def evaluate(
     except ValueError:
         raise UserError(f"--horizons takes a comma list of integers, got {horizons!r}") from None
     r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", steps, ema)
-    lo = r["next_frame_low_res"]
-    out.print(f"next frame (64x60): model PSNR {lo['model']['psnr']} SSIM {lo['model']['ssim']}")
-    out.print(f"                    copy-last PSNR {lo['copy_last']['psnr']} SSIM {lo['copy_last']['ssim']}")
+    if "next_frame_low_res" in r:
+        lo = r["next_frame_low_res"]
+        out.print(f"next frame (64x60): model PSNR {lo['model']['psnr']} SSIM {lo['model']['ssim']}")
+        out.print(f"                    copy-last PSNR {lo['copy_last']['psnr']} SSIM {lo['copy_last']['ssim']}")
+    if "upsampler_alone" in r:
+        u = r["upsampler_alone"]
+        out.print(f"upsampler alone (256x240, {u['windows']} frames): PSNR {u['upsampler']['psnr']} SSIM "
+                  f"{u['upsampler']['ssim']}; bicubic PSNR {u['bicubic']['psnr']} SSIM {u['bicubic']['ssim']}")
     for k, v in r.items():
         if k.startswith("rollout_") and isinstance(v, dict):
             out.print(f"{k}: model {v['model_psnr_last']} dB at the last step (mean {v['model_psnr_mean']}), "

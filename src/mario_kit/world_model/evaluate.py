@@ -89,13 +89,15 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
              rollouts: int = 8, seed: int = 0, device: str = "cpu", out: str | Path | None = None,
              steps: int | None = None, ema: bool = True) -> dict[str, Any]:
     run, store = Path(run), Path(store)
+    if not (run / "denoiser.pt").exists():  # an upsampler-only run (--set stage=upsampler)
+        if not (run / "upsampler.pt").exists():
+            raise UserError(f"{run} holds neither denoiser.pt nor upsampler.pt")
+        return _evaluate_upsampler_only(run, store, windows, seed, device, out, ema)
     model, cfg, meta = load_model(run, "denoiser", ema=ema, device=device)
     if steps:  # fewer denoising steps: the speed/quality trade-off of play
         cfg.sampler.steps = steps
     n = model.cfg.n_context
-    test = WindowDataset(store, "test", n_context=n)
-    if len(test) == 0:
-        raise UserError(f"{store} has no test episodes; run `mario-kit dataset split` and rebuild the store")
+    test = _test_windows(store, n)
     gen = torch.Generator(device).manual_seed(seed)
     report: dict[str, Any] = {"run": str(run), "store": str(store), "step": meta["step"], "sampler": vars(cfg.sampler)}
 
@@ -115,14 +117,11 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
         "copy_last": {"psnr": psnr_stats(last, target, moving), "ssim": _stats(ssim(last, target))},
     }
     if (run / "upsampler.pt").exists() and test.m["full_res"]:
-        import zarr
-
-        up, ucfg, _ = load_model(run, "upsampler", device=device)
-        full = zarr.open_group(str(store), mode="r")["full"]
-        k = min(len(idx), 16)
+        up, ucfg, _ = load_model(run, "upsampler", ema=ema, device=device)
+        k = min(len(idx), UPSAMPLER_WINDOWS)
+        tgt = _full_frames(store, test.targets[idx[:k]])
+        prev = _full_frames(store, test.targets[idx[:k]] - 1)
         hi = torch.cat([upsample(up, pred[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, k, 4)])
-        tgt = torch.from_numpy(np.stack([full[int(g)] for g in test.targets[idx[:k]]])).float()
-        prev = torch.from_numpy(np.stack([full[int(g) - 1] for g in test.targets[idx[:k]]])).float()
         h_img = _to_img(hi.cpu())
         moving = mse(prev, tgt) > 0
         report["next_frame_full_res"] = {
@@ -130,15 +129,7 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
             "model": {"psnr": psnr_stats(h_img, tgt, moving), "ssim": _stats(ssim(h_img, tgt))},
             "copy_last": {"psnr": psnr_stats(prev, tgt, moving), "ssim": _stats(ssim(prev, tgt))},
         }
-        # the upsampler alone: the recorded low-res target lifted to full res, against bicubic
-        low = obs[:k, n]
-        ups = _to_img(torch.cat([upsample(up, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, k, 4)]).cpu())
-        bic = _to_img(bicubic(low, up.cfg.upsampling_factor).cpu())
-        report["upsampler_alone"] = {
-            "windows": k,
-            "upsampler": {"psnr": round(pooled_psnr(ups, tgt), 3), "ssim": _stats(ssim(ups, tgt))},
-            "bicubic": {"psnr": round(pooled_psnr(bic, tgt), 3), "ssim": _stats(ssim(bic, tgt))},
-        }
+        report["upsampler_alone"] = _upsampler_alone(up, ucfg, obs[:k, n], tgt, gen)
 
     # rollouts
     curves = {}
@@ -167,6 +158,51 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
         out.mkdir(parents=True, exist_ok=True)
         (out / "evaluation.json").write_text(json.dumps(report, indent=1))
         _plot(curves, out / "rollout_psnr.png")
+    return report
+
+
+UPSAMPLER_WINDOWS = 16  # full-res frames scored (each costs a full-res denoising pass on a CPU)
+
+
+def _test_windows(store: Path, n: int) -> WindowDataset:
+    test = WindowDataset(store, "test", n_context=n)
+    if len(test) == 0:
+        raise UserError(f"{store} has no test episodes; run `mario-kit dataset split` and rebuild the store")
+    return test
+
+
+def _full_frames(store: Path, rows: np.ndarray) -> torch.Tensor:
+    import zarr
+
+    full = zarr.open_group(str(store), mode="r")["full"]
+    return torch.from_numpy(np.stack([full[int(g)] for g in rows])).float()
+
+
+def _upsampler_alone(up, ucfg, low: torch.Tensor, tgt: torch.Tensor, gen) -> dict[str, Any]:
+    """The recorded low-res targets lifted to full res by the upsampler, against plain bicubic."""
+    ups = _to_img(torch.cat([upsample(up, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, len(low), 4)]).cpu())
+    bic = _to_img(bicubic(low, up.cfg.upsampling_factor).cpu())
+    return {
+        "windows": len(low),
+        "upsampler": {"psnr": round(pooled_psnr(ups, tgt), 3), "ssim": _stats(ssim(ups, tgt))},
+        "bicubic": {"psnr": round(pooled_psnr(bic, tgt), 3), "ssim": _stats(ssim(bic, tgt))},
+    }
+
+
+def _evaluate_upsampler_only(run: Path, store: Path, windows: int, seed: int, device: str, out: str | Path | None,
+                             ema: bool) -> dict[str, Any]:
+    up, ucfg, meta = load_model(run, "upsampler", ema=ema, device=device)
+    test = _test_windows(store, ucfg.denoiser.n_context)
+    if not test.m["full_res"]:
+        raise UserError(f"{store} has no full-res frames (build it with --full-res) to score the upsampler on")
+    idx = _pick(test, windows, seed)[:UPSAMPLER_WINDOWS]  # the frames a full evaluation scores
+    low = to_model(torch.from_numpy(test.gather(test.fetch(idx))["obs"][:, -1])).to(device)
+    gen = torch.Generator(device).manual_seed(seed)
+    report = {"run": str(run), "store": str(store), "step": meta["step"], "sampler": vars(ucfg.upsampler_sampler),
+              "upsampler_alone": _upsampler_alone(up, ucfg, low, _full_frames(store, test.targets[idx]), gen)}
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "evaluation.json").write_text(json.dumps(report, indent=1))
     return report
 
 
