@@ -146,8 +146,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, store):
         assert time.time() - t0 < 120 and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    printed, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
+    # the summary of a run stopped inside its first epoch still has its loss and speed
+    assert "train loss" in printed and "train loss nan" not in printed and " 0 samples/s" not in printed, printed
     stopped_at = torch.load(tmp_path / "cut" / "denoiser.pt", weights_only=True)["step"]
     assert 8 <= stopped_at < 60
     res = run_cli("train", "--out", tmp_path / "cut", "--resume", *args)

@@ -329,7 +329,7 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
                     save(k)
                     if log_f:
                         log_f.close()
-                    return {**result, "step": step, "interrupted": True}
+                    return {**result, "step": step, "train_loss": last_loss, "samples_per_s": round(sps, 2), "interrupted": True}
             if k >= n_steps:
                 epoch, k = epoch + 1, 0
             start_k = k
