@@ -37,6 +37,30 @@ def test_resume_continues_the_step_count(agent_run, tmp_path):
         train_agent(AgentConfig(timesteps=512, **TINY), run, resume=False, progress=False)
 
 
+def test_ctrl_c_saves_the_agent_and_exits_130(tmp_path):
+    """Ctrl-C reaches the whole process group (the env workers too): the run saves and says so."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "agent", "train", "--timesteps", "100000", "--workers", "2",
+                             "--set", "n_steps=64", "--set", "batch_size=64", "--set", "n_epochs=1", "--quiet", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.time()
+    while not (out / "logs" / "progress.csv").exists() or len((out / "logs" / "progress.csv").read_text().splitlines()) < 3:
+        assert time.time() - t0 < 180 and proc.poll() is None, proc.communicate()[1] if proc.poll() is not None else "timeout"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: learner and workers alike
+    printed, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in printed and "Traceback" not in err, err
+    model, _ = load_agent(out / "agent.zip")
+    assert model.num_timesteps >= 2 * 128  # the two logged updates at least
+
+
 def test_eval_cli_and_bad_models(agent_run, tmp_path):
     res = run_cli("agent", "eval", agent_run / "agent.zip", "--episodes", "1", "--json")
     assert res.returncode == 0, res.stderr

@@ -192,6 +192,9 @@ def agent_train(
         apply_override(cfg, item)
     r = train_agent(cfg, out_dir, resume=resume, progress=not quiet)
     out.print(f"agent after {r['timesteps']:,} steps: {r['agent']}")
+    if r["interrupted"]:
+        out.print("interrupted: agent and checkpoint saved; continue with --resume")
+        raise typer.Exit(130)
 
 
 @agent_app.command("eval")

@@ -13,6 +13,7 @@ import csv
 import json
 import operator
 import re
+import signal
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -129,11 +130,22 @@ class FastGrayscaleObservation(GrayscaleObservation):
         return g[..., None] if self.keep_dim else g
 
 
+def _worker_env(*args, **kwargs):
+    """make_env in a SubprocVecEnv worker. Ctrl-C (and `timeout -s INT`) signals the whole process
+    group: the learner alone handles it (saves, then closes the workers), so the workers ignore it;
+    workers killed by it made closing the vec env fail after the save."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return make_env(*args, **kwargs)
+
+
 def _vec_env(cfg: AgentConfig, n: int, seed: int):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
-    fns = [partial(make_env, cfg.level, cfg.action_set, cfg.frame_skip, cfg.max_episode_steps, reward_scale=cfg.reward_scale)] * n
-    venv = SubprocVecEnv(fns, start_method="forkserver") if n > 1 else DummyVecEnv(fns)
+    args = (cfg.level, cfg.action_set, cfg.frame_skip, cfg.max_episode_steps)
+    if n > 1:
+        venv = SubprocVecEnv([partial(_worker_env, *args, reward_scale=cfg.reward_scale)] * n, start_method="forkserver")
+    else:
+        venv = DummyVecEnv([partial(make_env, *args, reward_scale=cfg.reward_scale)])
     venv.seed(seed)
     return VecFrameStack(venv, N_STACK)
 
@@ -231,16 +243,17 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
 
     remaining = max(0, cfg.timesteps - model.num_timesteps)
     callbacks = CallbackList([Save(max(1, cfg.checkpoint_every // cfg.workers), str(ckdir), name_prefix="ppo"), Eval()])
+    interrupted = False
     try:
         if remaining:
             model.learn(remaining, callback=callbacks, reset_num_timesteps=False, progress_bar=progress)
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     finally:
         model.save(ckdir / f"ppo_{model.num_timesteps}_steps.zip", include=["mario_kit"])
         model.save(out / "agent.zip", include=["mario_kit"])
         venv.close()
-    return {"timesteps": int(model.num_timesteps), "agent": str(out / "agent.zip")}
+    return {"timesteps": int(model.num_timesteps), "agent": str(out / "agent.zip"), "interrupted": interrupted}
 
 
 def _has_tensorboard() -> bool:
