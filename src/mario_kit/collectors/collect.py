@@ -12,7 +12,6 @@ import os
 import queue as queue_mod
 import secrets
 import signal
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,19 +209,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _share_cores(workers: int) -> None:
-    """Give each worker its share of the cores for torch (the agent's policy): by default every process's
-    torch takes all of them, and N workers' batch-1 forward passes then fight over the cores (2 agent
-    workers collected at about half the speed of one)."""
-    n = str(max(1, (os.cpu_count() or 1) // workers))
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = n
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(n))
-
-
 def _worker_main(cfg: CollectConfig, worker: int, seed: int, q) -> None:
     _die_with_parent()
-    _share_cores(cfg.workers)
     try:
         stopped = run_worker(cfg, worker, seed, lambda kind, value: q.put((kind, worker, str(value) if kind == "episode" else value)))
         q.put(("interrupted" if stopped else "done", worker, None))
