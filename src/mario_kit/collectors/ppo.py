@@ -15,6 +15,7 @@ import operator
 import re
 import signal
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -150,6 +151,21 @@ def _vec_env(cfg: AgentConfig, n: int, seed: int):
     return VecFrameStack(venv, N_STACK)
 
 
+@contextmanager
+def _one_torch_thread():
+    """Run torch on one thread inside the block, then restore the caller's setting: where env
+    processes or the emulator share the cores, OpenMP's spin-waiting second thread costs more than
+    it gains on small forward passes."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def _cpu_ppo_class():
     """SB3's PPO, tuned for a few CPU cores (same algorithm, same saved file):
     - rollouts run the policy on one torch thread: with more, OpenMP's spin-waiting threads take
@@ -164,12 +180,8 @@ def _cpu_ppo_class():
             self.policy.to(memory_format=torch.channels_last)
 
         def collect_rollouts(self, *args, **kwargs):
-            n = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
+            with _one_torch_thread():
                 return super().collect_rollouts(*args, **kwargs)
-            finally:
-                torch.set_num_threads(n)
 
     return CpuPPO
 
@@ -368,19 +380,13 @@ class PPOPolicy:
         self.stack.append(self._obs(frame))
         self.first, self.calls = False, 0
         obs = np.concatenate(self.stack, axis=-1)[None]  # (1, 84, 84, 4), like VecFrameStack
-        import torch
-
         # one torch thread for batch-1 forward passes: a second one gains little (1.8 vs 2.2 ms) and its
         # spin-waiting takes the core from the emulator and the compression thread (5.4 ms a forward pass)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with _one_torch_thread():
             if not self.deterministic:
                 action, _ = self.model.predict(obs, deterministic=False)
                 return int(np.asarray(action).reshape(-1)[0])
             return self._argmax(obs)
-        finally:
-            torch.set_num_threads(threads)
 
     def _argmax(self, obs: np.ndarray) -> int:
         """The deterministic action as SB3's predict computes it (channels first, /255, actor
