@@ -162,6 +162,35 @@ def test_training_rewards_are_scaled_after_the_monitor():
     assert sum(monitor.rewards) == pytest.approx(total)  # logged returns stay in game units
 
 
+def test_death_penalty_lands_on_the_death_step_only():
+    """Walking right into the first Goomba kills Mario: the penalty is added on that step and no
+    other (scaled with the rest), while a time-limit truncation is not a death."""
+    from mario_kit.collectors.ppo import make_env
+
+    raw = make_env("1-1", "simple", 4, monitor=False)
+    shaped = make_env("1-1", "simple", 4, monitor=True, reward_scale=0.1, death_penalty=50.0)
+    raw.reset(seed=0)
+    shaped.reset(seed=0)
+    diffs, ends, total = [], [], 0.0
+    for _ in range(400):
+        _, r, done, cut, info = raw.step(1)  # right: walks into the Goomba
+        s = shaped.step(1)
+        total += float(r)
+        diffs.append(float(s[1]) - 0.1 * float(r))
+        ends.append((done, cut, info["flag_get"]))
+        if done or cut:
+            break
+    assert ends[-1] == (True, False, False), "Mario should die at the first Goomba"
+    assert diffs[-1] == pytest.approx(-5.0) and np.allclose(diffs[:-1], 0.0)
+    assert sum(shaped.env.env.rewards) == pytest.approx(total)  # the Monitor logs game units, no penalty
+
+    cut_env = make_env("1-1", "simple", 4, max_episode_steps=5, monitor=False, death_penalty=50.0)
+    cut_env.reset(seed=0)
+    for _ in range(5):
+        _, r, done, cut, _ = cut_env.step(0)
+    assert cut and not done and float(r) > -50
+
+
 def test_cpu_ppo_rolls_out_on_one_thread_and_keeps_channels_last(agent_run):
     import torch
     from stable_baselines3.common.callbacks import BaseCallback

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import gymnasium as gym
 from gymnasium.wrappers import GrayscaleObservation
 
 from mario_kit import UserError
@@ -37,8 +38,9 @@ N_STACK = 4
 @dataclass
 class AgentConfig:
     """PPO settings. Defaults follow common Mario PPO practice (gamma 0.9, 4-frame skip with max-pool,
-    84x84 gray, 4-stack, 8 envs, rewards scaled by 0.1) with SB3's PPO; n_epochs 4 trades a little
-    sample efficiency for speed on 2 cores."""
+    84x84 gray, 4-stack, 8 envs, 10 epochs an update, an extra death penalty, rewards scaled by 0.1)
+    with SB3's PPO. Two 2-hour runs with 4 epochs on 1,024-step rollouts and the env's own -25 for a
+    death plateaued at the pits of 1-1 (docs/BENCHMARKS.md)."""
 
     level: str = "1-1"
     action_set: str = "simple"
@@ -47,9 +49,9 @@ class AgentConfig:
     workers: int = 8  # envs (processes); more envs than cores keeps both cores busy while the learner waits
     max_episode_steps: int = 2500  # agent steps before truncation
     learning_rate: float = 2.5e-4
-    n_steps: int = 128  # per env: 8 x 128 = 1024 steps an update
+    n_steps: int = 256  # per env: 8 x 256 = 2048 steps an update
     batch_size: int = 256
-    n_epochs: int = 4
+    n_epochs: int = 10  # more gradient per sample: env steps, not the update, are what 2 cores lack
     gamma: float = 0.9
     gae_lambda: float = 0.95
     clip_range: float = 0.2
@@ -58,6 +60,11 @@ class AgentConfig:
     # the policy's gradient in the shared CNN under SB3's 0.5 gradient-norm clip. Scaled in training
     # only, after Monitor: logs and evaluations stay in game units.
     reward_scale: float = 0.1
+    # Added (game units, before scaling) to the reward of a step that ends the episode without the flag.
+    # The env's own -25 comes ~10 steps after a fatal jump over a pit (Mario must fall off the screen),
+    # where gamma 0.9 leaves a third of it: too little against the progress made while jumping.
+    # Training only; truncation (time limit) is not a death. 0 turns it off.
+    death_penalty: float = 50.0
     seed: int = 0
     checkpoint_every: int = 50_000  # agent steps
     eval_every: int = 50_000
@@ -72,17 +79,33 @@ def spec(cfg: AgentConfig) -> dict[str, Any]:
     return {
         "kind": KIND, "schema": SCHEMA, "level": cfg.level, "env_id": env_id(cfg.level), "action_set": cfg.action_set,
         "action_buttons": [list(b) for b in F.get_action_set(cfg.action_set).buttons], "frame_skip": cfg.frame_skip,
-        "max_episode_steps": cfg.max_episode_steps, "reward_scale": cfg.reward_scale,
+        "max_episode_steps": cfg.max_episode_steps, "reward_scale": cfg.reward_scale, "death_penalty": cfg.death_penalty,
         "wrappers": [f"JoypadSpace({cfg.action_set})", f"MaxAndSkipObservation(skip={cfg.frame_skip})",
                      "GrayscaleObservation(keep_dim=True)", f"ResizeObservation({OBS_SIZE})", "Monitor",
-                     f"TransformReward(x{cfg.reward_scale}, training only)", f"VecFrameStack({N_STACK})"],
+                     f"DeathPenalty({cfg.death_penalty}, training only)", f"TransformReward(x{cfg.reward_scale}, training only)", f"VecFrameStack({N_STACK})"],
     }
 
 
+class DeathPenalty(gym.Wrapper):
+    """Adds -penalty to the reward of a step that terminates the episode without the flag (a death on
+    a stage env). Hand-written: gymnasium's TransformReward sees the reward only, not how the
+    episode ended."""
+
+    def __init__(self, env: gym.Env, penalty: float):
+        super().__init__(env)
+        self.penalty = penalty
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated and not info.get("flag_get"):
+            reward = float(reward) - self.penalty
+        return obs, reward, terminated, truncated, info
+
+
 def make_env(level: str, action_set: str, frame_skip: int, max_episode_steps: int | None = None, monitor: bool = True,
-             reward_scale: float = 1.0):
-    """One wrapped env of the agent's pipeline (without the frame stack, which is vectorised)."""
-    import gymnasium as gym
+             reward_scale: float = 1.0, death_penalty: float = 0.0):
+    """One wrapped env of the agent's pipeline (without the frame stack, which is vectorised). The
+    reward shaping (death penalty, then scale) comes after the Monitor: training only, logs in game units."""
     import gym_super_mario_bros  # noqa: F401
     from gymnasium.wrappers import MaxAndSkipObservation, ResizeObservation, TransformReward
     from nes_py.wrappers import JoypadSpace
@@ -97,6 +120,8 @@ def make_env(level: str, action_set: str, frame_skip: int, max_episode_steps: in
         from stable_baselines3.common.monitor import Monitor
 
         env = Monitor(env, info_keywords=("x_pos", "flag_get"))
+    if death_penalty:
+        env = DeathPenalty(env, death_penalty)
     if reward_scale != 1.0:
         env = TransformReward(env, partial(operator.mul, reward_scale))
     return env
@@ -143,10 +168,11 @@ def _vec_env(cfg: AgentConfig, n: int, seed: int):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
     args = (cfg.level, cfg.action_set, cfg.frame_skip, cfg.max_episode_steps)
+    shaping = dict(reward_scale=cfg.reward_scale, death_penalty=cfg.death_penalty)
     if n > 1:
-        venv = SubprocVecEnv([partial(_worker_env, *args, reward_scale=cfg.reward_scale)] * n, start_method="forkserver")
+        venv = SubprocVecEnv([partial(_worker_env, *args, **shaping)] * n, start_method="forkserver")
     else:
-        venv = DummyVecEnv([partial(make_env, *args, reward_scale=cfg.reward_scale)])
+        venv = DummyVecEnv([partial(make_env, *args, **shaping)])
     venv.seed(seed)
     return VecFrameStack(venv, N_STACK)
 
