@@ -56,7 +56,7 @@ def main() -> None:
         tmp = Path(d)
         r["raw_wrapped_env_agent_steps_per_s_1_process"] = raw = raw_steps_per_s(2000)
         train_agent(AgentConfig(timesteps=1024, workers=2, checkpoint_every=10**9, eval_every=10**9), tmp / "warm", progress=False)
-        for workers, n_steps in ((2, 512), (8, 128)):  # the same 1,024 steps an update
+        for workers, n_steps in ((2, 1024), (8, 256)):  # the default 2,048 steps an update (AgentConfig's epochs)
             sps = train_steps_per_s(tmp, f"run{workers}", args.timesteps, workers, n_steps)
             r[f"ppo_training_agent_steps_per_s_{workers}_workers"] = sps
             r[f"ratio_training_{workers}_workers_to_raw"] = sps / raw

@@ -467,7 +467,8 @@ def play(
                                         "about 2x the frame rate at the same PSNR)."),
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show full-res frames from the upsampler."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    bf16: bool = typer.Option(True, "--bf16/--fp32", help="bfloat16 autocast for generation (1.3-1.4x faster on this CPU)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bfloat16 autocast for generation (default: on CUDA, and on "
+                                        "a CPU with bf16 instructions, AVX512-BF16 or AMX, where it is 1.3-1.4x faster)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the models (~1.4x faster after ~50 s)."),
     fps: float = typer.Option(15.0, help="Target model frames/s (15 = NES speed at frame skip 4)."),
     scale: int = typer.Option(3, help="Window scale."),

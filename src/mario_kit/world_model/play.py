@@ -22,6 +22,7 @@ from mario_kit import UserError
 from mario_kit.datasets import format as F_
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
 from mario_kit.datasets.ops import Spawns, load_spawns
+from mario_kit.hardware import fast_bf16
 from mario_kit.world_model.sampler import SamplerConfig, sample, to_model, to_uint8, upsample
 from mario_kit.world_model.train import load_model
 
@@ -91,10 +92,11 @@ class PlayResult:
 
 
 def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "auto",
-         bf16: bool = False, fps: float = 15.0, scale: int = 3, keymap: Path | None = None, record: Path | None = None,
+         bf16: bool | None = None, fps: float = 15.0, scale: int = 3, keymap: Path | None = None, record: Path | None = None,
          sync: bool = False, script: dict[int, list] | None = None, max_frames: int | None = None,
          seed: int = 0, compile: bool = False) -> PlayResult:
-    """Open the window and play. `sync` (tests): one model frame per displayed frame, no thread."""
+    """Open the window and play. `sync` (tests): one model frame per displayed frame, no thread.
+    `bf16` None: where the device has bf16 arithmetic (mario_kit.hardware.fast_bf16)."""
     from mario_kit.datasets.dataset import check_output_dir
     from mario_kit.gui import Controls, FrameLimiter, Screen, load_keymap
 
@@ -102,7 +104,7 @@ def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int
     device = resolve_device(device)
     if steps is None and device == "cpu":
         steps = CPU_PLAY_STEPS
-    dream = Dream(run, upsampler, steps, device, bf16, seed, compile)
+    dream = Dream(run, upsampler, steps, device, fast_bf16(device.split(":")[0]) if bf16 is None else bf16, seed, compile)
     if dream.meta["n_actions"] != len(sp.action_set) or dream.meta["action_set"] != sp.action_set.name:
         raise UserError(f"the run was trained on the {dream.meta['action_set']} action set, the spawns use {sp.action_set.name}")
     if record is not None:
