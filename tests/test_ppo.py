@@ -162,6 +162,25 @@ def test_training_rewards_are_scaled_after_the_monitor():
     assert sum(monitor.rewards) == pytest.approx(total)  # logged returns stay in game units
 
 
+def test_workers_close_after_an_interrupt_between_two_replies():
+    """Ctrl-C can stop step_wait after it has read some workers' replies: closing must not wait
+    for those again (SB3's own close() hangs there)."""
+    import threading
+
+    from mario_kit.collectors.ppo import _vec_env, close_vec_env
+
+    venv = _vec_env(AgentConfig(workers=2), 2, seed=0)
+    venv.reset()
+    inner = venv.unwrapped
+    inner.step_async(np.zeros(2, dtype=np.int64))
+    inner.remotes[0].recv()  # step_wait read the first reply, then the interrupt came
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (close_vec_env(venv), done.set()), daemon=True)
+    t.start()
+    assert done.wait(60), "closing the vec env hung"
+    assert inner.closed and not any(p.is_alive() for p in inner.processes)
+
+
 def test_death_penalty_lands_on_the_death_step_only():
     """Walking right into the first Goomba kills Mario: the penalty is added on that step and no
     other (scaled with the rest), while a time-limit truncation is not a death."""

@@ -290,8 +290,20 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
     finally:
         model.save(ckdir / f"ppo_{model.num_timesteps}_steps.zip", include=["mario_kit"])
         model.save(out / "agent.zip", include=["mario_kit"])
-        venv.close()
+        close_vec_env(venv)
     return {"timesteps": int(model.num_timesteps), "agent": str(out / "agent.zip"), "interrupted": interrupted}
+
+
+def close_vec_env(venv) -> None:
+    """Close the env workers, also after Ctrl-C. SB3's SubprocVecEnv.close() first reads the reply of
+    every worker when a step is pending; Ctrl-C between two of step_wait's per-worker reads leaves
+    replies that were already read, and close() waits for them forever (it hung at the end of a
+    2-hour run, after the save). The pending replies are not needed: skip them, and each worker,
+    once its step is done, reads the close command and exits."""
+    inner = venv.unwrapped
+    if getattr(inner, "waiting", False):
+        inner.waiting = False
+    venv.close()
 
 
 def _has_tensorboard() -> bool:
