@@ -39,8 +39,8 @@ N_STACK = 4
 class AgentConfig:
     """PPO settings. Defaults follow common Mario PPO practice (gamma 0.9, 4-frame skip with max-pool,
     84x84 gray, 4-stack, 8 envs, 10 epochs an update, an extra death penalty, rewards scaled by 0.1)
-    with SB3's PPO. Two 2-hour runs with 4 epochs on 1,024-step rollouts and the env's own -25 for a
-    death plateaued at the pits of 1-1; with these defaults a 2-hour run on 2 cores clears it
+    with SB3's PPO. Two 2-hour runs with 4 epochs on 1,024-step rollouts and the env's own death penalty
+    (-25, clipped to -15) plateaued at the pits of 1-1; with these defaults a 2-hour run on 2 cores clears it
     (docs/BENCHMARKS.md)."""
 
     level: str = "1-1"
@@ -62,7 +62,8 @@ class AgentConfig:
     # only, after Monitor: logs and evaluations stay in game units.
     reward_scale: float = 0.1
     # Added (game units, before scaling) to the reward of a step that ends the episode without the flag.
-    # The env's own -25 comes ~10 steps after a fatal jump over a pit (Mario must fall off the screen),
+    # The env's own death penalty (-25, clipped to -15 by nes-py like every frame's reward) comes ~10
+    # steps after a fatal jump over a pit (Mario must fall off the screen),
     # where gamma 0.9 leaves a third of it: too little against the progress made while jumping.
     # Training only; truncation (time limit) is not a death. 0 turns it off.
     death_penalty: float = 50.0
