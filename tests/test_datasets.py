@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -257,3 +259,23 @@ def test_spawns_rebuild_the_real_game(tmp_path, eight):
                 frames = [fr for fr, _ in replay(ep.attrs["level"], ep.joypad, ep.step_frames)]
                 assert np.array_equal(frames[t - 1], f["full"][s, -1])
     assert run_cli("dataset", "spawn", eight, "--out", out).returncode == 2  # exists, no --force
+
+
+def test_action_sets_are_the_emulators_and_the_tools_import_without_it():
+    from gym_super_mario_bros.actions import COMPLEX_MOVEMENT, RIGHT_ONLY, SIMPLE_MOVEMENT
+
+    for name, lst in (("right", RIGHT_ONLY), ("simple", SIMPLE_MOVEMENT), ("complex", COMPLEX_MOVEMENT)):
+        assert F.ACTION_SETS[name].buttons == tuple(tuple(b) for b in lst)
+    # a GPU machine that trains from a store has no emulator: the store, loader, training, evaluation
+    # and play modules (and the CLI) must import without it
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('gym_super_mario_bros', 'nes_py', 'gymnasium', 'pygame', 'stable_baselines3'):\n"
+            "            raise ImportError('blocked ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import mario_kit.cli, mario_kit.datasets.store, mario_kit.datasets.loader\n"
+            "import mario_kit.world_model.train, mario_kit.world_model.evaluate, mario_kit.world_model.play\n"
+            "print(len(mario_kit.datasets.format.ACTION_SETS['simple']))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "7", res.stderr

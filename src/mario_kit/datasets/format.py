@@ -159,20 +159,19 @@ def action_table(aset: ActionSet) -> np.ndarray:
     return np.array([nearest_action(byte_to_buttons(b), aset) for b in range(256)], dtype=np.uint8)
 
 
-def _action_sets() -> dict[str, ActionSet]:
-    from gym_super_mario_bros.actions import COMPLEX_MOVEMENT, RIGHT_ONLY, SIMPLE_MOVEMENT
-
-    def freeze(name: str, lst: list[list[str]]) -> ActionSet:
-        return ActionSet(name, tuple(tuple(b) for b in lst))
-
-    return {
-        "right": freeze("right", RIGHT_ONLY),
-        "simple": freeze("simple", SIMPLE_MOVEMENT),
-        "complex": freeze("complex", COMPLEX_MOVEMENT),
-    }
+def _action_set(name: str, *actions: str) -> ActionSet:
+    return ActionSet(name, tuple(tuple(a.split("+")) for a in actions))
 
 
-ACTION_SETS: dict[str, ActionSet] = _action_sets()
+# gym-super-mario-bros's RIGHT_ONLY, SIMPLE_MOVEMENT and COMPLEX_MOVEMENT, written out here so that the
+# format (and the dataset and world-model tools) import without the emulator, e.g. on a GPU machine
+# that trains from a store; tests/test_format.py checks them against the library's lists.
+ACTION_SETS: dict[str, ActionSet] = {s.name: s for s in (
+    _action_set("right", "NOOP", "right", "right+A", "right+B", "right+A+B"),
+    _action_set("simple", "NOOP", "right", "right+A", "right+B", "right+A+B", "A", "left"),
+    _action_set("complex", "NOOP", "right", "right+A", "right+B", "right+A+B", "A", "left",
+                "left+A", "left+B", "left+A+B", "down", "up"),
+)}
 
 
 def get_action_set(name: str) -> ActionSet:
