@@ -2,7 +2,7 @@
 device, for the default denoiser (4.4 M) and the two upsamplers (DIAMOND's 51 M, the `cpu` preset's
 3.5 M), per setting. Random weights: speed does not depend on them.
 
-    .venv/bin/python bench/play.py [--frames 20] [--device cpu]
+    .venv/bin/python bench/play.py [--frames 20] [--device cpu] [--compile] [--only compile,up_]
 
 Prints JSON: frames/s per variant and the ratio to the fp32 3-step baseline measured in the same run.
 """
@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,12 +42,11 @@ def fake_run(d: Path, small_upsampler: bool = False) -> None:
 PAUSE: int | None = None  # --pause-group: a background job's process group, stopped while timing
 
 
-def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, cl: bool, comp: bool = False) -> float:
-    dr = Dream(run, upsampler=up, steps=steps, device=device, bf16=bf16, compile=comp)
-    if not cl:  # Dream uses channels_last; undo it for the contiguous baseline
-        for m in (dr.model, dr.up):
-            if m is not None:
-                m.to(memory_format=torch.contiguous_format)
+def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, cl: bool, mode: str = "") -> float:
+    """mode: "" (eager), "compile" (torch.compile) or "graph" (the step as one CUDA graph)."""
+    graph = (mode == "graph") if device.startswith("cuda") else None
+    dr = Dream(run, upsampler=up, steps=steps, device=device, bf16=bf16, compile=mode == "compile", cuda_graph=graph,
+               channels_last=cl)
     rng = np.random.default_rng(0)
     dr.reset(rng.integers(0, 256, (4, 60, 64, 3), dtype=np.uint8), np.zeros(4, np.int64))
     for _ in range(2):
@@ -67,11 +67,34 @@ def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, c
             os.killpg(PAUSE, signal.SIGCONT)
 
 
+def same_frames(run: Path, device: str, n: int = 8) -> dict:
+    """The CUDA-graph step against the eager one from the same seed: largest uint8 difference over n
+    frames, low and full res (fp32; a graph replays the eager kernels, so expect 0 or a rounding unit)."""
+    out = {}
+    try:
+        dreams = [Dream(run, upsampler=True, steps=3, device=device, cuda_graph=g) for g in (False, True)]
+        rng = np.random.default_rng(1)
+        ctx = rng.integers(0, 256, (4, 60, 64, 3), dtype=np.uint8)
+        for d in dreams:
+            d.reset(ctx, np.zeros(4, np.int64))
+        lows, fulls = [], []
+        for i in range(n):
+            (l0, f0), (l1, f1) = (d.step(i % 7) for d in dreams)
+            lows.append(np.abs(l0.astype(int) - l1).max())
+            fulls.append(np.abs(f0.astype(int) - f1).max())
+        out = {"frames": n, "max_abs_low": int(max(lows)), "max_abs_full": int(max(fulls))}
+    except Exception as e:
+        out = {"error": f"{type(e).__name__}: {e}"[:300]}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to start)")
+    ap.add_argument("--only", default="", help="comma list: keep the variants whose name holds one of these (the "
+                    "first kept variant is the baseline of the ratios)")
     ap.add_argument("--pause-group", type=int, help="process group of a background job (e.g. a training run) to "
                     "SIGSTOP while timing, so that the figures are of an idle machine; compiling still shares the cores")
     args = ap.parse_args()
@@ -90,15 +113,27 @@ def main() -> None:
                     ("small_up_3steps_bf16_channels_last", 3, "small", True, True),
                     ("small_up_2steps_bf16_channels_last", 2, "small", True, True)]
         if args.compile:
-            variants += [("low_3steps_bf16_channels_last_compile", 3, False, True, True, True),
-                         ("low_2steps_bf16_channels_last_compile", 2, False, True, True, True),
-                         ("small_up_3steps_bf16_channels_last_compile", 3, "small", True, True, True)]
+            variants += [("low_3steps_bf16_channels_last_compile", 3, False, True, True, "compile"),
+                         ("low_2steps_bf16_channels_last_compile", 2, False, True, True, "compile"),
+                         ("small_up_3steps_bf16_channels_last_compile", 3, "small", True, True, "compile"),
+                         ("up_3steps_bf16_channels_last_compile", 3, True, True, True, "compile")]
+        if args.device.startswith("cuda"):  # play's default on CUDA: the step as one CUDA graph
+            variants += [(f"{n}_graph", *rest, "graph") for n, *rest in variants if len(rest) == 4]
+        if args.only:
+            variants = [v for v in variants if any(k in v[0] for k in args.only.split(","))]
         base = None
-        for name, steps, up, bf16, cl, *comp in variants:
+        for name, steps, up, bf16, cl, *mode in variants:
             r, n = (small, args.frames // 2) if up == "small" else (run, args.frames if not up else max(4, args.frames // 4))
-            v = fps(r, n, args.device, steps, bool(up), bf16, cl, bool(comp and comp[0]))
+            try:
+                v = fps(r, n, args.device, steps, bool(up), bf16, cl, mode[0] if mode else "")
+            except Exception as e:  # one variant failing (a compiler, a capture) must not lose the others
+                rows[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+                continue
             base = base or v
             rows[name] = {"frames_per_s": round(v, 2), "ratio_to_fp32_3steps": round(v / base, 3)}
+            print(f"{name}: {v:.2f} frames/s", file=sys.stderr, flush=True)
+        if args.device.startswith("cuda"):
+            rows["graph_vs_eager"] = same_frames(run, args.device)
     print(json.dumps({
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "torch": torch.__version__, "results": rows}, indent=2))

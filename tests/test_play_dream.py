@@ -3,17 +3,19 @@
 import numpy as np
 import pygame
 import pytest
+import torch
 from PIL import Image
 
 from conftest import make_dataset, run_cli
+from mario_kit import UserError
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
-from mario_kit.datasets.ops import make_spawns
+from mario_kit.datasets.ops import load_spawns, make_spawns
 from mario_kit.datasets.split import split_dataset
 from mario_kit.datasets.store import build_store
 from mario_kit.datasets.validate import validate_dir
 from mario_kit.world_model.dream import dream
-from mario_kit.world_model.play import play
+from mario_kit.world_model.play import Dream, play
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +70,20 @@ def test_dream_real_half_is_exact_and_gif_has_the_frames(setup, tmp_path):
     assert len(rows) == steps + 1 and (tmp_path / "d.png").exists()
     res = run_cli("dream", "--run", setup / "run", "--episode", p, "--start", "2", "--out", tmp_path / "x.gif")
     assert res.returncode == 2 and "--start" in res.stderr
+
+
+def test_dream_steps_are_seeded_and_cuda_graphs_replay_the_eager_step(setup):
+    sp = load_spawns(setup / "spawns.h5")
+    ctx, acts = sp.low[0], sp.actions[0]
+
+    def frames(seed, n=4, **kw):
+        d = Dream(setup / "run", steps=2, device=kw.pop("device", "cpu"), seed=seed, **kw)
+        d.reset(ctx, acts)
+        return np.stack([d.step(i % 3)[1] for i in range(n)])
+
+    a, b, c = frames(0), frames(0), frames(1)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)  # full-res frames, upsampler included
+    with pytest.raises(UserError, match="CUDA"):
+        Dream(setup / "run", device="cpu", cuda_graph=True)
+    if torch.cuda.is_available():  # on a GPU: the graph gives the eager frames (bench/play.py checks it too)
+        assert np.array_equal(frames(0, device="cuda", cuda_graph=True), frames(0, device="cuda", cuda_graph=False))

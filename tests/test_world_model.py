@@ -21,6 +21,7 @@ from mario_kit.world_model.configs import get_config, upsampler_model
 from mario_kit.world_model.denoiser import Denoiser, ModelConfig, count_parameters
 from mario_kit.world_model.evaluate import psnr
 from mario_kit.world_model.sampler import SamplerConfig, karras_sigmas, sample, to_model, to_uint8
+from mario_kit.world_model.train import setup_runtime
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,34 @@ def test_edm_preconditioning_identities():
     # with sigma_offset the effective noise level is sqrt(sigma^2 + offset^2)
     m2 = Denoiser(ModelConfig(sigma_offset_noise=0.3, channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
     assert torch.allclose(m2.conditioners(torch.tensor([0.4]))[3], torch.tensor([0.5]).log() / 4)
+
+
+def test_sampling_from_given_noise_is_the_drawn_sample():
+    """`noise=` (what a CUDA graph needs: no draw, no host sync inside) starts where the generator would."""
+    m = Denoiser(ModelConfig(channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
+    torch.nn.init.normal_(m.conv_out.weight, std=0.1)  # a network that does something
+    ctx, act = torch.randn(2, 12, 60, 64), torch.randint(0, 7, (2, 4))
+    out = {}
+    for order in (1, 2):
+        cfg = SamplerConfig(steps=3, order=order)
+        out[order] = sample(m, ctx, act, cfg, torch.Generator().manual_seed(3))
+        given = sample(m, ctx, act, cfg, noise=torch.randn(2, 3, 60, 64, generator=torch.Generator().manual_seed(3)))
+        assert torch.equal(out[order], given)
+    assert (out[1] - out[2]).abs().max() > 1e-3  # Heun is not Euler
+
+
+def test_device_cuda_means_this_ranks_gpu(monkeypatch):
+    """`--set device=cuda` once crashed in torch.cuda.set_device (it needs an index)."""
+    seen = []
+    monkeypatch.setattr(torch.cuda, "set_device", seen.append)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        rt = setup_runtime(get_config("tiny", ["device=cuda"]))
+    finally:  # setup_runtime turns TF32 on for CUDA
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    assert seen == [torch.device("cuda", 1)] and rt.device == torch.device("cuda", 1)
+    assert rt.bf16 and rt.channels_last and rt.compile  # "auto" on CUDA
 
 
 def test_overfitting_a_few_windows(store):

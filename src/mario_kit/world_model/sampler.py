@@ -31,19 +31,23 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float, de
 
 @torch.no_grad()
 def sample(model: Denoiser, ctx: Tensor, act: Tensor | None, cfg: SamplerConfig, gen: torch.Generator | None = None,
-           shape: tuple[int, ...] | None = None) -> Tensor:
+           shape: tuple[int, ...] | None = None, noise: Tensor | None = None) -> Tensor:
     """Draw a frame (B, C, H, W) in [-1, 1] given context frames ctx (B, n*C, H, W) and actions (B, n)
-    (a residual upsampler's draw is a residual, in [-2, 2])."""
+    (a residual upsampler's draw is a residual, in [-2, 2]). `noise`: the unit Gaussian to start from
+    (default: drawn from `gen`); with it given, nothing here syncs with the host, so a CUDA graph can
+    capture the whole draw."""
     b = ctx.shape[0]
     shape = shape or (b, model.cfg.img_channels, *ctx.shape[-2:])
     sigmas = karras_sigmas(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=ctx.device)
     sigma_cond = torch.full((b,), cfg.s_cond, device=ctx.device) if cfg.s_cond > 0 else None
-    x = torch.randn(shape, generator=gen, device=ctx.device, dtype=ctx.dtype) * sigmas[0]
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+    if noise is None:
+        noise = torch.randn(shape, generator=gen, device=ctx.device, dtype=ctx.dtype)
+    x = noise * sigmas[0]
+    for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         sv = s.expand(b)
         d = (x - model(x, sv, ctx, act, sigma_cond)) / s
         dt = s_next - s
-        if cfg.order == 1 or s_next == 0:
+        if cfg.order == 1 or i == cfg.steps - 1:  # the last step goes to sigma 0: Euler
             x = x + d * dt
         else:  # Heun
             x2 = x + d * dt
@@ -53,10 +57,11 @@ def sample(model: Denoiser, ctx: Tensor, act: Tensor | None, cfg: SamplerConfig,
 
 
 @torch.no_grad()
-def upsample(model: Denoiser, low: Tensor, cfg: SamplerConfig, gen: torch.Generator | None = None) -> Tensor:
+def upsample(model: Denoiser, low: Tensor, cfg: SamplerConfig, gen: torch.Generator | None = None,
+             noise: Tensor | None = None) -> Tensor:
     """Low-res frames (B, C, h, w) -> full-res (B, C, 4h, 4w) with the upsampler."""
     up = bicubic(low, model.cfg.upsampling_factor)
-    x = sample(model, up, None, cfg, gen)
+    x = sample(model, up, None, cfg, gen, noise=noise)
     return (up + x).clamp(-1, 1) if model.cfg.residual else x
 
 

@@ -125,6 +125,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     else:
         dev = torch.device(cfg.device)
+    if dev.type == "cuda" and dev.index is None:  # device=cuda: this rank's GPU (set_device needs an index)
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
