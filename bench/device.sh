@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The GPU checks in one call of a lent GPU machine (docs/BENCHMARKS.md, "On a GPU"):
+#   1. play speed (bench/play.py): denoiser alone and with each upsampler, eager;
+#   2. a short upsampler training on the GPU, DIAMOND's 51 M and the `cpu` preset's 3.5 M side by
+#      side, each scored against bicubic on the test split (`mario-kit evaluate`);
+#   3. denoiser training throughput (bench/train.py): eager, channels_last, bf16, compile;
+#   4. play speed and training throughput with torch.compile (slow to start).
+# Each part has its own time limit, so a slow one cannot take the others' results with it.
+#
+#   OUT=out/device bash bench/device.sh    # defaults: PY=python3 DEV=cuda T_UP=120 PARTS=play,up,train,compile
+#
+# Needs runs/up-data (an episode folder with a split; the recipe is in docs/BENCHMARKS.md) for part 2.
+# Where zarr is missing (the lent machines have torch but not zarr), wheels in .whl/ are installed first.
+set -u
+OUT=${OUT:-out/device}
+PY=${PY:-python3}
+DEV=${DEV:-cuda}
+T_UP=${T_UP:-120}       # seconds of upsampler training (both runs at once)
+FRAMES=${FRAMES:-100}   # play frames timed per variant
+STEPS=${STEPS:-20}      # training steps timed per variant
+DATA=${DATA:-runs/up-data}
+PLAY_ONLY=${PLAY_ONLY:-}  # bench/play.py --only (default: every variant, eager and CUDA graph)
+PARTS=${PARTS:-play,up,train,compile}  # which parts to run (a rerun can take the missing ones)
+TMP=${TMP_DIR:-/tmp/mk-device}
+mkdir -p "$OUT" "$TMP"
+if ! $PY -c "import zarr" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$TMP/site" .whl/*.whl
+    export PYTHONPATH="$TMP/site"
+fi
+export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+MK="$PY -m mario_kit"
+LOG="$OUT/device.log"
+
+want() { [[ ",$PARTS," == *",$1,"* ]]; }
+
+part() {  # part NAME LIMIT_S CMD...: run with a time limit, log to device.log, say rc and seconds
+    local name=$1 lim=$2 t=$SECONDS
+    shift 2
+    echo "== $name (limit $lim s): $*" | tee -a "$LOG"
+    timeout -s INT -k 20 "$lim" "$@" >>"$LOG" 2>&1
+    echo "== $name: rc $? in $((SECONDS - t)) s" | tee -a "$LOG"
+}
+
+{ nvidia-smi -L; $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"; } 2>&1 | tee -a "$LOG"
+
+want play && part play 90 sh -c "$PY bench/play.py --device $DEV --frames $FRAMES --only '$PLAY_ONLY' > $OUT/play.json"
+
+if want up && [ -d "$DATA" ]; then
+    part build 90 $MK dataset build "$DATA" --out "$TMP/up.zarr" --full-res --force
+    common="--store $TMP/up.zarr --force -q --set stage=upsampler --set device=$DEV --set compile=off --set upsampler_batch_size=16"
+    part upsamplers $((T_UP + 45)) sh -c "timeout -s INT $T_UP $MK train $common --config cpu --out $TMP/up-small & \
+        timeout -s INT $T_UP $MK train $common --config seed --out $TMP/up-big & wait"
+    part evals 75 sh -c "$MK evaluate $TMP/up-small --store $TMP/up.zarr --device $DEV --out $TMP/eval-small & \
+        $MK evaluate $TMP/up-big --store $TMP/up.zarr --device $DEV --out $TMP/eval-big & wait"
+    for r in small big; do
+        cp "$TMP/up-$r/log.csv" "$OUT/up-$r.csv" 2>/dev/null
+        { echo "-- up-$r"; cat "$TMP/up-$r/summary.json" "$TMP/eval-$r/evaluation.json"; } >>"$LOG" 2>&1
+    done
+fi
+
+want train && part train 120 sh -c "$PY bench/train.py --device $DEV --batch 32,128 --steps $STEPS \
+    --variants eager,cl,bf16,cl+bf16 > $OUT/train.json"
+want compile && part play-compile 120 sh -c "$PY bench/play.py --device $DEV --frames $FRAMES --compile --only low_3steps_fp32,compile > $OUT/play-compile.json"
+want compile && part train-compile 90 sh -c "$PY bench/train.py --device $DEV --batch 128 --steps $STEPS \
+    --variants cl+bf16,cl+bf16+compile > $OUT/train-compile.json"
+
+for f in "$OUT"/*.json; do echo "-- $f"; cat "$f"; done
