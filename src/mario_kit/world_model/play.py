@@ -98,7 +98,8 @@ class Dream:
                     self._generate(*static_in)
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: play captures on its generating thread while the window's thread runs on
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 static_out = self._generate(*static_in)
             self._graph = (graph, static_in, static_out)
         graph, static_in, static_out = self._graph
