@@ -52,8 +52,9 @@ class Dream:
         if upsampler and (Path(run) / "upsampler.pt").exists():
             self.up, ucfg, _ = load_model(run, "upsampler", device=device)
             self.up_cfg = ucfg.upsampler_sampler
-        if channels_last if channels_last is not None else device == "cpu":  # 1.1-1.2x faster on the CPU, same
-            # results; on CUDA the measured configuration (34 frames/s) is the default layout
+        if channels_last is None:  # 1.1-1.2x faster on the CPU, same results; on CUDA the default stays
+            channels_last = device == "cpu"  # the layout of the measured configuration (34 frames/s)
+        if channels_last:
             for m in (self.model, self.up):
                 if m is not None:
                     m.to(memory_format=torch.channels_last)
