@@ -1,6 +1,7 @@
 """Play speed: model frames/s of `Dream.step` (denoise 64x60, optionally upsample to 240x256) on this
-device, for the default denoiser (4.4 M) and the two upsamplers (DIAMOND's 51 M, the `cpu` preset's
-3.5 M), per setting. Random weights: speed does not depend on them.
+device, for the default denoiser (4.4 M) and the two upsamplers (DIAMOND's 51 M sampled in 1 step, the
+`cpu` preset's 3.5 M in its 2 steps, or 1 where the name says up1), per setting. Random weights: speed
+does not depend on them.
 
     .venv/bin/python bench/play.py [--frames 20] [--device cpu] [--compile] [--only compile,up_]
 
@@ -22,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mario_kit.world_model.configs import TrainConfig, small_upsampler_model, to_dict
+from mario_kit.world_model.configs import TrainConfig, cpu, to_dict
 from mario_kit.world_model.denoiser import Denoiser
 from mario_kit.world_model.play import Dream
 from mario_kit.world_model.train import CKPT_KIND, CKPT_SCHEMA, save_atomic
 
 
 def fake_run(d: Path, small_upsampler: bool = False) -> None:
-    cfg = TrainConfig(upsampler=small_upsampler_model()) if small_upsampler else TrainConfig()
+    cfg = cpu() if small_upsampler else TrainConfig()
     d.mkdir(parents=True, exist_ok=True)
     for stage, m in (("denoiser", cfg.denoiser), ("upsampler", cfg.upsampler)):
         torch.manual_seed(0)
@@ -42,11 +43,12 @@ def fake_run(d: Path, small_upsampler: bool = False) -> None:
 PAUSE: int | None = None  # --pause-group: a background job's process group, stopped while timing
 
 
-def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, cl: bool, mode: str = "") -> float:
+def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, cl: bool, mode: str = "",
+        up_steps: int | None = None) -> float:
     """mode: "" (eager), "compile" (torch.compile) or "graph" (the step as one CUDA graph)."""
     graph = (mode == "graph") if device.startswith("cuda") else None
     dr = Dream(run, upsampler=up, steps=steps, device=device, bf16=bf16, compile=mode == "compile", cuda_graph=graph,
-               channels_last=cl)
+               channels_last=cl, upsampler_steps=up_steps)
     rng = np.random.default_rng(0)
     dr.reset(rng.integers(0, 256, (4, 60, 64, 3), dtype=np.uint8), np.zeros(4, np.int64))
     for _ in range(2):
@@ -111,21 +113,23 @@ def main() -> None:
                     ("up_3steps_fp32", 3, True, False, False), ("up_3steps_bf16", 3, True, True, False),
                     ("up_1step_bf16_channels_last", 1, True, True, True),
                     ("small_up_3steps_bf16_channels_last", 3, "small", True, True),
-                    ("small_up_2steps_bf16_channels_last", 2, "small", True, True)]
+                    ("small_up_2steps_bf16_channels_last", 2, "small", True, True),
+                    ("small_up_1step_bf16_channels_last", 1, "small", True, True),  # play's CPU default
+                    ("small_up1_1step_bf16_channels_last", 1, "small", True, True, "", 1)]
         if args.compile:
             variants += [("low_3steps_bf16_channels_last_compile", 3, False, True, True, "compile"),
                          ("low_2steps_bf16_channels_last_compile", 2, False, True, True, "compile"),
                          ("small_up_3steps_bf16_channels_last_compile", 3, "small", True, True, "compile"),
                          ("up_3steps_bf16_channels_last_compile", 3, True, True, True, "compile")]
         if args.device.startswith("cuda"):  # play's default on CUDA: the step as one CUDA graph
-            variants += [(f"{n}_graph", *rest, "graph") for n, *rest in variants if len(rest) == 4]
+            variants += [(f"{n}_graph", *rest[:4], "graph", *rest[5:]) for n, *rest in variants if len(rest) in (4, 6)]
         if args.only:
             variants = [v for v in variants if any(k in v[0] for k in args.only.split(","))]
         base = None
-        for name, steps, up, bf16, cl, *mode in variants:
+        for name, steps, up, bf16, cl, *more in variants:  # more: mode, upsampler steps
             r, n = (small, args.frames // 2) if up == "small" else (run, args.frames if not up else max(4, args.frames // 4))
             try:
-                v = fps(r, n, args.device, steps, bool(up), bf16, cl, mode[0] if mode else "")
+                v = fps(r, n, args.device, steps, bool(up), bf16, cl, *more)
             except Exception as e:  # one variant failing (a compiler, a capture) must not lose the others
                 rows[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
                 continue

@@ -83,6 +83,7 @@ def test_dream_steps_are_seeded_and_cuda_graphs_replay_the_eager_step(setup):
 
     a, b, c = frames(0), frames(0), frames(1)
     assert np.array_equal(a, b) and not np.array_equal(a, c)  # full-res frames, upsampler included
+    assert not np.array_equal(frames(0, upsampler_steps=2), a)  # the tiny preset samples its upsampler in 1
     with pytest.raises(UserError, match="CUDA"):
         Dream(setup / "run", device="cpu", cuda_graph=True)
     if torch.cuda.is_available():  # on a GPU: the graph gives the eager frames (bench/play.py checks it too)

@@ -234,6 +234,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert r["upsampler_alone"]["windows"] == 8 and r["upsampler_alone"]["bicubic"]["psnr"] > 15
     assert r["next_frame_low_res"]["copy_last"]["psnr"]["mean"] > 10
     assert "rollout_8" in r and (tmp_path / "r" / "eval" / "rollout_psnr.png").exists()
+    assert r["upsampler_sampler"]["steps"] == 1  # the tiny preset's
     # an upsampler-only run: evaluate scores the upsampler against bicubic, the same frames as above
     (tmp_path / "r" / "denoiser.pt").unlink()
     res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--out", tmp_path / "u")
@@ -241,6 +242,12 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     u = json.loads((tmp_path / "u" / "evaluation.json").read_text())
     assert set(u) >= {"upsampler_alone", "step"} and "next_frame_low_res" not in u
     assert u["upsampler_alone"]["bicubic"] == r["upsampler_alone"]["bicubic"] and "bicubic PSNR" in res.stdout
+    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--out", tmp_path / "u2",
+                  "--upsampler-steps", "2")
+    u2 = json.loads((tmp_path / "u2" / "evaluation.json").read_text())
+    assert res.returncode == 0 and u2["sampler"]["steps"] == 2
+    assert u2["upsampler_alone"]["upsampler"] != u["upsampler_alone"]["upsampler"]
+    assert u2["upsampler_alone"]["bicubic"] == u["upsampler_alone"]["bicubic"]
     (tmp_path / "r" / "upsampler.pt").unlink()
     res = run_cli("evaluate", tmp_path / "r", "--store", store)
     assert res.returncode == 2 and "neither" in res.stderr

@@ -87,12 +87,13 @@ def _to_img(frames: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1, 8, 32, 64), windows: int = 64,
              rollouts: int = 8, seed: int = 0, device: str = "cpu", out: str | Path | None = None,
-             steps: int | None = None, ema: bool = True) -> dict[str, Any]:
+             steps: int | None = None, ema: bool = True, upsampler_steps: int | None = None) -> dict[str, Any]:
+    """`steps` / `upsampler_steps`: denoising steps of the denoiser / upsampler (default: the run's)."""
     run, store = Path(run), Path(store)
     if not (run / "denoiser.pt").exists():  # an upsampler-only run (--set stage=upsampler)
         if not (run / "upsampler.pt").exists():
             raise UserError(f"{run} holds neither denoiser.pt nor upsampler.pt")
-        return _evaluate_upsampler_only(run, store, windows, seed, device, out, ema)
+        return _evaluate_upsampler_only(run, store, windows, seed, device, out, ema, upsampler_steps)
     model, cfg, meta = load_model(run, "denoiser", ema=ema, device=device)
     if steps:  # fewer denoising steps: the speed/quality trade-off of play
         cfg.sampler.steps = steps
@@ -117,7 +118,8 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
         "copy_last": {"psnr": psnr_stats(last, target, moving), "ssim": _stats(ssim(last, target))},
     }
     if (run / "upsampler.pt").exists() and test.m["full_res"]:
-        up, ucfg, _ = load_model(run, "upsampler", ema=ema, device=device)
+        up, ucfg, _ = _load_upsampler(run, ema, device, upsampler_steps)
+        report["upsampler_sampler"] = vars(ucfg.upsampler_sampler)
         k = min(len(idx), UPSAMPLER_WINDOWS)
         tgt = _full_frames(store, test.targets[idx[:k]])
         prev = _full_frames(store, test.targets[idx[:k]] - 1)
@@ -189,9 +191,16 @@ def _upsampler_alone(up, ucfg, low: torch.Tensor, tgt: torch.Tensor, gen) -> dic
     }
 
 
-def _evaluate_upsampler_only(run: Path, store: Path, windows: int, seed: int, device: str, out: str | Path | None,
-                             ema: bool) -> dict[str, Any]:
+def _load_upsampler(run: Path, ema: bool, device: str, steps: int | None):
     up, ucfg, meta = load_model(run, "upsampler", ema=ema, device=device)
+    if steps:  # the upsampler's speed/quality trade-off (1 step: the fastest; the `cpu` preset samples 2)
+        ucfg.upsampler_sampler.steps = steps
+    return up, ucfg, meta
+
+
+def _evaluate_upsampler_only(run: Path, store: Path, windows: int, seed: int, device: str, out: str | Path | None,
+                             ema: bool, steps: int | None) -> dict[str, Any]:
+    up, ucfg, meta = _load_upsampler(run, ema, device, steps)
     test = _test_windows(store, ucfg.denoiser.n_context)
     if not test.m["full_res"]:
         raise UserError(f"{store} has no full-res frames (build it with --full-res) to score the upsampler on")
