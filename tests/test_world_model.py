@@ -248,6 +248,8 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert res.returncode == 0 and u2["sampler"]["steps"] == 2
     assert u2["upsampler_alone"]["upsampler"] != u["upsampler_alone"]["upsampler"]
     assert u2["upsampler_alone"]["bicubic"] == u["upsampler_alone"]["bicubic"]
+    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--upsampler-steps", "0")
+    assert res.returncode == 2 and "--upsampler-steps" in res.stderr
     (tmp_path / "r" / "upsampler.pt").unlink()
     res = run_cli("evaluate", tmp_path / "r", "--store", store)
     assert res.returncode == 2 and "neither" in res.stderr

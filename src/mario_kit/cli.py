@@ -432,8 +432,8 @@ def evaluate(
     horizons: str = typer.Option("1,8,32,64", help="Comma list of rollout lengths."),
     seed: int = typer.Option(0, help="Seed of the window choice and the sampler."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the run's sampler)."),
-    upsampler_steps: Optional[int] = typer.Option(None, help="Upsampler denoising steps (default: the run's)."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler)."),
+    upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's)."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights when the run has them."),
 ) -> None:
     """Score the world model on the test split against the copy-last-frame baseline (and the upsampler
@@ -464,10 +464,10 @@ def evaluate(
 def play(
     run: Path = typer.Option(..., "--run", help="Run folder with a trained denoiser (and upsampler)."),
     spawn: Path = typer.Option(..., "--spawn", help="Spawns file (`mario-kit dataset spawn`)."),
-    steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the run's sampler, 3, on a GPU; 1 on a CPU, "
+    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler, 3, on a GPU; 1 on a CPU, "
                                         "about 2x the frame rate at the same PSNR)."),
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show full-res frames from the upsampler."),
-    upsampler_steps: Optional[int] = typer.Option(None, help="Upsampler denoising steps (default: the run's; 1 is "
+    upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's; 1 is "
                                                   "about 1.8x faster than the `cpu` preset's 2, and softer)."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bfloat16 autocast for generation (default: on a CPU with "
