@@ -121,11 +121,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         torch.set_num_threads(cfg.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if cfg.device == "auto":
-        dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(cfg.device)
-    if dev.type == "cuda" and dev.index is None:  # device=cuda: this rank's GPU (set_device needs an index)
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    if dev.type == "cuda" and dev.index is None:  # auto or cuda: this rank's GPU (set_device needs an index)
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
