@@ -83,7 +83,7 @@ def cpu() -> TrainConfig:
     AVX512-BF16 CPU, bench/train.py), EMA weights, and the small upsampler (DIAMOND's 51 M one runs at
     about 0.5 frames/s on this CPU) sampled in 2 steps: the second, at sigma_min (noise level 0.3 to
     the model through sigma_offset_noise), removes most of the noise the first leaves (SSIM 0.68 ->
-    0.82, above bicubic's 0.81, after 25 minutes of training; play 4.0 -> 2.3 frames/s here;
+    0.82, above bicubic's 0.81, after 25 minutes of training; play 5.0 -> 2.7 frames/s here, bench/play.py;
     docs/BENCHMARKS.md)."""
     return TrainConfig(upsampler=small_upsampler_model(), upsampler_sampler=SamplerConfig(steps=2, sigma_max=5.0, s_cond=0.0),
                        batch_size=32, grad_accum=1, lr=3e-4, warmup_steps=100, epochs=1000, steps_first_epoch=200,
