@@ -4,6 +4,8 @@ target, fsync the folder. A reader sees the old file or the new one, never a par
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -36,3 +38,50 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise UserError unless `path` can be created or replaced: the nearest existing folder on its
+    way is a folder and takes a file (probed: permissions, read-only mounts and immutable folders
+    alike). Called before a command does its work, so that a bad output path costs nothing."""
+    from mario_kit import UserError
+
+    path = Path(path).absolute()
+    if path.is_dir():
+        anc = path
+    else:
+        anc = path.parent
+        while not anc.exists():
+            anc = anc.parent
+    if not anc.is_dir():
+        raise UserError(f"cannot write {path}: {anc} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=anc, prefix=".mario-kit-write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e} in {anc}") from None
+
+
+@contextmanager
+def output_dir(path: str | Path) -> Iterator[Path]:
+    """Create the output folder `path` (checked first); if the block fails, remove the folders it
+    created, so that a failed command leaves nothing half-written behind. A folder that existed
+    before is kept (its files are written atomically, one by one)."""
+    path = Path(path)
+    check_writable(path)
+    top = path
+    while not top.parent.exists():
+        top = top.parent
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if created:
+            shutil.rmtree(top, ignore_errors=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

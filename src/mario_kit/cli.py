@@ -22,6 +22,7 @@ dataset_app = typer.Typer(help="Inspect, check and transform episode folders.", 
 app.add_typer(dataset_app, name="dataset")
 out = Console()
 err = Console(stderr=True)
+SEED = dict(min=0, max=2**63 - 1)  # numpy's and torch's generators take seeds in this range
 
 
 def _version(value: bool) -> None:
@@ -56,7 +57,7 @@ def collect(
     action_set: Optional[str] = typer.Option(None, help="right | simple | complex [simple; an agent's own set]."),
     frame_skip: int = typer.Option(4, help="Emulator frames per recorded step (the action is held; rewards summed)."),
     max_steps: Optional[int] = typer.Option(None, help="Recorded steps per episode before truncation [random: 1000, human: 100000]."),
-    seed: Optional[int] = typer.Option(None, help="Seed; episode i uses default_rng([seed, i])."),
+    seed: Optional[int] = typer.Option(None, **SEED, help="Seed; episode i uses default_rng([seed, i])."),
     workers: int = typer.Option(1, help="Worker processes."),
     player: str = typer.Option("", help="Player name stored in every episode."),
     scale: int = typer.Option(3, help="Window scale (human)."),
@@ -119,7 +120,7 @@ def report(
     directories: list[Path] = typer.Argument(..., help="One or more episode folders (compared side by side)."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for report.html, the PNGs and stats.json."),
     frames: bool = typer.Option(True, "--frames/--no-frames", help="Frame-based figures (duplicates, sample frames)."),
-    sample: Optional[int] = typer.Option(None, help="Frame figures from this many episodes per dataset."),
+    sample: Optional[int] = typer.Option(None, min=1, help="Frame figures from this many episodes per dataset."),
 ) -> None:
     """Dataset statistics as tables, plots and one self-contained HTML page."""
     from mario_kit.reports.report import make_report
@@ -170,13 +171,13 @@ app.add_typer(agent_app, name="agent")
 def agent_train(
     out_dir: Path = typer.Option(..., "--out", help="Run folder (agent.zip, checkpoints/, logs/, eval.csv)."),
     level: str = typer.Option("1-1", help="Level W-S."),
-    timesteps: Optional[int] = typer.Option(None, help="Agent steps in all (a resumed run counts on) [1,000,000]."),
-    workers: Optional[int] = typer.Option(None, help="Parallel envs (subprocesses) [8]."),
+    timesteps: Optional[int] = typer.Option(None, min=1, help="Agent steps in all (a resumed run counts on) [1,000,000]."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Parallel envs (subprocesses) [8]."),
     action_set: str = typer.Option("simple", help="right | simple | complex."),
-    seed: int = typer.Option(0, help="Seed."),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Agent steps between checkpoints [50,000]."),
-    eval_every: Optional[int] = typer.Option(None, help="Agent steps between evaluations [50,000]."),
-    eval_episodes: Optional[int] = typer.Option(None, help="Episodes per evaluation [5]."),
+    seed: int = typer.Option(0, **SEED, help="Seed."),
+    checkpoint_every: Optional[int] = typer.Option(None, min=1, help="Agent steps between checkpoints [50,000]."),
+    eval_every: Optional[int] = typer.Option(None, min=1, help="Agent steps between evaluations [50,000]."),
+    eval_episodes: Optional[int] = typer.Option(None, min=1, help="Episodes per evaluation [5]."),
     overrides: list[str] = typer.Option([], "--set", help="Any AgentConfig field: key=value."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -200,9 +201,9 @@ def agent_train(
 @agent_app.command("eval")
 def agent_eval(
     model_path: Path = typer.Argument(..., help="Agent file."),
-    episodes: int = typer.Option(10, help="Episodes."),
+    episodes: int = typer.Option(10, min=1, help="Episodes."),
     stochastic: bool = typer.Option(False, "--stochastic", help="Sample actions instead of the greedy ones."),
-    seed: int = typer.Option(0, help="Seed."),
+    seed: int = typer.Option(0, **SEED, help="Seed."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Mean return, mean and best max x_pos, completion rate."""
@@ -217,7 +218,7 @@ def agent_eval(
 def demo(
     out_dir: Path = typer.Option(Path("demo"), "--out", help="Folder for every artefact of the demo."),
     force: bool = typer.Option(False, "--force", help="Replace a previous demo in that folder."),
-    seed: int = typer.Option(0, help="Seed of the whole demo."),
+    seed: int = typer.Option(0, **SEED, help="Seed of the whole demo."),
 ) -> None:
     """The main job on small defaults: collect, inspect, build, train a tiny model, dream a GIF."""
     from mario_kit.demo import DemoConfig, run
@@ -276,7 +277,7 @@ def dataset_validate(
 def dataset_split(
     directory: Path = typer.Argument(..., help="Episode folder."),
     percentage: float = typer.Option(15.0, help="Share of episodes in the test split, in percent."),
-    seed: int = typer.Option(0, help="Seed of the episode order."),
+    seed: int = typer.Option(0, **SEED, help="Seed of the episode order."),
     stratify: str = typer.Option("", help="Comma list of source, level: keep the share within each group."),
     reset: bool = typer.Option(False, "--reset", help="Forget existing assignments and split anew."),
     txt: Optional[Path] = typer.Option(None, help="Also write the seed project's test_split.txt here."),
@@ -382,8 +383,8 @@ def dataset_build(
 def dataset_spawn(
     directory: Path = typer.Argument(..., help="Episode folder."),
     out_file: Path = typer.Option(..., "--out", help="Spawns file to write (.h5)."),
-    n: int = typer.Option(16, help="Number of spawns."),
-    seed: int = typer.Option(0, help="Seed of the draw."),
+    n: int = typer.Option(16, min=1, help="Number of spawns."),
+    seed: int = typer.Option(0, **SEED, help="Seed of the draw."),
     level: Optional[str] = typer.Option(None, help="Comma list of levels."),
     x_min: Optional[int] = typer.Option(None, help="Minimum x_pos."),
     x_max: Optional[int] = typer.Option(None, help="Maximum x_pos."),
@@ -427,10 +428,10 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run folder (from `mario-kit train`)."),
     store: Path = typer.Option(..., "--store", help="Training store with a test split."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write evaluation.json and rollout_psnr.png here [RUN/eval]."),
-    windows: int = typer.Option(64, help="Test windows for next-frame scores."),
-    rollouts: int = typer.Option(8, help="Rollouts per horizon."),
+    windows: int = typer.Option(64, min=1, help="Test windows for next-frame scores."),
+    rollouts: int = typer.Option(8, min=1, help="Rollouts per horizon."),
     horizons: str = typer.Option("1,8,32,64", help="Comma list of rollout lengths."),
-    seed: int = typer.Option(0, help="Seed of the window choice and the sampler."),
+    seed: int = typer.Option(0, **SEED, help="Seed of the window choice and the sampler."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler)."),
     upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's)."),
@@ -442,8 +443,10 @@ def evaluate(
 
     try:
         hs = tuple(int(h) for h in horizons.split(",") if h)
+        if not hs or min(hs) < 1:
+            raise ValueError
     except ValueError:
-        raise UserError(f"--horizons takes a comma list of integers, got {horizons!r}") from None
+        raise UserError(f"--horizons takes a comma list of integers >= 1, got {horizons!r}") from None
     r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", steps, ema, upsampler_steps)
     if "next_frame_low_res" in r:
         lo = r["next_frame_low_res"]
@@ -480,7 +483,7 @@ def play(
     scale: int = typer.Option(3, help="Window scale."),
     keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file."),
     record: Optional[Path] = typer.Option(None, help="Save each spawn session as an episode in this folder."),
-    seed: int = typer.Option(0, help="Sampler seed."),
+    seed: int = typer.Option(0, **SEED, help="Sampler seed."),
 ) -> None:
     """Play inside the world model: arrows, X jump, Z run; Enter next spawn, R restart, P pause, Esc quit."""
     from mario_kit.world_model.play import play as run_play
@@ -495,12 +498,12 @@ def dream(
     run: Path = typer.Option(..., "--run", help="Run folder."),
     episode: Path = typer.Option(..., "--episode", help="An episode file (ideally from the test split)."),
     start: int = typer.Option(..., "--start", help="Step T to start from (>= 4)."),
-    steps: int = typer.Option(32, "--steps", help="Steps to dream."),
+    steps: int = typer.Option(32, "--steps", min=1, help="Steps to dream."),
     out_file: Path = typer.Option(Path("dream.gif"), "--out", help="GIF to write (a .csv and .png land beside it)."),
     policy: str = typer.Option("recorded", help="recorded (the episode's actions) or random."),
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Full-res frames from the upsampler."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    seed: int = typer.Option(0, help="Seed of the sampler and the random policy."),
+    seed: int = typer.Option(0, **SEED, help="Seed of the sampler and the random policy."),
 ) -> None:
     """The real game (rebuilt by replay) and the world model from the same step with the same actions."""
     from mario_kit.world_model.dream import dream as run_dream
@@ -511,12 +514,33 @@ def dream(
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point. Bad input (a UserError, a usage error from the parser, a file that
+    cannot be read or written) becomes one line on stderr and exit code 2; Ctrl-C exits 130."""
+    from typer import Abort
+    from typer._click import exceptions as click_exc
+
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="mario-kit")
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e))
+    except click_exc.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `mario-kit` or a bare group: the help
+            e.show()
+            sys.exit(2)
+        _fail(f"{e.format_message()} (see {e.ctx.command_path if e.ctx else 'mario-kit'} --help)")
+    except click_exc.ClickException as e:
+        _fail(e.format_message())
+    except (Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except OSError as e:  # disk full, permissions, a path under a file: what the OS said, on one line
+        where = f" {e.filename}" if e.filename else ""
+        _fail(f"cannot access{where}: {e.strerror or e}")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message holds
+    sys.exit(2)
 
 
 if __name__ == "__main__":

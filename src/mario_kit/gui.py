@@ -3,7 +3,6 @@ events, a steady frame limiter, the key-map file, and the scaled screen with its
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -30,10 +29,9 @@ def load_keymap(path: Path | None) -> dict[str, list[str]]:
     keymap = {k: list(v) for k, v in DEFAULT_KEYMAP.items()}
     if path is None:
         return keymap
-    try:
-        user = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read key map {path}: {e}") from None
+    from mario_kit.trust import read_json
+
+    user = read_json(path, max_bytes=1 << 20, what="key map")
     if not isinstance(user, dict):
         raise UserError(f"key map {path} must be a JSON object like {{\"A\": [\"x\", \"space\"]}}")
     import pygame
@@ -42,6 +40,8 @@ def load_keymap(path: Path | None) -> dict[str, list[str]]:
         if button not in BUTTONS:
             raise UserError(f"key map {path}: unknown button {button!r}; buttons are {', '.join(BUTTONS)}")
         keys = [keys] if isinstance(keys, str) else keys
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise UserError(f"key map {path}: {button} takes a key name or a list of key names")
         for k in keys:
             try:
                 with warnings.catch_warnings():  # key_code needs no display, but warns without pygame.init()

@@ -12,16 +12,22 @@ pixel), position buckets do.
 
 The table persists beside the dataset in `mario-kit.balance-hash.npz`. With workers, each worker
 starts from that table and writes its own counts to a shard `mario-kit.balance-hash.shard-*.npz`
-after every episode; `merge_shards` adds shards into the table (at the end of a collection, and at
-the start of the next one, so a killed collection loses at most its current episodes' counts).
+after every episode, holding the shard's `.lock` (flock) while it runs; `merge_shards` adds the shards
+of finished or killed collectors into the table (at the end of a collection, and at the start of the
+next one, so a killed collection loses at most its current episodes' counts), one merge at a time
+under the table's lock, leaving the shards of collectors still running alone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import uuid
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import xxhash
@@ -33,6 +39,7 @@ from mario_kit.datasets.format import STATUS_CODES
 
 TABLE = "mario-kit.balance-hash.npz"
 SHARD_GLOB = "mario-kit.balance-hash.shard-*.npz"
+TABLE_LOCK = "mario-kit.balance-hash.lock"
 COMPONENTS = ("level", "x", "y", "status", "screen")
 
 
@@ -71,42 +78,80 @@ def episode_keys(info: dict[str, np.ndarray], components: tuple[str, ...] = ("le
             for t in range(len(info["x_pos"]))]
 
 
-def _save(path: Path, table: dict[int, np.ndarray], meta: dict[str, Any]) -> None:
+def _save(path: Path, table: dict[int, np.ndarray], meta: dict[str, Any], merged: list[str] | None = None) -> None:
     keys = np.fromiter(table.keys(), dtype=np.uint64, count=len(table))
     counts = np.stack(list(table.values())) if table else np.zeros((0, meta["n_actions"]), np.int64)
     with atomic_path(path, ".npz") as tmp:
-        np.savez(tmp, keys=keys, counts=counts, meta=np.array(json.dumps(meta, sort_keys=True)))
+        np.savez(tmp, keys=keys, counts=counts, meta=np.array(json.dumps(meta, sort_keys=True)),
+                 merged=np.array(json.dumps(sorted(merged or []))))
 
 
-def load_table(path: Path) -> tuple[dict[int, np.ndarray], dict[str, Any] | None]:
-    if not path.exists():
-        return {}, None
+def load_table(path: Path, with_merged: bool = False):
+    """(table, meta) of a table or shard file ({} and None when there is none); with `with_merged`
+    also the shard names already added into it."""
+    table: dict[int, np.ndarray] = {}
+    meta, merged = None, []
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                merged = json.loads(str(z["merged"])) if "merged" in z.files else []
+                keys, counts = z["keys"], z["counts"]
+                if counts.ndim != 2 or len(keys) != len(counts) or counts.shape[1] != meta["n_actions"] or (counts < 0).any():
+                    raise ValueError("keys and counts do not match")
+                table = {int(k): c.astype(np.int64) for k, c in zip(keys, counts)}
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+            raise UserError(f"{path} is not a mario-kit hash table ({e})") from None
+    return (table, meta, merged) if with_merged else (table, meta)
+
+
+@contextmanager
+def _flock(path: Path, block: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` (created) inside the block; yields False when `block` is
+    off and another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta"]))
-            return {int(k): c.astype(np.int64) for k, c in zip(z["keys"], z["counts"])}, meta
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{path} is not a mario-kit hash table ({e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def merge_shards(directory: Path) -> int:
-    """Add every shard's counts into the dataset's table and delete the shards; returns their number."""
+    """Add the shards of finished (or killed) collectors into the dataset's table; returns how many.
+
+    Exact under concurrency: the table's lock makes merges one at a time; a shard whose collector
+    is still running holds its `.lock` and is left alone; the table records the names of the shards
+    it holds, so a merge killed between writing the table and deleting the shards never counts
+    one twice."""
     directory = Path(directory)
-    shards = sorted(directory.glob(SHARD_GLOB))
-    if not shards:
-        return 0
-    table, meta = load_table(directory / TABLE)
-    for s in shards:
-        delta, m = load_table(s)
-        if meta is not None and m is not None and m != meta:
-            raise UserError(f"{s.name} was written with another scenario key or action set than {TABLE}")
-        meta = meta or m
-        for k, c in delta.items():
-            table[k] = table.get(k, 0) + c
-    _save(directory / TABLE, table, meta)
-    for s in shards:
-        s.unlink()
-    return len(shards)
+    with _flock(directory / TABLE_LOCK):
+        table, meta, merged = load_table(directory / TABLE, with_merged=True)
+        done, added = set(merged), []
+        for s in sorted(directory.glob(SHARD_GLOB)):
+            with _flock(s.with_suffix(".lock"), block=False) as free:
+                if not free:  # a running collector's shard
+                    continue
+                if s.name not in done:
+                    delta, m = load_table(s)
+                    if meta is not None and m is not None and m != meta:
+                        raise UserError(f"{s.name} was written with another scenario key or action set than {TABLE}")
+                    meta = meta or m
+                    for k, c in delta.items():
+                        table[k] = table.get(k, 0) + c
+                added.append(s)
+        if not added:
+            return 0
+        still = {s.name for s in directory.glob(SHARD_GLOB)}
+        _save(directory / TABLE, table, meta, [n for n in done | {s.name for s in added} if n in still])
+        for s in added:
+            s.unlink(missing_ok=True)
+            s.with_suffix(".lock").unlink(missing_ok=True)
+    return len(added)
 
 
 class HashStrategy(Strategy):
@@ -133,6 +178,9 @@ class HashStrategy(Strategy):
             if meta is not None and meta != self.meta:
                 raise UserError(f"{self.dir / TABLE} uses another scenario key or action set ({meta}); use another folder")
             self.shard = self.dir / f"mario-kit.balance-hash.shard-{uuid.uuid4().hex[:12]}.npz"
+            # held while this collector runs: merges leave a live shard alone (released by close or death)
+            self._lock = os.open(self.shard.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
 
     def choose(self, base: int, frame, info) -> tuple[int, bool]:
         key = scenario_key(frame, info, self.components, self.xb, self.yb)
@@ -158,6 +206,9 @@ class HashStrategy(Strategy):
 
     def close(self) -> None:
         self.flush()
+        if getattr(self, "_lock", None) is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def own_params(self) -> dict[str, Any]:
         return {"p": self.p, "components": list(self.components), "x_bucket": self.xb, "y_bucket": self.yb}

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mario_kit import UserError
-from mario_kit.atomic import atomic_path
+from mario_kit.atomic import atomic_path, check_writable
 from mario_kit.balancing.base import parse_actions
 from mario_kit.balancing.hash import episode_keys
 from mario_kit.datasets import format as F
@@ -53,6 +53,7 @@ def balance_dataset(directory: str | Path, out: str | Path, strategy: str = "cla
         raise UserError("--out must name a .npz file")
     if out.exists() and not force:
         raise UserError(f"{out} exists; pass --force to overwrite")
+    check_writable(out)
     eps = []
     for p in ds.paths:
         with Episode(p) as ep:

@@ -39,7 +39,7 @@ def collect_agent(*, model: Path | None = None, random_factor: float = 0.0,
 def collect_human(**options: Any) -> CollectResult:
     from mario_kit.collectors.human import collect_human as run
 
-    return run(**options)
+    return run(**{k: v for k, v in options.items() if v is not None})  # an option not given keeps its default
 
 
 COLLECTORS: dict[str, Callable[..., CollectResult]] = {"random": collect_random, "human": collect_human, "ppo": collect_agent}

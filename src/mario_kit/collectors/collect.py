@@ -52,8 +52,10 @@ class CollectConfig:
             raise UserError("--episodes must be >= 1")
         if self.steps is not None and self.steps < 1:
             raise UserError("--steps must be >= 1")
-        if not 1 <= self.frame_skip <= 255:
-            raise UserError(f"--frame-skip must be in 1..255, got {self.frame_skip}")
+        if not 1 <= self.frame_skip <= F.MAX_FRAME_SKIP:
+            raise UserError(f"--frame-skip must be in 1..{F.MAX_FRAME_SKIP}, got {self.frame_skip}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise UserError(f"--seed must be in 0..2**63-1, got {self.seed}")
         if self.max_steps < 1:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
         if not 1 <= self.workers <= 64:
@@ -119,6 +121,24 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
+class _Forward(_Interrupt):
+    """The parent's SIGINT handler: pass the signal on to every worker (a SIGINT sent to the parent
+    alone, as `docker stop` or `Popen.send_signal` do, must stop them too), then stop as _Interrupt."""
+
+    def __init__(self, procs) -> None:
+        super().__init__()
+        self.procs = procs
+
+    def _handler(self, signum, frame) -> None:
+        for p in self.procs:
+            if p.pid is not None and p.exitcode is None:
+                try:
+                    os.kill(p.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        super()._handler(signum, frame)
+
+
 def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> bool:
     """Record this worker's share of the collection. `report(kind, value)` receives
     ('steps', n) and ('episode', path) messages. Returns True when interrupted by Ctrl-C."""
@@ -176,23 +196,22 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: _In
         )
         max_steps = cfg.max_steps if budget is None else min(cfg.max_steps, budget)
         writer = EpisodeWriter(cfg.out, meta)
-        try:
-            end = record_episode(env, policy, writer, rng, cfg.frame_skip, max_steps, on_step)
-        except DiscardEpisode:
-            writer.discard()
-            continue
-        except StopCollection as stop:
-            if stop.keep and writer.n_steps > 0:
-                report("episode", writer.finish("cut"))
-            else:
+        with writer:  # an exception anywhere, finish() included (a full disk), discards the .partial
+            try:
+                end = record_episode(env, policy, writer, rng, cfg.frame_skip, max_steps, on_step)
+            except DiscardEpisode:
                 writer.discard()
-            break
-        except BaseException:
-            writer.discard()
-            raise
+                continue
+            except StopCollection as stop:
+                if stop.keep and writer.n_steps > 0:
+                    report("episode", writer.finish("cut"))
+                else:
+                    writer.discard()
+                break
+            path = writer.finish(end)
         if budget is not None:
             budget -= writer.n_steps
-        report("episode", writer.finish(end))
+        report("episode", path)
         index += cfg.workers
     if pending:
         report("steps", pending)
@@ -210,12 +229,21 @@ def _die_with_parent() -> None:
 
 
 def _worker_main(cfg: CollectConfig, worker: int, seed: int, q) -> None:
+    # SIGINT is ignored but while episodes are recorded (run_worker's handler): one arriving during
+    # start-up or exit would print a KeyboardInterrupt traceback from multiprocessing's internals
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    try:  # a process group of its own: Ctrl-C reaches it once, forwarded by the parent (_Forward)
+        os.setpgid(0, 0)
+    except OSError:
+        pass
     try:
         stopped = run_worker(cfg, worker, seed, lambda kind, value: q.put((kind, worker, str(value) if kind == "episode" else value)))
         q.put(("interrupted" if stopped else "done", worker, None))
     except KeyboardInterrupt:
         q.put(("interrupted", worker, None))
+    except UserError as e:  # bad input or a full disk: the parent says it in one line
+        q.put(("user-error", worker, str(e)))
     except Exception as e:  # noqa: BLE001  (reported to the parent, which raises)
         q.put(("error", worker, f"{type(e).__name__}: {e}"))
 
@@ -263,11 +291,13 @@ def _run_parallel(cfg: CollectConfig, seed: int, report) -> bool:
     for p in procs:
         p.start()
     running, errors = set(range(cfg.workers)), []
-    with _Interrupt() as interrupt:  # workers get Ctrl-C too; we keep draining until they exit
+    with _Forward(procs) as interrupt:  # SIGINT is passed on to the workers; we keep draining until they exit
         stopped = _drain(q, procs, running, errors, report)
     for p in procs:
         p.join()
     if errors:
+        if all(not e.startswith("worker ") for e in errors):  # user errors (the same one from every worker, often)
+            raise UserError(errors[0])
         raise RuntimeError("; ".join(errors))
     return interrupt.requested or stopped
 
@@ -290,8 +320,8 @@ def _drain(q, procs, running: set, errors: list, report) -> bool:
         else:
             running.discard(w)
             stopped |= kind == "interrupted"
-            if kind == "error":
-                errors.append(f"worker {w}: {value}")
+            if kind in ("error", "user-error"):
+                errors.append(value if kind == "user-error" else f"worker {w}: {value}")
                 for p in procs:
                     if p.is_alive():
                         os.kill(p.pid, signal.SIGINT)

@@ -144,8 +144,8 @@ def collect_human(
         raise UserError("--episodes must be >= 1")
     if not 1 <= scale <= 8:
         raise UserError(f"--scale must be in 1..8, got {scale}")
-    if not 1 <= frame_skip <= 255:
-        raise UserError(f"--frame-skip must be in 1..255, got {frame_skip}")
+    if not 1 <= frame_skip <= F.MAX_FRAME_SKIP:
+        raise UserError(f"--frame-skip must be in 1..{F.MAX_FRAME_SKIP}, got {frame_skip}")
     levels = parse_levels(level)
     aset = F.get_action_set(action_set)
     keys = load_keymap(keymap)

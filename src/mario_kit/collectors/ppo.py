@@ -26,6 +26,7 @@ import numpy as np
 from gymnasium.wrappers import GrayscaleObservation
 
 from mario_kit import UserError
+from mario_kit.atomic import check_writable
 from mario_kit.collectors.env import env_id, parse_levels
 from mario_kit.datasets import format as F
 
@@ -77,11 +78,32 @@ class AgentConfig:
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # extra PPO keyword arguments
 
 
+def check_agent_config(cfg: AgentConfig) -> None:
+    """Refuse settings that would crash or run away (a checkpoint every step wrote 1.7 GB in seconds)."""
+    levels = parse_levels(cfg.level)
+    if len(levels) != 1 or cfg.level != levels[0]:
+        raise UserError(f"an agent trains on one level (W-S), got {cfg.level!r}")
+    F.get_action_set(cfg.action_set)
+    for name in ("timesteps", "workers", "n_steps", "batch_size", "n_epochs", "checkpoint_every", "eval_every",
+                 "eval_episodes", "max_episode_steps"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or v < 1:
+            raise UserError(f"{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+    if not 1 <= cfg.frame_skip <= F.MAX_FRAME_SKIP:
+        raise UserError(f"frame_skip must be in 1..{F.MAX_FRAME_SKIP}")
+    if not (cfg.learning_rate > 0 and 0 < cfg.gamma <= 1 and 0 <= cfg.gae_lambda <= 1 and cfg.clip_range > 0
+            and cfg.ent_coef >= 0 and cfg.reward_scale > 0 and cfg.death_penalty >= 0):
+        raise UserError("learning_rate, clip_range, reward_scale > 0; gamma in (0, 1]; gae_lambda in [0, 1]; "
+                        "ent_coef, death_penalty >= 0")
+    if not 0 <= cfg.seed < 2**63:
+        raise UserError(f"seed must be in 0..2**63-1, got {cfg.seed}")
+
+
 def spec(cfg: AgentConfig) -> dict[str, Any]:
     return {
         "kind": KIND, "schema": SCHEMA, "level": cfg.level, "env_id": env_id(cfg.level), "action_set": cfg.action_set,
         "action_buttons": [list(b) for b in F.get_action_set(cfg.action_set).buttons], "frame_skip": cfg.frame_skip,
-        "max_episode_steps": cfg.max_episode_steps, "reward_scale": cfg.reward_scale, "death_penalty": cfg.death_penalty,
+        "max_episode_steps": cfg.max_episode_steps, "clip_range": cfg.clip_range, "reward_scale": cfg.reward_scale, "death_penalty": cfg.death_penalty,
         "wrappers": [f"JoypadSpace({cfg.action_set})", f"MaxAndSkipObservation(skip={cfg.frame_skip})",
                      "GrayscaleObservation(keep_dim=True)", f"ResizeObservation({OBS_SIZE})", "Monitor",
                      f"DeathPenalty({cfg.death_penalty}, training only)", f"TransformReward(x{cfg.reward_scale}, training only)", f"VecFrameStack({N_STACK})"],
@@ -215,20 +237,11 @@ def _cpu_ppo_class():
 
 
 def load_agent(path: str | Path, device: str = "cpu", for_training: bool = False):
-    """(PPO model, its mario_kit record); refuses files that are not PPO agents of this toolkit."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no agent file at {path}")
-    from stable_baselines3 import PPO
+    """(PPO model, its mario_kit record); refuses files that are not PPO agents of this toolkit.
+    Nothing in the file is unpickled (`agent_file.load_ppo`): agent files are shared like datasets."""
+    from mario_kit.collectors.agent_file import load_ppo
 
-    try:
-        model = (_cpu_ppo_class() if for_training else PPO).load(path, device=device)
-    except Exception as e:  # noqa: BLE001  (not a zip, not SB3, another algorithm)
-        raise UserError(f"{path} is not a stable-baselines3 PPO agent ({type(e).__name__})") from None
-    rec = getattr(model, "mario_kit", None)
-    if not isinstance(rec, dict) or rec.get("kind") != KIND:
-        raise UserError(f"{path} is a PPO agent but not one of mario-kit (no mario_kit record)")
-    return model, rec
+    return load_ppo(path, device=device, cls=_cpu_ppo_class() if for_training else None)
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -236,22 +249,25 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
     from stable_baselines3.common.logger import configure
 
-    parse_levels(cfg.level)
-    F.get_action_set(cfg.action_set)
-    if cfg.workers < 1 or cfg.timesteps < 1:
-        raise UserError("--workers and --timesteps must be >= 1")
+    check_agent_config(cfg)
     out = Path(out)
     ckdir = out / "checkpoints"
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out} already holds an agent run; use --resume to continue it")
-    ckdir.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     rec = spec(cfg)
-    venv = _vec_env(cfg, cfg.workers, cfg.seed)
     start = _latest_checkpoint(out) if resume else None
-    if start is not None:
+    model = None
+    if start is not None:  # loaded (and refused, if hostile) before anything is started or written
         model, old = load_agent(start, for_training=True)
         if {k: old[k] for k in ("level", "action_set", "frame_skip")} != {k: rec[k] for k in ("level", "action_set", "frame_skip")}:
             raise UserError(f"{start} was trained with another level, action set or frame skip")
+    try:
+        ckdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {out}: {e.strerror or e}") from None
+    venv = _vec_env(cfg, cfg.workers, cfg.seed)
+    if model is not None:
         model.set_env(venv)
     else:
         model = _cpu_ppo_class()("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,

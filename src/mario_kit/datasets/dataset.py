@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mario_kit import UserError
+from mario_kit.trust import h5_problems
 from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import Episode
 
@@ -37,11 +38,15 @@ def read_header(path: Path) -> dict:
     """The attributes of an episode file; raises ValueError for a file that is not one."""
     try:
         with h5py.File(path, "r") as f:
+            problems = h5_problems(f)
+            if problems:
+                raise ValueError(f"refused: it reads outside itself ({problems[0]})")
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     except OSError as e:
         raise ValueError(f"not a readable HDF5 file ({e.__class__.__name__})") from None
     if attrs.get("format") != F.FORMAT_NAME:
         raise ValueError("not a mario-kit episode (no 'format' attribute)")
+    F.check_attrs(attrs)
     return attrs
 
 

@@ -6,6 +6,7 @@ Only this module and `format.py` know how an episode file is laid out.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 import zlib
 from collections import deque
@@ -20,9 +21,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mario_kit import __version__
+from mario_kit import UserError, __version__
 from mario_kit.atomic import commit
 from mario_kit.datasets import format as F
+from mario_kit.trust import open_h5
 
 _PACKAGES = ("gym-super-mario-bros", "nes-py", "gymnasium", "numpy", "h5py", "torch", "stable-baselines3")
 
@@ -60,6 +62,10 @@ def new_episode_name(source: str, level: str, now: datetime | None = None) -> st
     return f"{now:%Y%m%dT%H%M%S}-{source}-{level}-{uuid.uuid4().hex[:16]}{F.SUFFIX}"
 
 
+class DiskFull(UserError, OSError):
+    """The episode folder's disk is (nearly) full: one line for the CLI, an OSError for callers."""
+
+
 class EpisodeWriter:
     """Streams one episode to `<dir>/<name>.h5.partial`; `finish()` fsyncs and renames it.
 
@@ -72,6 +78,10 @@ class EpisodeWriter:
     _GROW = 512  # frames added to the frames dataset at a time
     _FLUSH = 1024  # steps of columns buffered before a flush
     _RING = 8  # frames in flight to the compression thread
+    # stop before the disk is this full: HDF5 left to hit ENOSPC can crash the process (bytes; the
+    # environment variable MARIO_KIT_MIN_FREE changes it, e.g. for a test on a disk it cannot fill)
+    MIN_FREE = int(os.environ.get("MARIO_KIT_MIN_FREE", 4 << 20))
+    _SPACE_EVERY = 16  # frames between free-space checks (about 50 KB of chunks: far below MIN_FREE)
 
     def __init__(self, directory: str | Path, meta: EpisodeMeta, name: str | None = None):
         self.dir = Path(directory)
@@ -133,6 +143,8 @@ class EpisodeWriter:
     def _write_next(self) -> None:
         i, job = self._inflight.popleft()
         data = job.result()
+        if i % self._SPACE_EVERY == 0:
+            self._check_space()
         if i >= self._frames.shape[0]:
             self._frames.resize(i + self._GROW, axis=0)
         self._frames.id.write_direct_chunk((i, 0, 0, 0), data)
@@ -172,7 +184,18 @@ class EpisodeWriter:
         if self._pending >= self._FLUSH:
             self._flush()
 
+    def _check_space(self) -> None:
+        """Raise DiskFull while the disk still has room for HDF5 to close the file cleanly. A write
+        that fails with ENOSPC inside HDF5 leaves the library unable to close the file (and, seen in
+        2 of 10 runs, segfaulting at exit); stopping first keeps every finished episode valid."""
+        st = os.statvfs(self.dir)
+        free = st.f_bavail * st.f_frsize
+        if free < self.MIN_FREE:
+            raise DiskFull(f"disk full: {free >> 10} KiB free in {self.dir} (mario-kit stops at {self.MIN_FREE >> 20} MiB); "
+                           f"the episode in progress was discarded, finished ones are kept")
+
     def _flush(self) -> None:
+        self._check_space()
         for ds, buf in self._cols.values():
             if buf:
                 n = ds.shape[0]
@@ -187,9 +210,17 @@ class EpisodeWriter:
 
     # --- ending ------------------------------------------------------------------------
     def finish(self, end: str) -> Path:
-        """Write the attributes, fsync, and atomically rename to the final name."""
+        """Write the attributes, fsync, and atomically rename to the final name. If anything fails
+        (a full disk), the temporary file is removed and the error raised."""
         if end not in F.END_REASONS:
             raise ValueError(f"end must be one of {F.END_REASONS}")
+        try:
+            return self._finish(end)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _finish(self, end: str) -> Path:
         self._flush()
         while self._inflight:
             self._write_next()
@@ -224,13 +255,17 @@ class EpisodeWriter:
         return self.path
 
     def discard(self) -> None:
-        """Drop the episode: close and remove the temporary file."""
+        """Drop the episode: remove the temporary file, then close it. Removal comes first and the
+        close may fail (a failed write leaves HDF5 unable to flush): the .partial goes either way."""
         self._pool.shutdown(cancel_futures=True)
         self._inflight.clear()
-        if not self._closed:
-            self._f.close()
-            self._closed = True
         self.tmp_path.unlink(missing_ok=True)
+        if not self._closed:
+            self._closed = True
+            try:
+                self._f.close()
+            except Exception:  # noqa: BLE001  (the file is already gone from the folder)
+                pass
 
     def __enter__(self) -> EpisodeWriter:
         return self
@@ -238,6 +273,11 @@ class EpisodeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self._closed:
             self.discard()
+
+
+class BadEpisode(UserError, ValueError):
+    """An episode file whose attributes break the schema (a UserError for the CLI, a ValueError
+    for the dataset index, which skips such files)."""
 
 
 class Episode:
@@ -249,7 +289,14 @@ class Episode:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._f = h5py.File(self.path, "r")
+        self._f = open_h5(self.path)  # refuses links, external storage and virtual datasets
+        try:
+            if self._f.attrs.get("format") != F.FORMAT_NAME:
+                raise ValueError("no 'format' attribute")
+            F.check_attrs({k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._f.attrs.items()})
+        except ValueError as e:
+            self._f.close()
+            raise BadEpisode(f"{self.path} is not a valid mario-kit episode ({e})") from None
 
     @cached_property
     def attrs(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ One HDF5 file per episode (see docs/FORMAT.md). Everything else reads and writes
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -187,3 +188,49 @@ def map_actions(actions: np.ndarray, src: ActionSet, dst: ActionSet) -> np.ndarr
     """Re-express actions of `src` in `dst` by their buttons (nearest entry, see nearest_action)."""
     table = np.array([nearest_action(b, dst) for b in src.buttons], dtype=np.uint8)
     return table[actions]
+
+
+MAX_FRAME_SKIP = 64
+_LEVEL = re.compile(r"[1-8]-[1-4]")
+
+
+def check_attrs(attrs: dict) -> None:
+    """Raise ValueError unless an episode's root attributes are what schema 1 says: every attribute
+    a reader relies on, with its type and range (the data itself is checked by `validate`)."""
+    missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+    if missing:
+        raise ValueError(f"missing attributes: {', '.join(missing)}")
+
+    def integer(key: str, lo: int, hi: int) -> int:
+        v = attrs[key]
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= hi:
+            raise ValueError(f"attribute {key}={v!r}: expected an integer in [{lo}, {hi}]")
+        return int(v)
+
+    if integer("schema_version", 0, 1 << 31) != SCHEMA_VERSION:
+        raise ValueError(f"schema version {attrs['schema_version']} (this mario-kit reads {SCHEMA_VERSION})")
+    integer("frame_skip", 1, MAX_FRAME_SKIP)
+    integer("length", 0, 1 << 40)
+    integer("seed", -1, (1 << 64) - 1)
+    for key in ("env_id", "rom_mode", "level", "action_set", "source", "created", "end"):
+        if not isinstance(attrs[key], str):
+            raise ValueError(f"attribute {key} is not a string")
+    if not _LEVEL.fullmatch(attrs["level"]):
+        raise ValueError(f"level {attrs['level']!r} is not W-S (1-1 .. 8-4)")
+    if attrs["end"] not in END_REASONS:
+        raise ValueError(f"unknown end reason {attrs['end']!r}")
+    if attrs["action_set"] not in ACTION_SETS:
+        raise ValueError(f"unknown action set {attrs['action_set']!r}")
+    for key in JSON_ATTRS:
+        if key not in attrs:
+            continue
+        v = attrs[key]
+        try:
+            parsed = json.loads(v) if isinstance(v, str) else None
+        except (json.JSONDecodeError, RecursionError):
+            parsed = None
+        want = list if key == "action_buttons" else dict
+        if not isinstance(parsed, want):
+            raise ValueError(f"attribute {key} is not a JSON {want.__name__}")
+        if key == "action_buttons" and parsed != [list(b) for b in ACTION_SETS[attrs["action_set"]].buttons]:
+            raise ValueError(f"action_buttons differ from the {attrs['action_set']} action set")

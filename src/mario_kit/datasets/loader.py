@@ -89,6 +89,13 @@ class WindowDataset(torch.utils.data.Dataset):
         g = zarr.open_group(str(self.store), mode="r")
         self.actions = np.asarray(g["actions"][:], dtype=np.int64)
         self.weights = np.asarray(g["weights"][:], dtype=np.float32)
+        n = sum(e["frames"] for e in self.m["episodes"])
+        if len(self.actions) < n or len(self.weights) < n:
+            raise UserError(f"{self.store}: arrays shorter than the manifest; rebuild with --force")
+        if n and (self.actions[:n].max() >= self.n_actions or self.actions[:n].min() < -1):
+            raise UserError(f"{self.store}: actions outside the {self.m['action_set']} action set; rebuild with --force")
+        if n and not (np.isfinite(self.weights[:n]).all() and self.weights[:n].min() >= 0):
+            raise UserError(f"{self.store}: weights that are negative or not finite; rebuild with --force")
         starts, targets = [], []
         for e in self.m["episodes"]:
             if split is not None and e["split"] != split:

@@ -22,8 +22,9 @@ import pandas as pd
 from mario_kit import UserError
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir
-from mario_kit.atomic import atomic_path, commit, fsync_dir
+from mario_kit.atomic import atomic_path, check_writable, commit, fsync_dir
 from mario_kit.datasets.episode import Episode
+from mario_kit.trust import open_h5
 from mario_kit.datasets.split import SPLIT_FILE, SPLIT_SCHEMA, read_split, write_json_atomic
 
 
@@ -176,6 +177,7 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
     out = Path(out)
     if out.exists() and not force:
         raise UserError(f"{out} exists; pass --force to overwrite")
+    check_writable(out)
     if n < 1:
         raise UserError("--n must be >= 1")
     split_map = read_split(ds.dir)
@@ -209,6 +211,7 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
             refs.append({"file": p.name, "dataset": str(ds.dir.resolve()), "step": t, "level": ep.attrs["level"]})
             aset = aset or ep.action_set
     full_a = np.stack(full)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("full", data=full_a, chunks=(1, 1, *F.FRAME_SHAPE), compression="gzip", compression_opts=3)
         f.create_dataset("low", data=downsample(full_a.reshape(-1, *F.FRAME_SHAPE)).reshape(len(chosen), n_context, 60, 64, 3))
@@ -235,11 +238,30 @@ class Spawns:
 def load_spawns(path: str | Path) -> Spawns:
     path = Path(path)
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path) as f:  # refuses links, external storage and virtual datasets
             if f.attrs.get("format") != "mario-kit-spawns":
                 raise ValueError("no mario-kit-spawns format attribute")
-            aset = F.ActionSet(f.attrs["action_set"], tuple(tuple(b) for b in json.loads(f.attrs["action_buttons"])))
-            return Spawns(f["full"][()], f["low"][()], f["actions"][()].astype(np.int64), json.loads(f.attrs["spawns"]),
-                          aset, int(f.attrs["frame_skip"]))
-    except (OSError, ValueError, KeyError) as e:
+            if int(f.attrs.get("schema_version", -1)) != SPAWN_SCHEMA:
+                raise ValueError(f"schema version {f.attrs.get('schema_version')} (this mario-kit reads {SPAWN_SCHEMA})")
+            aset = F.ActionSet(str(f.attrs["action_set"]), tuple(tuple(b) for b in json.loads(f.attrs["action_buttons"])))
+            if aset != F.get_action_set(aset.name):
+                raise ValueError(f"action_buttons differ from the {aset.name} action set")
+            n = int(f.attrs["n_context"])
+            full, low, acts = f["full"], f["low"], f["actions"]
+            S = acts.shape[0] if acts.ndim == 2 else -1
+            shapes = {"full": (full, (S, n, *F.FRAME_SHAPE)), "low": (low, (S, n, 60, 64, 3)), "actions": (acts, (S, n))}
+            for name, (ds, shape) in shapes.items():
+                if ds.shape != shape or ds.dtype != np.uint8:
+                    raise ValueError(f"{name} of shape {ds.shape} {ds.dtype}, expected {shape} uint8")
+            refs = json.loads(f.attrs["spawns"])
+            if not isinstance(refs, list) or len(refs) != S or S < 1:
+                raise ValueError("the spawns attribute does not list one entry per spawn")
+            a = acts[()].astype(np.int64)
+            if a.max() >= len(aset.buttons):
+                raise ValueError(f"action {int(a.max())} outside the {aset.name} action set")
+            frame_skip = int(f.attrs["frame_skip"])
+            if not 1 <= frame_skip <= 16:
+                raise ValueError(f"frame_skip {frame_skip}")
+            return Spawns(full[()], low[()], a, refs, aset, frame_skip)
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise UserError(f"{path} is not a spawns file from `mario-kit dataset spawn` ({e})") from None

@@ -14,7 +14,8 @@ from pathlib import Path
 import xxhash
 
 from mario_kit import UserError
-from mario_kit.atomic import atomic_path
+from mario_kit.atomic import atomic_path, check_writable, write_text_atomic
+from mario_kit.trust import read_json
 from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
 
 SPLIT_FILE = SIDE_PREFIX + "split.json"
@@ -27,10 +28,13 @@ def read_split(directory: Path) -> dict[str, str]:
     p = Path(directory) / SPLIT_FILE
     if not p.exists():
         return {}
+    data = read_json(p, what="split file")
     try:
-        data = json.loads(p.read_text())
-        return dict(data["assignments"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        a = dict(data["assignments"])
+        if not all(isinstance(k, str) and v in ("train", "test") for k, v in a.items()):
+            raise ValueError("assignments must map file names to train or test")
+        return a
+    except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{p} is not a mario-kit split file ({e})") from None
 
 
@@ -47,6 +51,11 @@ def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0
     if bad:
         raise UserError(f"cannot stratify by {bad[0]!r}; choose from {', '.join(STRATA)}")
     ds = Dataset(directory).require_episodes()
+    check_writable(ds.dir / SPLIT_FILE)
+    if txt is not None:
+        if Path(txt).is_dir():
+            raise UserError(f"--txt {txt} is a folder; give a file name")
+        check_writable(txt)
     old = {} if reset else read_split(ds.dir)
     present = set(ds.index["file"])
     assign = {f: s for f, s in old.items() if f in present}
@@ -59,10 +68,11 @@ def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0
         new = sorted((f for f in files if f not in assign), key=rank)
         for i, f in enumerate(new):
             assign[f] = "test" if i < want - have else "train"
+    if txt is not None:  # first: a failure here leaves the dataset's split as it was
+        Path(txt).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(txt, "".join(f"{f}\n" for f, s in sorted(assign.items()) if s == "test"))
     write_json_atomic(ds.dir / SPLIT_FILE, {
         "schema_version": SPLIT_SCHEMA, "seed": seed, "percentage": percentage, "stratify": list(stratify),
         "assignments": dict(sorted(assign.items())),
     })
-    if txt is not None:
-        Path(txt).write_text("".join(f"{f}\n" for f, s in sorted(assign.items()) if s == "test"))
     return assign

@@ -16,19 +16,27 @@ killed build) are cut back on the next run. zarr's local store writes each chunk
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+import socket
 import time
+import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import xxhash
 
 from mario_kit import UserError
+from mario_kit.atomic import check_writable, fsync_dir
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
+from mario_kit.trust import check_zarr_store
+from mario_kit.datasets.validate import validate_file
 
 STORE_SCHEMA = 1
 ATTR = "mario_kit_store"
@@ -77,6 +85,10 @@ class BuildResult:
 def read_manifest(store: Path) -> dict[str, Any]:
     import zarr
 
+    store = Path(store)
+    if not (store / "zarr.json").is_file():
+        raise UserError(f"{store} is not a mario-kit training store (no zarr.json)")
+    check_zarr_store(store)  # before zarr reads anything: no symlinks, no v2 metadata, no foreign codecs
     try:
         g = zarr.open_group(str(store), mode="r")
         m = dict(g.attrs[ATTR])
@@ -84,28 +96,116 @@ def read_manifest(store: Path) -> dict[str, Any]:
         raise UserError(f"{store} is not a mario-kit training store") from None
     if m.get("schema_version") != STORE_SCHEMA:
         raise UserError(f"{store}: store schema {m.get('schema_version')} (this mario-kit reads {STORE_SCHEMA})")
+    try:
+        _check_manifest(m)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{store}: damaged manifest ({type(e).__name__}: {e}); rebuild with --force") from None
     return m
+
+
+def _check_manifest(m: dict[str, Any]) -> None:
+    """What the loader and trainer rely on: a known action set, episodes that tile the arrays."""
+    if F.ACTION_SETS[m["action_set"]].buttons != tuple(tuple(b) for b in m["action_buttons"]):
+        raise ValueError("action_buttons differ from the named action set")
+    if not isinstance(m["frame_skip"], int) or not isinstance(m["full_res"], bool):
+        raise ValueError("frame_skip or full_res")
+    at = 0
+    for e in m["episodes"]:
+        if not (isinstance(e["start"], int) and isinstance(e["frames"], int)) or e["start"] != at or e["frames"] < 1:
+            raise ValueError(f"episode {e.get('file')!r} does not start where the previous one ended")
+        if e["split"] not in ("train", "test"):
+            raise ValueError(f"split {e['split']!r}")
+        at += e["frames"]
+    for key in ("sums", "sumsq"):
+        if len(m[key]) != 3 or not all(isinstance(v, (int, float)) for v in m[key]):
+            raise ValueError(key)
 
 
 def _load_weights(path: Path | None) -> dict[str, np.ndarray]:
     if path is None:
         return {}
     try:
-        with np.load(path) as z:
-            return {k: z[k].astype(np.float32) for k in z.files if k != "__meta__"}
-    except (OSError, ValueError) as e:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files if k != "__meta__"}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"cannot read weights file {path}: {e}") from None
+    for k, w in out.items():
+        if w.ndim != 1 or w.dtype.kind not in "fiu":
+            raise UserError(f"weights file {path}: {k} is not a 1-D numeric array")
+        if not (np.isfinite(w).all() and (w >= 0).all()):
+            raise UserError(f"weights file {path}: {k} holds negative or non-finite weights")
+    return {k: w.astype(np.float32) for k, w in out.items()}
+
+
+@contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """Hold `.<store>.lock` beside the store (flock) while building: a second build into the same
+    store exits 2 saying who holds it, instead of interleaving appends (which corrupted stores).
+    Beside the store, not in it, so that --force can replace the whole folder under the lock."""
+    lock = store.parent / f".{store.name}.lock"
+    while True:
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot create {store}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{store} is being built by {holder}; wait for it to finish (or stop it)") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed that file as we opened it: take the lock on the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while held: a build that opened it re-checks the inode and retries
+        os.close(fd)
 
 
 def build_store(src: str | Path, out: str | Path, full_res: bool = False, weights: str | Path | None = None,
                 force: bool = False, verify: bool = False, progress: bool = True) -> BuildResult:
-    """Build or extend `out` from the episodes in `src`. See the module docstring."""
+    """Build or extend `out` from the episodes in `src`, holding the store's lock. See the module
+    docstring. With `force` the new store is built beside the old one and replaces it only once
+    complete: a failed or interrupted rebuild leaves the old store as it was."""
+    src, out = Path(src), Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    check_writable(out)
+    with store_lock(out):
+        if not (force and out.exists()):
+            return _build(src, out, full_res, weights, verify, progress)
+        if not (out / "zarr.json").exists():
+            raise UserError(f"{out} exists and is not a zarr store; refusing to replace it")
+        new, old = out.with_name(f".{out.name}.rebuild"), out.with_name(f".{out.name}.old")
+        for leftover in (new, old):  # of a rebuild killed earlier: ours to remove
+            shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            r = _build(src, new, full_res, weights, verify, progress)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        os.rename(out, old)
+        os.rename(new, out)
+        fsync_dir(out.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return BuildResult(added=r.added, kept=0, frames=r.frames, store=out)
+
+
+def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, verify: bool, progress: bool) -> BuildResult:
     import zarr
 
     from mario_kit.datasets.split import read_split
     from mario_kit.progress import make_progress
 
-    src, out = Path(src), Path(out)
     ds = Dataset(src).require_episodes()
     if ds.skipped:
         p, why = ds.skipped[0]
@@ -120,12 +220,16 @@ def build_store(src: str | Path, out: str | Path, full_res: bool = False, weight
     wmap = _load_weights(Path(weights) if weights else None)
     split = read_split(src)
 
-    if out.exists() and force:
-        import shutil
-
-        if not (out / "zarr.json").exists():
-            raise UserError(f"{out} exists and is not a zarr store; refusing to delete it")
-        shutil.rmtree(out)
+    old_files = {e["file"] for e in read_manifest(out)["episodes"]} if out.exists() else set()
+    lengths = dict(zip(ds.index["file"], ds.index["length"].astype(int)))
+    for p in ds.paths:  # every episode to add is checked before the store is created or changed
+        if p.name in old_files:
+            continue
+        reason = validate_file(p, frames=False)  # every attribute and column a reader relies on
+        if reason:
+            raise UserError(f"{p} is not a valid episode ({reason}); run `mario-kit dataset validate {src}`")
+        if p.name in wmap and len(wmap[p.name]) < lengths[p.name]:
+            raise UserError(f"weights file {weights}: {p.name} has {len(wmap[p.name])} weights for {lengths[p.name]} steps")
     if out.exists():
         m = read_manifest(out)
         if m["action_set"] != aset.name or m["frame_skip"] != frame_skip:

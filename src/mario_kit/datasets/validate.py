@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import read_header, scan
+from mario_kit.trust import h5_problems
 
 _STEP_COLUMNS = {
     F.ACTIONS: np.uint8, F.REWARDS: np.float32, F.TERMINATED: np.bool_, F.TRUNCATED: np.bool_,
@@ -40,47 +40,58 @@ class ValidationReport:
 def validate_file(path: Path, frames: bool = True) -> str | None:
     """The reason `path` is not a valid episode, or None. `frames=False` skips decoding frames."""
     try:
-        attrs = read_header(path)
+        attrs = read_header(path)  # refuses external data and links; checks every attribute
     except ValueError as e:
         return str(e)
-    missing = [k for k in F.REQUIRED_ATTRS if k not in attrs]
-    if missing:
-        return f"missing attributes: {', '.join(missing)}"
-    if int(attrs["schema_version"]) != F.SCHEMA_VERSION:
-        return f"schema version {attrs['schema_version']} (this mario-kit reads {F.SCHEMA_VERSION})"
-    if attrs["end"] not in F.END_REASONS:
-        return f"unknown end reason {attrs['end']!r}"
-    T = int(attrs["length"])
     try:
         with h5py.File(path, "r") as f:
-            fr = f.get(F.FRAMES)
-            if fr is None or fr.shape != (T + 1, *F.FRAME_SHAPE) or fr.dtype != F.FRAME_DTYPE:
-                return f"frames: expected ({T + 1}, 240, 256, 3) uint8, got {None if fr is None else (fr.shape, str(fr.dtype))}"
-            for name, dtype in _STEP_COLUMNS.items():
-                ds = f.get(name)
-                if ds is None or ds.shape != (T,) or ds.dtype != dtype:
-                    return f"{name}: expected ({T},) {np.dtype(dtype)}, got {None if ds is None else (ds.shape, str(ds.dtype))}"
-            for name, dtype in F.INFO_COLUMNS.items():
-                ds = f.get(f"{F.INFO_GROUP}/{name}")
-                if ds is None or ds.shape != (T,) or ds.dtype != dtype:
-                    return f"info/{name}: expected ({T},) {dtype}"
-            n_actions = len(json.loads(attrs["action_buttons"]))
-            actions = f[F.ACTIONS][()]
-            if T and int(actions.max()) >= n_actions:
-                return f"action index {int(actions.max())} outside the action set ({n_actions} actions)"
-            if f[F.JOYPAD].shape[0] != int(f[F.STEP_FRAMES][()].sum()):
-                return "joypad length differs from the sum of step_frames"
-            if frames:
-                buf = np.empty((64, *F.FRAME_SHAPE), np.uint8)
-                for start in range(0, T + 1, 64):
-                    n = min(64, T + 1 - start)
-                    try:
-                        fr.read_direct(buf, np.s_[start : start + n], np.s_[:n])
-                    except Exception as e:  # noqa: BLE001
-                        return f"frames {start}..{start + n - 1} do not decode ({type(e).__name__})"
+            return check_data(f, attrs, frames)
     except OSError as e:
         return f"unreadable ({e})"
+
+
+def check_data(f: h5py.File, attrs: dict, frames: bool = True) -> str | None:
+    """The reason the datasets of an open episode file (whose attributes passed `read_header`)
+    break schema 1, or None: shapes, dtypes, action range, joypad against step frames and frame
+    skip, and (with `frames`) that every frame decodes."""
+    problems = h5_problems(f)
+    if problems:
+        return f"refused: it reads outside itself ({problems[0]})"
+    T = int(attrs["length"])
+    fr = f.get(F.FRAMES)
+    if not isinstance(fr, h5py.Dataset) or fr.shape != (T + 1, *F.FRAME_SHAPE) or fr.dtype != F.FRAME_DTYPE:
+        return f"frames: expected ({T + 1}, 240, 256, 3) uint8, got {_describe(fr)}"
+    for name, dtype in [*_STEP_COLUMNS.items(), *((f"{F.INFO_GROUP}/{k}", v) for k, v in F.INFO_COLUMNS.items())]:
+        ds = f.get(name)
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (T,) or ds.dtype != dtype:
+            return f"{name}: expected ({T},) {np.dtype(dtype)}, got {_describe(ds)}"
+    aset = F.ACTION_SETS[attrs["action_set"]]
+    aj = f.get(F.ACTION_JOYPAD)
+    if not isinstance(aj, h5py.Dataset) or aj.shape != (len(aset),) or not np.array_equal(aj[()], aset.joypad):
+        return f"{F.ACTION_JOYPAD} differs from the {aset.name} action set's joypad bytes"
+    actions = f[F.ACTIONS][()]
+    if T and int(actions.max()) >= len(aset):
+        return f"action index {int(actions.max())} outside the action set ({len(aset)} actions)"
+    fs = int(attrs["frame_skip"])
+    sf = f[F.STEP_FRAMES][()].astype(np.int64)
+    if T and (sf.min() < 1 or sf.max() > fs or (sf[:-1] != fs).any()):
+        return f"step_frames disagree with frame_skip {fs} (every step but the last takes {fs} frames)"
+    jp = f.get(F.JOYPAD)
+    if not isinstance(jp, h5py.Dataset) or jp.ndim != 1 or jp.shape[0] != int(sf.sum()):
+        return "joypad length differs from the sum of step_frames"
+    if frames:
+        buf = np.empty((64, *F.FRAME_SHAPE), np.uint8)
+        for start in range(0, T + 1, 64):
+            n = min(64, T + 1 - start)
+            try:
+                fr.read_direct(buf, np.s_[start : start + n], np.s_[:n])
+            except Exception as e:  # noqa: BLE001
+                return f"frames {start}..{start + n - 1} do not decode ({type(e).__name__})"
     return None
+
+
+def _describe(obj) -> str:
+    return str((obj.shape, str(obj.dtype))) if isinstance(obj, h5py.Dataset) else "nothing"
 
 
 def validate_dir(directory: Path, frames: bool = True, progress: bool = False) -> ValidationReport:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mario_kit import UserError
-from mario_kit.atomic import atomic_path
+from mario_kit.atomic import check_writable, output_dir, write_text_atomic
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.reports.html import render
 from mario_kit.reports.plots import plot_all
@@ -21,6 +21,7 @@ def make_report(dirs: list[str | Path], out: str | Path, frames: bool = True, sa
     if not dirs:
         raise UserError("give at least one dataset folder")
     out = Path(out)
+    check_writable(out)
     stats: dict[str, dict[str, Any]] = {}
     with make_progress(enabled=progress, transient=True) as bar:
         for d in dirs:
@@ -32,11 +33,9 @@ def make_report(dirs: list[str | Path], out: str | Path, frames: bool = True, sa
             stats[name] = dataset_stats(ds, frames=frames, sample=sample, progress=lambda n, t=task: bar.update(t, advance=n))
     if len({tuple(s["action_names"]) for s in stats.values()}) > 1:
         raise UserError("the datasets use different action sets; report them separately")
-    out.mkdir(parents=True, exist_ok=True)
-    figs = plot_all(stats, out)
-    page = render(stats, figs)
-    with atomic_path(out / "report.html") as tmp:
-        tmp.write_text(page)
-    clean = {n: {k: v for k, v in s.items() if not k.startswith("_")} for n, s in stats.items()}
-    (out / "stats.json").write_text(json.dumps(clean, indent=1))
+    with output_dir(out):
+        figs = plot_all(stats, out)
+        write_text_atomic(out / "report.html", render(stats, figs))
+        clean = {n: {k: v for k, v in s.items() if not k.startswith("_")} for n, s in stats.items()}
+        write_text_atomic(out / "stats.json", json.dumps(clean, indent=1))
     return {"html": out / "report.html", "stats": clean, "figures": figs}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,19 +137,37 @@ def apply_override(cfg: Any, item: str) -> None:
 def check(cfg: TrainConfig) -> None:
     if cfg.stage not in ("denoiser", "upsampler", "both"):
         raise UserError(f"stage must be denoiser, upsampler or both, got {cfg.stage!r}")
-    for name in ("batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "epochs", "horizon"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"{name} must be >= 1")
-    for m in (cfg.denoiser, cfg.upsampler):
-        if not (len(m.channels) == len(m.depths) == len(m.attn)):
+    _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "epochs", "horizon",
+              "steps_first_epoch", "steps_per_epoch", "upsampler_steps_per_epoch", "log_every", "test_batches")
+    _at_least(cfg, 0, "max_steps", "warmup_steps", "threads", "seed", "weight_decay", "grad_clip")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise UserError(f"lr must be a positive number, got {cfg.lr}")
+    if cfg.seed >= 2**63:
+        raise UserError("seed must be < 2**63")
+    for name, m in (("denoiser", cfg.denoiser), ("upsampler", cfg.upsampler)):
+        if not (len(m.channels) == len(m.depths) == len(m.attn)) or not m.channels:
             raise UserError("channels, depths and attn must have the same length")
+        if any(not isinstance(c, int) or c < 1 for c in m.channels + m.depths) or m.n_context < 1 or m.cond_channels < 2:
+            raise UserError(f"{name}: channels, depths, n_context and cond_channels must be positive integers")
         if m.cond_channels % max(m.n_context, 1) or m.cond_channels % 2:
             raise UserError("cond_channels must be even and divisible by n_context")
+        if not (m.sigma_data > 0 and 0 < m.sigma_min_train < m.sigma_max_train and m.upsampling_factor >= 1 and m.scale > 0):
+            raise UserError(f"{name}: sigma_data, scale and 0 < sigma_min_train < sigma_max_train must hold, upsampling_factor >= 1")
+    for name, s in (("sampler", cfg.sampler), ("upsampler_sampler", cfg.upsampler_sampler)):
+        if s.steps < 1 or s.order not in (1, 2) or not (0 < s.sigma_min < s.sigma_max) or s.rho <= 0 or s.s_cond < 0:
+            raise UserError(f"{name}: steps >= 1, order 1 or 2, 0 < sigma_min < sigma_max, rho > 0, s_cond >= 0")
     if not 0 <= cfg.ema < 1:
         raise UserError("ema must be in [0, 1)")
     for flag in ("bf16", "channels_last", "compile"):
         if getattr(cfg, flag) not in ("auto", "on", "off"):
             raise UserError(f"{flag} must be auto, on or off")
+
+
+def _at_least(cfg: TrainConfig, lo: int, *names: str) -> None:
+    for name in names:
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= lo):
+            raise UserError(f"{name} must be >= {lo}, got {v}")
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mario_kit import UserError
+from mario_kit.atomic import check_writable
 from mario_kit.collectors.env import replay_to
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.store import downsample
@@ -30,6 +31,8 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
         raise UserError(f"--policy must be recorded or random, got {policy!r}")
     if out.suffix.lower() != ".gif":
         raise UserError("--out must name a .gif file")
+    for path in (out, out.with_suffix(".csv"), out.with_suffix(".png")):
+        check_writable(path)
     with Episode(episode) as ep:
         T = ep.length
         n_ctx = 4

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mario_kit import UserError
+from mario_kit.atomic import check_writable, output_dir, write_text_atomic
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.world_model.denoiser import bicubic
 from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
@@ -90,6 +91,8 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
              steps: int | None = None, ema: bool = True, upsampler_steps: int | None = None) -> dict[str, Any]:
     """`steps` / `upsampler_steps`: denoising steps of the denoiser / upsampler (default: the run's)."""
     run, store = Path(run), Path(store)
+    if out is not None:
+        check_writable(out)
     if not (run / "denoiser.pt").exists():  # an upsampler-only run (--set stage=upsampler)
         if not (run / "upsampler.pt").exists():
             raise UserError(f"{run} holds neither denoiser.pt nor upsampler.pt")
@@ -156,10 +159,9 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
                                   "model_psnr_mean": round(float(m.mean()), 3),
                                   "copy_last_psnr_last": round(float(c[-1]), 3), "copy_last_psnr_mean": round(float(c.mean()), 3)}
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "evaluation.json").write_text(json.dumps(report, indent=1))
-        _plot(curves, out / "rollout_psnr.png")
+        with output_dir(out) as out:
+            write_text_atomic(out / "evaluation.json", json.dumps(report, indent=1))
+            _plot(curves, out / "rollout_psnr.png")
     return report
 
 
@@ -210,8 +212,8 @@ def _evaluate_upsampler_only(run: Path, store: Path, windows: int, seed: int, de
     report = {"run": str(run), "store": str(store), "step": meta["step"], "sampler": vars(ucfg.upsampler_sampler),
               "upsampler_alone": _upsampler_alone(up, ucfg, low, _full_frames(store, test.targets[idx]), gen)}
     if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "evaluation.json").write_text(json.dumps(report, indent=1))
+        with output_dir(out) as out:
+            write_text_atomic(out / "evaluation.json", json.dumps(report, indent=1))
     return report
 
 

@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -31,8 +32,10 @@ import torch.distributed as dist
 from torch import nn
 
 from mario_kit import UserError
-from mario_kit.atomic import atomic_path
+from mario_kit.atomic import atomic_path, check_writable, write_text_atomic
 from mario_kit.datasets.loader import WindowDataset
+from mario_kit.datasets.store import read_manifest
+from mario_kit.trust import read_json
 from mario_kit.world_model.configs import TrainConfig, check, from_dict, to_dict
 from mario_kit.world_model.denoiser import Denoiser, count_parameters
 from mario_kit.world_model.sampler import to_model
@@ -172,22 +175,32 @@ def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = F
           progress: bool = True) -> dict[str, Any]:
     """Train the configured stage(s) on `store` into the run folder `out`; returns the summary."""
     check(cfg)
-    out = Path(out)
+    out, store = Path(out), Path(store)
+    _check_inputs(store, cfg)  # before the run folder is touched: a mistyped --store harms nothing
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    check_writable(out)
+    holds_run = out.is_dir() and any(out.iterdir())
+    if holds_run and not (resume or force):
+        raise UserError(f"{out} already holds a run; use --resume to continue it or --force to start over")
+    if resume and (out / "config.json").exists():
+        saved = read_json(out / "config.json", what="run config")
+        if saved != to_dict(cfg):
+            raise UserError(f"{out} was started with another config; resume it with the same --config/--set")
     rt = setup_runtime(cfg)
+    aside = out.with_name(f".{out.name}.replaced")  # the old run under --force, until the new one has a checkpoint
+    created = not out.exists()
     if rt.main:
-        if out.exists() and any(out.iterdir()) and not (resume or force):
-            raise UserError(f"{out} already holds a run; use --resume to continue it or --force to start over")
-        out.mkdir(parents=True, exist_ok=True)
-        if force and not resume:
-            for p in out.glob("*.pt"):
-                p.unlink()
-            (out / "log.csv").unlink(missing_ok=True)
-        if resume and (out / "config.json").exists():
-            saved = json.loads((out / "config.json").read_text())
-            if saved != to_dict(cfg):
-                raise UserError(f"{out} was started with another config; resume it with the same --config/--set")
-        with atomic_path(out / "config.json") as tmp:
-            tmp.write_text(json.dumps(to_dict(cfg), indent=1))
+        try:
+            if force and not resume and holds_run:
+                shutil.rmtree(aside, ignore_errors=True)  # left by a --force run killed before its first checkpoint
+                os.rename(out, aside)
+            out.mkdir(parents=True, exist_ok=True)
+            with atomic_path(out / "config.json") as tmp:
+                tmp.write_text(json.dumps(to_dict(cfg), indent=1))
+        except OSError as e:
+            _undo_folder(out, aside, created)
+            raise UserError(f"cannot write the run folder {out}: {e.strerror or e}") from None
     if rt.world > 1:
         dist.barrier()
     stop = _Stop()
@@ -195,16 +208,43 @@ def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = F
     summary: dict[str, Any] = {"stages": {}}
     try:
         for stage in (["denoiser", "upsampler"] if cfg.stage == "both" else [cfg.stage]):
-            summary["stages"][stage] = _train_stage(Path(store), cfg, out, stage, rt, resume, stop, progress)
+            summary["stages"][stage] = _train_stage(store, cfg, out, stage, rt, resume, stop, progress)
             if stop.requested:
                 break
+    except BaseException:
+        if rt.main and not any(out.glob("*.pt")):  # nothing of the new run worth keeping: as before
+            _undo_folder(out, aside, created)
+        raise
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
+        if rt.main and aside.exists() and any(out.glob("*.pt")):
+            shutil.rmtree(aside, ignore_errors=True)
     summary["interrupted"] = stop.requested
     if rt.main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+def _check_inputs(store: Path, cfg: TrainConfig) -> None:
+    """Everything about the store that would stop training, checked before any file is written."""
+    m = read_manifest(store)
+    if cfg.stage in ("upsampler", "both") and not m["full_res"]:
+        raise UserError(f"{store} has no full-res frames for the upsampler (build it with --full-res)")
+    if not any(e["split"] == "train" for e in m["episodes"]):
+        raise UserError(f"{store} has no training episodes (is every episode in the test split?)")
+
+
+def _undo_folder(out: Path, aside: Path, created: bool) -> None:
+    """A run that failed before its first checkpoint: remove what it wrote, put back what --force moved."""
+    if aside.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        os.rename(aside, out)
+    elif created:
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        for name in ("config.json", "log.csv", "summary.json"):
+            (out / name).unlink(missing_ok=True)
 
 
 def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runtime, resume: bool, stop: _Stop,

@@ -23,10 +23,11 @@ import h5py
 import numpy as np
 
 from mario_kit import UserError
-from mario_kit.atomic import atomic_path
+from mario_kit.atomic import atomic_path, output_dir
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir
 from mario_kit.datasets.episode import Episode, EpisodeMeta, EpisodeWriter
+from mario_kit.trust import open_h5
 
 FRAME_SKIP = 4
 LEVEL = "1-1"
@@ -59,7 +60,7 @@ def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", so
     written = []
     for p in _seed_files(src):
         try:
-            with h5py.File(p, "r") as f:
+            with open_h5(p) as f:  # refuses links, external storage and virtual datasets
                 n = 1 + max((int(m.group(1)) for k in f.keys() if (m := _KEY.fullmatch(k))), default=-1)
                 if n < 2:
                     raise ValueError("fewer than 2 frames")
@@ -94,14 +95,22 @@ def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", so
 def export_seed(src: str | Path, out: str | Path, force: bool = False) -> list[Path]:
     """Write every episode of `src` in the seed layout into `out` (one `<episode>.hdf5` each)."""
     ds = Dataset(src).require_episodes()
+    if ds.skipped:
+        p, why = ds.skipped[0]
+        raise UserError(f"{p} is not a valid episode ({why}); run `mario-kit dataset validate {src}`")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    existing = [out / (p.stem + ".hdf5") for p in ds.paths if (out / (p.stem + ".hdf5")).exists()]
+    if existing and not force:  # checked for every file before the first is written
+        raise UserError(f"{existing[0]} exists; pass --force to overwrite")
+    with output_dir(out):
+        return _export(ds, out)
+
+
+def _export(ds: Dataset, out: Path) -> list[Path]:
     simple = F.ACTION_SETS["simple"]
     written = []
     for p in ds.paths:
         target = out / (p.stem + ".hdf5")
-        if target.exists() and not force:
-            raise UserError(f"{target} exists; pass --force to overwrite")
         with Episode(p) as ep:
             if int(ep.attrs["frame_skip"]) != FRAME_SKIP:
                 raise UserError(f"{p.name} has frame skip {ep.attrs['frame_skip']}; the seed layout is frame skip 4")

@@ -1,0 +1,111 @@
+"""Readers of files a user may have been handed: each one reads only inside the file it was given.
+
+HDF5 can make a dataset's bytes come from another file (external storage, virtual datasets) or
+link to one (external links); a shared episode could then pull any local file into an export or
+a store. zarr metadata names codecs, and some (numcodecs' pickle) unpickle. So every HDF5 file is
+opened through `open_h5`, which refuses those constructs before any data is read, and every store
+goes through `check_zarr_store`. docs/FORMAT.md ("Trust") lists what each reader accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mario_kit import UserError
+
+# zarr v3 codecs a store may name: zarr's own, all of which only transform bytes.
+ZARR_CODECS = {"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed", "vlen-utf8", "vlen-bytes"}
+
+
+def h5_problems(f) -> list[str]:
+    """Why `f` (an open h5py File) reads outside itself: external, soft or user-defined links,
+    external raw storage, virtual datasets. Visits links without following them."""
+    import h5py
+
+    found: list[str] = []
+
+    def visit(name: str, link) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"{name} is an external link to {link.filename}")
+        elif isinstance(link, h5py.SoftLink):
+            found.append(f"{name} is a soft link")
+        elif not isinstance(link, h5py.HardLink):
+            found.append(f"{name} is a user-defined link")
+        else:
+            obj = f.get(name, getlink=False)
+            if isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    found.append(f"{name} is a virtual dataset")
+                elif obj.external:
+                    found.append(f"{name} keeps its data in external files")
+
+    f.visititems_links(visit)
+    return found
+
+
+def open_h5(path: str | Path, mode: str = "r"):
+    """h5py.File(path, mode), refused (UserError) if anything in it reads outside the file."""
+    import h5py
+
+    path = Path(path)
+    try:
+        f = h5py.File(path, mode)
+    except OSError as e:
+        raise UserError(f"{path} is not a readable HDF5 file ({e})") from None
+    try:
+        problems = h5_problems(f)
+    except Exception as e:  # noqa: BLE001  (a damaged object table)
+        f.close()
+        raise UserError(f"{path}: cannot list its objects ({type(e).__name__}: {e})") from None
+    if problems:
+        f.close()
+        raise UserError(f"{path}: refused, it reads outside itself: {problems[0]}")
+    return f
+
+
+def check_zarr_store(store: str | Path) -> None:
+    """Refuse a store that links outside itself (symlinks), uses zarr v2 metadata, or names a
+    codec other than zarr's own byte codecs (numcodecs' pickle codec would unpickle chunks)."""
+    store = Path(store)
+    if store.is_symlink():
+        raise UserError(f"{store}: refused, a store may not be a symbolic link")
+    for d, dirs, files in os.walk(store):
+        for name in dirs + files:
+            p = Path(d) / name
+            if p.is_symlink():
+                raise UserError(f"{store}: refused, it holds a symbolic link ({p.relative_to(store)})")
+            if name in (".zarray", ".zgroup", ".zattrs", ".zmetadata"):
+                raise UserError(f"{store}: refused, zarr v2 metadata ({p.relative_to(store)}); stores are zarr v3")
+        if "zarr.json" in files:
+            meta = read_json(Path(d) / "zarr.json", max_bytes=64 << 20)
+            for codec in _codec_names(meta.get("codecs", []) if isinstance(meta, dict) else []):
+                if codec not in ZARR_CODECS:
+                    raise UserError(f"{store}: refused, {Path(d).relative_to(store) or '.'} names codec {codec!r} "
+                                    f"(accepted: {', '.join(sorted(ZARR_CODECS))})")
+
+
+def _codec_names(codecs: Any) -> list[str]:
+    out: list[str] = []
+    for c in codecs if isinstance(codecs, list) else [codecs]:
+        name = c.get("name") if isinstance(c, dict) else c
+        out.append(str(name))
+        if isinstance(c, dict) and isinstance(c.get("configuration"), dict):
+            for key in ("codecs", "index_codecs"):  # sharding nests codecs
+                out += _codec_names(c["configuration"].get(key, []))
+    return out
+
+
+def read_json(path: str | Path, max_bytes: int = 16 << 20, what: str = "JSON file") -> Any:
+    """Parse a JSON file a user gave us: size-capped, one-line errors."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > max_bytes:
+            raise UserError(f"{path}: {what} larger than {max_bytes >> 20} MiB")
+        return json.loads(path.read_bytes())
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"{path} is not a valid {what} ({type(e).__name__}: {e})") from None

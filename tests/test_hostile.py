@@ -1,0 +1,495 @@
+"""The promise itself: every `mario-kit` command, given hostile or faulty input, exits 2 (or its
+documented code) with one line on stderr and no traceback, runs no code from the input, reads
+nothing outside it, and changes no file outside its output.
+
+`ROWS` is the table: each row builds its inputs in a fresh copy of the shared fixtures and runs the
+real entry point (`mario_kit.cli.main`, in process: the payload matrix would otherwise spend minutes
+importing torch). New commands add their rows. Faults that need processes (locks, signals, a full
+disk) have their own tests below, through subprocesses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import make_dataset, run_cli
+from mario_kit.cli import main
+
+MARKER = "PWNED"
+
+
+class Payload:
+    """Unpickling this creates the marker file: the attack an agent or checkpoint file can carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    """mario-kit ARGS through the console entry point, in this process."""
+    old = sys.argv
+    sys.argv = ["mario-kit", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+# --- shared fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A dataset with a split, its store, a tiny trained run and a genuine agent."""
+    from mario_kit.collectors.ppo import AgentConfig, train_agent
+    from mario_kit.datasets.split import split_dataset
+    from mario_kit.datasets.store import build_store
+    from mario_kit.world_model.configs import get_config
+    from mario_kit.world_model.train import train
+
+    d = tmp_path_factory.mktemp("hostile-base")
+    make_dataset(d / "eps", episodes=3, max_steps=30, seed=5)
+    split_dataset(d / "eps", 34, seed=0)
+    build_store(d / "eps", d / "s.zarr", progress=False)
+    train(d / "s.zarr", get_config("tiny", ["max_steps=2"]), d / "run", progress=False)
+    train_agent(AgentConfig(timesteps=64, workers=1, n_steps=64, batch_size=32, n_epochs=1, checkpoint_every=64,
+                            eval_every=10**9), d / "agent", progress=False)
+    (d / "secret.bin").write_bytes(b"SECRET" * 2_000_000)
+    return d
+
+
+@pytest.fixture
+def ctx(base, tmp_path):
+    """A private copy of the fixtures (rows may not harm the shared ones)."""
+    for name in ("eps", "s.zarr", "run", "agent", "secret.bin"):
+        src = base / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    (tmp_path / "a-file").write_text("not a folder")
+    return tmp_path
+
+
+def first_episode(d: Path) -> Path:
+    return sorted(d.glob("*.h5"))[0]
+
+
+# --- hostile inputs ------------------------------------------------------------------------------
+def zip_with(agent: Path, out: Path, **replace: bytes) -> Path:
+    with zipfile.ZipFile(agent) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    parts.update(replace)
+    with zipfile.ZipFile(out, "w") as z:
+        for n, b in parts.items():
+            z.writestr(n, b)
+    return out
+
+
+def evil_data_entry(agent: Path, entry: str, marker: Path) -> bytes:
+    data = json.loads(zipfile.ZipFile(agent).read("data"))
+    data[entry] = {":type:": "<class 'object'>", ":serialized:": base64.b64encode(pickle.dumps(Payload(marker))).decode()}
+    return json.dumps(data).encode()
+
+
+def evil_pth(marker: Path) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"weight": Payload(marker)}, buf)
+    return buf.getvalue()
+
+
+SERIALIZED = ["policy_class", "observation_space", "action_space", "clip_range", "lr_schedule", "_last_obs",
+              "_last_episode_starts", "ep_info_buffer", "ep_success_buffer", "rollout_buffer_class"]
+PTH = ["policy.pth", "policy.optimizer.pth", "pytorch_variables.pth"]
+
+
+def agent_commands(ctx: Path, evil: Path) -> list[list]:
+    """The three commands that load an agent file: eval, collect (parent, then workers), train --resume."""
+    resume = ctx / "resume"
+    shutil.copytree(ctx / "agent", resume, dirs_exist_ok=True)
+    shutil.copy2(evil, resume / "checkpoints" / "ppo_999999_steps.zip")  # the newest checkpoint
+    return [["agent", "eval", evil, "--episodes", "1"],
+            ["collect", "--agent", "ppo", "--model", evil, "--episodes", "2", "--workers", "2", "--out", ctx / "c", "-q"],
+            ["agent", "train", "--resume", "--out", resume, "--timesteps", "100000", "-q"]]
+
+
+@pytest.mark.parametrize("part", SERIALIZED + PTH)
+def test_agent_files_are_never_unpickled(ctx, capsys, part):
+    marker = ctx / MARKER
+    agent = ctx / "agent" / "agent.zip"
+    blob = evil_data_entry(agent, part, marker) if part in SERIALIZED else evil_pth(marker)
+    evil = zip_with(agent, ctx / "evil.zip", **{("data" if part in SERIALIZED else part): blob})
+    for args in agent_commands(ctx, evil):
+        before = snapshot(ctx)
+        code, _, err = run_main(capsys, *args)
+        assert not marker.exists(), f"payload in {part} ran through {args[:2]}"
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and "refused" in err, (args, err)
+        assert snapshot(ctx) == before, args
+
+
+def test_a_genuine_agent_loads_without_sb3s_unpickler_and_acts_the_same(ctx):
+    """Same weights, same actions on the same observations as SB3's own load (which unpickles)."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from mario_kit.collectors.ppo import load_agent
+
+    model, rec = load_agent(ctx / "agent" / "agent.zip")
+    ref = PPO.load(ctx / "agent" / "agent.zip", device="cpu")
+    obs = np.random.default_rng(0).integers(0, 256, (32, 84, 84, 4), dtype=np.uint8)
+    assert np.array_equal(model.predict(obs, deterministic=True)[0], ref.predict(obs, deterministic=True)[0])
+    sd, sd_ref = model.policy.state_dict(), ref.policy.state_dict()
+    assert sd.keys() == sd_ref.keys() and all(torch.equal(sd[k], sd_ref[k]) for k in sd)
+    assert model.num_timesteps == ref.num_timesteps == 64 and rec["action_set"] == "simple"
+    assert model.clip_range(1.0) == ref.clip_range(1.0) == 0.2 and model.lr_schedule(1.0) == ref.lr_schedule(1.0)
+
+
+def _external(ep: Path, secret: Path, how: str) -> None:
+    """Make `frames` of an episode read another file: external storage, a virtual dataset, an
+    external link. Shapes and dtype stay valid, so only the check can refuse it."""
+    with h5py.File(ep, "r+") as f:
+        shape = f["frames"].shape
+        del f["frames"]
+        if how == "external":
+            f.create_dataset("frames", shape=shape, dtype="u1", external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
+        elif how == "virtual":
+            with h5py.File(secret.with_suffix(".h5"), "w") as g:
+                g.create_dataset("x", data=np.frombuffer(secret.read_bytes()[: int(np.prod(shape))], np.uint8).reshape(shape))
+            layout = h5py.VirtualLayout(shape=shape, dtype="u1")
+            layout[:] = h5py.VirtualSource(str(secret.with_suffix(".h5")), "x", shape=shape)
+            f.create_virtual_dataset("frames", layout)
+        else:
+            with h5py.File(secret.with_suffix(".h5"), "w") as g:
+                g.create_dataset("x", shape=shape, dtype="u1")
+            f["frames"] = h5py.ExternalLink(str(secret.with_suffix(".h5")), "x")
+
+
+def _set_attr(ep: Path, **attrs) -> None:
+    with h5py.File(ep, "r+") as f:
+        f.attrs.update(attrs)
+
+
+def _set_action(ep: Path, value: int) -> None:
+    with h5py.File(ep, "r+") as f:
+        f["actions"][0] = value
+
+
+def _weights(ctx: Path, kind: str) -> Path:
+    from mario_kit.datasets.dataset import Dataset
+
+    ds = Dataset(ctx / "eps")
+    arrays = {f: np.ones(n, np.float32) for f, n in zip(ds.index["file"], ds.index["length"])}
+    name = ds.index["file"][0]
+    if kind == "nan":
+        arrays[name][3] = np.nan
+    elif kind == "negative":
+        arrays[name][3] = -1
+    elif kind == "short":
+        arrays[name] = arrays[name][:5]
+    p = ctx / f"w-{kind}.npz"
+    if kind == "pickle":
+        np.savez(p, **{name: np.array([Payload(ctx / MARKER)], dtype=object)})
+    else:
+        np.savez(p, **arrays)
+    return p
+
+
+def _pickle_codec_store(ctx: Path) -> Path:
+    meta = ctx / "s.zarr" / "low" / "zarr.json"
+    m = json.loads(meta.read_text())
+    m["codecs"] = [{"name": "numcodecs.pickle", "configuration": {}}]
+    meta.write_text(json.dumps(m))
+    return ctx / "s.zarr"
+
+
+def _symlinked_store(ctx: Path) -> Path:
+    chunk = next(p for p in (ctx / "s.zarr" / "actions").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.unlink()
+    chunk.symlink_to(ctx / "secret.bin")
+    return ctx / "s.zarr"
+
+
+def _seed_file(ctx: Path) -> Path:
+    d = ctx / "seedfiles"
+    d.mkdir()
+    with h5py.File(d / "ep.hdf5", "w") as f:
+        for i in range(3):
+            f.create_dataset(f"frame_{i}_y", data=np.eye(7)[1])
+            f.create_dataset(f"frame_{i}_helperarr", data=np.zeros(2))
+        f.create_dataset("frame_0_x", data=np.zeros((240, 256, 3), np.uint8))
+        f.create_dataset("frame_1_x", data=np.zeros((240, 256, 3), np.uint8))
+        with h5py.File(ctx / "other.h5", "w") as g:
+            g.create_dataset("x", data=np.zeros((240, 256, 3), np.uint8))
+        f["frame_2_x"] = h5py.ExternalLink(str(ctx / "other.h5"), "x")
+    return d
+
+
+def _spawns_with_link(ctx: Path) -> Path:
+    from mario_kit.datasets.ops import make_spawns
+
+    p = make_spawns(ctx / "eps", ctx / "sp.h5", n=2)
+    with h5py.File(p, "r+") as f:
+        data = f["full"][()]
+        del f["full"]
+        with h5py.File(ctx / "other.h5", "w") as g:
+            g.create_dataset("x", data=data)
+        f["full"] = h5py.ExternalLink(str(ctx / "other.h5"), "x")
+    return p
+
+
+# Each row: (id, prepare(ctx) -> args, expected exit code, a word the error line must hold).
+ROWS = [
+    # 2. episodes that read other files
+    *[(f"build-{how}", lambda c, how=how: (_external(first_episode(c / "eps"), c / "secret.bin", how),
+                                           ["dataset", "build", c / "eps", "--out", c / "new.zarr"])[1], 2, "outside")
+      for how in ("external", "virtual", "link")],
+    *[(f"export-{how}", lambda c, how=how: (_external(first_episode(c / "eps"), c / "secret.bin", how),
+                                            ["dataset", "export", c / "eps", "--out", c / "exp"])[1], 2, "outside")
+      for how in ("external", "virtual", "link")],
+    *[(f"validate-{how}", lambda c, how=how: (_external(first_episode(c / "eps"), c / "secret.bin", how),
+                                              ["dataset", "validate", c / "eps"])[1], 1, None)
+      for how in ("external", "virtual", "link")],
+    ("import-seed-link", lambda c: ["dataset", "import", _seed_file(c), "--out", c / "imp"], 2, "outside"),
+    # 3. other inputs: zarr metadata, weights, key maps
+    ("store-pickle-codec", lambda c: ["train", "--store", _pickle_codec_store(c), "--out", c / "r2", "--config", "tiny"], 2, "codec"),
+    ("store-symlink", lambda c: ["train", "--store", _symlinked_store(c), "--out", c / "r2", "--config", "tiny"], 2, "symbolic link"),
+    *[(f"weights-{k}", lambda c, k=k: ["dataset", "build", c / "eps", "--out", c / "new.zarr", "--weights", _weights(c, k)], 2, "weights")
+      for k in ("nan", "negative", "short", "pickle")],
+    ("keymap-not-object", lambda c: (c.joinpath("k.json").write_text("[1, 2]"),
+                                     ["collect", "--human", "--keymap", c / "k.json", "--out", c / "h"])[1], 2, "key map"),
+    ("keymap-not-json", lambda c: (c.joinpath("k.json").write_text("{nope"),
+                                   ["collect", "--human", "--keymap", c / "k.json", "--out", c / "h"])[1], 2, "key map"),
+    ("keymap-bad-keys", lambda c: (c.joinpath("k.json").write_text('{"A": [3]}'),
+                                   ["collect", "--human", "--keymap", c / "k.json", "--out", c / "h"])[1], 2, "key"),
+    ("spawns-link", lambda c: ["play", "--run", c / "run", "--spawn", _spawns_with_link(c)], 2, "outside"),
+    # 9. a checkpoint every step
+    ("agent-checkpoint-every-0", lambda c: ["agent", "train", "--checkpoint-every", "0", "--out", c / "a2"], 2, "checkpoint-every"),
+    # 10. validation holes: validate says BAD (exit 1), build refuses (exit 2)
+    *[(f"{cmd}-{name}", lambda c, cmd=cmd, fn=fn: (fn(first_episode(c / "eps")),
+                                                   ["dataset", "validate", c / "eps"] if cmd == "validate"
+                                                   else ["dataset", "build", c / "eps", "--out", c / "new.zarr"])[1],
+       1 if cmd == "validate" else 2, None if cmd == "validate" else "" if name == "lying-frame-skip" else "valid")
+      for cmd in ("validate", "build")
+      for name, fn in (("buttons-not-json", lambda e: _set_attr(e, action_buttons="[[not json")),
+                       ("unknown-action-set", lambda e: _set_attr(e, action_set="bogus")),
+                       ("lying-frame-skip", lambda e: _set_attr(e, frame_skip=8)),
+                       ("bad-extra-json", lambda e: _set_attr(e, extra="{oops")),
+                       ("schema-2", lambda e: _set_attr(e, schema_version=2)),
+                       ("action-out-of-range", lambda e: _set_action(e, 9)))],
+    # 11. numbers that ended in tracebacks
+    *[(f"train-{s}", lambda c, s=s: ["train", "--store", c / "s.zarr", "--out", c / "r2", "--config", "tiny", "--set", s], 2, s.split("=")[0])
+      for s in ("lr=-1", "log_every=0", "threads=-1", "test_batches=0")],
+    ("evaluate-windows-0", lambda c: ["evaluate", c / "run", "--store", c / "s.zarr", "--windows", "0"], 2, "windows"),
+    ("evaluate-horizons-0", lambda c: ["evaluate", c / "run", "--store", c / "s.zarr", "--horizons", "0"], 2, "horizons"),
+    ("report-sample-negative", lambda c: ["report", c / "eps", "--out", c / "rep", "--sample", "-1"], 2, "sample"),
+    ("agent-eval-episodes-0", lambda c: ["agent", "eval", c / "agent" / "agent.zip", "--episodes", "0"], 2, "episodes"),
+    ("agent-train-level-random", lambda c: ["agent", "train", "--level", "random", "--out", c / "a2"], 2, "level"),
+    ("collect-seed-negative", lambda c: ["collect", "--random", "--episodes", "1", "--seed", "-1", "--out", c / "n"], 2, "seed"),
+    ("collect-seed-2**64", lambda c: ["collect", "--random", "--episodes", "1", "--seed", str(2**64), "--out", c / "n"], 2, "seed"),
+    # 12. outputs that cannot be written (under a file)
+    ("build-out-under-file", lambda c: ["dataset", "build", c / "eps", "--out", c / "a-file" / "s.zarr"], 2, "not a folder"),
+    ("report-out-under-file", lambda c: ["report", c / "eps", "--out", c / "a-file" / "r"], 2, "not a folder"),
+    ("balance-out-under-file", lambda c: ["balance", c / "eps", "--out", c / "a-file" / "w.npz"], 2, "not a folder"),
+    ("spawn-out-under-file", lambda c: ["dataset", "spawn", c / "eps", "--out", c / "a-file" / "s.h5"], 2, "not a folder"),
+    ("export-out-under-file", lambda c: ["dataset", "export", c / "eps", "--out", c / "a-file" / "x"], 2, "not a folder"),
+    ("train-out-under-file", lambda c: ["train", "--store", c / "s.zarr", "--out", c / "a-file" / "r", "--config", "tiny"], 2, "not a folder"),
+    ("evaluate-out-under-file", lambda c: ["evaluate", c / "run", "--store", c / "s.zarr", "--out", c / "a-file" / "e"], 2, "not a folder"),
+    ("dream-out-under-file", lambda c: ["dream", "--run", c / "run", "--episode", first_episode(c / "eps"), "--start", "5",
+                                        "--out", c / "a-file" / "d.gif"], 2, "not a folder"),
+    ("agent-train-out-under-file", lambda c: ["agent", "train", "--out", c / "a-file" / "a"], 2, "not a folder"),
+    ("split-txt-under-file", lambda c: ["dataset", "split", c / "eps", "--txt", c / "a-file" / "t.txt"], 2, "not a folder"),
+    ("train-missing-store", lambda c: ["train", "--store", c / "typo.zarr", "--out", c / "run", "--config", "tiny", "--force"], 2, "store"),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
+def test_hostile_and_faulty_inputs(ctx, capsys, row):
+    _, prepare, want, word = row
+    args = prepare(ctx)
+    before = snapshot(ctx)
+    code, out, err = run_main(capsys, *args)
+    assert code == want, (code, out, err)
+    assert "Traceback" not in err + out and not (ctx / MARKER).exists()
+    if want == 2:
+        assert err.startswith("error:") and err.count("\n") == 1, err
+        assert word.lower() in err.lower(), err
+    else:  # validate: the bad file is listed, the command does not crash
+        assert "BAD" in out, out
+    assert snapshot(ctx) == before  # nothing changed, the output included: it was never started
+
+
+def test_secret_bytes_never_reach_an_export_or_a_store(ctx):
+    """Before the fix, an external-storage episode passed validate and its 'frames' were the secret file."""
+    _external(first_episode(ctx / "eps"), ctx / "secret.bin", "external")
+    res = run_cli("dataset", "validate", ctx / "eps", "--json")
+    rep = json.loads(res.stdout)
+    assert res.returncode == 1 and rep["bad"] and "outside" in rep["bad"][0]["reason"]
+
+
+# --- integrity under concurrency and failure -------------------------------------------------------
+def test_a_second_build_of_the_same_store_exits_2_naming_the_holder(ctx):
+    from mario_kit.datasets.store import store_lock
+
+    with store_lock(ctx / "new.zarr"):
+        res = run_cli("dataset", "build", ctx / "eps", "--out", ctx / "new.zarr")
+    assert res.returncode == 2 and f"pid {os.getpid()}" in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert not (ctx / "new.zarr").exists()
+    res = run_cli("dataset", "build", ctx / "eps", "--out", ctx / "new.zarr")  # lock released: builds
+    assert res.returncode == 0, res.stderr
+    assert not (ctx / ".new.zarr.lock").exists()
+
+
+def test_build_force_replaces_the_store_only_once_the_new_one_is_complete(ctx):
+    from mario_kit.datasets.store import read_manifest
+
+    before = read_manifest(ctx / "s.zarr")
+    _set_action(first_episode(ctx / "eps"), 9)  # the rebuild fails on this episode
+    res = run_cli("dataset", "build", ctx / "eps", "--out", ctx / "s.zarr", "--force")
+    assert res.returncode == 2 and "valid" in res.stderr
+    assert read_manifest(ctx / "s.zarr") == before  # the old store, untouched
+    assert not list(ctx.glob(".s.zarr.*"))
+
+
+def test_two_hash_collectors_in_one_folder_count_every_step_once(tmp_path):
+    from mario_kit.balancing.hash import TABLE, load_table
+
+    out = tmp_path / "d"
+    args = ["collect", "--random", "--balance", "hash", "--steps", "600", "--max-steps", "100", "--out", out, "-q"]
+    procs = [subprocess.Popen([sys.executable, "-m", "mario_kit", *map(str, args), "--seed", str(s)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in (1, 2)]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    table, _ = load_table(out / TABLE)
+    assert sum(int(c.sum()) for c in table.values()) == 1200
+    assert not list(out.glob("mario-kit.balance-hash.shard-*"))
+
+
+def test_a_live_shard_is_never_merged(tmp_path):
+    """A shard whose collector still runs (holds its lock) stays; a dead collector's shard is merged once."""
+    from mario_kit.balancing.hash import TABLE, HashStrategy, load_table, merge_shards
+    from mario_kit.datasets import format as F
+
+    from mario_kit.collectors.policies import RandomPolicy
+
+    live = HashStrategy(RandomPolicy(), F.ACTION_SETS["simple"], table_dir=tmp_path)
+    live.rng = np.random.default_rng(0)
+    for x in range(10):
+        live.choose(0, None, {"x_pos": 40 * x})
+    live.flush()
+    assert merge_shards(tmp_path) == 0 and live.shard.exists()
+    live.close()  # the collector ends: its lock is released
+    assert merge_shards(tmp_path) == 1 and not live.shard.exists()
+    table, _ = load_table(tmp_path / TABLE)
+    assert sum(int(c.sum()) for c in table.values()) == 10
+    assert merge_shards(tmp_path) == 0
+
+
+def test_train_force_with_a_mistyped_store_keeps_the_run(ctx):
+    before = snapshot(ctx / "run")
+    res = run_cli("train", "--store", ctx / "typo.zarr", "--out", ctx / "run", "--config", "tiny", "--force")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert snapshot(ctx / "run") == before
+
+
+def test_train_force_keeps_the_old_run_until_the_new_one_has_a_checkpoint(ctx, monkeypatch):
+    import mario_kit.world_model.train as T
+
+    before = snapshot(ctx / "run")
+
+    def boom(*a, **k):
+        raise RuntimeError("crash before the first checkpoint")
+
+    monkeypatch.setattr(T, "_train_stage", boom)
+    with pytest.raises(RuntimeError):
+        T.train(ctx / "s.zarr", _tiny(), ctx / "run", force=True)
+    assert snapshot(ctx / "run") == before and not (ctx / ".run.replaced").exists()
+    monkeypatch.undo()
+    T.train(ctx / "s.zarr", _tiny(), ctx / "run", force=True, progress=False)
+    assert not (ctx / ".run.replaced").exists() and (ctx / "run" / "denoiser.pt").exists()
+
+
+def _tiny():
+    from mario_kit.world_model.configs import get_config
+
+    return get_config("tiny", ["max_steps=1"])
+
+
+def test_a_failed_first_train_leaves_nothing_behind(ctx):
+    res = run_cli("train", "--store", ctx / "s.zarr", "--out", ctx / "fresh", "--config", "tiny", "--set", "stage=upsampler")
+    assert res.returncode == 2 and "full-res" in res.stderr
+    assert not (ctx / "fresh").exists()
+
+
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_disk_full_stops_with_one_line_and_keeps_finished_episodes(tmp_path, workers):
+    """On a small tmpfs where the test may mount one; otherwise with the writer's threshold raised
+    to the free space of the test's disk (the same code path)."""
+    disk = tmp_path / "disk"
+    env = dict(os.environ)
+    mounted = _tmpfs(disk, "6m")
+    if not mounted:
+        st = os.statvfs(tmp_path)
+        env["MARIO_KIT_MIN_FREE"] = str(st.f_bavail * st.f_frsize - 1_500_000)
+    try:
+        res = subprocess.run([sys.executable, "-m", "mario_kit", "collect", "--random", "--episodes", "40", "--max-steps", "150",
+                              "--seed", "3", "--workers", str(workers), "-q", "--out", str(disk / "d")],
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and "disk full" in res.stderr, res.stderr
+        assert res.returncode != -11
+        assert not list((disk / "d").glob("*.partial"))
+        kept = list((disk / "d").glob("*.h5"))
+        assert kept and 0 < len(kept) < 40
+        check = run_cli("dataset", "validate", disk / "d")
+        assert check.returncode == 0, check.stdout
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)])
+
+
+def test_sigint_to_the_parent_alone_stops_the_workers(tmp_path):
+    out = tmp_path / "d"
+    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "collect", "--random", "--steps", "100000", "--workers", "2",
+                             "--max-steps", "100", "-q", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while len(list(out.glob("*.h5"))) < 2:
+        assert time.time() - t0 < 120 and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # the parent only, as docker stop or Popen.send_signal
+    t1 = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert time.time() - t1 < 10
+    assert not list(out.glob("*.partial"))
+    assert run_cli("dataset", "validate", out).returncode == 0
