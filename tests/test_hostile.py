@@ -263,6 +263,32 @@ def _spawns_with_link(ctx: Path) -> Path:
     return p
 
 
+def _damage_chunk(ep: Path, frame: int = 5) -> Path:
+    """Overwrite the middle of one frame's compressed chunk: gzip then fails to decode it."""
+    with h5py.File(ep, "r") as f:
+        info = f["frames"].id.get_chunk_info_by_coord((frame, 0, 0, 0))
+    with open(ep, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 3)
+        fh.write(b"\xff\x00" * (info.size // 6))
+    return ep
+
+
+def _evil_checkpoint(ctx: Path) -> Path:
+    import torch
+
+    torch.save({"kind": "mario-kit-checkpoint", "schema": 1, "model": Payload(ctx / MARKER)}, ctx / "run" / "denoiser.pt")
+    return ctx / "run"
+
+
+def _bad_config_checkpoint(ctx: Path) -> Path:
+    import torch
+
+    ck = torch.load(ctx / "run" / "denoiser.pt", weights_only=True)
+    ck["config"] = json.dumps({"bogus": 1})
+    torch.save(ck, ctx / "run" / "denoiser.pt")
+    return ctx / "run"
+
+
 # Each row: (id, prepare(ctx) -> args, expected exit code, a word the error line must hold).
 ROWS = [
     # 2. episodes that read other files
@@ -323,7 +349,26 @@ ROWS = [
     ("dream-out-under-file", lambda c: ["dream", "--run", c / "run", "--episode", first_episode(c / "eps"), "--start", "5",
                                         "--out", c / "a-file" / "d.gif"], 2, "not a folder"),
     ("agent-train-out-under-file", lambda c: ["agent", "train", "--out", c / "a-file" / "a"], 2, "not a folder"),
+    ("merge-out-under-file", lambda c: ["dataset", "merge", c / "eps", "--out", c / "a-file" / "m"], 2, "not a directory"),
+    ("filter-out-under-file", lambda c: ["dataset", "filter", c / "eps", "--out", c / "a-file" / "f"], 2, "not a directory"),
+    ("demo-out-under-file", lambda c: ["demo", "--out", c / "a-file" / "d"], 2, "not a directory"),
+    ("info-missing-folder", lambda c: ["dataset", "info", c / "nothere"], 2, "not a folder"),
+    ("merge-missing-source", lambda c: ["dataset", "merge", c / "eps", c / "nothere", "--out", c / "m"], 2, "not a folder"),
     ("split-txt-under-file", lambda c: ["dataset", "split", c / "eps", "--txt", c / "a-file" / "t.txt"], 2, "not a folder"),
+    # damaged chunks, read part-way through
+    ("build-damaged-chunk", lambda c: (_damage_chunk(first_episode(c / "eps")),
+                                       ["dataset", "build", c / "eps", "--out", c / "new.zarr"])[1], 2, "decode"),
+    ("report-damaged-chunk", lambda c: (_damage_chunk(first_episode(c / "eps")),
+                                        ["report", c / "eps", "--out", c / "rep"])[1], 2, "decode"),
+    ("export-damaged-chunk", lambda c: (_damage_chunk(first_episode(c / "eps")),
+                                        ["dataset", "export", c / "eps", "--out", c / "exp"])[1], 2, "decode"),
+    ("spawn-damaged-chunk", lambda c: ([_damage_chunk(p, f) for p in c.joinpath("eps").glob("*.h5") for f in range(4, 25)],
+                                       ["dataset", "spawn", c / "eps", "--out", c / "sp.h5", "--n", "30"])[1], 2, "decode"),
+    # checkpoints
+    ("evaluate-pickled-checkpoint", lambda c: ["evaluate", _evil_checkpoint(c), "--store", c / "s.zarr", "--out", c / "e"], 2, "checkpoint"),
+    ("dream-pickled-checkpoint", lambda c: ["dream", "--run", _evil_checkpoint(c), "--episode", first_episode(c / "eps"),
+                                            "--start", "5", "--out", c / "d.gif"], 2, "checkpoint"),
+    ("evaluate-bad-config", lambda c: ["evaluate", _bad_config_checkpoint(c), "--store", c / "s.zarr", "--out", c / "e"], 2, "config"),
     ("train-missing-store", lambda c: ["train", "--store", c / "typo.zarr", "--out", c / "run", "--config", "tiny", "--force"], 2, "store"),
 ]
 
@@ -342,6 +387,39 @@ def test_hostile_and_faulty_inputs(ctx, capsys, row):
     else:  # validate: the bad file is listed, the command does not crash
         assert "BAD" in out, out
     assert snapshot(ctx) == before  # nothing changed, the output included: it was never started
+
+
+OUTPUT_COMMANDS = {
+    "build": lambda c, o: ["dataset", "build", c / "eps", "--out", o / "s.zarr"],
+    "report": lambda c, o: ["report", c / "eps", "--out", o / "r"],
+    "balance": lambda c, o: ["balance", c / "eps", "--out", o / "w.npz"],
+    "spawn": lambda c, o: ["dataset", "spawn", c / "eps", "--out", o / "s.h5"],
+    "export": lambda c, o: ["dataset", "export", c / "eps", "--out", o / "x"],
+    "train": lambda c, o: ["train", "--store", c / "s.zarr", "--out", o / "r", "--config", "tiny"],
+    "evaluate": lambda c, o: ["evaluate", c / "run", "--store", c / "s.zarr", "--out", o / "e"],
+    "dream": lambda c, o: ["dream", "--run", c / "run", "--episode", first_episode(c / "eps"), "--start", "5", "--out", o / "d.gif"],
+    "agent-train": lambda c, o: ["agent", "train", "--out", o / "a"],
+    "split-txt": lambda c, o: ["dataset", "split", c / "eps", "--txt", o / "t.txt"],
+}
+
+
+@pytest.fixture
+def immutable(ctx):
+    d = ctx / "immutable"
+    d.mkdir()
+    if subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    yield d
+    subprocess.run(["chattr", "-i", str(d)])
+
+
+@pytest.mark.parametrize("command", list(OUTPUT_COMMANDS))
+def test_outputs_in_an_immutable_folder(ctx, immutable, capsys, command):
+    args = OUTPUT_COMMANDS[command](ctx, immutable)
+    before = snapshot(ctx)
+    code, out, err = run_main(capsys, *args)
+    assert code == 2 and err.startswith("error: cannot write") and err.count("\n") == 1, (code, out, err)
+    assert snapshot(ctx) == before
 
 
 def test_secret_bytes_never_reach_an_export_or_a_store(ctx):

@@ -324,6 +324,14 @@ class Episode:
         a = self.attrs
         return F.ActionSet(a["action_set"], tuple(tuple(b) for b in a["action_buttons"]))
 
+    def read_frames(self, start: int, stop: int) -> np.ndarray:
+        """Frames start..stop-1; a damaged chunk is a UserError naming the file and the frames."""
+        try:
+            return self.frames[start:stop]
+        except (OSError, RuntimeError, ValueError) as e:
+            raise UserError(f"{self.path}: frames {start}..{min(stop, self.length + 1) - 1} do not decode "
+                            f"({type(e).__name__}); run `mario-kit dataset validate` on its folder") from None
+
     def column(self, name: str) -> np.ndarray:
         return self._f[name][()]
 

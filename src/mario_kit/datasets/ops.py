@@ -206,7 +206,7 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
     aset = None
     for p, t in chosen:
         with Episode(p) as ep:
-            full.append(ep.frames[t - n_context : t])
+            full.append(ep.read_frames(t - n_context, t))
             acts.append(ep.actions[t - n_context : t])
             refs.append({"file": p.name, "dataset": str(ds.dir.resolve()), "step": t, "level": ep.attrs["level"]})
             aset = aset or ep.action_set

@@ -182,7 +182,13 @@ def build_store(src: str | Path, out: str | Path, full_res: bool = False, weight
     check_writable(out)
     with store_lock(out):
         if not (force and out.exists()):
-            return _build(src, out, full_res, weights, verify, progress)
+            created = not out.exists()
+            try:
+                return _build(src, out, full_res, weights, verify, progress)
+            except Exception:  # a damaged episode: a store this build created goes (Ctrl-C keeps it, to resume)
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
         if not (out / "zarr.json").exists():
             raise UserError(f"{out} exists and is not a zarr store; refusing to replace it")
         new, old = out.with_name(f".{out.name}.rebuild"), out.with_name(f".{out.name}.old")
@@ -288,7 +294,7 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
                     sums = np.zeros(3)
                     sumsq = np.zeros(3)
                     for i in range(0, n, _BLOCK):
-                        block = ep.frames[i : i + _BLOCK]
+                        block = ep.read_frames(i, i + _BLOCK)
                         low = downsample(block)
                         g["low"][start + i : start + i + len(block)] = low
                         if full_res:

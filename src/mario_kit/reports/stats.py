@@ -159,7 +159,7 @@ def _frame_stats(ds: Dataset, sample: int | None, seed: int, progress) -> dict[s
         with Episode(p) as ep:
             prev = None
             for i in range(0, ep.frames.shape[0], 256):
-                block = ep.frames[i : i + 256]
+                block = ep.read_frames(i, i + 256)
                 for f in block:
                     h = xxhash.xxh3_64_intdigest(f.tobytes())
                     if prev is not None:
@@ -169,6 +169,6 @@ def _frame_stats(ds: Dataset, sample: int | None, seed: int, progress) -> dict[s
                 if progress:
                     progress(len(block))
             if len(strip) < 8:
-                strip.append(ep.frames[min(ep.length, ep.length // 2)])
+                strip.append(ep.read_frames(ep.length // 2, ep.length // 2 + 1)[0])
     return {"frames_scanned": pairs + len(paths), "episodes_scanned": len(paths),
             "duplicate_frame_rate": round(dups / max(pairs, 1), 4), "_sample_frames": strip}

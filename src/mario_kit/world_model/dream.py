@@ -44,7 +44,7 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
             steps = min(steps, T - start + 1)
         if steps < 1:
             raise UserError("--steps must be >= 1")
-        frames_ctx = ep.frames[start - n_ctx : start]
+        frames_ctx = ep.read_frames(start - n_ctx, start)
         acts_ctx = ep.actions[start - n_ctx : start]
         aset, fs, level = ep.action_set, int(ep.attrs["frame_skip"]), ep.attrs["level"]
         joypad, step_frames, recorded = ep.joypad, ep.step_frames, ep.actions

@@ -68,15 +68,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def load_model(run: str | Path, stage: str = "denoiser", ema: bool = True, device: str = "cpu") -> tuple[Denoiser, TrainConfig, dict]:
     """The trained model of a run (EMA weights when present), ready for sampling."""
     ck = load_checkpoint(Path(run) / f"{stage}.pt")
-    cfg = from_dict(json.loads(ck["config"]))
-    model = Denoiser(cfg.denoiser if stage == "denoiser" else cfg.upsampler, ck["n_actions"])
-    state = ck["ema"] if ema and ck.get("ema") else ck["model"]
+    try:
+        cfg = from_dict(json.loads(ck["config"]))
+        check(cfg)
+        n_actions = int(ck["n_actions"])
+        model = Denoiser(cfg.denoiser if stage == "denoiser" else cfg.upsampler, n_actions)
+        meta = {k: ck[k] for k in ("step", "epoch", "n_actions", "action_set", "action_buttons")}
+        state = ck["ema"] if ema and ck.get("ema") else ck["model"]
+    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as e:
+        raise UserError(f"{run}/{stage}.pt holds a config this mario-kit cannot build ({type(e).__name__}: {e})") from None
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, AttributeError) as e:
         raise UserError(f"{run}/{stage}.pt does not match its config ({str(e).splitlines()[0]})") from None
     model.eval().to(device)
-    return model, cfg, {k: ck[k] for k in ("step", "epoch", "n_actions", "action_set", "action_buttons")}
+    return model, cfg, meta
 
 
 def ema_avg_fn(decay: float):

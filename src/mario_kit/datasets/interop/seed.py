@@ -126,7 +126,7 @@ def _export(ds: Dataset, out: Path) -> list[Path]:
                 helper[1:, 1] = ep.column(F.TERMINATED)
             with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
                 for i in range(T + 1):
-                    f.create_dataset(f"frame_{i}_x", data=ep.frames[i])
+                    f.create_dataset(f"frame_{i}_x", data=ep.read_frames(i, i + 1)[0])
                     f.create_dataset(f"frame_{i}_y", data=ys[i])
                     f.create_dataset(f"frame_{i}_helperarr", data=helper[i])
             written.append(target)
