@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import make_dataset, run_cli
 from mario_kit.datasets.validate import validate_dir
 
 
@@ -165,3 +165,54 @@ def test_ctrl_c_discards_current_episode_and_keeps_the_rest(tmp_path, workers):
     assert "interrupted" in out
     rep = validate_dir(d)
     assert rep.ok and not rep.partial and len(rep.good) >= 2
+
+
+def test_every_options_help_shows_its_default_and_keeps_brackets():
+    """Help texts are plain (no rich markup eating "[simple; ...]"); every option with a default shows it."""
+    import typer
+
+    from mario_kit.cli import app
+
+    root = typer.main.get_command(app)
+    checked = 0
+
+    def walk(cmd, ctx):
+        nonlocal checked
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, type(ctx)(sub, info_name=name, parent=ctx))
+        for p in cmd.params:
+            rec = p.get_help_record(ctx)
+            if rec is None or p.name == "help" or getattr(p, "is_flag", False) and p.default is False:
+                continue
+            if p.default not in (None, "", [], ()):
+                assert "[default:" in rec[1], (cmd.name, p.name, rec)
+                checked += 1
+
+    walk(root, root.make_context("mario-kit", ["--help"], resilient_parsing=True))
+    assert checked > 40
+    res = run_cli("collect", "--help")
+    text = " ".join(res.stdout.split())  # wrapped at 80 columns
+    assert "[simple; an agent's own set]" in text and "default_rng([seed, i])" in text
+
+
+def test_interactive_commands_without_a_display_exit_2(tmp_path, small_dataset):
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy")
+    env.pop("MARIO_KIT_KEYS", None)
+    res = run_cli("collect", "--human", "--out", tmp_path / "h", env=env)
+    assert res.returncode == 2 and "needs a display" in res.stderr and res.stderr.count("\n") == 1
+    assert not (tmp_path / "h").exists()
+
+
+def test_split_of_three_episodes_has_a_test_episode(tmp_path, small_dataset):
+    import shutil
+
+    d = tmp_path / "d"
+    shutil.copytree(small_dataset, d)
+    make_dataset(d, episodes=1, seed=9)
+    res = run_cli("dataset", "split", d, "--percentage", "15")
+    assert res.returncode == 0 and "2 train, 1 test" in res.stdout, res.stdout
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy2(sorted(small_dataset.glob("*.h5"))[0], one)
+    res = run_cli("dataset", "split", one, "--percentage", "15")
+    assert res.returncode == 0 and "warning: no test episode" in res.stderr

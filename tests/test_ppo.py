@@ -27,8 +27,13 @@ def test_resume_continues_the_step_count(agent_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(agent_run, run)
+    rows_before = (run / "logs" / "progress.csv").read_text().splitlines()
     r = train_agent(AgentConfig(timesteps=512, **TINY), run, resume=True, progress=False)
     assert r["timesteps"] == 512
+    rows = (run / "logs" / "progress.csv").read_text().splitlines()  # appended, not overwritten (SB3 opens it "w")
+    # old rows kept (SB3 widens them when new columns appear), new ones after them, one header
+    assert all(new.startswith(old) for old, new in zip(rows_before, rows)) and len(rows) > len(rows_before)
+    assert sum(r.startswith("time/") for r in rows) == 1
     model, rec = load_agent(run / "agent.zip")
     assert model.num_timesteps == 512 and rec["level"] == "1-1" and rec["action_set"] == "simple"
     steps = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ppo_*_steps.zip"))

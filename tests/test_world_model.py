@@ -265,3 +265,26 @@ def test_ema_warms_up(tmp_path, store):
     dist = lambda a, b: sum(float((a[k].float() - b[k].float()).norm()) for k in a if a[k].is_floating_point())  # noqa: E731
     # with warm-up the EMA follows training; a plain 0.999 EMA would still sit ~98 % at the initial weights
     assert dist(ck["ema"], ck["model"]) < 0.5 * dist(init, ck["model"])
+
+
+def test_resume_reads_the_runs_config_and_allows_only_safe_changes(tmp_path, store):
+    run = tmp_path / "r"
+    res = run_cli("train", "--store", store, "--out", run, "--config", "tiny", "--set", "max_steps=2", "-q")
+    assert res.returncode == 0, res.stderr
+    res = run_cli("train", "--store", store, "--out", run, "--resume", "--set", "lr=0.01", "-q")
+    assert res.returncode == 2 and "lr: 0.001 -> 0.01" in res.stderr, res.stderr
+    res = run_cli("train", "--store", store, "--out", run, "--resume", "--set", "max_steps=3", "-q")  # no --config repeated
+    assert res.returncode == 0 and "step 3" in res.stdout, res.stdout + res.stderr
+    assert torch.load(run / "denoiser.pt", weights_only=True)["step"] == 3
+    res = run_cli("train", "--store", store, "--out", tmp_path / "new", "--resume", "--config", "tiny", "--set", "max_steps=1", "-q")
+    assert res.returncode == 0 and "holds no run yet: starting a new one" in " ".join(res.stdout.split())
+
+
+def test_a_new_run_without_config_picks_the_machines_preset(tmp_path, store):
+    from mario_kit.world_model.configs import default_preset
+
+    name, why = default_preset()
+    assert name == ("seed" if torch.cuda.is_available() else "cpu") and why
+    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--set", "max_steps=1", "--set", "batch_size=2",
+                  "--set", "test_batches=1", "-q")
+    assert res.returncode == 0 and f"config: {name}" in res.stdout, res.stdout + res.stderr

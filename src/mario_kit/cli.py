@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,11 +18,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain: "[simple; an agent's own set]" and "[seed, i]" stay as written
 )
 dataset_app = typer.Typer(help="Inspect, check and transform episode folders.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True, highlight=False)  # lines as long as they are; no colours inside paths and numbers
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 SEED = dict(min=0, max=2**63 - 1)  # numpy's and torch's generators take seeds in this range
 
 
@@ -289,6 +291,8 @@ def dataset_split(
     a = split_dataset(directory, percentage, seed, strata, reset, txt)
     n_test = sum(v == "test" for v in a.values())
     out.print(f"{len(a) - n_test} train, {n_test} test episodes ({directory}/mario-kit.split.json)")
+    if n_test == 0 and percentage > 0:
+        err.print("warning: no test episode (a test split needs two episodes or more); training will report no test loss")
 
 
 @dataset_app.command("merge")
@@ -402,19 +406,39 @@ def dataset_spawn(
 def train(
     store: Path = typer.Option(..., "--store", help="Training store (from `mario-kit dataset build`)."),
     out_dir: Path = typer.Option(..., "--out", help="Run folder (checkpoints, config, logs)."),
-    config: str = typer.Option("seed", "--config", help="Preset: seed (the seed project's settings), tiny, cpu."),
+    config: Optional[str] = typer.Option(None, "--config", help="Preset: seed (the seed project's settings), cpu, tiny "
+                                         "[a new run: cpu on a CPU, seed with CUDA; --resume: the run's own config.json]."),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting: key=value (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     force: bool = typer.Option(False, "--force", help="Start over in a folder that holds a run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train the world model (denoiser, upsampler, or both). Multi-GPU: torchrun --nproc-per-node N -m mario_kit train ..."""
-    from mario_kit.world_model.configs import get_config
+    import math
+
+    from mario_kit.trust import read_json
+    from mario_kit.world_model.configs import default_preset, get_config, resume_config
     from mario_kit.world_model.train import train as run
 
-    summary = run(store, get_config(config, overrides), out_dir, resume=resume, force=force, progress=not quiet)
+    if resume and (out_dir / "config.json").is_file():
+        cfg = resume_config(read_json(out_dir / "config.json", what="run config"), config, overrides)
+    else:
+        if resume:
+            out.print(f"{out_dir} holds no run yet: starting a new one")
+        if config is None:
+            config, why = default_preset()
+            out.print(f"config: {config} ({why})")
+        cfg = get_config(config, overrides)
+    summary = run(store, cfg, out_dir, resume=resume, force=force, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports for all
+        return
     for stage, r in summary["stages"].items():
-        test = f"test loss {r['test_loss']:.4f}, " if "test_loss" in r else "no test loss yet (first epoch end), "
+        if "test_loss" not in r:
+            test = "no test loss yet (first epoch end), "
+        elif math.isnan(r["test_loss"]):
+            test = "no test split (run `mario-kit dataset split` before `dataset build`), "
+        else:
+            test = f"test loss {r['test_loss']:.4f}, "
         out.print(f"{stage}: step {r.get('step')}, train loss {r.get('train_loss', float('nan')):.4f}, {test}"
                   f"{r.get('samples_per_s', 0)} samples/s, {r.get('parameters', 0):,} parameters")
     out.print(f"run: {out_dir}")

@@ -4,6 +4,7 @@ events, a steady frame limiter, the key-map file, and the scaled screen with its
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -188,3 +189,45 @@ class Screen:
 
     def close(self) -> None:
         self.pg.display.quit()
+
+
+SCRIPT_ENV = "MARIO_KIT_KEYS"
+
+
+def script_from_env() -> dict[int, list] | None:
+    """Key events injected by a test (or a demo recording) through the environment variable
+    MARIO_KIT_KEYS: comma-separated `KEY@FRAME` (key down) and `KEY^@FRAME` (key up), pygame key
+    names, frames counted from the window's first frame. E.g. `return@2,right@3,x@20,x^@30,escape@90`.
+    None when the variable is unset."""
+    spec = os.environ.get(SCRIPT_ENV)
+    if not spec:
+        return None
+    import pygame
+
+    script: dict[int, list] = {}
+    for item in spec.split(","):
+        key, _, frame = item.strip().rpartition("@")
+        up = key.endswith("^")
+        try:
+            with warnings.catch_warnings():  # key_code needs no display, but warns without pygame.init()
+                warnings.simplefilter("ignore")
+                code = pygame.key.key_code(key.rstrip("^"))
+            n = int(frame)
+        except ValueError:
+            raise UserError(f"{SCRIPT_ENV}: expected KEY@FRAME or KEY^@FRAME items, got {item!r}") from None
+        script.setdefault(n, []).append(pygame.event.Event(pygame.KEYUP if up else pygame.KEYDOWN, key=code))
+    return script
+
+
+def require_display(script: dict[int, list] | None, what: str) -> None:
+    """An interactive window needs a screen: under SDL's dummy or offscreen driver, or on Linux with
+    neither X11 nor Wayland, nobody could press a key, so say so instead of waiting forever.
+    Scripted keys (tests, MARIO_KIT_KEYS) need no screen."""
+    if script:
+        return
+    driver = os.environ.get("SDL_VIDEODRIVER", "")
+    headless = driver in ("dummy", "offscreen") or (
+        sys.platform.startswith("linux") and not driver and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
+    if headless:
+        raise UserError(f"{what} needs a display (SDL_VIDEODRIVER={driver or 'unset'}, DISPLAY unset): run it on a desktop, "
+                        f"or over ssh -X")

@@ -28,7 +28,7 @@ from mario_kit.collectors.env import ROM_MODE, MarioEnv, env_id, parse_levels
 from mario_kit.collectors.loop import DiscardEpisode, StopCollection, record_episode
 from mario_kit.datasets import format as F
 from mario_kit.datasets.format import action_table, nearest_action  # noqa: F401  (re-exported)
-from mario_kit.gui import Controls, FrameLimiter, Screen, load_keymap  # noqa: F401  (re-exported)
+from mario_kit.gui import Controls, FrameLimiter, Screen, load_keymap, require_display, script_from_env  # noqa: F401  (re-exported)
 from mario_kit.datasets.dataset import check_output_dir
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
 
@@ -149,6 +149,8 @@ def collect_human(
     levels = parse_levels(level)
     aset = F.get_action_set(action_set)
     keys = load_keymap(keymap)
+    script = script if script is not None else script_from_env()
+    require_display(script, "collect --human")
     out = Path(out)
     check_output_dir(out, action_set, frame_skip)
     max_steps = max_steps or 100_000

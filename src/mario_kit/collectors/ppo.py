@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import operator
+import os
 import re
 import signal
 from collections import deque
@@ -247,7 +248,6 @@ def load_agent(path: str | Path, device: str = "cpu", for_training: bool = False
 # --- training --------------------------------------------------------------------------------------
 def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
-    from stable_baselines3.common.logger import configure
 
     check_agent_config(cfg)
     out = Path(out)
@@ -274,7 +274,7 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
                     n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
                     ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0, **cfg.hyperparameters)
     model.mario_kit = rec
-    model.set_logger(configure(str(out / "logs"), ["csv"] + (["tensorboard"] if _has_tensorboard() else [])))
+    model.set_logger(_logger(out / "logs", model.num_timesteps if start is not None else None))
     (out / "agent-config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
     class Save(CheckpointCallback):
@@ -322,6 +322,40 @@ def close_vec_env(venv) -> None:
     if getattr(inner, "waiting", False):
         inner.waiting = False
     venv.close()
+
+
+def _logger(folder: Path, resumed_at: int | None):
+    """SB3's logger writing progress.csv (and TensorBoard when installed). SB3's CSV writer opens the
+    file with "w": a resumed run would erase its history, so the CSV is reopened for appending,
+    without the rows a crashed run logged after its last checkpoint (they are logged again)."""
+    from stable_baselines3.common.logger import CSVOutputFormat, Logger, make_output_format
+
+    class AppendCSV(CSVOutputFormat):
+        def __init__(self, path: Path, after: int | None):
+            if after is None or not path.exists() or path.stat().st_size == 0:
+                super().__init__(str(path))
+                return
+            lines = path.read_text().splitlines(keepends=True)
+            keys = lines[0].rstrip("\n").split(",")
+            col = keys.index("time/total_timesteps") if "time/total_timesteps" in keys else None
+
+            def keep(line: str) -> bool:
+                cells = line.rstrip("\n").split(",")
+                try:
+                    return col is None or int(float(cells[col])) <= after
+                except (ValueError, IndexError):
+                    return True
+
+            path.write_text(lines[0] + "".join(ln for ln in lines[1:] if keep(ln)))
+            self.file = open(path, "r+")
+            self.file.seek(0, os.SEEK_END)
+            self.keys, self.separator, self.quotechar = keys, ",", '"'
+
+    folder.mkdir(parents=True, exist_ok=True)
+    formats = [AppendCSV(folder / "progress.csv", resumed_at)]
+    if _has_tensorboard():
+        formats.append(make_output_format("tensorboard", str(folder)))
+    return Logger(str(folder), formats)
 
 
 def _has_tensorboard() -> bool:

@@ -2,7 +2,9 @@
 
 Deterministic for a seed: episodes are ranked by xxh3_64(seed, file name). Within each stratum
 (optionally source and/or level), the first round(p * n) not yet assigned episodes in that order
-go to test until the stratum's test share reaches p; the rest go to train. Existing assignments are
+go to test until the stratum's test share reaches p; the rest go to train. With p > 0 and two or more
+episodes, at least one goes to test (15 % of 3 episodes rounds to none, and training then has no
+test loss). Existing assignments are
 never changed (unless `--reset`), so adding episodes later keeps them: only new ones are assigned.
 """
 
@@ -68,6 +70,11 @@ def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0
         new = sorted((f for f in files if f not in assign), key=rank)
         for i, f in enumerate(new):
             assign[f] = "test" if i < want - have else "train"
+    n_test = sum(v == "test" for v in assign.values())
+    if percentage > 0 and n_test == 0 and len(assign) >= 2:  # 15 % of 3 rounds to 0: a test split needs one
+        first = min((f for f, v in assign.items() if v == "train" and f not in old), key=rank, default=None)
+        if first is not None:
+            assign[first] = "test"
     if txt is not None:  # first: a failure here leaves the dataset's split as it was
         Path(txt).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(txt, "".join(f"{f}\n" for f, s in sorted(assign.items()) if s == "test"))

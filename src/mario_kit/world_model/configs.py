@@ -180,3 +180,62 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
                    ("upsampler_sampler", SamplerConfig)):
         d[k] = cls(**d[k])
     return TrainConfig(**d)
+
+
+# Settings a resumed run may change: how long it runs and how it reports, not what it learns.
+SAFE_ON_RESUME = ("max_steps", "epochs", "log_every", "test_batches", "threads", "device", "compile")
+
+
+def differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """Dotted names of the settings in which two configs differ."""
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+
+
+def check_resume(saved: TrainConfig, cfg: TrainConfig) -> None:
+    """Refuse a resume that would change what the run learns (SAFE_ON_RESUME settings may change)."""
+    flat_saved, flat_new = to_dict(saved), to_dict(cfg)
+    bad = [k for k in differences(saved, cfg) if k not in SAFE_ON_RESUME]
+    if bad:
+        shown = ", ".join(f"{k}: {_get(flat_saved, k)!r} -> {_get(flat_new, k)!r}" for k in bad[:3])
+        raise UserError(f"resuming would change {shown}{' ...' if len(bad) > 3 else ''}; on --resume only "
+                        f"{', '.join(SAFE_ON_RESUME)} may change (start another run with --force or another --out)")
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def resume_config(saved: dict[str, Any], preset: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The config of a resumed run: the run's own config.json, with `--set` overrides of the safe
+    settings. A `--config` given on resume must describe the same run."""
+    try:
+        base = from_dict(saved)
+    except (TypeError, KeyError, ValueError) as e:
+        raise UserError(f"the run's config.json does not describe a TrainConfig ({e})") from None
+    if preset is not None:
+        cfg = get_config(preset, overrides)
+    else:
+        cfg = from_dict(saved)
+        for item in overrides or []:
+            apply_override(cfg, item)
+        check(cfg)
+    check_resume(base, cfg)
+    return cfg
+
+
+def default_preset() -> tuple[str, str]:
+    """The preset for a new run when --config is not given, and why."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "seed", "a CUDA GPU is present: the seed project's recipe"
+    return "cpu", "no CUDA GPU: the seed preset would take days on a CPU; --config seed to insist"

@@ -149,9 +149,12 @@ def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int
     batch-1 generation is faster in fp32 (an H100 with CUDA graphs: 34.1 vs 30.5 frames/s with the
     upsampler). `cuda_graph` None: on CUDA (without `compile`)."""
     from mario_kit.datasets.dataset import check_output_dir
-    from mario_kit.gui import Controls, FrameLimiter, Screen, load_keymap
+    from mario_kit.gui import Controls, FrameLimiter, Screen, load_keymap, require_display, script_from_env
 
     sp = load_spawns(spawns)
+    controls_keymap = load_keymap(keymap)
+    script = script if script is not None else script_from_env()
+    require_display(script, "play")
     device = resolve_device(device)
     if steps is None and device == "cpu":
         steps = CPU_PLAY_STEPS
@@ -164,7 +167,7 @@ def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int
         check_output_dir(Path(record), sp.action_set.name, sp.frame_skip)
     table = F_.action_table(sp.action_set)
     screen = Screen(scale, "mario-kit: play inside the world model")
-    controls = Controls(load_keymap(keymap))
+    controls = Controls(controls_keymap)
     limiter = FrameLimiter(60.0)
     state = _Session(dream, sp, record, seed)
     state.start(0)

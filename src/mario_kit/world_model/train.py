@@ -36,7 +36,7 @@ from mario_kit.atomic import atomic_path, check_writable, write_text_atomic
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.datasets.store import read_manifest
 from mario_kit.trust import read_json
-from mario_kit.world_model.configs import TrainConfig, check, from_dict, to_dict
+from mario_kit.world_model.configs import TrainConfig, check, check_resume, from_dict, to_dict
 from mario_kit.world_model.denoiser import Denoiser, count_parameters
 from mario_kit.world_model.sampler import to_model
 
@@ -190,9 +190,11 @@ def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = F
     if holds_run and not (resume or force):
         raise UserError(f"{out} already holds a run; use --resume to continue it or --force to start over")
     if resume and (out / "config.json").exists():
-        saved = read_json(out / "config.json", what="run config")
-        if saved != to_dict(cfg):
-            raise UserError(f"{out} was started with another config; resume it with the same --config/--set")
+        try:
+            saved = from_dict(read_json(out / "config.json", what="run config"))
+        except (TypeError, KeyError, ValueError) as e:
+            raise UserError(f"{out}/config.json does not describe a TrainConfig ({e})") from None
+        check_resume(saved, cfg)
     rt = setup_runtime(cfg)
     aside = out.with_name(f".{out.name}.replaced")  # the old run under --force, until the new one has a checkpoint
     created = not out.exists()
@@ -288,8 +290,8 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
             raise UserError(f"{ck_path} was written by {len(ck['gen_states'])} processes; resume it with as many")
         gen.set_state(ck["gen_states"][rt.rank])
         step, epoch, start_k = ck["step"], ck["epoch"], ck["batch_in_epoch"]
-        if ck.get("done"):
-            return ck.get("result", {"step": step})
+        if ck.get("done") and not ((cfg.max_steps == 0 or step < cfg.max_steps) and epoch < cfg.epochs):
+            return ck.get("result", {"step": step})  # finished, and a resume with more max_steps/epochs continues
     loss_mod: nn.Module = _Loss(model)
     if rt.world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[rt.device] if rt.device.type == "cuda" else None)
@@ -298,6 +300,8 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
     amp = torch.autocast(rt.device.type, dtype=torch.bfloat16) if rt.bf16 else nullcontext()
     weights = ds.target_weights.astype(np.float64) if cfg.weighted else None
     log_path = out / "log.csv"
+    if rt.main and step:
+        _trim_log(log_path, stage, step)
     new_log = rt.main and not log_path.exists()
     log_f = open(log_path, "a", newline="") if rt.main else None
     log = csv.writer(log_f) if log_f else None
@@ -392,6 +396,22 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
     if log_f:
         log_f.close()
     return result
+
+
+def _trim_log(path: Path, stage: str, step: int) -> None:
+    """Drop the rows of `stage` past `step`: a run killed after its last checkpoint logged steps that
+    the resumed run logs again (each step once in log.csv)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+
+    def keep(line: str) -> bool:
+        cells = line.split(",")
+        return len(cells) < 2 or cells[0] != stage or not cells[1].isdigit() or int(cells[1]) <= step
+
+    kept = [ln for ln in lines if keep(ln)]
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(kept))
 
 
 def _any(flag: bool, rt: Runtime) -> bool:
