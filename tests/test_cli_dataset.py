@@ -68,7 +68,7 @@ def test_validate_reports_truncated_foreign_and_partial(tmp_path, small_dataset)
     assert res.returncode == 1
     rep = json.loads(res.stdout)
     bad = {b["file"]: b["reason"] for b in rep["bad"]}
-    assert set(bad) == {"truncated.h5", "foreign.h5", "notes.txt"}
+    assert set(bad) == {"truncated.h5", "foreign.h5"} and rep["ignored"] == ["notes.txt"]  # a stray file is no error
     assert "not a mario-kit episode" in bad["foreign.h5"]
     assert rep["good"] == 2 and len(rep["partial"]) == 1
     # a corrupted frame chunk inside an otherwise intact file
@@ -111,9 +111,17 @@ def test_refuses_incompatible_or_foreign_folders_and_harms_nothing(tmp_path, sma
         lines = _one_line_error(run_cli("collect", "--random", "--episodes", "1", "--out", d, *extra))
         assert "holds episodes with action set" in lines[0]
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
-    (d / "readme.txt").write_text("mine")
+    (d / "photo.jpg").write_bytes(b"\xff\xd8")  # not a dataset's file: probably the wrong folder
     lines = _one_line_error(run_cli("collect", "--random", "--episodes", "1", "--out", d))
-    assert "not episodes" in lines[0]
+    assert "not episodes" in lines[0] and "photo.jpg" in lines[0]
+    (d / "photo.jpg").unlink()
+    # what people and mario-kit keep beside episodes (notes, weights from `balance`) is no obstacle
+    (d / "readme.txt").write_text("mine")
+    assert run_cli("balance", d, "--out", d / "weights.npz").returncode == 0
+    res = run_cli("collect", "--random", "--episodes", "1", "--max-steps", "20", "--out", d, "-q")
+    assert res.returncode == 0 and "collected 1 episode," in res.stdout, res.stdout + res.stderr
+    rep = json.loads(run_cli("dataset", "validate", d, "--json").stdout)
+    assert rep["ok"] and rep["good"] == 3 and sorted(rep["ignored"]) == ["readme.txt", "weights.npz"]
     f = tmp_path / "file"
     f.write_text("x")
     lines = _one_line_error(run_cli("collect", "--random", "--episodes", "1", "--out", f / "sub"))

@@ -65,7 +65,11 @@ def test_dream_real_half_is_exact_and_gif_has_the_frames(setup, tmp_path):
     assert r["frames"] == steps
     assert np.array_equal(r["real"], recorded)  # replay from reset rebuilt the real game exactly
     with Image.open(tmp_path / "d.gif") as im:
-        assert im.n_frames == steps and im.size == (256 * 3 + 8, 240)
+        assert im.n_frames == steps and im.size == (256 * 3 + 8, 12 + 240)  # a caption strip above the panes
+        im.seek(0)
+        first = np.asarray(im.convert("RGB"))
+    assert (first[12:, :256] == recorded[0]).all(-1).mean() > 0.95  # the left pane is the real game (GIF palette aside), under its caption
+    assert first[:12].any()  # the captions are drawn
     rows = (tmp_path / "d.csv").read_text().strip().splitlines()
     assert len(rows) == steps + 1 and (tmp_path / "d.png").exists()
     res = run_cli("dream", "--run", setup / "run", "--episode", p, "--start", "2", "--out", tmp_path / "x.gif")

@@ -241,7 +241,9 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert res.returncode == 0, res.stderr
     u = json.loads((tmp_path / "u" / "evaluation.json").read_text())
     assert set(u) >= {"upsampler_alone", "step"} and "next_frame_low_res" not in u
-    assert u["upsampler_alone"]["bicubic"] == r["upsampler_alone"]["bicubic"] and "bicubic PSNR" in res.stdout
+    assert u["upsampler_alone"]["bicubic"] == r["upsampler_alone"]["bicubic"]
+    # printed as a table: the upsampler's row, with bicubic's pooled PSNR as its baseline
+    assert "upsampler vs bicubic: PSNR pooled" in res.stdout and f"{u['upsampler_alone']['bicubic']['psnr']:.2f}" in res.stdout, res.stdout
     res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--out", tmp_path / "u2",
                   "--upsampler-steps", "2")
     u2 = json.loads((tmp_path / "u2" / "evaluation.json").read_text())

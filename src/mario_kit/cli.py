@@ -82,13 +82,16 @@ def collect(
         balance=balance, balance_kwargs=_key_values(balance_set),
     )
     if chosen[0] == "ppo":
+        if random_factor_range is not None and random_factor != 0.0:
+            raise UserError("give --random-factor P or --random-factor-range LO HI, not both")
         options.update(model=model, random_factor=random_factor, random_factor_range=random_factor_range,
                        deterministic=deterministic)
     result = COLLECTORS[chosen[0]](**options)
     if result.summary:
         _print_session(result.summary)
     note = " (interrupted: the episode in progress was discarded)" if result.interrupted else ""
-    out.print(f"collected {len(result.paths)} episodes, {result.steps} steps into {out_dir} (seed {result.seed}){note}")
+    n = len(result.paths)
+    out.print(f"collected {n} episode{'' if n == 1 else 's'}, {result.steps:,} steps into {out_dir} (seed {result.seed}){note}")
     if result.interrupted:
         raise typer.Exit(130)
 
@@ -212,7 +215,7 @@ def agent_eval(
     from mario_kit.collectors.ppo import evaluate_agent, load_agent
 
     model, rec = load_agent(model_path)
-    r = evaluate_agent(model, rec, episodes, deterministic=not stochastic, seed=seed)
+    r = evaluate_agent(model, rec, episodes, deterministic=not stochastic, seed=seed, progress=not as_json)
     print(json.dumps(r, indent=2) if as_json else ", ".join(f"{k} {v}" for k, v in r.items()))
 
 
@@ -270,7 +273,9 @@ def dataset_validate(
             out.print(f"[red]BAD[/red] {p.name}: {reason}")
         for p in rep.partial:
             out.print(f"[yellow]INCOMPLETE[/yellow] {p.name}: temporary file of a killed or running writer (ignored by tools)")
-        out.print(f"{len(rep.good)} good, {len(rep.bad)} bad, {len(rep.partial)} incomplete")
+        for p in rep.ignored:
+            out.print(f"IGNORED {p.name}: not an episode file (every tool skips it)")
+        out.print(f"{len(rep.good)} good, {len(rep.bad)} bad, {len(rep.partial)} incomplete, {len(rep.ignored)} ignored")
     if not rep.ok:
         raise typer.Exit(1)
 
@@ -375,6 +380,8 @@ def dataset_build(
     from mario_kit.datasets.store import build_store, store_info
 
     r = build_store(directory, store, full_res, weights, force, verify, progress=not as_json)
+    if r.unweighted:
+        err.print(f"warning: {weights} has no weights for {len(r.unweighted)} episodes (e.g. {r.unweighted[0]}); they got weight 1")
     info = store_info(store) | {"added": r.added, "kept": r.kept}
     if as_json:
         print(json.dumps(info, indent=2))
@@ -472,19 +479,40 @@ def evaluate(
     except ValueError:
         raise UserError(f"--horizons takes a comma list of integers >= 1, got {horizons!r}") from None
     r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", steps, ema, upsampler_steps)
-    if "next_frame_low_res" in r:
-        lo = r["next_frame_low_res"]
-        out.print(f"next frame (64x60): model PSNR {lo['model']['psnr']} SSIM {lo['model']['ssim']}")
-        out.print(f"                    copy-last PSNR {lo['copy_last']['psnr']} SSIM {lo['copy_last']['ssim']}")
+    out.print(_evaluation_table(r))
+    out.print(f"written: {(out_dir or run / 'eval') / 'evaluation.json'}")
+
+
+def _evaluation_table(r: dict):
+    """The evaluation as one table: each measure for the model and its baseline (the copy-last
+    frame; bicubic for the upsampler alone)."""
+    from rich.table import Table
+
+    def f(v) -> str:
+        return "-" if v is None or v != v else f"{v:.3f}" if abs(v) < 1.5 else f"{v:.2f}"
+
+    t = Table(title=f"step {r.get('step')}, test split: model vs baseline")
+    for c, j in (("measure", "left"), ("n", "right"), ("model", "right"), ("baseline", "right")):
+        t.add_column(c, justify=j)
+    for key, label in (("next_frame_low_res", "next frame 64x60"), ("next_frame_full_res", "next frame 256x240")):
+        if key in r:
+            v = r[key]
+            m, c = v["model"], v["copy_last"]
+            for stat in ("mean", "median", "pooled"):
+                t.add_row(f"{label}: PSNR {stat}", str(v["windows"]), f(m["psnr"].get(stat)), f(c["psnr"].get(stat)))
+            t.add_row(f"{label}: SSIM mean", str(v["windows"]), f(m["ssim"].get("mean")), f(c["ssim"].get("mean")))
     if "upsampler_alone" in r:
         u = r["upsampler_alone"]
-        out.print(f"upsampler alone (256x240, {u['windows']} frames): PSNR {u['upsampler']['psnr']} SSIM "
-                  f"{u['upsampler']['ssim']}; bicubic PSNR {u['bicubic']['psnr']} SSIM {u['bicubic']['ssim']}")
+        t.add_row("upsampler vs bicubic: PSNR pooled", str(u["windows"]), f(u["upsampler"]["psnr"]), f(u["bicubic"]["psnr"]))
+        t.add_row("upsampler vs bicubic: SSIM mean", str(u["windows"]), f(u["upsampler"]["ssim"].get("mean")),
+                  f(u["bicubic"]["ssim"].get("mean")))
     for k, v in r.items():
         if k.startswith("rollout_") and isinstance(v, dict):
-            out.print(f"{k}: model {v['model_psnr_last']} dB at the last step (mean {v['model_psnr_mean']}), "
-                      f"copy-last {v['copy_last_psnr_last']} (mean {v['copy_last_psnr_mean']})")
-    out.print(f"written: {(out_dir or run / 'eval') / 'evaluation.json'}")
+            t.add_row(f"rollout of {k[8:]}: PSNR at the last step", str(v["rollouts"]), f(v["model_psnr_last"]),
+                      f(v["copy_last_psnr_last"]))
+            t.add_row(f"rollout of {k[8:]}: PSNR mean over steps", str(v["rollouts"]), f(v["model_psnr_mean"]),
+                      f(v["copy_last_psnr_mean"]))
+    return t
 
 
 @app.command()
@@ -533,6 +561,9 @@ def dream(
     from mario_kit.world_model.dream import dream as run_dream
 
     r = run_dream(run, episode, start, steps, out_file, policy, upsampler, device, seed)
+    if r["frames"] < r["requested"]:
+        err.print(f"note: dreamed {r['frames']} of the {r['requested']} steps asked for: the recorded episode "
+                  f"(or the real game) ends there")
     out.print(f"{r['frames']} steps: PSNR {r['psnr_low_res_pooled']:.2f} dB (64x60), {r['psnr_full_res_pooled']:.2f} dB (240x256), pooled over the steps")
     out.print(f"written: {r['gif']}, {r['csv']}, {r['plot']}")
 

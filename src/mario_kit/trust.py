@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,13 @@ def open_h5(path: str | Path, mode: str = "r"):
     import h5py
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not an HDF5 file")
     try:
         f = h5py.File(path, mode)
     except OSError as e:
-        raise UserError(f"{path} is not a readable HDF5 file ({e})") from None
+        why = re.sub(r"\s*\((file read failed|errno).*", "", str(e), flags=re.S)  # no buffer addresses
+        raise UserError(f"{path} is not a readable HDF5 file ({why.strip()})") from None
     try:
         problems = h5_problems(f)
     except Exception as e:  # noqa: BLE001  (a damaged object table)

@@ -281,6 +281,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
             result.interrupted = _run_parallel(cfg, seed, report)
     if cfg.balance == "hash":
         merge_shards(cfg.out)
+    # steps of the kept episodes only (the progress counted those of a discarded one too)
+    from mario_kit.datasets.dataset import read_header
+
+    result.steps = sum(int(read_header(p)["length"]) for p in result.paths)
     return result
 
 

@@ -381,7 +381,8 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         w.writerow(row)
 
 
-def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic: bool = True, seed: int = 0) -> dict[str, float]:
+def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic: bool = True, seed: int = 0,
+                   progress: bool = False) -> dict[str, float]:
     """Mean return, mean and best max x_pos, and the rate of finishing the level."""
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
@@ -389,9 +390,12 @@ def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic
     env.seed(seed)
     import torch
 
+    from mario_kit.progress import make_progress
+
     returns, xs, flags = [], [], []
-    with torch.random.fork_rng():  # sampled actions: a seeded generator, and training's left as it was
+    with torch.random.fork_rng(), make_progress(enabled=progress, transient=True) as bar:  # seeded sampling; training's generator left alone
         torch.manual_seed(seed)
+        task = bar.add_task("evaluating", total=episodes)
         for _ in range(episodes):
             obs = env.reset()
             done, total, xmax, flag = False, 0.0, 0, False
@@ -405,6 +409,7 @@ def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic
             returns.append(total)
             xs.append(xmax)
             flags.append(flag)
+            bar.update(task, advance=1)
     env.close()
     return {"mean_return": round(float(np.mean(returns)), 2), "mean_max_x": round(float(np.mean(xs)), 1),
             "best_max_x": int(np.max(xs)), "completion_rate": round(float(np.mean(flags)), 3)}

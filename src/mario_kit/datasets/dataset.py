@@ -16,6 +16,10 @@ from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import Episode
 
 SIDE_PREFIX = "mario-kit."  # side files mario-kit keeps beside the episodes (splits, tables, ...)
+# Files people and mario-kit keep beside episodes (weights from `balance`, notes, split lists): a
+# collection may add to a folder that holds them. Any other non-episode file makes `collect` refuse
+# the folder (it is probably not a dataset); every reader skips such files and `validate` lists them.
+COMPANION_SUFFIXES = (".npz", ".txt", ".md", ".json", ".csv")
 
 
 def scan(directory: Path) -> tuple[list[Path], list[Path], list[Path]]:
@@ -62,6 +66,7 @@ def check_output_dir(out: Path, action_set: str, frame_skip: int) -> None:
     except OSError as e:
         raise UserError(f"cannot write into {out}: {e.strerror or e}") from None
     episodes, _, other = scan(out)
+    other = [p for p in other if p.suffix.lower() not in COMPANION_SUFFIXES]
     if other:
         names = ", ".join(p.name for p in other[:3]) + (" ..." if len(other) > 3 else "")
         raise UserError(f"{out} holds files that are not episodes ({names}); use an empty or episode-only folder")

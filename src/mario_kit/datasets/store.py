@@ -23,7 +23,7 @@ import socket
 import time
 import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -80,6 +80,7 @@ class BuildResult:
     kept: int
     frames: int
     store: Path
+    unweighted: list[str] = field(default_factory=list)  # added episodes a --weights file had no entry for (weight 1)
 
 
 def read_manifest(store: Path) -> dict[str, Any]:
@@ -203,7 +204,7 @@ def build_store(src: str | Path, out: str | Path, full_res: bool = False, weight
         os.rename(new, out)
         fsync_dir(out.parent)
         shutil.rmtree(old, ignore_errors=True)
-        return BuildResult(added=r.added, kept=0, frames=r.frames, store=out)
+        return BuildResult(added=r.added, kept=0, frames=r.frames, store=out, unweighted=r.unweighted)
 
 
 def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, verify: bool, progress: bool) -> BuildResult:
@@ -241,7 +242,9 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
         if m["action_set"] != aset.name or m["frame_skip"] != frame_skip:
             raise UserError(f"{out} was built from {m['action_set']}/frame skip {m['frame_skip']} episodes")
         if m["full_res"] != full_res:
-            raise UserError(f"{out} was built {'with' if m['full_res'] else 'without'} --full-res; use --force to rebuild")
+            hint = "add --full-res to extend it" if m["full_res"] else "leave out --full-res to extend it"
+            raise UserError(f"{out} was built {'with' if m['full_res'] else 'without'} --full-res: {hint} "
+                            f"(--force rebuilds it {'with' if full_res else 'without'} full-res frames)")
         g = zarr.open_group(str(out), mode="r+")
     else:
         g = zarr.open_group(str(out), mode="w")
@@ -325,7 +328,8 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
     finally:  # Ctrl-C or an error: the finished episodes stay committed (a hard kill loses <= 2 s)
         g.attrs[ATTR] = m
     total = sum(e["frames"] for e in m["episodes"])
-    return BuildResult(added=len(todo), kept=len(known), frames=total, store=out)
+    unweighted = [p.name for p in todo if wmap and p.name not in wmap]
+    return BuildResult(added=len(todo), kept=len(known), frames=total, store=out, unweighted=unweighted)
 
 
 def channel_stats(m: dict[str, Any]) -> tuple[list[float], list[float]]:

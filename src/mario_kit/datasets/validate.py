@@ -23,6 +23,7 @@ class ValidationReport:
     good: list[Path] = field(default_factory=list)
     bad: list[tuple[Path, str]] = field(default_factory=list)
     partial: list[Path] = field(default_factory=list)  # temp files of killed or running writers
+    ignored: list[Path] = field(default_factory=list)  # files that are not episodes (notes, weights): every tool skips them
 
     @property
     def ok(self) -> bool:
@@ -34,6 +35,7 @@ class ValidationReport:
             "good": len(self.good),
             "bad": [{"file": p.name, "reason": r} for p, r in self.bad],
             "partial": [p.name for p in self.partial],
+            "ignored": [p.name for p in self.ignored],
         }
 
 
@@ -98,9 +100,7 @@ def validate_dir(directory: Path, frames: bool = True, progress: bool = False) -
     from mario_kit.progress import make_progress
 
     files, partial, other = scan(directory)
-    report = ValidationReport(partial=partial)
-    for p in other:
-        report.bad.append((p, "not an episode file"))
+    report = ValidationReport(partial=partial, ignored=other)
     with make_progress(enabled=progress, transient=True) as bar:
         task = bar.add_task("validating", total=len(files))
         for p in files:

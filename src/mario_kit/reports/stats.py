@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from mario_kit.datasets.dataset import Dataset
+from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
 
 X_BIN = 64  # px per coverage bin
 
@@ -138,7 +138,7 @@ def dataset_stats(ds: Dataset, frames: bool = True, sample: int | None = None, s
     split = read_split(ds.dir)
     if split:
         s["split"] = dict(Counter(split.get(f, "train") for f in idx["file"]))
-    weights = sorted(ds.dir.glob("*.npz"))
+    weights = sorted(p for p in ds.dir.glob("*.npz") if not p.name.startswith(SIDE_PREFIX))  # not the hash table
     if weights:
         s["weights_files"] = [w.name for w in weights]
     if frames:

@@ -25,7 +25,7 @@ from mario_kit.world_model.play import Dream
 
 def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str | Path, policy: str = "recorded",
           upsampler: bool = True, device: str = "auto", seed: int = 0, denoise_steps: int | None = None,
-          gif_fps: float = 15.0) -> dict[str, Any]:
+          gif_fps: float = 15.0, progress: bool = True) -> dict[str, Any]:
     out = Path(out)
     if policy not in ("recorded", "random"):
         raise UserError(f"--policy must be recorded or random, got {policy!r}")
@@ -33,6 +33,7 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
         raise UserError("--out must name a .gif file")
     for path in (out, out.with_suffix(".csv"), out.with_suffix(".png")):
         check_writable(path)
+    requested = steps
     with Episode(episode) as ep:
         T = ep.length
         n_ctx = 4
@@ -60,15 +61,20 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
     env = replay_to(level, joypad, step_frames, start - 1)  # the real game at frame start-1
     real, fake, fake_low = [], [], []
     model.reset(downsample(frames_ctx), acts_ctx)
+    from mario_kit.progress import make_progress
+
     try:
-        for a in actions:
-            r = env.step(int(aset.joypad[a]), fs)
-            real.append(r.frame.copy())
-            low, full = model.step(a)
-            fake.append(full)
-            fake_low.append(low)
-            if r.terminated or r.truncated:
-                break
+        with make_progress(enabled=progress, transient=True) as bar:
+            task = bar.add_task("dreaming", total=len(actions))
+            for a in actions:
+                r = env.step(int(aset.joypad[a]), fs)
+                real.append(r.frame.copy())
+                low, full = model.step(a)
+                fake.append(full)
+                fake_low.append(low)
+                bar.update(task, advance=1)
+                if r.terminated or r.truncated:
+                    break
     finally:
         env.close()
     real_a, fake_a = np.stack(real), np.stack(fake)
@@ -84,16 +90,28 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
         for k in range(len(real)):
             w.writerow([k + 1, start + k, aset.meaning(actions[k]), f"{p_low[k]:.3f}", f"{p_full[k]:.3f}"])
     _plot(p_low, p_full, png_path)
-    return {"gif": out, "csv": csv_path, "plot": png_path, "frames": len(real), "real": real_a,
+    return {"gif": out, "csv": csv_path, "plot": png_path, "frames": len(real), "requested": requested, "real": real_a,
             "psnr_low_res_pooled": pooled_psnr(lo_f, lo_r), "psnr_full_res_pooled": pooled_psnr(hi_f, hi_r)}
 
 
 def _gif(real: np.ndarray, fake: np.ndarray, path: Path, fps: float) -> None:
     from PIL import Image
 
+    from PIL import ImageDraw
+
     diff = np.clip(np.abs(real.astype(np.int16) - fake.astype(np.int16)) * 2, 0, 255).astype(np.uint8)
     sep = np.full((real.shape[1], 4, 3), 255, np.uint8)
-    tiles = [Image.fromarray(np.concatenate([r, sep, f, sep, d], axis=1)) for r, f, d in zip(real, fake, diff)]
+    head = 12  # a caption strip above the panes
+    w = real.shape[2]
+    tiles = []
+    for k, (r, f, d) in enumerate(zip(real, fake, diff)):
+        body = np.concatenate([r, sep, f, sep, d], axis=1)
+        img = Image.fromarray(np.concatenate([np.zeros((head, body.shape[1], 3), np.uint8), body]))
+        draw = ImageDraw.Draw(img)
+        for i, text in enumerate(("real game", "world model", "difference x2")):
+            draw.text((i * (w + 4) + 4, 1), text, fill=(255, 255, 255))
+        draw.text((img.width - 60, 1), f"step {k + 1}", fill=(255, 255, 0))
+        tiles.append(img)
     tmp = path.with_name(f".{path.name}.tmp.gif")
     tiles[0].save(tmp, save_all=True, append_images=tiles[1:], duration=int(1000 / fps), loop=0, optimize=False)
     tmp.replace(path)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from mario_kit import UserError
 from mario_kit.atomic import check_writable, output_dir, write_text_atomic
 from mario_kit.datasets.loader import WindowDataset
+from mario_kit.progress import make_progress
 from mario_kit.world_model.denoiser import bicubic
 from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
 from mario_kit.world_model.train import load_model
@@ -88,7 +89,8 @@ def _to_img(frames: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1, 8, 32, 64), windows: int = 64,
              rollouts: int = 8, seed: int = 0, device: str = "cpu", out: str | Path | None = None,
-             steps: int | None = None, ema: bool = True, upsampler_steps: int | None = None) -> dict[str, Any]:
+             steps: int | None = None, ema: bool = True, upsampler_steps: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
     """`steps` / `upsampler_steps`: denoising steps of the denoiser / upsampler (default: the run's)."""
     run, store = Path(run), Path(store)
     if out is not None:
@@ -138,26 +140,29 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
 
     # rollouts
     curves = {}
-    for h in horizons:
-        ds = WindowDataset(store, "test", n_context=n, horizon=h)
-        if len(ds) == 0:
-            report.setdefault("rollouts_skipped", []).append(h)
-            continue
-        idx = _pick(ds, rollouts, seed)
-        b = ds.gather(ds.fetch(idx))
-        frames = to_model(torch.from_numpy(b["obs"])).to(device)
-        acts = torch.from_numpy(b["act"]).to(device)
-        gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], cfg.sampler, gen)
-        real = torch.from_numpy(b["obs"][:, n:]).float()
-        img = _to_img(gen_frames.cpu())
-        # per step: pooled PSNR over the rollouts (finite even when a baseline frame is exact)
-        m = torch.tensor([pooled_psnr(img[:, t], real[:, t]) for t in range(h)])
-        base_last = torch.from_numpy(b["obs"][:, n - 1]).float()
-        c = torch.tensor([pooled_psnr(base_last, real[:, t]) for t in range(h)])
-        curves[h] = (m.tolist(), c.tolist())
-        report[f"rollout_{h}"] = {"rollouts": len(idx), "model_psnr_last": round(float(m[-1]), 3),
-                                  "model_psnr_mean": round(float(m.mean()), 3),
-                                  "copy_last_psnr_last": round(float(c[-1]), 3), "copy_last_psnr_mean": round(float(c.mean()), 3)}
+    with make_progress(enabled=progress, transient=True) as bar:
+        task = bar.add_task("rollouts", total=len(horizons))
+        for h in horizons:
+            ds = WindowDataset(store, "test", n_context=n, horizon=h)
+            if len(ds) == 0:
+                report.setdefault("rollouts_skipped", []).append(h)
+                continue
+            idx = _pick(ds, rollouts, seed)
+            b = ds.gather(ds.fetch(idx))
+            frames = to_model(torch.from_numpy(b["obs"])).to(device)
+            acts = torch.from_numpy(b["act"]).to(device)
+            gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], cfg.sampler, gen)
+            real = torch.from_numpy(b["obs"][:, n:]).float()
+            img = _to_img(gen_frames.cpu())
+            # per step: pooled PSNR over the rollouts (finite even when a baseline frame is exact)
+            m = torch.tensor([pooled_psnr(img[:, t], real[:, t]) for t in range(h)])
+            base_last = torch.from_numpy(b["obs"][:, n - 1]).float()
+            c = torch.tensor([pooled_psnr(base_last, real[:, t]) for t in range(h)])
+            curves[h] = (m.tolist(), c.tolist())
+            report[f"rollout_{h}"] = {"rollouts": len(idx), "model_psnr_last": round(float(m[-1]), 3),
+                                      "model_psnr_mean": round(float(m.mean()), 3),
+                                      "copy_last_psnr_last": round(float(c[-1]), 3), "copy_last_psnr_mean": round(float(c.mean()), 3)}
+            bar.update(task, advance=1)
     if out is not None:
         with output_dir(out) as out:
             write_text_atomic(out / "evaluation.json", json.dumps(report, indent=1))

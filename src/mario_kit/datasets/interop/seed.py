@@ -107,27 +107,36 @@ def export_seed(src: str | Path, out: str | Path, force: bool = False) -> list[P
 
 
 def _export(ds: Dataset, out: Path) -> list[Path]:
+    from mario_kit.progress import make_progress
+
     simple = F.ACTION_SETS["simple"]
     written = []
-    for p in ds.paths:
-        target = out / (p.stem + ".hdf5")
-        with Episode(p) as ep:
-            if int(ep.attrs["frame_skip"]) != FRAME_SKIP:
-                raise UserError(f"{p.name} has frame skip {ep.attrs['frame_skip']}; the seed layout is frame skip 4")
-            ys, helper = ep.extra("seed_y"), ep.extra("seed_helperarr")
-            T = ep.length
-            if ys is None:
-                acts = F.map_actions(ep.actions, ep.action_set, simple)
-                ys = np.zeros((T + 1, 7), dtype=np.int64)
-                ys[np.arange(T), acts] = 1
-                ys[T, 0] = 1  # no action follows the last frame: NOOP
-                helper = np.zeros((T + 1, 2), dtype=np.float64)
-                helper[1:, 0] = ep.rewards
-                helper[1:, 1] = ep.column(F.TERMINATED)
-            with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
-                for i in range(T + 1):
-                    f.create_dataset(f"frame_{i}_x", data=ep.read_frames(i, i + 1)[0])
-                    f.create_dataset(f"frame_{i}_y", data=ys[i])
-                    f.create_dataset(f"frame_{i}_helperarr", data=helper[i])
-            written.append(target)
+    with make_progress(transient=True) as bar:
+        task = bar.add_task("exporting", total=len(ds.paths))
+        for p in ds.paths:
+            written.append(_export_one(p, out, simple))
+            bar.update(task, advance=1)
     return written
+
+
+def _export_one(p: Path, out: Path, simple: F.ActionSet) -> Path:
+    target = out / (p.stem + ".hdf5")
+    with Episode(p) as ep:
+        if int(ep.attrs["frame_skip"]) != FRAME_SKIP:
+            raise UserError(f"{p.name} has frame skip {ep.attrs['frame_skip']}; the seed layout is frame skip 4")
+        ys, helper = ep.extra("seed_y"), ep.extra("seed_helperarr")
+        T = ep.length
+        if ys is None:
+            acts = F.map_actions(ep.actions, ep.action_set, simple)
+            ys = np.zeros((T + 1, 7), dtype=np.int64)
+            ys[np.arange(T), acts] = 1
+            ys[T, 0] = 1  # no action follows the last frame: NOOP
+            helper = np.zeros((T + 1, 2), dtype=np.float64)
+            helper[1:, 0] = ep.rewards
+            helper[1:, 1] = ep.column(F.TERMINATED)
+        with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
+            for i in range(T + 1):
+                f.create_dataset(f"frame_{i}_x", data=ep.read_frames(i, i + 1)[0])
+                f.create_dataset(f"frame_{i}_y", data=ys[i])
+                f.create_dataset(f"frame_{i}_helperarr", data=helper[i])
+    return target
