@@ -1,5 +1,7 @@
 """Play inside a tiny model (headless, posted events) and dream against the real game."""
 
+import os
+
 import numpy as np
 import pygame
 import pytest
@@ -49,6 +51,12 @@ def test_play_with_posted_events_and_record(setup, tmp_path):
     lengths = sorted(e.length for e in eps)
     assert lengths == [4, 8] and all(e.attrs["source"] == "world_model" for e in eps)
     assert sorted(a for e in eps for a in e.actions.tolist()) == sorted(r.actions)
+
+
+def test_play_without_a_display_exits_2(setup):
+    env = {k: v for k, v in os.environ.items() if k != "MARIO_KIT_KEYS"} | {"SDL_VIDEODRIVER": "dummy"}
+    res = run_cli("play", "--run", setup / "run", "--spawn", setup / "spawns.h5", env=env, timeout=60)
+    assert res.returncode == 2 and "needs a display" in res.stderr and res.stderr.count("\n") == 1
 
 
 def test_play_headless_async_generates_at_its_own_pace(setup):

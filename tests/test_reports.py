@@ -63,6 +63,11 @@ def test_report_figures_equal_independent_values(tmp_path, small_dataset):
     assert small_dataset.name in page and "other" in page
     for png in ("actions", "transitions", "lengths", "coverage"):
         assert (tmp_path / "rep" / f"{png}.png").stat().st_size > 1000
+    # one number format: thousands separators, fixed decimals
+    total_bytes = sum(p.stat().st_size for p in small_dataset.glob("*.h5"))
+    assert f"<td>{total_bytes:,}</td>" in page
+    bpf = re.search(r"bytes / frame</th>\s*<td>([^<]*)</td>", page).group(1)
+    assert re.fullmatch(r"[\d,]+\.\d\d", bpf), bpf
 
 
 def test_report_bad_input_exits_2(tmp_path):

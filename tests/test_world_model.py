@@ -203,6 +203,7 @@ def test_ddp_two_gloo_processes_end_identical(tmp_path, store):
     assert res.returncode == 0, res.stderr[-2000:]
     s = json.loads((tmp_path / "ddp" / "summary.json").read_text())["stages"]["denoiser"]
     assert s["world_size"] == 2 and s["ddp_replicas_identical"] is True and s["step"] == 6
+    assert res.stdout.count("run: ") == 1  # rank 0 reports, rank 1 is silent
 
 
 def test_bad_checkpoints_are_refused(tmp_path, store):
@@ -290,3 +291,16 @@ def test_a_new_run_without_config_picks_the_machines_preset(tmp_path, store):
     res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--set", "max_steps=1", "--set", "batch_size=2",
                   "--set", "test_batches=1", "-q")
     assert res.returncode == 0 and f"config: {name}" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_resume_after_a_crash_logs_each_step_once(tmp_path, store):
+    run = tmp_path / "r"
+    args = ["--store", store, "--out", run, "-q"]
+    assert run_cli("train", *args, "--config", "tiny", "--set", "max_steps=4", "--set", "log_every=1").returncode == 0
+    with open(run / "log.csv", "a") as f:  # a run killed after its checkpoint at step 4 had logged steps 5 and 6
+        f.write("denoiser,5,0,9.9,0.001,1.0,\ndenoiser,6,0,9.9,0.001,1.0,\n")
+    res = run_cli("train", *args, "--resume", "--set", "max_steps=6")
+    assert res.returncode == 0, res.stderr
+    rows = [r for r in csv.DictReader(open(run / "log.csv")) if not r["test_loss"]]
+    steps = [int(r["step"]) for r in rows]
+    assert steps == [1, 2, 3, 4, 5, 6] and all(r["loss"] != "9.900000" and r["loss"] != "9.9" for r in rows)

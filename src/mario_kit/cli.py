@@ -112,7 +112,8 @@ def _key_values(items: list[str]) -> dict:
 def _print_session(summary: dict) -> None:
     from rich.table import Table
 
-    t = Table(title=f"session: {summary['episodes']} episodes, {summary['steps']} steps -> {summary['folder']}")
+    out.print(f"session: {summary['episodes']} episodes, {summary['steps']:,} steps -> {summary['folder']}")
+    t = Table()  # the facts above, not in a title that wraps at the table's width
     t.add_column("action")
     t.add_column("steps", justify="right")
     for name, n in summary["actions"].items():

@@ -54,6 +54,8 @@ def open_h5(path: str | Path, mode: str = "r"):
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder, not an HDF5 file")
+    if not path.exists():
+        raise UserError(f"no file at {path}")
     try:
         f = h5py.File(path, mode)
     except OSError as e:

@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -14,8 +15,18 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}h2{margin-top:1.6em}"""
 
 
+def fmt(v: Any) -> Any:
+    """One number format for the whole page: integers with thousands separators, other numbers with
+    two decimals (three below 1), text as it is."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return v
+    if float(v).is_integer() and abs(v) >= 1 or isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    return f"{v:,.3f}" if abs(v) < 1 else f"{v:,.2f}"
+
+
 def _table(df: pd.DataFrame) -> str:
-    return df.to_html(border=0, escape=True, na_rep="")
+    return df.map(fmt).to_html(border=0, escape=True, na_rep="")
 
 
 def _img(path: Path, alt: str) -> str:

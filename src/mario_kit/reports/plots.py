@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from mario_kit.reports.stats import X_BIN as BIN
+
 
 def _plt():
     import matplotlib
@@ -57,9 +59,11 @@ def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
     for n in names:
-        a1.hist(stats[n]["episode_lengths"], bins=30, alpha=0.5, label=n)
+        if stats[n]["episode_lengths"]:
+            a1.hist(stats[n]["episode_lengths"], bins=30, alpha=0.5, label=n)
         rl = stats[n]["run_length_histogram"]
-        a2.plot([int(k) for k in rl], list(rl.values()), marker="o", label=n)
+        if rl:
+            a2.plot([int(k) for k in rl], list(rl.values()), marker="o", label=n)
     a1.set_xlabel("episode length (steps)")
     a1.set_title("episode lengths")
     a2.set_xlabel("run length (steps an action is held; 30 = 30+)")
@@ -69,15 +73,17 @@ def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
     figs["lengths"] = _save(fig, out / "lengths.png")
 
     levels = sorted({lv for n in names for lv in stats[n]["coverage_x"]})[:4]
-    fig, axes = plt.subplots(len(levels), 1, figsize=(9, 2.6 * len(levels)), squeeze=False)
+    fig, axes = plt.subplots(max(len(levels), 1), 1, figsize=(9, 2.6 * max(len(levels), 1)), squeeze=False)
     for ax, lv in zip(axes[:, 0], levels):
         for n in names:
             cov = stats[n]["coverage_x"].get(lv, {})
-            ax.plot([int(x) for x in cov], list(cov.values()), label=f"{n}: steps")
+            if cov:  # every bin drawn, empty ones at 0: no line across a gap, no legend entry for no data
+                xs = np.arange(0, max(int(x) for x in cov) + 2 * BIN, BIN)
+                ax.step(xs, [cov.get(int(x), cov.get(str(x), 0)) for x in xs], where="post", label=f"{n}: steps")
             dx = stats[n]["death_x"].get(lv, {})
             if dx:
                 ax.scatter([int(x) for x in dx], list(dx.values()), marker="x", label=f"{n}: deaths")
-        ax.set_title(f"level {lv}: where the data is (steps per {64} px of x_pos) and where players die")
+        ax.set_title(f"level {lv}: where the data is (steps per {BIN} px of x_pos) and where players die")
         ax.set_xlabel("x_pos")
         ax.legend(fontsize=7)
     figs["coverage"] = _save(fig, out / "coverage.png")
@@ -86,8 +92,10 @@ def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
         frames = stats[n].get("_sample_frames") or []
         if frames:
             fig, axes = plt.subplots(1, len(frames), figsize=(2 * len(frames), 2.1), squeeze=False)
-            for ax, f in zip(axes[0], frames):
+            captions = stats[n].get("_sample_captions") or [""] * len(frames)
+            for ax, f, c in zip(axes[0], frames, captions):
                 ax.imshow(f)
+                ax.set_title(c, fontsize=7)
                 ax.axis("off")
             fig.suptitle(f"{n}: sample frames", fontsize=9)
             figs[f"frames_{k}"] = _save(fig, out / f"frames_{k}.png")

@@ -154,7 +154,7 @@ def _frame_stats(ds: Dataset, sample: int | None, seed: int, progress) -> dict[s
     from mario_kit.datasets.episode import Episode
 
     pairs = dups = 0
-    strip = []
+    strip, captions = [], []
     for p in paths:
         with Episode(p) as ep:
             prev = None
@@ -169,6 +169,8 @@ def _frame_stats(ds: Dataset, sample: int | None, seed: int, progress) -> dict[s
                 if progress:
                     progress(len(block))
             if len(strip) < 8:
-                strip.append(ep.read_frames(ep.length // 2, ep.length // 2 + 1)[0])
+                t = ep.length // 2
+                strip.append(ep.read_frames(t, t + 1)[0])
+                captions.append(f"{ep.attrs['source']} {ep.attrs['level']}\nstep {t} of {ep.length}")
     return {"frames_scanned": pairs + len(paths), "episodes_scanned": len(paths),
-            "duplicate_frame_rate": round(dups / max(pairs, 1), 4), "_sample_frames": strip}
+            "duplicate_frame_rate": round(dups / max(pairs, 1), 4), "_sample_frames": strip, "_sample_captions": captions}
