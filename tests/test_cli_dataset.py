@@ -173,6 +173,9 @@ def test_ctrl_c_discards_current_episode_and_keeps_the_rest(tmp_path, workers):
     assert "interrupted" in out
     rep = validate_dir(d)
     assert rep.ok and not rep.partial and len(rep.good) >= 2
+    # the summary counts what was kept: the discarded episode's steps are not in it
+    kept = sum(int(h5py.File(p, "r").attrs["length"]) for p in rep.good)
+    assert f"collected {len(rep.good)} episodes, {kept:,} steps" in out, out
 
 
 def test_every_options_help_shows_its_default_and_keeps_brackets():

@@ -72,25 +72,39 @@ def open_h5(path: str | Path, mode: str = "r"):
     return f
 
 
+_checked_stores: set[tuple[str, int]] = set()
+
+
 def check_zarr_store(store: str | Path) -> None:
     """Refuse a store that links outside itself (symlinks), uses zarr v2 metadata, or names a
-    codec other than zarr's own byte codecs (numcodecs' pickle codec would unpickle chunks)."""
+    codec other than zarr's own byte codecs (numcodecs' pickle codec would unpickle chunks).
+    One pass of os.scandir (no stat a file: a full-res store has a chunk file a frame), once per
+    process for a store whose root metadata has not changed since."""
     store = Path(store)
     if store.is_symlink():
         raise UserError(f"{store}: refused, a store may not be a symbolic link")
-    for d, dirs, files in os.walk(store):
-        for name in dirs + files:
-            p = Path(d) / name
-            if p.is_symlink():
-                raise UserError(f"{store}: refused, it holds a symbolic link ({p.relative_to(store)})")
-            if name in (".zarray", ".zgroup", ".zattrs", ".zmetadata"):
-                raise UserError(f"{store}: refused, zarr v2 metadata ({p.relative_to(store)}); stores are zarr v3")
-        if "zarr.json" in files:
-            meta = read_json(Path(d) / "zarr.json", max_bytes=64 << 20)
-            for codec in _codec_names(meta.get("codecs", []) if isinstance(meta, dict) else []):
-                if codec not in ZARR_CODECS:
-                    raise UserError(f"{store}: refused, {Path(d).relative_to(store) or '.'} names codec {codec!r} "
-                                    f"(accepted: {', '.join(sorted(ZARR_CODECS))})")
+    key = (str(store.resolve()), (store / "zarr.json").stat().st_mtime_ns if (store / "zarr.json").exists() else 0)
+    if key in _checked_stores:
+        return
+    todo = [store]
+    while todo:
+        d = todo.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                rel = Path(e.path).relative_to(store)
+                if e.is_symlink():
+                    raise UserError(f"{store}: refused, it holds a symbolic link ({rel})")
+                if e.name in (".zarray", ".zgroup", ".zattrs", ".zmetadata"):
+                    raise UserError(f"{store}: refused, zarr v2 metadata ({rel}); stores are zarr v3")
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(Path(e.path))
+                elif e.name == "zarr.json":
+                    meta = read_json(e.path, max_bytes=64 << 20)
+                    for codec in _codec_names(meta.get("codecs", []) if isinstance(meta, dict) else []):
+                        if codec not in ZARR_CODECS:
+                            raise UserError(f"{store}: refused, {rel.parent} names codec {codec!r} "
+                                            f"(accepted: {', '.join(sorted(ZARR_CODECS))})")
+    _checked_stores.add(key)
 
 
 def _codec_names(codecs: Any) -> list[str]:

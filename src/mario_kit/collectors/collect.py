@@ -141,7 +141,7 @@ class _Forward(_Interrupt):
 
 def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> bool:
     """Record this worker's share of the collection. `report(kind, value)` receives
-    ('steps', n) and ('episode', path) messages. Returns True when interrupted by Ctrl-C."""
+    ('steps', n) progress and ('episode', (path, steps)) for each kept episode. Returns True when interrupted."""
     with _Interrupt() as interrupt:
         _run_worker(cfg, worker, seed, report, interrupt)
     return interrupt.requested
@@ -204,14 +204,14 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: _In
                 continue
             except StopCollection as stop:
                 if stop.keep and writer.n_steps > 0:
-                    report("episode", writer.finish("cut"))
+                    report("episode", (str(writer.finish("cut")), writer.n_steps))
                 else:
                     writer.discard()
                 break
             path = writer.finish(end)
         if budget is not None:
             budget -= writer.n_steps
-        report("episode", path)
+        report("episode", (str(path), writer.n_steps))
         index += cfg.workers
     if pending:
         report("steps", pending)
@@ -238,7 +238,7 @@ def _worker_main(cfg: CollectConfig, worker: int, seed: int, q) -> None:
     except OSError:
         pass
     try:
-        stopped = run_worker(cfg, worker, seed, lambda kind, value: q.put((kind, worker, str(value) if kind == "episode" else value)))
+        stopped = run_worker(cfg, worker, seed, lambda kind, value: q.put((kind, worker, value)))
         q.put(("interrupted" if stopped else "done", worker, None))
     except KeyboardInterrupt:
         q.put(("interrupted", worker, None))
@@ -266,12 +266,12 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
         task = bar.add_task("episodes" if cfg.episodes else "steps", total=total)
 
         def report(kind: str, value) -> None:
-            if kind == "steps":
-                result.steps += value
+            if kind == "steps":  # progress, discarded episodes' steps included
                 if cfg.steps is not None:
                     bar.update(task, advance=value)
-            elif kind == "episode":
-                result.paths.append(Path(value))
+            elif kind == "episode":  # a kept episode: (path, steps)
+                result.paths.append(Path(value[0]))
+                result.steps += value[1]
                 if cfg.episodes is not None:
                     bar.update(task, advance=1)
 
@@ -281,10 +281,6 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
             result.interrupted = _run_parallel(cfg, seed, report)
     if cfg.balance == "hash":
         merge_shards(cfg.out)
-    # steps of the kept episodes only (the progress counted those of a discarded one too)
-    from mario_kit.datasets.dataset import read_header
-
-    result.steps = sum(int(read_header(p)["length"]) for p in result.paths)
     return result
 
 
