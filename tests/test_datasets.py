@@ -98,9 +98,9 @@ def _write_seed_files(d, src_eps):
 def test_seed_import_export_import_is_lossless(tmp_path, eight):
     seed_dir = tmp_path / "seed"
     _write_seed_files(seed_dir, Dataset(eight).paths[:2])
-    first = import_seed(seed_dir, tmp_path / "a")
+    first = import_seed(seed_dir, tmp_path / "a").paths
     export_seed(tmp_path / "a", tmp_path / "exported")
-    second = import_seed(tmp_path / "exported", tmp_path / "b")
+    second = import_seed(tmp_path / "exported", tmp_path / "b").paths
     key = lambda p: Episode(p).attrs["extra"]["seed_file"]  # noqa: E731
     by_seed_file = {key(q): q for q in second}
     assert len(first) == len(second) == 2
@@ -279,3 +279,61 @@ def test_action_sets_are_the_emulators_and_the_tools_import_without_it():
             "print(len(mario_kit.datasets.format.ACTION_SETS['simple']))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "7", res.stderr
+
+
+def _seed_file(path, frames, labels, helper=None):
+    with h5py.File(path, "w") as f:
+        for i, x in enumerate(frames):
+            f[f"frame_{i}_x"] = x
+            f[f"frame_{i}_y"] = labels[i]
+            if helper is not None:
+                f[f"frame_{i}_helperarr"] = helper[i]
+
+
+def test_seed_import_reads_every_layout_splits_at_resets_and_lands_whole(tmp_path, eight):
+    """The seed's generators write windows in which the game resets after a death: the level's first
+    frame comes back. Human files have no helper arrays; agent files use [W, A, S, D] labels."""
+    eps = [Episode(p) for p in Dataset(eight).paths[:3]]
+    frames = [e.frames[()] for e in eps]
+    assert all(np.array_equal(f[0], frames[0][0]) for f in frames)  # every episode starts on the level's first frame
+    src = tmp_path / "seed"
+    src.mkdir()
+    joined = np.concatenate(frames)  # three episodes, two resets inside one file
+    n = len(joined)
+    wasd = np.array([[0, 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0]])  # D, W+D, A, S, W+A
+    life = np.zeros(n, np.int64)
+    life[len(frames[0])] = 1  # the first episode ended in a death: the reset frame carries the flag
+    helper = np.stack([np.arange(n) % 3, life], axis=1).astype(np.int64)
+    _seed_file(src / "agent.hdf5", joined, wasd[np.arange(n) % 5], helper)
+    wad = np.array([[0, 0, 1], [1, 0, 1]])
+    _seed_file(src / "human.hdf5", frames[1], wad[np.arange(len(frames[1])) % 2])  # no helper arrays
+    s = import_seed(src, tmp_path / "d", level="1-1", player="ana", source="human")
+    assert s.files == 2 and s.layouts == {"wasd4": 1, "wad3": 1} and not s.skipped
+    assert s.episodes == 4 and s.steps == sum(len(f) - 1 for f in frames) + len(frames[1]) - 1  # 3 from the agent file
+    by_file = {}
+    for p in s.paths:
+        with Episode(p) as ep:
+            by_file.setdefault(ep.attrs["extra"]["seed_file"], []).append(ep.attrs["extra"]["seed_frames"])
+            assert ep.attrs["player"] == "ana" and ep.attrs["source"] == "human" and ep.attrs["level"] == "1-1"
+    starts = np.cumsum([0] + [len(f) for f in frames])
+    assert sorted(by_file["agent.hdf5"]) == [[int(a), int(b)] for a, b in zip(starts[:-1], starts[1:])]
+    with Episode([p for p in s.paths if Episode(p).attrs["extra"]["seed_frames"] == [0, len(frames[0])]][0]) as ep:
+        assert np.array_equal(ep.frames[()], frames[0]) and ep.attrs["end"] == "terminated"
+        names = [ep.action_set.meaning(a) for a in ep.actions[:5]]
+        assert names == ["right", "right+A", "left", "NOOP", "left"]  # W+A: simple has no left+A
+        assert np.array_equal(ep.rewards[:3], [1, 2, 0]) and ep.extra("seed_helperarr").dtype == np.int64
+    (human,) = [p for p in s.paths if Episode(p).attrs["extra"]["seed_file"] == "human.hdf5"]
+    with Episode(human) as ep:
+        assert not ep.attrs["extra"]["helper_array"] and ep.rewards.sum() == 0 and ep.attrs["end"] == "cut"
+    assert s.remapped["left+A -> left"] > 0
+    # the same files again: skipped by content; a folder with one bad file: nothing lands
+    again = import_seed(src, tmp_path / "d")
+    assert again.episodes == 0 and len(again.skipped) == 2 and "already imported" in again.skipped[0][1]
+    with h5py.File(src / "zz-bad.hdf5", "w") as f:
+        f["frame_0_x"] = np.zeros((240, 256, 3), np.uint8)
+        f["frame_1_x"] = np.zeros((240, 256, 3), np.uint8)
+        f["frame_0_y"] = np.zeros(5)
+        f["frame_1_y"] = np.zeros(5)
+    res = run_cli("dataset", "import", src, "--out", tmp_path / "e")
+    assert res.returncode == 2 and "zz-bad.hdf5" in res.stderr and "nothing was imported" in res.stderr
+    assert not (tmp_path / "e").exists()

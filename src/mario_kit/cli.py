@@ -341,14 +341,26 @@ def dataset_import(
     fmt: str = typer.Option("seed", "--format", help="Layout: seed (Super Mario DIAMOND's HDF5 files)."),
     action_set: str = typer.Option("simple", help="Action set of the imported episodes."),
     source: str = typer.Option("seed", help="Source recorded in the imported episodes (e.g. human, agent)."),
+    level: str = typer.Option("1-1", help="Level the files were recorded on (W-S)."),
+    frame_skip: int = typer.Option(4, help="Frame skip the files were recorded with."),
+    player: str = typer.Option("", help="Player name recorded in every episode."),
 ) -> None:
-    """Import episodes from another layout."""
+    """Import episodes from another layout: every file is checked first, then all land or none."""
     from mario_kit.datasets.interop.seed import import_seed
 
     if fmt != "seed":
         raise UserError(f"unknown import format {fmt!r}; supported: seed")
-    paths = import_seed(directory, out_dir, action_set, source)
-    out.print(f"imported {len(paths)} episodes into {out_dir}")
+    s = import_seed(directory, out_dir, action_set, source, level, frame_skip, player, progress=True)
+    layouts = ", ".join(f"{n} {k}" for k, n in sorted(s.layouts.items())) or "none"
+    out.print(f"imported {s.episodes} episode{'' if s.episodes == 1 else 's'} ({s.steps:,} steps) from "
+              f"{s.files - len(s.skipped)} of {s.files} files into {out_dir}; label layouts: {layouts}")
+    for name, why in s.skipped:
+        out.print(f"skipped {name}: {why}")
+    if s.remapped:
+        out.print("actions mapped to another action of the " + action_set + " set: "
+                  + ", ".join(f"{k} ({n:,})" for k, n in s.remapped.most_common()))
+    if s.short_segments:
+        out.print(f"{s.short_segments} piece{'' if s.short_segments == 1 else 's'} of one frame between resets left out")
 
 
 @dataset_app.command("export")

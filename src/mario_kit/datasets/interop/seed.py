@@ -1,14 +1,24 @@
-"""The seed project's (Super Mario DIAMOND) HDF5 layout: one file per episode with, for i in 0..N-1,
+"""The seed project's (Super Mario DIAMOND) HDF5 layout: one file per recording with, for i in 0..N-1,
   frame_{i}_x          (240, 256, 3) uint8   the frame before action i
-  frame_{i}_y          (7,) one-hot over SIMPLE_MOVEMENT, or (3,) multi-hot [jump, left, right]
-  frame_{i}_helperarr  (2,) [reward of the previous step, life lost before step i]
-recorded at frame skip 4 on level 1-1. The last action has no frame after it.
+  frame_{i}_y          the action: (7,) one-hot over SIMPLE_MOVEMENT, (4,) multi-hot [W, A, S, D]
+                       (W jump = the A button, A left, S nothing, D right) or (3,) multi-hot [jump, left, right]
+  frame_{i}_helperarr  (2,) [reward of the previous step, life lost before step i]; optional (the seed's
+                       human recorder writes none)
+recorded at frame skip 4 on level 1-1 by default. The last action has no frame after it.
 
-Import: N frames become N - 1 steps (frame i+1 follows action i; reward of step i = helperarr[i+1][0];
-terminated = helperarr[i+1][1]). Actions are mapped to our action set by their buttons; the
-original y vectors and helper arrays are kept in the episode's `extra/` group, so an imported
-episode exports back byte-identical. Imported episodes have no per-frame joypad record: `joypad`
-holds each action's byte repeated 4 times, and `extra.replayable` is false.
+Import: the seed's generators record fixed windows in which the game resets after a death or the
+flag; a file is split into episodes at each reset, found as a frame equal to the level's first frame
+(the file's frame 0, or the emulator's reset frame of `level`) that follows a different frame. In an
+episode of frames s..e-1, frame t+1 follows action t; reward of step t = helperarr[t+1][0], terminated
+= helperarr[t+1][1] (0 and False without helper arrays, and `extra.helper_array` false says so). The
+action at the last frame before a reset has no recorded outcome and is dropped. Actions are mapped
+to the target action set by their buttons (`format.nearest_action`; the summary counts those that
+became another action). The original y vectors and helper arrays of each episode's frames are kept,
+dtypes unchanged, in its `extra/` group, so that an imported file exports back byte-identical.
+Imported episodes have no per-frame joypad record: `joypad` holds each action's byte repeated
+frame-skip times, and `extra.replayable` is false (the seed's frame-skip wrapper is not ours, so a
+replay from reset is not claimed to match). Every file is checked before the first episode is
+written; the import lands whole or not at all; a file already imported (same content hash) is skipped.
 
 Export: frames 0..T, y one-hot over SIMPLE_MOVEMENT (actions mapped by buttons; the last frame
 gets NOOP), helperarr = [previous step's reward, previous step's terminated].
@@ -16,22 +26,29 @@ gets NOOP), helperarr = [previous step's reward, previous step's terminated].
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+import xxhash
 
 from mario_kit import UserError
 from mario_kit.atomic import atomic_path, output_dir
 from mario_kit.datasets import format as F
-from mario_kit.datasets.dataset import Dataset, check_output_dir
+from mario_kit.datasets.dataset import Dataset, check_output_dir, scan
 from mario_kit.datasets.episode import Episode, EpisodeMeta, EpisodeWriter
 from mario_kit.trust import open_h5
 
 FRAME_SKIP = 4
 LEVEL = "1-1"
-MULTIHOT = ("A", "left", "right")  # [jump, left, right]
+LAYOUTS = {7: "onehot7", 4: "wasd4", 3: "wad3"}  # label width -> layout
+WASD = ("A", "left", None, "right")  # [W, A, S, D]: W jumps (the A button), S is nothing
+WAD = ("A", "left", "right")  # [jump, left, right]
+MULTIHOT = WAD
 _KEY = re.compile(r"frame_(\d+)_x")
 
 
@@ -45,51 +62,193 @@ def _seed_files(src: Path) -> list[Path]:
 
 
 def _y_to_buttons(y: np.ndarray) -> tuple[str, ...]:
+    """The buttons a label stands for, in any of the three layouts."""
     if y.shape == (7,):
         return F.ACTION_SETS["simple"].buttons[int(np.argmax(y))]
-    if y.shape == (3,):
-        return tuple(b for b, on in zip(MULTIHOT, y) if on) or ("NOOP",)
-    raise ValueError(f"frame_y of shape {y.shape}: expected (7,) one-hot or (3,) multi-hot")
+    names = {4: WASD, 3: WAD}.get(y.shape[0]) if y.ndim == 1 else None
+    if names is None:
+        raise ValueError(f"frame_y of shape {y.shape}: expected (7,) one-hot, (4,) [W, A, S, D] or (3,) [jump, left, right]")
+    held = tuple(b for b, on in zip(names, y) if on and b is not None)
+    # order as the action sets write buttons: direction first, then A
+    return tuple(sorted(held, key=lambda b: b == "A")) or ("NOOP",)
 
 
-def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", source: str = "seed") -> list[Path]:
-    """Import every seed-layout file of `src` as an episode into `out`."""
+@dataclass
+class SeedFile:
+    """What the check pass learnt about one file: enough to write its episodes without surprises."""
+
+    path: Path
+    n: int
+    layout: str
+    helper: bool
+    digest: str
+    segments: list[tuple[int, int]]  # [start, end) frame ranges, one an episode
+
+
+@dataclass
+class ImportSummary:
+    files: int = 0
+    episodes: int = 0
+    steps: int = 0
+    layouts: Counter = field(default_factory=Counter)  # files per label layout
+    remapped: Counter = field(default_factory=Counter)  # "labelled buttons -> recorded action": steps
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    short_segments: int = 0  # pieces between resets too short for an episode (one frame)
+    paths: list[Path] = field(default_factory=list)
+
+
+def file_digest(path: Path) -> str:
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_file(p: Path, reset_frame: np.ndarray | None) -> SeedFile:
+    """Read one file's structure and labels, find its resets; ValueError says why it is not a seed file."""
+    with open_h5(p) as f:  # refuses links, external storage and virtual datasets
+        n = 1 + max((int(m.group(1)) for k in f.keys() if (m := _KEY.fullmatch(k))), default=-1)
+        if n < 2:
+            raise ValueError("fewer than 2 frames")
+        helper = "frame_0_helperarr" in f
+        width = None
+        refs, prev, segments, start = [], None, [], 0
+        for i in range(n):
+            for name in (f"frame_{i}_x", f"frame_{i}_y") + ((f"frame_{i}_helperarr",) if helper else ()):
+                if not isinstance(f.get(name), h5py.Dataset):
+                    raise ValueError(f"{name} is missing")
+            x, y = f[f"frame_{i}_x"], f[f"frame_{i}_y"]
+            if x.shape != F.FRAME_SHAPE or x.dtype.kind not in "ui":
+                raise ValueError(f"frame_{i}_x of shape {x.shape} {x.dtype}, expected {F.FRAME_SHAPE} integers")
+            if y.ndim != 1 or y.shape[0] not in LAYOUTS or (width is not None and y.shape[0] != width):
+                raise ValueError(f"frame_{i}_y of shape {y.shape}: expected one width (7, 4 or 3) in the whole file")
+            width = y.shape[0]
+            if helper and f[f"frame_{i}_helperarr"].shape != (2,):
+                raise ValueError(f"frame_{i}_helperarr of shape {f[f'frame_{i}_helperarr'].shape}, expected (2,)")
+            frame = np.asarray(x[()], dtype=np.uint8)
+            key = frame.tobytes()
+            if i == 0:
+                refs = [key] + ([reset_frame.tobytes()] if reset_frame is not None else [])
+            elif key in refs and prev not in refs:  # a reset: the level's first frame again
+                segments.append((start, i))
+                start = i
+            prev = key
+        segments.append((start, n))
+    return SeedFile(p, n, LAYOUTS[width], helper, file_digest(p), segments)
+
+
+def _imported_digests(out: Path) -> set[str]:
+    if not out.is_dir():
+        return set()
+    found = set()
+    for p in scan(out)[0]:
+        try:
+            with h5py.File(p, "r") as f:
+                extra = json.loads(f.attrs.get("extra", "{}"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(extra, dict) and "seed_file_hash" in extra:
+            found.add(extra["seed_file_hash"])
+    return found
+
+
+def _level_start_frame(level: str) -> np.ndarray | None:
+    """The emulator's first frame of `level` (the reset frame); None without the emulator."""
+    try:
+        from mario_kit.collectors.env import MarioEnv
+    except ImportError:
+        return None
+    env = MarioEnv(level)
+    try:
+        return env.reset()[0]
+    finally:
+        env.close()
+
+
+def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", source: str = "seed", level: str = LEVEL,
+                frame_skip: int = FRAME_SKIP, player: str = "", progress: bool = False) -> ImportSummary:
+    """Import every seed-layout file of `src` as episodes into `out` (see the module docstring)."""
+    from mario_kit.collectors.env import parse_levels
+    from mario_kit.progress import make_progress
+
     src, out = Path(src), Path(out)
     aset = F.get_action_set(action_set)
-    check_output_dir(out, action_set, FRAME_SKIP)
-    written = []
-    for p in _seed_files(src):
+    if len(parse_levels(level)) != 1 or level == "random":
+        raise UserError(f"--level takes one level (W-S), got {level!r}")
+    if not 1 <= frame_skip <= F.MAX_FRAME_SKIP:
+        raise UserError(f"--frame-skip must be in 1..{F.MAX_FRAME_SKIP}")
+    files = _seed_files(src)
+    summary = ImportSummary(files=len(files))
+    done = _imported_digests(out)
+    reset_frame = _level_start_frame(level)
+    checked: list[SeedFile] = []
+    with make_progress(enabled=progress, transient=True) as bar:
+        task = bar.add_task("checking", total=len(files))
+        for p in files:
+            try:
+                sf = _check_file(p, reset_frame)
+            except (KeyError, ValueError, OSError, UserError) as e:
+                raise UserError(f"{p} is not in the seed layout ({e}); nothing was imported") from None
+            bar.update(task, advance=1)
+            if sf.digest in done:
+                summary.skipped.append((p.name, "already imported (same content)"))
+                continue
+            done.add(sf.digest)
+            summary.layouts[sf.layout] += 1
+            checked.append(sf)
+        check_output_dir(out, action_set, frame_skip)  # after the check: a refused import leaves no folder
+        task = bar.add_task("importing", total=sum(sf.n for sf in checked))
         try:
-            with open_h5(p) as f:  # refuses links, external storage and virtual datasets
-                n = 1 + max((int(m.group(1)) for k in f.keys() if (m := _KEY.fullmatch(k))), default=-1)
-                if n < 2:
-                    raise ValueError("fewer than 2 frames")
-                x0 = f["frame_0_x"]
-                if x0.shape != F.FRAME_SHAPE:
-                    raise ValueError(f"frame_0_x of shape {x0.shape}, expected {F.FRAME_SHAPE}")
-                ys = np.stack([f[f"frame_{i}_y"][()] for i in range(n)])
-                helper = np.stack([np.asarray(f[f"frame_{i}_helperarr"][()], dtype=np.float64) for i in range(n)])
-                meta = EpisodeMeta(env_id=f"SuperMarioBros-{LEVEL}-v0", level=LEVEL, frame_skip=FRAME_SKIP,
-                                   action_set=aset, source=source, policy={"name": "unknown"},
-                                   extra={"imported_from": "seed", "seed_file": p.name, "replayable": False,
-                                          "y_kind": "onehot7" if ys.shape[1] == 7 else "multihot3"})
-                actions = [F.nearest_action(_y_to_buttons(y), aset) for y in ys]
-                w = EpisodeWriter(out, meta)
-                try:
-                    w.add_frame(np.asarray(x0[()], dtype=np.uint8))
-                    for t in range(n - 1):
-                        a = actions[t]
-                        w.add_step(a, np.asarray(f[f"frame_{t + 1}_x"][()], dtype=np.uint8), float(helper[t + 1][0]),
-                                   bool(helper[t + 1][1]), False, {}, [int(aset.joypad[a])] * FRAME_SKIP)
-                    w.add_extra("seed_y", ys)
+            for sf in checked:
+                _write_file(sf, out, aset, source, level, frame_skip, player, summary)
+                bar.update(task, advance=sf.n)
+        except BaseException:  # all or nothing: the episodes of this import go again
+            for path in summary.paths:
+                path.unlink(missing_ok=True)
+            raise
+    return summary
+
+
+def _write_file(sf: SeedFile, out: Path, aset: F.ActionSet, source: str, level: str, frame_skip: int, player: str,
+                summary: ImportSummary) -> None:
+    with open_h5(sf.path) as f:
+        ys_all = [f[f"frame_{i}_y"][()] for i in range(sf.n)]
+        helper_all = [f[f"frame_{i}_helperarr"][()] for i in range(sf.n)] if sf.helper else None
+        for k, (s, e) in enumerate(sf.segments):
+            if e - s < 2:
+                summary.short_segments += 1
+                continue
+            ys = np.stack(ys_all[s:e])
+            helper = np.stack(helper_all[s:e]) if helper_all is not None else None
+            labels = [_y_to_buttons(y) for y in ys]
+            actions = [F.nearest_action(b, aset) for b in labels]
+            for b, a in zip(labels[:-1], actions[:-1]):
+                if tuple(x for x in aset.buttons[a]) != b:
+                    summary.remapped[f"{'+'.join(b)} -> {aset.meaning(a)}"] += 1
+            meta = EpisodeMeta(env_id=f"SuperMarioBros-{level}-v0", level=level, frame_skip=frame_skip, action_set=aset,
+                               source=source, policy={"name": "unknown"}, player=player,
+                               extra={"imported_from": "seed", "seed_file": sf.path.name, "seed_file_hash": sf.digest,
+                                      "seed_segment": k, "seed_frames": [s, e], "replayable": False,
+                                      "helper_array": sf.helper, "y_kind": sf.layout})
+            with EpisodeWriter(out, meta) as w:
+                w.add_frame(np.asarray(f[f"frame_{s}_x"][()], dtype=np.uint8))
+                for t in range(e - s - 1):
+                    a = actions[t]
+                    reward = float(helper[t + 1][0]) if helper is not None else 0.0
+                    terminated = bool(helper[t + 1][1]) if helper is not None else False
+                    w.add_step(a, np.asarray(f[f"frame_{s + t + 1}_x"][()], dtype=np.uint8), reward, terminated, False, {},
+                               [int(aset.joypad[a])] * frame_skip)
+                w.add_extra("seed_y", ys)
+                if helper is not None:
                     w.add_extra("seed_helperarr", helper)
-                    written.append(w.finish("cut"))
-                except BaseException:
-                    w.discard()
-                    raise
-        except (KeyError, ValueError, OSError) as e:
-            raise UserError(f"{p} is not in the seed layout ({e})") from None
-    return written
+                if e < sf.n:  # a reset follows: its life flag says whether the episode ended in a death
+                    died = helper_all is not None and bool(helper_all[e][1])
+                else:
+                    died = helper is not None and bool(helper[-1][1])
+                summary.paths.append(w.finish("terminated" if died else "cut"))
+            summary.episodes += 1
+            summary.steps += e - s - 1
 
 
 def export_seed(src: str | Path, out: str | Path, force: bool = False) -> list[Path]:
