@@ -99,7 +99,7 @@ def test_seed_import_export_import_is_lossless(tmp_path, eight):
     seed_dir = tmp_path / "seed"
     _write_seed_files(seed_dir, Dataset(eight).paths[:2])
     first = import_seed(seed_dir, tmp_path / "a").paths
-    export_seed(tmp_path / "a", tmp_path / "exported")
+    export_seed(tmp_path / "a", tmp_path / "exported", pack=0)  # one file per episode: the originals back
     second = import_seed(tmp_path / "exported", tmp_path / "b").paths
     key = lambda p: Episode(p).attrs["extra"]["seed_file"]  # noqa: E731
     by_seed_file = {key(q): q for q in second}
@@ -337,3 +337,57 @@ def test_seed_import_reads_every_layout_splits_at_resets_and_lands_whole(tmp_pat
     res = run_cli("dataset", "import", src, "--out", tmp_path / "e")
     assert res.returncode == 2 and "zz-bad.hdf5" in res.stderr and "nothing was imported" in res.stderr
     assert not (tmp_path / "e").exists()
+
+
+def test_seed_export_packs_files_the_seeds_loader_reads(tmp_path, eight):
+    ds = Dataset(eight)
+    s = export_seed(eight, tmp_path / "packed", pack=30, labels="wad3")
+    total = int(ds.index["frames"].sum())
+    assert [p.name for p in s.files] == [f"mario_episode_data_{k}.hdf5" for k in range(-(-total // 30))]
+    # read back as the seed's loader does: N frames a file, (240, 256, 3) uint8 RGB, labels of the config's width
+    frames, ys, helper = [], [], []
+    for p in s.files:
+        with h5py.File(p, "r") as f:
+            n = 30 if p != s.files[-1] else total % 30 or 30
+            assert len(f) == 3 * n
+            for i in range(n):
+                x = f[f"frame_{i}_x"][()]
+                assert x.shape == (240, 256, 3) and x.dtype == np.uint8 and f[f"frame_{i}_y"].shape == (3,)
+                frames.append(x)
+                ys.append(f[f"frame_{i}_y"][()])
+                helper.append(f[f"frame_{i}_helperarr"][()])
+    originals = [Episode(p) for p in ds.paths]
+    assert np.array_equal(np.stack(frames), np.concatenate([e.frames[()] for e in originals]))
+    at = 0
+    for prev, ep in zip([None, *originals], originals):  # each join carries the life flag of a death before it
+        assert helper[at][1] == float(prev is not None and prev.attrs["end"] == "terminated")
+        for t, a in enumerate(ep.actions):
+            held = set(ep.action_set.buttons[a]) - {"NOOP", "B"}
+            assert {b for b, on in zip(("A", "left", "right"), ys[at + t]) if on} == held
+        at += ep.length + 1
+    assert any("B" in k for k in s.remapped) or not any("B" in e.action_set.meaning(a) for e in originals for a in e.actions)
+    # dropping the remainder leaves whole files only; the packed files import back into the same frames
+    d = export_seed(eight, tmp_path / "dropped", pack=30, remainder="drop")
+    assert len(d.files) == total // 30 and d.dropped_frames == total % 30
+    back = import_seed(tmp_path / "packed", tmp_path / "back")
+    assert back.steps + back.episodes + back.short_segments == total
+
+
+def test_spawns_in_the_seed_layout(tmp_path, eight):
+    """DIAMOND's play script loads <dir>/<k>/{low_res, full_res, act, next_act}.npy, frames channels first."""
+    res = run_cli("dataset", "spawn", eight, "--format", "seed", "--out", tmp_path / "sp", "--n", "3", "--seed", "2")
+    assert res.returncode == 0, res.stderr
+    from pathlib import Path
+
+    from mario_kit.datasets.ops import load_spawns
+
+    ref = load_spawns(make_spawns(eight, tmp_path / "sp.h5", n=3, seed=2))  # the same draw in mario-kit's layout
+    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == ["0", "1", "2"]
+    for k in range(3):
+        d = tmp_path / "sp" / str(k)
+        low, full = np.load(d / "low_res.npy"), np.load(d / "full_res.npy")
+        assert low.shape == (4, 3, 60, 64) and full.shape == (4, 3, 240, 256) and low.dtype == full.dtype == np.uint8
+        assert np.array_equal(full.transpose(0, 2, 3, 1), ref.full[k]) and np.array_equal(low.transpose(0, 2, 3, 1), ref.low[k])
+        assert np.array_equal(np.load(d / "act.npy"), ref.actions[k])
+        with Episode(Path(ref.refs[k]["dataset"]) / ref.refs[k]["file"]) as ep:
+            assert np.array_equal(np.load(d / "next_act.npy"), ep.actions[ref.refs[k]["step"]:])

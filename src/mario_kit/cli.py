@@ -368,6 +368,11 @@ def dataset_export(
     directory: Path = typer.Argument(..., help="Episode folder."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for the exported files."),
     fmt: str = typer.Option("seed", "--format", help="Layout: seed."),
+    pack: int = typer.Option(1000, min=0, help="Frames per file, episodes joined as the seed's generators write them "
+                             "(its loader reads 1000 a file); 0: one file per episode."),
+    labels: Optional[str] = typer.Option(None, help="Label layout: onehot7, wasd4 or wad3 [onehot7; with --pack 0, "
+                                         "an imported episode's own labels]."),
+    remainder: str = typer.Option("keep", help="The last file's frames when they are fewer than --pack: keep or drop."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
     """Export episodes to another layout."""
@@ -375,8 +380,12 @@ def dataset_export(
 
     if fmt != "seed":
         raise UserError(f"unknown export format {fmt!r}; supported: seed")
-    paths = export_seed(directory, out_dir, force)
-    out.print(f"exported {len(paths)} episodes to {out_dir}")
+    s = export_seed(directory, out_dir, force, pack, labels, remainder)
+    out.print(f"exported {s.episodes} episodes ({s.frames:,} frames) into {len(s.files)} files in {out_dir}"
+              + (f"; {s.dropped_frames} frames of a partial last file dropped" if s.dropped_frames else ""))
+    if s.remapped:
+        out.print("actions the label layout cannot express, written as the nearest label: "
+                  + ", ".join(f"{k} ({n:,})" for k, n in s.remapped.most_common()))
 
 
 @dataset_app.command("build")
@@ -406,7 +415,8 @@ def dataset_build(
 @dataset_app.command("spawn")
 def dataset_spawn(
     directory: Path = typer.Argument(..., help="Episode folder."),
-    out_file: Path = typer.Option(..., "--out", help="Spawns file to write (.h5)."),
+    out_file: Path = typer.Option(..., "--out", help="Spawns file to write (.h5), or a folder with --format seed."),
+    fmt: str = typer.Option("h5", "--format", help="h5 (for `mario-kit play`) or seed (DIAMOND's folders of .npy files)."),
     n: int = typer.Option(16, min=1, help="Number of spawns."),
     seed: int = typer.Option(0, **SEED, help="Seed of the draw."),
     level: Optional[str] = typer.Option(None, help="Comma list of levels."),
@@ -418,7 +428,8 @@ def dataset_spawn(
     """Starting contexts for `mario-kit play` (4 frames and actions, and where they come from)."""
     from mario_kit.datasets.ops import make_spawns
 
-    p = make_spawns(directory, out_file, n=n, seed=seed, level=level, x_min=x_min, x_max=x_max, split=split, force=force)
+    p = make_spawns(directory, out_file, n=n, seed=seed, level=level, x_min=x_min, x_max=x_max, split=split, force=force,
+                    fmt=fmt)
     out.print(f"wrote spawns to {p}")
 
 

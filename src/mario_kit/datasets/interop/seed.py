@@ -251,51 +251,144 @@ def _write_file(sf: SeedFile, out: Path, aset: F.ActionSet, source: str, level: 
             summary.steps += e - s - 1
 
 
-def export_seed(src: str | Path, out: str | Path, force: bool = False) -> list[Path]:
-    """Write every episode of `src` in the seed layout into `out` (one `<episode>.hdf5` each)."""
+@dataclass
+class ExportSummary:
+    files: list[Path] = field(default_factory=list)
+    frames: int = 0
+    episodes: int = 0
+    remapped: Counter = field(default_factory=Counter)  # "action -> label" for actions a layout cannot express
+    dropped_frames: int = 0  # the remainder under --remainder drop
+
+
+def label(buttons: tuple[str, ...], layout: str) -> tuple[np.ndarray, bool]:
+    """The y vector of an action's buttons in a label layout, and whether it is exact (a layout
+    without B, up or down keeps the rest: right+B -> [D], down -> [S])."""
+    held = set(buttons) - {"NOOP"}
+    if layout == "onehot7":
+        simple = F.ACTION_SETS["simple"]
+        a = F.nearest_action(tuple(held) or ("NOOP",), simple)
+        return np.eye(7, dtype=np.int64)[a], set(simple.buttons[a]) - {"NOOP"} == held
+    names = WASD if layout == "wasd4" else WAD
+    y = np.array([int(b is not None and b in held) for b in names], dtype=np.int64)
+    if layout == "wasd4" and not y.any():
+        y[2] = 1  # S: nothing
+    return y, held <= {b for b in names if b is not None}
+
+
+def export_seed(src: str | Path, out: str | Path, force: bool = False, pack: int = 1000, labels: str | None = None,
+                remainder: str = "keep") -> ExportSummary:
+    """Write the episodes of `src` in the seed layout into `out`.
+
+    `pack` N > 0: files of exactly N frames, `mario_episode_data_{k}.hdf5`, episodes joined one after
+    another as the seed's generators record them (the game reset inside a file; the life flag set at
+    each join that follows a death; the seed's loader reads every file as N frames), the last partial
+    file kept or dropped (`remainder`). `pack` 0: one `<episode>.hdf5` per episode, with an imported
+    episode's own labels and helper arrays when `labels` is None. `labels`: onehot7 (default), wasd4,
+    wad3; actions a layout cannot express become the nearest label, counted in the summary."""
+    if labels not in (None, "onehot7", "wasd4", "wad3"):
+        raise UserError(f"--labels takes onehot7, wasd4 or wad3, got {labels!r}")
+    if pack < 0 or remainder not in ("keep", "drop"):
+        raise UserError("--pack must be >= 0 (0: one file per episode) and --remainder keep or drop")
     ds = Dataset(src).require_episodes()
     if ds.skipped:
         p, why = ds.skipped[0]
         raise UserError(f"{p} is not a valid episode ({why}); run `mario-kit dataset validate {src}`")
+    bad = ds.index[ds.index["frame_skip"] != FRAME_SKIP]
+    if len(bad):
+        raise UserError(f"{bad['file'].iloc[0]} has frame skip {bad['frame_skip'].iloc[0]}; the seed layout is frame skip 4")
     out = Path(out)
-    existing = [out / (p.stem + ".hdf5") for p in ds.paths if (out / (p.stem + ".hdf5")).exists()]
+    if pack:
+        n_frames = int(ds.index["frames"].sum())
+        n_files = n_frames // pack + (1 if n_frames % pack and remainder == "keep" else 0)
+        names = [out / f"mario_episode_data_{k}.hdf5" for k in range(n_files)]
+    else:
+        names = [out / (p.stem + ".hdf5") for p in ds.paths]
+    existing = [p for p in names if p.exists()]
     if existing and not force:  # checked for every file before the first is written
         raise UserError(f"{existing[0]} exists; pass --force to overwrite")
+    summary = ExportSummary()
     with output_dir(out):
-        return _export(ds, out)
+        if pack:
+            _export_packed(ds, names, pack, labels or "onehot7", summary)
+        else:
+            _export_each(ds, names, labels, summary)
+    return summary
 
 
-def _export(ds: Dataset, out: Path) -> list[Path]:
+def _episode_arrays(ep: Episode, layout: str, summary: ExportSummary) -> tuple[np.ndarray, np.ndarray]:
+    """(y, helperarr) of every frame of an episode: frame t's label is action t (the last frame: no
+    action, NOOP); helperarr[t] = [reward of step t-1, terminated of step t-1]."""
+    T = ep.length
+    ys = []
+    for t in range(T + 1):
+        buttons = ep.action_set.buttons[int(ep.actions[t])] if t < T else ("NOOP",)
+        y, exact = label(buttons, layout)
+        if not exact:
+            summary.remapped[f"{'+'.join(buttons)} -> {layout} {y.tolist()}"] += 1
+        ys.append(y)
+    helper = np.zeros((T + 1, 2), dtype=np.float64)
+    helper[1:, 0] = ep.rewards
+    helper[1:, 1] = ep.column(F.TERMINATED)
+    return np.stack(ys), helper
+
+
+def _write_frames(path: Path, frames, ys: np.ndarray, helper: np.ndarray) -> None:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for i, x in enumerate(frames):
+            f.create_dataset(f"frame_{i}_x", data=x)
+            f.create_dataset(f"frame_{i}_y", data=ys[i])
+            f.create_dataset(f"frame_{i}_helperarr", data=helper[i])
+
+
+def _export_each(ds: Dataset, names: list[Path], labels: str | None, summary: ExportSummary) -> None:
     from mario_kit.progress import make_progress
 
-    simple = F.ACTION_SETS["simple"]
-    written = []
+    with make_progress(transient=True) as bar:
+        task = bar.add_task("exporting", total=len(ds.paths))
+        for p, target in zip(ds.paths, names):
+            with Episode(p) as ep:
+                ys, helper = ep.extra("seed_y"), ep.extra("seed_helperarr")
+                if labels is not None or ys is None or helper is None:  # the kept originals, or labels anew
+                    ys, helper = _episode_arrays(ep, labels or "onehot7", summary)
+                _write_frames(target, (ep.read_frames(i, i + 1)[0] for i in range(ep.length + 1)), ys, helper)
+                summary.frames += ep.length + 1
+            summary.episodes += 1
+            summary.files.append(target)
+            bar.update(task, advance=1)
+
+
+def _export_packed(ds: Dataset, names: list[Path], pack: int, layout: str, summary: ExportSummary) -> None:
+    """Episodes one after another, cut into files of `pack` frames; the join frame (the next
+    episode's reset frame) carries the life flag when the episode before it ended in a death."""
+    from mario_kit.progress import make_progress
+
+    frames, ys, helpers, k = [], [], [], 0
+
+    def flush(n: int) -> None:
+        nonlocal frames, ys, helpers, k
+        _write_frames(names[k], frames[:n], np.stack(ys[:n]), np.stack(helpers[:n]))
+        summary.files.append(names[k])
+        summary.frames += n
+        frames, ys, helpers, k = frames[n:], ys[n:], helpers[n:], k + 1
+
+    died = False
     with make_progress(transient=True) as bar:
         task = bar.add_task("exporting", total=len(ds.paths))
         for p in ds.paths:
-            written.append(_export_one(p, out, simple))
+            with Episode(p) as ep:
+                y, helper = _episode_arrays(ep, layout, summary)
+                helper[0] = [0.0, float(died)]
+                died = ep.attrs["end"] == "terminated"
+                for t in range(ep.length + 1):
+                    frames.append(ep.read_frames(t, t + 1)[0])
+                    ys.append(y[t])
+                    helpers.append(helper[t])
+                    if len(frames) == pack:
+                        flush(pack)
+            summary.episodes += 1
             bar.update(task, advance=1)
-    return written
-
-
-def _export_one(p: Path, out: Path, simple: F.ActionSet) -> Path:
-    target = out / (p.stem + ".hdf5")
-    with Episode(p) as ep:
-        if int(ep.attrs["frame_skip"]) != FRAME_SKIP:
-            raise UserError(f"{p.name} has frame skip {ep.attrs['frame_skip']}; the seed layout is frame skip 4")
-        ys, helper = ep.extra("seed_y"), ep.extra("seed_helperarr")
-        T = ep.length
-        if ys is None:
-            acts = F.map_actions(ep.actions, ep.action_set, simple)
-            ys = np.zeros((T + 1, 7), dtype=np.int64)
-            ys[np.arange(T), acts] = 1
-            ys[T, 0] = 1  # no action follows the last frame: NOOP
-            helper = np.zeros((T + 1, 2), dtype=np.float64)
-            helper[1:, 0] = ep.rewards
-            helper[1:, 1] = ep.column(F.TERMINATED)
-        with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
-            for i in range(T + 1):
-                f.create_dataset(f"frame_{i}_x", data=ep.read_frames(i, i + 1)[0])
-                f.create_dataset(f"frame_{i}_y", data=ys[i])
-                f.create_dataset(f"frame_{i}_helperarr", data=helper[i])
-    return target
+    if frames:
+        if k < len(names):
+            flush(len(frames))
+        else:
+            summary.dropped_frames = len(frames)
