@@ -391,3 +391,29 @@ def test_spawns_in_the_seed_layout(tmp_path, eight):
         assert np.array_equal(np.load(d / "act.npy"), ref.actions[k])
         with Episode(Path(ref.refs[k]["dataset"]) / ref.refs[k]["file"]) as ep:
             assert np.array_equal(np.load(d / "next_act.npy"), ep.actions[ref.refs[k]["step"]:])
+
+
+def test_minari_export_loads_back_exactly(tmp_path, small_dataset):
+    minari = pytest.importorskip("minari")
+    root = tmp_path / "minari"
+    res = run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "mario/test-v0")
+    assert res.returncode == 0, res.stderr
+    import os
+
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        m = minari.load_dataset("mario/test-v0")
+        eps = list(m.iterate_episodes())
+    finally:
+        os.environ.pop("MINARI_DATASETS_PATH")
+    ds = Dataset(small_dataset)
+    assert m.total_episodes == len(ds) and m.total_steps == int(ds.index["length"].sum())
+    for got, p in zip(eps, ds.paths):
+        with Episode(p) as ep:
+            assert np.array_equal(got.observations, ep.frames[()])  # lossless
+            assert np.array_equal(got.actions, ep.actions) and np.allclose(got.rewards, ep.rewards)
+            assert np.array_equal(got.terminations, ep.column("terminated")) and np.array_equal(got.infos["x_pos"][1:], ep.info["x_pos"])
+    meta = json.loads((root / "mario" / "test-v0" / "data" / "metadata.json").read_text())
+    assert meta["mario_kit"]["action_set"] == "simple" and meta["mario_kit"]["frame_skip"] == 4
+    assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "mario/test-v0").returncode == 2
+    assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "bad id").returncode == 2

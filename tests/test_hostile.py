@@ -344,6 +344,8 @@ ROWS = [
     ("balance-out-under-file", lambda c: ["balance", c / "eps", "--out", c / "a-file" / "w.npz"], 2, "not a folder"),
     ("spawn-out-under-file", lambda c: ["dataset", "spawn", c / "eps", "--out", c / "a-file" / "s.h5"], 2, "not a folder"),
     ("export-out-under-file", lambda c: ["dataset", "export", c / "eps", "--out", c / "a-file" / "x"], 2, "not a folder"),
+    ("export-minari-out-under-file", lambda c: ["dataset", "export", c / "eps", "--format", "minari", "--dataset-id", "mario/x-v0",
+                                                "--out", c / "a-file" / "m"], 2, "not a folder"),
     ("train-out-under-file", lambda c: ["train", "--store", c / "s.zarr", "--out", c / "a-file" / "r", "--config", "tiny"], 2, "not a folder"),
     ("evaluate-out-under-file", lambda c: ["evaluate", c / "run", "--store", c / "s.zarr", "--out", c / "a-file" / "e"], 2, "not a folder"),
     ("dream-out-under-file", lambda c: ["dream", "--run", c / "run", "--episode", first_episode(c / "eps"), "--start", "5",

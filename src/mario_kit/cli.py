@@ -367,7 +367,8 @@ def dataset_import(
 def dataset_export(
     directory: Path = typer.Argument(..., help="Episode folder."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for the exported files."),
-    fmt: str = typer.Option("seed", "--format", help="Layout: seed."),
+    fmt: str = typer.Option("seed", "--format", help="Layout: seed, or minari (a Minari dataset under --out)."),
+    dataset_id: Optional[str] = typer.Option(None, "--dataset-id", help="Minari: NAMESPACE/NAME-vN, e.g. mario/human-v0."),
     pack: int = typer.Option(1000, min=0, help="Frames per file, episodes joined as the seed's generators write them "
                              "(its loader reads 1000 a file); 0: one file per episode."),
     labels: Optional[str] = typer.Option(None, help="Label layout: onehot7, wasd4 or wad3 [onehot7; with --pack 0, "
@@ -378,8 +379,16 @@ def dataset_export(
     """Export episodes to another layout."""
     from mario_kit.datasets.interop.seed import export_seed
 
+    if fmt == "minari":
+        from mario_kit.datasets.interop.minari_export import export_minari
+
+        r = export_minari(directory, out_dir, dataset_id or "", force)
+        out.print(f"exported {r['episodes']} episodes ({r['frames']:,} frames) as the Minari dataset {dataset_id} in "
+                  f"{r['path']}: {r['bytes'] / 1e6:,.1f} MB (frames are stored raw, about 184 KB each); open it with "
+                  f"MINARI_DATASETS_PATH={out_dir} and minari.load_dataset({dataset_id!r})")
+        return
     if fmt != "seed":
-        raise UserError(f"unknown export format {fmt!r}; supported: seed")
+        raise UserError(f"unknown export format {fmt!r}; supported: seed, minari")
     s = export_seed(directory, out_dir, force, pack, labels, remainder)
     out.print(f"exported {s.episodes} episodes ({s.frames:,} frames) into {len(s.files)} files in {out_dir}"
               + (f"; {s.dropped_frames} frames of a partial last file dropped" if s.dropped_frames else ""))

@@ -1,0 +1,118 @@
+"""Export to Minari (Farama's offline-RL dataset format): `dataset export --format minari`.
+
+The dataset is laid out under ROOT as Minari keeps its datasets (ROOT/<namespace>/<name>-v<N>/data/),
+so that with MINARI_DATASETS_PATH=ROOT, `minari.load_dataset(id)` opens it. Frames are stored raw
+(Minari's JPEG encoding is lossy and is off): about 184 KB a frame, 50x our episode files. Each
+episode keeps its Discrete actions, rewards, terminations, truncations and info columns (the reset
+info is not recorded: the first step's row stands for it). The action set's buttons, frame skip and
+levels are in the dataset's description and in `mario_kit` of its metadata.json. Minari is an
+optional extra: `pip install 'mario-kit[minari]'`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from mario_kit import UserError
+from mario_kit.atomic import check_writable
+from mario_kit.datasets import format as F
+from mario_kit.datasets.dataset import Dataset
+from mario_kit.datasets.episode import Episode
+
+_ID = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9_-]+-v\d+")
+CHUNK_FRAMES = 5000  # episodes go to Minari in groups of about this many frames (about 0.9 GB in memory)
+
+
+@contextmanager
+def _datasets_path(root: Path) -> Iterator[None]:
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def _buffer(ep: Episode, k: int):
+    from minari.data_collector import EpisodeBuffer
+
+    infos = {name: np.r_[col[:1], col] for name, col in ep.info.items()}  # T+1 rows: the reset row repeats the first
+    return EpisodeBuffer(id=k, observations=ep.frames[()], actions=ep.actions.astype(np.int64), rewards=list(ep.rewards.astype(float)),
+                         terminations=list(ep.column(F.TERMINATED).astype(bool)), truncations=list(ep.column(F.TRUNCATED).astype(bool)),
+                         infos=infos)
+
+
+def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: bool = False) -> dict[str, Any]:
+    """Write the episodes of `src` as the Minari dataset `dataset_id` under `root`; returns what was written."""
+    try:
+        import gymnasium as gym
+        import minari
+    except ImportError:
+        raise UserError("the Minari export needs minari: pip install 'mario-kit[minari]'") from None
+    if not _ID.fullmatch(dataset_id or ""):
+        raise UserError(f"--dataset-id takes NAMESPACE/NAME-vN, e.g. mario/human-v0, got {dataset_id!r}")
+    ds = Dataset(src).require_episodes()
+    if ds.skipped:
+        p, why = ds.skipped[0]
+        raise UserError(f"{p} is not a valid episode ({why}); run `mario-kit dataset validate {src}`")
+    if ds.index["action_set"].nunique() > 1 or ds.index["frame_skip"].nunique() > 1:
+        raise UserError(f"{src} mixes action sets or frame skips; a Minari dataset has one action space")
+    root = Path(root).absolute()  # Minari joins a relative MINARI_DATASETS_PATH onto itself
+    target = root / dataset_id
+    if target.exists() and not force:
+        raise UserError(f"{target} exists; pass --force to replace it")
+    check_writable(root)
+    with Episode(ds.paths[0]) as ep:
+        aset, frame_skip = ep.action_set, int(ep.attrs["frame_skip"])
+    levels = sorted(set(ds.index["level"]))
+    record = {"action_set": aset.name, "action_buttons": [list(b) for b in aset.buttons], "frame_skip": frame_skip,
+              "levels": levels, "source_dataset": str(Path(src).resolve())}
+    tmp = root / f".mario-kit-minari-{os.getpid()}"  # built aside, moved into place when complete
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with _datasets_path(tmp), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Minari's advice on author, code link and env spec
+            dataset = None
+            chunk: list = []
+            frames = 0
+            for k, p in enumerate(ds.paths):
+                with Episode(p) as ep:
+                    chunk.append(_buffer(ep, k))
+                    frames += ep.length + 1
+                if frames >= CHUNK_FRAMES or k == len(ds.paths) - 1:
+                    if dataset is None:
+                        dataset = minari.create_dataset_from_buffers(
+                            dataset_id, chunk, action_space=gym.spaces.Discrete(len(aset)),
+                            observation_space=gym.spaces.Box(0, 255, F.FRAME_SHAPE, np.uint8), jpeg_encoding=False,
+                            algorithm_name="mario-kit", description="Super Mario Bros episodes from mario-kit: " + json.dumps(record))
+                    else:
+                        dataset.update_dataset_from_buffer(chunk)
+                    chunk, frames = [], 0
+        meta_path = tmp / dataset_id / "data" / "metadata.json"
+        meta = json.loads(meta_path.read_text())
+        meta["mario_kit"] = record
+        meta_path.write_text(json.dumps(meta))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # --force: replaced only now that the new one is complete
+            shutil.rmtree(target)
+        os.rename(tmp / dataset_id, target)
+        ns_meta = tmp / dataset_id.split("/")[0] / "namespace_metadata.json"
+        if ns_meta.exists() and not (target.parent / ns_meta.name).exists():
+            shutil.copy2(ns_meta, target.parent / ns_meta.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    total = int(ds.index["frames"].sum())
+    return {"path": target, "episodes": len(ds.paths), "steps": int(ds.index["length"].sum()), "frames": total,
+            "bytes": sum(f.stat().st_size for f in target.rglob("*") if f.is_file())}
