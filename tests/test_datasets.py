@@ -417,3 +417,26 @@ def test_minari_export_loads_back_exactly(tmp_path, small_dataset):
     assert meta["mario_kit"]["action_set"] == "simple" and meta["mario_kit"]["frame_skip"] == 4
     assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "mario/test-v0").returncode == 2
     assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "bad id").returncode == 2
+
+
+def test_imported_episodes_that_the_emulator_reproduces_are_replayable(tmp_path, eight):
+    """Our own export, imported back: the replay reproduces every frame, so the joypad record and the
+    info columns come back too, and the episode is marked replayable."""
+    export_seed(eight, tmp_path / "x", pack=0, labels="onehot7")
+    s = import_seed(tmp_path / "x", tmp_path / "back")
+    assert s.replayable == s.episodes == len(Dataset(eight))
+    originals = {Episode(p).frames[0].tobytes() + Episode(p).frames[-1].tobytes(): p for p in Dataset(eight).paths}
+    for p in s.paths:
+        with Episode(p) as got:
+            assert got.attrs["extra"]["replayable"] is True
+            with Episode(originals[got.frames[0].tobytes() + got.frames[-1].tobytes()]) as ref:
+                assert np.array_equal(got.joypad, ref.joypad) and np.array_equal(got.step_frames, ref.step_frames)
+                assert np.array_equal(got.info["x_pos"], ref.info["x_pos"]) and got.length == ref.length
+    # a file whose frames the emulator does not reproduce keeps repeated bytes and is not replayable
+    src = tmp_path / "noise"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    _seed_file(src / "n.hdf5", rng.integers(0, 255, (4, 240, 256, 3), dtype=np.uint8), np.eye(7, dtype=int)[[1, 1, 1, 0]])
+    (ep,) = import_seed(src, tmp_path / "n").paths
+    with Episode(ep) as got:
+        assert got.attrs["extra"]["replayable"] is False and list(got.step_frames) == [4, 4, 4]

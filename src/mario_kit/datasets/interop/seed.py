@@ -15,10 +15,14 @@ action at the last frame before a reset has no recorded outcome and is dropped. 
 to the target action set by their buttons (`format.nearest_action`; the summary counts those that
 became another action). The original y vectors and helper arrays of each episode's frames are kept,
 dtypes unchanged, in its `extra/` group, so that an imported file exports back byte-identical.
-Imported episodes have no per-frame joypad record: `joypad` holds each action's byte repeated
-frame-skip times, and `extra.replayable` is false (the seed's frame-skip wrapper is not ours, so a
-replay from reset is not claimed to match). Every file is checked before the first episode is
-written; the import lands whole or not at all; a file already imported (same content hash) is skipped.
+The files have no per-frame joypad record, so each episode is replayed alongside in the emulator
+(our loop: the action's byte held for frame-skip frames, the last frame recorded): while the replay
+reproduces the recorded frames, the joypad bytes, info columns and deaths are the emulator's, and an
+episode reproduced to its end gets `extra.replayable` true (then `dream` can rebuild it). Where the
+replay departs (another frame-skip wrapper, another level), the rest keeps each action's byte repeated
+frame-skip times and no info, and `replayable` is false. Every file is checked before the first
+episode is written; the import lands whole or not at all; a file already imported (same content
+hash) is skipped.
 
 Export: frames 0..T, y one-hot over SIMPLE_MOVEMENT (actions mapped by buttons; the last frame
 gets NOOP), helperarr = [previous step's reward, previous step's terminated].
@@ -29,8 +33,10 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -94,6 +100,7 @@ class ImportSummary:
     remapped: Counter = field(default_factory=Counter)  # "labelled buttons -> recorded action": steps
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     short_segments: int = 0  # pieces between resets too short for an episode (one frame)
+    replayable: int = 0  # episodes the emulator reproduces frame for frame from the level's start
     paths: list[Path] = field(default_factory=list)
 
 
@@ -153,17 +160,14 @@ def _imported_digests(out: Path) -> set[str]:
     return found
 
 
-def _level_start_frame(level: str) -> np.ndarray | None:
-    """The emulator's first frame of `level` (the reset frame); None without the emulator."""
+def _emulator(level: str):
+    """The emulator at `level` (for the reset frame and the replay check); None without nes-py."""
     try:
         from mario_kit.collectors.env import MarioEnv
+
+        return MarioEnv(level)
     except ImportError:
         return None
-    env = MarioEnv(level)
-    try:
-        return env.reset()[0]
-    finally:
-        env.close()
 
 
 def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", source: str = "seed", level: str = LEVEL,
@@ -181,9 +185,10 @@ def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", so
     files = _seed_files(src)
     summary = ImportSummary(files=len(files))
     done = _imported_digests(out)
-    reset_frame = _level_start_frame(level)
+    env = _emulator(level)
+    reset_frame = env.reset()[0] if env is not None else None
     checked: list[SeedFile] = []
-    with make_progress(enabled=progress, transient=True) as bar:
+    with make_progress(enabled=progress, transient=True) as bar, _closing(env):
         task = bar.add_task("checking", total=len(files))
         for p in files:
             try:
@@ -201,7 +206,7 @@ def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", so
         task = bar.add_task("importing", total=sum(sf.n for sf in checked))
         try:
             for sf in checked:
-                _write_file(sf, out, aset, source, level, frame_skip, player, summary)
+                _write_file(sf, out, aset, source, level, frame_skip, player, summary, env)
                 bar.update(task, advance=sf.n)
         except BaseException:  # all or nothing: the episodes of this import go again
             for path in summary.paths:
@@ -210,8 +215,20 @@ def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", so
     return summary
 
 
+@contextmanager
+def _closing(env) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if env is not None:
+            env.close()
+
+
 def _write_file(sf: SeedFile, out: Path, aset: F.ActionSet, source: str, level: str, frame_skip: int, player: str,
-                summary: ImportSummary) -> None:
+                summary: ImportSummary, env=None) -> None:
+    """Write the episodes of one checked file. Each is replayed alongside in the emulator (when there
+    is one): while the replay reproduces the recorded frames, the step's joypad bytes and info are the
+    emulator's, and an episode reproduced to its end is marked replayable (dream can rebuild it)."""
     with open_h5(sf.path) as f:
         ys_all = [f[f"frame_{i}_y"][()] for i in range(sf.n)]
         helper_all = [f[f"frame_{i}_helperarr"][()] for i in range(sf.n)] if sf.helper else None
@@ -232,13 +249,26 @@ def _write_file(sf: SeedFile, out: Path, aset: F.ActionSet, source: str, level: 
                                       "seed_segment": k, "seed_frames": [s, e], "replayable": False,
                                       "helper_array": sf.helper, "y_kind": sf.layout})
             with EpisodeWriter(out, meta) as w:
-                w.add_frame(np.asarray(f[f"frame_{s}_x"][()], dtype=np.uint8))
+                x0 = np.asarray(f[f"frame_{s}_x"][()], dtype=np.uint8)
+                w.add_frame(x0)
+                matching = env is not None and np.array_equal(env.reset()[0], x0)
+                last = e - s - 2
                 for t in range(e - s - 1):
                     a = actions[t]
+                    byte = int(aset.joypad[a])
+                    nxt = np.asarray(f[f"frame_{s + t + 1}_x"][()], dtype=np.uint8)
                     reward = float(helper[t + 1][0]) if helper is not None else 0.0
                     terminated = bool(helper[t + 1][1]) if helper is not None else False
-                    w.add_step(a, np.asarray(f[f"frame_{s + t + 1}_x"][()], dtype=np.uint8), reward, terminated, False, {},
-                               [int(aset.joypad[a])] * frame_skip)
+                    joypad, info = [byte] * frame_skip, {}
+                    if matching:
+                        r = env.step(byte, frame_skip)
+                        ended = r.terminated or r.truncated
+                        matching = np.array_equal(r.frame, nxt) and (not ended or t == last)
+                        if matching:
+                            joypad, info, terminated = r.joypad, r.info, terminated or r.terminated
+                    w.add_step(a, nxt, reward, terminated, False, info, joypad)
+                meta.extra["replayable"] = bool(matching)
+                summary.replayable += bool(matching)
                 w.add_extra("seed_y", ys)
                 if helper is not None:
                     w.add_extra("seed_helperarr", helper)
