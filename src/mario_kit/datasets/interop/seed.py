@@ -40,13 +40,13 @@ from typing import Iterator
 
 import h5py
 import numpy as np
-import xxhash
 
 from mario_kit import UserError
 from mario_kit.atomic import atomic_path, output_dir
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir, scan
 from mario_kit.datasets.episode import Episode, EpisodeMeta, EpisodeWriter
+from mario_kit.datasets.store import file_checksum
 from mario_kit.trust import open_h5
 
 FRAME_SKIP = 4
@@ -104,14 +104,6 @@ class ImportSummary:
     paths: list[Path] = field(default_factory=list)
 
 
-def file_digest(path: Path) -> str:
-    h = xxhash.xxh3_64()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_file(p: Path, reset_frame: np.ndarray | None) -> SeedFile:
     """Read one file's structure and labels, find its resets; ValueError says why it is not a seed file."""
     with open_h5(p) as f:  # refuses links, external storage and virtual datasets
@@ -142,7 +134,7 @@ def _check_file(p: Path, reset_frame: np.ndarray | None) -> SeedFile:
                 start = i
             prev = key
         segments.append((start, n))
-    return SeedFile(p, n, LAYOUTS[width], helper, file_digest(p), segments)
+    return SeedFile(p, n, LAYOUTS[width], helper, file_checksum(p), segments)
 
 
 def _imported_digests(out: Path) -> set[str]:
