@@ -44,7 +44,7 @@ import numpy as np
 from mario_kit import UserError
 from mario_kit.atomic import atomic_path, output_dir
 from mario_kit.datasets import format as F
-from mario_kit.datasets.dataset import Dataset, check_output_dir, scan
+from mario_kit.datasets.dataset import Dataset, check_output_dir, read_header, scan
 from mario_kit.datasets.episode import Episode, EpisodeMeta, EpisodeWriter
 from mario_kit.datasets.store import file_checksum
 from mario_kit.trust import open_h5
@@ -143,9 +143,8 @@ def _imported_digests(out: Path) -> set[str]:
     found = set()
     for p in scan(out)[0]:
         try:
-            with h5py.File(p, "r") as f:
-                extra = json.loads(f.attrs.get("extra", "{}"))
-        except (OSError, ValueError):
+            extra = json.loads(read_header(p)["extra"])
+        except (OSError, ValueError):  # not an episode (validate reports it); nothing imported from it
             continue
         if isinstance(extra, dict) and "seed_file_hash" in extra:
             found.add(extra["seed_file_hash"])
@@ -356,8 +355,8 @@ def _episode_arrays(ep: Episode, layout: str, summary: ExportSummary) -> tuple[n
 
 def _write_frames(path: Path, frames, ys: np.ndarray, helper: np.ndarray) -> None:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for i, x in enumerate(frames):
-            f.create_dataset(f"frame_{i}_x", data=x)
+        for i, x in enumerate(frames):  # deflate, as our episodes: any h5py reader decodes it, 50x smaller than raw
+            f.create_dataset(f"frame_{i}_x", data=x, compression="gzip", compression_opts=F.FRAME_COMPRESSION_OPTS)
             f.create_dataset(f"frame_{i}_y", data=ys[i])
             f.create_dataset(f"frame_{i}_helperarr", data=helper[i])
 
