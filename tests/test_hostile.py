@@ -357,6 +357,12 @@ ROWS = [
     ("info-missing-folder", lambda c: ["dataset", "info", c / "nothere"], 2, "not a folder"),
     ("merge-missing-source", lambda c: ["dataset", "merge", c / "eps", c / "nothere", "--out", c / "m"], 2, "not a folder"),
     ("split-txt-under-file", lambda c: ["dataset", "split", c / "eps", "--txt", c / "a-file" / "t.txt"], 2, "not a folder"),
+    # messages that showed internals (issue 18)
+    ("balance-set-unknown-key", lambda c: ["collect", "--random", "--balance", "hash", "--balance-set", "q=1", "--episodes", "1",
+                                           "--out", c / "n"], 2, "no parameter q; its parameters: p, components"),
+    ("play-spawn-is-a-folder", lambda c: ["play", "--run", c / "run", "--spawn", c / "s.zarr"], 2, "is a folder, not an hdf5 file"),
+    ("random-factor-and-range", lambda c: ["collect", "--agent", "ppo", "--model", c / "agent" / "agent.zip", "--random-factor", "0.2",
+                                           "--random-factor-range", "0", "0.3", "--episodes", "1", "--out", c / "n"], 2, "not both"),
     # damaged chunks, read part-way through
     ("build-damaged-chunk", lambda c: (_damage_chunk(first_episode(c / "eps")),
                                        ["dataset", "build", c / "eps", "--out", c / "new.zarr"])[1], 2, "decode"),
