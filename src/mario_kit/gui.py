@@ -26,6 +26,16 @@ JOY_BUTTONS = {0: "A", 1: "B", 2: "B", 3: "A"}
 JOY_START = (7, 9)
 
 
+def key_code(name: str) -> int:
+    """pygame's code of a key name (ValueError for an unknown one). It needs no display, but warns
+    without pygame.init(), which a key map or a key script is read before."""
+    import pygame
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pygame.key.key_code(name)
+
+
 def load_keymap(path: Path | None) -> dict[str, list[str]]:
     keymap = {k: list(v) for k, v in DEFAULT_KEYMAP.items()}
     if path is None:
@@ -35,8 +45,6 @@ def load_keymap(path: Path | None) -> dict[str, list[str]]:
     user = read_json(path, max_bytes=1 << 20, what="key map")
     if not isinstance(user, dict):
         raise UserError(f"key map {path} must be a JSON object like {{\"A\": [\"x\", \"space\"]}}")
-    import pygame
-
     for button, keys in user.items():
         if button not in BUTTONS:
             raise UserError(f"key map {path}: unknown button {button!r}; buttons are {', '.join(BUTTONS)}")
@@ -45,9 +53,7 @@ def load_keymap(path: Path | None) -> dict[str, list[str]]:
             raise UserError(f"key map {path}: {button} takes a key name or a list of key names")
         for k in keys:
             try:
-                with warnings.catch_warnings():  # key_code needs no display, but warns without pygame.init()
-                    warnings.simplefilter("ignore")
-                    pygame.key.key_code(k)
+                key_code(k)
             except (ValueError, TypeError):
                 raise UserError(f"key map {path}: unknown key name {k!r} (pygame key names, e.g. 'x', 'space', 'left')") from None
         keymap[button] = list(keys)
@@ -209,9 +215,7 @@ def script_from_env() -> dict[int, list] | None:
         key, _, frame = item.strip().rpartition("@")
         up = key.endswith("^")
         try:
-            with warnings.catch_warnings():  # key_code needs no display, but warns without pygame.init()
-                warnings.simplefilter("ignore")
-                code = pygame.key.key_code(key.rstrip("^"))
+            code = key_code(key.rstrip("^"))
             n = int(frame)
         except ValueError:
             raise UserError(f"{SCRIPT_ENV}: expected KEY@FRAME or KEY^@FRAME items, got {item!r}") from None

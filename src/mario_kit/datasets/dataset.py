@@ -45,13 +45,9 @@ def read_header(path: Path) -> dict:
             problems = h5_problems(f)
             if problems:
                 raise ValueError(f"refused: it reads outside itself ({problems[0]})")
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            return F.header(f.attrs)
     except OSError as e:
         raise ValueError(f"not a readable HDF5 file ({e.__class__.__name__})") from None
-    if attrs.get("format") != F.FORMAT_NAME:
-        raise ValueError("not a mario-kit episode (no 'format' attribute)")
-    F.check_attrs(attrs)
-    return attrs
 
 
 def check_output_dir(out: Path, action_set: str, frame_skip: int) -> None:

@@ -291,9 +291,7 @@ class Episode:
         self.path = Path(path)
         self._f = open_h5(self.path)  # refuses links, external storage and virtual datasets
         try:
-            if self._f.attrs.get("format") != F.FORMAT_NAME:
-                raise ValueError("no 'format' attribute")
-            F.check_attrs({k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._f.attrs.items()})
+            F.header(self._f.attrs)
         except ValueError as e:
             self._f.close()
             raise BadEpisode(f"{self.path} is not a valid mario-kit episode ({e})") from None

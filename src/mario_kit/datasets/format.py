@@ -194,6 +194,16 @@ MAX_FRAME_SKIP = 64
 _LEVEL = re.compile(r"[1-8]-[1-4]")
 
 
+def header(raw) -> dict:
+    """An episode file's root attributes (h5py's `attrs` mapping) as str/int values, checked against
+    schema 1: the one header check of `Episode` and the dataset index. Raises ValueError."""
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+    if attrs.get("format") != FORMAT_NAME:
+        raise ValueError("not a mario-kit episode (no 'format' attribute)")
+    check_attrs(attrs)
+    return attrs
+
+
 def check_attrs(attrs: dict) -> None:
     """Raise ValueError unless an episode's root attributes are what schema 1 says: every attribute
     a reader relies on, with its type and range (the data itself is checked by `validate`)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import xxhash
 
 from mario_kit import UserError
-from mario_kit.atomic import atomic_path, check_writable, write_text_atomic
+from mario_kit.atomic import check_writable, write_text_atomic
 from mario_kit.trust import read_json
 from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
 
@@ -41,8 +41,7 @@ def read_split(directory: Path) -> dict[str, str]:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0, stratify: tuple[str, ...] = (),

@@ -204,8 +204,7 @@ def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = F
                 shutil.rmtree(aside, ignore_errors=True)  # left by a --force run killed before its first checkpoint
                 os.rename(out, aside)
             out.mkdir(parents=True, exist_ok=True)
-            with atomic_path(out / "config.json") as tmp:
-                tmp.write_text(json.dumps(to_dict(cfg), indent=1))
+            write_text_atomic(out / "config.json", json.dumps(to_dict(cfg), indent=1))
         except OSError as e:
             _undo_folder(out, aside, created)
             raise UserError(f"cannot write the run folder {out}: {e.strerror or e}") from None
