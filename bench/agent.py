@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mario_kit.collectors import COLLECTORS, CollectConfig, collect
-from mario_kit.collectors.ppo import AgentConfig, make_env, train_agent
+from mario_kit.agents.ppo import AgentConfig, make_env, train_agent
 
 
 def raw_steps_per_s(n: int) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mario_kit.collectors import CollectConfig, collect
-from mario_kit.collectors.env import MarioEnv
+from mario_kit.emulator import MarioEnv
 from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import Episode
 

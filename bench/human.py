@@ -21,7 +21,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import numpy as np  # noqa: E402
 import pygame  # noqa: E402
 
-from mario_kit.collectors import human  # noqa: E402
+from mario_kit.collectors import collect_human, human  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     human.HumanApp._draw = timed
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        res = human.collect_human(Path(tmp), script=script, fps=0, wait_for_start=False, scale=args.scale)
+        res = collect_human(Path(tmp), script=script, fps=0, wait_for_start=False, scale=args.scale)
         wall = time.perf_counter() - t
     per = 1000 * wall / args.frames
     print(json.dumps({

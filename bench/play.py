@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mario_kit.world_model.configs import TrainConfig, cpu, to_dict
+from mario_kit.world_model.configs import TrainConfig, cpu
 from mario_kit.world_model.denoiser import Denoiser
-from mario_kit.world_model.play import Dream
-from mario_kit.world_model.train import CKPT_KIND, CKPT_SCHEMA, save_atomic
+from mario_kit.world_model.model_env import Dream
+from mario_kit.world_model.checkpoint import make_checkpoint, save_atomic
+from mario_kit.datasets.format import ACTION_SETS
 
 
 def fake_run(d: Path, small_upsampler: bool = False) -> None:
@@ -35,9 +36,8 @@ def fake_run(d: Path, small_upsampler: bool = False) -> None:
     for stage, m in (("denoiser", cfg.denoiser), ("upsampler", cfg.upsampler)):
         torch.manual_seed(0)
         model = Denoiser(m, 7)
-        save_atomic({"kind": CKPT_KIND, "schema": CKPT_SCHEMA, "stage": stage, "config": json.dumps(to_dict(cfg)),
-                     "n_actions": 7, "action_set": "simple", "action_buttons": "[]", "model": model.state_dict(),
-                     "ema": None, "step": 0, "epoch": 0}, d / f"{stage}.pt")
+        buttons = [list(b) for b in ACTION_SETS["simple"].buttons]
+        save_atomic(make_checkpoint(stage, cfg, model, "simple", buttons), d / f"{stage}.pt")
 
 
 PAUSE: int | None = None  # --pause-group: a background job's process group, stopped while timing

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import run_cli
 from mario_kit import UserError
-from mario_kit.balancing.base import make_strategy
+from mario_kit.balancing import make_strategy
 from mario_kit.balancing.hash import TABLE, load_table, merge_shards, scenario_key
 from mario_kit.balancing.offline import balance_dataset
 from mario_kit.datasets import format as F

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import make_dataset
-from mario_kit.collectors.env import MarioEnv, replay
+from mario_kit.emulator import MarioEnv, replay
 from mario_kit.collectors.policies import RandomPolicy, StickyPolicy
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset

@@ -66,7 +66,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A dataset with a split, its store, a tiny trained run and a genuine agent."""
-    from mario_kit.collectors.ppo import AgentConfig, train_agent
+    from mario_kit.agents.ppo import AgentConfig, train_agent
     from mario_kit.datasets.split import split_dataset
     from mario_kit.datasets.store import build_store
     from mario_kit.world_model.configs import get_config
@@ -158,7 +158,7 @@ def test_a_genuine_agent_loads_without_sb3s_unpickler_and_acts_the_same(ctx):
     import torch
     from stable_baselines3 import PPO
 
-    from mario_kit.collectors.ppo import load_agent
+    from mario_kit.agents.ppo import load_agent
 
     model, rec = load_agent(ctx / "agent" / "agent.zip")
     ref = PPO.load(ctx / "agent" / "agent.zip", device="cpu")

@@ -8,8 +8,10 @@ import pygame
 import pytest
 
 from mario_kit import UserError
-from mario_kit.collectors.env import replay
-from mario_kit.collectors.human import FrameLimiter, collect_human, load_keymap, nearest_action
+from mario_kit.emulator import replay
+from mario_kit.collectors import collect_human
+from mario_kit.datasets.format import nearest_action
+from mario_kit.gui import FrameLimiter, load_keymap
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode

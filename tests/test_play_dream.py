@@ -17,7 +17,8 @@ from mario_kit.datasets.split import split_dataset
 from mario_kit.datasets.store import build_store
 from mario_kit.datasets.validate import validate_dir
 from mario_kit.world_model.dream import dream
-from mario_kit.world_model.play import Dream, play
+from mario_kit.world_model.model_env import Dream
+from mario_kit.world_model.play import play
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,24 @@ def test_dream_steps_are_seeded_and_cuda_graphs_replay_the_eager_step(setup):
         Dream(setup / "run", device="cpu", cuda_graph=True)
     if torch.cuda.is_available():  # on a GPU: the graph gives the eager frames (bench/play.py checks it too)
         assert np.array_equal(frames(0, device="cuda", cuda_graph=True), frames(0, device="cuda", cuda_graph=False))
+
+
+def test_a_run_with_another_n_context_plays_and_dreams_or_is_refused(setup, tmp_path):
+    """n_context comes from the loaded model, not a constant: a 2-frame model dreams from step 2 and
+    plays from 4-frame spawns (their last 2 frames); a start with fewer frames than it needs is refused."""
+    res = run_cli("train", "--store", setup / "s.zarr", "--out", tmp_path / "run2", "--config", "tiny",
+                  "--set", "denoiser.n_context=2", "--set", "max_steps=2", "-q")
+    assert res.returncode == 0, res.stderr
+    p = Dataset(setup / "eps").paths[0]
+    r = dream(tmp_path / "run2", p, 2, 3, tmp_path / "d.gif", upsampler=False, progress=False)
+    assert r["frames"] == 3
+    with Episode(p) as ep:
+        assert np.array_equal(r["real"], ep.frames[2:5])
+    keys = {0: [ev(pygame.KEYDOWN, pygame.K_RIGHT)], 3: [ev(pygame.KEYDOWN, pygame.K_ESCAPE)]}
+    assert play(tmp_path / "run2", setup / "spawns.h5", upsampler=False, sync=True, script=keys).frames == 3
+    sp = load_spawns(setup / "spawns.h5")
+    d = Dream(tmp_path / "run2", upsampler=False, device="cpu")
+    with pytest.raises(UserError, match="2 past frames.*--context 2"):
+        d.reset(sp.low[0][:1], sp.actions[0][:1])
+    res = run_cli("dream", "--run", tmp_path / "run2", "--episode", p, "--start", "1", "--out", tmp_path / "x.gif")
+    assert res.returncode == 2 and "--start must be in 2.." in res.stderr

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_cli
 from mario_kit.collectors import COLLECTORS
-from mario_kit.collectors.ppo import AgentConfig, load_agent, train_agent
+from mario_kit.agents.ppo import AgentConfig, load_agent, train_agent
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 
@@ -97,7 +97,7 @@ def test_random_factor_one_is_uniform_random(agent_run, tmp_path):
 def test_random_factor_zero_matches_the_agents_own_predictions(agent_run, tmp_path):
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
-    from mario_kit.collectors.ppo import make_env
+    from mario_kit.agents.ppo import make_env
 
     _collect(tmp_path, agent_run / "agent.zip", random_factor=0.0, episodes=1)
     (p,) = Dataset(tmp_path).paths
@@ -125,7 +125,7 @@ def test_per_episode_factors_are_drawn_and_stored(agent_run, tmp_path):
 def test_fast_grayscale_equals_gymnasiums_wrapper_bit_for_bit():
     from gymnasium.wrappers import GrayscaleObservation
 
-    from mario_kit.collectors.ppo import FastGrayscaleObservation, make_env
+    from mario_kit.agents.ppo import FastGrayscaleObservation, make_env
 
     env = make_env("1-1", "simple", 4, monitor=False)
     w = env
@@ -148,7 +148,7 @@ def test_fast_grayscale_equals_gymnasiums_wrapper_bit_for_bit():
 def test_training_rewards_are_scaled_after_the_monitor():
     from stable_baselines3.common.monitor import Monitor
 
-    from mario_kit.collectors.ppo import make_env
+    from mario_kit.agents.ppo import make_env
 
     raw = make_env("1-1", "simple", 4, monitor=False)
     scaled = make_env("1-1", "simple", 4, monitor=True, reward_scale=0.1)
@@ -172,7 +172,7 @@ def test_workers_close_after_an_interrupt_between_two_replies():
     for those again (SB3's own close() hangs there)."""
     import threading
 
-    from mario_kit.collectors.ppo import _vec_env, close_vec_env
+    from mario_kit.agents.ppo import _vec_env, close_vec_env
 
     venv = _vec_env(AgentConfig(workers=2), 2, seed=0)
     venv.reset()
@@ -189,7 +189,7 @@ def test_workers_close_after_an_interrupt_between_two_replies():
 def test_death_penalty_lands_on_the_death_step_only():
     """Walking right into the first Goomba kills Mario: the penalty is added on that step and no
     other (scaled with the rest), while a time-limit truncation is not a death."""
-    from mario_kit.collectors.ppo import make_env
+    from mario_kit.agents.ppo import make_env
 
     raw = make_env("1-1", "simple", 4, monitor=False)
     shaped = make_env("1-1", "simple", 4, monitor=True, reward_scale=0.1, death_penalty=50.0)
@@ -220,7 +220,7 @@ def test_cpu_ppo_rolls_out_on_one_thread_and_keeps_channels_last(agent_run):
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
-    from mario_kit.collectors.ppo import make_env
+    from mario_kit.agents.ppo import make_env
 
     threads = torch.get_num_threads()
     seen = []
@@ -246,7 +246,7 @@ def test_cpu_ppo_rolls_out_on_one_thread_and_keeps_channels_last(agent_run):
 def test_stochastic_evaluation_is_seeded_and_leaves_torchs_generator_alone(agent_run):
     import torch
 
-    from mario_kit.collectors.ppo import evaluate_agent
+    from mario_kit.agents.ppo import evaluate_agent
 
     model, rec = load_agent(agent_run / "agent.zip")
     rec = {**rec, "max_episode_steps": 150}  # a short episode is enough here

@@ -19,7 +19,7 @@ from mario_kit.datasets.split import split_dataset
 from mario_kit.datasets.store import build_store
 from mario_kit.world_model.configs import get_config, upsampler_model
 from mario_kit.world_model.denoiser import Denoiser, ModelConfig, count_parameters
-from mario_kit.world_model.evaluate import psnr
+from mario_kit.world_model.metrics import pooled_psnr, psnr, ssim
 from mario_kit.world_model.sampler import SamplerConfig, karras_sigmas, sample, to_model, to_uint8
 from mario_kit.world_model.train import setup_runtime
 
@@ -31,6 +31,33 @@ def store(tmp_path_factory):
     split_dataset(d / "eps", 34, seed=0)
     build_store(d / "eps", d / "s.zarr", full_res=True, progress=False)
     return d / "s.zarr"
+
+
+def test_metrics_equal_scikit_image_on_real_frames(store):
+    """Our torch PSNR and SSIM (one home: world_model/metrics.py) against scikit-image's, on pairs of
+    real consecutive frames at both resolutions and on a frame against a noisy copy of itself."""
+    import zarr
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    g = zarr.open_group(str(store), mode="r")
+    rng = np.random.default_rng(0)
+    for name in ("low", "full"):
+        frames = g[name][10:16]
+        noisy = np.clip(frames[:1].astype(int) + rng.integers(-20, 21, frames[:1].shape), 0, 255).astype(np.uint8)
+        a, b = np.concatenate([frames[:-1], noisy]), np.concatenate([frames[1:], frames[:1]])
+        ours_p = psnr(torch.from_numpy(a).float(), torch.from_numpy(b).float()).numpy()
+        ours_s = ssim(torch.from_numpy(a).float(), torch.from_numpy(b).float()).numpy()
+        for k in range(len(a)):
+            if (a[k] == b[k]).all():
+                assert np.isinf(ours_p[k])
+                continue
+            ref_p = peak_signal_noise_ratio(b[k], a[k], data_range=255)
+            ref_s = structural_similarity(a[k], b[k], data_range=255, channel_axis=-1, gaussian_weights=True,
+                                          sigma=1.5, use_sample_covariance=False)
+            assert abs(ours_p[k] - ref_p) < 1e-3 and abs(ours_s[k] - ref_s) < 1e-4, (name, k, ours_p[k], ref_p, ours_s[k], ref_s)
+        assert ours_s[-1] < 0.999  # the noisy copy is scored below identical
+    t = torch.from_numpy(np.stack([a[0], a[0]])).float()
+    assert pooled_psnr(t, t + 1) == pytest.approx(10 * np.log10(255.0**2))  # MSE of 1 everywhere
 
 
 def test_default_configs_shapes_and_parameter_counts():

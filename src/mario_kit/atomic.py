@@ -3,12 +3,13 @@ target, fsync the folder. A reader sees the old file or the new one, never a par
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def fsync_dir(path: Path) -> None:
@@ -85,3 +86,8 @@ def output_dir(path: str | Path) -> Iterator[Path]:
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_json_atomic(path: str | Path, obj: Any, sort_keys: bool = False) -> None:
+    """`obj` as indented JSON, atomically (configs, summaries, reports, split files)."""
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=sort_keys))

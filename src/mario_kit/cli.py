@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 
 from mario_kit import UserError, __version__
+
+EPISODE_DIR = typer.Argument(..., help="Episode folder.")  # the one positional most dataset commands take
+
+
+class ImportFormat(str, Enum):
+    """Layouts `dataset import` reads."""
+
+    seed = "seed"
+
+
+class ExportFormat(str, Enum):
+    """Layouts `dataset export` writes."""
+
+    seed = "seed"
+    minari = "minari"
+
 
 app = typer.Typer(
     help="Super Mario Bros datasets (human, agent, random play), balancing, and a diffusion world model.",
@@ -75,18 +92,20 @@ def collect(
     chosen = [name for name, on in (("random", random or sticky is not None), ("human", human), ("ppo", agent)) if on]
     if len(chosen) != 1:
         raise UserError("choose one collector: --random (optionally --sticky P), --human, or --agent ppo --model M")
-    options = dict(
-        out=out_dir, level=level, action_set=action_set, frame_skip=frame_skip, max_steps=max_steps,
-        episodes=episodes, steps=steps, seed=seed, workers=workers, player=player,
-        sticky=sticky, scale=scale, keymap=keymap, fps=fps, progress=not quiet,
-        balance=balance, balance_kwargs=_key_values(balance_set),
-    )
-    if chosen[0] == "ppo":
+    common = dict(level=level, action_set=action_set, frame_skip=frame_skip, max_steps=max_steps, episodes=episodes,
+                  steps=steps, seed=seed, workers=workers, player=player, balance=balance,
+                  balance_kwargs=_key_values(balance_set))
+    options: dict[str, Any] = {k: v for k, v in common.items() if v is not None}  # not given: the collector's default
+    if chosen[0] == "random":
+        options.update(sticky=sticky)
+    elif chosen[0] == "human":
+        options.update(scale=scale, keymap=keymap, fps=fps)
+    else:
         if random_factor_range is not None and random_factor != 0.0:
             raise UserError("give --random-factor P or --random-factor-range LO HI, not both")
         options.update(model=model, random_factor=random_factor, random_factor_range=random_factor_range,
                        deterministic=deterministic)
-    result = COLLECTORS[chosen[0]](**options)
+    result = COLLECTORS[chosen[0]](out_dir, progress=not quiet, **options)
     if result.summary:
         _print_session(result.summary)
     note = " (interrupted: the episode in progress was discarded)" if result.interrupted else ""
@@ -140,7 +159,7 @@ def report(
 
 @app.command()
 def balance(
-    directory: Path = typer.Argument(..., help="Episode folder."),
+    directory: Path = EPISODE_DIR,
     strategy: str = typer.Option("class", "--strategy", help="class | hash | repeat."),
     out_file: Path = typer.Option(..., "--out", help="Weights file to write (.npz), for `dataset build --weights`."),
     params: list[str] = typer.Option([], "--set", help="Strategy parameter key=value, e.g. cap=0.4, target=NOOP."),
@@ -188,8 +207,8 @@ def agent_train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train a PPO agent on one level (defaults: AgentConfig in mario_kit.collectors.ppo)."""
-    from mario_kit.collectors.ppo import AgentConfig, train_agent
+    """Train a PPO agent on one level (defaults: AgentConfig in mario_kit.agents.ppo)."""
+    from mario_kit.agents.ppo import AgentConfig, train_agent
     from mario_kit.world_model.configs import apply_override
 
     given = {"timesteps": timesteps, "workers": workers, "checkpoint_every": checkpoint_every, "eval_every": eval_every,
@@ -213,7 +232,7 @@ def agent_eval(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Mean return, mean and best max x_pos, completion rate."""
-    from mario_kit.collectors.ppo import evaluate_agent, load_agent
+    from mario_kit.agents.ppo import evaluate_agent, load_agent
 
     model, rec = load_agent(model_path)
     r = evaluate_agent(model, rec, episodes, deterministic=not stochastic, seed=seed, progress=not as_json)
@@ -234,7 +253,7 @@ def demo(
 
 @dataset_app.command("info")
 def dataset_info(
-    directory: Path = typer.Argument(..., help="Episode folder."),
+    directory: Path = EPISODE_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Episodes, steps, frames, bytes on disk, sources, action sets, levels and action counts."""
@@ -257,7 +276,7 @@ def dataset_info(
 
 @dataset_app.command("validate")
 def dataset_validate(
-    directory: Path = typer.Argument(..., help="Episode folder."),
+    directory: Path = EPISODE_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     frames: bool = typer.Option(True, "--frames/--no-frames", help="Decode every frame (slower, thorough)."),
 ) -> None:
@@ -283,7 +302,7 @@ def dataset_validate(
 
 @dataset_app.command("split")
 def dataset_split(
-    directory: Path = typer.Argument(..., help="Episode folder."),
+    directory: Path = EPISODE_DIR,
     percentage: float = typer.Option(15.0, help="Share of episodes in the test split, in percent."),
     seed: int = typer.Option(0, **SEED, help="Seed of the episode order."),
     stratify: str = typer.Option("", help="Comma list of source, level: keep the share within each group."),
@@ -316,7 +335,7 @@ def dataset_merge(
 
 @dataset_app.command("filter")
 def dataset_filter(
-    directory: Path = typer.Argument(..., help="Episode folder."),
+    directory: Path = EPISODE_DIR,
     out_dir: Path = typer.Option(..., "--out", help="Folder of the view (hard links)."),
     source: Optional[str] = typer.Option(None, help="Comma list of sources."),
     level: Optional[str] = typer.Option(None, help="Comma list of levels."),
@@ -338,7 +357,7 @@ def dataset_filter(
 def dataset_import(
     directory: Path = typer.Argument(..., help="Folder of files in the foreign layout."),
     out_dir: Path = typer.Option(..., "--out", help="Episode folder to import into."),
-    fmt: str = typer.Option("seed", "--format", help="Layout: seed (Super Mario DIAMOND's HDF5 files)."),
+    fmt: ImportFormat = typer.Option("seed", "--format", help="Layout: seed (Super Mario DIAMOND's HDF5 files)."),
     action_set: str = typer.Option("simple", help="Action set of the imported episodes."),
     source: str = typer.Option("seed", help="Source recorded in the imported episodes (e.g. human, agent)."),
     level: str = typer.Option("1-1", help="Level the files were recorded on (W-S)."),
@@ -348,8 +367,6 @@ def dataset_import(
     """Import episodes from another layout: every file is checked first, then all land or none."""
     from mario_kit.datasets.interop.seed import import_seed
 
-    if fmt != "seed":
-        raise UserError(f"unknown import format {fmt!r}; supported: seed")
     s = import_seed(directory, out_dir, action_set, source, level, frame_skip, player, progress=True)
     layouts = ", ".join(f"{n} {k}" for k, n in sorted(s.layouts.items())) or "none"
     out.print(f"imported {s.episodes} episode{'' if s.episodes == 1 else 's'} ({s.steps:,} steps) from "
@@ -365,9 +382,9 @@ def dataset_import(
 
 @dataset_app.command("export")
 def dataset_export(
-    directory: Path = typer.Argument(..., help="Episode folder."),
+    directory: Path = EPISODE_DIR,
     out_dir: Path = typer.Option(..., "--out", help="Folder for the exported files."),
-    fmt: str = typer.Option("seed", "--format", help="Layout: seed, or minari (a Minari dataset under --out)."),
+    fmt: ExportFormat = typer.Option("seed", "--format", help="Layout: seed, or minari (a Minari dataset under --out)."),
     dataset_id: Optional[str] = typer.Option(None, "--dataset-id", help="Minari: NAMESPACE/NAME-vN, e.g. mario/human-v0."),
     pack: int = typer.Option(1000, min=0, help="Frames per file, episodes joined as the seed's generators write them "
                              "(its loader reads 1000 a file); 0: one file per episode."),
@@ -379,7 +396,7 @@ def dataset_export(
     """Export episodes to another layout."""
     from mario_kit.datasets.interop.seed import export_seed
 
-    if fmt == "minari":
+    if fmt is ExportFormat.minari:
         from mario_kit.datasets.interop.minari_export import export_minari
 
         r = export_minari(directory, out_dir, dataset_id or "", force)
@@ -387,8 +404,6 @@ def dataset_export(
                   f"{r['path']}: {r['bytes'] / 1e6:,.1f} MB (frames are stored raw, about 184 KB each); open it with "
                   f"MINARI_DATASETS_PATH={out_dir} and minari.load_dataset({dataset_id!r})")
         return
-    if fmt != "seed":
-        raise UserError(f"unknown export format {fmt!r}; supported: seed, minari")
     s = export_seed(directory, out_dir, force, pack, labels, remainder)
     out.print(f"exported {s.episodes} episodes ({s.frames:,} frames) into {len(s.files)} files in {out_dir}"
               + (f"; {s.dropped_frames} frames of a partial last file dropped" if s.dropped_frames else ""))
@@ -399,7 +414,7 @@ def dataset_export(
 
 @dataset_app.command("build")
 def dataset_build(
-    directory: Path = typer.Argument(..., help="Episode folder."),
+    directory: Path = EPISODE_DIR,
     store: Path = typer.Option(..., "--out", help="Training store to create or extend (STORE.zarr)."),
     full_res: bool = typer.Option(False, "--full-res", help="Also keep full-resolution frames (for the upsampler)."),
     weights: Optional[Path] = typer.Option(None, help="Balancing weights (.npz written by `mario-kit balance`)."),
@@ -423,10 +438,11 @@ def dataset_build(
 
 @dataset_app.command("spawn")
 def dataset_spawn(
-    directory: Path = typer.Argument(..., help="Episode folder."),
+    directory: Path = EPISODE_DIR,
     out_file: Path = typer.Option(..., "--out", help="Spawns file to write (.h5), or a folder with --format seed."),
     fmt: str = typer.Option("h5", "--format", help="h5 (for `mario-kit play`) or seed (DIAMOND's folders of .npy files)."),
     n: int = typer.Option(16, min=1, help="Number of spawns."),
+    context: int = typer.Option(4, min=1, max=64, help="Past frames per spawn: at least the model's n_context."),
     seed: int = typer.Option(0, **SEED, help="Seed of the draw."),
     level: Optional[str] = typer.Option(None, help="Comma list of levels."),
     x_min: Optional[int] = typer.Option(None, help="Minimum x_pos."),
@@ -434,10 +450,10 @@ def dataset_spawn(
     split: Optional[str] = typer.Option(None, help="Only episodes of this split (train/test)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the spawns file."),
 ) -> None:
-    """Starting contexts for `mario-kit play` (4 frames and actions, and where they come from)."""
+    """Starting contexts for `mario-kit play` (--context frames and actions, and where they come from)."""
     from mario_kit.datasets.ops import make_spawns
 
-    p = make_spawns(directory, out_file, n=n, seed=seed, level=level, x_min=x_min, x_max=x_max, split=split, force=force,
+    p = make_spawns(directory, out_file, n=n, n_context=context, seed=seed, level=level, x_min=x_min, x_max=x_max, split=split, force=force,
                     fmt=fmt)
     out.print(f"wrote spawns to {p}")
 
@@ -553,17 +569,17 @@ def play(
     run: Path = typer.Option(..., "--run", help="Run folder with a trained denoiser (and upsampler)."),
     spawn: Path = typer.Option(..., "--spawn", help="Spawns file (`mario-kit dataset spawn`)."),
     steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler, 3, on a GPU; 1 on a CPU, "
-                                        "about 2x the frame rate at the same PSNR)."),
+                                        "a higher frame rate at the same PSNR: docs/BENCHMARKS.md)."),
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show full-res frames from the upsampler."),
     upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's; 1 is "
-                                                  "about 1.8x faster than the `cpu` preset's 2, and softer)."),
+                                                  "faster than the `cpu` preset's 2, and softer)."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bfloat16 autocast for generation (default: on a CPU with "
-                                        "bf16 instructions, AVX512-BF16 or AMX, where it is 1.3-1.4x faster; off on CUDA, "
+                                        "bf16 instructions, AVX512-BF16 or AMX, where it is faster; off on CUDA, "
                                         "where fp32 is faster at batch 1)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the models (CPU: ~1.4x faster after ~50 s)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the models (faster on a CPU after a minute or so of compiling)."),
     cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Replay each model step as one "
-                                              "CUDA graph (default: on CUDA; ~2-4x the eager frame rate, same frames)."),
+                                              "CUDA graph (default: on CUDA; a multiple of the eager frame rate, the same frames)."),
     fps: float = typer.Option(15.0, help="Target model frames/s (15 = NES speed at frame skip 4)."),
     scale: int = typer.Option(3, help="Window scale."),
     keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file."),

@@ -1,7 +1,10 @@
 """What the machine does fast. bfloat16 autocast pays only where the hardware has bf16 arithmetic:
-on a CPU without it, oneDNN converts in software and bf16 runs slower than fp32 (PPO's CNN update:
-228 ms against 94 at batch 256 on an Intel Xeon without AVX512-BF16; 60 against 85 on an AMD EPYC
-with it)."""
+on a CPU without it, oneDNN converts in software and bf16 runs slower than fp32 (docs/BENCHMARKS.md,
+"PPO agent": an Intel Xeon without AVX512-BF16 against an AMD EPYC with it).
+
+The CPU's flags are read from /proc/cpuinfo: torch's own check (`torch.ops.mkldnn._is_mkldnn_bf16_supported`)
+answers True for any AVX512 CPU, where bf16 is emulated and slower, and torch exposes no Python
+check of AVX512-BF16 itself. Off Linux no flags are read, and bf16 stays off on the CPU."""
 
 from __future__ import annotations
 
@@ -27,3 +30,13 @@ def fast_bf16(device_type: str = "cpu", flags: frozenset[str] | None = None) -> 
     if device_type == "cuda":
         return True
     return bool((cpu_flags() if flags is None else flags) & BF16_CPU_FLAGS)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`auto` -> `cuda` when a GPU is present, else `cpu`; any other name is returned as given.
+    Every command that takes --device defaults to `auto` and resolves it here."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,27 +1,12 @@
-"""One rich progress bar style for every long command."""
+"""One rich progress bar style for every long command; `enabled=False` (--quiet, tests, non-main
+ranks) gives the same object with rich's own `disable=`, so callers never branch on it."""
 
 from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
-class _NoBar:
-    def add_task(self, *a, **k) -> int:
-        return 0
-
-    def update(self, *a, **k) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-def make_progress(enabled: bool = True, transient: bool = False):
-    if not enabled:
-        return _NoBar()
+def make_progress(enabled: bool = True, transient: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -29,5 +14,5 @@ def make_progress(enabled: bool = True, transient: bool = False):
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=transient,
+        disable=not enabled,
     )
-

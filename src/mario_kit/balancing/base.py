@@ -1,6 +1,6 @@
-"""Balancing strategies wrap any policy and may override its action. A new strategy is one class
-registered in STRATEGIES. The episode records the strategy and its parameters (under
-`policy.balance`) and which steps it decided (`overridden`)."""
+"""The strategy base class: wraps any policy and may override its action. The episode records the
+strategy and its parameters (under `policy.balance`) and which steps it decided (`overridden`).
+The registry of strategies is `mario_kit.balancing.STRATEGIES`."""
 
 from __future__ import annotations
 
@@ -62,26 +62,3 @@ def parse_actions(spec: str | list, action_set) -> list[int]:
             raise UserError(f"action index {i} outside the {action_set.name} set")
         out.append(i)
     return out
-
-
-def _strategies() -> dict[str, type]:
-    from mario_kit.balancing.hash import HashStrategy
-    from mario_kit.balancing.repeat import RepeatStrategy
-
-    return {"repeat": RepeatStrategy, "hash": HashStrategy}
-
-
-def make_strategy(name: str, policy: Any, action_set: Any, **params: Any) -> Strategy:
-    strategies = _strategies()
-    if name not in strategies:
-        raise UserError(f"unknown balancing strategy {name!r}; choose one of {', '.join(strategies)}")
-    import inspect
-
-    accepted = [p for p in inspect.signature(strategies[name].__init__).parameters if p not in ("self", "policy", "action_set", "table_dir")]
-    unknown = sorted(set(params) - set(accepted) - {"table_dir"})
-    if unknown:
-        raise UserError(f"--balance {name} has no parameter {', '.join(unknown)}; its parameters: {', '.join(accepted)}")
-    try:
-        return strategies[name](policy, action_set, **params)
-    except TypeError as e:
-        raise UserError(f"bad parameters for --balance {name}: {e}") from None

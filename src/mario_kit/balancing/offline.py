@@ -33,8 +33,9 @@ META = "__meta__"
 
 
 def entropy_bits(counts: np.ndarray) -> float:
-    p = counts / max(counts.sum(), 1e-12)
-    p = p[p > 0]
+    """Shannon entropy in bits of a histogram (counts or weights); log2(n) when n classes are even."""
+    p = np.asarray(counts, float)
+    p = p[p > 0] / max(p.sum(), 1e-12)
     return float(-(p * np.log2(p)).sum())
 
 

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from mario_kit import UserError
-from mario_kit.collectors.env import DEFAULT_FRAME_SKIP, ROM_MODE, MarioEnv, env_id, parse_levels
-from mario_kit.collectors.loop import DiscardEpisode, StopCollection, record_episode
+from mario_kit.emulator import DEFAULT_FRAME_SKIP, ROM_MODE, MarioEnv, env_id, parse_levels
+from mario_kit.collectors.loop import CutEpisode, DiscardEpisode, StopCollection, record_episode
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import check_output_dir
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
+from mario_kit.interrupt import CtrlC
 
 
 @dataclass
@@ -38,7 +39,7 @@ class CollectConfig:
     frame_skip: int = DEFAULT_FRAME_SKIP  # emulator frames per recorded step
     max_steps: int = 1000  # recorded steps per episode before truncation
     episodes: int | None = None  # stop after this many episodes ...
-    steps: int | None = None  # ... or after this many recorded steps in all
+    steps: int | None = None  # ... or after this many recorded steps in all (an interactive policy: neither, until quit)
     seed: int | None = None  # None: a fresh random seed, printed and stored
     workers: int = 1
     player: str = ""
@@ -46,7 +47,16 @@ class CollectConfig:
     balance_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
-        if (self.episodes is None) == (self.steps is None):
+        from mario_kit.collectors.policies import POLICIES
+
+        if self.policy not in POLICIES:
+            raise UserError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        interactive = getattr(POLICIES[self.policy], "interactive", False)
+        if interactive and (self.steps is not None or self.workers != 1):
+            raise UserError(f"--{self.policy} records one player: --steps and --workers do not apply")
+        if interactive and self.balance is not None:
+            raise UserError(f"--balance does not steer a {self.policy} player; balance the data afterwards with `mario-kit balance`")
+        if not interactive and (self.episodes is None) == (self.steps is None):
             raise UserError("give exactly one of --episodes N or --steps N")
         if self.episodes is not None and self.episodes < 1:
             raise UserError("--episodes must be >= 1")
@@ -62,14 +72,10 @@ class CollectConfig:
             raise UserError(f"--workers must be in 1..64, got {self.workers}")
         parse_levels(self.level)
         F.get_action_set(self.action_set)
-        from mario_kit.collectors.policies import POLICIES
-
-        if self.policy not in POLICIES:
-            raise UserError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
         if self.policy == "sticky":  # cheap policies are built once here to check their parameters
             make_policy(self.policy, self.policy_kwargs)
         if self.balance is not None:
-            from mario_kit.balancing.base import make_strategy
+            from mario_kit.balancing import make_strategy
             from mario_kit.collectors.policies import RandomPolicy
 
             make_strategy(self.balance, RandomPolicy(), F.get_action_set(self.action_set), **self.balance_kwargs)
@@ -96,34 +102,9 @@ def episode_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-class _Interrupt:
-    """Ctrl-C as a flag checked between steps, so that an interrupt never lands inside a file
-    operation: the episode in progress is discarded at the next step. A second Ctrl-C raises."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old = None
-
-    def _handler(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> "_Interrupt":
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave signals alone
-            self._old = None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
-class _Forward(_Interrupt):
+class _Forward(CtrlC):
     """The parent's SIGINT handler: pass the signal on to every worker (a SIGINT sent to the parent
-    alone, as `docker stop` or `Popen.send_signal` do, must stop them too), then stop as _Interrupt."""
+    alone, as `docker stop` or `Popen.send_signal` do, must stop them too), then stop as CtrlC."""
 
     def __init__(self, procs) -> None:
         super().__init__()
@@ -142,17 +123,17 @@ class _Forward(_Interrupt):
 def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> bool:
     """Record this worker's share of the collection. `report(kind, value)` receives
     ('steps', n) progress and ('episode', (path, steps)) for each kept episode. Returns True when interrupted."""
-    with _Interrupt() as interrupt:
+    with CtrlC() as interrupt:
         _run_worker(cfg, worker, seed, report, interrupt)
     return interrupt.requested
 
 
-def _run_worker(cfg: CollectConfig, worker: int, seed: int, report, interrupt: _Interrupt) -> None:
+def _run_worker(cfg: CollectConfig, worker: int, seed: int, report, interrupt: CtrlC) -> None:
     levels = parse_levels(cfg.level)
     aset = F.get_action_set(cfg.action_set)
     policy = make_policy(cfg.policy, cfg.policy_kwargs)
     if cfg.balance is not None:
-        from mario_kit.balancing.base import make_strategy
+        from mario_kit.balancing import make_strategy
 
         extra = {"table_dir": cfg.out} if cfg.balance == "hash" else {}
         policy = make_strategy(cfg.balance, policy, aset, **cfg.balance_kwargs, **extra)
@@ -164,13 +145,18 @@ def _run_worker(cfg: CollectConfig, worker: int, seed: int, report, interrupt: _
             close()
 
 
-def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: _Interrupt, levels, aset, policy) -> None:
+def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: CtrlC, levels, aset, policy) -> None:
+    """This worker's episodes: indices worker, worker + workers, ... until its share is done. A policy
+    may choose the level (`choose_level(rng, levels)`) and hear how each episode ended
+    (`episode_ended(path or None, steps, end)`); the human app does both."""
     envs: dict[str, MarioEnv] = {}
     budget = None
     if cfg.steps is not None:
         budget = cfg.steps // cfg.workers + (1 if worker < cfg.steps % cfg.workers else 0)
     index = worker
     pending = 0
+    choose = getattr(policy, "choose_level", None)
+    ended = getattr(policy, "episode_ended", None) or (lambda path, n, end: None)
 
     def on_step(t: int, info: dict) -> None:
         nonlocal pending
@@ -181,40 +167,47 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: _In
             report("steps", pending)
             pending = 0
 
-    while True:
-        if cfg.episodes is not None and index >= cfg.episodes:
-            break
-        if (budget is not None and budget <= 0) or interrupt.requested:
-            break
-        rng = episode_rng(seed, index)
-        level = levels[int(rng.integers(len(levels)))] if len(levels) > 1 else levels[0]
-        env = envs.get(level) or envs.setdefault(level, MarioEnv(level))
-        meta = EpisodeMeta(
-            env_id=env_id(level), level=level, frame_skip=cfg.frame_skip, action_set=aset,
-            source=policy.source, policy=policy.params(), seed=seed, player=cfg.player,
-            rom_mode=ROM_MODE, extra={"episode_index": index},
-        )
-        max_steps = cfg.max_steps if budget is None else min(cfg.max_steps, budget)
-        writer = EpisodeWriter(cfg.out, meta)
-        with writer:  # an exception anywhere, finish() included (a full disk), discards the .partial
-            try:
-                end = record_episode(env, policy, writer, rng, cfg.frame_skip, max_steps, on_step)
-            except DiscardEpisode:
-                writer.discard()
-                continue
-            except StopCollection as stop:
-                if stop.keep and writer.n_steps > 0:
-                    report("episode", (str(writer.finish("cut")), writer.n_steps))
-                else:
-                    writer.discard()
-                break
-            path = writer.finish(end)
-        if budget is not None:
-            budget -= writer.n_steps
+    def keep(writer: EpisodeWriter, end: str) -> None:
+        path = writer.finish(end)
         report("episode", (str(path), writer.n_steps))
-        index += cfg.workers
-    if pending:
-        report("steps", pending)
+        ended(path, writer.n_steps, end)
+
+    try:
+        while not ((cfg.episodes is not None and index >= cfg.episodes) or (budget is not None and budget <= 0)
+                   or interrupt.requested):
+            rng = episode_rng(seed, index)
+            level = choose(rng, levels) if choose else levels[int(rng.integers(len(levels)))] if len(levels) > 1 else levels[0]
+            env = envs.get(level) or envs.setdefault(level, MarioEnv(level))
+            meta = EpisodeMeta(
+                env_id=env_id(level), level=level, frame_skip=cfg.frame_skip, action_set=aset,
+                source=policy.source, policy=policy.params(), seed=seed, player=cfg.player,
+                rom_mode=ROM_MODE, extra={"episode_index": index},
+            )
+            max_steps = cfg.max_steps if budget is None else min(cfg.max_steps, budget)
+            with EpisodeWriter(cfg.out, meta) as writer:  # an exception anywhere, finish() included (a full disk), discards the .partial
+                try:
+                    end = record_episode(env, policy, writer, rng, cfg.frame_skip, max_steps, on_step)
+                except (DiscardEpisode, CutEpisode) as e:
+                    end = "cut" if isinstance(e, CutEpisode) and writer.n_steps > 0 else None
+                except StopCollection as stop:
+                    if stop.keep and writer.n_steps > 0:
+                        keep(writer, "cut")
+                    else:
+                        writer.discard()
+                    break
+                if end is None:
+                    writer.discard()
+                    ended(None, 0, "discarded")
+                    continue
+                keep(writer, end)
+            if budget is not None:
+                budget -= writer.n_steps
+            index += cfg.workers
+    finally:
+        if pending:
+            report("steps", pending)
+        for env in envs.values():
+            env.close()
 
 
 def _die_with_parent() -> None:

@@ -6,7 +6,7 @@ A policy may also implement:
   emulator frame; the `joypad` column has every frame, and the step's recorded action is the one
   held for most of its frames (ties: the later one);
 - `overridden: bool`: whether its last action replaced the base policy's (balancing, random factor).
-Control flow from the policy: raise `DiscardEpisode` or `StopCollection`.
+Control flow from the policy: raise `DiscardEpisode`, `CutEpisode` or `StopCollection`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mario_kit.collectors.env import MarioEnv
+from mario_kit.emulator import MarioEnv
 from mario_kit.datasets.episode import EpisodeWriter
 
 
 class DiscardEpisode(Exception):
     """Raised by a policy to drop the current episode and go on with the next."""
+
+
+class CutEpisode(Exception):
+    """Raised by a policy to end the current episode early, kept as 'cut' (when it has a step), and go on."""
 
 
 class StopCollection(Exception):
@@ -58,12 +62,12 @@ def record_episode(
     policy.reset(rng, len(joypad))
     writer.meta.policy = policy.params()  # may hold per-episode draws (e.g. PPO's random factor)
     policy_on_frame = getattr(policy, "on_frame", None)
-    on_frame = None
-    if policy_on_frame is not None:
 
-        def on_frame(screen: np.ndarray) -> int | None:
-            a = policy_on_frame(screen)
-            return None if a is None else int(joypad[a])
+    def joypad_on_frame(screen: np.ndarray) -> int | None:
+        a = policy_on_frame(screen)
+        return None if a is None else int(joypad[a])
+
+    on_frame = joypad_on_frame if policy_on_frame is not None else None
 
     for t in range(max_steps):
         action = int(policy.act(frame, info))

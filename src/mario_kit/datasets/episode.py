@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 import zlib
 from collections import deque
@@ -37,6 +38,23 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+class _Column:
+    """A per-step column of an Episode, read whole on first use and kept (like cached_property)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __set_name__(self, owner: type, attr: str) -> None:
+        self.attr = attr
+
+    def __get__(self, ep: Any, owner: type | None = None) -> Any:
+        if ep is None:
+            return self
+        value = ep.column(self.name)
+        ep.__dict__[self.attr] = value
+        return value
 
 
 @dataclass
@@ -320,7 +338,7 @@ class Episode:
     @cached_property
     def action_set(self) -> F.ActionSet:
         a = self.attrs
-        return F.ActionSet(a["action_set"], tuple(tuple(b) for b in a["action_buttons"]))
+        return F.ActionSet.from_attrs(a["action_set"], a["action_buttons"])
 
     def read_frames(self, start: int, stop: int) -> np.ndarray:
         """Frames start..stop-1; a damaged chunk is a UserError naming the file and the frames."""
@@ -333,21 +351,10 @@ class Episode:
     def column(self, name: str) -> np.ndarray:
         return self._f[name][()]
 
-    @cached_property
-    def actions(self) -> np.ndarray:
-        return self.column(F.ACTIONS)
-
-    @cached_property
-    def rewards(self) -> np.ndarray:
-        return self.column(F.REWARDS)
-
-    @cached_property
-    def joypad(self) -> np.ndarray:
-        return self.column(F.JOYPAD)
-
-    @cached_property
-    def step_frames(self) -> np.ndarray:
-        return self.column(F.STEP_FRAMES)
+    actions = _Column(F.ACTIONS)
+    rewards = _Column(F.REWARDS)
+    joypad = _Column(F.JOYPAD)  # every emulator frame's joypad byte
+    step_frames = _Column(F.STEP_FRAMES)
 
     @cached_property
     def info(self) -> dict[str, np.ndarray]:
@@ -366,3 +373,19 @@ class Episode:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def remap_actions(src: Path, dst: Path, target: F.ActionSet) -> None:
+    """Write `dst`, a copy of episode `src` with its actions mapped to the `target` set (by their
+    buttons: format.map_actions), atomically; the old set's name is kept in `extra`."""
+    tmp = dst.with_name(dst.name[: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)
+    shutil.copy2(src, tmp)
+    with h5py.File(tmp, "r+") as f:
+        old = F.ActionSet.from_attrs(f.attrs["action_set"], f.attrs["action_buttons"])
+        f[F.ACTIONS][...] = F.map_actions(f[F.ACTIONS][()], old, target)
+        del f[F.ACTION_JOYPAD]
+        f.create_dataset(F.ACTION_JOYPAD, data=target.joypad)
+        extra = json.loads(f.attrs.get("extra", "{}"))
+        extra["mapped_from_action_set"] = old.name
+        f.attrs.update({"action_set": target.name, "action_buttons": target.to_json(), "extra": json.dumps(extra)})
+    commit(tmp, dst)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -73,8 +73,8 @@ JSON_ATTRS = ("action_buttons", "policy", "package_versions", "extra")
 
 END_REASONS = ("terminated", "flag", "truncated", "cut")  # how an episode ended
 
-# HDF5 storage of frames: one frame a chunk (random access), gzip (deflate) level 3: about 20 %
-# smaller than level 1 for about 10 % more compression time (bench/storage.py, docs/FORMAT.md).
+# HDF5 storage of frames: one frame a chunk (random access), gzip (deflate) level 3: smaller than
+# level 1 for a little more compression time (bench/storage.py; docs/BENCHMARKS.md, "Frame storage").
 FRAME_CHUNKS = (1, *FRAME_SHAPE)
 FRAME_COMPRESSION = "gzip"
 FRAME_COMPRESSION_OPTS = 3
@@ -101,6 +101,13 @@ class ActionSet:
 
     def to_json(self) -> str:
         return json.dumps([list(b) for b in self.buttons])
+
+    @classmethod
+    def from_attrs(cls, name: Any, buttons: Any) -> "ActionSet":
+        """From stored attributes: the set's name and its buttons, as JSON text or as lists."""
+        if isinstance(buttons, (str, bytes)):
+            buttons = json.loads(buttons)
+        return cls(str(name), tuple(tuple(b) for b in buttons))
 
 
 JOYPAD_BITS = {

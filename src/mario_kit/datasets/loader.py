@@ -7,9 +7,10 @@ cache inside the store (`_cache/`, keyed by the manifest) and memory-mapped: wor
 share the OS page cache instead of each holding a copy. A corrupted chunk fails that one-time
 decode (zstd checksums) with a clear error, so it is never trained on.
 
-A batch is fetched whole with vectorised numpy indexing: worker processes (if any) compute
-indices, actions and masks (and decode full-res targets); the consuming process gathers the low-res
-frames from the shared memory map, which is cheaper than moving frames through a worker pipe.
+A batch is fetched whole with vectorised numpy indexing: `fetch` computes indices, actions and
+masks (and decodes full-res targets), `gather` reads the low-res frames from the memory map. The
+order of the batches is `epoch_batches`: a pure function of (seed, epoch), so that a resumed run
+skips exactly the batches it already used.
 Batch layout (T = n_context + horizon):
   obs   (B, T, 60, 64, 3) uint8   frames; positions before the episode start are zeros
   act   (B, T - 1) int64          act[:, t] is the action taken at frame t (0 where padded)
@@ -20,6 +21,7 @@ Batch layout (T = n_context + horizon):
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +129,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def fetch(self, indices) -> dict[str, np.ndarray]:
         """Everything of a batch but the low-res frames: window indices, mask, actions (and the
-        decoded full-res targets). Cheap and small, so worker processes can send it quickly."""
+        decoded full-res targets)."""
         i = np.asarray(indices, dtype=np.int64)
         g, es = self.targets[i], self.episode_start[i]
         idx = g[:, None] + self._offsets[None, :]
@@ -147,8 +149,7 @@ class WindowDataset(torch.utils.data.Dataset):
         return batch
 
     def gather(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Add the low-res frames to a fetched batch: one fancy-indexing read of the memory map,
-        done in the consuming process (moving 1.8 MB batches through a worker pipe took ~6 ms here)."""
+        """Add the low-res frames to a fetched batch: one fancy-indexing read of the memory map."""
         idx = batch.pop("idx")
         obs = self.low[idx.ravel()].reshape(*idx.shape, *LOW_SHAPE)
         if not batch["mask"].all():
@@ -163,52 +164,14 @@ def _to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-class _Fetch(torch.utils.data.Dataset):
-    """What worker processes run: `WindowDataset.fetch` (indices, actions, full-res decode)."""
-
-    def __init__(self, ds: WindowDataset):
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitems__(self, indices):
-        return self.ds.fetch(indices)
-
-
-def _keep(batch):
-    return batch
-
-
-class BatchLoader:
-    """Iterates whole batches (dicts of tensors) of a WindowDataset; see make_loader."""
-
-    def __init__(self, ds: WindowDataset, loader: torch.utils.data.DataLoader):
-        self.ds, self.loader = ds, loader
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for batch in self.loader:
-            yield _to_torch(self.ds.gather(batch))
-
-
-def make_loader(ds: WindowDataset, batch_size: int = 32, workers: int = 0, seed: int = 0, weighted: bool = False,
-                shuffle: bool = True, drop_last: bool = True) -> BatchLoader:
-    """A DataLoader of whole batches. `weighted` samples windows by their balancing weight (with
-    replacement); otherwise a seeded shuffle. Same seed, same batches."""
-    gen = torch.Generator().manual_seed(seed)
-    if weighted:
-        sampler = torch.utils.data.WeightedRandomSampler(torch.from_numpy(ds.target_weights).double(), len(ds),
-                                                         replacement=True, generator=gen)
-    elif shuffle:
-        sampler = torch.utils.data.RandomSampler(ds, generator=gen)
+def epoch_batches(n_windows: int, batch: int, count: int, seed: int, epoch: int,
+                  weights: np.ndarray | None = None) -> np.ndarray:
+    """`count` batches of window indices for one epoch: a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    need = count * batch
+    if weights is not None:
+        idx = torch.multinomial(torch.from_numpy(weights).double(), need, replacement=True, generator=g)
     else:
-        sampler = torch.utils.data.SequentialSampler(ds)
-    return BatchLoader(ds, torch.utils.data.DataLoader(
-        _Fetch(ds), batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=_keep, drop_last=drop_last,
-        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-        # forkserver: workers start from a clean process, not a fork of a multi-threaded trainer
-        multiprocessing_context="forkserver" if workers else None,
-    ))
+        perms = [torch.randperm(n_windows, generator=g) for _ in range(math.ceil(need / n_windows))]
+        idx = torch.cat(perms)[:need]
+    return idx.numpy().reshape(count, batch)

@@ -22,10 +22,10 @@ import pandas as pd
 from mario_kit import UserError
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir
-from mario_kit.atomic import atomic_path, check_writable, commit, fsync_dir, output_dir
-from mario_kit.datasets.episode import Episode
+from mario_kit.atomic import atomic_path, check_writable, fsync_dir, output_dir, write_json_atomic
+from mario_kit.datasets.episode import Episode, remap_actions
 from mario_kit.trust import open_h5
-from mario_kit.datasets.split import SPLIT_FILE, SPLIT_SCHEMA, read_split, write_json_atomic
+from mario_kit.datasets.split import SPLIT_FILE, SPLIT_SCHEMA, read_split
 
 
 def link_or_copy(src: Path, dst: Path) -> str:
@@ -41,20 +41,6 @@ def link_or_copy(src: Path, dst: Path) -> str:
         return "copy"
 
 
-def _rewrite_actions(src: Path, dst: Path, target: F.ActionSet) -> None:
-    tmp = dst.with_name(dst.name[: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)
-    shutil.copy2(src, tmp)
-    with h5py.File(tmp, "r+") as f:
-        old = F.ActionSet(f.attrs["action_set"], tuple(tuple(b) for b in json.loads(f.attrs["action_buttons"])))
-        f[F.ACTIONS][...] = F.map_actions(f[F.ACTIONS][()], old, target)
-        del f[F.ACTION_JOYPAD]
-        f.create_dataset(F.ACTION_JOYPAD, data=target.joypad)
-        extra = json.loads(f.attrs.get("extra", "{}"))
-        extra["mapped_from_action_set"] = old.name
-        f.attrs.update({"action_set": target.name, "action_buttons": target.to_json(), "extra": json.dumps(extra)})
-    commit(tmp, dst)
-
-
 def _place(paths: list[Path], out: Path, target: F.ActionSet) -> dict[str, int]:
     counts = {"link": 0, "copy": 0, "mapped": 0, "present": 0}
     for p in paths:
@@ -67,7 +53,7 @@ def _place(paths: list[Path], out: Path, target: F.ActionSet) -> dict[str, int]:
         if same:
             counts[link_or_copy(p, dst)] += 1
         else:
-            _rewrite_actions(p, dst, target)
+            remap_actions(p, dst, target)
             counts["mapped"] += 1
     fsync_dir(out)
     return counts
@@ -80,7 +66,7 @@ def _carry_split(sources: list[Path], out: Path, names: set[str]) -> None:
     if assign:
         assign.update(read_split(out))
         write_json_atomic(out / SPLIT_FILE, {"schema_version": SPLIT_SCHEMA, "seed": None, "percentage": None,
-                                             "stratify": [], "assignments": dict(sorted(assign.items()))})
+                                             "stratify": [], "assignments": dict(sorted(assign.items()))}, sort_keys=True)
 
 
 def merge(sources: list[str | Path], out: str | Path, action_set: str | None = None) -> dict[str, int]:
@@ -266,7 +252,7 @@ def load_spawns(path: str | Path) -> Spawns:
                 raise ValueError("no mario-kit-spawns format attribute")
             if int(f.attrs.get("schema_version", -1)) != SPAWN_SCHEMA:
                 raise ValueError(f"schema version {f.attrs.get('schema_version')} (this mario-kit reads {SPAWN_SCHEMA})")
-            aset = F.ActionSet(str(f.attrs["action_set"]), tuple(tuple(b) for b in json.loads(f.attrs["action_buttons"])))
+            aset = F.ActionSet.from_attrs(f.attrs["action_set"], f.attrs["action_buttons"])
             if aset != F.get_action_set(aset.name):
                 raise ValueError(f"action_buttons differ from the {aset.name} action set")
             n = int(f.attrs["n_context"])

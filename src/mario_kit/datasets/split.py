@@ -10,13 +10,12 @@ never changed (unless `--reset`), so adding episodes later keeps them: only new 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import xxhash
 
 from mario_kit import UserError
-from mario_kit.atomic import check_writable, write_text_atomic
+from mario_kit.atomic import check_writable, write_json_atomic, write_text_atomic
 from mario_kit.trust import read_json
 from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
 
@@ -38,10 +37,6 @@ def read_split(directory: Path) -> dict[str, str]:
         return a
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{p} is not a mario-kit split file ({e})") from None
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0, stratify: tuple[str, ...] = (),
@@ -80,5 +75,5 @@ def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0
     write_json_atomic(ds.dir / SPLIT_FILE, {
         "schema_version": SPLIT_SCHEMA, "seed": seed, "percentage": percentage, "stratify": list(stratify),
         "assignments": dict(sorted(assign.items())),
-    })
+    }, sort_keys=True)
     return assign

@@ -208,12 +208,37 @@ def build_store(src: str | Path, out: str | Path, full_res: bool = False, weight
 
 
 def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, verify: bool, progress: bool) -> BuildResult:
-    import zarr
-
     from mario_kit.datasets.split import read_split
     from mario_kit.progress import make_progress
 
     ds = Dataset(src).require_episodes()
+    aset, frame_skip, wmap = _check_episodes(src, ds, out, weights)
+    split = read_split(src)
+    g, m = _open_store(out, src, aset, frame_skip, full_res)
+    known, todo = _reconcile(ds, m, out, split, verify)
+    arrays = ["low", "actions", "weights"] + (["full"] if full_res else [])
+    committed_at = time.monotonic()
+    try:
+        with make_progress(enabled=progress) as bar:
+            total = int(ds.index.set_index("file").loc[[p.name for p in todo], "frames"].sum()) if todo else 0
+            task = bar.add_task("building store", total=total)
+            for p in todo:
+                _append_episode(g, m, p, arrays, wmap.get(p.name), split.get(p.name, "train"),
+                                lambda n: bar.update(task, advance=n))
+                if time.monotonic() - committed_at >= COMMIT_EVERY_S:  # the commit point of these episodes
+                    g.attrs[ATTR] = m
+                    committed_at = time.monotonic()
+    finally:  # Ctrl-C or an error: the finished episodes stay committed (a hard kill loses <= 2 s)
+        g.attrs[ATTR] = m
+    total = sum(e["frames"] for e in m["episodes"])
+    unweighted = [p.name for p in todo if wmap and p.name not in wmap]
+    return BuildResult(added=len(todo), kept=len(known), frames=total, store=out, unweighted=unweighted)
+
+
+def _check_episodes(src: Path, ds: Dataset, out: Path,
+                    weights: str | Path | None) -> tuple[F.ActionSet, int, dict[str, np.ndarray]]:
+    """Every episode to add is checked before the store is created or changed; returns the one
+    action set and frame skip of the dataset, and the weights by file."""
     if ds.skipped:
         p, why = ds.skipped[0]
         raise UserError(f"{p} is not a valid episode ({why}); run `mario-kit dataset validate {src}`")
@@ -221,15 +246,12 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
     skips = set(ds.index["frame_skip"])
     if len(sets) > 1 or len(skips) > 1:
         raise UserError(f"{src} mixes action sets {sorted(sets)} or frame skips {sorted(skips)}; a store needs one of each")
-    first = Episode(ds.paths[0])
-    aset, frame_skip = first.action_set, int(first.attrs["frame_skip"])
-    first.close()
+    with Episode(ds.paths[0]) as first:
+        aset, frame_skip = first.action_set, int(first.attrs["frame_skip"])
     wmap = _load_weights(Path(weights) if weights else None)
-    split = read_split(src)
-
     old_files = {e["file"] for e in read_manifest(out)["episodes"]} if out.exists() else set()
     lengths = dict(zip(ds.index["file"], ds.index["length"].astype(int)))
-    for p in ds.paths:  # every episode to add is checked before the store is created or changed
+    for p in ds.paths:
         if p.name in old_files:
             continue
         reason = validate_file(p, frames=False)  # every attribute and column a reader relies on
@@ -237,6 +259,14 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
             raise UserError(f"{p} is not a valid episode ({reason}); run `mario-kit dataset validate {src}`")
         if p.name in wmap and len(wmap[p.name]) < lengths[p.name]:
             raise UserError(f"weights file {weights}: {p.name} has {len(wmap[p.name])} weights for {lengths[p.name]} steps")
+    return aset, frame_skip, wmap
+
+
+def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_res: bool):
+    """(zarr group, manifest) of the store to extend, or of a new empty one; arrays cut back to
+    what the manifest commits (a killed build may have written beyond it)."""
+    import zarr
+
     if out.exists():
         m = read_manifest(out)
         if m["action_set"] != aset.name or m["frame_skip"] != frame_skip:
@@ -251,7 +281,7 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
         g.create_array("low", shape=(0, *LOW_SHAPE), chunks=(LOW_CHUNK, *LOW_SHAPE), dtype="uint8", compressors=_codecs())
         if full_res:
             # flat chunk names ("c.N.0.0.0"): zarr's default nests each one-frame chunk three folders
-            # deep, and those folders cost 12 KB of disk a frame against 2.3 KB of data
+            # deep, and those folders cost more disk than the data (docs/BENCHMARKS.md)
             g.create_array("full", shape=(0, *F.FRAME_SHAPE), chunks=(1, *F.FRAME_SHAPE), dtype="uint8", compressors=_codecs(),
                            chunk_key_encoding={"name": "default", "separator": "."})
         g.create_array("actions", shape=(0,), chunks=(1 << 16,), dtype="int16", compressors=_codecs())
@@ -262,13 +292,19 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
             "source": str(src.resolve()), "sums": [0.0] * 3, "sumsq": [0.0] * 3, "count": 0, "episodes": [],
         }
         g.attrs[ATTR] = m
-    arrays = ["low", "actions", "weights"] + (["full"] if full_res else [])
     committed = sum(e["frames"] for e in m["episodes"])
-    for name in arrays:  # cut back what a killed build left beyond the manifest
+    for name in ["low", "actions", "weights"] + (["full"] if full_res else []):
         a = g[name]
         if a.shape[0] != committed:
             a.resize((committed, *a.shape[1:]))
+    return g, m
 
+
+def _reconcile(ds: Dataset, m: dict[str, Any], out: Path, split: dict[str, str],
+               verify: bool) -> tuple[dict[str, dict], list[Path]]:
+    """The manifest against the folder: (episodes already in the store, episodes to add). A stored
+    episode whose size or time changed (or every one, `verify`) must still match its checksum;
+    the split is re-read for all."""
     known = {e["file"]: e for e in m["episodes"]}
     todo = []
     for p in ds.paths:
@@ -283,53 +319,43 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
             e["mtime_ns"], e["size"] = st.st_mtime_ns, st.st_size
     for e in m["episodes"]:
         e["split"] = split.get(e["file"], "train")
+    return known, todo
 
-    committed_at = time.monotonic()
-    try:
-        with make_progress(enabled=progress) as bar:
-            task = bar.add_task("building store", total=int(ds.index.set_index("file").loc[[p.name for p in todo], "frames"].sum()) if todo else 0)
-            for p in todo:
-                with Episode(p) as ep:
-                    n = ep.length + 1
-                    start = g["low"].shape[0]
-                    for name in arrays:
-                        g[name].resize((start + n, *g[name].shape[1:]))
-                    sums = np.zeros(3)
-                    sumsq = np.zeros(3)
-                    for i in range(0, n, _BLOCK):
-                        block = ep.read_frames(i, i + _BLOCK)
-                        low = downsample(block)
-                        g["low"][start + i : start + i + len(block)] = low
-                        if full_res:
-                            g["full"][start + i : start + i + len(block)] = block
-                        lf = low.reshape(-1, 3).astype(np.int64)
-                        sums += lf.sum(0) / 255.0
-                        sumsq += (lf * lf).sum(0) / 255.0**2
-                        bar.update(task, advance=len(block))
-                    acts = np.full(n, -1, np.int16)
-                    acts[:-1] = ep.actions
-                    g["actions"][start : start + n] = acts
-                    w = np.zeros(n, np.float32)
-                    w[:-1] = wmap.get(p.name, np.ones(ep.length, np.float32))[: ep.length]
-                    g["weights"][start : start + n] = w
-                    source, level = ep.attrs["source"], ep.attrs["level"]
-                st = p.stat()
-                m["episodes"].append({
-                    "file": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "checksum": file_checksum(p),
-                    "start": start, "frames": n, "split": split.get(p.name, "train"),
-                    "source": source, "level": level,
-                })
-                m["sums"] = (np.array(m["sums"]) + sums).tolist()
-                m["sumsq"] = (np.array(m["sumsq"]) + sumsq).tolist()
-                m["count"] += n * LOW_SHAPE[0] * LOW_SHAPE[1]
-                if time.monotonic() - committed_at >= COMMIT_EVERY_S:  # the commit point of these episodes
-                    g.attrs[ATTR] = m
-                    committed_at = time.monotonic()
-    finally:  # Ctrl-C or an error: the finished episodes stay committed (a hard kill loses <= 2 s)
-        g.attrs[ATTR] = m
-    total = sum(e["frames"] for e in m["episodes"])
-    unweighted = [p.name for p in todo if wmap and p.name not in wmap]
-    return BuildResult(added=len(todo), kept=len(known), frames=total, store=out, unweighted=unweighted)
+
+def _append_episode(g, m: dict[str, Any], p: Path, arrays: list[str], weights: np.ndarray | None, split: str,
+                    advance) -> None:
+    """Episode `p` appended to every array, block by block, and to the manifest (not yet committed)."""
+    with Episode(p) as ep:
+        n = ep.length + 1
+        start = g["low"].shape[0]
+        for name in arrays:
+            g[name].resize((start + n, *g[name].shape[1:]))
+        sums, sumsq = np.zeros(3), np.zeros(3)
+        for i in range(0, n, _BLOCK):
+            block = ep.read_frames(i, i + _BLOCK)
+            low = downsample(block)
+            g["low"][start + i : start + i + len(block)] = low
+            if "full" in arrays:
+                g["full"][start + i : start + i + len(block)] = block
+            lf = low.reshape(-1, 3).astype(np.int64)
+            sums += lf.sum(0) / 255.0
+            sumsq += (lf * lf).sum(0) / 255.0**2
+            advance(len(block))
+        acts = np.full(n, -1, np.int16)
+        acts[:-1] = ep.actions
+        g["actions"][start : start + n] = acts
+        w = np.zeros(n, np.float32)
+        w[:-1] = (weights if weights is not None else np.ones(ep.length, np.float32))[: ep.length]
+        g["weights"][start : start + n] = w
+        source, level = ep.attrs["source"], ep.attrs["level"]
+    st = p.stat()
+    m["episodes"].append({
+        "file": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "checksum": file_checksum(p),
+        "start": start, "frames": n, "split": split, "source": source, "level": level,
+    })
+    m["sums"] = (np.array(m["sums"]) + sums).tolist()
+    m["sumsq"] = (np.array(m["sumsq"]) + sumsq).tolist()
+    m["count"] += n * LOW_SHAPE[0] * LOW_SHAPE[1]
 
 
 def channel_stats(m: dict[str, Any]) -> tuple[list[float], list[float]]:

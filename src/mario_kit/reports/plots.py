@@ -27,13 +27,20 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
-    plt = _plt()
+    """Every figure of the report, one PNG each, for one or more datasets side by side."""
     names = list(stats)
-    first = stats[names[0]]
-    acts = first["action_names"]
-    figs = {}
+    figs = {"actions": _actions(stats, names, out), "transitions": _transitions(stats, names, out),
+            "lengths": _lengths(stats, names, out), "coverage": _coverage(stats, names, out)}
+    for k, n in enumerate(names):
+        path = _sample_frames(stats[n], n, out / f"frames_{k}.png")
+        if path is not None:
+            figs[f"frames_{k}"] = path
+    return figs
 
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+
+def _actions(stats: dict[str, dict[str, Any]], names: list[str], out: Path) -> Path:
+    acts = stats[names[0]]["action_names"]
+    fig, ax = _plt().subplots(figsize=(8, 3.5))
     w = 0.8 / len(names)
     for k, n in enumerate(names):
         shares = [stats[n]["action_shares"].get(a, 0) for a in acts]
@@ -42,8 +49,12 @@ def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
     ax.set_ylabel("share of steps")
     ax.set_title("action histogram")
     ax.legend(fontsize=8)
-    figs["actions"] = _save(fig, out / "actions.png")
+    return _save(fig, out / "actions.png")
 
+
+def _transitions(stats: dict[str, dict[str, Any]], names: list[str], out: Path) -> Path:
+    plt = _plt()
+    acts = stats[names[0]]["action_names"]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), squeeze=False)
     for ax, n in zip(axes[0], names):
         t = np.array(stats[n]["transitions"], float)
@@ -53,11 +64,13 @@ def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
         ax.set_yticks(range(len(acts)), acts, fontsize=7)
         ax.set_title(f"{n}: P(next | action)", fontsize=9)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-    fig.savefig(out / "transitions.png", dpi=90)
+    fig.savefig(out / "transitions.png", dpi=90)  # not _save: its tight layout fights the shared colour bar
     plt.close(fig)
-    figs["transitions"] = out / "transitions.png"
+    return out / "transitions.png"
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
+
+def _lengths(stats: dict[str, dict[str, Any]], names: list[str], out: Path) -> Path:
+    fig, (a1, a2) = _plt().subplots(1, 2, figsize=(10, 3.4))
     for n in names:
         if stats[n]["episode_lengths"]:
             a1.hist(stats[n]["episode_lengths"], bins=30, alpha=0.5, label=n)
@@ -70,10 +83,12 @@ def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
     a2.set_yscale("log")
     a2.set_title("how long actions are held")
     a1.legend(fontsize=8)
-    figs["lengths"] = _save(fig, out / "lengths.png")
+    return _save(fig, out / "lengths.png")
 
+
+def _coverage(stats: dict[str, dict[str, Any]], names: list[str], out: Path) -> Path:
     levels = sorted({lv for n in names for lv in stats[n]["coverage_x"]})[:4]
-    fig, axes = plt.subplots(max(len(levels), 1), 1, figsize=(9, 2.6 * max(len(levels), 1)), squeeze=False)
+    fig, axes = _plt().subplots(max(len(levels), 1), 1, figsize=(9, 2.6 * max(len(levels), 1)), squeeze=False)
     for ax, lv in zip(axes[:, 0], levels):
         for n in names:
             cov = stats[n]["coverage_x"].get(lv, {})
@@ -86,17 +101,18 @@ def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
         ax.set_title(f"level {lv}: where the data is (steps per {BIN} px of x_pos) and where players die")
         ax.set_xlabel("x_pos")
         ax.legend(fontsize=7)
-    figs["coverage"] = _save(fig, out / "coverage.png")
+    return _save(fig, out / "coverage.png")
 
-    for k, n in enumerate(names):
-        frames = stats[n].get("_sample_frames") or []
-        if frames:
-            fig, axes = plt.subplots(1, len(frames), figsize=(2 * len(frames), 2.1), squeeze=False)
-            captions = stats[n].get("_sample_captions") or [""] * len(frames)
-            for ax, f, c in zip(axes[0], frames, captions):
-                ax.imshow(f)
-                ax.set_title(c, fontsize=7)
-                ax.axis("off")
-            fig.suptitle(f"{n}: sample frames", fontsize=9)
-            figs[f"frames_{k}"] = _save(fig, out / f"frames_{k}.png")
-    return figs
+
+def _sample_frames(st: dict[str, Any], name: str, path: Path) -> Path | None:
+    frames = st.get("_sample_frames") or []
+    if not frames:
+        return None
+    fig, axes = _plt().subplots(1, len(frames), figsize=(2 * len(frames), 2.1), squeeze=False)
+    captions = st.get("_sample_captions") or [""] * len(frames)
+    for ax, f, c in zip(axes[0], frames, captions):
+        ax.imshow(f)
+        ax.set_title(c, fontsize=7)
+        ax.axis("off")
+    fig.suptitle(f"{name}: sample frames", fontsize=9)
+    return _save(fig, path)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mario_kit import UserError
-from mario_kit.atomic import check_writable, output_dir, write_text_atomic
+from mario_kit.atomic import check_writable, output_dir, write_json_atomic, write_text_atomic
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.reports.html import render
 from mario_kit.reports.plots import plot_all
@@ -37,5 +36,5 @@ def make_report(dirs: list[str | Path], out: str | Path, frames: bool = True, sa
         figs = plot_all(stats, out)
         write_text_atomic(out / "report.html", render(stats, figs))
         clean = {n: {k: v for k, v in s.items() if not k.startswith("_")} for n, s in stats.items()}
-        write_text_atomic(out / "stats.json", json.dumps(clean, indent=1))
+        write_json_atomic(out / "stats.json", clean)
     return {"html": out / "report.html", "stats": clean, "figures": figs}

@@ -7,11 +7,13 @@ from a sample of episodes (`sample`)."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import xxhash
 
+from mario_kit.balancing.offline import entropy_bits
 from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
 
 X_BIN = 64  # px per coverage bin
@@ -52,12 +54,6 @@ def _counts(idx, col: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in idx[col].value_counts().sort_index().items()}
 
 
-def entropy_bits(counts: np.ndarray) -> float:
-    p = np.asarray(counts, float)
-    p = p[p > 0] / max(p.sum(), 1e-12)
-    return round(float(-(p * np.log2(p)).sum()), 4)
-
-
 def _quantiles(v: np.ndarray) -> dict[str, float]:
     if len(v) == 0:
         return {}
@@ -66,74 +62,92 @@ def _quantiles(v: np.ndarray) -> dict[str, float]:
             "p75": float(q[3]), "max": float(q[4])}
 
 
+@dataclass
+class _Tally:
+    """What one pass over the episodes gathers for the figures."""
+
+    names: list[str] = field(default_factory=list)
+    per_source: dict[str, np.ndarray] = field(default_factory=dict)
+    per_level: dict[str, np.ndarray] = field(default_factory=dict)
+    actions: list[np.ndarray] = field(default_factory=list)
+    runs: list[np.ndarray] = field(default_factory=list)
+    keys: list = field(default_factory=list)
+    coverage: dict[str, dict[int, int]] = field(default_factory=dict)
+    death_x: dict[str, dict[int, int]] = field(default_factory=dict)
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def add(self, ep, row) -> None:
+        from mario_kit.balancing.hash import episode_keys
+
+        aset = ep.action_set
+        self.names = [aset.meaning(i) for i in range(len(aset))]
+        a = ep.actions.astype(np.int64)
+        c = np.bincount(a, minlength=len(aset))
+        self.per_source[row.source] = self.per_source.get(row.source, 0) + c
+        self.per_level[row.level] = self.per_level.get(row.level, 0) + c
+        self.actions.append(a)
+        if len(a):
+            change = np.flatnonzero(np.diff(a)) + 1
+            self.runs.append(np.diff(np.r_[0, change, len(a)]))
+        info = ep.info
+        x = info["x_pos"].astype(np.int64)
+        cov = self.coverage.setdefault(row.level, {})
+        for b, n in zip(*np.unique(x // X_BIN, return_counts=True)):
+            cov[int(b) * X_BIN] = cov.get(int(b) * X_BIN, 0) + int(n)
+        if row.end == "terminated" and len(x):
+            dx = self.death_x.setdefault(row.level, {})
+            b = int(x[-1] // X_BIN) * X_BIN
+            dx[b] = dx.get(b, 0) + 1
+        self.keys += episode_keys(info)
+        self.returns.append(float(ep.rewards.sum()))
+        self.lengths.append(len(a))
+
+    def action_figures(self) -> dict[str, Any]:
+        names, n = self.names, len(self.names)
+        acts = np.concatenate(self.actions) if self.actions else np.zeros(0, np.int64)
+        counts = np.bincount(acts, minlength=n)
+        trans = np.zeros((n, n), np.int64)
+        for a in self.actions:
+            if len(a) > 1:
+                np.add.at(trans, (a[:-1], a[1:]), 1)
+        run_all = np.concatenate(self.runs) if self.runs else np.zeros(0)
+        return {
+            "action_names": names,
+            "action_histogram": {names[i]: int(counts[i]) for i in range(n)},
+            "action_shares": {names[i]: round(float(counts[i] / max(counts.sum(), 1)), 4) for i in range(n)},
+            "action_entropy_bits": round(entropy_bits(counts), 4),
+            "rarest_action": names[int(counts.argmin())] if n else "",
+            "rarest_action_share": round(float(counts.min() / max(counts.sum(), 1)), 4) if n else 0.0,
+            "actions_by_source": {k: v.tolist() for k, v in self.per_source.items()},
+            "actions_by_level": {k: v.tolist() for k, v in self.per_level.items()},
+            "transitions": trans.tolist(),
+            "run_length": _quantiles(run_all),
+            "run_length_histogram": {str(k): int(v) for k, v in zip(*np.unique(np.minimum(run_all, 30).astype(int), return_counts=True))},
+        }
+
+
 def dataset_stats(ds: Dataset, frames: bool = True, sample: int | None = None, seed: int = 0, progress=None) -> dict[str, Any]:
     """Every figure of the report for one dataset (see docs/REPORTS.md for the list)."""
-    from mario_kit.balancing.hash import episode_keys
     from mario_kit.datasets.split import read_split
 
     s = summary(ds.require_episodes())
     idx = ds.index
-    fs = int(idx["frame_skip"].iloc[0])
     s["hours_of_play"] = round(float((idx["length"] * idx["frame_skip"]).sum()) / 60 / 3600, 4)
-    names: list[str] = []
-    per_source: dict[str, np.ndarray] = {}
-    per_level: dict[str, np.ndarray] = {}
-    all_acts, runs, keys = [], [], []
-    coverage: dict[str, dict[int, int]] = {}
-    death_x: dict[str, dict[int, int]] = {}
-    returns, lengths = [], []
+    t = _Tally()
     for ep, row in zip(ds.episodes(), idx.itertuples()):
-        aset = ep.action_set
-        names = [aset.meaning(i) for i in range(len(aset))]
-        a = ep.actions.astype(np.int64)
-        c = np.bincount(a, minlength=len(aset))
-        per_source[row.source] = per_source.get(row.source, 0) + c
-        per_level[row.level] = per_level.get(row.level, 0) + c
-        all_acts.append(a)
-        if len(a):
-            change = np.flatnonzero(np.diff(a)) + 1
-            runs.append(np.diff(np.r_[0, change, len(a)]))
-        info = ep.info
-        x = info["x_pos"].astype(np.int64)
-        cov = coverage.setdefault(row.level, {})
-        for b, n in zip(*np.unique(x // X_BIN, return_counts=True)):
-            cov[int(b) * X_BIN] = cov.get(int(b) * X_BIN, 0) + int(n)
-        if row.end == "terminated" and len(x):
-            dx = death_x.setdefault(row.level, {})
-            b = int(x[-1] // X_BIN) * X_BIN
-            dx[b] = dx.get(b, 0) + 1
-        keys += episode_keys(info)
-        returns.append(float(ep.rewards.sum()))
-        lengths.append(len(a))
-    acts = np.concatenate(all_acts) if all_acts else np.zeros(0, np.int64)
-    n = len(names)
-    counts = np.bincount(acts, minlength=n)
-    trans = np.zeros((n, n), np.int64)
-    for a in all_acts:
-        if len(a) > 1:
-            np.add.at(trans, (a[:-1], a[1:]), 1)
-    run_all = np.concatenate(runs) if runs else np.zeros(0)
+        t.add(ep, row)
+    s["frame_skip"] = int(idx["frame_skip"].iloc[0])
+    s.update(t.action_figures())
     s.update({
-        "frame_skip": fs,
-        "action_names": names,
-        "action_histogram": {names[i]: int(counts[i]) for i in range(n)},
-        "action_shares": {names[i]: round(float(counts[i] / max(counts.sum(), 1)), 4) for i in range(n)},
-        "action_entropy_bits": entropy_bits(counts),
-        "rarest_action": names[int(counts.argmin())] if n else "",
-        "rarest_action_share": round(float(counts.min() / max(counts.sum(), 1)), 4) if n else 0.0,
-        "actions_by_source": {k: v.tolist() for k, v in per_source.items()},
-        "actions_by_level": {k: v.tolist() for k, v in per_level.items()},
-        "transitions": trans.tolist(),
-        "run_length": _quantiles(run_all),
-        "run_length_histogram": {str(k): int(v) for k, v in zip(*np.unique(np.minimum(run_all, 30).astype(int), return_counts=True))},
-        "episode_length": _quantiles(np.array(lengths)),
-        "episode_return": _quantiles(np.array(returns)),
-        "episode_lengths": lengths,
-        "coverage_x": {lv: dict(sorted(c.items())) for lv, c in coverage.items()},
-        "death_x": {lv: dict(sorted(c.items())) for lv, c in death_x.items()},
-        "max_x": {lv: int(idx[idx["level"] == lv]["max_x"].max()) for lv in coverage},
-        "scenario_keys": len(set(keys)),
-        "steps_per_scenario_key": round(len(keys) / max(len(set(keys)), 1), 2),
+        "episode_length": _quantiles(np.array(t.lengths)),
+        "episode_return": _quantiles(np.array(t.returns)),
+        "episode_lengths": t.lengths,
+        "coverage_x": {lv: dict(sorted(c.items())) for lv, c in t.coverage.items()},
+        "death_x": {lv: dict(sorted(c.items())) for lv, c in t.death_x.items()},
+        "max_x": {lv: int(idx[idx["level"] == lv]["max_x"].max()) for lv in t.coverage},
+        "scenario_keys": len(set(t.keys)),
+        "steps_per_scenario_key": round(len(t.keys) / max(len(set(t.keys)), 1), 2),
     })
     split = read_split(ds.dir)
     if split:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import group_norm, interpolate, pad, scaled_dot_product_attention, silu
 from torch import Tensor, nn
 
 GN_GROUP_SIZE = 32
@@ -48,7 +48,7 @@ class AdaGroupNorm(nn.Module):
         self.linear = nn.Linear(cond, 2 * channels)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        x = F.group_norm(x, self.groups, eps=GN_EPS)
+        x = group_norm(x, self.groups, eps=GN_EPS)
         scale, shift = self.linear(cond)[:, :, None, None].chunk(2, dim=1)
         return x * (1 + scale) + shift
 
@@ -67,7 +67,7 @@ class SelfAttention2d(nn.Module):
         n, c, h, w = x.shape
         x = self.norm(x)
         q, k, v = self.qkv(x).reshape(n, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
-        y = F.scaled_dot_product_attention(q, k, v)  # (n, heads, hw, d)
+        y = scaled_dot_product_attention(q, k, v)  # (n, heads, hw, d)
         return x + self.out(y.transpose(-1, -2).reshape(n, c, h, w))
 
 
@@ -84,8 +84,8 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         r = self.proj(x)
-        x = self.conv1(F.silu(self.norm1(x, cond)))
-        x = self.conv2(F.silu(self.norm2(x, cond)))
+        x = self.conv1(silu(self.norm1(x, cond)))
+        x = self.conv2(silu(self.norm2(x, cond)))
         return self.attn(x + r)
 
 
@@ -116,7 +116,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         m = 2**self.n_down
-        x = F.pad(x, (0, -w % m, 0, -h % m))
+        x = pad(x, (0, -w % m, 0, -h % m))
         skips = []
         for blocks, down in zip(self.down_blocks, self.downsample):
             x = down(x)
@@ -128,7 +128,7 @@ class UNet(nn.Module):
             x = b(x, cond)
         for i, (blocks, up) in enumerate(zip(self.up_blocks, self.upsample)):
             if i:
-                x = up(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+                x = up(interpolate(x, scale_factor=2.0, mode="nearest"))
             for b in blocks:
                 x = b(torch.cat((x, skips.pop()), dim=1), cond)
         return x[..., :h, :w]

@@ -21,9 +21,9 @@ def upsampler_model() -> ModelConfig:
 
 
 def small_upsampler_model() -> ModelConfig:
-    """A CPU-playable upsampler (about 3.5 M parameters, about 8x fewer FLOPs than DIAMOND's): half the
-    channels, one block per level; `bench/play.py` times both. Residual (see denoiser.py): it starts
-    at bicubic, where DIAMOND's parametrisation stayed below bicubic after 5 minutes of CPU training."""
+    """A CPU-playable upsampler: half DIAMOND's channels, one block per level (`bench/play.py` times
+    both). Residual (see denoiser.py): it starts at bicubic, where DIAMOND's parametrisation stayed
+    below bicubic after the same short CPU training (docs/BENCHMARKS.md, "Residual upsampler")."""
     return ModelConfig(channels=[32, 32, 64, 128], depths=[1, 1, 1, 1], attn=[False, False, False, True],
                        cond_channels=256, upsampler=True, noise_previous_obs=False, residual=True)
 
@@ -80,12 +80,10 @@ def tiny() -> TrainConfig:
 
 def cpu() -> TrainConfig:
     """The documented 2-hour CPU run: the default denoiser at batch 32 without accumulation, bf16
-    autocast where the CPU has bf16 instructions and channels_last (3.7x eager fp32 at batch 32 on an
-    AVX512-BF16 CPU, bench/train.py), EMA weights, and the small upsampler (DIAMOND's 51 M one runs at
-    about 0.5 frames/s on this CPU) sampled in 2 steps: the second, at sigma_min (noise level 0.3 to
-    the model through sigma_offset_noise), removes most of the noise the first leaves (SSIM 0.68 ->
-    0.82, above bicubic's 0.81, after 25 minutes of training; play 5.0 -> 2.7 frames/s here, bench/play.py;
-    docs/BENCHMARKS.md)."""
+    autocast where the CPU has bf16 instructions and channels_last (bench/train.py), EMA weights, and
+    the small upsampler (DIAMOND's is too slow to play on a CPU) sampled in 2 steps: the second, at
+    sigma_min (noise level 0.3 to the model through sigma_offset_noise), removes most of the noise the
+    first leaves, for a lower play frame rate (docs/BENCHMARKS.md, "CPU world-model run")."""
     return TrainConfig(upsampler=small_upsampler_model(), upsampler_sampler=SamplerConfig(steps=2, sigma_max=5.0, s_cond=0.0),
                        batch_size=32, grad_accum=1, lr=3e-4, warmup_steps=100, epochs=1000, steps_first_epoch=200,
                        steps_per_epoch=200, ema=0.999, bf16="on" if fast_bf16("cpu") else "off", channels_last="on")

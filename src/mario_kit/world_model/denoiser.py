@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import interpolate, silu
 from torch import Tensor, nn
 
 from mario_kit.world_model.blocks import FourierFeatures, UNet, conv3x3, n_groups
@@ -89,15 +89,20 @@ class Denoiser(nn.Module):
             cond = cond + self.act_emb(act).flatten(1)
         x = self.conv_in(torch.cat((ctx / self.cfg.sigma_data, x), dim=1))
         x = self.unet(x, self.cond_proj(cond))
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return self.conv_out(silu(self.norm_out(x)))
 
     def forward(self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None,
                 sigma_cond: Tensor | None = None) -> Tensor:
         """D(noisy; sigma): the denoised frame (or residual), clamped to [-limit, limit]."""
+        out, c_skip, c_out = self._denoise(noisy, sigma, ctx, act, sigma_cond)
+        return (c_skip * noisy + c_out * out).clamp(-self.limit, self.limit)
+
+    def _denoise(self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None,
+                 sigma_cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """F's raw output with the scalings that make D of it: D = c_skip noisy + c_out F."""
         c_in, c_skip, c_out, c_noise = self.conditioners(sigma)
         c_cond = sigma_cond.log() / 4 if sigma_cond is not None else torch.zeros_like(c_noise)
-        out = self.network(noisy * c_in, c_noise, c_cond, ctx, act)
-        return (c_skip * noisy + c_out * out).clamp(-self.limit, self.limit)
+        return self.network(noisy * c_in, c_noise, c_cond, ctx, act), c_skip, c_out
 
     # --- training ----------------------------------------------------------------------------
     def sample_sigma(self, n: int, gen: torch.Generator | None, device) -> Tensor:
@@ -146,9 +151,7 @@ class Denoiser(nn.Module):
             ctx = self.add_noise(ctx, sigma_cond, gen)
         sigma = self.sample_sigma(b, gen, target.device)
         noisy = self.add_noise(target, sigma, gen)
-        c_in, c_skip, c_out, c_noise = self.conditioners(sigma)
-        c_cond = sigma_cond.log() / 4 if sigma_cond is not None else torch.zeros_like(c_noise)
-        out = self.network(noisy * c_in, c_noise, c_cond, ctx, act)
+        out, c_skip, c_out = self._denoise(noisy, sigma, ctx, act, sigma_cond)
         goal = (target - c_skip * noisy) / c_out
         per = ((out.float() - goal.float()) ** 2).mean(dim=(1, 2, 3))
         m = mask.float()
@@ -160,7 +163,7 @@ class Denoiser(nn.Module):
 
 def bicubic(low: Tensor, factor: int) -> Tensor:
     """The upsampler's context: low-res frames enlarged `factor` times, bicubic, in [-1, 1]."""
-    return F.interpolate(low, scale_factor=factor, mode="bicubic").clamp(-1, 1)
+    return interpolate(low, scale_factor=factor, mode="bicubic").clamp(-1, 1)
 
 
 def count_parameters(model: nn.Module) -> int:

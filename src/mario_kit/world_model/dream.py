@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from mario_kit import UserError
-from mario_kit.atomic import check_writable
-from mario_kit.collectors.env import replay_to
+from mario_kit.atomic import atomic_path, check_writable
+from mario_kit.emulator import replay_to
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.store import downsample
-from mario_kit.world_model.evaluate import pooled_psnr, psnr
-from mario_kit.world_model.play import Dream
+from mario_kit.world_model.metrics import pooled_psnr, psnr
+from mario_kit.world_model.model_env import Dream
 
 
 def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str | Path, policy: str = "recorded",
@@ -33,10 +33,40 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
         raise UserError("--out must name a .gif file")
     for path in (out, out.with_suffix(".csv"), out.with_suffix(".png")):
         check_writable(path)
-    requested = steps
+    model = Dream(run, upsampler, denoise_steps, device, seed=seed)
+    ctx = _start(episode, start, steps, model.n_context, policy)
+    if model.meta["action_set"] != ctx["aset"].name:
+        raise UserError(f"the run was trained on the {model.meta['action_set']} action set, the episode uses {ctx['aset'].name}")
+    aset, recorded = ctx["aset"], ctx["recorded"]
+    rng = np.random.default_rng(seed)
+    # actions taken at frames start-1, start, ..., start+steps-2 (each leads to the next frame)
+    if policy == "recorded":
+        actions = [int(recorded[start - 1 + k]) for k in range(ctx["steps"])]
+    else:
+        actions = [int(recorded[start - 1])] + [int(rng.integers(len(aset))) for _ in range(ctx["steps"] - 1)]
+    model.reset(downsample(ctx["frames"]), ctx["actions"])
+    real_a, fake_a, low_a = _side_by_side(model, ctx, start, actions, progress)
+    lo_f, lo_r = torch.from_numpy(low_a).float(), torch.from_numpy(downsample(real_a)).float()
+    hi_f, hi_r = torch.from_numpy(fake_a).float(), torch.from_numpy(real_a).float()
+    p_low, p_full = psnr(lo_f, lo_r).numpy(), psnr(hi_f, hi_r).numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _gif(real_a, fake_a, out, gif_fps)
+    csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "frame", "action", "psnr_low_res", "psnr_full_res"])
+        for k in range(len(real_a)):
+            w.writerow([k + 1, start + k, aset.meaning(actions[k]), f"{p_low[k]:.3f}", f"{p_full[k]:.3f}"])
+    _plot(p_low, p_full, png_path)
+    return {"gif": out, "csv": csv_path, "plot": png_path, "frames": len(real_a), "requested": steps, "real": real_a,
+            "psnr_low_res_pooled": pooled_psnr(lo_f, lo_r), "psnr_full_res_pooled": pooled_psnr(hi_f, hi_r)}
+
+
+def _start(episode: str | Path, start: int, steps: int, n_ctx: int, policy: str) -> dict[str, Any]:
+    """What the dream starts from: the `n_ctx` frames before `start`, their actions, and what it
+    takes to rebuild the real game there (level, joypad bytes)."""
     with Episode(episode) as ep:
         T = ep.length
-        n_ctx = 4
         if not n_ctx <= start <= T:
             raise UserError(f"--start must be in {n_ctx}..{T} for this episode of {T} steps")
         if ep.attrs.get("extra", {}).get("replayable") is False:
@@ -45,29 +75,25 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
             steps = min(steps, T - start + 1)
         if steps < 1:
             raise UserError("--steps must be >= 1")
-        frames_ctx = ep.read_frames(start - n_ctx, start)
-        acts_ctx = ep.actions[start - n_ctx : start]
-        aset, fs, level = ep.action_set, int(ep.attrs["frame_skip"]), ep.attrs["level"]
-        joypad, step_frames, recorded = ep.joypad, ep.step_frames, ep.actions
-    model = Dream(run, upsampler, denoise_steps, device, seed=seed)
-    if model.meta["action_set"] != aset.name:
-        raise UserError(f"the run was trained on the {model.meta['action_set']} action set, the episode uses {aset.name}")
-    rng = np.random.default_rng(seed)
-    # actions taken at frames start-1, start, ..., start+steps-2 (each leads to the next frame)
-    if policy == "recorded":
-        actions = [int(recorded[start - 1 + k]) for k in range(steps)]
-    else:
-        actions = [int(recorded[start - 1])] + [int(rng.integers(len(aset))) for _ in range(steps - 1)]
-    env = replay_to(level, joypad, step_frames, start - 1)  # the real game at frame start-1
-    real, fake, fake_low = [], [], []
-    model.reset(downsample(frames_ctx), acts_ctx)
+        return {"frames": ep.read_frames(start - n_ctx, start), "actions": ep.actions[start - n_ctx : start],
+                "aset": ep.action_set, "frame_skip": int(ep.attrs["frame_skip"]), "level": ep.attrs["level"],
+                "joypad": ep.joypad, "step_frames": ep.step_frames, "recorded": ep.actions, "steps": steps}
+
+
+def _side_by_side(model: Dream, ctx: dict[str, Any], start: int, actions: list[int],
+                  progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same actions in the real game (rebuilt at frame start-1 by replay) and in the model:
+    (real full-res, model full-res, model low-res) frames, up to the real game's end."""
     from mario_kit.progress import make_progress
 
+    aset = ctx["aset"]
+    env = replay_to(ctx["level"], ctx["joypad"], ctx["step_frames"], start - 1)
+    real, fake, fake_low = [], [], []
     try:
         with make_progress(enabled=progress, transient=True) as bar:
             task = bar.add_task("dreaming", total=len(actions))
             for a in actions:
-                r = env.step(int(aset.joypad[a]), fs)
+                r = env.step(int(aset.joypad[a]), ctx["frame_skip"])
                 real.append(r.frame.copy())
                 low, full = model.step(a)
                 fake.append(full)
@@ -77,21 +103,7 @@ def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str
                     break
     finally:
         env.close()
-    real_a, fake_a = np.stack(real), np.stack(fake)
-    lo_f, lo_r = torch.from_numpy(np.stack(fake_low)).float(), torch.from_numpy(downsample(real_a)).float()
-    hi_f, hi_r = torch.from_numpy(fake_a).float(), torch.from_numpy(real_a).float()
-    p_low, p_full = psnr(lo_f, lo_r).numpy(), psnr(hi_f, hi_r).numpy()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _gif(real_a, fake_a, out, gif_fps)
-    csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "frame", "action", "psnr_low_res", "psnr_full_res"])
-        for k in range(len(real)):
-            w.writerow([k + 1, start + k, aset.meaning(actions[k]), f"{p_low[k]:.3f}", f"{p_full[k]:.3f}"])
-    _plot(p_low, p_full, png_path)
-    return {"gif": out, "csv": csv_path, "plot": png_path, "frames": len(real), "requested": requested, "real": real_a,
-            "psnr_low_res_pooled": pooled_psnr(lo_f, lo_r), "psnr_full_res_pooled": pooled_psnr(hi_f, hi_r)}
+    return np.stack(real), np.stack(fake), np.stack(fake_low)
 
 
 def _gif(real: np.ndarray, fake: np.ndarray, path: Path, fps: float) -> None:

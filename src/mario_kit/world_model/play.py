@@ -16,119 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from mario_kit import UserError
-from mario_kit.datasets import format as F_
+from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
 from mario_kit.datasets.ops import Spawns, load_spawns
-from mario_kit.hardware import fast_bf16
-from mario_kit.world_model.sampler import SamplerConfig, sample, to_model, to_uint8, upsample
-from mario_kit.world_model.train import load_model
+from mario_kit.hardware import fast_bf16, resolve_device
+from mario_kit.world_model.model_env import Dream
 
 
-CPU_PLAY_STEPS = 1  # play's default on a CPU: about 23 frames/s here, against 9-11 at 3 steps, with the
-# same next-frame PSNR on the documented CPU run (SSIM 0.950 vs 0.956; docs/BENCHMARKS.md)
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when a GPU is present, else "cpu"."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-class Dream:
-    """The model as a game: `step(action)` -> the next frame (low res, and full res).
-
-    On CUDA the whole step (every denoising step and the upsampler) is one captured CUDA graph by
-    default: at batch 1 these small U-Nets are bound by kernel launches, not arithmetic (an H100:
-    18 -> 34 frames/s with DIAMOND's upsampler, the same frames; docs/BENCHMARKS.md)."""
-
-    def __init__(self, run: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "auto",
-                 bf16: bool = False, seed: int = 0, compile: bool = False, cuda_graph: bool | None = None,
-                 channels_last: bool | None = None, upsampler_steps: int | None = None):
-        device = resolve_device(device)
-        self.model, cfg, self.meta = load_model(run, "denoiser", device=device)
-        self.up = None
-        if upsampler and (Path(run) / "upsampler.pt").exists():
-            self.up, ucfg, _ = load_model(run, "upsampler", device=device)
-            self.up_cfg = ucfg.upsampler_sampler
-            if upsampler_steps:
-                self.up_cfg.steps = upsampler_steps
-        if channels_last is None:  # 1.1-1.2x faster on the CPU, same results; on CUDA the default stays
-            channels_last = device == "cpu"  # the layout of the measured configuration (34 frames/s)
-        if channels_last:
-            for m in (self.model, self.up):
-                if m is not None:
-                    m.to(memory_format=torch.channels_last)
-        if compile:  # inference-only graphs with frozen weights (constant folding, prepacked oneDNN
-            # convolutions): ~1.4x on this CPU at 3 steps, after about a minute of compiling.
-            # dynamic=False: denoiser and upsampler share the U-Net's code; with automatic dynamic
-            # shapes the second size recompiles symbolically and inductor fails on the padding's modulo.
-            opts = {"freezing": True}
-            self.model = torch.compile(self.model, options=opts, dynamic=False)
-            if self.up is not None:
-                self.up = torch.compile(self.up, options=opts, dynamic=False)
-        self.cfg = SamplerConfig(**{**vars(cfg.sampler), **({"steps": steps} if steps else {})})
-        self.device = torch.device(device)
-        self.cuda_graph = (self.device.type == "cuda" and not compile) if cuda_graph is None else cuda_graph
-        if self.cuda_graph and self.device.type != "cuda":
-            raise UserError("CUDA graphs need a CUDA device")
-        self._graph: tuple | None = None  # (graph, static inputs, static outputs), captured at the first step
-        # autocast's weight-cast cache must be off while a graph is captured (torch.cuda.graphs' notes)
-        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graph) if bf16 else None
-        self.gen = torch.Generator(device).manual_seed(seed)
-
-    def reset(self, low: np.ndarray, actions: np.ndarray) -> None:
-        """Start from n context frames (n, 60, 64, 3) uint8 and the actions taken at them."""
-        self.frames = to_model(torch.from_numpy(np.ascontiguousarray(low))).to(self.device)[None]  # (1, n, C, H, W)
-        self.actions = torch.as_tensor(actions, dtype=torch.long, device=self.device)[None]
-
-    def _generate(self, ctx: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor,
-                  noise_up: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with self.amp or torch.autocast("cpu", enabled=False):
-            nxt = sample(self.model, ctx, actions, self.cfg, noise=noise).float()
-            full = upsample(self.up, nxt, self.up_cfg, noise=noise_up).float() if self.up is not None else None
-        return nxt, full
-
-    def _replay(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`_generate` through a CUDA graph: copy into the static inputs, replay, copy the outputs out."""
-        if self._graph is None:
-            static_in = tuple(x.clone() if x is not None else None for x in inputs)
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):  # warm up (cuDNN picks its algorithms) outside the capture
-                for _ in range(3):
-                    self._generate(*static_in)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: play captures on its generating thread while the window's thread runs on
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                static_out = self._generate(*static_in)
-            self._graph = (graph, static_in, static_out)
-        graph, static_in, static_out = self._graph
-        for dst, src in zip(static_in, inputs):
-            if dst is not None:
-                dst.copy_(src)
-        graph.replay()
-        return tuple(x.clone() if x is not None else None for x in static_out)
-
-    @torch.inference_mode()
-    def step(self, action: int) -> tuple[np.ndarray, np.ndarray]:
-        """The player takes `action` at the newest frame; returns the frame that follows (low, full)."""
-        self.actions[0, -1] = action
-        ctx = self.frames.flatten(1, 2)
-        b, _, c, h, w = self.frames.shape
-        noise = torch.randn((b, c, h, w), generator=self.gen, device=self.device)
-        noise_up = None
-        if self.up is not None:
-            f = self.up.cfg.upsampling_factor
-            noise_up = torch.randn((b, c, h * f, w * f), generator=self.gen, device=self.device)
-        nxt, full = (self._replay if self.cuda_graph else self._generate)(ctx, self.actions, noise, noise_up)
-        self.frames = torch.cat((self.frames[:, 1:], nxt[:, None]), dim=1)
-        self.actions = torch.cat((self.actions[:, 1:], self.actions[:, -1:]), dim=1)
-        low = to_uint8(nxt[0]).cpu().numpy()
-        full_np = to_uint8(full[0]).cpu().numpy() if full is not None else np.repeat(np.repeat(low, 4, 0), 4, 1)
-        return low, full_np
+CPU_PLAY_STEPS = 1  # play's default on a CPU: about twice the frame rate of 3 steps, with the same
+# next-frame PSNR on the documented CPU run (docs/BENCHMARKS.md, "Play speed")
 
 
 @dataclass
@@ -146,13 +43,13 @@ def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int
          upsampler_steps: int | None = None) -> PlayResult:
     """Open the window and play. `sync` (tests): one model frame per displayed frame, no thread.
     `bf16` None: on a CPU with bf16 arithmetic (mario_kit.hardware.fast_bf16); not on CUDA, where
-    batch-1 generation is faster in fp32 (an H100 with CUDA graphs: 34.1 vs 30.5 frames/s with the
-    upsampler). `cuda_graph` None: on CUDA (without `compile`)."""
+    batch-1 generation is faster in fp32 (docs/BENCHMARKS.md). `cuda_graph` None: on CUDA (without
+    `compile`)."""
     from mario_kit.datasets.dataset import check_output_dir
-    from mario_kit.gui import Controls, FrameLimiter, Screen, load_keymap, require_display, script_from_env
+    from mario_kit.gui import load_keymap, require_display, script_from_env
 
     sp = load_spawns(spawns)
-    controls_keymap = load_keymap(keymap)
+    keys = load_keymap(keymap)
     script = script if script is not None else script_from_env()
     require_display(script, "play")
     device = resolve_device(device)
@@ -165,38 +62,48 @@ def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int
         raise UserError(f"the run was trained on the {dream.meta['action_set']} action set, the spawns use {sp.action_set.name}")
     if record is not None:
         check_output_dir(Path(record), sp.action_set.name, sp.frame_skip)
-    table = F_.action_table(sp.action_set)
-    screen = Screen(scale, "mario-kit: play inside the world model")
-    controls = Controls(controls_keymap)
-    limiter = FrameLimiter(60.0)
     state = _Session(dream, sp, record, seed)
     state.start(0)
-    result = PlayResult(0, [], [], 0.0)
     worker = None if sync else threading.Thread(target=state.generate_forever, args=(fps,), daemon=True)
     if worker:
         worker.start()
-    script = script or {}
+    try:
+        _window(state, keys, scale, fps, sync, script or {}, max_frames)
+    finally:
+        state.running = False
+        if worker:
+            worker.join(timeout=30)
+        state.finish()
+    return PlayResult(state.total, state.all_actions, state.saved, state.model_fps)
+
+
+def _window(state: "_Session", keys: dict[str, list[str]], scale: int, fps: float, sync: bool, script: dict[int, list],
+            max_frames: int | None) -> None:
+    """The window's loop at 60 Hz: keys to the session's action and commands, the newest frame drawn."""
+    from mario_kit.gui import Controls, FrameLimiter, Screen
+
+    sp = state.sp
+    table = F.action_table(sp.action_set)
+    screen = Screen(scale, "mario-kit: play inside the world model")
+    controls = Controls(keys)  # after the screen: pygame is initialised there
+    limiter = FrameLimiter(60.0)
     shown = 0
     try:
-        while True:
+        while max_frames is None or state.total < max_frames:
             for e in script.pop(shown, []):
                 screen.pg.event.post(e)
             cmd = None
             for e in screen.pg.event.get():
                 cmd = controls.handle(e) or cmd
                 if cmd == "quit":
-                    break
-            if cmd == "quit":
-                break
+                    return
             if cmd == "pause":
                 state.paused = not state.paused
-            elif cmd == "start":
+            elif cmd in ("start", "next"):  # Enter and N: the next spawn
                 state.request(state.spawn + 1)
             elif cmd in ("restart", "discard"):  # R (and Backspace) restart the spawn
                 state.request(state.spawn)
-            elif cmd == "next":
-                state.request(state.spawn + 1)
-            state.action = int(table[F_.buttons_to_byte(controls.buttons())])
+            state.action = int(table[F.buttons_to_byte(controls.buttons())])
             if sync and not state.paused:
                 state.generate_one()
             frame, n = state.latest()
@@ -204,19 +111,12 @@ def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int
             screen.draw(frame, [
                 f"spawn {state.spawn % len(sp) + 1}/{len(sp)}  step {state.steps}  {sp.action_set.meaning(state.action)}",
                 f"window {limiter.fps:4.1f} fps  model {state.model_fps:4.1f} fps" + ("  (model slower than target)" if slow else ""),
-            ], ["PAUSED (P)" if state.paused else ""], dot=record is not None)
+            ], ["PAUSED (P)" if state.paused else ""], dot=state.record is not None)
             shown += 1
-            limiter.wait() if not sync else None
-            if max_frames is not None and state.total >= max_frames:
-                break
+            if not sync:
+                limiter.wait()
     finally:
-        state.running = False
-        if worker:
-            worker.join(timeout=30)
-        state.finish()
         screen.close()
-    result.frames, result.actions, result.episodes, result.model_fps = state.total, state.all_actions, state.saved, state.model_fps
-    return result
 
 
 class _Session:

@@ -15,11 +15,8 @@ every N-th batch of the epoch's order and DDP averages gradients (gloo on CPU, n
 from __future__ import annotations
 
 import csv
-import json
-import math
 import os
 import shutil
-import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -32,57 +29,16 @@ import torch.distributed as dist
 from torch import nn
 
 from mario_kit import UserError
-from mario_kit.atomic import atomic_path, check_writable, write_text_atomic
-from mario_kit.datasets.loader import WindowDataset
+from mario_kit.atomic import check_writable, write_json_atomic, write_text_atomic
+from mario_kit.datasets.loader import WindowDataset, epoch_batches
 from mario_kit.datasets.store import read_manifest
+from mario_kit.hardware import resolve_device
+from mario_kit.interrupt import CtrlC
 from mario_kit.trust import read_json
+from mario_kit.world_model.checkpoint import load_checkpoint, make_checkpoint, path_of, save_atomic
 from mario_kit.world_model.configs import TrainConfig, check, check_resume, from_dict, to_dict
 from mario_kit.world_model.denoiser import Denoiser, count_parameters
 from mario_kit.world_model.sampler import to_model
-
-CKPT_KIND = "mario-kit-checkpoint"
-CKPT_SCHEMA = 1
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-def save_atomic(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint without unpickling code (weights_only=True); refuse anything else."""
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (pickle errors, truncated files, foreign formats)
-        raise UserError(f"{path} is not a readable mario-kit checkpoint ({type(e).__name__})") from None
-    if not isinstance(ck, dict) or ck.get("kind") != CKPT_KIND:
-        raise UserError(f"{path} is not a mario-kit checkpoint")
-    if ck.get("schema") != CKPT_SCHEMA:
-        raise UserError(f"{path}: checkpoint schema {ck.get('schema')} (this mario-kit reads {CKPT_SCHEMA})")
-    return ck
-
-
-def load_model(run: str | Path, stage: str = "denoiser", ema: bool = True, device: str = "cpu") -> tuple[Denoiser, TrainConfig, dict]:
-    """The trained model of a run (EMA weights when present), ready for sampling."""
-    ck = load_checkpoint(Path(run) / f"{stage}.pt")
-    try:
-        cfg = from_dict(json.loads(ck["config"]))
-        check(cfg)
-        n_actions = int(ck["n_actions"])
-        model = Denoiser(cfg.denoiser if stage == "denoiser" else cfg.upsampler, n_actions)
-        meta = {k: ck[k] for k in ("step", "epoch", "n_actions", "action_set", "action_buttons")}
-        state = ck["ema"] if ema and ck.get("ema") else ck["model"]
-    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as e:
-        raise UserError(f"{run}/{stage}.pt holds a config this mario-kit cannot build ({type(e).__name__}: {e})") from None
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as e:
-        raise UserError(f"{run}/{stage}.pt does not match its config ({str(e).splitlines()[0]})") from None
-    model.eval().to(device)
-    return model, cfg, meta
 
 
 def ema_avg_fn(decay: float):
@@ -94,20 +50,6 @@ def ema_avg_fn(decay: float):
         return averaged * d + current * (1 - d)
 
     return avg
-
-
-# --- data order ----------------------------------------------------------------------------------
-def epoch_batches(n_windows: int, batch: int, count: int, seed: int, epoch: int,
-                  weights: np.ndarray | None = None) -> np.ndarray:
-    """`count` batches of window indices for one epoch: a pure function of (seed, epoch)."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    need = count * batch
-    if weights is not None:
-        idx = torch.multinomial(torch.from_numpy(weights).double(), need, replacement=True, generator=g)
-    else:
-        perms = [torch.randperm(n_windows, generator=g) for _ in range(math.ceil(need / n_windows))]
-        idx = torch.cat(perms)[:need]
-    return idx.numpy().reshape(count, batch)
 
 
 # --- device and distribution ------------------------------------------------------------------------
@@ -130,7 +72,7 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         torch.set_num_threads(cfg.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    dev = torch.device(resolve_device(cfg.device))
     if dev.type == "cuda" and dev.index is None:  # auto or cuda: this rank's GPU (set_device needs an index)
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if dev.type == "cuda":
@@ -167,22 +109,51 @@ def batch_tensors(batch: dict[str, np.ndarray], stage: str, rt: Runtime):
 
 
 # --- the loop ---------------------------------------------------------------------------------------
-class _Stop:
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, *_: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-
 def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool = False,
           progress: bool = True) -> dict[str, Any]:
     """Train the configured stage(s) on `store` into the run folder `out`; returns the summary."""
     check(cfg)
     out, store = Path(out), Path(store)
     _check_inputs(store, cfg)  # before the run folder is touched: a mistyped --store harms nothing
+    holds_run = _check_run_folder(out, cfg, resume, force)
+    rt = setup_runtime(cfg)
+    aside = out.with_name(f".{out.name}.replaced")  # the old run under --force, until the new one has a checkpoint
+    created = not out.exists()
+    if rt.main:
+        try:
+            if force and not resume and holds_run:
+                shutil.rmtree(aside, ignore_errors=True)  # left by a --force run killed before its first checkpoint
+                os.rename(out, aside)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / "config.json", to_dict(cfg))
+        except OSError as e:
+            _undo_folder(out, aside, created)
+            raise UserError(f"cannot write the run folder {out}: {e.strerror or e}") from None
+    if rt.world > 1:
+        dist.barrier()
+    summary: dict[str, Any] = {"stages": {}}
+    with CtrlC(install=rt.main) as stop:
+        try:
+            for stage in (["denoiser", "upsampler"] if cfg.stage == "both" else [cfg.stage]):
+                summary["stages"][stage] = _train_stage(store, cfg, out, stage, rt, resume, stop, progress)
+                if stop.requested:
+                    break
+        except BaseException:
+            if rt.main and not any(out.glob("*.pt")):  # nothing of the new run worth keeping: as before
+                _undo_folder(out, aside, created)
+            raise
+        finally:
+            if rt.main and aside.exists() and any(out.glob("*.pt")):
+                shutil.rmtree(aside, ignore_errors=True)
+    summary["interrupted"] = stop.requested
+    if rt.main:
+        write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _check_run_folder(out: Path, cfg: TrainConfig, resume: bool, force: bool) -> bool:
+    """Whether `out` may take this run (a resume must keep the saved config's shape); returns
+    whether it already holds one."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
     check_writable(out)
@@ -195,42 +166,7 @@ def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = F
         except (TypeError, KeyError, ValueError) as e:
             raise UserError(f"{out}/config.json does not describe a TrainConfig ({e})") from None
         check_resume(saved, cfg)
-    rt = setup_runtime(cfg)
-    aside = out.with_name(f".{out.name}.replaced")  # the old run under --force, until the new one has a checkpoint
-    created = not out.exists()
-    if rt.main:
-        try:
-            if force and not resume and holds_run:
-                shutil.rmtree(aside, ignore_errors=True)  # left by a --force run killed before its first checkpoint
-                os.rename(out, aside)
-            out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(out / "config.json", json.dumps(to_dict(cfg), indent=1))
-        except OSError as e:
-            _undo_folder(out, aside, created)
-            raise UserError(f"cannot write the run folder {out}: {e.strerror or e}") from None
-    if rt.world > 1:
-        dist.barrier()
-    stop = _Stop()
-    old = signal.signal(signal.SIGINT, stop) if rt.main else None
-    summary: dict[str, Any] = {"stages": {}}
-    try:
-        for stage in (["denoiser", "upsampler"] if cfg.stage == "both" else [cfg.stage]):
-            summary["stages"][stage] = _train_stage(store, cfg, out, stage, rt, resume, stop, progress)
-            if stop.requested:
-                break
-    except BaseException:
-        if rt.main and not any(out.glob("*.pt")):  # nothing of the new run worth keeping: as before
-            _undo_folder(out, aside, created)
-        raise
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
-        if rt.main and aside.exists() and any(out.glob("*.pt")):
-            shutil.rmtree(aside, ignore_errors=True)
-    summary["interrupted"] = stop.requested
-    if rt.main:
-        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
-    return summary
+    return holds_run
 
 
 def _check_inputs(store: Path, cfg: TrainConfig) -> None:
@@ -254,147 +190,200 @@ def _undo_folder(out: Path, aside: Path, created: bool) -> None:
             (out / name).unlink(missing_ok=True)
 
 
-def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runtime, resume: bool, stop: _Stop,
-                 progress: bool) -> dict[str, Any]:
-    from mario_kit.progress import make_progress
+@dataclass
+class _Stage:
+    """One stage's training state: what a checkpoint saves and a resume restores."""
 
+    name: str
+    ds: WindowDataset
+    model: Denoiser
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    ema: torch.optim.swa_utils.AveragedModel | None
+    gen: torch.Generator
+    step: int = 0
+    epoch: int = 0
+    k: int = 0  # batches of the current epoch already used
+
+    @property
+    def up(self) -> bool:
+        return self.name == "upsampler"
+
+
+def _build_stage(store: Path, cfg: TrainConfig, stage: str, rt: Runtime) -> _Stage:
     up = stage == "upsampler"
     mcfg = cfg.upsampler if up else cfg.denoiser
-    n_ctx, horizon = (mcfg.n_context, 1) if up else (mcfg.n_context, cfg.horizon)
-    bs, accum = (cfg.upsampler_batch_size, cfg.upsampler_grad_accum) if up else (cfg.batch_size, cfg.grad_accum)
-    ds = WindowDataset(store, "train", n_context=n_ctx, horizon=horizon, full_res=up)
+    ds = WindowDataset(store, "train", n_context=mcfg.n_context, horizon=1 if up else cfg.horizon, full_res=up)
     if len(ds) == 0:
         raise UserError(f"{store} has no training windows (is every episode in the test split?)")
-    test = WindowDataset(store, "test", n_context=n_ctx, horizon=horizon, full_res=up)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = Denoiser(mcfg, ds.n_actions).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-    ema = None
-    if cfg.ema:
-        ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(cfg.ema))
+    ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(cfg.ema)) if cfg.ema else None
     gen = torch.Generator(rt.device).manual_seed(cfg.seed * 7919 + rt.rank)
-    step = epoch = start_k = 0
-    ck_path = out / f"{stage}.pt"
-    if resume and ck_path.exists():
-        ck = load_checkpoint(ck_path)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        if ema is not None and ck.get("ema_full"):
-            ema.load_state_dict(ck["ema_full"])
-        if len(ck["gen_states"]) != rt.world:
-            raise UserError(f"{ck_path} was written by {len(ck['gen_states'])} processes; resume it with as many")
-        gen.set_state(ck["gen_states"][rt.rank])
-        step, epoch, start_k = ck["step"], ck["epoch"], ck["batch_in_epoch"]
-        if ck.get("done") and not ((cfg.max_steps == 0 or step < cfg.max_steps) and epoch < cfg.epochs):
-            return ck.get("result", {"step": step})  # finished, and a resume with more max_steps/epochs continues
+    return _Stage(stage, ds, model, opt, sched, ema, gen)
+
+
+def _resume(st: _Stage, ck_path: Path, cfg: TrainConfig, rt: Runtime) -> dict[str, Any] | None:
+    """Restore `st` from its checkpoint; returns the stage's result when it had already finished
+    (a resume with more max_steps or epochs continues a finished stage instead)."""
+    ck = load_checkpoint(ck_path)
+    st.model.load_state_dict(ck["model"])
+    st.opt.load_state_dict(ck["optimizer"])
+    st.sched.load_state_dict(ck["scheduler"])
+    if st.ema is not None and ck.get("ema_full"):
+        st.ema.load_state_dict(ck["ema_full"])
+    if len(ck["gen_states"]) != rt.world:
+        raise UserError(f"{ck_path} was written by {len(ck['gen_states'])} processes; resume it with as many")
+    st.gen.set_state(ck["gen_states"][rt.rank])
+    st.step, st.epoch, st.k = ck["step"], ck["epoch"], ck["batch_in_epoch"]
+    if ck.get("done") and not ((cfg.max_steps == 0 or st.step < cfg.max_steps) and st.epoch < cfg.epochs):
+        return ck.get("result", {"step": st.step})
+    return None
+
+
+def _save(st: _Stage, cfg: TrainConfig, rt: Runtime, path: Path, result: dict[str, Any] | None) -> None:
+    """Every rank's noise generator, gathered; rank 0 writes. `result`: the finished stage's summary."""
+    gens = [st.gen.get_state().cpu()]
+    if rt.world > 1:
+        gathered = [torch.zeros_like(gens[0]) for _ in range(rt.world)]
+        dist.all_gather_object(gathered, gens[0])
+        gens = gathered
+    if rt.main:
+        resume_state = {"ema_full": st.ema.state_dict() if st.ema is not None else None,
+                        "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(), "gen_states": gens,
+                        "batch_in_epoch": st.k, "done": result is not None, "result": result}
+        save_atomic(make_checkpoint(st.name, cfg, st.model, st.ds.m["action_set"], st.ds.m["action_buttons"],
+                                    st.ema, st.step, st.epoch, resume_state), path)
+
+
+def _optimiser_step(st: _Stage, loss_mod: nn.Module, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, amp) -> float:
+    """One optimiser step over `rows` (grad_accum, batch) of window indices; returns the loss."""
+    accum, total = len(rows), 0.0
+    for a, idx in enumerate(rows):
+        frames, act, mask, cond = batch_tensors(st.ds.gather(st.ds.fetch(idx)), st.name, rt)
+        sync = rt.world > 1 and a < accum - 1
+        with (loss_mod.no_sync() if sync else nullcontext()), amp:
+            loss = loss_mod(frames, act, mask, st.gen, cond) / accum
+        loss.backward()
+        total += loss.item()
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
+    st.opt.step()
+    st.sched.step()
+    st.opt.zero_grad(set_to_none=True)
+    if st.ema is not None:
+        st.ema.update_parameters(st.model)
+    st.step += 1
+    return total
+
+
+def _wrap(model: nn.Module, rt: Runtime) -> nn.Module:
+    """The loss module as the loop calls it: DDP across ranks, compiled when asked."""
     loss_mod: nn.Module = _Loss(model)
     if rt.world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[rt.device] if rt.device.type == "cuda" else None)
-    if rt.compile:  # static shapes: the denoiser and upsampler stages share the U-Net's code (see play.py)
+    if rt.compile:  # static shapes: the denoiser and upsampler stages share the U-Net's code (see model_env.py)
         loss_mod = torch.compile(loss_mod, dynamic=False)
+    return loss_mod
+
+
+def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runtime, resume: bool, stop: CtrlC,
+                 progress: bool) -> dict[str, Any]:
+    from mario_kit.progress import make_progress
+
+    st = _build_stage(store, cfg, stage, rt)
+    test = WindowDataset(store, "test", n_context=st.ds.n_context, horizon=st.ds.horizon, full_res=st.up)
+    ck_path = path_of(out, stage)
+    if resume and ck_path.exists() and (finished := _resume(st, ck_path, cfg, rt)) is not None:
+        return finished
+    loss_mod = _wrap(st.model, rt)
     amp = torch.autocast(rt.device.type, dtype=torch.bfloat16) if rt.bf16 else nullcontext()
-    weights = ds.target_weights.astype(np.float64) if cfg.weighted else None
-    log_path = out / "log.csv"
-    if rt.main and step:
-        _trim_log(log_path, stage, step)
-    new_log = rt.main and not log_path.exists()
-    log_f = open(log_path, "a", newline="") if rt.main else None
-    log = csv.writer(log_f) if log_f else None
-    if new_log:
-        log.writerow(["stage", "step", "epoch", "loss", "lr", "samples_per_s", "test_loss"])
-    steps_in = lambda e: cfg.steps_first_epoch if e == 0 else (cfg.upsampler_steps_per_epoch if up else cfg.steps_per_epoch)  # noqa: E731
-    n_params = count_parameters(model)
-    result: dict[str, Any] = {"parameters": n_params, "device": str(rt.device), "bf16": rt.bf16,
+    weights = st.ds.target_weights.astype(np.float64) if cfg.weighted else None
+    bs, accum = (cfg.upsampler_batch_size, cfg.upsampler_grad_accum) if st.up else (cfg.batch_size, cfg.grad_accum)
+    result: dict[str, Any] = {"parameters": count_parameters(st.model), "device": str(rt.device), "bf16": rt.bf16,
                               "channels_last": rt.channels_last, "compile": rt.compile, "world_size": rt.world}
-    done = False
-    last_loss = float("nan")
-    t0, seen = time.perf_counter(), 0
-
-    def save(k: int, finished: bool = False) -> None:
-        gens = [gen.get_state().cpu()]
-        if rt.world > 1:
-            gathered = [torch.zeros_like(gens[0]) for _ in range(rt.world)]
-            dist.all_gather_object(gathered, gens[0])
-            gens = gathered
-        if rt.main:
-            save_atomic({
-                "kind": CKPT_KIND, "schema": CKPT_SCHEMA, "stage": stage, "config": json.dumps(to_dict(cfg)),
-                "n_actions": ds.n_actions, "action_set": ds.m["action_set"], "action_buttons": json.dumps(ds.m["action_buttons"]),
-                "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
-                "ema_full": ema.state_dict() if ema is not None else None,
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "gen_states": gens,
-                "step": step, "epoch": epoch, "batch_in_epoch": k, "done": finished,
-                "result": result if finished else None,
-            }, ck_path)
-
-    with make_progress(enabled=progress and rt.main) as bar:
-        total_steps = sum(steps_in(e) for e in range(cfg.epochs))
-        if cfg.max_steps:
-            total_steps = min(total_steps, cfg.max_steps)
-        task = bar.add_task(f"{stage}", total=total_steps, completed=step)
-        while epoch < cfg.epochs and not done:
-            n_steps = steps_in(epoch)
-            order = epoch_batches(len(ds), bs, n_steps * accum * rt.world, cfg.seed, epoch, weights)
+    loss, t0, seen = float("nan"), time.perf_counter(), 0
+    sps = lambda: round(seen * rt.world / (time.perf_counter() - t0), 2)  # noqa: E731
+    with _Log(out / "log.csv", stage, st.step, rt.main) as log, make_progress(enabled=progress and rt.main) as bar:
+        task = bar.add_task(stage, total=_total_steps(cfg, st.up), completed=st.step)
+        while st.epoch < cfg.epochs:
+            n_steps = _steps_in(cfg, st.epoch, st.up)
+            order = epoch_batches(len(st.ds), bs, n_steps * accum * rt.world, cfg.seed, st.epoch, weights)
             order = order.reshape(n_steps, accum, rt.world, bs)[:, :, rt.rank]
-            model.train()
-            k = start_k
-            while k < n_steps:
-                acc = 0.0
-                for a in range(accum):
-                    batch = ds.gather(ds.fetch(order[k, a]))
-                    frames, act, mask, cond = batch_tensors(batch, stage, rt)
-                    sync = rt.world > 1 and a < accum - 1
-                    with (loss_mod.no_sync() if sync else nullcontext()), amp:
-                        loss = loss_mod(frames, act, mask, gen, cond) / accum
-                    loss.backward()
-                    acc += loss.item()
-                    seen += bs
-                last_loss = acc
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.update_parameters(model)
-                step += 1
-                k += 1
-                sps = seen * rt.world / (time.perf_counter() - t0)
-                bar.update(task, advance=1, description=f"{stage} loss {last_loss:.4f} {sps:.1f} samples/s")
-                if log and (step % cfg.log_every == 0):
-                    log.writerow([stage, step, epoch, f"{last_loss:.6f}", f"{sched.get_last_lr()[0]:.3g}", f"{sps:.2f}", ""])
-                    log_f.flush()
-                if cfg.max_steps and step >= cfg.max_steps:
-                    done = True
-                    break
-                interrupted = _any(stop.requested, rt)
-                if interrupted:
+            st.model.train()
+            done = False
+            while st.k < n_steps and not done:
+                loss = _optimiser_step(st, loss_mod, order[st.k], cfg, rt, amp)
+                st.k += 1
+                seen += bs * accum
+                bar.update(task, advance=1, description=f"{stage} loss {loss:.4f} {sps():.1f} samples/s")
+                if st.step % cfg.log_every == 0:
+                    log.row(st, loss, sps())
+                done = bool(cfg.max_steps and st.step >= cfg.max_steps)
+                if not done and _any(stop.requested, rt):
                     stop.requested = True
-                    save(k)
-                    if log_f:
-                        log_f.close()
-                    return {**result, "step": step, "train_loss": last_loss, "samples_per_s": round(sps, 2), "interrupted": True}
-            if k >= n_steps:
-                epoch, k = epoch + 1, 0
-            start_k = k
-            test_loss = _test_loss(model, test, cfg, stage, rt, amp) if rt.main else float("nan")
-            result.update(step=step, epoch=epoch, train_loss=last_loss, test_loss=test_loss,
-                          samples_per_s=round(seen * rt.world / (time.perf_counter() - t0), 2))
-            if log:
-                log.writerow([stage, step, epoch, f"{last_loss:.6f}", f"{sched.get_last_lr()[0]:.3g}",
-                              f"{result['samples_per_s']:.2f}", f"{test_loss:.6f}"])
-                log_f.flush()
-            finished = done or epoch >= cfg.epochs
+                    _save(st, cfg, rt, ck_path, None)
+                    return {**result, "step": st.step, "train_loss": loss, "samples_per_s": sps(), "interrupted": True}
+            if st.k >= n_steps:
+                st.epoch, st.k = st.epoch + 1, 0
+            test_loss = _test_loss(st.model, test, cfg, stage, rt, amp) if rt.main else float("nan")
+            result.update(step=st.step, epoch=st.epoch, train_loss=loss, test_loss=test_loss, samples_per_s=sps())
+            log.row(st, loss, result["samples_per_s"], test_loss)
             if rt.world > 1:
-                result["ddp_replicas_identical"] = _replicas_identical(model)
-            save(k, finished)
-    if log_f:
-        log_f.close()
+                result["ddp_replicas_identical"] = _replicas_identical(st.model)
+            finished = done or st.epoch >= cfg.epochs
+            _save(st, cfg, rt, ck_path, result if finished else None)
+            if finished:
+                break
     return result
+
+
+def _steps_in(cfg: TrainConfig, epoch: int, up: bool) -> int:
+    if epoch == 0:
+        return cfg.steps_first_epoch
+    return cfg.upsampler_steps_per_epoch if up else cfg.steps_per_epoch
+
+
+def _total_steps(cfg: TrainConfig, up: bool) -> int:
+    total = sum(_steps_in(cfg, e, up) for e in range(cfg.epochs))
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+class _Log:
+    """log.csv, written by rank 0 only, closed however the stage ends. A resumed run first drops the
+    rows past its checkpoint, which it is about to log again."""
+
+    HEADER = ["stage", "step", "epoch", "loss", "lr", "samples_per_s", "test_loss"]
+
+    def __init__(self, path: Path, stage: str, step: int, enabled: bool):
+        self.path, self.stage, self.step, self.enabled = path, stage, step, enabled
+        self.file = None
+
+    def __enter__(self) -> "_Log":
+        if self.enabled:
+            if self.step:
+                _trim_log(self.path, self.stage, self.step)
+            new = not self.path.exists()
+            self.file = open(self.path, "a", newline="")
+            self.writer = csv.writer(self.file)
+            if new:
+                self.writer.writerow(self.HEADER)
+        return self
+
+    def row(self, st: _Stage, loss: float, sps: float, test_loss: float | None = None) -> None:
+        if self.file is None:
+            return
+        self.writer.writerow([self.stage, st.step, st.epoch, f"{loss:.6f}", f"{st.sched.get_last_lr()[0]:.3g}", f"{sps:.2f}",
+                              "" if test_loss is None else f"{test_loss:.6f}"])
+        self.file.flush()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def _trim_log(path: Path, stage: str, step: int) -> None:

@@ -2,7 +2,8 @@
 
 The dataset is laid out under ROOT as Minari keeps its datasets (ROOT/<namespace>/<name>-v<N>/data/),
 so that with MINARI_DATASETS_PATH=ROOT, `minari.load_dataset(id)` opens it. Frames are stored raw
-(Minari's JPEG encoding is lossy and is off): about 184 KB a frame, about 60x our episode files. Each
+(Minari's JPEG encoding is lossy and is off): 184,320 bytes a frame, far larger than our deflated
+episode files (docs/BENCHMARKS.md). Each
 episode keeps its Discrete actions, rewards, terminations, truncations and info columns (the reset
 info is not recorded: the first step's row stands for it). The action set's buttons, frame skip and
 levels are in the dataset's description and in `mario_kit` of its metadata.json. Minari is an

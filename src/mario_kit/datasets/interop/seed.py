@@ -154,7 +154,7 @@ def _imported_digests(out: Path) -> set[str]:
 def _emulator(level: str):
     """The emulator at `level` (for the reset frame and the replay check); None without nes-py."""
     try:
-        from mario_kit.collectors.env import MarioEnv
+        from mario_kit.emulator import MarioEnv
 
         return MarioEnv(level)
     except ImportError:
@@ -164,7 +164,7 @@ def _emulator(level: str):
 def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", source: str = "seed", level: str = LEVEL,
                 frame_skip: int = FRAME_SKIP, player: str = "", progress: bool = False) -> ImportSummary:
     """Import every seed-layout file of `src` as episodes into `out` (see the module docstring)."""
-    from mario_kit.collectors.env import parse_levels
+    from mario_kit.emulator import parse_levels
     from mario_kit.progress import make_progress
 
     src, out = Path(src), Path(out)

@@ -1,4 +1,5 @@
-"""PPO agents (stable-baselines3): training, evaluation, and the collector policy.
+"""PPO agents (stable-baselines3): training and evaluation (the collector policy that plays one is
+`collectors.policies.PPOPolicy`).
 
 The agent sees the usual Mario pipeline, each step a standard wrapper: nes-py's JoypadSpace (the
 action set), gymnasium's MaxAndSkipObservation (frame skip, max over the last two frames),
@@ -10,12 +11,10 @@ collector rebuilds exactly that pipeline from the file alone.
 from __future__ import annotations
 
 import csv
-import json
 import operator
 import os
 import re
 import signal
-from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -27,23 +26,19 @@ import numpy as np
 from gymnasium.wrappers import GrayscaleObservation
 
 from mario_kit import UserError
-from mario_kit.atomic import check_writable
-from mario_kit.collectors.env import env_id, parse_levels
+from mario_kit.agents.agent_file import KIND, N_STACK, OBS_SIZE, SCHEMA, load_ppo
+from mario_kit.atomic import check_writable, write_json_atomic
+from mario_kit.emulator import env_id, parse_levels
 from mario_kit.datasets import format as F
 
-KIND = "mario-kit-ppo"
-SCHEMA = 1
-OBS_SIZE = (84, 84)
-N_STACK = 4
 
 
 @dataclass
 class AgentConfig:
     """PPO settings. Defaults follow common Mario PPO practice (gamma 0.9, 4-frame skip with max-pool,
     84x84 gray, 4-stack, 8 envs, 10 epochs an update, an extra death penalty, rewards scaled by 0.1)
-    with SB3's PPO. Two 2-hour runs with 4 epochs on 1,024-step rollouts and the env's own death penalty
-    (-25, clipped to -15) plateaued at the pits of 1-1; with these defaults a 2-hour run on 2 cores clears it
-    (docs/BENCHMARKS.md)."""
+    with SB3's PPO. Fewer epochs on longer rollouts and the env's own death penalty plateaued at the
+    pits of 1-1; with these defaults a 2-hour run on 2 cores clears it (docs/BENCHMARKS.md, "PPO agent")."""
 
     level: str = "1-1"
     action_set: str = "simple"
@@ -72,15 +67,15 @@ class AgentConfig:
     seed: int = 0
     checkpoint_every: int = 50_000  # agent steps
     eval_every: int = 50_000
-    eval_episodes: int = 5
     # sampled actions: the emulator is deterministic, so greedy episodes are all the same episode, and
     # a greedy agent stuck at one obstacle scores that obstacle however good its sampled play is
     eval_deterministic: bool = False
+    eval_episodes: int = 5
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # extra PPO keyword arguments
 
 
 def check_agent_config(cfg: AgentConfig) -> None:
-    """Refuse settings that would crash or run away (a checkpoint every step wrote 1.7 GB in seconds)."""
+    """Refuse settings that would crash or run away (a checkpoint every step wrote gigabytes in seconds)."""
     levels = parse_levels(cfg.level)
     if len(levels) != 1 or cfg.level != levels[0]:
         raise UserError(f"an agent trains on one level (W-S), got {cfg.level!r}")
@@ -172,8 +167,8 @@ def _gray_table(gray_fn) -> np.ndarray:
 
 class FastGrayscaleObservation(GrayscaleObservation):
     """gymnasium's GrayscaleObservation, bit for bit, through a table of all 2^24 colours built once
-    with that wrapper's own function: its float64 multiply-and-sum costs about 1.8 ms a frame (a
-    fifth of a training env step), the lookup about 0.3 ms. Equality is tested on real frames."""
+    with that wrapper's own function: its float64 multiply-and-sum is a good part of a training env
+    step, the lookup a small one (docs/BENCHMARKS.md). Equality is tested on real frames."""
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         f = observation.astype(np.uint32)
@@ -203,7 +198,7 @@ def _vec_env(cfg: AgentConfig, n: int, seed: int):
 
 
 @contextmanager
-def _one_torch_thread():
+def one_torch_thread():
     """Run torch on one thread inside the block, then restore the caller's setting: where env
     processes or the emulator share the cores, OpenMP's spin-waiting second thread costs more than
     it gains on small forward passes."""
@@ -221,7 +216,7 @@ def _cpu_ppo_class():
     """SB3's PPO, tuned for a few CPU cores (same algorithm, same saved file):
     - rollouts run the policy on one torch thread: with more, OpenMP's spin-waiting threads take
       CPU from the env processes for batch-8 forward passes that gain nothing from them;
-    - the CNN's weights are channels_last (oneDNN's fast layout: the update is about 2x faster here)."""
+    - the CNN's weights are channels_last (oneDNN's fast layout: a faster update, docs/BENCHMARKS.md)."""
     import torch
     from stable_baselines3 import PPO
 
@@ -231,7 +226,7 @@ def _cpu_ppo_class():
             self.policy.to(memory_format=torch.channels_last)
 
         def collect_rollouts(self, *args, **kwargs):
-            with _one_torch_thread():
+            with one_torch_thread():
                 return super().collect_rollouts(*args, **kwargs)
 
     return CpuPPO
@@ -240,8 +235,6 @@ def _cpu_ppo_class():
 def load_agent(path: str | Path, device: str = "cpu", for_training: bool = False):
     """(PPO model, its mario_kit record); refuses files that are not PPO agents of this toolkit.
     Nothing in the file is unpickled (`agent_file.load_ppo`): agent files are shared like datasets."""
-    from mario_kit.collectors.agent_file import load_ppo
-
     return load_ppo(path, device=device, cls=_cpu_ppo_class() if for_training else None)
 
 
@@ -275,7 +268,7 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
                     ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0, **cfg.hyperparameters)
     model.mario_kit = rec
     model.set_logger(_logger(out / "logs", model.num_timesteps if start is not None else None))
-    (out / "agent-config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    write_json_atomic(out / "agent-config.json", asdict(cfg))
 
     class Save(CheckpointCallback):
         def _on_step(self) -> bool:
@@ -413,94 +406,3 @@ def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic
     env.close()
     return {"mean_return": round(float(np.mean(returns)), 2), "mean_max_x": round(float(np.mean(xs)), 1),
             "best_max_x": int(np.max(xs)), "completion_rate": round(float(np.mean(flags)), 3)}
-
-
-# --- the collector policy ----------------------------------------------------------------------------
-class PPOPolicy:
-    """The agent as a collector policy, with a random factor: with probability eps (one value per
-    episode, fixed or drawn from a range) the agent's action is replaced by a uniform random one.
-    `overridden` marks those steps; `params()` records the episode's eps."""
-
-    name = "ppo"
-    source = "agent"
-
-    def __init__(self, model: str | Path, random_factor: float = 0.0, random_factor_range: tuple[float, float] | None = None,
-                 deterministic: bool = True, action_set: str | None = None, frame_skip: int | None = None):
-        lo, hi = random_factor_range or (random_factor, random_factor)
-        if not (0 <= lo <= hi <= 1):
-            raise UserError("random factors must lie in [0, 1] (range: low <= high)")
-        self.path = str(model)
-        self.model, self.rec = load_agent(model)
-        if action_set is not None and action_set != self.rec["action_set"]:
-            raise UserError(f"the agent uses the {self.rec['action_set']} action set, not {action_set}")
-        if frame_skip is not None and frame_skip != self.rec["frame_skip"]:
-            raise UserError(f"the agent was trained with frame skip {self.rec['frame_skip']}, not {frame_skip}")
-        self.range, self.deterministic = (lo, hi), deterministic
-        env = make_env(self.rec["level"], self.rec["action_set"], self.rec["frame_skip"], monitor=False)
-        self._obs_wrappers = []  # the agent's own observation wrappers, applied to our frames
-        w = env
-        while hasattr(w, "env"):
-            if type(w).__name__ in ("FastGrayscaleObservation", "ResizeObservation"):
-                self._obs_wrappers.insert(0, w)
-            w = w.env
-        self._env = env
-
-    def reset(self, rng: np.random.Generator, n_actions: int) -> None:
-        if n_actions != len(self.rec["action_buttons"]):
-            raise UserError("the agent's action set does not match the collection's")
-        self.rng, self.n = rng, n_actions
-        lo, hi = self.range
-        self.eps = float(lo if lo == hi else rng.uniform(lo, hi))
-        self.stack: deque[np.ndarray] = deque([np.zeros((*OBS_SIZE, 1), np.uint8)] * N_STACK, maxlen=N_STACK)
-        self.first = True
-        self.penultimate = np.zeros((240, 256, 3), np.uint8)  # reused buffers: no 180 KB allocation a step
-        self._max = np.zeros_like(self.penultimate)
-        self.calls = 0
-        self.overridden = False
-
-    def _obs(self, frame: np.ndarray) -> np.ndarray:
-        # MaxAndSkipObservation's max-pool of the last two frames
-        x = frame if self.first else np.maximum(self.penultimate, frame, out=self._max)
-        for w in self._obs_wrappers:
-            x = w.observation(x)
-        return x
-
-    def on_frame(self, screen: np.ndarray) -> None:
-        self.calls += 1
-        if self.calls == self.rec["frame_skip"] - 1:  # the second-to-last frame of the step
-            np.copyto(self.penultimate, screen)
-        return None
-
-    def agent_action(self, frame: np.ndarray) -> int:
-        self.stack.append(self._obs(frame))
-        self.first, self.calls = False, 0
-        obs = np.concatenate(self.stack, axis=-1)[None]  # (1, 84, 84, 4), like VecFrameStack
-        # one torch thread for batch-1 forward passes: a second one gains little (1.8 vs 2.2 ms) and its
-        # spin-waiting takes the core from the emulator and the compression thread (5.4 ms a forward pass)
-        with _one_torch_thread():
-            if not self.deterministic:
-                action, _ = self.model.predict(obs, deterministic=False)
-                return int(np.asarray(action).reshape(-1)[0])
-            return self._argmax(obs)
-
-    def _argmax(self, obs: np.ndarray) -> int:
-        """The deterministic action as SB3's predict computes it (channels first, /255, actor
-        network, argmax) without its per-call conversions and distribution objects: 0.6 ms a step
-        here against 0.9-1.3 (tested equal to predict on the agent's own rollouts)."""
-        import torch
-
-        pol = self.model.policy
-        with torch.inference_mode():
-            t = torch.as_tensor(obs).permute(0, 3, 1, 2).float().div_(255)
-            latent = pol.mlp_extractor.forward_actor(pol.extract_features(t, pol.pi_features_extractor))
-            return int(pol.action_net(latent).argmax(1)[0])
-
-    def act(self, frame: np.ndarray, info: dict[str, Any]) -> int:
-        a = self.agent_action(frame)
-        self.overridden = bool(self.rng.random() < self.eps)
-        return int(self.rng.integers(self.n)) if self.overridden else a
-
-    def params(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.path, "random_factor": getattr(self, "eps", None),
-                "random_factor_range": list(self.range), "deterministic": self.deterministic,
-                "agent_level": self.rec["level"], "agent_wrappers": self.rec["wrappers"]}

@@ -29,7 +29,12 @@ from typing import Any
 
 from mario_kit import UserError
 
-MAX_BYTES = 1 << 30  # uncompressed size of all parts together (a genuine agent: about 20 MB)
+KIND = "mario-kit-ppo"  # the `mario_kit` record an agent file carries: its kind and schema,
+SCHEMA = 1
+OBS_SIZE = (84, 84)  # and the observation it was trained on (gray, OBS_SIZE, N_STACK frames)
+N_STACK = 4
+
+MAX_BYTES = 1 << 30  # uncompressed size of all parts together (far above a genuine agent's)
 PARTS = {"data", "policy.pth", "policy.optimizer.pth", "pytorch_variables.pth", "_stable_baselines3_version", "system_info.txt"}
 
 _NUMPY = {("numpy", "dtype"), ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
@@ -135,10 +140,10 @@ def _torch_part(path: Path, parts: dict[str, bytes], name: str, device: str) -> 
 
 
 def _check_record(path: Path, rec: Any) -> dict[str, Any]:
-    from mario_kit.collectors.env import parse_levels
+    from mario_kit.emulator import parse_levels
     from mario_kit.datasets import format as F
 
-    if not isinstance(rec, dict) or rec.get("kind") != "mario-kit-ppo":
+    if not isinstance(rec, dict) or rec.get("kind") != KIND:
         raise UserError(f"{path} is a PPO agent but not one of mario-kit (no mario_kit record)")
     try:
         parse_levels(str(rec["level"]))
@@ -160,23 +165,10 @@ def _constant(entry: dict[str, Any], default: float) -> float:
     return float(m.group(1)) if m else default
 
 
-def load_ppo(path: str | Path, device: str = "cpu", cls=None):
-    """(PPO model, mario_kit record) from an agent file; nothing in the file is unpickled."""
-    import gymnasium as gym
-    import numpy as np
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.policies import ActorCriticCnnPolicy
-
-    from mario_kit.collectors.ppo import N_STACK, OBS_SIZE
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no agent file at {path}")
-    parts = read_parts(path)
-    try:
-        data = json.loads(parts["data"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is not a stable-baselines3 PPO agent (data is not JSON: {e})") from None
+def _plain_entries(path: Path, data: Any) -> dict[str, Any]:
+    """The entries of `data` that are plain JSON (allow-listed, with their types). Each pickled entry
+    is read as opcodes only and must name no global outside what a genuine file has there; its
+    bytes are then dropped (load_ppo rebuilds it)."""
     if not isinstance(data, dict):
         raise _refuse(path, "data is not a JSON object")
     plain: dict[str, Any] = {}
@@ -198,6 +190,25 @@ def load_ppo(path: str | Path, device: str = "cpu", cls=None):
             plain[key] = value
         else:
             raise _refuse(path, f"unexpected entry {key!r}")
+    return plain
+
+
+def load_ppo(path: str | Path, device: str = "cpu", cls=None):
+    """(PPO model, mario_kit record) from an agent file; nothing in the file is unpickled."""
+    import gymnasium as gym
+    import numpy as np
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.policies import ActorCriticCnnPolicy
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no agent file at {path}")
+    parts = read_parts(path)
+    try:
+        data = json.loads(parts["data"])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not a stable-baselines3 PPO agent (data is not JSON: {e})") from None
+    plain = _plain_entries(path, data)
     rec = _check_record(path, plain.get("mario_kit"))
     pk = plain.get("policy_kwargs", {})
     if not set(pk) <= _POLICY_KWARGS or plain.get("rollout_buffer_kwargs"):

@@ -1,0 +1,39 @@
+"""Ctrl-C as a flag, for collection and training alike.
+
+The long loops check `requested` between steps, so that an interrupt never lands inside a file
+operation: collection discards the episode in progress, training saves a checkpoint to resume from.
+A second Ctrl-C raises KeyboardInterrupt at once.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+
+class CtrlC:
+    """Context manager: installs the SIGINT handler (main thread only; elsewhere it leaves signals
+    alone and only the flag is there), restores the previous one on exit."""
+
+    def __init__(self, install: bool = True) -> None:
+        self.requested = False
+        self._install = install
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "CtrlC":
+        if self._install:
+            try:
+                self._old = signal.signal(signal.SIGINT, self._handler)
+            except ValueError:  # not the main thread
+                self._old = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None

@@ -1,0 +1,63 @@
+"""Image metrics shared by `evaluate` and `dream`: PSNR and SSIM of uint8-range frames.
+
+Written in torch so that a batch of generated frames is scored where it was made (GPU or CPU)
+without a round trip through numpy; tests/test_world_model.py checks both against scikit-image's
+`peak_signal_noise_ratio` and `structural_similarity` (Gaussian window 11, sigma 1.5) on real frames.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.functional import conv2d
+
+
+def to_img(frames: torch.Tensor) -> torch.Tensor:
+    """(..., C, H, W) in [-1, 1] -> (..., H, W, C) float in [0, 255], quantised like a saved frame."""
+    return frames.add(1).mul(127.5).round().clamp(0, 255).movedim(-3, -1)
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image mean squared error of images (..., H, W, C) in [0, 255]."""
+    return ((a.float() - b.float()) ** 2).flatten(-3).mean(-1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of uint8-range images (..., H, W, C) given as floats in [0, 255]; identical
+    images give +inf (no arbitrary ceiling: a ceiling such as 100 dB lets a few identical pairs
+    dominate a mean)."""
+    return 10 * torch.log10(255.0**2 / mse(a, b))
+
+
+def pooled_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of the mean squared error over all images: finite unless every pair is identical."""
+    return float(10 * torch.log10(255.0**2 / mse(a, b).mean()))
+
+
+def psnr_stats(pred: torch.Tensor, target: torch.Tensor, moving: torch.Tensor) -> dict[str, float]:
+    """The three PSNR figures the evaluation reports, the same windows for model and baseline:
+    `mean` over the windows whose target differs from the last context frame (on the others the
+    copy-last baseline is exact and its PSNR infinite), `median` over all windows, and `pooled`
+    (PSNR of the mean squared error over all windows)."""
+    p = psnr(pred, target)
+    return {"mean": round(float(p[moving].mean()), 3) if moving.any() else float("nan"),
+            "median": round(float(p.median()), 3), "pooled": round(pooled_psnr(pred, target), 3)}
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (Gaussian window 11, sigma 1.5) of images (B, H, W, C) in [0, 255]."""
+    x, y = (t.float().div(255).movedim(-1, 1) for t in (a, b))
+    c = x.shape[1]
+    g = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    w = (g[:, None] * g[None, :] / g.sum() ** 2).expand(c, 1, 11, 11).to(x)
+    f = lambda t: conv2d(t, w, groups=c)  # noqa: E731
+    mx, my = f(x), f(y)
+    sxx, syy, sxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return m.flatten(1).mean(1)
+
+
+def summary(v: torch.Tensor) -> dict[str, float]:
+    """Mean and median of the finite values (empty where there are none)."""
+    v = v[torch.isfinite(v)] if v.numel() else v
+    return {"mean": round(float(v.mean()), 3), "median": round(float(v.median()), 3)} if v.numel() else {}
