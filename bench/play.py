@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mario_kit.hardware import resolve_device
 from mario_kit.world_model.configs import TrainConfig, cpu
 from mario_kit.world_model.denoiser import Denoiser
 from mario_kit.world_model.model_env import Dream
@@ -93,7 +94,7 @@ def same_frames(run: Path, device: str, n: int = 8) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=20)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=resolve_device("auto"))
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to start)")
     ap.add_argument("--only", default="", help="comma list: keep the variants whose name holds one of these (the "
                     "first kept variant is the baseline of the ratios)")

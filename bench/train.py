@@ -18,6 +18,7 @@ from contextlib import nullcontext
 
 import torch
 
+from mario_kit.hardware import resolve_device
 from mario_kit.world_model.denoiser import Denoiser, ModelConfig
 
 
@@ -59,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch", default="6,32")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=resolve_device("auto"))
     ap.add_argument("--variants", default="eager,cl,bf16,cl+bf16,compile")
     args = ap.parse_args()
     rows = {}

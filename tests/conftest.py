@@ -25,6 +25,18 @@ def make_dataset(out: Path, episodes: int = 2, max_steps: int = 60, seed: int = 
     return collect(cfg, progress=False).paths
 
 
+def make_store(d: Path, episodes: int, seed: int) -> Path:
+    """d/eps: short sticky-random episodes, a third of them in the test split; d/s.zarr: their
+    store with full-res frames. Returns the store."""
+    from mario_kit.datasets.split import split_dataset
+    from mario_kit.datasets.store import build_store
+
+    make_dataset(d / "eps", episodes=episodes, max_steps=40, seed=seed)
+    split_dataset(d / "eps", 34, seed=0)
+    build_store(d / "eps", d / "s.zarr", full_res=True, progress=False)
+    return d / "s.zarr"
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> Path:
     """Two short sticky-random episodes of 1-1, simple action set, frame skip 4."""

@@ -8,13 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_dataset, run_cli
+from conftest import make_store, run_cli
 from mario_kit import UserError
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.ops import load_spawns, make_spawns
-from mario_kit.datasets.split import split_dataset
-from mario_kit.datasets.store import build_store
 from mario_kit.datasets.validate import validate_dir
 from mario_kit.world_model.dream import dream
 from mario_kit.world_model.model_env import Dream
@@ -24,9 +22,7 @@ from mario_kit.world_model.play import play
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("play")
-    make_dataset(d / "eps", episodes=3, max_steps=40, seed=4)
-    split_dataset(d / "eps", 34, seed=0)
-    build_store(d / "eps", d / "s.zarr", full_res=True, progress=False)
+    make_store(d, episodes=3, seed=4)
     res = run_cli("train", "--store", d / "s.zarr", "--out", d / "run", "--config", "tiny", "--set", "stage=both",
                   "--set", "max_steps=3", "-q")
     assert res.returncode == 0, res.stderr

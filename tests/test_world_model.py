@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_dataset, run_cli
+from conftest import make_store, run_cli
 from mario_kit.datasets.loader import WindowDataset
-from mario_kit.datasets.split import split_dataset
-from mario_kit.datasets.store import build_store
 from mario_kit.world_model.configs import get_config, upsampler_model
 from mario_kit.world_model.denoiser import Denoiser, ModelConfig, count_parameters
 from mario_kit.world_model.metrics import pooled_psnr, psnr, ssim
@@ -26,11 +24,7 @@ from mario_kit.world_model.train import setup_runtime
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    d = tmp_path_factory.mktemp("wm")
-    make_dataset(d / "eps", episodes=6, max_steps=40, seed=2)
-    split_dataset(d / "eps", 34, seed=0)
-    build_store(d / "eps", d / "s.zarr", full_res=True, progress=False)
-    return d / "s.zarr"
+    return make_store(tmp_path_factory.mktemp("wm"), episodes=6, seed=2)
 
 
 def test_metrics_equal_scikit_image_on_real_frames(store):

@@ -512,7 +512,7 @@ def evaluate(
     rollouts: int = typer.Option(8, min=1, help="Rollouts per horizon."),
     horizons: str = typer.Option("1,8,32,64", help="Comma list of rollout lengths."),
     seed: int = typer.Option(0, **SEED, help="Seed of the window choice and the sampler."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler)."),
     upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's)."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights when the run has them."),

@@ -11,6 +11,9 @@ Quitting (Esc or closing the window) and N save the episode in progress as end='
 has at least one step); Backspace discards it. Finished episodes are always kept.
 
 Held buttons map to an action of the action set by `format.nearest_action` (documented there).
+`HumanApp` is a policy like the others (`collectors.policies.POLICIES["human"]`): it runs through
+the one collection loop (`collect._episodes`), choosing the level itself (the N key's cursor) and
+hearing how each episode ended (the window's messages).
 """
 
 from __future__ import annotations
