@@ -4,7 +4,10 @@
 #   2. a short upsampler training on the GPU, DIAMOND's 51 M and the `cpu` preset's 3.5 M side by
 #      side, each scored against bicubic on the test split (`mario-kit evaluate`);
 #   3. denoiser training throughput (bench/train.py): eager, channels_last, bf16, compile;
-#   4. play speed and training throughput with torch.compile (slow to start).
+#   4. play speed and training throughput with torch.compile (slow to start);
+#   5. wm: the world model's GPU recipe (`--config gpu`) trained from a carried store for T_WM
+#      seconds (at most 8 minutes), evaluated on the carried evaluation store (bench/evalset.py);
+#      its denoiser.pt, log.csv and evaluation.json come back in $OUT/wm/.
 # Each part has its own time limit, so a slow one cannot take the others' results with it.
 #
 #   OUT=out/device bash bench/device.sh    # defaults: PY=python3 DEV=cuda T_UP=120 PARTS=play,up,train,compile
@@ -20,7 +23,10 @@ FRAMES=${FRAMES:-100}   # play frames timed per variant
 STEPS=${STEPS:-20}      # training steps timed per variant
 DATA=${DATA:-runs/up-data}
 PLAY_ONLY=${PLAY_ONLY:-}  # bench/play.py --only (default: every variant, eager and CUDA graph)
-PARTS=${PARTS:-play,up,train,compile}  # which parts to run (a rerun can take the missing ones)
+PARTS=${PARTS:-play,up,train,compile}  # which parts to run (a rerun can take the missing ones); wm: part 5
+T_WM=${T_WM:-420}       # seconds of world-model training in part 5 (at most 480)
+WM_STORE=${WM_STORE:-runs/ship-data.zarr}  # training store for part 5 (carry it)
+WM_EVAL=${WM_EVAL:-runs/evalset/store.zarr}  # evaluation store for part 5 (carry it)
 TMP=${TMP_DIR:-/tmp/mk-device}
 mkdir -p "$OUT" "$TMP"
 if ! $PY -c "import zarr" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
@@ -64,4 +70,13 @@ want compile && part play-compile 120 sh -c "$PY bench/play.py --device $DEV --f
 want compile && part train-compile 90 sh -c "$PY bench/train.py --device $DEV --batch 128 --steps $STEPS \
     --variants cl+bf16,cl+bf16+compile > $OUT/train-compile.json"
 
-for f in "$OUT"/*.json; do echo "-- $f"; cat "$f"; done
+if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
+    mkdir -p "$OUT/wm"
+    part wm-train $((T_WM + 60)) timeout -s INT "$T_WM" $MK train --store "$WM_STORE" --config gpu --set device=$DEV \
+        --out "$TMP/wm" --force -q
+    part wm-eval 150 $MK evaluate "$TMP/wm" --store "$WM_EVAL" --device $DEV --windows 256 --rollouts 16 --out "$TMP/wm-eval"
+    cp "$TMP/wm/denoiser.pt" "$TMP/wm/log.csv" "$TMP/wm/summary.json" "$TMP/wm/config.json" "$OUT/wm/" 2>>"$LOG"
+    cp "$TMP/wm-eval/evaluation.json" "$OUT/wm/" 2>>"$LOG"
+fi
+
+for f in "$OUT"/*.json "$OUT"/wm/*.json; do [ -f "$f" ] && { echo "-- $f"; cat "$f"; }; done

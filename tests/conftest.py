@@ -9,6 +9,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 
+from mario_kit.cli import main  # noqa: E402
 from mario_kit.collectors import CollectConfig, collect  # noqa: E402
 
 
@@ -43,3 +44,18 @@ def small_dataset(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("small")
     make_dataset(d)
     return d
+
+
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    """mario-kit ARGS through the console entry point, in this process."""
+    old = sys.argv
+    sys.argv = ["mario-kit", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -26,8 +26,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import make_dataset, run_cli
-from mario_kit.cli import main
+from conftest import make_dataset, run_cli, run_main
 
 MARKER = "PWNED"
 
@@ -40,21 +39,6 @@ class Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    """mario-kit ARGS through the console entry point, in this process."""
-    old = sys.argv
-    sys.argv = ["mario-kit", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:

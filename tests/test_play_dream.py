@@ -118,3 +118,25 @@ def test_a_run_with_another_n_context_plays_and_dreams_or_is_refused(setup, tmp_
         d.reset(sp.low[0][:1], sp.actions[0][:1])
     res = run_cli("dream", "--run", tmp_path / "run2", "--episode", p, "--start", "1", "--out", tmp_path / "x.gif")
     assert res.returncode == 2 and "--start must be in 2.." in res.stderr
+
+
+def test_dream_env_passes_gymnasium_check_env_and_steps_from_a_spawn(setup):
+    from gymnasium.utils.env_checker import check_env
+
+    from mario_kit.world_model import DreamEnv
+
+    env = DreamEnv(setup / "run", setup / "spawns.h5", upsampler=False, device="cpu", max_steps=10)
+    check_env(env, skip_render_check=True)
+    obs, info = env.reset(seed=3, options={"spawn": 1})
+    sp = load_spawns(setup / "spawns.h5")
+    assert info["spawn"] == 1 and np.array_equal(obs, sp.full[1, -1]) and obs.shape == (240, 256, 3)
+    frames = []
+    for t in range(10):
+        obs, reward, terminated, truncated, info = env.step(t % env.action_space.n)
+        frames.append(obs)
+        assert reward == 0.0 and not terminated and truncated == (t == 9) and obs.dtype == np.uint8
+    env.reset(seed=3, options={"spawn": 1})
+    again = [env.step(t % env.action_space.n)[0] for t in range(10)]
+    assert all(np.array_equal(a, b) for a, b in zip(frames, again))  # the same seed, the same dream
+    with pytest.raises(ValueError):
+        env.step(env.action_space.n)

@@ -325,3 +325,28 @@ def test_a_resume_after_a_crash_logs_each_step_once(tmp_path, store):
     rows = [r for r in csv.DictReader(open(run / "log.csv")) if not r["test_loss"]]
     steps = [int(r["step"]) for r in rows]
     assert steps == [1, 2, 3, 4, 5, 6] and all(r["loss"] != "9.900000" and r["loss"] != "9.9" for r in rows)
+
+
+def test_rollout_metrics_on_synthetic_frames():
+    """Exact values: a texture scrolled 3 px a step, a copy of the first frame, a known error on the
+    pixels that changed."""
+    from mario_kit.world_model.metrics import changed_psnr, horizontal_shift, scroll_error
+
+    g = torch.Generator().manual_seed(0)
+    tex = torch.randint(0, 256, (60, 200, 3), generator=g).float()
+    frames = torch.stack([tex[:, 3 * t : 3 * t + 64] for t in range(9)])  # the level scrolls 3 px a step
+    assert horizontal_shift(frames[:-1], frames[1:]).tolist() == [3] * 8
+    assert horizontal_shift(frames[1:], frames[:-1]).tolist() == [-3] * 8
+    real, last = frames[1:][None], frames[0][None]
+    assert scroll_error(real, real, last) == {"real_scroll_px": 24.0, "model_scroll_px": 24.0, "scroll_error_px": 0.0,
+                                              "copy_last_scroll_error_px": 24.0}
+    frozen = last[:, None].expand_as(real)  # a model that copies the scene
+    assert scroll_error(frozen, real, last)["scroll_error_px"] == 24.0
+    base = torch.zeros(2, 60, 64, 3)
+    moved = base.clone()
+    moved[:, 10:12, 20:22] = 100.0  # 2 x 2 pixels change in each frame
+    pred = moved.clone()
+    pred[:, 10:12, 20:22] += 10.0  # off by 10 exactly there
+    assert changed_psnr(pred, moved, base) == pytest.approx(10 * np.log10(255.0**2 / 100.0))
+    assert changed_psnr(base, moved, base) == pytest.approx(10 * np.log10(255.0**2 / 100.0**2))  # copy-last
+    assert changed_psnr(base, base, base) == float("inf")  # nothing changed

@@ -421,11 +421,12 @@ def dataset_build(
     force: bool = typer.Option(False, "--force", help="Rebuild from scratch."),
     verify: bool = typer.Option(False, "--verify", help="Checksum every episode, not only changed-looking ones."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build (or extend, or resume) the zarr training store."""
     from mario_kit.datasets.store import build_store, store_info
 
-    r = build_store(directory, store, full_res, weights, force, verify, progress=not as_json)
+    r = build_store(directory, store, full_res, weights, force, verify, progress=not (as_json or quiet))
     if r.unweighted:
         err.print(f"warning: {weights} has no weights for {len(r.unweighted)} episodes (e.g. {r.unweighted[0]}); they got weight 1")
     info = store_info(store) | {"added": r.added, "kept": r.kept}
@@ -561,13 +562,24 @@ def _evaluation_table(r: dict):
                       f(v["copy_last_psnr_last"]))
             t.add_row(f"rollout of {k[8:]}: PSNR mean over steps", str(v["rollouts"]), f(v["model_psnr_mean"]),
                       f(v["copy_last_psnr_mean"]))
+            t.add_row(f"rollout of {k[8:]}: SSIM at the last step", str(v["rollouts"]), f(v["model_ssim_last"]),
+                      f(v["copy_last_ssim_last"]))
+            t.add_row(f"rollout of {k[8:]}: PSNR where the game changed", str(v["rollouts"]),
+                      f(v["model_changed_psnr_last"]), f(v["copy_last_changed_psnr_last"]))
+            t.add_row(f"rollout of {k[8:]}: scroll error px (real {v['real_scroll_px']:.1f})", str(v["rollouts"]),
+                      f(v["scroll_error_px"]), f(v["copy_last_scroll_error_px"]))
+            if "model_psnr_last_full_res" in v:
+                t.add_row(f"rollout of {k[8:]}: PSNR at the last step, 256x240", str(v["rollouts"]),
+                          f(v["model_psnr_last_full_res"]), f(v["copy_last_psnr_last_full_res"]))
     return t
 
 
 @app.command()
 def play(
-    run: Path = typer.Option(..., "--run", help="Run folder with a trained denoiser (and upsampler)."),
-    spawn: Path = typer.Option(..., "--spawn", help="Spawns file (`mario-kit dataset spawn`)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Run folder with a trained denoiser (and upsampler) "
+                                       "[the model shipped with mario-kit]."),
+    spawn: Optional[Path] = typer.Option(None, "--spawn", help="Spawns file (`mario-kit dataset spawn`) "
+                                         "[the spawns shipped with the model; with --run, required]."),
     steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler, 3, on a GPU; 1 on a CPU, "
                                         "a higher frame rate at the same PSNR: docs/BENCHMARKS.md)."),
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show full-res frames from the upsampler."),
@@ -596,7 +608,7 @@ def play(
 
 @app.command()
 def dream(
-    run: Path = typer.Option(..., "--run", help="Run folder."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Run folder [the model shipped with mario-kit]."),
     episode: Path = typer.Option(..., "--episode", help="An episode file (ideally from the test split)."),
     start: int = typer.Option(..., "--start", help="Step T to start from (>= 4)."),
     steps: int = typer.Option(32, "--steps", min=1, help="Steps to dream."),

@@ -1,7 +1,8 @@
 """The main job on small built-in defaults: what `make demo` runs.
 
 collect a sticky-random dataset -> inspect it -> report -> split and build the training store -> train a tiny
-world model briefly -> dream a GIF against the real game (and write spawns for `mario-kit play`).
+world model briefly -> dream a GIF against the real game, and one with the model shipped with
+mario-kit beside it (and write spawns for `mario-kit play`).
 Each stage prints where its artefact is. Minutes on a 2-core CPU.
 """
 
@@ -48,6 +49,7 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     from mario_kit.datasets.ops import make_spawns
     from mario_kit.datasets.split import read_split, split_dataset
     from mario_kit.datasets.store import build_store
+    from mario_kit.world_model import shipped
     from mario_kit.world_model.configs import get_config
     from mario_kit.world_model.dream import dream
     from mario_kit.world_model.train import train
@@ -86,6 +88,11 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     echo(f"[5/6] dream: {ep.name} from step 4, real game | model | difference -> {gif}")
     d = dream(run_dir, ep, 4, cfg.dream_steps, gif, upsampler=False, seed=cfg.seed)
     echo(f"      {d['frames']} steps, PSNR vs the real game {d['psnr_low_res_pooled']:.2f} dB at 64x60 (a tiny model, briefly trained)")
+    if shipped.available():
+        gif2 = a["dream_shipped"] = cfg.out / "dream-shipped.gif"
+        echo(f"      the same with the model shipped with mario-kit -> {gif2}")
+        d2 = dream(None, ep, 4, cfg.dream_steps, gif2, seed=cfg.seed)
+        echo(f"      {d2['frames']} steps, PSNR vs the real game {d2['psnr_low_res_pooled']:.2f} dB at 64x60")
 
     spawns = a["spawns"] = cfg.out / "spawns.h5"
     echo(f"[6/6] spawns for play -> {spawns}")
@@ -94,4 +101,6 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     for k, v in a.items():
         echo(f"  {k}: {v}")
     echo(f"play inside the model (needs a display): mario-kit play --run {run_dir} --spawn {spawns}")
+    if shipped.available():
+        echo("or inside the model shipped with mario-kit: mario-kit play")
     return a

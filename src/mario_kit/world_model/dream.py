@@ -23,9 +23,11 @@ from mario_kit.world_model.metrics import pooled_psnr, psnr
 from mario_kit.world_model.model_env import Dream
 
 
-def dream(run: str | Path, episode: str | Path, start: int, steps: int, out: str | Path, policy: str = "recorded",
+def dream(run: str | Path | None, episode: str | Path, start: int, steps: int, out: str | Path, policy: str = "recorded",
           upsampler: bool = True, device: str = "auto", seed: int = 0, denoise_steps: int | None = None,
           gif_fps: float = 15.0, progress: bool = True) -> dict[str, Any]:
+    """Dream `steps` steps from frame `start` of `episode` beside the real game; `run` None: the
+    model shipped with mario-kit. Writes `out` (GIF), its .csv (PSNR per step) and .png (plot)."""
     out = Path(out)
     if policy not in ("recorded", "random"):
         raise UserError(f"--policy must be recorded or random, got {policy!r}")

@@ -1,10 +1,13 @@
 """`mario-kit evaluate`: the world model against the real frames of the test split, always side by
-side with the copy-last-frame baseline (predict that nothing changes).
+side with the copy-last-frame baseline (predict that nothing changes) on the same windows.
 
 - next frame: PSNR and SSIM of one sampled frame against the recorded one (low res; full res too
   when the run has an upsampler and the store has full-res frames);
-- rollouts: from a test window, generate h frames autoregressively driven by the recorded actions
-  and score every step (h = 1, 8, 32, 64 where the test episodes are long enough).
+- rollouts: from a test window, h frames generated autoregressively driven by the recorded actions
+  (h = 1, 8, 32, 64 where the test episodes are long enough), scored against the real game's frames
+  (the recorded ones: replay rebuilds them exactly): PSNR per step, SSIM, PSNR over the pixels where
+  the game changed, and the scroll against the real game's (metrics.py), so that a model that
+  copies the scene cannot score well; with an upsampler, the last frame at full res too.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from mario_kit.atomic import check_writable, output_dir, write_json_atomic
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.progress import make_progress
 from mario_kit.world_model.denoiser import bicubic
-from mario_kit.world_model.metrics import mse, pooled_psnr, psnr_stats, ssim, summary, to_img
+from mario_kit.world_model.metrics import changed_psnr, mse, pooled_psnr, psnr_stats, scroll_error, ssim, summary, to_img
 from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.checkpoint import load_model, path_of
@@ -55,6 +58,7 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
     report: dict[str, Any] = {"run": str(run), "store": str(store), "step": meta["step"], "sampler": vars(cfg.sampler)}
     idx = _pick(test, windows, seed)
     obs, pred = _next_frame(model, cfg, test, idx, gen, device, report)
+    up = None
     if path_of(run, "upsampler").exists() and test.m["full_res"]:
         up, ucfg, _ = _load_upsampler(run, ema, device, upsampler_steps)
         report["upsampler_sampler"] = vars(ucfg.upsampler_sampler)
@@ -64,7 +68,8 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
         hi = torch.cat([upsample(up, pred[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, k, 4)])
         report["next_frame_full_res"] = _scores(to_img(hi.cpu()), tgt, prev)
         report["upsampler_alone"] = _upsampler_alone(up, ucfg, obs[:k, -1], tgt, gen)
-    curves = _rollouts(model, cfg, store, horizons, rollouts, seed, gen, device, report, progress)
+    curves = _rollouts(model, cfg, store, horizons, rollouts, seed, gen, device, report, progress,
+                       (up, ucfg) if up is not None else None)
     if out is not None:
         with output_dir(out) as out:
             write_json_atomic(out / "evaluation.json", report)
@@ -96,9 +101,10 @@ def _next_frame(model, cfg, test: WindowDataset, idx: np.ndarray, gen, device: s
 
 
 def _rollouts(model, cfg, store: Path, horizons: tuple[int, ...], rollouts: int, seed: int, gen, device: str,
-              report: dict[str, Any], progress: bool) -> dict[int, tuple[list[float], list[float]]]:
-    """From test windows, h frames generated autoregressively with the recorded actions; per step the
-    pooled PSNR over the rollouts (finite even when a baseline frame is exact), against copy-last."""
+              report: dict[str, Any], progress: bool, up=None) -> dict[int, tuple[list[float], list[float]]]:
+    """From test windows, h frames generated autoregressively with the recorded actions (the real
+    game's frames, as replay rebuilds them), scored per step against copy-last on the same windows.
+    With an upsampler `up` (its model and config), each rollout's last frame is scored at full res too."""
     n, curves = model.cfg.n_context, {}
     with make_progress(enabled=progress, transient=True) as bar:
         task = bar.add_task("rollouts", total=len(horizons))
@@ -111,16 +117,43 @@ def _rollouts(model, cfg, store: Path, horizons: tuple[int, ...], rollouts: int,
             b = ds.gather(ds.fetch(idx))
             frames = to_model(torch.from_numpy(b["obs"])).to(device)
             acts = torch.from_numpy(b["act"]).to(device)
-            img = to_img(rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], cfg.sampler, gen).cpu())
+            gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], cfg.sampler, gen)
             real, base_last = torch.from_numpy(b["obs"][:, n:]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
-            m = torch.tensor([pooled_psnr(img[:, t], real[:, t]) for t in range(h)])
-            c = torch.tensor([pooled_psnr(base_last, real[:, t]) for t in range(h)])
-            curves[h] = (m.tolist(), c.tolist())
-            report[f"rollout_{h}"] = {"rollouts": len(idx), "model_psnr_last": round(float(m[-1]), 3),
-                                      "model_psnr_mean": round(float(m.mean()), 3),
-                                      "copy_last_psnr_last": round(float(c[-1]), 3), "copy_last_psnr_mean": round(float(c.mean()), 3)}
+            r = _score_rollout(to_img(gen_frames.cpu()), real, base_last)
+            curves[h] = (r.pop("model_curve"), r.pop("copy_last_curve"))
+            if up is not None and ds.m["full_res"]:
+                r.update(_full_res_last(up, gen_frames[:, -1], store, ds.targets[idx], h, gen))
+            report[f"rollout_{h}"] = {"rollouts": len(idx), **r}
             bar.update(task, advance=1)
     return curves
+
+
+def _score_rollout(img: torch.Tensor, real: torch.Tensor, last: torch.Tensor) -> dict[str, Any]:
+    """Model rollouts `img` and the real frames (B, h, H, W, C), copy-last `last` (B, H, W, C): per
+    step the pooled PSNR over the rollouts (finite even when a baseline frame is exact); at the last
+    step SSIM and PSNR over the pixels that changed; the scroll against the real game's."""
+    h = real.shape[1]
+    m = [pooled_psnr(img[:, t], real[:, t]) for t in range(h)]
+    c = [pooled_psnr(last, real[:, t]) for t in range(h)]
+    r3 = lambda v: round(float(v), 3)  # noqa: E731
+    return {"model_curve": m, "copy_last_curve": c,
+            "model_psnr_last": r3(m[-1]), "model_psnr_mean": r3(np.mean(m)),
+            "copy_last_psnr_last": r3(c[-1]), "copy_last_psnr_mean": r3(np.mean(c)),
+            "model_ssim_last": r3(ssim(img[:, -1], real[:, -1]).mean()), "copy_last_ssim_last": r3(ssim(last, real[:, -1]).mean()),
+            "model_changed_psnr_last": r3(changed_psnr(img[:, -1], real[:, -1], last)),
+            "copy_last_changed_psnr_last": r3(changed_psnr(last, real[:, -1], last)),
+            **scroll_error(img, real, last)}
+
+
+def _full_res_last(up, low: torch.Tensor, store: Path, targets: np.ndarray, h: int, gen) -> dict[str, Any]:
+    """The rollouts' last frames upsampled and scored against the real full-res frames, with
+    copy-last at full res (the last context frame) on the same windows."""
+    model, ucfg = up
+    hi = to_img(torch.cat([upsample(model, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, len(low), 4)]).cpu())
+    tgt, last = _full_frames(store, targets + h - 1), _full_frames(store, targets - 1)
+    return {"model_psnr_last_full_res": round(pooled_psnr(hi, tgt), 3), "copy_last_psnr_last_full_res": round(pooled_psnr(last, tgt), 3),
+            "model_ssim_last_full_res": round(float(ssim(hi, tgt).mean()), 3),
+            "copy_last_ssim_last_full_res": round(float(ssim(last, tgt).mean()), 3)}
 
 
 UPSAMPLER_WINDOWS = 16  # full-res frames scored (each costs a full-res denoising pass on a CPU)

@@ -61,3 +61,52 @@ def summary(v: torch.Tensor) -> dict[str, float]:
     """Mean and median of the finite values (empty where there are none)."""
     v = v[torch.isfinite(v)] if v.numel() else v
     return {"mean": round(float(v.mean()), 3), "median": round(float(v.median()), 3)} if v.numel() else {}
+
+
+# --- what a player sees in a rollout ------------------------------------------------------------
+HUD_ROWS = 8  # top rows of a 64x60 frame: the score line, which never scrolls (scaled for other sizes)
+
+
+def changed_psnr(pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor) -> float:
+    """Pooled PSNR over the pixels where the real frame differs from the last context frame `last`
+    (Mario, enemies, the scrolled-in edge): a model that copies the scene scores as copy-last
+    there, however well it keeps the background. Frames (B, H, W, C) floats in [0, 255];
+    +inf when nothing changed."""
+    mask = (real != last).any(-1, keepdim=True).expand_as(real)
+    if not mask.any():
+        return float("inf")
+    err = ((pred.float() - real.float()) ** 2)[mask].mean()
+    return float(10 * torch.log10(255.0**2 / err))
+
+
+def horizontal_shift(prev: torch.Tensor, nxt: torch.Tensor, max_shift: int = 8) -> torch.Tensor:
+    """Per pair, the integer dx in [-max_shift, max_shift] that best maps `prev` onto `nxt`
+    (nxt[:, x] ~ prev[:, x + dx]: positive when the level scrolls left, as Mario runs right): the
+    least mean squared error over the overlapping columns, below the HUD. Frames (B, H, W, C)."""
+    rows = slice(HUD_ROWS * prev.shape[-3] // 60, None)
+    a, b = prev[..., rows, :, :].float(), nxt[..., rows, :, :].float()
+    w = a.shape[-2]
+    errs = []
+    for dx in range(-max_shift, max_shift + 1):
+        if dx >= 0:
+            e = (b[..., :, : w - dx, :] - a[..., :, dx:, :]) ** 2
+        else:
+            e = (b[..., :, -dx:, :] - a[..., :, : w + dx, :]) ** 2
+        errs.append(e.flatten(-3).mean(-1))
+    return torch.stack(errs, -1).argmin(-1) - max_shift
+
+
+def scroll_error(pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor) -> dict[str, float]:
+    """How far the dream scrolled against the real game over a rollout: per step the horizontal
+    shift between consecutive frames (`horizontal_shift`), summed from the last context frame.
+    pred, real (B, T, H, W, C), last (B, H, W, C). Returns the real game's mean scroll and the mean
+    absolute difference of the dream's, in pixels at the end of the rollout; copy-last (no scroll)
+    scores the real scroll itself as its error."""
+    prev_p = torch.cat([last[:, None], pred[:, :-1]], 1)
+    prev_r = torch.cat([last[:, None], real[:, :-1]], 1)
+    sp = horizontal_shift(prev_p.flatten(0, 1), pred.flatten(0, 1)).view(pred.shape[:2]).sum(1)
+    sr = horizontal_shift(prev_r.flatten(0, 1), real.flatten(0, 1)).view(real.shape[:2]).sum(1)
+    return {"real_scroll_px": round(float(sr.float().mean()), 2),
+            "model_scroll_px": round(float(sp.float().mean()), 2),
+            "scroll_error_px": round(float((sp - sr).abs().float().mean()), 2),
+            "copy_last_scroll_error_px": round(float(sr.abs().float().mean()), 2)}

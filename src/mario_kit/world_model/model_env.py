@@ -14,6 +14,7 @@ import torch
 
 from mario_kit import UserError
 from mario_kit.hardware import resolve_device
+from mario_kit.world_model import shipped
 from mario_kit.world_model.checkpoint import load_model, path_of
 from mario_kit.world_model.sampler import SamplerConfig, sample, to_model, to_uint8, upsample
 
@@ -25,10 +26,11 @@ class Dream:
     default: at batch 1 these small U-Nets are bound by kernel launches, not arithmetic (the same
     frames, about twice the rate: docs/BENCHMARKS.md, "On a GPU")."""
 
-    def __init__(self, run: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "auto",
+    def __init__(self, run: str | Path | None = None, upsampler: bool = True, steps: int | None = None, device: str = "auto",
                  bf16: bool = False, seed: int = 0, compile: bool = False, cuda_graph: bool | None = None,
                  channels_last: bool | None = None, upsampler_steps: int | None = None):
         device = resolve_device(device)
+        run = shipped.run_folder() if run is None else run  # verified against its checksums
         self.model, cfg, self.meta = load_model(run, "denoiser", device=device)
         self.n_context = self.model.cfg.n_context  # past frames (and actions) each step conditions on
         self.up = None

@@ -21,6 +21,7 @@ from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
 from mario_kit.datasets.ops import Spawns, load_spawns
 from mario_kit.hardware import fast_bf16, resolve_device
+from mario_kit.world_model import shipped
 from mario_kit.world_model.model_env import Dream
 
 
@@ -36,7 +37,7 @@ class PlayResult:
     model_fps: float
 
 
-def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int | None = None, device: str = "auto",
+def play(run: str | Path | None, spawns: str | Path | None, upsampler: bool = True, steps: int | None = None, device: str = "auto",
          bf16: bool | None = None, fps: float = 15.0, scale: int = 3, keymap: Path | None = None, record: Path | None = None,
          sync: bool = False, script: dict[int, list] | None = None, max_frames: int | None = None,
          seed: int = 0, compile: bool = False, cuda_graph: bool | None = None,
@@ -44,10 +45,14 @@ def play(run: str | Path, spawns: str | Path, upsampler: bool = True, steps: int
     """Open the window and play. `sync` (tests): one model frame per displayed frame, no thread.
     `bf16` None: on a CPU with bf16 arithmetic (mario_kit.hardware.fast_bf16); not on CUDA, where
     batch-1 generation is faster in fp32 (docs/BENCHMARKS.md). `cuda_graph` None: on CUDA (without
-    `compile`)."""
+    `compile`). `run` None: the model shipped with mario-kit, and `spawns` None its spawns."""
     from mario_kit.datasets.dataset import check_output_dir
     from mario_kit.gui import load_keymap, require_display, script_from_env
 
+    if spawns is None:
+        if run is not None:
+            raise UserError("--spawn SPAWNS.h5 is needed with --run (`mario-kit dataset spawn`)")
+        spawns = shipped.spawns_file()
     sp = load_spawns(spawns)
     keys = load_keymap(keymap)
     script = script if script is not None else script_from_env()

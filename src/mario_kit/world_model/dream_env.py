@@ -1,0 +1,67 @@
+"""The world model as a Gymnasium environment, so that agents can be run inside the dream.
+
+`DreamEnv()` uses the model and spawns that ship with mario-kit; `DreamEnv(run, spawns)` any
+trained run. Reset starts from a spawn (`options={"spawn": i}`, else one drawn with the env's
+seeded generator); a step takes an action index of the run's action set and returns the generated
+frame (240x256x3 uint8: the upsampler's, or the 64x60 frame enlarged when there is none).
+The model predicts frames only: the reward is 0 and an episode never terminates; it is truncated
+after `max_steps` steps. Reward and end models are future work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from mario_kit.datasets.ops import load_spawns
+from mario_kit.world_model.model_env import Dream
+
+
+class DreamEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+
+    def __init__(self, run: str | Path | None = None, spawns: str | Path | None = None, upsampler: bool = True,
+                 steps: int | None = None, device: str = "auto", max_steps: int = 1000, render_mode: str | None = None):
+        from mario_kit.world_model import shipped
+
+        run = shipped.run_folder() if run is None else run
+        spawns = shipped.spawns_file() if spawns is None else spawns
+        self.spawns = load_spawns(spawns)
+        self.dream = Dream(run, upsampler=upsampler, steps=steps, device=device)
+        if self.dream.meta["action_set"] != self.spawns.action_set.name:
+            from mario_kit import UserError
+
+            raise UserError(f"the run was trained on the {self.dream.meta['action_set']} action set, "
+                            f"the spawns use {self.spawns.action_set.name}")
+        self.action_set = self.spawns.action_set
+        self.action_space = gym.spaces.Discrete(len(self.action_set))
+        self.observation_space = gym.spaces.Box(0, 255, self.spawns.full.shape[2:], np.uint8)
+        self.max_steps, self.render_mode = max_steps, render_mode
+        self._frame = self.spawns.full[0, -1]
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        if seed is not None:  # the same seed, the same dream
+            self.dream.gen.manual_seed(seed)
+        i = (options or {}).get("spawn")
+        i = int(self.np_random.integers(len(self.spawns))) if i is None else int(i) % len(self.spawns)
+        self.dream.reset(self.spawns.low[i], self.spawns.actions[i])
+        self._frame, self._t = self.spawns.full[i, -1], 0
+        return self._frame.copy(), {"spawn": i, "ref": dict(self.spawns.refs[i])}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if not self.action_space.contains(int(action)):
+            raise ValueError(f"action {action!r} outside Discrete({self.action_space.n})")
+        _, self._frame = self.dream.step(int(action))
+        self._t += 1
+        return self._frame.copy(), 0.0, False, self._t >= self.max_steps, {"step": self._t}
+
+    def render(self) -> np.ndarray | None:
+        return self._frame.copy() if self.render_mode == "rgb_array" else None
+
+
+__all__ = ["DreamEnv"]

@@ -1,0 +1,106 @@
+"""The trained world model that ships inside the package, so that `mario-kit play`, `mario-kit
+dream` and `DreamEnv()` work on first run, with no dataset and no training.
+
+`world_model/shipped/` is a run folder like any other (`denoiser.pt`, and `upsampler.pt` when the
+shipped upsampler beats bicubic) plus `spawns.h5` (starting contexts for play) and `model.json`:
+the config, the data recipe, the training command, the commit, the evaluation figures and the
+SHA-256 of every file. Weights are stored in 16 bits (checkpoint.shrink); loading verifies every
+checksum first, so a changed or damaged file is refused in one line (exit 2).
+`ship()` (`bench/ship.py RUN ...`) writes the folder from a trained run (docs/FORMAT.md, "Shipped model").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mario_kit import UserError
+from mario_kit.trust import read_json
+
+FOLDER = Path(__file__).parent / "shipped"
+MANIFEST = "model.json"
+KIND = "mario-kit-shipped-model"
+SCHEMA = 1
+MAX_BYTES = 20 * 2**20  # all files together
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def available(folder: Path | None = None) -> bool:
+    return ((folder or FOLDER) / MANIFEST).is_file()
+
+
+@lru_cache(maxsize=4)
+def _verified(folder: Path, stamp: tuple) -> dict[str, Any]:
+    m = read_json(folder / MANIFEST, what="shipped model manifest")
+    if not isinstance(m, dict) or m.get("kind") != KIND or m.get("schema") != SCHEMA or not isinstance(m.get("files"), dict):
+        raise UserError(f"{folder / MANIFEST} is not a mario-kit shipped-model manifest")
+    for name, digest in m["files"].items():
+        p = folder / str(name)
+        if "/" in str(name) or not p.is_file():
+            raise UserError(f"the shipped model lacks {name}; reinstall mario-kit")
+        if sha256(p) != digest:
+            raise UserError(f"the shipped model's {name} does not match its checksum (changed or damaged); reinstall mario-kit")
+    return m
+
+
+def manifest(folder: Path | None = None) -> dict[str, Any]:
+    """The verified manifest: every file listed in it matches its SHA-256 (else UserError)."""
+    folder = folder or FOLDER
+    if not available(folder):
+        raise UserError("this mario-kit ships no trained model; pass --run RUN (from `mario-kit train`)")
+    stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.iterdir()) if p.is_file())
+    return _verified(folder, stamp)
+
+
+def run_folder(folder: Path | None = None) -> Path:
+    """The shipped run folder, verified: what `--run` defaults to."""
+    manifest(folder)
+    return folder or FOLDER
+
+
+def spawns_file(folder: Path | None = None) -> Path:
+    """The spawns that ship with the model, verified: what `play --spawn` defaults to."""
+    m = manifest(folder)
+    if "spawns.h5" not in m["files"]:
+        raise UserError("the shipped model has no spawns; pass --spawn SPAWNS.h5")
+    return (folder or FOLDER) / "spawns.h5"
+
+
+def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: bool = False) -> dict[str, Any]:
+    """Write the shipped folder `out` from a trained `run`: each stage's weights (EMA when present)
+    in 16 bits without optimiser state, the spawns, and model.json with `record` (recipe, command,
+    commit, evaluation) and the checksums. Refuses more than MAX_BYTES in all."""
+    import shutil
+
+    import torch
+
+    from mario_kit.atomic import output_dir, write_json_atomic
+    from mario_kit.world_model.checkpoint import load_checkpoint, path_of, save_atomic
+
+    files = {}
+    with output_dir(out):
+        for stage in ("denoiser", "upsampler") if upsampler else ("denoiser",):
+            ck = load_checkpoint(path_of(run, stage))
+            state = ck["ema"] if ck.get("ema") else ck["model"]
+            small = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+            keep = {k: ck[k] for k in ("kind", "schema", "stage", "config", "n_actions", "action_set", "action_buttons",
+                                       "step", "epoch")}
+            save_atomic({**keep, "model": small, "ema": None}, path_of(out, stage))
+            files[f"{stage}.pt"] = sha256(path_of(out, stage))
+        shutil.copyfile(spawns, out / "spawns.h5")
+        files["spawns.h5"] = sha256(out / "spawns.h5")
+        total = sum((out / n).stat().st_size for n in files)
+        if total > MAX_BYTES:
+            raise UserError(f"the shipped model would take {total / 2**20:.1f} MiB (at most {MAX_BYTES / 2**20:.0f})")
+        m = {"kind": KIND, "schema": SCHEMA, **record, "bytes": total, "files": files, "torch": torch.__version__}
+        write_json_atomic(out / MANIFEST, m)
+    return m

@@ -1,0 +1,81 @@
+"""The world model that ships with mario-kit: it loads with its checksums verified, refuses a changed
+file in one line, beats copy-last on an episode recorded here, and drives DreamEnv() and play."""
+
+import shutil
+
+import numpy as np
+import pygame
+import pytest
+import torch
+
+from conftest import make_dataset, run_main
+from mario_kit import UserError
+from mario_kit.datasets.loader import WindowDataset
+from mario_kit.datasets.store import build_store
+from mario_kit.world_model import shipped
+from mario_kit.world_model.checkpoint import load_model
+from mario_kit.world_model.metrics import pooled_psnr, to_img
+from mario_kit.world_model.sampler import sample, to_model
+
+
+def test_the_shipped_model_is_complete_small_and_recorded():
+    m = shipped.manifest()
+    assert {"denoiser.pt", "spawns.h5"} <= set(m["files"]) and m["bytes"] <= 20 * 2**20
+    assert sum((shipped.FOLDER / n).stat().st_size for n in m["files"]) == m["bytes"]
+    for key in ("recipe", "command", "commit", "config", "evaluation"):
+        assert m[key], key
+    model, cfg, meta = load_model(shipped.run_folder(), "denoiser")
+    assert meta["action_set"] == "simple" and cfg.denoiser.n_context == 4
+    ck = torch.load(shipped.FOLDER / "denoiser.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_the_shipped_model_beats_copy_last_on_an_episode_recorded_here(tmp_path):
+    """Fresh sticky-random play of 1-1 with a seed nobody trained or tuned on."""
+    make_dataset(tmp_path / "eps", episodes=2, max_steps=120, seed=4242)
+    build_store(tmp_path / "eps", tmp_path / "s.zarr", progress=False)
+    ds = WindowDataset(tmp_path / "s.zarr", split=None)
+    model, cfg, _ = load_model(shipped.run_folder(), "denoiser")
+    idx = np.flatnonzero(ds.targets - ds.episode_start >= 4)[::4][:48]  # full contexts, spread over the episodes
+    b = ds.gather(ds.fetch(idx))
+    obs = to_model(torch.from_numpy(b["obs"]))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        pred = torch.cat([sample(model, obs[i : i + 16, :4].flatten(1, 2), torch.from_numpy(b["act"][i : i + 16]),
+                                 cfg.sampler, gen) for i in range(0, len(idx), 16)])
+    target, last = torch.from_numpy(b["obs"][:, 4]).float(), torch.from_numpy(b["obs"][:, 3]).float()
+    model_db, copy_db = pooled_psnr(to_img(pred), target), pooled_psnr(last, target)
+    assert model_db > copy_db + 1.0, (model_db, copy_db)
+
+
+def test_a_changed_shipped_file_is_refused_with_exit_2(tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "shipped"
+    shutil.copytree(shipped.FOLDER, copy)
+    data = bytearray((copy / "denoiser.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "denoiser.pt").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="denoiser.pt does not match its checksum"):
+        shipped.manifest(copy)
+    monkeypatch.setattr(shipped, "FOLDER", copy)
+    monkeypatch.setenv("MARIO_KIT_KEYS", "escape@1")
+    code, _, err = run_main(capsys, "play", "--no-upsampler")
+    assert code == 2 and "does not match its checksum" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_dream_env_without_arguments_runs_the_shipped_model():
+    from mario_kit.world_model import DreamEnv
+
+    env = DreamEnv(max_steps=10, device="cpu")
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (240, 256, 3) and "spawn" in info
+    for t in range(10):
+        obs, reward, terminated, truncated, _ = env.step(1)  # right
+    assert truncated and not terminated and reward == 0.0 and obs.dtype == np.uint8
+
+
+def test_play_without_run_or_spawns_plays_the_shipped_model():
+    from mario_kit.world_model.play import play
+
+    keys = {0: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT)], 4: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE)]}
+    r = play(None, None, upsampler=False, sync=True, script=keys, device="cpu")
+    assert r.frames == 4 and r.actions == [1, 1, 1, 1]
