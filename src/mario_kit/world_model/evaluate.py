@@ -23,7 +23,7 @@ from mario_kit.atomic import check_writable, output_dir, write_json_atomic
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.progress import make_progress
 from mario_kit.world_model.denoiser import bicubic
-from mario_kit.world_model.metrics import changed_psnr, mse, pooled_psnr, psnr_stats, scroll_error, ssim, summary, to_img
+from mario_kit.world_model.metrics import changed_psnr, finite_stats, mse, pooled_psnr, psnr_stats, scroll_error, ssim, to_img
 from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.checkpoint import load_model, path_of
@@ -81,8 +81,8 @@ def _scores(pred: torch.Tensor, target: torch.Tensor, last: torch.Tensor) -> dic
     """Model and copy-last baseline on the same frames (uint8-range floats, (B, H, W, C))."""
     moving = mse(last, target) > 0
     return {"windows": len(target), "static_windows": int((~moving).sum()),
-            "model": {"psnr": psnr_stats(pred, target, moving), "ssim": summary(ssim(pred, target))},
-            "copy_last": {"psnr": psnr_stats(last, target, moving), "ssim": summary(ssim(last, target))}}
+            "model": {"psnr": psnr_stats(pred, target, moving), "ssim": finite_stats(ssim(pred, target))},
+            "copy_last": {"psnr": psnr_stats(last, target, moving), "ssim": finite_stats(ssim(last, target))}}
 
 
 def _next_frame(model, cfg, test: WindowDataset, idx: np.ndarray, gen, device: str,
@@ -179,8 +179,8 @@ def _upsampler_alone(up, ucfg, low: torch.Tensor, tgt: torch.Tensor, gen) -> dic
     bic = to_img(bicubic(low, up.cfg.upsampling_factor).cpu())
     return {
         "windows": len(low),
-        "upsampler": {"psnr": round(pooled_psnr(ups, tgt), 3), "ssim": summary(ssim(ups, tgt))},
-        "bicubic": {"psnr": round(pooled_psnr(bic, tgt), 3), "ssim": summary(ssim(bic, tgt))},
+        "upsampler": {"psnr": round(pooled_psnr(ups, tgt), 3), "ssim": finite_stats(ssim(ups, tgt))},
+        "bicubic": {"psnr": round(pooled_psnr(bic, tgt), 3), "ssim": finite_stats(ssim(bic, tgt))},
     }
 
 

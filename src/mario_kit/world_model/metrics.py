@@ -57,7 +57,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return m.flatten(1).mean(1)
 
 
-def summary(v: torch.Tensor) -> dict[str, float]:
+def finite_stats(v: torch.Tensor) -> dict[str, float]:
     """Mean and median of the finite values (empty where there are none)."""
     v = v[torch.isfinite(v)] if v.numel() else v
     return {"mean": round(float(v.mean()), 3), "median": round(float(v.median()), 3)} if v.numel() else {}
