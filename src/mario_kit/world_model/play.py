@@ -1,7 +1,8 @@
 """`mario-kit play`: a person plays inside the world model.
 
 Keys become actions (the human collector's mapping); the model generates each next frame from the
-last 4 frames and actions, starting from a spawn. Enter: next spawn, R: restart it, P: pause,
+last frames and actions it conditions on (4 by default), starting from a spawn (without `--run`: the
+model and spawns shipped with mario-kit). Enter: next spawn, R: restart it, P: pause,
 Esc: quit. The window never waits for the model: generation runs on its own thread at its own
 pace (capped at --fps, 15 by default: NES speed at frame skip 4), the window redraws at 60 Hz with
 the newest frame, and the overlay shows both rates. `--record DIR` saves each spawn session as an
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from mario_kit import UserError
 from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
