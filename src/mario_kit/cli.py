@@ -78,6 +78,10 @@ def collect(
     max_steps: Optional[int] = typer.Option(None, help="Recorded steps per episode before truncation [random: 1000, human: 100000]."),
     seed: Optional[int] = typer.Option(None, **SEED, help="Seed; episode i uses default_rng([seed, i])."),
     workers: int = typer.Option(1, help="Worker processes."),
+    ray: bool = typer.Option(False, "--ray", help="Run the episodes as Ray tasks (a local Ray, or the cluster at --ray-address)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster: auto or HOST:PORT [RAY_ADDRESS, else a local Ray]."),
+    ray_write: str = typer.Option("driver", help="Ray: driver (episodes come back to this machine) or shared (tasks write into --out, "
+                                  "which every node must mount)."),
     player: str = typer.Option("", help="Player name stored in every episode."),
     scale: int = typer.Option(3, help="Window scale (human)."),
     keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file (human), e.g. {\"A\": [\"x\", \"space\"]}."),
@@ -93,7 +97,8 @@ def collect(
     if len(chosen) != 1:
         raise UserError("choose one collector: --random (optionally --sticky P), --human, or --agent ppo --model M")
     common = dict(level=level, action_set=action_set, frame_skip=frame_skip, max_steps=max_steps, episodes=episodes,
-                  steps=steps, seed=seed, workers=workers, player=player, balance=balance,
+                  steps=steps, seed=seed, workers=workers, player=player, balance=balance, ray=ray or None,
+                  ray_address=ray_address, ray_write=ray_write if ray else None,
                   balance_kwargs=_key_values(balance_set))
     options: dict[str, Any] = {k: v for k, v in common.items() if v is not None}  # not given: the collector's default
     if chosen[0] == "random":

@@ -15,7 +15,9 @@ starts from that table and writes its own counts to a shard `mario-kit.balance-h
 after every episode, holding the shard's `.lock` (flock) while it runs; `merge_shards` adds the shards
 of finished or killed collectors into the table (at the end of a collection, and at the start of the
 next one, so a killed collection loses at most its current episodes' counts), one merge at a time
-under the table's lock, leaving the shards of collectors still running alone.
+under the table's lock, leaving the shards of collectors still running alone. On a Ray cluster
+(`collect --ray`) the counts live in one actor instead (`TableExchange`): each collector hands in its
+new counts and takes everyone else's at the start and end of every episode.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import uuid
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import xxhash
@@ -154,11 +156,28 @@ def merge_shards(directory: Path) -> int:
     return len(added)
 
 
+def add_counts(directory: Path, counts: dict[int, np.ndarray], meta: dict[str, Any]) -> None:
+    """Add counts made elsewhere (a Ray cluster's) into the folder's table: written as a shard, merged."""
+    if counts:
+        _save(Path(directory) / SHARD_GLOB.replace("*", f"added-{uuid.uuid4().hex[:12]}"), counts, meta)
+        merge_shards(directory)
+
+
+class TableExchange(Protocol):
+    """Counts shared by collectors on many machines (`collectors.distributed`: a Ray actor)."""
+
+    def exchange(self, delta: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Add this collector's new counts; return the shared counts of every key that changed
+        since its previous exchange (all keys at the first)."""
+        ...
+
+
 class HashStrategy(Strategy):
     name = "hash"
 
     def __init__(self, policy: Any, action_set: Any, p: float = 0.5, components: str | list[str] = "level,x,y,status",
-                 x_bucket: int = 32, y_bucket: int = 32, table_dir: str | Path | None = None):
+                 x_bucket: int = 32, y_bucket: int = 32, table_dir: str | Path | None = None,
+                 exchange: TableExchange | None = None):
         super().__init__(policy, action_set)
         comps = tuple(c.strip() for c in components.split(",")) if isinstance(components, str) else tuple(components)
         bad = [c for c in comps if c not in COMPONENTS]
@@ -173,7 +192,10 @@ class HashStrategy(Strategy):
         self.delta: dict[int, np.ndarray] = {}  # this worker's counts (written to its shard)
         self.dir = Path(table_dir) if table_dir else None
         self.shard = None
-        if self.dir is not None:
+        self.exchange = exchange
+        if exchange is not None:
+            self.flush()  # the shared counts so far
+        elif self.dir is not None:
             self.table, meta = load_table(self.dir / TABLE)
             if meta is not None and meta != self.meta:
                 raise UserError(f"{self.dir / TABLE} uses another scenario key or action set ({meta}); use another folder")
@@ -201,7 +223,11 @@ class HashStrategy(Strategy):
         self.flush()
 
     def flush(self) -> None:
-        if self.shard is not None and self.delta:
+        if self.exchange is not None:  # hand in the counts since the last exchange, take the others'
+            for k, c in self.exchange.exchange(self.delta).items():
+                self.table[k] = np.array(c, np.int64)
+            self.delta = {}
+        elif self.shard is not None and self.delta:
             _save(self.shard, self.delta, self.meta)
 
     def close(self) -> None:

@@ -10,7 +10,18 @@ from pathlib import Path
 from typing import Any, Callable, TypedDict, Unpack
 
 from mario_kit import UserError
-from mario_kit.collectors.collect import CollectConfig, CollectResult, collect
+from mario_kit.collectors.collect import CollectConfig, CollectResult, run_collection
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
+    """Collect episodes into `cfg.out` (created if missing; appended to if compatible): with worker
+    processes, or with `cfg.ray` as Ray tasks (`collectors.distributed`)."""
+    backend = None
+    if cfg.ray:
+        from mario_kit.collectors.distributed import collect_on_ray as backend, require_ray
+
+        require_ray()  # before anything is written
+    return run_collection(cfg, progress, backend)
 
 
 class CollectOptions(TypedDict, total=False):
@@ -27,6 +38,9 @@ class CollectOptions(TypedDict, total=False):
     player: str
     balance: str
     balance_kwargs: dict[str, Any]
+    ray: bool
+    ray_address: str
+    ray_write: str
 
 
 def collect_random(out: Path, *, sticky: float | None = None, progress: bool = True,

@@ -1,4 +1,4 @@
-"""`collect()`: plan episodes over worker processes, run the loop, show one progress bar.
+"""`run_collection()`: plan episodes over worker processes (or Ray tasks), run the loop, show one progress bar.
 
 Seeding: episode i of a collection with seed S draws its level and its policy's randomness from
 `np.random.default_rng([S, i])`, so an episode is reproduced by (S, i) whatever the worker count.
@@ -45,6 +45,9 @@ class CollectConfig:
     player: str = ""
     balance: str | None = None  # a balancing strategy wrapping the policy: repeat | hash
     balance_kwargs: dict[str, Any] = field(default_factory=dict)
+    ray: bool = False  # episodes as Ray tasks (collectors.distributed), on a local Ray or a cluster
+    ray_address: str | None = None  # 'auto', HOST:PORT; None: RAY_ADDRESS, else a local instance
+    ray_write: str = "driver"  # driver: episodes come back through the object store | shared: tasks write into out
 
     def check(self) -> None:
         from mario_kit.collectors.policies import POLICIES
@@ -68,6 +71,10 @@ class CollectConfig:
             raise UserError(f"--seed must be in 0..2**63-1, got {self.seed}")
         if self.max_steps < 1:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.ray and (interactive or self.workers != 1):
+            raise UserError("--ray runs episodes on every CPU of the cluster: not with --workers or an interactive player")
+        if self.ray_write not in ("driver", "shared"):
+            raise UserError(f"--ray-write must be driver or shared, got {self.ray_write!r}")
         if not 1 <= self.workers <= 64:
             raise UserError(f"--workers must be in 1..64, got {self.workers}")
         parse_levels(self.level)
@@ -102,6 +109,28 @@ def episode_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+def pick_level(rng: np.random.Generator, levels: list[str]) -> str:
+    """Episode's level: drawn from its own generator when there are several."""
+    return levels[int(rng.integers(len(levels)))] if len(levels) > 1 else levels[0]
+
+
+def episode_meta(cfg: CollectConfig, policy, aset: F.ActionSet, seed: int, index: int, level: str) -> EpisodeMeta:
+    return EpisodeMeta(env_id=env_id(level), level=level, frame_skip=cfg.frame_skip, action_set=aset,
+                       source=policy.source, policy=policy.params(), seed=seed, player=cfg.player,
+                       rom_mode=ROM_MODE, extra={"episode_index": index})
+
+
+def make_collect_policy(cfg: CollectConfig, aset: F.ActionSet, **table):
+    """The configured policy, wrapped by its balancing strategy; `table` says where a `hash`
+    strategy keeps its counts (table_dir=, or exchange= on a cluster)."""
+    policy = make_policy(cfg.policy, cfg.policy_kwargs)
+    if cfg.balance is None:
+        return policy
+    from mario_kit.balancing import make_strategy
+
+    return make_strategy(cfg.balance, policy, aset, **cfg.balance_kwargs, **(table if cfg.balance == "hash" else {}))
+
+
 class _Forward(CtrlC):
     """The parent's SIGINT handler: pass the signal on to every worker (a SIGINT sent to the parent
     alone, as `docker stop` or `Popen.send_signal` do, must stop them too), then stop as CtrlC."""
@@ -131,12 +160,7 @@ def run_worker(cfg: CollectConfig, worker: int, seed: int, report) -> bool:
 def _run_worker(cfg: CollectConfig, worker: int, seed: int, report, interrupt: CtrlC) -> None:
     levels = parse_levels(cfg.level)
     aset = F.get_action_set(cfg.action_set)
-    policy = make_policy(cfg.policy, cfg.policy_kwargs)
-    if cfg.balance is not None:
-        from mario_kit.balancing import make_strategy
-
-        extra = {"table_dir": cfg.out} if cfg.balance == "hash" else {}
-        policy = make_strategy(cfg.balance, policy, aset, **cfg.balance_kwargs, **extra)
+    policy = make_collect_policy(cfg, aset, table_dir=cfg.out)
     try:
         _episodes(cfg, worker, seed, report, interrupt, levels, aset, policy)
     finally:
@@ -176,13 +200,9 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
         while not ((cfg.episodes is not None and index >= cfg.episodes) or (budget is not None and budget <= 0)
                    or interrupt.requested):
             rng = episode_rng(seed, index)
-            level = choose(rng, levels) if choose else levels[int(rng.integers(len(levels)))] if len(levels) > 1 else levels[0]
+            level = choose(rng, levels) if choose else pick_level(rng, levels)
             env = envs.get(level) or envs.setdefault(level, MarioEnv(level))
-            meta = EpisodeMeta(
-                env_id=env_id(level), level=level, frame_skip=cfg.frame_skip, action_set=aset,
-                source=policy.source, policy=policy.params(), seed=seed, player=cfg.player,
-                rom_mode=ROM_MODE, extra={"episode_index": index},
-            )
+            meta = episode_meta(cfg, policy, aset, seed, index, level)
             max_steps = cfg.max_steps if budget is None else min(cfg.max_steps, budget)
             with EpisodeWriter(cfg.out, meta) as writer:  # an exception anywhere, finish() included (a full disk), discards the .partial
                 try:
@@ -241,8 +261,9 @@ def _worker_main(cfg: CollectConfig, worker: int, seed: int, q) -> None:
         q.put(("error", worker, f"{type(e).__name__}: {e}"))
 
 
-def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
-    """Collect episodes into `cfg.out` (created if missing; appended to if compatible)."""
+def run_collection(cfg: CollectConfig, progress: bool = True, backend=None) -> CollectResult:
+    """Collect episodes into `cfg.out` (created if missing; appended to if compatible) with worker
+    processes, or with `backend(cfg, seed, report) -> interrupted` (Ray: `collectors.collect` picks it)."""
     cfg.check()
     cfg.out = Path(cfg.out)
     check_output_dir(cfg.out, cfg.action_set, cfg.frame_skip)
@@ -268,7 +289,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
                 if cfg.episodes is not None:
                     bar.update(task, advance=1)
 
-        if cfg.workers == 1:
+        if backend is not None:
+            result.interrupted = backend(cfg, seed, report)
+        elif cfg.workers == 1:
             result.interrupted = run_worker(cfg, 0, seed, report)
         else:
             result.interrupted = _run_parallel(cfg, seed, report)

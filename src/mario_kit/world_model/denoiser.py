@@ -44,6 +44,10 @@ class ModelConfig:
     # training noise: sigma = exp(N(loc, scale)), clipped
     loc: float = -0.4
     scale: float = 1.2
+    # noise on the context frames in training (noise_previous_obs): sigma_cond = exp(N(cond_loc, cond_scale));
+    # DIAMOND draws it like the target's (the defaults); lower cond_loc trusts the context more
+    cond_loc: float = -0.4
+    cond_scale: float = 1.2
     sigma_min_train: float = 2e-3
     sigma_max_train: float = 20.0
 
@@ -105,9 +109,11 @@ class Denoiser(nn.Module):
         return self.network(noisy * c_in, c_noise, c_cond, ctx, act), c_skip, c_out
 
     # --- training ----------------------------------------------------------------------------
-    def sample_sigma(self, n: int, gen: torch.Generator | None, device) -> Tensor:
+    def sample_sigma(self, n: int, gen: torch.Generator | None, device, context: bool = False) -> Tensor:
+        """Training noise levels: log-normal (loc, scale), or (cond_loc, cond_scale) for the context."""
         c = self.cfg
-        s = torch.randn(n, generator=gen, device=device) * c.scale + c.loc
+        loc, scale = (c.cond_loc, c.cond_scale) if context else (c.loc, c.scale)
+        s = torch.randn(n, generator=gen, device=device) * scale + loc
         return s.exp().clip(c.sigma_min_train, c.sigma_max_train)
 
     def add_noise(self, x: Tensor, sigma: Tensor, gen: torch.Generator | None) -> Tensor:
@@ -147,7 +153,7 @@ class Denoiser(nn.Module):
         b = target.shape[0]
         sigma_cond = None
         if noise_ctx:
-            sigma_cond = self.sample_sigma(b, gen, target.device)
+            sigma_cond = self.sample_sigma(b, gen, target.device, context=True)
             ctx = self.add_noise(ctx, sigma_cond, gen)
         sigma = self.sample_sigma(b, gen, target.device)
         noisy = self.add_noise(target, sigma, gen)

@@ -1,0 +1,144 @@
+"""World-model recipes compared at equal budget (issue 20): each row trains `mario-kit train --config
+cpu` with its own data and overrides for the same CPU time, then `mario-kit evaluate` scores it on
+the fixed evaluation set (bench/evalset.py). Prints JSON; writes OUT/ab.json and OUT/ab.md.
+
+    .venv/bin/python bench/ab.py --out runs/ab [--budget-min 15] [--rows baseline,horizon2,...]
+
+The budget is CPU time of the training process (budget-min x 2 cores = that many minutes of wall
+clock on an idle 2-core machine), so that a row's share does not depend on what else ran beside it:
+when the process has used it, it gets SIGINT and saves its checkpoint. Rows already trained and
+evaluated are skipped (resumable). Stores a row reads (built beforehand, see ROWS):
+  runs/ship-data.zarr  the shipped model's data: sticky random + sticky random with `hash` (40k steps)
+  runs/ab-sticky.zarr  its sticky-random half; runs/ab-hash.zarr its `hash` half (20k steps each),
+                       `mario-kit dataset filter runs/ship-data --until/--since 2026-11-27T10:36:33`
+                       then `mario-kit dataset build`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MK = [sys.executable, "-m", "mario_kit"]
+MIX, STICKY, HASH = "runs/ship-data.zarr", "runs/ab-sticky.zarr", "runs/ab-hash.zarr"
+# name: (store, overrides, what it tests)
+ROWS: dict[str, tuple[str, list[str], str]] = {
+    "baseline": (MIX, [], "cpu preset: 64 channels, horizon 1, DIAMOND's context noise, mixed data"),
+    "horizon2": (MIX, ["horizon=2"], "drift: 2-step autoregressive training"),
+    "ctx-noise-low": (MIX, ["denoiser.cond_loc=-3.0", "denoiser.cond_scale=1.0"],
+                      "context noise median 0.05 instead of 0.67"),
+    "no-ctx-noise": (MIX, ["denoiser.noise_previous_obs=false", "sampler.s_cond=0"], "clean context"),
+    "sticky-only": (STICKY, [], "data: sticky random only (20k steps)"),
+    "hash-only": (HASH, [], "data: sticky random with hash balancing only (20k steps)"),
+    "wide": (MIX, ["denoiser.channels=[96,96,96,96]"], "size: 96 channels (9.7 M parameters)"),
+    "narrow": (MIX, ["denoiser.channels=[48,48,48,48]"], "size: 48 channels (2.5 M parameters)"),
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def train(name: str, out: Path, budget_cpu_s: float, seed: int) -> dict:
+    store, overrides, _ = ROWS[name]
+    run = out / name
+    if (run / "summary.json").is_file():
+        return json.loads((run / "summary.json").read_text())
+    cmd = MK + ["train", "--store", store, "--config", "cpu", "--out", str(run), "--quiet", "--set", f"seed={seed}"]
+    for o in overrides:
+        cmd += ["--set", o]
+    if (run / "config.json").is_file():
+        cmd = MK + ["train", "--store", store, "--out", str(run), "--quiet", "--resume"]
+    t0 = time.time()
+    proc = subprocess.Popen(cmd)
+    used0 = json.loads((run / "ab-cpu.json").read_text())["cpu_s"] if (run / "ab-cpu.json").is_file() else 0.0
+    used = used0
+    while proc.poll() is None:
+        time.sleep(2)
+        try:
+            used = used0 + cpu_seconds(proc.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        (run / "ab-cpu.json").write_text(json.dumps({"cpu_s": used}))
+        if used >= budget_cpu_s:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+    if proc.wait() not in (0, 130):
+        raise SystemExit(f"{name}: training failed ({proc.returncode}): {' '.join(cmd)}")
+    s = json.loads((run / "summary.json").read_text())
+    s["ab_cpu_s"], s["ab_wall_s"] = round(used, 1), round(time.time() - t0, 1)
+    (run / "summary.json").write_text(json.dumps(s, indent=1))
+    return s
+
+
+def evaluate(name: str, out: Path, evalset: str, steps: int | None) -> dict:
+    dest = out / name / (f"eval-{steps}step" if steps else "eval")
+    if not (dest / "evaluation.json").is_file():
+        cmd = MK + ["evaluate", str(out / name), "--store", evalset, "--windows", "256", "--rollouts", "16",
+                    "--device", "cpu", "--out", str(dest)] + (["--steps", str(steps)] if steps else [])
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((dest / "evaluation.json").read_text())
+
+
+def row_figures(ev: dict) -> dict:
+    nf = ev["next_frame_low_res"]
+    r = {"next_frame_psnr": nf["model"]["psnr"]["mean"], "copy_last_psnr": nf["copy_last"]["psnr"]["mean"]}
+    for h in (8, 32, 64):
+        v = ev.get(f"rollout_{h}")
+        if v:
+            r[f"r{h}_psnr_last"], r[f"r{h}_copy_last"] = v["model_psnr_last"], v["copy_last_psnr_last"]
+            r[f"r{h}_ssim_last"] = v["model_ssim_last"]
+            r[f"r{h}_changed_psnr"] = v["model_changed_psnr_last"]
+            r[f"r{h}_scroll_error_px"], r[f"r{h}_real_scroll_px"] = v["scroll_error_px"], v["real_scroll_px"]
+    return r
+
+
+def table(results: dict) -> str:
+    head = ("| row | what it tests | steps | samples/s | next frame dB (copy-last) | 32-step dB (copy-last) | "
+            "32-step changed-pixel dB | 64-step scroll error px (real scroll) |\n|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for name, r in results.items():
+        f = r["figures"]
+        lines.append(f"| {name} | {ROWS[name.split('@')[0]][2]} | {r['step']} | {r['samples_per_s']} | "
+                     f"{f['next_frame_psnr']:.2f} ({f['copy_last_psnr']:.2f}) | {f['r32_psnr_last']:.2f} ({f['r32_copy_last']:.2f}) | "
+                     f"{f['r32_changed_psnr']:.2f} | {f['r64_scroll_error_px']:.1f} ({f['r64_real_scroll_px']:.1f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path("runs/ab"))
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--budget-min", type=float, default=15.0, help="wall minutes on an idle 2-core machine")
+    ap.add_argument("--evalset", default="runs/evalset/store.zarr")
+    ap.add_argument("--sampler-steps", default="1,2", help="extra sampler steps scored for --sampler-rows")
+    ap.add_argument("--sampler-rows", default="baseline")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in args.rows.split(","):
+        if name not in ROWS:
+            raise SystemExit(f"unknown row {name!r}; rows: {', '.join(ROWS)}")
+        s = train(name, args.out, args.budget_min * 60 * 2, args.seed)["stages"]["denoiser"]
+        base = {"step": s["step"], "samples_per_s": s["samples_per_s"], "parameters": s["parameters"]}
+        results[name] = {**base, "figures": row_figures(evaluate(name, args.out, args.evalset, None))}
+        if name in args.sampler_rows.split(","):
+            for k in args.sampler_steps.split(","):
+                ev = evaluate(name, args.out, args.evalset, int(k))
+                results[f"{name}@{k}step"] = {**base, "figures": row_figures(ev)}
+        (args.out / "ab.json").write_text(json.dumps({"budget_min": args.budget_min, "rows": results}, indent=1))
+        (args.out / "ab.md").write_text(table(results))
+    print(json.dumps({"budget_min": args.budget_min, "rows": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
