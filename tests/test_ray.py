@@ -140,7 +140,7 @@ def test_two_workers_steer_by_one_shared_table(tmp_path, cluster):
     table each worker's episode avoids what the other took, so every scenario's counts stay within
     one of each other; with the table not shared (each worker its own) they do not."""
     from mario_kit.balancing.hash import HashStrategy
-    from mario_kit.collectors.distributed import _ActorExchange, _HashTable
+    from mario_kit.collectors.distributed import _ActorExchange, _HashTable, pack, unpack
     from mario_kit.collectors.collect import episode_rng
     from mario_kit.collectors.loop import record_episode
     from mario_kit.collectors.policies import StickyPolicy
@@ -163,7 +163,7 @@ def test_two_workers_steer_by_one_shared_table(tmp_path, cluster):
                 steps += w.n_steps
                 w.discard()
             s.flush()
-        _, table = ray.get(actor.exchange.remote({}, -1))
+        table = unpack(*ray.get(actor.exchange.remote(pack({}), -1))[1])
         assert sum(int(c.sum()) for c in table.values()) == steps  # every count handed in, once
         spread[share] = [int(c.max() - c.min()) for c in table.values()]
     env.close()

@@ -116,6 +116,9 @@ def collect(
     note = " (interrupted: the episode in progress was discarded)" if result.interrupted else ""
     n = len(result.paths)
     out.print(f"collected {n} episode{'' if n == 1 else 's'}, {result.steps:,} steps into {out_dir} (seed {result.seed}){note}")
+    if result.nodes:
+        out.print(f"on {len(result.nodes)} Ray node{'' if len(result.nodes) == 1 else 's'}: "
+                  + ", ".join(f"{k[:8]} {v}" for k, v in sorted(result.nodes.items(), key=lambda kv: -kv[1])))
     if result.interrupted:
         raise typer.Exit(130)
 

@@ -48,6 +48,7 @@ class CollectConfig:
     ray: bool = False  # episodes as Ray tasks (collectors.distributed), on a local Ray or a cluster
     ray_address: str | None = None  # 'auto', HOST:PORT; None: RAY_ADDRESS, else a local instance
     ray_write: str = "driver"  # driver: episodes come back through the object store | shared: tasks write into out
+    ray_share_table: bool = True  # hash on Ray: steer by the whole cluster's counts (False: the folder's table and its own)
 
     def check(self) -> None:
         from mario_kit.collectors.policies import POLICIES
@@ -103,6 +104,7 @@ class CollectResult:
     seed: int
     interrupted: bool = False
     summary: dict[str, Any] | None = None  # collector-specific session summary
+    nodes: dict[str, int] | None = None  # Ray: episodes kept per node id
 
 
 def episode_rng(seed: int, index: int) -> np.random.Generator:
@@ -288,6 +290,8 @@ def run_collection(cfg: CollectConfig, progress: bool = True, backend=None) -> C
                 result.steps += value[1]
                 if cfg.episodes is not None:
                     bar.update(task, advance=1)
+            elif kind == "nodes":
+                result.nodes = value
 
         if backend is not None:
             result.interrupted = backend(cfg, seed, report)

@@ -83,8 +83,18 @@ class _ActorExchange:
         import ray
 
         since = self.version if (self.share or self.version < 0) else None
-        self.version, updates = ray.get(self.actor.exchange.remote(delta, since))
-        return updates
+        self.version, (keys, counts) = ray.get(self.actor.exchange.remote(pack(delta), since))
+        return unpack(keys, counts)
+
+
+def pack(table: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Counts as two arrays (keys, counts): a dict of small arrays costs Ray 10x more to move."""
+    keys = np.fromiter(table, dtype=np.uint64, count=len(table))
+    return keys, (np.stack(list(table.values())) if table else np.zeros((0, 0), np.int64))
+
+
+def unpack(keys: np.ndarray, counts: np.ndarray) -> dict[int, np.ndarray]:
+    return {int(k): c for k, c in zip(keys, counts)}
 
 
 def _agent_path(data: bytes) -> str:
@@ -144,7 +154,10 @@ def run_episode(cfg: CollectConfig, seed: int, index: int, max_steps: int, stamp
             path = writer.finish(end)
         if hasattr(policy, "flush"):
             policy.flush()  # hand the episode's counts to the shared table before reporting it done
-        out = {"index": index, "name": name, "steps": writer.n_steps, "end": end, "max_steps": max_steps}
+        import ray
+
+        out = {"index": index, "name": name, "steps": writer.n_steps, "end": end, "max_steps": max_steps,
+               "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None}
         if not shared:
             out["data"] = path.read_bytes()
         return out
@@ -161,22 +174,28 @@ class _HashTable:
     def __init__(self, base: dict[int, np.ndarray]) -> None:
         self.table = {k: np.array(c, np.int64) for k, c in base.items()}
         self.added: dict[int, np.ndarray] = {}
-        self.changed = dict.fromkeys(self.table, 0)
-        self.version = 0
+        self.log: list[list[int]] = [list(self.table)]  # log[v]: the keys version v changed (0: the base)
 
-    def exchange(self, delta: dict[int, np.ndarray], since: int | None) -> tuple[int, dict[int, np.ndarray]]:
+    def exchange(self, packed: tuple[np.ndarray, np.ndarray], since: int | None) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
+        """Add the counts `packed` (see `pack`); return the new version and the counts of the keys
+        changed after version `since` (-1: all; None: none), packed. The work is in the changes,
+        not in the table's size."""
+        delta = unpack(*packed)
         if delta:
-            self.version += 1
             for k, c in delta.items():
                 self.table[k] = self.table.get(k, 0) + c
                 self.added[k] = self.added.get(k, 0) + c
-                self.changed[k] = self.version
+            self.log.append(list(delta))
+        version = len(self.log) - 1
         if since is None:
-            return self.version, {}
-        return self.version, {k: self.table[k] for k, v in self.changed.items() if v > since}
+            return version, pack({})
+        if since < 0:
+            return version, pack(self.table)
+        keys = {k for changed in self.log[since + 1 :] for k in changed}
+        return version, pack({k: self.table[k] for k in keys})
 
-    def counts_added(self) -> dict[int, np.ndarray]:
-        return self.added
+    def counts_added(self) -> tuple[np.ndarray, np.ndarray]:
+        return pack(self.added)
 
 
 # --- driver side ---------------------------------------------------------------------------------
@@ -245,6 +264,8 @@ class _Driver:
         self.done: dict[int, dict[str, Any]] = {}
         self.next_index = self.committed = self.total = 0
         self.stopping = False
+        self.nodes: dict[str, int] = {}  # episodes kept, by the node that recorded them
+        self.lengths: list[int] = []  # of every episode returned
         self.cap = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         self.agent = None
         if cfg.policy == "ppo":
@@ -265,7 +286,8 @@ class _Driver:
     def run(self, interrupt: CtrlC) -> bool:
         cfg = self.cfg
         while True:
-            while not self.stopping and len(self.inflight) < self.cap and (cfg.episodes is None or self.next_index < cfg.episodes):
+            while (not self.stopping and len(self.inflight) < self.cap and (cfg.episodes is None or self.next_index < cfg.episodes)
+                   and not self._enough_in_flight()):
                 self.submit(self.next_index, cfg.max_steps)
                 self.next_index += 1
             if not self.inflight or interrupt.requested:
@@ -274,11 +296,20 @@ class _Driver:
             for ref in ready:
                 index, _ = self.inflight.pop(ref)
                 self.done[index] = self._result(ref, index)
+                self.lengths.append(self.done[index]["steps"])
             self._commit()
         self.cancel_all()
         for index in sorted(self.done):  # interrupted: every finished episode is kept
             self._keep(self.done.pop(index))
         return interrupt.requested
+
+    def _enough_in_flight(self) -> bool:
+        """--steps: whether the episodes recorded and in flight will likely fill the budget (by the
+        mean length so far), so that starting more would mostly be work thrown away."""
+        if self.cfg.steps is None or not self.inflight or not self.lengths:
+            return False
+        pending = sum(r["steps"] for r in self.done.values()) + len(self.inflight) * np.mean(self.lengths)
+        return self.total + pending >= self.cfg.steps
 
     def _result(self, ref, index: int) -> dict[str, Any]:
         """A finished task's result; a task that failed (after Ray's retries) stops the collection,
@@ -297,12 +328,17 @@ class _Driver:
         while self.committed in self.done and not (cfg.steps is not None and self.total >= cfg.steps):
             r = self.done.pop(self.committed)
             if cfg.steps is not None and r["steps"] > cfg.steps - self.total:
-                self.stopping = True  # one worker would have cut this episode at the steps left: record it so
+                # one worker would have cut this episode at the steps left: record it so, and drop the
+                # episodes after it (a policy that is not a function of the seed, hash, may end it
+                # sooner: then the collection goes on from the next index)
+                self.stopping = True
                 self.cancel_all(keep=self.committed)
                 self.submit(self.committed, cfg.steps - self.total)
+                self.next_index = self.committed + 1
                 return
             self._keep(r)
             self.committed += 1
+            self.stopping = False
             if cfg.steps is not None and self.total >= cfg.steps:
                 self.stopping = True
                 self.cancel_all()
@@ -310,6 +346,7 @@ class _Driver:
     def _keep(self, r: dict[str, Any]) -> None:
         path = self.cfg.out / r["name"] if self.shared else write_episode(self.cfg.out, r["name"], r["data"])
         self.total += r["steps"]
+        self.nodes[r["node"]] = self.nodes.get(r["node"], 0) + 1
         self.report("steps", r["steps"])
         self.report("episode", (str(path), r["steps"]))
 
@@ -349,21 +386,23 @@ class _Driver:
         from mario_kit.balancing.hash import add_counts
         from mario_kit.collectors.policies import RandomPolicy
 
-        added = self.ray.get(self.table.counts_added.remote())
+        added = unpack(*self.ray.get(self.table.counts_added.remote()))
         meta = make_strategy("hash", RandomPolicy(), F.get_action_set(self.cfg.action_set), **self.cfg.balance_kwargs).meta
         add_counts(self.cfg.out, added, meta)
 
 
-def collect_on_ray(cfg: CollectConfig, seed: int, report, share: bool = True) -> bool:
-    """Run the collection's episodes as Ray tasks; returns True when interrupted (Ctrl-C)."""
+def collect_on_ray(cfg: CollectConfig, seed: int, report) -> bool:
+    """Run the collection's episodes as Ray tasks; returns True when interrupted (Ctrl-C).
+    `report('nodes', {node id: episodes})` at the end says where they ran."""
     ray = init_ray(cfg.ray_address)
     cfg.out = Path(cfg.out).resolve()  # workers do not share the driver's working directory
     if cfg.ray_write == "shared":
         check_shared_storage(ray, cfg.out)
-    driver = _Driver(ray, cfg, seed, report, cfg.ray_write, share)
+    driver = _Driver(ray, cfg, seed, report, cfg.ray_write, cfg.ray_share_table)
     with CtrlC() as interrupt:
         try:
             stopped = driver.run(interrupt)
         finally:
             driver.finish_table()
+            report("nodes", driver.nodes)
     return stopped
