@@ -192,3 +192,19 @@ def test_without_ray_the_flag_says_how_to_get_it(tmp_path):
     assert r.returncode == 2
     assert "pip install 'mario-kit[ray]'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_agent_collector_on_ray_matches_one_worker(tmp_path, cluster):
+    """The agent file travels through the object store; the episodes equal one worker's and
+    name the file the user gave."""
+    from mario_kit.agents.ppo import AgentConfig, train_agent
+    from mario_kit.collectors import collect_agent
+
+    train_agent(AgentConfig(timesteps=128, workers=1, n_steps=128, batch_size=64, n_epochs=1, checkpoint_every=128,
+                            eval_every=10**9, eval_episodes=1), tmp_path / "run", progress=False)
+    kw = dict(model=tmp_path / "run" / "agent.zip", random_factor=0.2, episodes=2, max_steps=60, seed=4, progress=False)
+    collect_agent(tmp_path / "one", **kw)
+    collect_agent(tmp_path / "ray", ray=True, **kw)
+    assert assert_same_episodes(tmp_path / "one", tmp_path / "ray") > 0
+    policy = json.loads(next(iter(episodes_by_index(tmp_path / "ray").values()))[0]["policy"])
+    assert policy["model"] == str(tmp_path / "run" / "agent.zip")

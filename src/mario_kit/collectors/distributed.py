@@ -204,7 +204,7 @@ def init_ray(address: str | None):
     ray = require_ray()
     if not ray.is_initialized():
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                      configure_logging=True)
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise UserError(f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: {e}") from None
@@ -292,7 +292,9 @@ class _Driver:
                 self.next_index += 1
             if not self.inflight or interrupt.requested:
                 break
-            ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+            ready, rest = self.ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+            if ready and rest:  # everything else already finished, in one call (thousands in flight on a cluster)
+                ready += self.ray.wait(rest, num_returns=len(rest), timeout=0)[0]
             for ref in ready:
                 index, _ = self.inflight.pop(ref)
                 self.done[index] = self._result(ref, index)
