@@ -208,3 +208,10 @@ def test_agent_collector_on_ray_matches_one_worker(tmp_path, cluster):
     assert assert_same_episodes(tmp_path / "one", tmp_path / "ray") > 0
     policy = json.loads(next(iter(episodes_by_index(tmp_path / "ray").values()))[0]["policy"])
     assert policy["model"] == str(tmp_path / "run" / "agent.zip")
+
+
+def test_a_cluster_that_does_not_answer_fails_at_once(tmp_path):
+    t = time.time()
+    r = run_cli("collect", "--random", "--episodes", "1", "--out", tmp_path / "x", "--ray", "--ray-address", "127.0.0.1:1")
+    assert r.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in r.stderr and "Traceback" not in r.stderr
+    assert time.time() - t < 30 and not (tmp_path / "x").exists()

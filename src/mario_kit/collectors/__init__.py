@@ -18,9 +18,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
     processes, or with `cfg.ray` as Ray tasks (`collectors.distributed`)."""
     backend = None
     if cfg.ray:
-        from mario_kit.collectors.distributed import collect_on_ray as backend, require_ray
+        from mario_kit.collectors.distributed import collect_on_ray as backend, preflight
 
-        require_ray()  # before anything is written
+        preflight(cfg)  # Ray installed, the cluster answering: before anything is written
     return run_collection(cfg, progress, backend)
 
 

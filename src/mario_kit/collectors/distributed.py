@@ -211,6 +211,26 @@ def init_ray(address: str | None):
     return ray
 
 
+def preflight(cfg: CollectConfig) -> None:
+    """What can fail before the collection starts: Ray missing, a HOST:PORT that does not answer."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        _probe(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
+def _probe(address: str | None, timeout: float = 5.0) -> None:
+    """A HOST:PORT that does not answer fails here in seconds (Ray itself retries for minutes)."""
+    import socket
+
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def check_shared_storage(ray, out: Path, sees=None) -> None:
     """`--ray-write shared`: every alive node must see a probe file written here into `out`
     (`sees(path, token) -> bool` runs on each node; tests pass a blind one)."""
