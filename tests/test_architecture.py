@@ -15,7 +15,7 @@ LAYERS = [
     ("mario_kit.datasets",),
     ("mario_kit.balancing", "mario_kit.agents"),
     ("mario_kit.collectors", "mario_kit.reports", "mario_kit.world_model"),
-    ("mario_kit.demo",),  # the main job, over the library
+    ("mario_kit.demo", "mario_kit.serve"),  # the main job, over the library; the browser server
     ("mario_kit.cli",),  # parsing and printing over all of it
     ("mario_kit.__main__",),
 ]

@@ -149,6 +149,63 @@ def _print_session(summary: dict) -> None:
 
 
 @app.command()
+def serve(
+    out_dir: Path = typer.Option(..., "--out", help="Episode folder the players record into (created; appended to)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface; use --invites then)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    level: str = typer.Option("1-1", help="W-S, a comma list (N moves on), or 'random'."),
+    action_set: str = typer.Option("simple", help="right | simple | complex."),
+    frame_skip: int = typer.Option(4, help="Emulator frames per recorded step."),
+    invites: Optional[Path] = typer.Option(None, help="Invites file (`mario-kit invite add`): a token is required to play."),
+    max_players: int = typer.Option(4, help="Players at once."),
+    keep_on_disconnect: bool = typer.Option(False, "--keep-on-disconnect", help="Keep a dropped player's episode in progress as end=cut (default: discard)."),
+) -> None:
+    """Serve a page where people play in their browser; their episodes are recorded into --out."""
+    from mario_kit.serve.app import ServeConfig, serve as run_server
+
+    run_server(ServeConfig(out=out_dir, host=host, port=port, level=level, action_set=action_set, frame_skip=frame_skip,
+                           invites=invites, max_players=max_players, keep_on_disconnect=keep_on_disconnect))
+
+
+invite_app = typer.Typer(help="Invite tokens for `mario-kit serve --invites FILE` (stored hashed).", no_args_is_help=True)
+app.add_typer(invite_app, name="invite")
+
+
+@invite_app.command("add")
+def invite_add(
+    invites: Path = typer.Option(..., "--invites", help="Invites file (created)."),
+    player: str = typer.Option(..., "--player", help="The player's name, recorded in their episodes."),
+    max_connections: int = typer.Option(1, help="Connections this token may hold at once."),
+) -> None:
+    """A new token for a player: printed once, only its hash is kept."""
+    from mario_kit.serve.invites import add
+
+    token = add(invites, player, max_connections)
+    out.print(f"token for {player}: {token}")
+    out.print(f"their link: http://HOST:PORT/?token={token}")
+
+
+@invite_app.command("revoke")
+def invite_revoke(
+    invites: Path = typer.Option(..., "--invites", help="Invites file."),
+    player: str = typer.Option(..., "--player", help="Revoke every token of this player."),
+) -> None:
+    """Revoke a player's tokens (their open connections stop within seconds)."""
+    from mario_kit.serve.invites import revoke
+
+    out.print(f"revoked {revoke(invites, player)} token(s) of {player}")
+
+
+@invite_app.command("list")
+def invite_list(invites: Path = typer.Option(..., "--invites", help="Invites file.")) -> None:
+    """Players, token ids (the hash's first 8 characters) and whether revoked."""
+    from mario_kit.serve.invites import listing
+
+    for r in listing(invites):
+        out.print(f"{r['id']}  {r['player']}  {'revoked' if r['revoked'] else 'active'}  max {r['max_connections']}")
+
+
+@app.command()
 def report(
     directories: list[Path] = typer.Argument(..., help="One or more episode folders (compared side by side)."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for report.html, the PNGs and stats.json."),

@@ -171,6 +171,14 @@ def _run_worker(cfg: CollectConfig, worker: int, seed: int, report, interrupt: C
             close()
 
 
+def record_session(cfg: CollectConfig, policy, seed: int, report, interrupt: CtrlC | None = None) -> None:
+    """Record episodes with a policy object the caller built and owns (the browser server's
+    players: `serve`), through the one loop; `report` as in `run_worker`. Runs until the policy
+    stops the collection (StopCollection) or `cfg.episodes` are kept."""
+    _episodes(cfg, 0, seed, report, interrupt or CtrlC(install=False), parse_levels(cfg.level),
+              F.get_action_set(cfg.action_set), policy)
+
+
 def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: CtrlC, levels, aset, policy) -> None:
     """This worker's episodes: indices worker, worker + workers, ... until its share is done. A policy
     may choose the level (`choose_level(rng, levels)`) and hear how each episode ended

@@ -1,0 +1,100 @@
+// mario-kit serve: the page. Keys and gamepad -> JSON messages; binary frames -> canvas.
+// A frame is [u32 header length][header JSON][deflate(frame XOR previous frame)] (see player.py).
+"use strict";
+const W = 256, H = 240;
+const canvas = document.getElementById("screen"), ctx = canvas.getContext("2d");
+const statusEl = document.getElementById("status"), nameEl = document.getElementById("name");
+const KEYS = { ArrowRight: "right", ArrowLeft: "left", ArrowDown: "down", ArrowUp: "up", x: "A", X: "A", z: "B", Z: "B" };
+const COMMANDS = { Enter: "start", p: "pause", P: "pause", Backspace: "discard", n: "next", N: "next", Escape: "quit" };
+const params = new URLSearchParams(location.search);
+nameEl.value = params.get("name") || localStorage.getItem("mario-kit-name") || "";
+let ws = null, prev = new Uint8Array(W * H * 3), image = ctx.createImageData(W, H);
+const held = new Set(), padHeld = new Set();
+let chain = Promise.resolve(), lastSent = "", lastClock = null, latencies = [], bytes = 0, t0 = performance.now(), last = null, note = "";
+
+function connect() {
+  const q = new URLSearchParams({ name: nameEl.value });
+  if (params.get("token")) q.set("token", params.get("token"));
+  ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?${q}`);
+  ws.binaryType = "arraybuffer";
+  ws.onmessage = (e) => {  // in order: each frame is XORed onto the one before
+    chain = chain.then(() => (typeof e.data === "string" ? onEvent(JSON.parse(e.data)) : onFrame(e.data)));
+  };
+  ws.onclose = (e) => { statusEl.textContent = `disconnected (${e.code}${e.code === 1006 ? ": refused or dropped" : ""})`; };
+}
+
+function send(msg) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(msg)); }
+
+function sendKeys() {
+  const all = [...new Set([...held, ...padHeld])].sort();
+  const key = all.join(",");
+  if (key !== lastSent) { lastSent = key; send({ t: "keys", held: all, c: performance.now() }); }
+}
+
+function onEvent(m) {
+  if (m.t === "hello") statusEl.textContent = `playing as ${m.player || "(no name)"} on ${m.level}: press Enter`;
+  else if (m.t === "saved") note = `saved ${m.file} (${m.steps} steps, ${m.end})`;
+  else if (m.t === "discarded") note = "episode discarded";
+  else if (m.t === "error") note = `server: ${m.msg}`;
+  else if (m.t === "bye") note = "session ended";
+  window.marioKitEvents = (window.marioKitEvents || []).concat([m]);  // for tests
+}
+
+async function onFrame(buf) {
+  bytes += buf.byteLength;
+  const n = new DataView(buf).getUint32(0, true);
+  const head = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, n)));
+  const stream = new Blob([new Uint8Array(buf, 4 + n)]).stream().pipeThrough(new DecompressionStream("deflate"));
+  const body = new Uint8Array(await new Response(stream).arrayBuffer());
+  if (!head.key) for (let i = 0; i < body.length; i++) body[i] ^= prev[i];
+  prev = body;
+  for (let i = 0, j = 0; i < body.length; i += 3, j += 4) {
+    image.data[j] = body[i]; image.data[j + 1] = body[i + 1]; image.data[j + 2] = body[i + 2]; image.data[j + 3] = 255;
+  }
+  ctx.putImageData(image, 0, 0);
+  if (head.c !== null && head.c !== lastClock) { lastClock = head.c; latencies.push(performance.now() - head.c); latencies = latencies.slice(-50); }
+  last = head;
+  overlay(head);
+}
+
+function overlay(h) {
+  const lat = latencies.length ? [...latencies].sort((a, b) => a - b)[latencies.length >> 1].toFixed(0) : "-";
+  const secs = (performance.now() - t0) / 1000;
+  ctx.fillStyle = "rgba(0,0,0,0.55)"; ctx.fillRect(0, 0, W, 20);
+  ctx.font = "8px monospace"; ctx.fillStyle = "#fff";
+  ctx.fillText(`${h.rec ? "REC" : "   "}  ep ${h.ep}  step ${h.step}  saved ${h.saved}`, 4, 8);
+  ctx.fillText(`${h.act}  ${h.fps.toFixed(1)} fps  ${lat} ms  ${(bytes / secs / 1024).toFixed(0)} KB/s`, 4, 17);
+  if (h.rec) { ctx.fillStyle = "#e22"; ctx.beginPath(); ctx.arc(W - 8, 8, 4, 0, 7); ctx.fill(); }
+  const msg = h.banner || note || h.msg;
+  if (msg) { ctx.fillStyle = "rgba(0,0,0,0.55)"; ctx.fillRect(0, H - 14, W, 14); ctx.fillStyle = "#ff0"; ctx.fillText(msg, 4, H - 4); }
+  window.marioKitLast = h;  // for tests
+}
+
+window.addEventListener("keydown", (e) => {
+  if (e.target === nameEl) { if (e.key === "Enter") { localStorage.setItem("mario-kit-name", nameEl.value); nameEl.blur(); if (!ws) connect(); } return; }
+  if (KEYS[e.key]) { held.add(KEYS[e.key]); sendKeys(); e.preventDefault(); }
+  else if (COMMANDS[e.key] && !e.repeat) { send({ t: "cmd", cmd: COMMANDS[e.key] }); e.preventDefault(); }
+});
+window.addEventListener("keyup", (e) => { if (KEYS[e.key]) { held.delete(KEYS[e.key]); sendKeys(); } });
+
+// Gamepad API (standard mapping): A 0, B 1 (and 2/3), start 9, d-pad 12-15, left stick.
+let padStart = false;
+function pollPad() {
+  const pad = [...(navigator.getGamepads ? navigator.getGamepads() : [])].find((p) => p);
+  if (pad) {
+    const b = (i) => pad.buttons[i] && pad.buttons[i].pressed, ax = pad.axes[0] || 0, ay = pad.axes[1] || 0;
+    const now = new Set();
+    if (b(0) || b(3)) now.add("A");
+    if (b(1) || b(2)) now.add("B");
+    if (b(15) || ax > 0.5) now.add("right");
+    if (b(14) || ax < -0.5) now.add("left");
+    if (b(13) || ay > 0.5) now.add("down");
+    if (b(12) || ay < -0.5) now.add("up");
+    if ([...now].sort().join() !== [...padHeld].sort().join()) { padHeld.clear(); now.forEach((x) => padHeld.add(x)); sendKeys(); }
+    if (b(9) && !padStart) send({ t: "cmd", cmd: "start" });
+    padStart = b(9);
+  }
+  requestAnimationFrame(pollPad);
+}
+requestAnimationFrame(pollPad);
+if (nameEl.value || params.get("token")) connect(); else statusEl.textContent = "type your player name and press Enter";
