@@ -105,6 +105,7 @@ class Server:
         self.invites = Invites(cfg.invites)
         self.lock = threading.Lock()
         self.players: dict[int, str] = {}  # connection id -> token digest
+        self.threads: list[threading.Thread] = []  # session threads (the tests wait for them)
         self.saved = 0
 
     def admit(self, token: str | None) -> tuple[int, str, str] | int:
@@ -155,15 +156,16 @@ async def play(ws, server: Server) -> None:
         await ws.send_json({"t": "hello", "player": name, "level": cfg.level, "action_set": cfg.action_set,
                             "invite": cfg.invites is not None})
         thread.start()
+        server.threads = [t for t in server.threads if t.is_alive()] + [thread]
         tasks = [asyncio.create_task(_receive(ws, player, cfg)), asyncio.create_task(_send(ws, outq, frames, server, digest))]
         done, rest = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in rest:
             t.cancel()
-    finally:
+    finally:  # first what must happen even if this task is cancelled: the session thread sees the flag and ends
         player.disconnect()
+        server.leave(cid)
         if thread.is_alive():
             await asyncio.to_thread(thread.join)
-        server.leave(cid)
         try:
             await ws.close(code=POLICY_VIOLATION if getattr(player, "violation", False) else 1000)
         except Exception:  # noqa: BLE001  (already closed by the other side)
