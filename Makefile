@@ -10,7 +10,7 @@ export SDL_AUDIODRIVER ?= dummy
 export MPLBACKEND ?= Agg
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,15 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m mario_kit demo --out $(DEMO) --force
 
-test: setup
+# Chromium for the browser test (tests/test_browser.py), from Debian's packages where apt works;
+# elsewhere that one test is skipped and says why.
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+	    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; }; } || \
+	  echo "note: Chromium could not be installed (apt-get install chromium chromium-driver); the browser test is skipped"
+
+test: setup browser
 	$(PY) -m pytest
 
 bench: setup
