@@ -13,7 +13,9 @@ How a README line becomes a test command (the documented substitution; nothing e
 - `EP.h5` is the longest episode of the folder named before it;
 - `downloads/seed` (the seed project's files) is written by the test before the import;
 - interactive commands get keys through MARIO_KIT_KEYS (a pygame event script): the human collector
-  is started with Enter and played with Right and X (jump), `play` with Right and X, both quit with Esc.
+  is started with Enter and played with Right and X (jump), `play` with Right and X, both quit with Esc;
+- `serve` runs in the background on a free `--port`: one player connects, starts, runs right and quits
+  (with `--invites`: a player without a token is refused), then the server gets Ctrl-C (exit 0).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -96,6 +99,47 @@ def write_seed_files(folder: Path) -> None:
                 f.create_dataset(f"frame_{i}_helperarr", data=np.array([1, 0], dtype=np.int64))
 
 
+def run_server(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """`mario-kit serve ...` in the background, one scripted player (or a refused one), Ctrl-C."""
+    import json
+    import signal
+    import socket
+
+    from websockets.sync.client import connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(args + ["--port", str(port)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.1)
+        url = f"ws://127.0.0.1:{port}/ws?name=readme"
+        if "--invites" in args:
+            with pytest.raises(Exception, match="4401|403"), connect(url) as ws:
+                ws.recv()
+        else:
+            with connect(url) as ws:
+                assert json.loads(ws.recv())["t"] == "hello"
+                for msg in ({"t": "cmd", "cmd": "start"}, {"t": "keys", "held": ["right"]}):
+                    ws.send(json.dumps(msg))
+                for _ in range(40):
+                    ws.recv()
+                ws.send(json.dumps({"t": "cmd", "cmd": "quit"}))
+                while not (isinstance(m := ws.recv(), str) and json.loads(m)["t"] == "bye"):
+                    pass
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def test_every_readme_command_runs_as_written(tmp_path):
     cmds = readme_commands()
     assert len(cmds) >= 25 and cmds[0].startswith("mario-kit collect")
@@ -112,7 +156,8 @@ def test_every_readme_command_runs_as_written(tmp_path):
             run_env["MARIO_KIT_KEYS"] = HUMAN_KEYS
         elif line.startswith("mario-kit play"):
             run_env["MARIO_KIT_KEYS"] = PLAY_KEYS
-        res = subprocess.run(args, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=300)
+        res = run_server(args, tmp_path, run_env) if line.startswith("mario-kit serve") else \
+            subprocess.run(args, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0 and "Traceback" not in res.stderr, f"{line}\n-> {shlex.join(args)}\n{res.stdout}\n{res.stderr}"
         ran.append((line, res))
     out = {line: res.stdout for line, res in ran}
@@ -136,3 +181,5 @@ def test_every_readme_command_runs_as_written(tmp_path):
     assert steps == sorted(set(steps)) and max(int(r["step"]) for r in rows) == 8
     assert (tmp_path / "dream.gif").stat().st_size > 10_000
     assert (tmp_path / "reports" / "compare" / "report.html").exists()
+    browser = Dataset(tmp_path / "data" / "browser")  # the README's served player: one episode, running right
+    assert len(browser) == 1 and set(browser.index["player"]) == {"readme"}
