@@ -36,36 +36,17 @@ class Session:
     message: str = ""
 
 
-class HumanApp:
-    """The pygame window and the human 'policy': draws every emulator frame, reads keys, and
-    returns the action for the next frame."""
+class Player:
+    """What every human player shares as a policy (the pygame window, a browser: `serve`): episode
+    and step counters, the level choice (N moves the cursor on), and `_frame(screen) -> action`,
+    called at every emulator frame, which subclasses implement."""
 
     name = "human"
     source = "human"
-
     interactive = True  # records until the player quits: --episodes is optional, --steps and --workers do not apply
+    random_levels = started = paused = False
+    level_cursor = episode_no = step_no = 0
 
-    def __init__(self, action_set: str, keymap: dict[str, list[str]], scale: int = 3, fps: float = 60.0,
-                 script: dict[int, list] | None = None, wait_for_start: bool = True, random_levels: bool = False):
-        self.screen = Screen(scale, "mario-kit: human collector")
-        self.pg = self.screen.pg
-        aset = F.get_action_set(action_set)
-        self.aset, self.keymap, self.fps_target = aset, keymap, fps
-        self.table = F.action_table(aset)
-        self.random_levels, self.level_cursor = random_levels, 0
-        self.controls = Controls(keymap)
-        self.limiter = FrameLimiter(fps)
-        self.script = script or {}
-        self.frame_no = 0  # frames shown (scripted events are keyed by it)
-        self.paused = False
-        self.session = Session()
-        self.episode_no = 0
-        self.step_no = 0
-        self.action = 0
-        self.unmapped_warned: set[tuple[str, ...]] = set()
-        self.started = not wait_for_start
-
-    # --- policy protocol -------------------------------------------------------------
     def reset(self, rng: np.random.Generator, n_actions: int) -> None:
         self.episode_no += 1
         self.step_no = 0
@@ -77,16 +58,56 @@ class HumanApp:
     def on_frame(self, screen: np.ndarray) -> int:
         return self._frame(screen)
 
-    def params(self) -> dict[str, Any]:
-        return {"name": "human", "keymap": self.keymap, "fps": self.fps_target}
+    def _frame(self, screen: np.ndarray) -> int:
+        raise NotImplementedError
 
-    # --- collection hooks (collect._episodes) ----------------------------------------------
+    def apply(self, cmd: str) -> None:
+        """A session command (gui.SESSION_KEYS): quit and next keep the episode in progress as
+        'cut', discard drops it, pause (once started) holds everything, start begins."""
+        if cmd == "quit":
+            raise StopCollection(keep=True)
+        if cmd == "start":
+            self.started = True
+        elif cmd == "pause" and self.started:
+            self.paused = not self.paused
+        elif cmd == "discard":
+            raise DiscardEpisode()
+        elif cmd == "next":
+            self.level_cursor += 1
+            raise CutEpisode()
+
     def choose_level(self, rng: np.random.Generator, levels: list[str]) -> str:
         """'random': drawn per episode; a list: played in order from the cursor that N moves on."""
         if self.random_levels:
             return levels[int(rng.integers(len(levels)))]
         return levels[self.level_cursor % len(levels)]
 
+
+class HumanApp(Player):
+    """The pygame window and the human 'policy': draws every emulator frame, reads keys, and
+    returns the action for the next frame."""
+
+    def __init__(self, action_set: str, keymap: dict[str, list[str]], scale: int = 3, fps: float = 60.0,
+                 script: dict[int, list] | None = None, wait_for_start: bool = True, random_levels: bool = False):
+        self.screen = Screen(scale, "mario-kit: human collector")
+        self.pg = self.screen.pg
+        aset = F.get_action_set(action_set)
+        self.aset, self.keymap, self.fps_target = aset, keymap, fps
+        self.table = F.action_table(aset)
+        self.random_levels = random_levels
+        self.controls = Controls(keymap)
+        self.limiter = FrameLimiter(fps)
+        self.script = script or {}
+        self.frame_no = 0  # frames shown (scripted events are keyed by it)
+        self.session = Session()
+        self.action = 0
+        self.unmapped_warned: set[tuple[str, ...]] = set()
+        self.started = not wait_for_start
+
+    def params(self) -> dict[str, Any]:
+        return {"name": "human", "keymap": self.keymap, "fps": self.fps_target}
+
+    # --- collection hook (collect._episodes) -------------------------------------------------
     def episode_ended(self, path: Path | None, n_steps: int, end: str) -> None:
         if path is None:
             self.session.message = "episode discarded"
@@ -102,17 +123,8 @@ class HumanApp:
             self.pg.event.post(e)
         for e in self.pg.event.get():
             cmd = self.controls.handle(e)
-            if cmd == "quit":
-                raise StopCollection(keep=True)
-            if cmd == "pause":
-                self.paused = not self.paused
-            elif cmd == "start":
-                self.started = True
-            elif cmd == "discard":
-                raise DiscardEpisode()
-            elif cmd == "next":
-                self.level_cursor += 1
-                raise CutEpisode()
+            if cmd:
+                self.apply(cmd)
 
     def _frame(self, screen: np.ndarray) -> int:
         self._poll()

@@ -198,7 +198,7 @@ async def _receive(ws, player: BrowserPlayer, cfg: ServeConfig) -> None:
         if m["t"] == "keys":
             player.keys(m["held"], m.get("c"))
         else:
-            player.command(m["cmd"])
+            player.queue_command(m["cmd"])
 
 
 async def _send(ws, outq: asyncio.Queue, frames: list[int], server: Server, digest: str) -> None:
@@ -220,11 +220,10 @@ async def _send(ws, outq: asyncio.Queue, frames: list[int], server: Server, dige
 
 
 def make_app(cfg: ServeConfig):
-    try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise UserError("mario-kit serve needs Starlette and uvicorn: pip install 'mario-kit[serve]'") from None
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn", "websockets")):
+        raise UserError("mario-kit serve needs Starlette, uvicorn and websockets: pip install 'mario-kit[serve]'")
     from starlette.applications import Starlette
     from starlette.responses import FileResponse
     from starlette.routing import Route, WebSocketRoute

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mario_kit.collectors.loop import CutEpisode, DiscardEpisode, StopCollection
+from mario_kit.collectors.human import Player
+from mario_kit.collectors.loop import StopCollection
 from mario_kit.datasets import format as F
 
 COMMANDS = ("start", "pause", "discard", "next", "quit")
@@ -68,13 +69,9 @@ class Pacer:
         return (len(s) - 1) / (s[-1] - s[0]) if len(s) > 1 and s[-1] > s[0] else 0.0
 
 
-class BrowserPlayer:
+class BrowserPlayer(Player):
     """One player's policy. `send(kind, payload)` is called from the emulator thread: ('frame',
     bytes) or ('event', dict); `pending()` says how many frames are still queued for the page."""
-
-    name = "human"
-    source = "human"
-    interactive = True
 
     def __init__(self, action_set: str, send: Callable[[str, Any], None], pending: Callable[[], int],
                  fps: float = 60.0, keep_on_disconnect: bool = False, random_levels: bool = False) -> None:
@@ -89,8 +86,7 @@ class BrowserPlayer:
         self.commands: deque[str] = deque()
         self.closed = False  # the connection is gone
         self.violation = False  # it broke the protocol (the server closes it with 1008)
-        self.started = self.paused = False
-        self.level_cursor = self.episode_no = self.step_no = self.saved = 0
+        self.saved = 0
         self.action, self.message = 0, ""
         self.base: np.ndarray | None = None
         self.frame_no = 0
@@ -101,32 +97,16 @@ class BrowserPlayer:
             self.held = tuple(b for b in BUTTONS if b in held)
             self.key_clock = clock
 
-    def command(self, cmd: str) -> None:
+    def queue_command(self, cmd: str) -> None:
         with self.lock:
             self.commands.append(cmd)
 
     def disconnect(self) -> None:
         self.closed = True
 
-    # --- policy protocol -------------------------------------------------------------------
-    def reset(self, rng: np.random.Generator, n_actions: int) -> None:
-        self.episode_no += 1
-        self.step_no = 0
-
-    def act(self, frame: np.ndarray, info: dict[str, Any]) -> int:
-        self.step_no += 1
-        return self._frame(frame)
-
-    def on_frame(self, screen: np.ndarray) -> int:
-        return self._frame(screen)
-
+    # --- policy protocol (the rest is collectors.human.Player's) ----------------------------------
     def params(self) -> dict[str, Any]:
         return {"name": "human", "client": "browser", "fps": self.fps_target}
-
-    def choose_level(self, rng: np.random.Generator, levels: list[str]) -> str:
-        if self.random_levels:
-            return levels[int(rng.integers(len(levels)))]
-        return levels[self.level_cursor % len(levels)]
 
     def episode_ended(self, path: Path | None, n_steps: int, end: str) -> None:
         """Called once the episode is on disk (atomic): only then does the page hear 'saved'."""
@@ -145,17 +125,7 @@ class BrowserPlayer:
         with self.lock:
             cmds, self.commands = list(self.commands), deque()
         for cmd in cmds:
-            if cmd == "quit":
-                raise StopCollection(keep=True)
-            if cmd == "start":
-                self.started = True
-            elif cmd == "pause" and self.started:
-                self.paused = not self.paused
-            elif cmd == "discard":
-                raise DiscardEpisode()
-            elif cmd == "next":
-                self.level_cursor += 1
-                raise CutEpisode()
+            self.apply(cmd)
 
     def _frame(self, screen: np.ndarray) -> int:
         self._apply_commands()
