@@ -55,11 +55,15 @@ def test_ctrl_c_saves_the_agent_and_exits_130(tmp_path):
                              "--set", "n_steps=64", "--set", "batch_size=64", "--set", "n_epochs=1", "--quiet", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     t0 = time.time()
-    while not (out / "logs" / "progress.csv").exists() or len((out / "logs" / "progress.csv").read_text().splitlines()) < 3:
-        assert time.time() - t0 < 180 and proc.poll() is None, proc.communicate()[1] if proc.poll() is not None else "timeout"
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: learner and workers alike
-    printed, err = proc.communicate(timeout=120)
+    try:
+        while not (out / "logs" / "progress.csv").exists() or len((out / "logs" / "progress.csv").read_text().splitlines()) < 3:
+            assert time.time() - t0 < 300 and proc.poll() is None, proc.communicate()[1] if proc.poll() is not None else "timeout"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: learner and workers alike
+        printed, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a failed wait leaves no training behind
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
     assert "interrupted" in printed and "Traceback" not in err, err
     model, _ = load_agent(out / "agent.zip")

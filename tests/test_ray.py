@@ -4,6 +4,7 @@ retried without a duplicate, Ctrl-C, the shared-storage check, the shared hash t
 One Ray instance serves the module: tests in this process use it directly, CLI runs join it with
 --ray-address (a fresh `ray.init` costs about 8 s, joining about 2)."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -21,11 +22,17 @@ from conftest import run_cli
 from mario_kit import UserError
 from mario_kit.collectors import CollectConfig, collect
 
-ray = pytest.importorskip("ray")  # the dev extra installs it; the missing-extra test fakes its absence
+if importlib.util.find_spec("ray") is None:  # the dev extra installs it; the missing-extra test fakes its absence
+    pytest.skip("Ray is not installed (pip install 'mario-kit[ray]')", allow_module_level=True)
+ray = None  # imported by the fixture, not at collection: importing Ray changes sys.path for every test
 
 
 @pytest.fixture(scope="module")
 def cluster():
+    global ray
+    import ray as ray_module
+
+    ray = ray_module
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
