@@ -68,7 +68,8 @@ def until_bye(ws) -> list[dict]:
 
 def test_page_and_script_are_served_with_a_strict_policy(tmp_path):
     c = client(tmp_path / "d")
-    page, js = c.get("/"), c.get("/app.js")
+    page, js, css = c.get("/"), c.get("/app.js"), c.get("/app.css")
+    assert css.status_code == 200 and "image-rendering: pixelated" in css.text and "<style" not in page.text  # CSP: no inline
     assert page.status_code == 200 and '<canvas id="screen"' in page.text and 'src="/app.js"' in page.text
     assert js.status_code == 200 and "DecompressionStream" in js.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")

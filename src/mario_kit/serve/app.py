@@ -241,6 +241,7 @@ def make_app(cfg: ServeConfig):
         await play(ws, server)
 
     app = Starlette(routes=[Route("/", static("index.html", "text/html")), Route("/app.js", static("app.js", "text/javascript")),
+                            Route("/app.css", static("app.css", "text/css")),
                             WebSocketRoute("/ws", ws_endpoint)])
     app.state.server = server
     return app

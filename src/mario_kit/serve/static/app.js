@@ -58,6 +58,7 @@ async function onFrame(buf) {
     latencies.push(ms); latencies = latencies.slice(-50);
     (window.marioKitLatencies = window.marioKitLatencies || []).push(ms);  // for tests and bench/serve.py
   }
+  if (head.rec !== (last && last.rec)) statusEl.textContent = head.rec ? "recording: P pause, Backspace discard, N next level, Esc quit" : "press Enter to start";
   last = head;
   overlay(head);
 }
