@@ -240,3 +240,17 @@ def test_killed_server_keeps_finished_episodes_and_restarts_into_the_folder(tmp_
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert len(Dataset(out).paths) == 1
+
+
+def test_revoking_a_token_stops_its_open_connection(tmp_path):
+    from mario_kit.serve.invites import add, revoke
+
+    inv = tmp_path / "invites.json"
+    token = add(inv, "eve")
+    with client(tmp_path / "d", invites=inv).websocket_connect(f"/ws?token={token}") as ws:
+        assert ws.receive_json()["player"] == "eve"
+        send(ws, t="cmd", cmd="start")
+        frames_until(ws, 10)
+        revoke(inv, "eve")
+        t = time.time()
+        assert close_code(ws) in (1000, 1008) and time.time() - t < 5
