@@ -2,6 +2,7 @@
 DDP with 2 gloo processes, refusing bad checkpoints."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -82,6 +83,18 @@ def test_edm_preconditioning_identities():
     # with sigma_offset the effective noise level is sqrt(sigma^2 + offset^2)
     m2 = Denoiser(ModelConfig(sigma_offset_noise=0.3, channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
     assert torch.allclose(m2.conditioners(torch.tensor([0.4]))[3], torch.tensor([0.5]).log() / 4)
+
+
+def test_context_noise_has_its_own_level():
+    """Training noise on context frames is drawn from (cond_loc, cond_scale): DIAMOND's target
+    distribution by default, the cpu preset's much lower one (median 0.05) when set."""
+    small = dict(channels=[8] * 4, depths=[1] * 4, cond_channels=8)
+    gen = torch.Generator().manual_seed(0)
+    default = Denoiser(ModelConfig(**small), 7)
+    low = Denoiser(dataclasses.replace(get_config("cpu").denoiser, **small), 7)
+    med = lambda m, ctx: m.sample_sigma(20000, gen, "cpu", context=ctx).median().item()  # noqa: E731
+    assert abs(med(default, True) - np.exp(-0.4)) < 0.03 and abs(med(default, False) - np.exp(-0.4)) < 0.03
+    assert abs(med(low, True) - np.exp(-3.0)) < 0.005 and abs(med(low, False) - np.exp(-0.4)) < 0.03
 
 
 def test_sampling_from_given_noise_is_the_drawn_sample():
