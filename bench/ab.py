@@ -27,17 +27,19 @@ from pathlib import Path
 
 MK = [sys.executable, "-m", "mario_kit"]
 MIX, STICKY, HASH = "runs/ship-data.zarr", "runs/ab-sticky.zarr", "runs/ab-hash.zarr"
-# name: (store, overrides, what it tests)
+# name: (store, overrides, what it tests). The table was measured before the cpu preset took the low
+# context noise (the ctx-noise-low row's win): the other rows keep DIAMOND's level explicitly.
+DIAMOND_NOISE = ["denoiser.cond_loc=-0.4", "denoiser.cond_scale=1.2"]
 ROWS: dict[str, tuple[str, list[str], str]] = {
-    "baseline": (MIX, [], "cpu preset: 64 channels, horizon 1, DIAMOND's context noise, mixed data"),
-    "horizon2": (MIX, ["horizon=2"], "drift: 2-step autoregressive training"),
+    "baseline": (MIX, DIAMOND_NOISE, "cpu preset as it was: 64 channels, horizon 1, DIAMOND's context noise, mixed data"),
+    "horizon2": (MIX, DIAMOND_NOISE + ["horizon=2"], "drift: 2-step autoregressive training"),
     "ctx-noise-low": (MIX, ["denoiser.cond_loc=-3.0", "denoiser.cond_scale=1.0"],
-                      "context noise median 0.05 instead of 0.67"),
+                      "context noise median 0.05 instead of 0.67 (now the cpu preset)"),
     "no-ctx-noise": (MIX, ["denoiser.noise_previous_obs=false", "sampler.s_cond=0"], "clean context"),
-    "sticky-only": (STICKY, [], "data: sticky random only (20k steps)"),
-    "hash-only": (HASH, [], "data: sticky random with hash balancing only (20k steps)"),
-    "wide": (MIX, ["denoiser.channels=[96,96,96,96]"], "size: 96 channels (9.7 M parameters)"),
-    "narrow": (MIX, ["denoiser.channels=[48,48,48,48]"], "size: 48 channels (2.5 M parameters)"),
+    "sticky-only": (STICKY, DIAMOND_NOISE, "data: sticky random only (20k steps)"),
+    "hash-only": (HASH, DIAMOND_NOISE, "data: sticky random with hash balancing only (20k steps)"),
+    "wide": (MIX, DIAMOND_NOISE + ["denoiser.channels=[96,96,96,96]"], "size: 96 channels"),
+    "narrow": (MIX, DIAMOND_NOISE + ["denoiser.channels=[48,48,48,48]"], "size: 48 channels"),
 }
 
 
