@@ -222,3 +222,22 @@ def test_a_cluster_that_does_not_answer_fails_at_once(tmp_path):
     r = run_cli("collect", "--random", "--episodes", "1", "--out", tmp_path / "x", "--ray", "--ray-address", "127.0.0.1:1")
     assert r.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in r.stderr and "Traceback" not in r.stderr
     assert time.time() - t < 30 and not (tmp_path / "x").exists()
+
+
+def test_hash_table_answers_with_the_changes_since_a_version(monkeypatch):
+    """The actor's class alone: a caller gets the keys changed after its version; one further behind
+    than the kept log gets the whole table; counts add up."""
+    from mario_kit.collectors.distributed import _HashTable, pack, unpack
+
+    monkeypatch.setattr(_HashTable, "KEEP", 3)
+    h = _HashTable({7: np.array([1, 0])})
+    v0, full = h.exchange(pack({}), -1)
+    assert v0 == 0 and unpack(*full).keys() == {7}
+    for i in range(10):
+        v, _ = h.exchange(pack({i: np.array([1, 2])}), None)
+    assert v == 10
+    _, recent = h.exchange(pack({9: np.array([1, 0])}), 9)
+    assert {k: c.tolist() for k, c in unpack(*recent).items()} == {9: [2, 2]}
+    _, behind = h.exchange(pack({}), v0)  # its version fell out of the log: everything
+    assert unpack(*behind).keys() == set(range(10)) | {7}
+    assert {k: c.tolist() for k, c in unpack(*h.counts_added()).items()}[9] == [2, 2]

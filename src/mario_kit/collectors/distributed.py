@@ -171,10 +171,13 @@ class _HashTable:
     """The `hash` strategy's counts for the whole cluster (a Ray actor): the base table the
     collection started from plus every count handed in, a version per change."""
 
+    KEEP = 20_000  # versions of change log kept; a caller further behind gets the whole table
+
     def __init__(self, base: dict[int, np.ndarray]) -> None:
         self.table = {k: np.array(c, np.int64) for k, c in base.items()}
         self.added: dict[int, np.ndarray] = {}
-        self.log: list[list[int]] = [list(self.table)]  # log[v]: the keys version v changed (0: the base)
+        self.log: list[list[int]] = [list(self.table)]  # log[v - first]: the keys version v changed (0: the base)
+        self.first = 0  # the version of log[0]
 
     def exchange(self, packed: tuple[np.ndarray, np.ndarray], since: int | None) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
         """Add the counts `packed` (see `pack`); return the new version and the counts of the keys
@@ -186,12 +189,15 @@ class _HashTable:
                 self.table[k] = self.table.get(k, 0) + c
                 self.added[k] = self.added.get(k, 0) + c
             self.log.append(list(delta))
-        version = len(self.log) - 1
+            if len(self.log) > 2 * self.KEEP:  # bounded memory on a long collection
+                self.first += len(self.log) - self.KEEP
+                self.log = self.log[-self.KEEP :]
+        version = self.first + len(self.log) - 1
         if since is None:
             return version, pack({})
-        if since < 0:
+        if since < self.first:
             return version, pack(self.table)
-        keys = {k for changed in self.log[since + 1 :] for k in changed}
+        keys = {k for changed in self.log[since + 1 - self.first :] for k in changed}
         return version, pack({k: self.table[k] for k in keys})
 
     def counts_added(self) -> tuple[np.ndarray, np.ndarray]:
