@@ -29,6 +29,7 @@ from mario_kit import UserError
 from mario_kit.agents.agent_file import KIND, N_STACK, OBS_SIZE, SCHEMA, load_ppo
 from mario_kit.atomic import check_writable, write_json_atomic
 from mario_kit.emulator import env_id, parse_levels
+from mario_kit.interrupt import CtrlC
 from mario_kit.datasets import format as F
 
 
@@ -290,13 +291,22 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
                 _append_csv(out / "eval.csv", {"timesteps": self.model.num_timesteps, **r})
             return True
 
+    class Stop(BaseCallback):
+        """Ctrl-C as a flag (interrupt.CtrlC): learning stops at the next env step, between two
+        of SB3's calls, instead of a KeyboardInterrupt landing wherever the learner happens to be."""
+
+        def _on_step(self) -> bool:
+            return not ctrl_c.requested
+
     remaining = max(0, cfg.timesteps - model.num_timesteps)
-    callbacks = CallbackList([Save(max(1, cfg.checkpoint_every // cfg.workers), str(ckdir), name_prefix="ppo"), Eval()])
+    callbacks = CallbackList([Stop(), Save(max(1, cfg.checkpoint_every // cfg.workers), str(ckdir), name_prefix="ppo"), Eval()])
     interrupted = False
     try:
-        if remaining:
-            model.learn(remaining, callback=callbacks, reset_num_timesteps=False, progress_bar=progress)
-    except KeyboardInterrupt:
+        with CtrlC() as ctrl_c:
+            if remaining:
+                model.learn(remaining, callback=callbacks, reset_num_timesteps=False, progress_bar=progress)
+        interrupted = ctrl_c.requested
+    except KeyboardInterrupt:  # a second Ctrl-C
         interrupted = True
     finally:
         model.save(ckdir / f"ppo_{model.num_timesteps}_steps.zip", include=["mario_kit"])
