@@ -124,14 +124,16 @@ def _policy(cfg: CollectConfig, agent: bytes | None, table: Any, share: bool):
 
 
 def _scratch() -> Path:
-    """This worker process's folder for episodes on their way to the driver; those of dead workers
-    (a cancelled or killed task leaves its .partial) are removed."""
+    """This worker process's folder for episodes on their way to the driver; at its first episode,
+    those of dead workers (a cancelled or killed task leaves its .partial) are removed."""
     root = Path(tempfile.gettempdir())
+    if "scratch" in _WORKER:
+        return _WORKER["scratch"]
     for d in root.glob("mario-kit-ray-*"):
         pid = d.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(d, ignore_errors=True)
-    folder = root / f"mario-kit-ray-{os.getpid()}"
+    folder = _WORKER["scratch"] = root / f"mario-kit-ray-{os.getpid()}"
     folder.mkdir(exist_ok=True)
     return folder
 
@@ -291,12 +293,12 @@ class _Driver:
         self.next_index = self.committed = self.total = 0
         self.stopping = False
         self.nodes: dict[str, int] = {}  # episodes kept, by the node that recorded them
-        self.lengths: list[int] = []  # of every episode returned
+        self.returned = self.returned_steps = 0  # episodes returned, and their steps (the mean length so far)
         self.cap = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         self.agent = None
         if cfg.policy == "ppo":
             self.agent = ray.put(Path(cfg.policy_kwargs["model"]).read_bytes())  # once, not per task
-        self.table = self.table_base = None
+        self.table = None
         self.share = share
         if cfg.balance == "hash":  # the folder's table (its shards merged by run_collection) seeds the actor
             from mario_kit.balancing.hash import TABLE, load_table
@@ -324,7 +326,8 @@ class _Driver:
             for ref in ready:
                 index, _ = self.inflight.pop(ref)
                 self.done[index] = self._result(ref, index)
-                self.lengths.append(self.done[index]["steps"])
+                self.returned += 1
+                self.returned_steps += self.done[index]["steps"]
             self._commit()
         self.cancel_all()
         for index in sorted(self.done):  # interrupted: every finished episode is kept
@@ -334,9 +337,9 @@ class _Driver:
     def _enough_in_flight(self) -> bool:
         """--steps: whether the episodes recorded and in flight will likely fill the budget (by the
         mean length so far), so that starting more would mostly be work thrown away."""
-        if self.cfg.steps is None or not self.inflight or not self.lengths:
+        if self.cfg.steps is None or not self.inflight or not self.returned:
             return False
-        pending = sum(r["steps"] for r in self.done.values()) + len(self.inflight) * np.mean(self.lengths)
+        pending = sum(r["steps"] for r in self.done.values()) + len(self.inflight) * self.returned_steps / self.returned
         return self.total + pending >= self.cfg.steps
 
     def _result(self, ref, index: int) -> dict[str, Any]:
