@@ -12,6 +12,11 @@ evaluated are skipped (resumable). Stores a row reads (built beforehand, see ROW
   runs/ab-sticky.zarr  its sticky-random half; runs/ab-hash.zarr its `hash` half (20k steps each),
                        `mario-kit dataset filter runs/ship-data --until/--since 2026-11-27T10:36:33`
                        then `mario-kit dataset build`
+  runs/ab-agent.zarr   the PPO agent's play (runs/agent-data, 40k steps: random factor 0.1, half of
+                       it with `hash` p=0.5; the commands are in docs/BENCHMARKS.md)
+  runs/mix-data.zarr   both: `mario-kit dataset merge runs/ship-data runs/agent-data --out runs/mix-data`
+`--eval-tag full` scores rows on another evaluation set (--evalset) into ROW/eval-full*, beside the
+first set's ROW/eval*.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 
 MK = [sys.executable, "-m", "mario_kit"]
 MIX, STICKY, HASH = "runs/ship-data.zarr", "runs/ab-sticky.zarr", "runs/ab-hash.zarr"
+AGENT, MIX4 = "runs/ab-agent.zarr", "runs/mix-data.zarr"
 # name: (store, overrides, what it tests). The table was measured before the cpu preset took the low
 # context noise (the ctx-noise-low row's win): the other rows keep DIAMOND's level explicitly.
 DIAMOND_NOISE = ["denoiser.cond_loc=-0.4", "denoiser.cond_scale=1.2"]
@@ -40,6 +46,10 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     "hash-only": (HASH, DIAMOND_NOISE, "data: sticky random with hash balancing only (20k steps)"),
     "wide": (MIX, DIAMOND_NOISE + ["denoiser.channels=[96,96,96,96]"], "size: 96 channels"),
     "narrow": (MIX, DIAMOND_NOISE + ["denoiser.channels=[48,48,48,48]"], "size: 48 channels"),
+    # rows on the cpu preset as it is now (the low context noise): compare with ctx-noise-low
+    "agent": (AGENT, [], "data: the PPO agent with random factor 0.1, half with hash (40k steps)"),
+    "mix": (MIX4, [], "data: sticky random, sticky + hash, agent, agent + hash (80k steps)"),
+    "mix-changed": (MIX4, ["denoiser.changed_weight=4"], "mix, loss weight 5 on the pixels that changed"),
 }
 
 
@@ -81,8 +91,8 @@ def train(name: str, out: Path, budget_cpu_s: float, seed: int) -> dict:
     return s
 
 
-def evaluate(name: str, out: Path, evalset: str, steps: int | None) -> dict:
-    dest = out / name / (f"eval-{steps}step" if steps else "eval")
+def evaluate(name: str, out: Path, evalset: str, steps: int | None, tag: str = "") -> dict:
+    dest = out / name / ("eval" + (f"-{tag}" if tag else "") + (f"-{steps}step" if steps else ""))
     if not (dest / "evaluation.json").is_file():
         cmd = MK + ["evaluate", str(out / name), "--store", evalset, "--windows", "256", "--rollouts", "16",
                     "--device", "cpu", "--out", str(dest)] + (["--steps", str(steps)] if steps else [])
@@ -123,6 +133,7 @@ def main() -> None:
     ap.add_argument("--evalset", default="runs/evalset/store.zarr")
     ap.add_argument("--sampler-steps", default="1,2", help="extra sampler steps scored for --sampler-rows")
     ap.add_argument("--sampler-rows", default="baseline")
+    ap.add_argument("--eval-tag", default="", help="name of the evaluation set's result folders (ROW/eval-TAG)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -132,13 +143,14 @@ def main() -> None:
             raise SystemExit(f"unknown row {name!r}; rows: {', '.join(ROWS)}")
         s = train(name, args.out, args.budget_min * 60 * 2, args.seed)["stages"]["denoiser"]
         base = {"step": s["step"], "samples_per_s": s["samples_per_s"], "parameters": s["parameters"]}
-        results[name] = {**base, "figures": row_figures(evaluate(name, args.out, args.evalset, None))}
+        results[name] = {**base, "figures": row_figures(evaluate(name, args.out, args.evalset, None, args.eval_tag))}
         if name in args.sampler_rows.split(","):
             for k in args.sampler_steps.split(","):
-                ev = evaluate(name, args.out, args.evalset, int(k))
+                ev = evaluate(name, args.out, args.evalset, int(k), args.eval_tag)
                 results[f"{name}@{k}step"] = {**base, "figures": row_figures(ev)}
-        (args.out / "ab.json").write_text(json.dumps({"budget_min": args.budget_min, "rows": results}, indent=1))
-        (args.out / "ab.md").write_text(table(results))
+        tag = f"-{args.eval_tag}" if args.eval_tag else ""
+        (args.out / f"ab{tag}.json").write_text(json.dumps({"budget_min": args.budget_min, "rows": results}, indent=1))
+        (args.out / f"ab{tag}.md").write_text(table(results))
     print(json.dumps({"budget_min": args.budget_min, "rows": results}, indent=1))
 
 

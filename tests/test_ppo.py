@@ -222,6 +222,7 @@ def test_death_penalty_lands_on_the_death_step_only():
 def test_cpu_ppo_rolls_out_on_one_thread_and_keeps_channels_last(agent_run):
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
     from mario_kit.agents.ppo import make_env
@@ -240,6 +241,7 @@ def test_cpu_ppo_rolls_out_on_one_thread_and_keeps_channels_last(agent_run):
     saved = conv.detach().clone()
     model.set_env(VecFrameStack(DummyVecEnv([lambda: make_env("1-1", "simple", 4)]), 4))
     model.n_steps = model.rollout_buffer.buffer_size = 16
+    model.set_logger(Logger(None, []))  # SB3's default logger would leave an SB3-<time> folder in /tmp
     model.learn(16, callback=Record(), reset_num_timesteps=False)
     assert seen and set(seen) == {1} and torch.get_num_threads() == threads
     assert model.policy.features_extractor.cnn[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -17,7 +17,7 @@ import torch
 from conftest import make_store, run_cli
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.world_model.configs import get_config, upsampler_model
-from mario_kit.world_model.denoiser import Denoiser, ModelConfig, count_parameters
+from mario_kit.world_model.denoiser import Denoiser, ModelConfig, changed_pixels, count_parameters
 from mario_kit.world_model.metrics import pooled_psnr, psnr, ssim
 from mario_kit.world_model.sampler import SamplerConfig, karras_sigmas, sample, to_model, to_uint8
 from mario_kit.world_model.train import setup_runtime
@@ -95,6 +95,30 @@ def test_context_noise_has_its_own_level():
     med = lambda m, ctx: m.sample_sigma(20000, gen, "cpu", context=ctx).median().item()  # noqa: E731
     assert abs(med(default, True) - np.exp(-0.4)) < 0.03 and abs(med(default, False) - np.exp(-0.4)) < 0.03
     assert abs(med(low, True) - np.exp(-3.0)) < 0.005 and abs(med(low, False) - np.exp(-0.4)) < 0.03
+
+
+def test_changed_pixel_weight():
+    """`changed_weight` weighs the pixels that differ from the last context frame 1 + w: exact weights
+    on a synthetic case, DIAMOND's loss exactly when nothing changed, a different loss when a sprite moved."""
+    last = torch.zeros(1, 3, 4, 4)
+    target = last.clone()
+    target[0, 1, 0, 0] = 0.5  # one pixel changed in one channel
+    target[0, 0, 3, 3] = 0.01  # below the threshold: unchanged
+    w = changed_pixels(target, last, 3.0)
+    assert w.shape == (1, 1, 4, 4) and w[0, 0, 0, 0] == 4.0 and w.sum() == 4.0 + 15
+    small = dict(channels=[8] * 4, depths=[1] * 4, cond_channels=8)
+    plain = Denoiser(ModelConfig(**small), 7)
+    weighted = Denoiser(ModelConfig(**small, changed_weight=4.0), 7)
+    weighted.load_state_dict(plain.state_dict())
+    torch.nn.init.normal_(plain.conv_out.weight, std=0.1)
+    weighted.load_state_dict(plain.state_dict())
+    frames, act, mask = torch.rand(2, 5, 3, 60, 64) * 2 - 1, torch.randint(0, 7, (2, 4)), torch.ones(2, 5)
+    frames[:, 4] = frames[:, 3]  # the target is the last context frame: no pixel changed
+    loss = lambda m, f: m.loss(f, act, mask, torch.Generator().manual_seed(1)).item()  # noqa: E731
+    assert loss(plain, frames) == loss(weighted, frames)
+    sprite = frames.clone()
+    sprite[:, 4, :, 20:36, 30:46] = -sprite[:, 4, :, 20:36, 30:46]  # a 16x16 "Mario" moved in
+    assert abs(loss(plain, sprite) - loss(weighted, sprite)) > 1e-4
 
 
 def test_sampling_from_given_noise_is_the_drawn_sample():
