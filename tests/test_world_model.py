@@ -341,6 +341,28 @@ def test_resume_reads_the_runs_config_and_allows_only_safe_changes(tmp_path, sto
     assert res.returncode == 0 and "holds no run yet: starting a new one" in " ".join(res.stdout.split())
 
 
+def test_init_starts_a_new_run_from_another_runs_weights(tmp_path, store):
+    """`--set init=RUN` (fine-tuning): the new run's step 0 is the old run's model and EMA; with lr ~0 the
+    weights stay the old ones and the EMA averages on from the old EMA. Bad inits: exit 2, no run folder."""
+    tiny = ["--store", store, "--config", "tiny", "-q", "--set", "ema=0.9"]
+    assert run_cli("train", "--out", tmp_path / "a", *tiny, "--set", "max_steps=4").returncode == 0
+    res = run_cli("train", "--out", tmp_path / "b", *tiny, "--set", f"init={tmp_path / 'a'}", "--set", "lr=1e-30",
+                  "--set", "weight_decay=0", "--set", "max_steps=1")
+    assert res.returncode == 0, res.stderr
+    a, b = (torch.load(tmp_path / r / "denoiser.pt", weights_only=True) for r in "ab")
+    assert b["step"] == 1 and all(torch.allclose(a["model"][k].float(), b["model"][k].float(), rtol=0, atol=1e-20) for k in a["model"])
+    d = min(0.9, (1 + 4) / (10 + 4))  # the EMA's warm-up goes on from step 4
+    key = "conv_out.weight"
+    assert torch.allclose(b["ema"][key], a["ema"][key] * d + a["model"][key] * (1 - d), atol=1e-7)
+    assert not torch.equal(b["ema"][key], a["ema"][key])
+    for bad, why in ((tmp_path / "nothing", "no checkpoint at"), (tmp_path / "a" / "config.json", "not a readable")):
+        res = run_cli("train", "--out", tmp_path / "c", *tiny, "--set", f"init={bad}")
+        assert res.returncode == 2 and why in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert not (tmp_path / "c").exists()
+    res = run_cli("train", "--out", tmp_path / "c", *tiny, "--set", f"init={tmp_path / 'a'}", "--set", "denoiser.channels=[8,8,8,8]")
+    assert res.returncode == 2 and "does not match this run's denoiser" in res.stderr, res.stderr
+
+
 def test_a_new_run_without_config_picks_the_machines_preset(tmp_path, store):
     from mario_kit.world_model.configs import default_preset
 

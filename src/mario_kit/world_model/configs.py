@@ -56,6 +56,9 @@ class TrainConfig:
     upsampler_steps_per_epoch: int = 400
     max_steps: int = 0  # stop each stage after this many optimiser steps (0: no limit)
     ema: float = 0.0  # EMA decay of the weights (0: off); evaluation and play use the EMA when present
+    # a run folder (or stage .pt) whose weights start this run: fine-tuning on other data or settings
+    # (same architecture and action set); the optimiser, step count and data order start afresh
+    init: str = ""
     # run
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -176,6 +176,9 @@ def _check_inputs(store: Path, cfg: TrainConfig) -> None:
         raise UserError(f"{store} has no full-res frames for the upsampler (build it with --full-res)")
     if not any(e["split"] == "train" for e in m["episodes"]):
         raise UserError(f"{store} has no training episodes (is every episode in the test split?)")
+    for stage in (["denoiser", "upsampler"] if cfg.stage == "both" else [cfg.stage]):
+        if cfg.init:
+            _init_checkpoint(cfg.init, stage)  # refused here, before the run folder is touched
 
 
 def _undo_folder(out: Path, aside: Path, created: bool) -> None:
@@ -245,6 +248,31 @@ def _resume(st: _Stage, ck_path: Path, cfg: TrainConfig, rt: Runtime) -> dict[st
     return None
 
 
+def _init_checkpoint(init: str, stage: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint `init` names: a run folder (its STAGE.pt) or a .pt file of that stage."""
+    path = Path(init)
+    path = path_of(path, stage) if path.is_dir() else path
+    ck = load_checkpoint(path)
+    if ck.get("stage") != stage:
+        raise UserError(f"init: {path} is a {ck.get('stage')} checkpoint, not a {stage} one")
+    return path, ck
+
+
+def _warm_start(st: _Stage, init: str) -> None:
+    """Start from another run's weights (and its EMA, which keeps averaging where it was, not from
+    a copy of the first step's weights): fine-tuning. The architecture and action set must match."""
+    path, ck = _init_checkpoint(init, st.name)
+    if ck["action_set"] != st.ds.m["action_set"] or int(ck["n_actions"]) != st.ds.n_actions:
+        raise UserError(f"init: {path} was trained on action set {ck['action_set']}, this store has {st.ds.m['action_set']}")
+    try:
+        st.model.load_state_dict(ck["model"])
+        if st.ema is not None:
+            st.ema.module.load_state_dict(ck["ema"] or ck["model"])
+            st.ema.n_averaged.fill_(max(1, int(ck["step"])))
+    except RuntimeError as e:
+        raise UserError(f"init: {path} does not match this run's {st.name} ({str(e).splitlines()[0]})") from None
+
+
 def _save(st: _Stage, cfg: TrainConfig, rt: Runtime, path: Path, result: dict[str, Any] | None) -> None:
     """Every rank's noise generator, gathered; rank 0 writes. `result`: the finished stage's summary."""
     gens = [st.gen.get_state().cpu()]
@@ -298,8 +326,11 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
     st = _build_stage(store, cfg, stage, rt)
     test = WindowDataset(store, "test", n_context=st.ds.n_context, horizon=st.ds.horizon, full_res=st.up)
     ck_path = path_of(out, stage)
-    if resume and ck_path.exists() and (finished := _resume(st, ck_path, cfg, rt)) is not None:
-        return finished
+    if resume and ck_path.exists():
+        if (finished := _resume(st, ck_path, cfg, rt)) is not None:
+            return finished
+    elif cfg.init:
+        _warm_start(st, cfg.init)
     loss_mod = _wrap(st.model, rt)
     amp = torch.autocast(rt.device.type, dtype=torch.bfloat16) if rt.bf16 else nullcontext()
     weights = st.ds.target_weights.astype(np.float64) if cfg.weighted else None
