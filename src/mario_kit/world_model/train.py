@@ -134,7 +134,7 @@ def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = F
     summary: dict[str, Any] = {"stages": {}}
     with CtrlC(install=rt.main) as stop:
         try:
-            for stage in (["denoiser", "upsampler"] if cfg.stage == "both" else [cfg.stage]):
+            for stage in _stages(cfg):
                 summary["stages"][stage] = _train_stage(store, cfg, out, stage, rt, resume, stop, progress)
                 if stop.requested:
                     break
@@ -176,9 +176,14 @@ def _check_inputs(store: Path, cfg: TrainConfig) -> None:
         raise UserError(f"{store} has no full-res frames for the upsampler (build it with --full-res)")
     if not any(e["split"] == "train" for e in m["episodes"]):
         raise UserError(f"{store} has no training episodes (is every episode in the test split?)")
-    for stage in (["denoiser", "upsampler"] if cfg.stage == "both" else [cfg.stage]):
-        if cfg.init:
+    if cfg.init:
+        for stage in _stages(cfg):
             _init_checkpoint(cfg.init, stage)  # refused here, before the run folder is touched
+
+
+def _stages(cfg: TrainConfig) -> list[str]:
+    """The stages a run trains, in order (`both`: the denoiser, then the upsampler)."""
+    return ["denoiser", "upsampler"] if cfg.stage == "both" else [cfg.stage]
 
 
 def _undo_folder(out: Path, aside: Path, created: bool) -> None:
