@@ -176,9 +176,11 @@ def _check_inputs(store: Path, cfg: TrainConfig) -> None:
         raise UserError(f"{store} has no full-res frames for the upsampler (build it with --full-res)")
     if not any(e["split"] == "train" for e in m["episodes"]):
         raise UserError(f"{store} has no training episodes (is every episode in the test split?)")
-    if cfg.init:
+    if cfg.init:  # refused here, before the run folder is touched
         for stage in _stages(cfg):
-            _init_checkpoint(cfg.init, stage)  # refused here, before the run folder is touched
+            path, ck = _init_checkpoint(cfg.init, stage)
+            if ck["action_set"] != m["action_set"] or int(ck["n_actions"]) != len(m["action_buttons"]):
+                raise UserError(f"init: {path} was trained on action set {ck['action_set']}, this store has {m['action_set']}")
 
 
 def _stages(cfg: TrainConfig) -> list[str]:
@@ -265,10 +267,9 @@ def _init_checkpoint(init: str, stage: str) -> tuple[Path, dict[str, Any]]:
 
 def _warm_start(st: _Stage, init: str) -> None:
     """Start from another run's weights (and its EMA, which keeps averaging where it was, not from
-    a copy of the first step's weights): fine-tuning. The architecture and action set must match."""
+    a copy of the first step's weights): fine-tuning. The architecture must match (the action set was
+    checked with the store, _check_inputs)."""
     path, ck = _init_checkpoint(init, st.name)
-    if ck["action_set"] != st.ds.m["action_set"] or int(ck["n_actions"]) != st.ds.n_actions:
-        raise UserError(f"init: {path} was trained on action set {ck['action_set']}, this store has {st.ds.m['action_set']}")
     try:
         st.model.load_state_dict(ck["model"])
         if st.ema is not None:
