@@ -6,8 +6,11 @@
 #   3. denoiser training throughput (bench/train.py): eager, channels_last, bf16, compile;
 #   4. play speed and training throughput with torch.compile (slow to start);
 #   5. wm: the world model's GPU recipe (`--config gpu`) trained from a carried store for T_WM
-#      seconds (at most 8 minutes), evaluated on the carried evaluation store (bench/evalset.py);
-#      its denoiser.pt, log.csv and evaluation.json come back in $OUT/wm/.
+#      seconds (at most 8 minutes), evaluated on the carried evaluation store (bench/evalset.py) with
+#      the run's sampler and with 1 step (play's CPU default, the shipped model's figures); its
+#      denoiser.pt, config.json, log.csv and both evaluations come back in $OUT/wm/. What to carry is
+#      made by bench/device_carry.sh (.whl/ and runs/carry/, 18 MB):
+#        carry [".whl", "runs/carry"], command: PARTS=wm OUT=$OUT bash bench/device.sh
 # Each part has its own time limit, so a slow one cannot take the others' results with it.
 #
 #   OUT=out/device bash bench/device.sh    # defaults: PY=python3 DEV=cuda T_UP=120 PARTS=play,up,train,compile
@@ -24,9 +27,9 @@ STEPS=${STEPS:-20}      # training steps timed per variant
 DATA=${DATA:-runs/up-data}
 PLAY_ONLY=${PLAY_ONLY:-}  # bench/play.py --only (default: every variant, eager and CUDA graph)
 PARTS=${PARTS:-play,up,train,compile}  # which parts to run (a rerun can take the missing ones); wm: part 5
-T_WM=${T_WM:-420}       # seconds of world-model training in part 5 (at most 480)
-WM_STORE=${WM_STORE:-runs/ship-data.zarr}  # training store for part 5 (carry it)
-WM_EVAL=${WM_EVAL:-runs/evalset/store.zarr}  # evaluation store for part 5 (carry it)
+T_WM=${T_WM:-360}       # seconds of world-model training in part 5 (at most 480; 360 leaves the call time for start-up and evaluations)
+WM_STORE=${WM_STORE:-runs/carry/train.zarr}  # training store for part 5 (bench/device_carry.sh)
+WM_EVAL=${WM_EVAL:-runs/carry/eval.zarr}     # evaluation store for part 5 (bench/device_carry.sh)
 TMP=${TMP_DIR:-/tmp/mk-device}
 mkdir -p "$OUT" "$TMP"
 if ! $PY -c "import zarr" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
@@ -74,9 +77,17 @@ if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
     mkdir -p "$OUT/wm"
     part wm-train $((T_WM + 60)) timeout -s INT "$T_WM" $MK train --store "$WM_STORE" --config gpu --set device=$DEV \
         --out "$TMP/wm" --force -q
-    part wm-eval 150 $MK evaluate "$TMP/wm" --store "$WM_EVAL" --device $DEV --windows 256 --rollouts 16 --out "$TMP/wm-eval"
-    cp "$TMP/wm/denoiser.pt" "$TMP/wm/log.csv" "$TMP/wm/summary.json" "$TMP/wm/config.json" "$OUT/wm/" 2>>"$LOG"
+    ev="$MK evaluate $TMP/wm --store $WM_EVAL --device $DEV --windows 256 --rollouts 16 --horizons 1,8,32,64"
+    part wm-eval 150 $ev --out "$TMP/wm-eval"
+    part wm-eval-1step 120 $ev --steps 1 --out "$TMP/wm-eval-1step"
+    # the weights alone in 16 bits (~9 MB; a training checkpoint, ~70 MB, is over what comes back from $OUT)
+    $PY -c "import sys; from mario_kit.world_model.shipped import slim; slim(sys.argv[1], sys.argv[2])" \
+        "$TMP/wm/denoiser.pt" "$OUT/wm/denoiser.pt" 2>>"$LOG"
+    cp "$TMP/wm/log.csv" "$TMP/wm/summary.json" "$TMP/wm/config.json" "$OUT/wm/" 2>>"$LOG"
     cp "$TMP/wm-eval/evaluation.json" "$OUT/wm/" 2>>"$LOG"
+    cp "$TMP/wm-eval-1step/evaluation.json" "$OUT/wm/evaluation-1step.json" 2>>"$LOG"
+elif want wm; then
+    echo "== wm: skipped, $WM_STORE or $WM_EVAL is missing (make them with bench/device_carry.sh)" | tee -a "$LOG"
 fi
 
 for f in "$OUT"/*.json "$OUT"/wm/*.json; do [ -f "$f" ] && { echo "-- $f"; cat "$f"; }; done

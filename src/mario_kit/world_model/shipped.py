@@ -84,17 +84,12 @@ def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: 
     import torch
 
     from mario_kit.atomic import output_dir, write_json_atomic
-    from mario_kit.world_model.checkpoint import load_checkpoint, path_of, save_atomic
+    from mario_kit.world_model.checkpoint import path_of
 
     files = {}
     with output_dir(out):
         for stage in ("denoiser", "upsampler") if upsampler else ("denoiser",):
-            ck = load_checkpoint(path_of(run, stage))
-            state = ck["ema"] if ck.get("ema") else ck["model"]
-            small = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-            keep = {k: ck[k] for k in ("kind", "schema", "stage", "config", "n_actions", "action_set", "action_buttons",
-                                       "step", "epoch")}
-            save_atomic({**keep, "model": small, "ema": None}, path_of(out, stage))
+            slim(path_of(run, stage), path_of(out, stage))
             files[f"{stage}.pt"] = sha256(path_of(out, stage))
         shutil.copyfile(spawns, out / "spawns.h5")
         files["spawns.h5"] = sha256(out / "spawns.h5")
@@ -104,3 +99,15 @@ def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: 
         m = {"kind": KIND, "schema": SCHEMA, **record, "bytes": total, "files": files, "torch": torch.__version__}
         write_json_atomic(out / MANIFEST, m)
     return m
+
+
+def slim(src: Path, dst: Path) -> None:
+    """A checkpoint's weights alone (EMA when present) in 16 bits, without optimiser or resume state:
+    about a quarter of a training checkpoint, still loadable by every command (and as `init`)."""
+    from mario_kit.world_model.checkpoint import load_checkpoint, save_atomic
+
+    ck = load_checkpoint(Path(src))
+    state = ck["ema"] if ck.get("ema") else ck["model"]
+    small = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    keep = {k: ck[k] for k in ("kind", "schema", "stage", "config", "n_actions", "action_set", "action_buttons", "step", "epoch")}
+    save_atomic({**keep, "model": small, "ema": None}, Path(dst))
