@@ -14,6 +14,9 @@ evaluated are skipped (resumable). Stores a row reads (built beforehand, see ROW
                        then `mario-kit dataset build`
   runs/ab-agent.zarr   the PPO agent's play (runs/agent-data, 40k steps: random factor 0.1, half of
                        it with `hash` p=0.5; the commands are in docs/BENCHMARKS.md)
+  runs/ab-agent-rf.zarr, runs/ab-agent-hash.zarr  its two halves (20k steps each),
+                       `mario-kit dataset filter runs/agent-data --until 2026-11-27T15:51:36` (random
+                       factor only) / `--since 2026-11-27T15:51:38` (with `hash`), then `dataset build`
   runs/mix-data.zarr   both: `mario-kit dataset merge runs/ship-data runs/agent-data --out runs/mix-data`
 `--eval-tag full` scores rows on another evaluation set (--evalset) into ROW/eval-full*, beside the
 first set's ROW/eval*.
@@ -33,6 +36,7 @@ from pathlib import Path
 MK = [sys.executable, "-m", "mario_kit"]
 MIX, STICKY, HASH = "runs/ship-data.zarr", "runs/ab-sticky.zarr", "runs/ab-hash.zarr"
 AGENT, MIX4 = "runs/ab-agent.zarr", "runs/mix-data.zarr"
+AGENT_RF, AGENT_HASH = "runs/ab-agent-rf.zarr", "runs/ab-agent-hash.zarr"
 # name: (store, overrides, what it tests). The table was measured before the cpu preset took the low
 # context noise (the ctx-noise-low row's win): the other rows keep DIAMOND's level explicitly.
 DIAMOND_NOISE = ["denoiser.cond_loc=-0.4", "denoiser.cond_scale=1.2"]
@@ -48,6 +52,8 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     "narrow": (MIX, DIAMOND_NOISE + ["denoiser.channels=[48,48,48,48]"], "size: 48 channels"),
     # rows on the cpu preset as it is now (the low context noise): compare with ctx-noise-low
     "agent": (AGENT, [], "data: the PPO agent with random factor 0.1, half with hash (40k steps)"),
+    "agent-rf": (AGENT_RF, [], "data: the PPO agent with random factor 0.1 alone (20k steps)"),
+    "agent-hash": (AGENT_HASH, [], "data: the PPO agent with random factor 0.1 and hash p=0.5 (20k steps)"),
     "mix": (MIX4, [], "data: sticky random, sticky + hash, agent, agent + hash (80k steps)"),
     "mix-changed": (MIX4, ["denoiser.changed_weight=4"], "mix, loss weight 5 on the pixels that changed"),
 }

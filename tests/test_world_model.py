@@ -19,7 +19,7 @@ from mario_kit.datasets.loader import WindowDataset
 from mario_kit.world_model.configs import get_config, upsampler_model
 from mario_kit.world_model.denoiser import Denoiser, ModelConfig, changed_pixels, count_parameters
 from mario_kit.world_model.metrics import pooled_psnr, psnr, ssim
-from mario_kit.world_model.sampler import SamplerConfig, karras_sigmas, sample, to_model, to_uint8
+from mario_kit.world_model.sampler import SamplerConfig, karras_sigmas, sample, to_model, to_uint8, upsample
 from mario_kit.world_model.train import setup_runtime
 
 
@@ -135,6 +135,26 @@ def test_sampling_from_given_noise_is_the_drawn_sample():
     assert (out[1] - out[2]).abs().max() > 1e-3  # Heun is not Euler
 
 
+def test_warm_start_draws_from_the_last_context_frame_noised():
+    """`warm`: one Euler step from sigma_max starts at (last context frame + sigma_max * noise), so
+    the draw is D(that) exactly; the upsampler ignores it (its context is no frame to start from)."""
+    m = Denoiser(ModelConfig(channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
+    torch.nn.init.normal_(m.conv_out.weight, std=0.1)
+    ctx, act = torch.rand(2, 12, 60, 64) * 2 - 1, torch.randint(0, 7, (2, 4))
+    noise = torch.randn(2, 3, 60, 64, generator=torch.Generator().manual_seed(0))
+    cfg = SamplerConfig(steps=1, sigma_max=0.5, warm=True)
+    x0 = ctx[:, -3:] + 0.5 * noise
+    expected = m(x0, torch.full((2,), 0.5), ctx, act, torch.full((2,), cfg.s_cond)).clamp(-1, 1)
+    assert torch.allclose(sample(m, ctx, act, cfg, noise=noise), expected, atol=1e-6)
+    cold = sample(m, ctx, act, dataclasses.replace(cfg, warm=False), noise=noise)
+    assert (cold - expected).abs().max() > 0.05
+    u = Denoiser(get_config("tiny").upsampler, 7)
+    low = torch.rand(1, 3, 60, 64) * 2 - 1
+    ucfg = SamplerConfig(steps=1, s_cond=0.0)
+    n = torch.randn(1, 3, 240, 256, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(upsample(u, low, ucfg, noise=n), upsample(u, low, dataclasses.replace(ucfg, warm=True), noise=n))
+
+
 def test_device_cuda_means_this_ranks_gpu(monkeypatch):
     """`--set device=cuda` once crashed in torch.cuda.set_device (it needs an index)."""
     seen = []
@@ -187,7 +207,6 @@ def test_residual_upsampler_starts_at_bicubic_and_learns_beyond_it(store):
     """The residual upsampler (cpu and tiny presets): untrained it returns the bicubic frame; a few
     dozen steps on four frames take it above bicubic, while DIAMOND's parametrisation starts grey."""
     from mario_kit.world_model.denoiser import bicubic
-    from mario_kit.world_model.sampler import upsample
 
     torch.manual_seed(0)
     ds = WindowDataset(store, None, full_res=True)
@@ -294,6 +313,19 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert r["next_frame_low_res"]["copy_last"]["psnr"]["mean"] > 10
     assert "rollout_8" in r and (tmp_path / "r" / "eval" / "rollout_psnr.png").exists()
     assert r["upsampler_sampler"]["steps"] == 1  # the tiny preset's
+    # the samplers are chosen at evaluation: --set overrides them for this evaluation alone
+    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--rollouts", "2", "--horizons", "1",
+                  "--out", tmp_path / "s", "--set", "sampler.s_cond=0.5", "--set", "upsampler_sampler.steps=2")
+    assert res.returncode == 0, res.stderr
+    s = json.loads((tmp_path / "s" / "evaluation.json").read_text())
+    assert s["sampler"]["s_cond"] == 0.5 and s["upsampler_sampler"]["steps"] == 2 and r["sampler"]["s_cond"] == 0.005
+    assert s["next_frame_low_res"]["model"] != r["next_frame_low_res"]["model"]
+    assert s["next_frame_low_res"]["copy_last"] == r["next_frame_low_res"]["copy_last"]  # the same windows
+    for bad, says in ((["--set", "lr=1"], "sampler settings only"), (["--set", "sampler.steps=0"], "steps >= 1"),
+                      (["--set", "sampler.nope=1"], "unknown setting")):
+        res = run_cli("evaluate", tmp_path / "r", "--store", store, "--out", tmp_path / "bad", *bad)
+        assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert not (tmp_path / "bad").exists()
     # an upsampler-only run: evaluate scores the upsampler against bicubic, the same frames as above
     (tmp_path / "r" / "denoiser.pt").unlink()
     res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--out", tmp_path / "u")
@@ -355,7 +387,11 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path, store):
     key = "conv_out.weight"
     assert torch.allclose(b["ema"][key], a["ema"][key] * d + a["model"][key] * (1 - d), atol=1e-7)
     assert not torch.equal(b["ema"][key], a["ema"][key])
-    for bad, why in ((tmp_path / "nothing", "no checkpoint at"), (tmp_path / "a" / "config.json", "not a readable")):
+    other = torch.load(tmp_path / "a" / "denoiser.pt", weights_only=True)
+    other["action_set"] = "right_only"
+    torch.save(other, tmp_path / "other.pt")
+    for bad, why in ((tmp_path / "nothing", "no checkpoint at"), (tmp_path / "a" / "config.json", "not a readable"),
+                     (tmp_path / "other.pt", "action set right_only")):
         res = run_cli("train", "--out", tmp_path / "c", *tiny, "--set", f"init={bad}")
         assert res.returncode == 2 and why in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not (tmp_path / "c").exists()

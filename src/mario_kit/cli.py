@@ -582,6 +582,8 @@ def evaluate(
     steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler)."),
     upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's)."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights when the run has them."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a sampler setting for this evaluation: "
+                                        "sampler.KEY=VALUE or upsampler_sampler.KEY=VALUE (repeatable)."),
 ) -> None:
     """Score the world model on the test split against the copy-last-frame baseline (and the upsampler
     against bicubic; an upsampler-only run gets that part alone)."""
@@ -593,7 +595,8 @@ def evaluate(
             raise ValueError
     except ValueError:
         raise UserError(f"--horizons takes a comma list of integers >= 1, got {horizons!r}") from None
-    r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", steps, ema, upsampler_steps)
+    r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", steps, ema, upsampler_steps,
+                 sampler_set=overrides)
     out.print(_evaluation_table(r))
     out.print(f"written: {(out_dir or run / 'eval') / 'evaluation.json'}")
 

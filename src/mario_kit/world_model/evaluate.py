@@ -27,6 +27,7 @@ from mario_kit.world_model.metrics import changed_psnr, finite_stats, mse, poole
 from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.checkpoint import load_model, path_of
+from mario_kit.world_model.configs import apply_override, check
 
 
 def _pick(ds: WindowDataset, n: int, seed: int, full_context: bool = True) -> np.ndarray:
@@ -41,18 +42,26 @@ def _pick(ds: WindowDataset, n: int, seed: int, full_context: bool = True) -> np
 def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1, 8, 32, 64), windows: int = 64,
              rollouts: int = 8, seed: int = 0, device: str = "auto", out: str | Path | None = None,
              steps: int | None = None, ema: bool = True, upsampler_steps: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """`steps` / `upsampler_steps`: denoising steps of the denoiser / upsampler (default: the run's)."""
+             progress: bool = True, sampler_set: list[str] | None = None) -> dict[str, Any]:
+    """`steps` / `upsampler_steps`: denoising steps of the denoiser / upsampler (default: the run's).
+    `sampler_set`: overrides of the run's samplers for this evaluation, `sampler.KEY=VALUE` or
+    `upsampler_sampler.KEY=VALUE` (the sampler is chosen at sampling time, not trained: tune it here)."""
     run, store, device = Path(run), Path(store), resolve_device(device)
+    sampler_set = list(sampler_set or [])
+    for item in sampler_set:
+        if not item.split("=", 1)[0].strip().startswith(("sampler.", "upsampler_sampler.")):
+            raise UserError(f"an evaluation overrides sampler settings only (sampler.KEY=VALUE or "
+                            f"upsampler_sampler.KEY=VALUE), got {item!r}")
     if out is not None:
         check_writable(out)
     if not path_of(run, "denoiser").exists():  # an upsampler-only run (--set stage=upsampler)
         if not path_of(run, "upsampler").exists():
             raise UserError(f"{run} holds neither denoiser.pt nor upsampler.pt")
-        return _evaluate_upsampler_only(run, store, windows, seed, device, out, ema, upsampler_steps)
+        return _evaluate_upsampler_only(run, store, windows, seed, device, out, ema, upsampler_steps, sampler_set)
     model, cfg, meta = load_model(run, "denoiser", ema=ema, device=device)
     if steps:  # fewer denoising steps: the speed/quality trade-off of play
         cfg.sampler.steps = steps
+    _set_sampler(cfg, sampler_set)
     test = _test_windows(store, model.cfg.n_context)
     gen = torch.Generator(device).manual_seed(seed)
     report: dict[str, Any] = {"run": str(run), "store": str(store), "step": meta["step"], "sampler": vars(cfg.sampler)}
@@ -60,7 +69,7 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
     obs, pred = _next_frame(model, cfg, test, idx, gen, device, report)
     up = None
     if path_of(run, "upsampler").exists() and test.m["full_res"]:
-        up, ucfg, _ = _load_upsampler(run, ema, device, upsampler_steps)
+        up, ucfg, _ = _load_upsampler(run, ema, device, upsampler_steps, sampler_set)
         report["upsampler_sampler"] = vars(ucfg.upsampler_sampler)
         k = min(len(idx), UPSAMPLER_WINDOWS)
         rows = test.targets[idx[:k]]
@@ -184,16 +193,24 @@ def _upsampler_alone(up, ucfg, low: torch.Tensor, tgt: torch.Tensor, gen) -> dic
     }
 
 
-def _load_upsampler(run: Path, ema: bool, device: str, steps: int | None):
+def _set_sampler(cfg, items: list[str]) -> None:
+    """Apply `sampler.*` / `upsampler_sampler.*` overrides to a run's config and check them."""
+    for item in items:
+        apply_override(cfg, item)
+    check(cfg)
+
+
+def _load_upsampler(run: Path, ema: bool, device: str, steps: int | None, sampler_set: list[str]):
     up, ucfg, meta = load_model(run, "upsampler", ema=ema, device=device)
     if steps:  # the upsampler's speed/quality trade-off (1 step: the fastest; the `cpu` preset samples 2)
         ucfg.upsampler_sampler.steps = steps
+    _set_sampler(ucfg, sampler_set)
     return up, ucfg, meta
 
 
 def _evaluate_upsampler_only(run: Path, store: Path, windows: int, seed: int, device: str, out: str | Path | None,
-                             ema: bool, steps: int | None) -> dict[str, Any]:
-    up, ucfg, meta = _load_upsampler(run, ema, device, steps)
+                             ema: bool, steps: int | None, sampler_set: list[str]) -> dict[str, Any]:
+    up, ucfg, meta = _load_upsampler(run, ema, device, steps, sampler_set)
     test = _test_windows(store, ucfg.denoiser.n_context)
     if not test.m["full_res"]:
         raise UserError(f"{store} has no full-res frames (build it with --full-res) to score the upsampler on")
