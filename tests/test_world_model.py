@@ -135,26 +135,6 @@ def test_sampling_from_given_noise_is_the_drawn_sample():
     assert (out[1] - out[2]).abs().max() > 1e-3  # Heun is not Euler
 
 
-def test_warm_start_draws_from_the_last_context_frame_noised():
-    """`warm`: one Euler step from sigma_max starts at (last context frame + sigma_max * noise), so
-    the draw is D(that) exactly; the upsampler ignores it (its context is no frame to start from)."""
-    m = Denoiser(ModelConfig(channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
-    torch.nn.init.normal_(m.conv_out.weight, std=0.1)
-    ctx, act = torch.rand(2, 12, 60, 64) * 2 - 1, torch.randint(0, 7, (2, 4))
-    noise = torch.randn(2, 3, 60, 64, generator=torch.Generator().manual_seed(0))
-    cfg = SamplerConfig(steps=1, sigma_max=0.5, warm=True)
-    x0 = ctx[:, -3:] + 0.5 * noise
-    expected = m(x0, torch.full((2,), 0.5), ctx, act, torch.full((2,), cfg.s_cond)).clamp(-1, 1)
-    assert torch.allclose(sample(m, ctx, act, cfg, noise=noise), expected, atol=1e-6)
-    cold = sample(m, ctx, act, dataclasses.replace(cfg, warm=False), noise=noise)
-    assert (cold - expected).abs().max() > 0.05
-    u = Denoiser(get_config("tiny").upsampler, 7)
-    low = torch.rand(1, 3, 60, 64) * 2 - 1
-    ucfg = SamplerConfig(steps=1, s_cond=0.0)
-    n = torch.randn(1, 3, 240, 256, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(upsample(u, low, ucfg, noise=n), upsample(u, low, dataclasses.replace(ucfg, warm=True), noise=n))
-
-
 def test_device_cuda_means_this_ranks_gpu(monkeypatch):
     """`--set device=cuda` once crashed in torch.cuda.set_device (it needs an index)."""
     seen = []

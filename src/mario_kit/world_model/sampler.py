@@ -19,8 +19,6 @@ class SamplerConfig:
     sigma_max: float = 5.0
     rho: float = 7.0
     s_cond: float = 0.005  # noise level the context is said to carry (matches training's noised context)
-    warm: bool = False  # denoiser: start from the last context frame noised to sigma_max, not from noise alone
-    #                     (SDEdit-like: with a low sigma_max the draw keeps what that frame holds)
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float, device=None) -> Tensor:
@@ -45,8 +43,6 @@ def sample(model: Denoiser, ctx: Tensor, act: Tensor | None, cfg: SamplerConfig,
     if noise is None:
         noise = torch.randn(shape, generator=gen, device=ctx.device, dtype=ctx.dtype)
     x = noise * sigmas[0]
-    if cfg.warm and not model.cfg.upsampler:
-        x = x + ctx[:, -shape[1]:]
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         sv = s.expand(b)
         d = (x - model(x, sv, ctx, act, sigma_cond)) / s
