@@ -30,6 +30,7 @@ PARTS=${PARTS:-play,up,train,compile}  # which parts to run (a rerun can take th
 T_WM=${T_WM:-360}       # seconds of world-model training in part 5 (at most 480; 360 leaves the call time for start-up and evaluations)
 WM_STORE=${WM_STORE:-runs/carry/train.zarr}  # training store for part 5 (bench/device_carry.sh)
 WM_EVAL=${WM_EVAL:-runs/carry/eval.zarr}     # evaluation store for part 5 (bench/device_carry.sh)
+WM_EVAL_ARGS=${WM_EVAL_ARGS:---windows 256 --rollouts 16 --horizons 1,8,32,64}  # what part 5's evaluations score
 TMP=${TMP_DIR:-/tmp/mk-device}
 mkdir -p "$OUT" "$TMP"
 if ! $PY -c "import zarr" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
@@ -77,7 +78,7 @@ if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
     mkdir -p "$OUT/wm"
     part wm-train $((T_WM + 60)) timeout -s INT "$T_WM" $MK train --store "$WM_STORE" --config gpu --set device=$DEV \
         --out "$TMP/wm" --force -q
-    ev="$MK evaluate $TMP/wm --store $WM_EVAL --device $DEV --windows 256 --rollouts 16 --horizons 1,8,32,64"
+    ev="$MK evaluate $TMP/wm --store $WM_EVAL --device $DEV $WM_EVAL_ARGS"
     part wm-eval 150 $ev --out "$TMP/wm-eval"
     part wm-eval-1step 120 $ev --steps 1 --out "$TMP/wm-eval-1step"
     # the weights alone in 16 bits (~9 MB; a training checkpoint, ~70 MB, is over what comes back from $OUT)

@@ -1,6 +1,8 @@
 """The world model that ships with mario-kit: it loads with its checksums verified, refuses a changed
 file in one line, beats copy-last on an episode recorded here, and drives DreamEnv() and play."""
 
+import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -14,6 +16,7 @@ from mario_kit.datasets.loader import WindowDataset
 from mario_kit.datasets.store import build_store
 from mario_kit.world_model import shipped
 from mario_kit.world_model.checkpoint import load_model
+from mario_kit.world_model.configs import from_dict, set_sampler, to_dict
 from mario_kit.world_model.metrics import pooled_psnr, to_img
 from mario_kit.world_model.sampler import sample, to_model
 
@@ -28,6 +31,20 @@ def test_the_shipped_model_is_complete_small_and_recorded():
     assert meta["action_set"] == "simple" and cfg.denoiser.n_context == 4
     ck = torch.load(shipped.FOLDER / "denoiser.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in ck["model"].values() if v.is_floating_point())
+    assert json.loads(ck["config"]) == m["config"]  # what model.json says is what play samples with
+
+
+def test_shipping_with_another_sampler_keeps_the_weights(tmp_path):
+    """bench/ship.py --set sampler.KEY=VALUE: the config stored with the weights is the one given."""
+    m = shipped.manifest()
+    cfg = set_sampler(from_dict(m["config"]), ["sampler.s_cond=0.3"])
+    shipped.ship(shipped.FOLDER, shipped.FOLDER / "spawns.h5", tmp_path / "s", {"config": to_dict(cfg)})
+    a, acfg, _ = load_model(shipped.FOLDER, "denoiser")
+    b, bcfg, _ = load_model(tmp_path / "s", "denoiser")
+    assert bcfg.sampler.s_cond == 0.3 and acfg.sampler.s_cond == m["config"]["sampler"]["s_cond"]
+    assert dataclasses.replace(bcfg.sampler, s_cond=acfg.sampler.s_cond) == acfg.sampler
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert shipped.manifest(tmp_path / "s")["files"]["denoiser.pt"] != m["files"]["denoiser.pt"]
 
 
 def test_the_shipped_model_beats_copy_last_on_an_episode_recorded_here(tmp_path):

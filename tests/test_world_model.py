@@ -301,7 +301,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert s["sampler"]["s_cond"] == 0.5 and s["upsampler_sampler"]["steps"] == 2 and r["sampler"]["s_cond"] == 0.005
     assert s["next_frame_low_res"]["model"] != r["next_frame_low_res"]["model"]
     assert s["next_frame_low_res"]["copy_last"] == r["next_frame_low_res"]["copy_last"]  # the same windows
-    for bad, says in ((["--set", "lr=1"], "sampler settings only"), (["--set", "sampler.steps=0"], "steps >= 1"),
+    for bad, says in ((["--set", "lr=1"], "only the samplers"), (["--set", "sampler.steps=0"], "steps >= 1"),
                       (["--set", "sampler.nope=1"], "unknown setting")):
         res = run_cli("evaluate", tmp_path / "r", "--store", store, "--out", tmp_path / "bad", *bad)
         assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -27,7 +27,7 @@ from mario_kit.world_model.metrics import changed_psnr, finite_stats, mse, poole
 from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.checkpoint import load_model, path_of
-from mario_kit.world_model.configs import apply_override, check
+from mario_kit.world_model.configs import TrainConfig, set_sampler
 
 
 def _pick(ds: WindowDataset, n: int, seed: int, full_context: bool = True) -> np.ndarray:
@@ -48,10 +48,7 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
     `upsampler_sampler.KEY=VALUE` (the sampler is chosen at sampling time, not trained: tune it here)."""
     run, store, device = Path(run), Path(store), resolve_device(device)
     sampler_set = list(sampler_set or [])
-    for item in sampler_set:
-        if not item.split("=", 1)[0].strip().startswith(("sampler.", "upsampler_sampler.")):
-            raise UserError(f"an evaluation overrides sampler settings only (sampler.KEY=VALUE or "
-                            f"upsampler_sampler.KEY=VALUE), got {item!r}")
+    set_sampler(TrainConfig(), sampler_set)  # refused before anything is loaded
     if out is not None:
         check_writable(out)
     if not path_of(run, "denoiser").exists():  # an upsampler-only run (--set stage=upsampler)
@@ -61,7 +58,7 @@ def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1,
     model, cfg, meta = load_model(run, "denoiser", ema=ema, device=device)
     if steps:  # fewer denoising steps: the speed/quality trade-off of play
         cfg.sampler.steps = steps
-    _set_sampler(cfg, sampler_set)
+    set_sampler(cfg, sampler_set)
     test = _test_windows(store, model.cfg.n_context)
     gen = torch.Generator(device).manual_seed(seed)
     report: dict[str, Any] = {"run": str(run), "store": str(store), "step": meta["step"], "sampler": vars(cfg.sampler)}
@@ -193,18 +190,11 @@ def _upsampler_alone(up, ucfg, low: torch.Tensor, tgt: torch.Tensor, gen) -> dic
     }
 
 
-def _set_sampler(cfg, items: list[str]) -> None:
-    """Apply `sampler.*` / `upsampler_sampler.*` overrides to a run's config and check them."""
-    for item in items:
-        apply_override(cfg, item)
-    check(cfg)
-
-
 def _load_upsampler(run: Path, ema: bool, device: str, steps: int | None, sampler_set: list[str]):
     up, ucfg, meta = load_model(run, "upsampler", ema=ema, device=device)
     if steps:  # the upsampler's speed/quality trade-off (1 step: the fastest; the `cpu` preset samples 2)
         ucfg.upsampler_sampler.steps = steps
-    _set_sampler(ucfg, sampler_set)
+    set_sampler(ucfg, sampler_set)
     return up, ucfg, meta
 
 

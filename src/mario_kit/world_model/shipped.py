@@ -78,7 +78,8 @@ def spawns_file(folder: Path | None = None) -> Path:
 def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: bool = False) -> dict[str, Any]:
     """Write the shipped folder `out` from a trained `run`: each stage's weights (EMA when present)
     in 16 bits without optimiser state, the spawns, and model.json with `record` (recipe, command,
-    commit, evaluation) and the checksums. Refuses more than MAX_BYTES in all."""
+    commit, evaluation, config) and the checksums; the weights carry record["config"] (the run's, or
+    with other samplers). Refuses more than MAX_BYTES in all."""
     import shutil
 
     import torch
@@ -89,7 +90,7 @@ def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: 
     files = {}
     with output_dir(out):
         for stage in ("denoiser", "upsampler") if upsampler else ("denoiser",):
-            slim(path_of(run, stage), path_of(out, stage))
+            slim(path_of(run, stage), path_of(out, stage), record.get("config"))
             files[f"{stage}.pt"] = sha256(path_of(out, stage))
         shutil.copyfile(spawns, out / "spawns.h5")
         files["spawns.h5"] = sha256(out / "spawns.h5")
@@ -101,13 +102,18 @@ def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: 
     return m
 
 
-def slim(src: Path, dst: Path) -> None:
+def slim(src: Path, dst: Path, config: dict[str, Any] | None = None) -> None:
     """A checkpoint's weights alone (EMA when present) in 16 bits, without optimiser or resume state:
-    about a quarter of a training checkpoint, still loadable by every command (and as `init`)."""
+    about a quarter of a training checkpoint, still loadable by every command (and as `init`).
+    `config`: the config to store with them instead of the checkpoint's (a shipped sampler)."""
+    import json
+
     from mario_kit.world_model.checkpoint import load_checkpoint, save_atomic
 
     ck = load_checkpoint(Path(src))
     state = ck["ema"] if ck.get("ema") else ck["model"]
     small = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     keep = {k: ck[k] for k in ("kind", "schema", "stage", "config", "n_actions", "action_set", "action_buttons", "step", "epoch")}
+    if config is not None:
+        keep["config"] = json.dumps(config)
     save_atomic({**keep, "model": small, "ema": None}, Path(dst))
