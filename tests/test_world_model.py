@@ -292,6 +292,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert r["upsampler_alone"]["windows"] == 8 and r["upsampler_alone"]["bicubic"]["psnr"] > 15
     assert r["next_frame_low_res"]["copy_last"]["psnr"]["mean"] > 10
     assert "rollout_8" in r and (tmp_path / "r" / "eval" / "rollout_psnr.png").exists()
+    assert 5 < r["rollout_8"]["scroll_oracle_psnr_last"] < 100 and r["rollout_1"]["scroll_oracle_psnr_last"] > 5
     assert r["upsampler_sampler"]["steps"] == 1  # the tiny preset's
     # the samplers are chosen at evaluation: --set overrides them for this evaluation alone
     res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--rollouts", "2", "--horizons", "1",
@@ -425,3 +426,29 @@ def test_rollout_metrics_on_synthetic_frames():
     assert changed_psnr(pred, moved, base) == pytest.approx(10 * np.log10(255.0**2 / 100.0))
     assert changed_psnr(base, moved, base) == pytest.approx(10 * np.log10(255.0**2 / 100.0**2))  # copy-last
     assert changed_psnr(base, base, base) == float("inf")  # nothing changed
+
+
+def test_scroll_oracle_moves_the_last_frame_by_the_real_scroll():
+    """Exact values: the oracle is the last frame moved 3 px a step, its new columns repeating the
+    border column, the HUD kept; a level that continues as its border does is matched exactly."""
+    from mario_kit.world_model.metrics import pooled_psnr, scroll_oracle
+
+    g = torch.Generator().manual_seed(1)
+    tex = torch.randint(0, 256, (60, 200, 3), generator=g).float()
+    frames = torch.stack([tex[:, 3 * t : 3 * t + 64] for t in range(9)])
+    real, last = frames[1:][None], frames[0][None]
+    o = scroll_oracle(real, last)
+    assert o.shape == real.shape
+    for t in range(8):  # step t has scrolled 3 (t + 1) px
+        k = 3 * (t + 1)
+        assert torch.equal(o[0, t, 8:, : 64 - k], real[0, t, 8:, : 64 - k])
+        assert torch.equal(o[0, t, 8:, 64 - k :], last[0, 8:, 63:].expand(-1, k, -1))
+        assert torch.equal(o[0, t, :8], last[0, :8])  # the score line does not scroll
+    assert torch.equal(scroll_oracle(last[:, None].expand(1, 4, -1, -1, -1), last), last[:, None].expand(1, 4, -1, -1, -1))
+    plain = tex.clone()
+    plain[:, 64:] = plain[:, 63:64]  # beyond the first screen the level repeats its border column
+    plain[:8] = 0.0  # a fixed score line
+    frames = torch.stack([plain[:, t : t + 64] for t in range(5)])
+    real, last = frames[1:][None], frames[0][None]
+    assert torch.equal(scroll_oracle(real, last), real)  # frames 1..4: scrolled 1..4 px, all exact
+    assert pooled_psnr(scroll_oracle(real, last)[:, -1], real[:, -1]) == float("inf")

@@ -23,7 +23,8 @@ from mario_kit.atomic import check_writable, output_dir, write_json_atomic
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.progress import make_progress
 from mario_kit.world_model.denoiser import bicubic
-from mario_kit.world_model.metrics import changed_psnr, finite_stats, mse, pooled_psnr, psnr_stats, scroll_error, ssim, to_img
+from mario_kit.world_model.metrics import (changed_psnr, finite_stats, mse, pooled_psnr, psnr_stats, scroll_error,
+                                          scroll_oracle, ssim, to_img)
 from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.checkpoint import load_model, path_of
@@ -126,7 +127,7 @@ def _rollouts(model, cfg, store: Path, horizons: tuple[int, ...], rollouts: int,
             gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], cfg.sampler, gen)
             real, base_last = torch.from_numpy(b["obs"][:, n:]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
             r = _score_rollout(to_img(gen_frames.cpu()), real, base_last)
-            curves[h] = (r.pop("model_curve"), r.pop("copy_last_curve"))
+            curves[h] = (r.pop("model_curve"), r.pop("copy_last_curve"), r.pop("scroll_oracle_curve"))
             if up is not None and ds.m["full_res"]:
                 r.update(_full_res_last(up, gen_frames[:, -1], store, ds.targets[idx], h, gen))
             report[f"rollout_{h}"] = {"rollouts": len(idx), **r}
@@ -136,15 +137,19 @@ def _rollouts(model, cfg, store: Path, horizons: tuple[int, ...], rollouts: int,
 
 def _score_rollout(img: torch.Tensor, real: torch.Tensor, last: torch.Tensor) -> dict[str, Any]:
     """Model rollouts `img` and the real frames (B, h, H, W, C), copy-last `last` (B, H, W, C): per
-    step the pooled PSNR over the rollouts (finite even when a baseline frame is exact); at the last
-    step SSIM and PSNR over the pixels that changed; the scroll against the real game's."""
+    step the pooled PSNR over the rollouts (finite even when a baseline frame is exact), for the
+    model, copy-last and the scroll oracle (copy-last moved by the real scroll: `scroll_oracle`); at
+    the last step SSIM and PSNR over the pixels that changed; the scroll against the real game's."""
     h = real.shape[1]
+    oracle = scroll_oracle(real, last)
     m = [pooled_psnr(img[:, t], real[:, t]) for t in range(h)]
     c = [pooled_psnr(last, real[:, t]) for t in range(h)]
+    o = [pooled_psnr(oracle[:, t], real[:, t]) for t in range(h)]
     r3 = lambda v: round(float(v), 3)  # noqa: E731
-    return {"model_curve": m, "copy_last_curve": c,
+    return {"model_curve": m, "copy_last_curve": c, "scroll_oracle_curve": o,
             "model_psnr_last": r3(m[-1]), "model_psnr_mean": r3(np.mean(m)),
             "copy_last_psnr_last": r3(c[-1]), "copy_last_psnr_mean": r3(np.mean(c)),
+            "scroll_oracle_psnr_last": r3(o[-1]), "scroll_oracle_psnr_mean": r3(np.mean(o)),
             "model_ssim_last": r3(ssim(img[:, -1], real[:, -1]).mean()), "copy_last_ssim_last": r3(ssim(last, real[:, -1]).mean()),
             "model_changed_psnr_last": r3(changed_psnr(img[:, -1], real[:, -1], last)),
             "copy_last_changed_psnr_last": r3(changed_psnr(last, real[:, -1], last)),
@@ -215,7 +220,7 @@ def _evaluate_upsampler_only(run: Path, store: Path, windows: int, seed: int, de
     return report
 
 
-def _plot(curves: dict[int, tuple[list[float], list[float]]], path: Path) -> None:
+def _plot(curves: dict[int, tuple[list[float], list[float], list[float]]], path: Path) -> None:
     if not curves:
         return
     import matplotlib
@@ -224,10 +229,11 @@ def _plot(curves: dict[int, tuple[list[float], list[float]]], path: Path) -> Non
     import matplotlib.pyplot as plt
 
     h = max(curves)
-    m, c = curves[h]
+    m, c, o = curves[h]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(1, len(m) + 1), m, label="world model")
     ax.plot(range(1, len(c) + 1), c, label="copy last frame", linestyle="--")
+    ax.plot(range(1, len(o) + 1), o, label="last frame moved by the real scroll", linestyle=":")
     ax.set_xlabel("steps into the rollout")
     ax.set_ylabel("PSNR (dB), 64x60")
     ax.set_title(f"autoregressive rollouts ({h} steps)")

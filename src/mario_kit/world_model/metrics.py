@@ -110,3 +110,27 @@ def scroll_error(pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor) -> 
             "model_scroll_px": round(float(sp.float().mean()), 2),
             "scroll_error_px": round(float((sp - sr).abs().float().mean()), 2),
             "copy_last_scroll_error_px": round(float(sr.abs().float().mean()), 2)}
+
+
+def shift_frames(frames: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Each frame (B, H, W, C) moved left by its dx columns (right where dx < 0), below the HUD; the
+    columns that scroll in repeat the frame's border column (sky stays sky, the ground continues)."""
+    rows = HUD_ROWS * frames.shape[-3] // 60
+    w = frames.shape[-2]
+    cols = (torch.arange(w)[None, :] + dx[:, None]).clamp(0, w - 1)  # (B, W): source column per column
+    out = frames.clone()
+    body = frames[:, rows:]
+    out[:, rows:] = torch.gather(body, 2, cols[:, None, :, None].expand_as(body))
+    return out
+
+
+def scroll_oracle(real: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """A baseline that knows the scroll and nothing else: per step the last context frame `last`
+    (B, H, W, C) moved by the real game's scroll so far (`horizontal_shift` summed over `real`,
+    (B, T, H, W, C)), the scrolled-in columns repeating the frame's border. It keeps the background in
+    place as a perfect scroller would, but cannot draw the level that scrolls in, nor Mario's or the
+    enemies' moves: a model that scores below it at a horizon draws the new scenery worse than
+    stretching the border column does (docs/BENCHMARKS.md, "What the long rollouts ask for")."""
+    prev = torch.cat([last[:, None], real[:, :-1]], 1)
+    dx = horizontal_shift(prev.flatten(0, 1), real.flatten(0, 1)).view(real.shape[:2]).cumsum(1)
+    return torch.stack([shift_frames(last, dx[:, t]) for t in range(real.shape[1])], 1)
