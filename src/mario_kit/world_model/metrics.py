@@ -117,7 +117,7 @@ def shift_frames(frames: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     columns that scroll in repeat the frame's border column (sky stays sky, the ground continues)."""
     rows = HUD_ROWS * frames.shape[-3] // 60
     w = frames.shape[-2]
-    cols = (torch.arange(w)[None, :] + dx[:, None]).clamp(0, w - 1)  # (B, W): source column per column
+    cols = (torch.arange(w, device=frames.device)[None, :] + dx[:, None]).clamp(0, w - 1)  # (B, W): source column each
     out = frames.clone()
     body = frames[:, rows:]
     out[:, rows:] = torch.gather(body, 2, cols[:, None, :, None].expand_as(body))
@@ -129,8 +129,9 @@ def scroll_oracle(real: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     (B, H, W, C) moved by the real game's scroll so far (`horizontal_shift` summed over `real`,
     (B, T, H, W, C)), the scrolled-in columns repeating the frame's border. It keeps the background in
     place as a perfect scroller would, but cannot draw the level that scrolls in, nor Mario's or the
-    enemies' moves: a model that scores below it at a horizon draws the new scenery worse than
-    stretching the border column does (docs/BENCHMARKS.md, "What the long rollouts ask for")."""
+    enemies' moves (it carries Mario along with the scene). A model that scores below it at a horizon
+    loses more to its own scroll error and the scenery it draws than the oracle loses by stretching
+    the border (docs/BENCHMARKS.md, "What the long rollouts ask for")."""
     prev = torch.cat([last[:, None], real[:, :-1]], 1)
     dx = horizontal_shift(prev.flatten(0, 1), real.flatten(0, 1)).view(real.shape[:2]).cumsum(1)
     return torch.stack([shift_frames(last, dx[:, t]) for t in range(real.shape[1])], 1)
