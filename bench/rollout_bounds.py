@@ -22,19 +22,18 @@ import torch
 
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.world_model.evaluate import _pick
-from mario_kit.world_model.metrics import HUD_ROWS, horizontal_shift, pooled_psnr, shift_frames
+from mario_kit.world_model.metrics import HUD_ROWS, pooled_psnr, scroll_oracle, scroll_so_far, shift_frames
 
 
 def bounds(store: str, h: int, rollouts: int, seed: int, n: int = 4) -> dict:
     ds = WindowDataset(store, "test", n_context=n, horizon=h)
     b = ds.gather(ds.fetch(_pick(ds, rollouts, seed)))
     real, last = torch.from_numpy(b["obs"][:, n:]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
-    prev = torch.cat([last[:, None], real[:, :-1]], 1)
-    dx = horizontal_shift(prev.flatten(0, 1), real.flatten(0, 1)).view(real.shape[:2]).sum(1)
+    dx = scroll_so_far(real, last)[:, -1]
     goal = real[:, -1]
     out = {"rollouts": len(real), "real_scroll_px": round(float(dx.float().mean()), 2),
            "copy_last": round(pooled_psnr(last, goal), 2)}
-    oracle = shift_frames(last, dx)
+    oracle = scroll_oracle(real, last)[:, -1]
     out["scroll_oracle"] = round(pooled_psnr(oracle, goal), 2)
     for off in (1, 2):
         out[f"scroll_oracle_off{off}"] = round(pooled_psnr(shift_frames(last, dx + off), goal), 2)

@@ -96,16 +96,19 @@ def horizontal_shift(prev: torch.Tensor, nxt: torch.Tensor, max_shift: int = 8) 
     return torch.stack(errs, -1).argmin(-1) - max_shift
 
 
+def scroll_so_far(frames: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """(B, T): how far a rollout `frames` (B, T, H, W, C) has scrolled by each step since `last`
+    (B, H, W, C), the shift between consecutive frames (`horizontal_shift`) summed."""
+    prev = torch.cat([last[:, None], frames[:, :-1]], 1)
+    return horizontal_shift(prev.flatten(0, 1), frames.flatten(0, 1)).view(frames.shape[:2]).cumsum(1)
+
+
 def scroll_error(pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor) -> dict[str, float]:
-    """How far the dream scrolled against the real game over a rollout: per step the horizontal
-    shift between consecutive frames (`horizontal_shift`), summed from the last context frame.
+    """How far the dream scrolled against the real game over a rollout (`scroll_so_far` of each).
     pred, real (B, T, H, W, C), last (B, H, W, C). Returns the real game's mean scroll and the mean
     absolute difference of the dream's, in pixels at the end of the rollout; copy-last (no scroll)
     scores the real scroll itself as its error."""
-    prev_p = torch.cat([last[:, None], pred[:, :-1]], 1)
-    prev_r = torch.cat([last[:, None], real[:, :-1]], 1)
-    sp = horizontal_shift(prev_p.flatten(0, 1), pred.flatten(0, 1)).view(pred.shape[:2]).sum(1)
-    sr = horizontal_shift(prev_r.flatten(0, 1), real.flatten(0, 1)).view(real.shape[:2]).sum(1)
+    sp, sr = scroll_so_far(pred, last)[:, -1], scroll_so_far(real, last)[:, -1]
     return {"real_scroll_px": round(float(sr.float().mean()), 2),
             "model_scroll_px": round(float(sp.float().mean()), 2),
             "scroll_error_px": round(float((sp - sr).abs().float().mean()), 2),
@@ -126,12 +129,11 @@ def shift_frames(frames: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
 
 def scroll_oracle(real: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     """A baseline that knows the scroll and nothing else: per step the last context frame `last`
-    (B, H, W, C) moved by the real game's scroll so far (`horizontal_shift` summed over `real`,
-    (B, T, H, W, C)), the scrolled-in columns repeating the frame's border. It keeps the background in
+    (B, H, W, C) moved by the real game's scroll so far (`scroll_so_far` of `real`, (B, T, H, W, C)),
+    the scrolled-in columns repeating the frame's border. It keeps the background in
     place as a perfect scroller would, but cannot draw the level that scrolls in, nor Mario's or the
     enemies' moves (it carries Mario along with the scene). A model that scores below it at a horizon
     loses more to its own scroll error and the scenery it draws than the oracle loses by stretching
     the border (docs/BENCHMARKS.md, "What the long rollouts ask for")."""
-    prev = torch.cat([last[:, None], real[:, :-1]], 1)
-    dx = horizontal_shift(prev.flatten(0, 1), real.flatten(0, 1)).view(real.shape[:2]).cumsum(1)
+    dx = scroll_so_far(real, last)
     return torch.stack([shift_frames(last, dx[:, t]) for t in range(real.shape[1])], 1)
