@@ -603,7 +603,8 @@ def evaluate(
 
 def _evaluation_table(r: dict):
     """The evaluation as one table: each measure for the model and its baseline (the copy-last
-    frame; bicubic for the upsampler alone; the scroll oracle where its row says so)."""
+    frame; bicubic for the upsampler alone; the scroll oracle, the last frame moved by the real
+    scroll, where its row says so)."""
     from rich.table import Table
 
     def f(v) -> str:
@@ -631,7 +632,7 @@ def _evaluation_table(r: dict):
             t.add_row(f"rollout of {k[8:]}: PSNR mean over steps", str(v["rollouts"]), f(v["model_psnr_mean"]),
                       f(v["copy_last_psnr_mean"]))
             if "scroll_oracle_psnr_last" in v:
-                t.add_row(f"rollout of {k[8:]}: PSNR at the last step, baseline: last frame moved by the real scroll",
+                t.add_row(f"rollout of {k[8:]}: last-step PSNR vs scroll oracle",
                           str(v["rollouts"]), f(v["model_psnr_last"]), f(v["scroll_oracle_psnr_last"]))
             t.add_row(f"rollout of {k[8:]}: SSIM at the last step", str(v["rollouts"]), f(v["model_ssim_last"]),
                       f(v["copy_last_ssim_last"]))
