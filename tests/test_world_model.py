@@ -431,7 +431,7 @@ def test_rollout_metrics_on_synthetic_frames():
 def test_scroll_oracle_moves_the_last_frame_by_the_real_scroll():
     """Exact values: the oracle is the last frame moved 3 px a step, its new columns repeating the
     border column, the HUD kept; a level that continues as its border does is matched exactly."""
-    from mario_kit.world_model.metrics import pooled_psnr, scroll_oracle
+    from mario_kit.world_model.metrics import scroll_oracle
 
     g = torch.Generator().manual_seed(1)
     tex = torch.randint(0, 256, (60, 200, 3), generator=g).float()
