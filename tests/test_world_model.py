@@ -380,6 +380,20 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path, store):
     assert res.returncode == 2 and "does not match this run's denoiser" in res.stderr, res.stderr
 
 
+def test_learning_rate_warms_up_holds_and_decays_to_zero_at_max_steps(tmp_path, store):
+    """decay_steps: the last steps before max_steps fall linearly to 0 (the log's lr column is the
+    rate of the next step); without max_steps it is refused with exit 2 and no run folder."""
+    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q", "--set", "lr=0.001",
+                  "--set", "warmup_steps=2", "--set", "max_steps=6", "--set", "decay_steps=3", "--set", "log_every=1")
+    assert res.returncode == 0, res.stderr
+    rows = [r for r in csv.DictReader(open(tmp_path / "r" / "log.csv")) if not r["test_loss"]]
+    assert [(int(r["step"]), float(r["lr"])) for r in rows] == [
+        (1, 0.001), (2, 0.001), (3, 0.001), (4, 0.000667), (5, 0.000333), (6, 0.0)]
+    res = run_cli("train", "--store", store, "--out", tmp_path / "s", "--config", "tiny", "--set", "decay_steps=3")
+    assert res.returncode == 2 and "decay_steps (3) needs max_steps" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_new_run_without_config_picks_the_machines_preset(tmp_path, store):
     from mario_kit.world_model.configs import default_preset
 

@@ -49,6 +49,9 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-2
     warmup_steps: int = 100
+    # > 0: the learning rate falls linearly to 0 over the last decay_steps before max_steps
+    # (warm-up, stable, decay): a run of known length ends on annealed weights
+    decay_steps: int = 0
     grad_clip: float = 1.0
     epochs: int = 50
     steps_first_epoch: int = 1000  # optimiser steps
@@ -170,7 +173,10 @@ def check(cfg: TrainConfig) -> None:
         raise UserError(f"stage must be denoiser, upsampler or both, got {cfg.stage!r}")
     _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "epochs", "horizon",
               "steps_first_epoch", "steps_per_epoch", "upsampler_steps_per_epoch", "log_every", "test_batches")
-    _at_least(cfg, 0, "max_steps", "warmup_steps", "threads", "seed", "weight_decay", "grad_clip")
+    _at_least(cfg, 0, "max_steps", "warmup_steps", "decay_steps", "threads", "seed", "weight_decay", "grad_clip")
+    if cfg.decay_steps and not 0 < cfg.decay_steps <= cfg.max_steps:
+        raise UserError(f"decay_steps ({cfg.decay_steps}) needs max_steps at least as large (the decay ends there), "
+                        f"got max_steps={cfg.max_steps}")
     if not (math.isfinite(cfg.lr) and cfg.lr > 0):
         raise UserError(f"lr must be a positive number, got {cfg.lr}")
     if cfg.seed >= 2**63:

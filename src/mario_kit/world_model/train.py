@@ -231,10 +231,19 @@ def _build_stage(store: Path, cfg: TrainConfig, stage: str, rt: Runtime) -> _Sta
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(cfg.ema)) if cfg.ema else None
     gen = torch.Generator(rt.device).manual_seed(cfg.seed * 7919 + rt.rank)
     return _Stage(stage, ds, model, opt, sched, ema, gen)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The learning rate of optimiser step `step` (from 0) over cfg.lr: a linear warm-up over
+    warmup_steps, then constant, then with decay_steps a linear fall to 0 at max_steps."""
+    f = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.decay_steps:
+        f *= min(1.0, max(0, cfg.max_steps - step) / cfg.decay_steps)
+    return f
 
 
 def _resume(st: _Stage, ck_path: Path, cfg: TrainConfig, rt: Runtime) -> dict[str, Any] | None:
