@@ -174,7 +174,7 @@ def check(cfg: TrainConfig) -> None:
     _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "epochs", "horizon",
               "steps_first_epoch", "steps_per_epoch", "upsampler_steps_per_epoch", "log_every", "test_batches")
     _at_least(cfg, 0, "max_steps", "warmup_steps", "decay_steps", "threads", "seed", "weight_decay", "grad_clip")
-    if cfg.decay_steps and not 0 < cfg.decay_steps <= cfg.max_steps:
+    if cfg.decay_steps > cfg.max_steps:
         raise UserError(f"decay_steps ({cfg.decay_steps}) needs max_steps at least as large (the decay ends there), "
                         f"got max_steps={cfg.max_steps}")
     if not (math.isfinite(cfg.lr) and cfg.lr > 0):
