@@ -423,7 +423,7 @@ def test_a_resume_after_a_crash_logs_each_step_once(tmp_path, store):
 def test_rollout_metrics_on_synthetic_frames():
     """Exact values: a texture scrolled 3 px a step, a copy of the first frame, a known error on the
     pixels that changed."""
-    from mario_kit.world_model.metrics import changed_psnr, horizontal_shift, scroll_error
+    from mario_kit.world_model.metrics import changed_psnr, horizontal_shift, scroll_error, scroll_so_far
 
     g = torch.Generator().manual_seed(0)
     tex = torch.randint(0, 256, (60, 200, 3), generator=g).float()
@@ -435,6 +435,10 @@ def test_rollout_metrics_on_synthetic_frames():
                                               "copy_last_scroll_error_px": 24.0}
     frozen = last[:, None].expand_as(real)  # a model that copies the scene
     assert scroll_error(frozen, real, last)["scroll_error_px"] == 24.0
+    sr = scroll_so_far(real, last)  # the caller's own measure of the real scroll is used as given
+    assert sr.tolist() == [[3, 6, 9, 12, 15, 18, 21, 24]]
+    assert scroll_error(frozen, real, last, sr) == scroll_error(frozen, real, last)
+    assert scroll_error(frozen, real, last, torch.zeros_like(sr))["real_scroll_px"] == 0.0
     base = torch.zeros(2, 60, 64, 3)
     moved = base.clone()
     moved[:, 10:12, 20:22] = 100.0  # 2 x 2 pixels change in each frame
@@ -461,6 +465,7 @@ def test_scroll_oracle_moves_the_last_frame_by_the_real_scroll():
         assert torch.equal(o[0, t, 8:, : 64 - k], real[0, t, 8:, : 64 - k])
         assert torch.equal(o[0, t, 8:, 64 - k :], last[0, 8:, 63:].expand(-1, k, -1))
         assert torch.equal(o[0, t, :8], last[0, :8])  # the score line does not scroll
+    assert torch.equal(scroll_oracle(real, last, torch.zeros(1, 8, dtype=torch.long)), last[:, None].expand_as(real))
     assert torch.equal(scroll_oracle(last[:, None].expand(1, 4, -1, -1, -1), last), last[:, None].expand(1, 4, -1, -1, -1))
     plain = tex.clone()
     plain[:, 64:] = plain[:, 63:64]  # beyond the first screen the level repeats its border column

@@ -24,7 +24,7 @@ from mario_kit.datasets.loader import WindowDataset
 from mario_kit.progress import make_progress
 from mario_kit.world_model.denoiser import bicubic
 from mario_kit.world_model.metrics import (changed_psnr, finite_stats, mse, pooled_psnr, psnr_stats, scroll_error,
-                                          scroll_oracle, ssim, to_img)
+                                          scroll_oracle, scroll_so_far, ssim, to_img)
 from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.checkpoint import load_model, path_of
@@ -141,7 +141,8 @@ def _score_rollout(img: torch.Tensor, real: torch.Tensor, last: torch.Tensor) ->
     model, copy-last and the scroll oracle (copy-last moved by the real scroll: `scroll_oracle`); at
     the last step SSIM and PSNR over the pixels that changed; the scroll against the real game's."""
     h = real.shape[1]
-    oracle = scroll_oracle(real, last)
+    real_scroll = scroll_so_far(real, last)  # measured once: the oracle and the scroll error share it
+    oracle = scroll_oracle(real, last, real_scroll)
     m = [pooled_psnr(img[:, t], real[:, t]) for t in range(h)]
     c = [pooled_psnr(last, real[:, t]) for t in range(h)]
     o = [pooled_psnr(oracle[:, t], real[:, t]) for t in range(h)]
@@ -153,7 +154,7 @@ def _score_rollout(img: torch.Tensor, real: torch.Tensor, last: torch.Tensor) ->
             "model_ssim_last": r3(ssim(img[:, -1], real[:, -1]).mean()), "copy_last_ssim_last": r3(ssim(last, real[:, -1]).mean()),
             "model_changed_psnr_last": r3(changed_psnr(img[:, -1], real[:, -1], last)),
             "copy_last_changed_psnr_last": r3(changed_psnr(last, real[:, -1], last)),
-            **scroll_error(img, real, last)}
+            **scroll_error(img, real, last, real_scroll)}
 
 
 def _full_res_last(up, low: torch.Tensor, store: Path, targets: np.ndarray, h: int, gen) -> dict[str, Any]:

@@ -103,12 +103,15 @@ def scroll_so_far(frames: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return horizontal_shift(prev.flatten(0, 1), frames.flatten(0, 1)).view(frames.shape[:2]).cumsum(1)
 
 
-def scroll_error(pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor) -> dict[str, float]:
+def scroll_error(pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor,
+                 real_scroll: torch.Tensor | None = None) -> dict[str, float]:
     """How far the dream scrolled against the real game over a rollout (`scroll_so_far` of each).
-    pred, real (B, T, H, W, C), last (B, H, W, C). Returns the real game's mean scroll and the mean
+    pred, real (B, T, H, W, C), last (B, H, W, C); `real_scroll`, (B, T), is `scroll_so_far(real,
+    last)` when the caller has it already. Returns the real game's mean scroll and the mean
     absolute difference of the dream's, in pixels at the end of the rollout; copy-last (no scroll)
     scores the real scroll itself as its error."""
-    sp, sr = scroll_so_far(pred, last)[:, -1], scroll_so_far(real, last)[:, -1]
+    sr = (scroll_so_far(real, last) if real_scroll is None else real_scroll)[:, -1]
+    sp = scroll_so_far(pred, last)[:, -1]
     return {"real_scroll_px": round(float(sr.float().mean()), 2),
             "model_scroll_px": round(float(sp.float().mean()), 2),
             "scroll_error_px": round(float((sp - sr).abs().float().mean()), 2),
@@ -127,13 +130,14 @@ def shift_frames(frames: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def scroll_oracle(real: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+def scroll_oracle(real: torch.Tensor, last: torch.Tensor, real_scroll: torch.Tensor | None = None) -> torch.Tensor:
     """A baseline that knows the scroll and nothing else: per step the last context frame `last`
     (B, H, W, C) moved by the real game's scroll so far (`scroll_so_far` of `real`, (B, T, H, W, C)),
     the scrolled-in columns repeating the frame's border. It keeps the background in
     place as a perfect scroller would, but cannot draw the level that scrolls in, nor Mario's or the
     enemies' moves (it carries Mario along with the scene). A model that scores below it at a horizon
     loses more to its own scroll error and the scenery it draws than the oracle loses by stretching
-    the border (docs/BENCHMARKS.md, "What the long rollouts ask for")."""
-    dx = scroll_so_far(real, last)
+    the border (docs/BENCHMARKS.md, "What the long rollouts ask for"). `real_scroll` as in
+    `scroll_error`."""
+    dx = scroll_so_far(real, last) if real_scroll is None else real_scroll
     return torch.stack([shift_frames(last, dx[:, t]) for t in range(real.shape[1])], 1)
