@@ -95,8 +95,9 @@ def cpu() -> TrainConfig:
     frames are noised less than DIAMOND does (median sigma 0.05 instead of 0.67): at equal CPU time it
     won the A/B table's next frame by 5.4 dB (docs/BENCHMARKS.md, "Recipes at equal budget"); and the
     sampler tells the network its (generated) context carries that median level, s_cond 0.05 rather
-    than DIAMOND's 0.005: on the shipped model with 1 denoising step (play's CPU default), +0.15-0.25 dB
-    at 32 steps and +0.2-0.4 dB at 64; mixed with 3 steps (docs/BENCHMARKS.md, "World model quality")."""
+    than DIAMOND's 0.005: on the model shipped then (64 channels, 115 minutes) with 1 denoising step
+    (play's CPU default), +0.15-0.25 dB at 32 steps and +0.2-0.4 dB at 64; mixed with 3 steps
+    (docs/BENCHMARKS.md, "World model quality")."""
     return TrainConfig(denoiser=ModelConfig(channels=[48, 48, 48, 48], cond_loc=-3.0, cond_scale=1.0), sampler=SamplerConfig(s_cond=0.05),
                        upsampler=small_upsampler_model(), upsampler_sampler=SamplerConfig(steps=2, sigma_max=5.0, s_cond=0.0),
                        batch_size=32, grad_accum=1, lr=3e-4, warmup_steps=100, epochs=1000, steps_first_epoch=200,
