@@ -121,6 +121,56 @@ def test_changed_pixel_weight():
     assert abs(loss(plain, sprite) - loss(weighted, sprite)) > 1e-4
 
 
+def test_self_ctx_trains_on_the_models_own_one_step_draws():
+    """`self_ctx`: the picked windows' earlier frames are what `sample` draws in 1 step (from
+    sigma_max, context said to carry the median training context noise), the loss is the last
+    frame's given them; windows not picked keep their real frames; 0 keeps the horizon's loss."""
+    small = dict(channels=[8] * 4, depths=[1] * 4, cond_channels=8, cond_loc=-3.0)
+    m = Denoiser(ModelConfig(**small, self_ctx=1.0), 7)
+    torch.nn.init.normal_(m.conv_out.weight, std=0.1)
+    n, h = 4, 3
+    frames, act, mask = torch.rand(2, n + h, 3, 60, 64) * 2 - 1, torch.randint(0, 7, (2, n + h - 1)), torch.ones(2, n + h)
+    loss = m.loss(frames, act, mask, torch.Generator().manual_seed(5)).item()
+    # the same draws by hand: the pick, then 1-step samples of frames n, n+1, then the last frame's loss
+    g = torch.Generator().manual_seed(5)
+    assert (torch.rand(2, generator=g) < 1.0).all()
+    cfg = SamplerConfig(steps=1, sigma_max=5.0, s_cond=float(np.exp(-3.0)))
+    own = frames.clone()
+    for i in range(h - 1):
+        noise = torch.randn(2, 3, 60, 64, generator=g)
+        own[:, n + i] = sample(m, own[:, i : i + n].flatten(1, 2), act[:, i : i + n], cfg, noise=noise)
+    assert not torch.equal(own[:, n], frames[:, n])
+    expected = m._loss_one(own[:, -1], own[:, h - 1 : h - 1 + n].flatten(1, 2), act[:, h - 1 : h - 1 + n], mask[:, -1], g,
+                           noise_ctx=True).item()
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # no window picked: the last frame's loss on the real context
+    m.cfg.self_ctx = 1e-9
+    g = torch.Generator().manual_seed(5)
+    torch.rand(2, generator=g)
+    real = m._loss_one(frames[:, -1], frames[:, h - 1 : h - 1 + n].flatten(1, 2), act[:, h - 1 : h - 1 + n], mask[:, -1],
+                       g, noise_ctx=True).item()
+    assert m.loss(frames, act, mask, torch.Generator().manual_seed(5)).item() == pytest.approx(real, rel=1e-6)
+    assert real != pytest.approx(loss, rel=1e-3)
+    m.cfg.self_ctx = 0.0  # the horizon's own loss: the mean over its 3 frames
+    assert m.loss(frames, act, mask, torch.Generator().manual_seed(5)).item() != pytest.approx(real, rel=1e-3)
+
+
+def test_self_ctx_from_the_cli(tmp_path, store):
+    """`--set denoiser.self_ctx=...` trains (finite losses, the setting saved with the run); without
+    horizon >= 2, or outside [0, 1], it is refused with exit 2 and no run folder."""
+    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q", "--set", "horizon=3",
+                  "--set", "denoiser.self_ctx=0.5", "--set", "max_steps=4", "--set", "log_every=1")
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
+    assert len(rows) >= 4 and all(np.isfinite(float(r["loss"])) for r in rows)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["denoiser"]["self_ctx"] == 0.5
+    for horizon, value, msg in ((1, 0.5, "needs horizon >= 2"), (2, 2, "in [0, 1]")):
+        res = run_cli("train", "--store", store, "--out", tmp_path / "s", "--config", "tiny", "--set", f"horizon={horizon}",
+                      "--set", f"denoiser.self_ctx={value}")
+        assert res.returncode == 2 and msg in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert not (tmp_path / "s").exists()
+
+
 def test_sampling_from_given_noise_is_the_drawn_sample():
     """`noise=` (what a CUDA graph needs: no draw, no host sync inside) starts where the generator would."""
     m = Denoiser(ModelConfig(channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)

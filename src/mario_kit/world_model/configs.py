@@ -198,6 +198,10 @@ def check(cfg: TrainConfig) -> None:
             raise UserError(f"{name}: steps >= 1, order 1 or 2, 0 < sigma_min < sigma_max, rho > 0, s_cond >= 0")
     if not 0 <= cfg.ema < 1:
         raise UserError("ema must be in [0, 1)")
+    if not 0 <= cfg.denoiser.self_ctx <= 1:
+        raise UserError(f"denoiser.self_ctx is a fraction of the windows, in [0, 1], got {cfg.denoiser.self_ctx}")
+    if cfg.denoiser.self_ctx and cfg.horizon < 2:
+        raise UserError("denoiser.self_ctx needs horizon >= 2 (the frames it draws are the horizon's earlier ones)")
     for flag in ("bf16", "channels_last", "compile"):
         if getattr(cfg, flag) not in ("auto", "on", "off"):
             raise UserError(f"{flag} must be auto, on or off")

@@ -16,6 +16,7 @@ upsampler starts from bicubic rather than from grey, and its capacity goes to th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,9 @@ from torch.nn.functional import interpolate, silu
 from torch import Tensor, nn
 
 from mario_kit.world_model.blocks import FourierFeatures, UNet, conv3x3, n_groups
+
+
+DRAW_SIGMA = 5.0  # the noise level the samplers start from (SamplerConfig.sigma_max); self_ctx draws from it
 
 
 @dataclass
@@ -53,6 +57,12 @@ class ModelConfig:
     # loss keeps its scale. 0 is DIAMOND's plain loss, in which the few pixels that make the game
     # (a 16x16 Mario of a 64x60 frame) weigh as little as a patch of sky.
     changed_weight: float = 0.0
+    # denoiser with horizon > 1: the fraction of windows whose earlier frames are replaced by the
+    # model's own 1-step draws from pure noise (no gradient), as play and evaluate make them, with the
+    # loss on the last frame only; 0 keeps the horizon's denoised training samples. A model trained on
+    # real context alone meets its own blurred frames only in a rollout (exposure bias); this shows
+    # them in training at the cost of a no-grad forward pass per extra frame.
+    self_ctx: float = 0.0
     sigma_min_train: float = 2e-3
     sigma_max_train: float = 20.0
 
@@ -143,6 +153,8 @@ class Denoiser(nn.Module):
         frames = frames.clone()
         total = frames.new_zeros(())
         h = frames.shape[1] - n
+        if c.self_ctx and h > 1:
+            return self._loss_drawn_context(frames, act, mask, gen)
         for i in range(h):
             ctx = frames[:, i : i + n].flatten(1, 2)
             target = frames[:, n + i]
@@ -153,6 +165,30 @@ class Denoiser(nn.Module):
             if i + 1 < h:
                 frames[:, n + i] = denoised.detach()
         return total / h
+
+    def _loss_drawn_context(self, frames: Tensor, act: Tensor, mask: Tensor, gen: torch.Generator | None) -> Tensor:
+        """`self_ctx`: draw frames n .. n+h-2 of a random `self_ctx` share of the windows with the
+        model itself (what `sample` does in 1 step: D(sigma_max * noise; sigma_max) with the context
+        said to carry the median training context noise), then the loss of the last frame given them."""
+        c, n = self.cfg, self.cfg.n_context
+        h = frames.shape[1] - n
+        pick = torch.rand(frames.shape[0], generator=gen, device=frames.device) < c.self_ctx
+        rows = pick.nonzero().squeeze(1)
+        if len(rows):
+            with torch.no_grad():
+                sub, sub_act = frames[rows], act[rows]
+                k = len(rows)
+                s_cond = torch.full((k,), math.exp(c.cond_loc), device=frames.device)
+                sigma = torch.full((k,), DRAW_SIGMA, device=frames.device)
+                for i in range(h - 1):
+                    noise = torch.randn(sub[:, n + i].shape, generator=gen, device=frames.device, dtype=frames.dtype)
+                    drawn = self(noise * DRAW_SIGMA, sigma, sub[:, i : i + n].flatten(1, 2), sub_act[:, i : i + n], s_cond)
+                    sub[:, n + i] = drawn.to(frames.dtype)
+                frames[rows] = sub
+        target, last = frames[:, -1], frames[:, -2]
+        weight = changed_pixels(target, last, c.changed_weight) if c.changed_weight else None
+        return self._loss_one(target, frames[:, h - 1 : h - 1 + n].flatten(1, 2), act[:, h - 1 : h - 1 + n], mask[:, -1],
+                              gen, noise_ctx=c.noise_previous_obs, weight=weight)
 
     def _loss_one(self, target: Tensor, ctx: Tensor, act: Tensor | None, mask: Tensor, gen, noise_ctx: bool,
                   return_denoised: bool = False, weight: Tensor | None = None):
