@@ -61,7 +61,8 @@ class ModelConfig:
     # model's own 1-step draws from pure noise (no gradient), as play and evaluate make them, with the
     # loss on the last frame only; 0 keeps the horizon's denoised training samples. A model trained on
     # real context alone meets its own blurred frames only in a rollout (exposure bias); this shows
-    # them in training at the cost of a no-grad forward pass per extra frame.
+    # them in training at the cost of a no-grad forward pass per extra frame. Measured to lose: 0.25
+    # with horizon 5 for 2 hours cost 6 dB on the next frame and 1 dB at 32 steps (docs/BENCHMARKS.md).
     self_ctx: float = 0.0
     sigma_min_train: float = 2e-3
     sigma_max_train: float = 20.0
