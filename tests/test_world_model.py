@@ -142,7 +142,7 @@ def test_self_ctx_trains_on_the_models_own_one_step_draws():
     assert not torch.equal(own[:, n], frames[:, n])
     expected = m._loss_one(own[:, -1], own[:, h - 1 : h - 1 + n].flatten(1, 2), act[:, h - 1 : h - 1 + n], mask[:, -1], g,
                            noise_ctx=True).item()
-    assert loss == pytest.approx(expected, rel=1e-6)
+    assert loss == pytest.approx(expected, rel=1e-5)
     # no window picked: the last frame's loss on the real context
     m.cfg.self_ctx = 1e-9
     g = torch.Generator().manual_seed(5)

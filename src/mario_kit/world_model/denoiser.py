@@ -26,6 +26,9 @@ from torch import Tensor, nn
 from mario_kit.world_model.blocks import FourierFeatures, UNet, conv3x3, n_groups
 
 
+DRAW_SIGMA = 5.0  # the noise level the samplers start from (SamplerConfig.sigma_max); self_ctx draws from it
+
+
 @dataclass
 class ModelConfig:
     """Architecture and EDM settings of one diffusion model (denoiser or upsampler)."""
@@ -166,22 +169,27 @@ class Denoiser(nn.Module):
 
     def _loss_drawn_context(self, frames: Tensor, act: Tensor, mask: Tensor, gen: torch.Generator | None) -> Tensor:
         """`self_ctx`: draw frames n .. n+h-2 of a random `self_ctx` share of the windows with the
-        model itself, as `sample` does in 1 step with the context said to carry the median training
-        context noise, then the loss of the last frame given them."""
-        from mario_kit.world_model.sampler import SamplerConfig, sample  # the sampler imports this module
-
+        model itself (what `sample` does in 1 step: D(sigma_max * noise; sigma_max) with the context
+        said to carry the median training context noise), then the loss of the last frame given them."""
         c, n = self.cfg, self.cfg.n_context
         h = frames.shape[1] - n
-        rows = (torch.rand(frames.shape[0], generator=gen, device=frames.device) < c.self_ctx).nonzero().squeeze(1)
+        pick = torch.rand(frames.shape[0], generator=gen, device=frames.device) < c.self_ctx
+        rows = pick.nonzero().squeeze(1)
         if len(rows):
-            draw, sub, sub_act = SamplerConfig(steps=1, s_cond=math.exp(c.cond_loc)), frames[rows], act[rows]
-            for i in range(h - 1):
-                noise = torch.randn(sub[:, n + i].shape, generator=gen, device=frames.device, dtype=frames.dtype)
-                sub[:, n + i] = sample(self, sub[:, i : i + n].flatten(1, 2), sub_act[:, i : i + n], draw, noise=noise)
-            frames[rows] = sub
-        weight = changed_pixels(frames[:, -1], frames[:, -2], c.changed_weight) if c.changed_weight else None
-        return self._loss_one(frames[:, -1], frames[:, h - 1 : h - 1 + n].flatten(1, 2), act[:, h - 1 : h - 1 + n],
-                              mask[:, -1], gen, noise_ctx=c.noise_previous_obs, weight=weight)
+            with torch.no_grad():
+                sub, sub_act = frames[rows], act[rows]
+                k = len(rows)
+                s_cond = torch.full((k,), math.exp(c.cond_loc), device=frames.device)
+                sigma = torch.full((k,), DRAW_SIGMA, device=frames.device)
+                for i in range(h - 1):
+                    noise = torch.randn(sub[:, n + i].shape, generator=gen, device=frames.device, dtype=frames.dtype)
+                    drawn = self(noise * DRAW_SIGMA, sigma, sub[:, i : i + n].flatten(1, 2), sub_act[:, i : i + n], s_cond)
+                    sub[:, n + i] = drawn.to(frames.dtype)
+                frames[rows] = sub
+        target, last = frames[:, -1], frames[:, -2]
+        weight = changed_pixels(target, last, c.changed_weight) if c.changed_weight else None
+        return self._loss_one(target, frames[:, h - 1 : h - 1 + n].flatten(1, 2), act[:, h - 1 : h - 1 + n], mask[:, -1],
+                              gen, noise_ctx=c.noise_previous_obs, weight=weight)
 
     def _loss_one(self, target: Tensor, ctx: Tensor, act: Tensor | None, mask: Tensor, gen, noise_ctx: bool,
                   return_denoised: bool = False, weight: Tensor | None = None):
