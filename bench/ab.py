@@ -18,6 +18,9 @@ evaluated are skipped (resumable). Stores a row reads (built beforehand, see ROW
                        `mario-kit dataset filter runs/agent-data --until 2026-11-27T15:51:36` (random
                        factor only) / `--since 2026-11-27T15:51:38` (with `hash`), then `dataset build`
   runs/mix-data.zarr   both: `mario-kit dataset merge runs/ship-data runs/agent-data --out runs/mix-data`
+  runs/mix/store.zarr  the same recipe recorded again and frozen in the repository (bench/data/mix;
+                       `bench/wm_data.py` rebuilds it and the evaluation set runs/eval/store.zarr): the
+                       `now-*` rows, which need nothing from an earlier session's runs/
 `--eval-tag full` scores rows on another evaluation set (--evalset) into ROW/eval-full*, beside the
 first set's ROW/eval*.
 """
@@ -37,6 +40,7 @@ MK = [sys.executable, "-m", "mario_kit"]
 MIX, STICKY, HASH = "runs/ship-data.zarr", "runs/ab-sticky.zarr", "runs/ab-hash.zarr"
 AGENT, MIX4 = "runs/ab-agent.zarr", "runs/mix-data.zarr"
 AGENT_RF, AGENT_HASH = "runs/ab-agent-rf.zarr", "runs/ab-agent-hash.zarr"
+FROZEN = "runs/mix/store.zarr"
 # name: (store, overrides, what it tests). The table was measured before the cpu preset took the low
 # context noise (the ctx-noise-low row's win): the other rows keep DIAMOND's level explicitly; and
 # before it took 48 channels (mix-narrow's win): every row starts from the 64 it was measured with.
@@ -62,6 +66,9 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     # were scored with (a sampler setting: training is the same), so the table stays one comparison
     "mix-narrow": (MIX4, ["denoiser.channels=[48,48,48,48]", "sampler.s_cond=0.005"], "size: 48 channels on the mix"),
     "hash-only-low": (HASH, ["sampler.s_cond=0.005"], "data: sticky random with hash balancing alone (20k steps)"),
+    # on the frozen data (bench/data) and the cpu preset as it is now (48 channels, s_cond 0.05)
+    "now-48": (FROZEN, ["denoiser.channels=[48,48,48,48]"], "the cpu preset as it is (48 channels), frozen mix"),
+    "now-32": (FROZEN, ["denoiser.channels=[32,32,32,32]"], "size: 32 channels (1.3 M parameters), frozen mix"),
 }
 
 

@@ -8,12 +8,13 @@
 # A store's _cache/ (decompressed frames, rebuilt where missing) and full-res frames stay behind.
 #
 #   bash bench/device_carry.sh [TRAIN_EPISODES] [EVAL_EPISODES]
-#       defaults: runs/mix-data (the shipped model's data, docs/BENCHMARKS.md) runs/evalset3/episodes
+#       defaults: runs/mix/episodes runs/eval/episodes (the frozen training mix and evaluation set:
+#       .venv/bin/python bench/wm_data.py rebuilds them from bench/data/)
 # Then, with the device tool: carry [".whl", "runs/carry"], command
 #   PARTS=wm OUT=$OUT bash bench/device.sh
 set -eu
-TRAIN=${1:-runs/mix-data}
-EVAL=${2:-runs/evalset3/episodes}
+TRAIN=${1:-runs/mix/episodes}
+EVAL=${2:-runs/eval/episodes}
 PY=${PY:-.venv/bin/python}
 MK="$PY -m mario_kit"
 mkdir -p runs/carry .whl

@@ -8,6 +8,10 @@ Sources (each --steps steps, episodes of at most 400 steps, seed S+1, S+2, S+3):
   sticky random (p 0.8); the PPO agent with random factor 0.1; the agent with `hash` balancing (p 0.5).
 Without --agent only the first source is recorded (said in the JSON). Another --seed gives fresh
 episodes of the same kind, for checking that nothing was tuned to the set. Prints JSON.
+
+The agent is a wall-clock-stopped PPO run that a fresh machine does not have, so a recorded set is
+frozen in the repository as a replay file (`mario-kit dataset export OUT/episodes --format replay --out
+bench/data/eval`) and rebuilt from there, the same on every machine: `bench/wm_data.py`.
 """
 
 from __future__ import annotations

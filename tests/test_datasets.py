@@ -445,3 +445,101 @@ def test_imported_episodes_that_the_emulator_reproduces_are_replayable(tmp_path,
     (ep,) = import_seed(src, tmp_path / "n").paths
     with Episode(ep) as got:
         assert got.attrs["extra"]["replayable"] is False and list(got.step_frames) == [4, 4, 4]
+
+
+def _h5_contents(path):
+    """{dataset path: array} and the root attributes of an HDF5 file."""
+    out = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda k, o: out.__setitem__(k, o[()]) if isinstance(o, h5py.Dataset) else None)
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    return out, attrs
+
+
+def test_replay_export_and_import_give_back_every_episode_exactly(tmp_path, eight):
+    """`dataset export --format replay` keeps a dataset without its frames; `import --format replay`
+    replays it in the emulator into the same files: every dataset, frames included, every attribute,
+    the file names and the split. A second import skips what is there; bad files change nothing."""
+    import lzma
+
+    src = tmp_path / "src"
+    shutil.copytree(eight, src)
+    split_dataset(src, 25, seed=0)
+    res = run_cli("dataset", "export", src, "--format", "replay", "--out", tmp_path / "x")
+    assert res.returncode == 0, res.stderr
+    packed = tmp_path / "x" / "replay.json.xz"
+    frames = sum(Episode(p).frames.size for p in Dataset(src).paths)
+    assert packed.stat().st_size * 1000 < frames  # frames are what it leaves out
+    res = run_cli("dataset", "import", tmp_path / "x", "--format", "replay", "--out", tmp_path / "back", "--workers", "2")
+    assert res.returncode == 0, res.stderr
+    assert f"replayed {len(Dataset(src))} episodes" in res.stdout
+    assert [p.name for p in Dataset(tmp_path / "back").paths] == [p.name for p in Dataset(src).paths]
+    for p in Dataset(src).paths:
+        (a, a_attrs), (b, b_attrs) = _h5_contents(p), _h5_contents(tmp_path / "back" / p.name)
+        assert sorted(a) == sorted(b) and a_attrs == b_attrs
+        for k in a:
+            assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+    assert json.loads((tmp_path / "back" / "mario-kit.split.json").read_text())["assignments"] == \
+        json.loads((src / "mario-kit.split.json").read_text())["assignments"]
+    res = run_cli("dataset", "import", packed, "--format", "replay", "--out", tmp_path / "back")
+    assert res.returncode == 0 and f"{len(Dataset(src))} already there" in res.stdout
+
+    doc = json.loads(lzma.decompress(packed.read_bytes()))
+
+    def write(name, change):
+        d = json.loads(json.dumps(doc))
+        change(d)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "replay.json.xz").write_bytes(lzma.compress(json.dumps(d).encode()))
+        return tmp_path / name
+
+    last = lambda d: d["episodes"][-1]  # noqa: E731
+    cases = {
+        "frames": lambda d: last(d).update(frames_xxh3_128="0" * 32),  # found after the others were written
+        "name": lambda d: last(d).update(file="../escape.h5"),
+        "short": lambda d: last(d).update(data=last(d)["data"][:-8]),
+        "dtype": lambda d: last(d)["arrays"][0].update(dtype="<f8"),
+        "attrs": lambda d: last(d)["attrs"].update(level="9-9"),
+        "schema": lambda d: d.update(schema_version=2),
+    }
+    for name, change in cases.items():
+        res = run_cli("dataset", "import", write(name, change), "--format", "replay", "--out", tmp_path / f"out-{name}",
+                      "--workers", "2" if name == "frames" else "1")
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, (name, res.stderr)
+        assert not any((tmp_path / f"out-{name}").glob("*.h5*")), name  # all or nothing
+    assert "replayed frames differ" in run_cli("dataset", "import", tmp_path / "frames", "--format", "replay",
+                                               "--out", tmp_path / "out-frames").stderr
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "replay.json.xz").write_bytes(b"not xz")
+    assert run_cli("dataset", "import", tmp_path / "junk", "--format", "replay", "--out", tmp_path / "o").returncode == 2
+    assert run_cli("dataset", "import", tmp_path / "x", "--format", "replay", "--level", "1-2",
+                   "--out", tmp_path / "o").returncode == 2
+    before = packed.read_bytes()
+    assert run_cli("dataset", "export", src, "--format", "replay", "--out", tmp_path / "x").returncode == 2  # no --force
+    assert packed.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["eval", "eval-fresh", "mix"])
+def test_the_frozen_world_model_data_replays_on_this_emulator(tmp_path, name):
+    """bench/data keeps the world model's evaluation sets and training mix as replay files, rebuilt by
+    bench/wm_data.py on any machine. Each parses, holds what docs/BENCHMARKS.md says it holds, and its
+    shortest episode of each source replays to the recorded frames here: a changed emulator, which
+    would quietly change every figure measured on them, fails this test."""
+    from pathlib import Path
+
+    from mario_kit.datasets.interop.replay import parse_replay, read_replay, replay_episode
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "data" / name / "replay.json.xz"
+    eps = parse_replay(read_replay(path), path)
+    steps = sum(e["attrs"]["length"] for e in eps)
+    sources = {e["attrs"]["source"] for e in eps}
+    assert sources == {"random", "agent"}
+    assert {e["attrs"]["level"] for e in eps} == {"1-1"}
+    if name == "mix":
+        assert steps == 80_000 and {e["split"] for e in eps} == {"train", "test"}
+    else:
+        assert steps == 9_000 and {e["split"] for e in eps} == {"test"}
+    for source in sorted(sources):
+        e = min((e for e in eps if e["attrs"]["source"] == source), key=lambda e: e["attrs"]["length"])
+        p, n = replay_episode(e, tmp_path)
+        assert n == e["attrs"]["length"] and Episode(p).frames.shape[0] == n + 1

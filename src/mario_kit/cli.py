@@ -21,6 +21,7 @@ class ImportFormat(str, Enum):
     """Layouts `dataset import` reads."""
 
     seed = "seed"
+    replay = "replay"
 
 
 class ExportFormat(str, Enum):
@@ -28,6 +29,7 @@ class ExportFormat(str, Enum):
 
     seed = "seed"
     minari = "minari"
+    replay = "replay"
 
 
 app = typer.Typer(
@@ -420,19 +422,37 @@ def dataset_filter(
 
 @dataset_app.command("import")
 def dataset_import(
-    directory: Path = typer.Argument(..., help="Folder of files in the foreign layout."),
+    directory: Path = typer.Argument(..., help="Folder of files in the foreign layout (replay: the export folder or its "
+                                     "replay.json)."),
     out_dir: Path = typer.Option(..., "--out", help="Episode folder to import into."),
-    fmt: ImportFormat = typer.Option("seed", "--format", help="Layout: seed (Super Mario DIAMOND's HDF5 files)."),
-    action_set: str = typer.Option("simple", help="Action set of the imported episodes."),
-    source: str = typer.Option("seed", help="Source recorded in the imported episodes (e.g. human, agent)."),
-    level: str = typer.Option("1-1", help="Level the files were recorded on (W-S)."),
-    frame_skip: int = typer.Option(4, help="Frame skip the files were recorded with."),
-    player: str = typer.Option("", help="Player name recorded in every episode."),
+    fmt: ImportFormat = typer.Option("seed", "--format", help="Layout: seed (Super Mario DIAMOND's HDF5 files), or replay "
+                                     "(a mario-kit dataset without frames: `dataset export --format replay`)."),
+    action_set: Optional[str] = typer.Option(None, help="Seed layout: action set of the imported episodes [simple]."),
+    source: Optional[str] = typer.Option(None, help="Seed layout: source recorded in the imported episodes (e.g. human, "
+                                         "agent) [seed]."),
+    level: Optional[str] = typer.Option(None, help="Seed layout: level the files were recorded on (W-S) [1-1]."),
+    frame_skip: Optional[int] = typer.Option(None, help="Seed layout: frame skip the files were recorded with [4]."),
+    player: Optional[str] = typer.Option(None, help="Seed layout: player name recorded in every episode."),
+    workers: int = typer.Option(1, min=1, help="Replay: processes replaying episodes side by side."),
 ) -> None:
     """Import episodes from another layout: every file is checked first, then all land or none."""
+    seed_options = {"--action-set": action_set, "--source": source, "--level": level, "--frame-skip": frame_skip,
+                    "--player": player}
+    if fmt is ImportFormat.replay:
+        from mario_kit.datasets.interop.replay import import_replay
+
+        given = [k for k, v in seed_options.items() if v is not None]
+        if given:
+            raise UserError(f"{given[0]} is for --format seed; a replay file records each episode's own")
+        r = import_replay(directory, out_dir, workers=workers, progress=True)
+        out.print(f"replayed {r.episodes} episode{'' if r.episodes == 1 else 's'} ({r.steps:,} steps) into {out_dir}, "
+                  f"every frame as recorded" + (f"; {len(r.skipped)} already there, skipped" if r.skipped else ""))
+        return
     from mario_kit.datasets.interop.seed import import_seed
 
-    s = import_seed(directory, out_dir, action_set, source, level, frame_skip, player, progress=True)
+    action_set = action_set or "simple"
+    s = import_seed(directory, out_dir, action_set, source or "seed", level or "1-1", 4 if frame_skip is None else frame_skip,
+                    player or "", progress=True)
     layouts = ", ".join(f"{n} {k}" for k, n in sorted(s.layouts.items())) or "none"
     out.print(f"imported {s.episodes} episode{'' if s.episodes == 1 else 's'} ({s.steps:,} steps) from "
               f"{s.files - len(s.skipped)} of {s.files} files into {out_dir}; label layouts: {layouts}")
@@ -468,6 +488,14 @@ def dataset_export(
         out.print(f"exported {r['episodes']} episodes ({r['frames']:,} frames) as the Minari dataset {dataset_id} in "
                   f"{r['path']}: {r['bytes'] / 1e6:,.1f} MB (frames are stored raw, about 184 KB each); open it with "
                   f"MINARI_DATASETS_PATH={out_dir} and minari.load_dataset({dataset_id!r})")
+        return
+    if fmt is ExportFormat.replay:
+        from mario_kit.datasets.interop.replay import export_replay
+
+        r = export_replay(directory, out_dir, force, progress=True)
+        out.print(f"exported {r['episodes']} episodes ({r['steps']:,} steps) without their frames to {r['path']}: "
+                  f"{r['bytes'] / 1e3:,.1f} KB; `mario-kit dataset import {out_dir} --format replay --out DIR` "
+                  f"rebuilds them by replay")
         return
     s = export_seed(directory, out_dir, force, pack, labels, remainder)
     out.print(f"exported {s.episodes} episodes ({s.frames:,} frames) into {len(s.files)} files in {out_dir}"

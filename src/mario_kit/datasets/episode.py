@@ -227,18 +227,20 @@ class EpisodeWriter:
         self._f.require_group(F.EXTRA_GROUP).create_dataset(name, data=data, compression="gzip")
 
     # --- ending ------------------------------------------------------------------------
-    def finish(self, end: str) -> Path:
+    def finish(self, end: str, attrs: dict[str, Any] | None = None) -> Path:
         """Write the attributes, fsync, and atomically rename to the final name. If anything fails
-        (a full disk), the temporary file is removed and the error raised."""
+        (a full disk), the temporary file is removed and the error raised. `attrs`: the root
+        attributes, as stored, of a recorded episode this one reproduces (a replay import), written
+        instead of this writer's own."""
         if end not in F.END_REASONS:
             raise ValueError(f"end must be one of {F.END_REASONS}")
         try:
-            return self._finish(end)
+            return self._finish(end, attrs)
         except BaseException:
             self.discard()
             raise
 
-    def _finish(self, end: str) -> Path:
+    def _finish(self, end: str, recorded: dict[str, Any] | None) -> Path:
         self._flush()
         while self._inflight:
             self._write_next()
@@ -265,7 +267,7 @@ class EpisodeWriter:
             "end": end,
             "extra": json.dumps(m.extra, sort_keys=True),
         }
-        self._f.attrs.update(attrs)
+        self._f.attrs.update(attrs if recorded is None else recorded)
         self._f.flush()
         self._f.close()
         self._closed = True
@@ -350,6 +352,19 @@ class Episode:
 
     def column(self, name: str) -> np.ndarray:
         return self._f[name][()]
+
+    def raw_attrs(self) -> dict[str, Any]:
+        """The root attributes as stored (JSON ones as their strings), as plain Python values."""
+        return {k: v.item() if isinstance(v, np.generic) else v.decode() if isinstance(v, bytes) else v
+                for k, v in self._f.attrs.items()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every dataset of the file but the frames, by path (columns, info/, action_joypad, extra/):
+        what a replay file keeps, since the frames follow from the joypad bytes."""
+        out: dict[str, np.ndarray] = {}
+        self._f.visititems(lambda k, obj: out.__setitem__(k, obj[()]) if isinstance(obj, h5py.Dataset) and k != F.FRAMES
+                           else None)
+        return out
 
     actions = _Column(F.ACTIONS)
     rewards = _Column(F.REWARDS)

@@ -50,6 +50,17 @@ INFO_COLUMNS: dict[str, np.dtype] = {
 }
 STATUS_CODES = {"small": 0, "tall": 1, "fireball": 2}
 
+# Every per-step (T,) dataset with its on-disk dtype, info columns by their path.
+STEP_COLUMNS: dict[str, np.dtype] = {
+    ACTIONS: np.dtype(np.uint8),
+    REWARDS: np.dtype(np.float32),
+    TERMINATED: np.dtype(np.bool_),
+    TRUNCATED: np.dtype(np.bool_),
+    STEP_FRAMES: np.dtype(np.uint8),
+    OVERRIDDEN: np.dtype(np.bool_),
+    **{f"{INFO_GROUP}/{k}": v for k, v in INFO_COLUMNS.items()},
+}
+
 # Root attributes. Values that are not scalars or strings are stored as JSON strings.
 REQUIRED_ATTRS = (
     "format",

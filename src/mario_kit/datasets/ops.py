@@ -22,10 +22,10 @@ import pandas as pd
 from mario_kit import UserError
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir
-from mario_kit.atomic import atomic_path, check_writable, fsync_dir, output_dir, write_json_atomic
+from mario_kit.atomic import atomic_path, check_writable, fsync_dir, output_dir
 from mario_kit.datasets.episode import Episode, remap_actions
 from mario_kit.trust import open_h5
-from mario_kit.datasets.split import SPLIT_FILE, SPLIT_SCHEMA, read_split
+from mario_kit.datasets.split import add_assignments, read_split
 
 
 def link_or_copy(src: Path, dst: Path) -> str:
@@ -63,10 +63,7 @@ def _carry_split(sources: list[Path], out: Path, names: set[str]) -> None:
     assign = {}
     for s in sources:
         assign.update({f: v for f, v in read_split(s).items() if f in names})
-    if assign:
-        assign.update(read_split(out))
-        write_json_atomic(out / SPLIT_FILE, {"schema_version": SPLIT_SCHEMA, "seed": None, "percentage": None,
-                                             "stratify": [], "assignments": dict(sorted(assign.items()))}, sort_keys=True)
+    add_assignments(out, assign)
 
 
 def merge(sources: list[str | Path], out: str | Path, action_set: str | None = None) -> dict[str, int]:

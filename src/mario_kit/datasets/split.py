@@ -39,6 +39,16 @@ def read_split(directory: Path) -> dict[str, str]:
         raise UserError(f"{p} is not a mario-kit split file ({e})") from None
 
 
+def add_assignments(directory: Path, assign: dict[str, str]) -> None:
+    """Record train/test assignments of episodes new to `directory` (merged or imported ones);
+    the folder's own assignments win where both have one."""
+    if assign:
+        assign = {**assign, **read_split(directory)}
+        write_json_atomic(Path(directory) / SPLIT_FILE, {"schema_version": SPLIT_SCHEMA, "seed": None, "percentage": None,
+                                                        "stratify": [], "assignments": dict(sorted(assign.items()))},
+                          sort_keys=True)
+
+
 def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0, stratify: tuple[str, ...] = (),
                   reset: bool = False, txt: Path | None = None) -> dict[str, str]:
     if not 0 <= percentage < 100:

@@ -11,11 +11,6 @@ import numpy as np
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import read_header, scan
 
-_STEP_COLUMNS = {
-    F.ACTIONS: np.uint8, F.REWARDS: np.float32, F.TERMINATED: np.bool_, F.TRUNCATED: np.bool_,
-    F.STEP_FRAMES: np.uint8,
-}
-
 
 @dataclass
 class ValidationReport:
@@ -59,7 +54,7 @@ def check_data(f: h5py.File, attrs: dict, frames: bool = True) -> str | None:
     fr = f.get(F.FRAMES)
     if not isinstance(fr, h5py.Dataset) or fr.shape != (T + 1, *F.FRAME_SHAPE) or fr.dtype != F.FRAME_DTYPE:
         return f"frames: expected ({T + 1}, 240, 256, 3) uint8, got {_describe(fr)}"
-    for name, dtype in [*_STEP_COLUMNS.items(), *((f"{F.INFO_GROUP}/{k}", v) for k, v in F.INFO_COLUMNS.items())]:
+    for name, dtype in F.STEP_COLUMNS.items():
         ds = f.get(name)
         if not isinstance(ds, h5py.Dataset) or ds.shape != (T,) or ds.dtype != dtype:
             return f"{name}: expected ({T},) {np.dtype(dtype)}, got {_describe(ds)}"

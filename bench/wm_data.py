@@ -1,0 +1,51 @@
+"""Rebuild the world model's frozen data from bench/data/ (replay files kept in the repository): the
+fixed evaluation set, fresh episodes nobody tuned on, and the training mix, each with its store.
+
+    .venv/bin/python bench/wm_data.py [--root runs] [--only eval,eval-fresh,mix] [--workers 2]
+
+Writes ROOT/<name>/episodes and ROOT/<name>/store.zarr (the two evaluation sets with full-res frames,
+for the upsampler's figures). Every frame is replayed in the emulator and checked against the digest
+recorded with it, so the data is the same on any machine, without the PPO agent that played part of
+it. A second call keeps what is there (the import skips episodes it finds, the build adds only new
+ones). How the data was recorded: docs/BENCHMARKS.md, "World model quality". Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from mario_kit.datasets.interop.replay import import_replay
+from mario_kit.datasets.store import build_store, store_info
+
+DATA = Path(__file__).resolve().parent / "data"
+SETS = {"eval": True, "eval-fresh": True, "mix": False}  # name -> full-res frames in the store
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", type=Path, default=Path("runs"))
+    ap.add_argument("--only", default=",".join(SETS), help="comma list of " + ", ".join(SETS))
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    out = {}
+    for name in args.only.split(","):
+        if name not in SETS:
+            ap.error(f"unknown set {name!r}; sets: {', '.join(SETS)}")
+        d = args.root / name
+        t0 = time.perf_counter()
+        r = import_replay(DATA / name, d / "episodes", workers=args.workers, progress=True)
+        t1 = time.perf_counter()
+        build_store(d / "episodes", d / "store.zarr", full_res=SETS[name], progress=True)
+        info = store_info(d / "store.zarr")
+        out[name] = {"replayed_episodes": r.episodes, "replayed_steps": r.steps, "kept_episodes": len(r.skipped),
+                     "replay_s": round(t1 - t0, 1), "replay_steps_per_s": round(r.steps / max(t1 - t0, 1e-9), 1),
+                     "build_s": round(time.perf_counter() - t1, 1), "episodes": info["episodes"],
+                     "frames": info["frames"], "test_episodes": info["test_episodes"], "store": str(d / "store.zarr")}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
