@@ -1,6 +1,6 @@
 """World-model recipes compared at equal budget (issue 20): each row trains `mario-kit train --config
 cpu` with its own data and overrides for the same CPU time, then `mario-kit evaluate` scores it on
-the fixed evaluation set (bench/evalset.py). Prints JSON; writes OUT/ab.json and OUT/ab.md.
+the fixed evaluation set (bench/evalset.py; frozen in bench/data, rebuilt by bench/wm_data.py). Prints JSON; writes OUT/ab.json and OUT/ab.md.
 
     .venv/bin/python bench/ab.py --out runs/ab [--budget-min 15] [--rows baseline,horizon2,...]
 
@@ -67,8 +67,9 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     "mix-narrow": (MIX4, ["denoiser.channels=[48,48,48,48]", "sampler.s_cond=0.005"], "size: 48 channels on the mix"),
     "hash-only-low": (HASH, ["sampler.s_cond=0.005"], "data: sticky random with hash balancing alone (20k steps)"),
     # on the frozen data (bench/data) and the cpu preset as it is now (48 channels, s_cond 0.05)
-    "now-48": (FROZEN, ["denoiser.channels=[48,48,48,48]"], "the cpu preset as it is (48 channels), frozen mix"),
-    "now-32": (FROZEN, ["denoiser.channels=[32,32,32,32]"], "size: 32 channels (1.3 M parameters), frozen mix"),
+    # and sampled in 1 step, as `play` samples on a CPU
+    "now-48": (FROZEN, ["denoiser.channels=[48,48,48,48]", "sampler.steps=1"], "the cpu preset as it is (48 channels), frozen mix"),
+    "now-32": (FROZEN, ["denoiser.channels=[32,32,32,32]", "sampler.steps=1"], "size: 32 channels, frozen mix"),
 }
 
 
@@ -90,8 +91,10 @@ def train(name: str, out: Path, budget_cpu_s: float, seed: int) -> dict:
         cmd = MK + ["train", "--store", store, "--out", str(run), "--quiet", "--resume"]
     t0 = time.time()
     proc = subprocess.Popen(cmd)
-    run.mkdir(parents=True, exist_ok=True)  # train may not have made it yet; the budget file goes here
-    used0 = json.loads((run / "ab-cpu.json").read_text())["cpu_s"] if (run / "ab-cpu.json").is_file() else 0.0
+    # the CPU time used, kept beside the run (inside it, the file would race train's check that a new
+    # run's folder is empty)
+    budget = out / f"{name}.ab-cpu.json"
+    used0 = json.loads(budget.read_text())["cpu_s"] if budget.is_file() else 0.0
     used = used0
     while proc.poll() is None:
         time.sleep(2)
@@ -99,7 +102,7 @@ def train(name: str, out: Path, budget_cpu_s: float, seed: int) -> dict:
             used = used0 + cpu_seconds(proc.pid)
         except (FileNotFoundError, ProcessLookupError):
             break
-        (run / "ab-cpu.json").write_text(json.dumps({"cpu_s": used}))
+        budget.write_text(json.dumps({"cpu_s": used}))
         if used >= budget_cpu_s:
             proc.send_signal(signal.SIGINT)
             proc.wait()
@@ -111,10 +114,10 @@ def train(name: str, out: Path, budget_cpu_s: float, seed: int) -> dict:
     return s
 
 
-def evaluate(name: str, out: Path, evalset: str, steps: int | None, tag: str = "") -> dict:
+def evaluate(name: str, out: Path, evalset: str, steps: int | None, tag: str = "", rollouts: int = 16) -> dict:
     dest = out / name / ("eval" + (f"-{tag}" if tag else "") + (f"-{steps}step" if steps else ""))
     if not (dest / "evaluation.json").is_file():
-        cmd = MK + ["evaluate", str(out / name), "--store", evalset, "--windows", "256", "--rollouts", "16",
+        cmd = MK + ["evaluate", str(out / name), "--store", evalset, "--windows", "256", "--rollouts", str(rollouts),
                     "--device", "cpu", "--out", str(dest)] + (["--steps", str(steps)] if steps else [])
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads((dest / "evaluation.json").read_text())
@@ -155,6 +158,7 @@ def main() -> None:
     ap.add_argument("--sampler-rows", default="baseline")
     ap.add_argument("--eval-tag", default="", help="name of the evaluation set's result folders (ROW/eval-TAG)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rollouts", type=int, default=16, help="rollouts a horizon in the evaluations")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -163,10 +167,10 @@ def main() -> None:
             raise SystemExit(f"unknown row {name!r}; rows: {', '.join(ROWS)}")
         s = train(name, args.out, args.budget_min * 60 * 2, args.seed)["stages"]["denoiser"]
         base = {"step": s["step"], "samples_per_s": s["samples_per_s"], "parameters": s["parameters"]}
-        results[name] = {**base, "figures": row_figures(evaluate(name, args.out, args.evalset, None, args.eval_tag))}
+        results[name] = {**base, "figures": row_figures(evaluate(name, args.out, args.evalset, None, args.eval_tag, args.rollouts))}
         if name in args.sampler_rows.split(","):
             for k in args.sampler_steps.split(","):
-                ev = evaluate(name, args.out, args.evalset, int(k), args.eval_tag)
+                ev = evaluate(name, args.out, args.evalset, int(k), args.eval_tag, args.rollouts)
                 results[f"{name}@{k}step"] = {**base, "figures": row_figures(ev)}
         tag = f"-{args.eval_tag}" if args.eval_tag else ""
         (args.out / f"ab{tag}.json").write_text(json.dumps({"budget_min": args.budget_min, "rows": results}, indent=1))

@@ -8,7 +8,7 @@ scored on the windows `mario-kit evaluate` draws (same seed, same count), at eac
   future_edge         the scroll oracle with the scrolled-in columns taken from the real frame: a
                       perfect drawing of the new scenery, Mario and the enemies left where they were
 
-    .venv/bin/python bench/rollout_bounds.py --store runs/evalset3/store.zarr [--rollouts 16] [--seed 0]
+    .venv/bin/python bench/rollout_bounds.py --store runs/eval/store.zarr [--rollouts 16] [--seed 0]
 
 Prints JSON (pooled PSNR of the last step of each horizon, dB; the real scroll in 64x60 pixels).
 """

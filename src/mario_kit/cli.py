@@ -445,6 +445,9 @@ def dataset_import(
         if given:
             raise UserError(f"{given[0]} is for --format seed; a replay file records each episode's own")
         r = import_replay(directory, out_dir, workers=workers, progress=True)
+        if not r.episodes:
+            out.print(f"nothing to replay: the {len(r.skipped)} episodes of the file are already in {out_dir}")
+            return
         out.print(f"replayed {r.episodes} episode{'' if r.episodes == 1 else 's'} ({r.steps:,} steps) into {out_dir}, "
                   f"every frame as recorded" + (f"; {len(r.skipped)} already there, skipped" if r.skipped else ""))
         return

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import lzma
+import math
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -121,26 +122,26 @@ def import_replay(src: str | Path, out: str | Path, workers: int = 1, progress: 
     sets = {(e["attrs"]["action_set"], int(e["attrs"]["frame_skip"])) for e in episodes}
     if len(sets) > 1:
         raise UserError(f"{path} mixes action sets or frame skips {sorted(sets)}: one dataset folder takes one")
-    check_output_dir(out, *sets.pop())
     summary = ReplayImport()
-    todo = []
-    for e in episodes:
-        (summary.skipped.append(e["file"]) if (out / e["file"]).exists() else todo.append(e))
-    mine = [out / e["file"] for e in todo]
-    try:
-        with make_progress(enabled=progress, transient=True) as bar:
-            task = bar.add_task("replaying", total=sum(int(e["attrs"]["length"]) for e in todo))
-            for p, n in _run(todo, out, workers):
-                summary.paths.append(p)
-                summary.episodes += 1
-                summary.steps += n
-                bar.update(task, advance=n)
-        add_assignments(out, {e["file"]: e["split"] for e in todo if e["split"] is not None})
-    except BaseException:  # all or nothing: what this import wrote goes again
-        for p in mine:
-            p.unlink(missing_ok=True)
-            p.with_name(p.name[: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX).unlink(missing_ok=True)
-        raise
+    with output_dir(out):  # a folder this import made goes again if it fails
+        check_output_dir(out, *sets.pop())
+        todo = []
+        for e in episodes:
+            (summary.skipped.append(e["file"]) if (out / e["file"]).exists() else todo.append(e))
+        try:
+            with make_progress(enabled=progress, transient=True) as bar:
+                task = bar.add_task("replaying", total=sum(int(e["attrs"]["length"]) for e in todo))
+                for p, n in _run(todo, out, workers):
+                    summary.paths.append(p)
+                    summary.episodes += 1
+                    summary.steps += n
+                    bar.update(task, advance=n)
+            add_assignments(out, {e["file"]: e["split"] for e in todo if e["split"] is not None})
+        except BaseException:  # all or nothing: what this import wrote goes again
+            for e in todo:
+                (out / e["file"]).unlink(missing_ok=True)
+                (out / (e["file"][: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)).unlink(missing_ok=True)
+            raise
     return summary
 
 
@@ -255,16 +256,16 @@ def _parse_episode(e: dict, names: set[str]) -> dict[str, Any]:
         known = _DTYPES.get(s["name"])
         if (dt != known if known is not None else not _EXTRA.fullmatch(s["name"]) or dt.kind not in "uifb") \
                 or dt.itemsize > 8 or len(shape) > 4 or min(shape, default=0) < 0 \
-                or int(np.prod(shape, dtype=np.int64)) > 1 << 31 or any(k == s["name"] for k, _, _ in specs):
+                or math.prod(shape) > 1 << 31 or any(k == s["name"] for k, _, _ in specs):
             raise ValueError(f"array {s['name']!r} ({s['dtype']}, {s['shape']}) is not allowed")
         specs.append((s["name"], dt, shape))
-        sizes.append(int(np.prod(shape, dtype=np.int64)) * dt.itemsize)
+        sizes.append(math.prod(shape) * dt.itemsize)
     blob = base64.b64decode(e["data"], validate=True)
     if len(blob) != sum(sizes):
         raise ValueError(f"data holds {len(blob)} bytes, the arrays {sum(sizes)}")
     arrays, pos = {}, 0
     for (k, dt, shape), n in zip(specs, sizes):
-        arrays[k] = np.frombuffer(blob, dt, int(np.prod(shape, dtype=np.int64)), pos).reshape(shape)
+        arrays[k] = np.frombuffer(blob, dt, math.prod(shape), pos).reshape(shape)
         pos += n
     T = int(attrs["length"])
     for k in F.STEP_COLUMNS:
