@@ -423,7 +423,7 @@ def dataset_filter(
 @dataset_app.command("import")
 def dataset_import(
     directory: Path = typer.Argument(..., help="Folder of files in the foreign layout (replay: the export folder or its "
-                                     "replay.json)."),
+                                     "replay.json.xz)."),
     out_dir: Path = typer.Option(..., "--out", help="Episode folder to import into."),
     fmt: ImportFormat = typer.Option("seed", "--format", help="Layout: seed (Super Mario DIAMOND's HDF5 files), or replay "
                                      "(a mario-kit dataset without frames: `dataset export --format replay`)."),

@@ -2,7 +2,7 @@
 
 The emulator is deterministic from reset (docs/FORMAT.md, "Replay"), so an episode's frames follow
 from its joypad bytes. A replay file keeps everything else of every episode (its attributes, per-step
-columns and `extra/` arrays, compressed), its split assignment and a hash of its frames; `import`
+columns and `extra/` arrays), its split assignment and a hash of its frames; `import`
 replays each episode in the emulator, checks the frames against the hash and writes the episode
 under its own name with its own attributes: the same episode file, frames included, for about
 1/1000 of the bytes. That is how a dataset travels without its frames, and how bench/ keeps its
@@ -61,7 +61,7 @@ def frames_digest(frames: Iterator[np.ndarray]) -> str:
 
 # --- export ----------------------------------------------------------------------------------------
 def export_replay(src: str | Path, out: str | Path, force: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Write `out/replay.json`: every episode of `src` without its frames. Returns a summary."""
+    """Write `out/replay.json.xz`: every episode of `src` without its frames. Returns a summary."""
     from mario_kit.progress import make_progress
 
     ds = Dataset(src).require_episodes()
@@ -218,7 +218,8 @@ def read_replay(path: Path) -> Any:
 def parse_replay(doc: Any, path: Path) -> list[dict[str, Any]]:
     """Check a parsed replay file and decode its arrays; a UserError names what is wrong. Nothing
     in it is trusted: names are plain file names, attributes pass the episode schema's check, arrays
-    are numeric, decompress to exactly their declared size and agree with the episode's length."""
+    have the schema's dtypes (`extra/` ones: numeric), exactly their declared bytes, and agree with
+    the episode's length."""
     def bad(why: str) -> UserError:
         return UserError(f"{path} is not a valid replay file ({why}); nothing was imported")
 
