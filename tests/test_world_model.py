@@ -55,6 +55,22 @@ def test_metrics_equal_scikit_image_on_real_frames(store):
     assert pooled_psnr(t, t + 1) == pytest.approx(10 * np.log10(255.0**2))  # MSE of 1 everywhere
 
 
+def test_pooled_gap_interval_is_exact_when_every_rollout_agrees_and_widens_when_they_do_not():
+    from mario_kit.world_model.metrics import pooled_gap_interval
+    real = torch.zeros(16, 6, 8, 3)
+    base, pred = real + 20, real + 10  # every rollout: a quarter of copy-last's squared error
+    lo, hi = pooled_gap_interval(pred, base, real)
+    assert lo == pytest.approx(10 * np.log10(4)) and hi == pytest.approx(10 * np.log10(4))
+    pred = real + torch.arange(1.0, 17.0)[:, None, None, None] * 2  # errors 2..32: pooled lead 10 log10(400 / 374)
+    gap = pooled_psnr(pred, real) - pooled_psnr(base, real)
+    assert gap == pytest.approx(10 * np.log10(400 / 374), abs=1e-4)
+    lo, hi = pooled_gap_interval(pred, base, real)
+    assert lo < gap < hi and hi - lo > 1  # 16 rollouts this uneven leave the lead unsure by more than 1 dB
+    assert pooled_gap_interval(pred, base, real) == (lo, hi)  # seeded: the same interval every time
+    lo4, hi4 = pooled_gap_interval(pred[:4], base[:4], real[:4])
+    assert hi4 - lo4 > hi - lo  # fewer rollouts, wider
+
+
 def test_default_configs_shapes_and_parameter_counts():
     den = Denoiser(ModelConfig(), n_actions=7)
     assert count_parameters(den) == 4_406_147  # DIAMOND's own code gives the same for this config
@@ -343,6 +359,11 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert r["next_frame_low_res"]["copy_last"]["psnr"]["mean"] > 10
     assert "rollout_8" in r and (tmp_path / "r" / "eval" / "rollout_psnr.png").exists()
     assert 5 < r["rollout_8"]["scroll_oracle_psnr_last"] < 100 and r["rollout_1"]["scroll_oracle_psnr_last"] > 5
+    r8 = r["rollout_8"]
+    assert r8["model_gap_last"] == pytest.approx(r8["model_psnr_last"] - r8["copy_last_psnr_last"], abs=2e-3)
+    lo, hi = r8["model_gap_last_ci90"]
+    assert lo - 2e-3 <= r8["model_gap_last"] <= hi + 2e-3
+    assert "lead over" in res.stdout  # the table row (rich wraps the rest of the label at 80 columns)
     assert r["upsampler_sampler"]["steps"] == 1  # the tiny preset's
     # the samplers are chosen at evaluation: --set overrides them for this evaluation alone
     res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--rollouts", "2", "--horizons", "1",

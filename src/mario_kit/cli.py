@@ -662,6 +662,10 @@ def _evaluation_table(r: dict):
                       f(v["copy_last_psnr_last"]))
             t.add_row(f"rollout of {k[8:]}: PSNR mean over steps", str(v["rollouts"]), f(v["model_psnr_mean"]),
                       f(v["copy_last_psnr_mean"]))
+            if "model_gap_last_ci90" in v:
+                lo, hi = v["model_gap_last_ci90"]
+                t.add_row(f"rollout of {k[8:]}: lead over copy-last dB [90% CI]", str(v["rollouts"]),
+                          f"{v['model_gap_last']:+.2f} [{lo:+.1f},{hi:+.1f}]", "")
             if "scroll_oracle_psnr_last" in v:
                 t.add_row(f"rollout of {k[8:]}: last-step PSNR vs scroll oracle",
                           str(v["rollouts"]), f(v["model_psnr_last"]), f(v["scroll_oracle_psnr_last"]))

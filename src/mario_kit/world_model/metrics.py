@@ -7,6 +7,7 @@ without a round trip through numpy; tests/test_world_model.py checks both agains
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn.functional import conv2d
 
@@ -31,6 +32,20 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def pooled_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR of the mean squared error over all images: finite unless every pair is identical."""
     return float(10 * torch.log10(255.0**2 / mse(a, b).mean()))
+
+
+def pooled_gap_interval(pred: torch.Tensor, base: torch.Tensor, real: torch.Tensor, level: float = 0.9,
+                        n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """How sure a pooled PSNR lead is: the `level` bootstrap interval of pooled_psnr(pred) -
+    pooled_psnr(base) against `real` (B, H, W, C), resampling the B pairs (rollouts) with replacement,
+    model and baseline together. A lead read off one set of rollouts moves with which rollouts were
+    drawn and with the sampler's noise (0.3 dB between two sampler seeds on the same 64 rollouts of
+    32 steps: docs/BENCHMARKS.md); a target such as "+3 dB" is met when the interval's low end is."""
+    ep, eb = mse(pred, real).double().cpu(), mse(base, real).double().cpu()
+    idx = torch.from_numpy(np.random.default_rng(seed).integers(0, len(ep), (n_boot, len(ep))))
+    gaps = 10 * torch.log10(eb[idx].mean(1) / ep[idx].mean(1).clamp(min=1e-12))
+    lo, hi = torch.quantile(gaps, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=gaps.dtype)).tolist()
+    return lo, hi
 
 
 def psnr_stats(pred: torch.Tensor, target: torch.Tensor, moving: torch.Tensor) -> dict[str, float]:
