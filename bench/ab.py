@@ -72,7 +72,8 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     "now-32": (FROZEN, ["denoiser.channels=[32,32,32,32]", "sampler.steps=1"], "size: 32 channels, frozen mix"),
     # training noise where the 1-step sampler draws (sigma_max 5: log-normal around ln 5, narrow) instead
     # of the preset's spread (median 0.67): as a 27-minute fine-tune of the shipped model it beat the
-    # preset's noise by 0.3-0.5 dB at 32 steps (docs/BENCHMARKS.md, "Training noise for the 1-step sampler")
+    # same fine-tune at the preset's noise by 0.5 dB at 32 steps (64 rollouts), and the model it started
+    # from by 0.2 dB (256 rollouts) (docs/BENCHMARKS.md, "Training noise for the 1-step sampler")
     "now-48-focus": (FROZEN, ["denoiser.channels=[48,48,48,48]", "sampler.steps=1", "denoiser.loc=1.6", "denoiser.scale=0.5"],
                      "training noise at the 1-step sampler's sigma (loc 1.6, scale 0.5), frozen mix"),
 }
