@@ -270,7 +270,7 @@ def _sees(path: str, token: str) -> bool:
 def write_episode(out: Path, name: str, data: bytes) -> Path:
     """The driver's atomic write of an episode returned by a task (a .partial, fsync, rename)."""
     path = out / name
-    tmp = out / (name[: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)
+    tmp = out / F.partial_name(name)
     try:
         tmp.write_bytes(data)
         commit(tmp, path)

@@ -106,7 +106,7 @@ class EpisodeWriter:
         self.meta = meta
         self.name = name or new_episode_name(meta.source, meta.level)
         self.path = self.dir / self.name
-        self.tmp_path = self.dir / (self.name[: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)
+        self.tmp_path = self.dir / F.partial_name(self.name)
         self._f = h5py.File(self.tmp_path, "w", libver=("v110", "latest"))
         f = self._f
         self._frames = f.create_dataset(
@@ -393,7 +393,7 @@ class Episode:
 def remap_actions(src: Path, dst: Path, target: F.ActionSet) -> None:
     """Write `dst`, a copy of episode `src` with its actions mapped to the `target` set (by their
     buttons: format.map_actions), atomically; the old set's name is kept in `extra`."""
-    tmp = dst.with_name(dst.name[: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)
+    tmp = dst.with_name(F.partial_name(dst.name))
     shutil.copy2(src, tmp)
     with h5py.File(tmp, "r+") as f:
         old = F.ActionSet.from_attrs(f.attrs["action_set"], f.attrs["action_buttons"])

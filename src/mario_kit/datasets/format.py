@@ -18,6 +18,12 @@ FORMAT_NAME = "mario-kit-episode"
 SUFFIX = ".h5"
 PARTIAL_SUFFIX = ".h5.partial"  # an episode still being written (or left by a killed writer)
 
+
+def partial_name(name: str) -> str:
+    """The name an episode file `name` (ending in SUFFIX) has while it is written."""
+    return name[: -len(SUFFIX)] + PARTIAL_SUFFIX
+
+
 FRAME_SHAPE = (240, 256, 3)  # (height, width, RGB) as the NES renders it
 FRAME_DTYPE = np.uint8
 

@@ -140,7 +140,7 @@ def import_replay(src: str | Path, out: str | Path, workers: int = 1, progress: 
         except BaseException:  # all or nothing: what this import wrote goes again
             for e in todo:
                 (out / e["file"]).unlink(missing_ok=True)
-                (out / (e["file"][: -len(F.SUFFIX)] + F.PARTIAL_SUFFIX)).unlink(missing_ok=True)
+                (out / F.partial_name(e["file"])).unlink(missing_ok=True)
             raise
     return summary
 
