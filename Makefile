@@ -33,8 +33,13 @@ browser:
 	    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; }; } || \
 	  echo "note: Chromium could not be installed (apt-get install chromium chromium-driver); the browser test is skipped"
 
+# Two workers (pytest-xdist), a test file each at a time, the longest files first (tests/conftest.py):
+# most tests wait on a subprocess or on the emulator with one core, so two workers nearly halve the wall
+# clock of a 2-core machine; a file's module fixtures (a Ray cluster, a trained model) are built once.
+# `make test WORKERS=0` runs serially.
+WORKERS ?= 2
 test: setup browser
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
 
 bench: setup
 	$(PY) bench/collect.py

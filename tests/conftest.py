@@ -6,11 +6,27 @@ from pathlib import Path
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # `make test`: pytest-xdist workers, a test file each at a time
+    # The cores shared out among the workers, for torch here and in every `mario-kit` subprocess (they inherit
+    # it; set before torch is imported): two workers that each let torch use both cores of a 2-core machine
+    # spin against each other (the world-model tests ran 2-5x slower than alone).
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
 
 import pytest  # noqa: E402
 
 from mario_kit.cli import main  # noqa: E402
 from mario_kit.collectors import CollectConfig, collect  # noqa: E402
+
+
+# The longest test files first (minutes on 2 cores), so that with two workers (`make test`, which hands out a
+# file at a time in this order) no long file starts last and runs alone at the end; the rest keep their order.
+LONGEST_FIRST = ("test_world_model.py", "test_readme.py", "test_ray.py", "test_ppo.py", "test_play_dream.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
 
 
 def run_cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:

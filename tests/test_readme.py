@@ -140,6 +140,7 @@ def run_server(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedPro
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
+@pytest.mark.timeout(900)  # some 40 commands, each under its own 300 s; about 3 minutes alone, 4-5 beside another test
 def test_every_readme_command_runs_as_written(tmp_path):
     cmds = readme_commands()
     assert len(cmds) >= 25 and cmds[0].startswith("mario-kit collect")
