@@ -45,6 +45,9 @@ FROZEN = "runs/mix/store.zarr"
 # context noise (the ctx-noise-low row's win): the other rows keep DIAMOND's level explicitly; and
 # before it took 48 channels (mix-narrow's win): every row starts from the 64 it was measured with.
 TABLE_SIZE = "denoiser.channels=[64,64,64,64]"
+# and before it took training noise at the 1-step sampler's sigma (now-48-focus's win) and 1-step sampling:
+# every row starts from DIAMOND's training noise and 3 steps, a row's own setting wins
+TABLE_NOISE = ["denoiser.loc=-0.4", "denoiser.scale=1.2", "sampler.steps=3"]
 DIAMOND_NOISE = ["denoiser.cond_loc=-0.4", "denoiser.cond_scale=1.2"]
 ROWS: dict[str, tuple[str, list[str], str]] = {
     "baseline": (MIX, DIAMOND_NOISE, "cpu preset as it was: 64 channels, horizon 1, DIAMOND's context noise, mixed data"),
@@ -73,7 +76,8 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     # training noise where the 1-step sampler draws (sigma_max 5: log-normal around ln 5, narrow) instead
     # of the preset's spread (median 0.67): as a 27-minute fine-tune of the shipped model it beat the
     # same fine-tune at the preset's noise by 0.5 dB at 32 steps (64 rollouts), and the model it started
-    # from by 0.2 dB (256 rollouts) (docs/BENCHMARKS.md, "Training noise for the 1-step sampler")
+    # from by 0.2 dB (256 rollouts) (docs/BENCHMARKS.md, "Training noise for the 1-step sampler"); from
+    # scratch at 15 minutes a row +2.6 dB on the next frame against now-48, level at 32 steps: now the preset
     "now-48-focus": (FROZEN, ["denoiser.channels=[48,48,48,48]", "sampler.steps=1", "denoiser.loc=1.6", "denoiser.scale=0.5"],
                      "training noise at the 1-step sampler's sigma (loc 1.6, scale 0.5), frozen mix"),
 }
@@ -91,7 +95,7 @@ def train(name: str, out: Path, budget_cpu_s: float, seed: int) -> dict:
     if (run / "summary.json").is_file():
         return json.loads((run / "summary.json").read_text())
     cmd = MK + ["train", "--store", store, "--config", "cpu", "--out", str(run), "--quiet", "--set", f"seed={seed}"]
-    for o in [TABLE_SIZE, *overrides]:  # a row's own size comes later and wins
+    for o in [TABLE_SIZE, *TABLE_NOISE, *overrides]:  # a row's own size and noise come later and win
         cmd += ["--set", o]
     if (run / "config.json").is_file():
         cmd = MK + ["train", "--store", store, "--out", str(run), "--quiet", "--resume"]
