@@ -69,9 +69,9 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     # were scored with (a sampler setting: training is the same), so the table stays one comparison
     "mix-narrow": (MIX4, ["denoiser.channels=[48,48,48,48]", "sampler.s_cond=0.005"], "size: 48 channels on the mix"),
     "hash-only-low": (HASH, ["sampler.s_cond=0.005"], "data: sticky random with hash balancing alone (20k steps)"),
-    # on the frozen data (bench/data) and the cpu preset as it is now (48 channels, s_cond 0.05)
-    # and sampled in 1 step, as `play` samples on a CPU
-    "now-48": (FROZEN, ["denoiser.channels=[48,48,48,48]", "sampler.steps=1"], "the cpu preset as it is (48 channels), frozen mix"),
+    # on the frozen data (bench/data) and the cpu preset as it was before the focus row's noise (48 channels,
+    # s_cond 0.05, DIAMOND's training noise: TABLE_NOISE) and sampled in 1 step, as `play` samples on a CPU
+    "now-48": (FROZEN, ["denoiser.channels=[48,48,48,48]", "sampler.steps=1"], "the cpu preset before focus noise (48 channels), frozen mix"),
     "now-32": (FROZEN, ["denoiser.channels=[32,32,32,32]", "sampler.steps=1"], "size: 32 channels, frozen mix"),
     # training noise where the 1-step sampler draws (sigma_max 5: log-normal around ln 5, narrow) instead
     # of the preset's spread (median 0.67): as a 27-minute fine-tune of the shipped model it beat the
