@@ -236,16 +236,18 @@ def test_cpu_ppo_rolls_out_on_one_thread_and_keeps_channels_last(agent_run):
             seen.append(torch.get_num_threads())
             return True
 
-    model, _ = load_agent(agent_run / "agent.zip", for_training=True)
-    conv = model.policy.features_extractor.cnn[0].weight
-    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    saved = conv.detach().clone()
-    model.set_env(VecFrameStack(DummyVecEnv([lambda: make_env("1-1", "simple", 4)]), 4))
-    model.n_steps = model.rollout_buffer.buffer_size = 16
-    model.set_logger(Logger(None, []))  # SB3's default logger would leave an SB3-<time> folder in /tmp
-    model.learn(16, callback=Record(), reset_num_timesteps=False)
-    assert seen and set(seen) == {1} and torch.get_num_threads() == 2
-    torch.set_num_threads(threads)
+    try:
+        model, _ = load_agent(agent_run / "agent.zip", for_training=True)
+        conv = model.policy.features_extractor.cnn[0].weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        saved = conv.detach().clone()
+        model.set_env(VecFrameStack(DummyVecEnv([lambda: make_env("1-1", "simple", 4)]), 4))
+        model.n_steps = model.rollout_buffer.buffer_size = 16
+        model.set_logger(Logger(None, []))  # SB3's default logger would leave an SB3-<time> folder in /tmp
+        model.learn(16, callback=Record(), reset_num_timesteps=False)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:  # a failure above must not leave the worker's later tests on 2 threads
+        torch.set_num_threads(threads)
     assert model.policy.features_extractor.cnn[0].weight.is_contiguous(memory_format=torch.channels_last)
     plain, _ = load_agent(agent_run / "agent.zip")  # the collector's load: plain SB3 PPO, same weights
     assert torch.equal(plain.policy.features_extractor.cnn[0].weight, saved)
