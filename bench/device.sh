@@ -6,10 +6,11 @@
 #   3. denoiser training throughput (bench/train.py): eager, channels_last, bf16, compile;
 #   4. play speed and training throughput with torch.compile (slow to start);
 #   5. wm: the world model's GPU recipe (`--config gpu`) trained from a carried store for T_WM
-#      seconds (at most 8 minutes), evaluated on the carried evaluation store (bench/evalset.py) with
-#      the run's sampler and with 1 step (play's CPU default, the shipped model's figures); its
-#      denoiser.pt, config.json, log.csv and both evaluations come back in $OUT/wm/. What to carry is
-#      made by bench/device_carry.sh (.whl/ and runs/carry/, 18 MB):
+#      seconds (at most 8 minutes; `time_limit` ends its learning-rate decay there), evaluated with the
+#      arguments of the CPU figures (docs/BENCHMARKS.md): the carried evaluation set (bench/evalset.py)
+#      in full, then 256 rollouts of 32 steps on it and on the fresh episodes; its denoiser.pt (16-bit
+#      weights), config.json, log.csv and the evaluations come back in $OUT/wm/. What to carry is
+#      made by bench/device_carry.sh (.whl/ and runs/carry/, about 20 MB):
 #        carry [".whl", "runs/carry"], command: PARTS=wm OUT=$OUT bash bench/device.sh
 # Each part has its own time limit, so a slow one cannot take the others' results with it.
 #
@@ -28,9 +29,11 @@ DATA=${DATA:-runs/up-data}
 PLAY_ONLY=${PLAY_ONLY:-}  # bench/play.py --only (default: every variant, eager and CUDA graph)
 PARTS=${PARTS:-play,up,train,compile}  # which parts to run (a rerun can take the missing ones); wm: part 5
 T_WM=${T_WM:-360}       # seconds of world-model training in part 5 (at most 480; 360 leaves the call time for start-up and evaluations)
+WM_SET=${WM_SET:-}      # more --set overrides for part 5's training
 WM_STORE=${WM_STORE:-runs/carry/train.zarr}  # training store for part 5 (bench/device_carry.sh)
 WM_EVAL=${WM_EVAL:-runs/carry/eval.zarr}     # evaluation store for part 5 (bench/device_carry.sh)
-WM_EVAL_ARGS=${WM_EVAL_ARGS:---windows 256 --rollouts 16 --horizons 1,8,32,64}  # what part 5's evaluations score
+WM_EVAL_ARGS=${WM_EVAL_ARGS:---windows 256 --rollouts 64 --horizons 8,32,64}  # part 5's full evaluation
+WM_ROLL_ARGS=${WM_ROLL_ARGS:---windows 16 --rollouts 256 --horizons 32}      # and its set and fresh 32-step ones
 TMP=${TMP_DIR:-/tmp/mk-device}
 mkdir -p "$OUT" "$TMP"
 if ! $PY -c "import zarr" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
@@ -76,17 +79,21 @@ want compile && part train-compile 90 sh -c "$PY bench/train.py --device $DEV --
 
 if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
     mkdir -p "$OUT/wm"
-    part wm-train $((T_WM + 60)) timeout -s INT "$T_WM" $MK train --store "$WM_STORE" --config gpu --set device=$DEV \
-        --out "$TMP/wm" --force -q
-    ev="$MK evaluate $TMP/wm --store $WM_EVAL --device $DEV $WM_EVAL_ARGS"
-    part wm-eval 150 $ev --out "$TMP/wm-eval"
-    part wm-eval-1step 120 $ev --steps 1 --out "$TMP/wm-eval-1step"
-    # the weights alone in 16 bits (~9 MB; a training checkpoint, ~70 MB, is over what comes back from $OUT)
+    part wm-train $((T_WM + 120)) $MK train --store "$WM_STORE" --config gpu --set device=$DEV \
+        --set time_limit=$T_WM $WM_SET --out "$TMP/wm" --force -q
+    # the weights alone in 16 bits (~9 MB; a training checkpoint, ~70 MB, is over what comes back from
+    # $OUT), copied before the evaluations so that a failed one cannot take them with it
     $PY -c "import sys; from mario_kit.world_model.shipped import slim; slim(sys.argv[1], sys.argv[2])" \
         "$TMP/wm/denoiser.pt" "$OUT/wm/denoiser.pt" 2>>"$LOG"
     cp "$TMP/wm/log.csv" "$TMP/wm/summary.json" "$TMP/wm/config.json" "$OUT/wm/" 2>>"$LOG"
+    part wm-eval 150 $MK evaluate "$TMP/wm" --store "$WM_EVAL" --device $DEV $WM_EVAL_ARGS --out "$TMP/wm-eval"
     cp "$TMP/wm-eval/evaluation.json" "$OUT/wm/" 2>>"$LOG"
-    cp "$TMP/wm-eval-1step/evaluation.json" "$OUT/wm/evaluation-1step.json" 2>>"$LOG"
+    for s in eval fresh; do  # the 32-step target's figure: 256 rollouts, on the set and on fresh episodes
+        store=runs/carry/$s.zarr; [ "$s" = eval ] && store=$WM_EVAL
+        [ -d "$store" ] || continue
+        part wm-$s-256 120 $MK evaluate "$TMP/wm" --store "$store" --device $DEV $WM_ROLL_ARGS --out "$TMP/wm-$s-256"
+        cp "$TMP/wm-$s-256/evaluation.json" "$OUT/wm/evaluation-$s-256.json" 2>>"$LOG"
+    done
 elif want wm; then
     echo "== wm: skipped, $WM_STORE or $WM_EVAL is missing (make them with bench/device_carry.sh)" | tee -a "$LOG"
 fi

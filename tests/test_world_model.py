@@ -20,7 +20,7 @@ from mario_kit.world_model.configs import get_config, upsampler_model
 from mario_kit.world_model.denoiser import Denoiser, ModelConfig, changed_pixels, count_parameters
 from mario_kit.world_model.metrics import pooled_psnr, psnr, ssim
 from mario_kit.world_model.sampler import SamplerConfig, karras_sigmas, sample, to_model, to_uint8, upsample
-from mario_kit.world_model.train import setup_runtime
+from mario_kit.world_model.train import lr_factor, plan_steps, setup_runtime
 
 
 @pytest.fixture(scope="module")
@@ -467,6 +467,34 @@ def test_learning_rate_warms_up_holds_and_decays_to_zero_at_max_steps(tmp_path, 
     res = run_cli("train", "--store", store, "--out", tmp_path / "s", "--config", "tiny", "--set", "decay_steps=3")
     assert res.returncode == 2 and "decay_steps (3) needs max_steps" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_decay_fraction_and_the_steps_a_time_limit_plans():
+    """decay_fraction decays over that share of max_steps; a time_limit's plan fits the measured rate
+    into the time left (100 steps in 25 s, 75 s left: 300 more)."""
+    cfg = get_config("tiny", ["lr=0.001", "warmup_steps=1", "max_steps=8", "decay_fraction=0.25"])
+    assert [round(lr_factor(s, cfg), 3) for s in range(8)] == [1, 1, 1, 1, 1, 1, 1, 0.5]
+    assert lr_factor(5, get_config("tiny", ["warmup_steps=1", "decay_fraction=0.25"])) == 1  # no max_steps: no decay
+    assert plan_steps(120, 100, 25.0, get_config("tiny", ["time_limit=100"])) == 420
+    assert plan_steps(120, 100, 125.0, get_config("tiny", ["time_limit=100"])) == 121  # past the limit: one more
+    res = run_cli("train", "--store", "x", "--out", "y", "--config", "tiny", "--set", "decay_steps=3",
+                  "--set", "decay_fraction=0.5", "--set", "max_steps=9")
+    assert res.returncode == 2 and "set one of them" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_time_limit_stops_training_after_a_decay_it_planned(tmp_path, store):
+    """--set time_limit=S: training stops within S seconds of its start whatever the epochs say,
+    having set max_steps from its rate at S/4 and decayed the learning rate towards it."""
+    t = time.perf_counter()
+    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q", "--set", "epochs=1000",
+                  "--set", "time_limit=4", "--set", "decay_fraction=0.5", "--set", "log_every=1")
+    assert res.returncode == 0, res.stderr
+    summary = json.load(open(tmp_path / "r" / "summary.json"))["stages"]["denoiser"]
+    assert 2 <= summary["max_steps"] and summary["step"] <= summary["max_steps"], summary
+    assert time.perf_counter() - t < 4 + 30  # start-up (imports, store) and the last save come on top
+    rows = [r for r in csv.DictReader(open(tmp_path / "r" / "log.csv")) if not r["test_loss"]]
+    lrs = [float(r["lr"]) for r in rows if int(r["step"]) > summary["max_steps"] // 2]
+    assert lrs and lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.001, lrs
 
 
 def test_a_new_run_without_config_picks_the_machines_preset(tmp_path, store):

@@ -52,12 +52,17 @@ class TrainConfig:
     # > 0: the learning rate falls linearly to 0 over the last decay_steps before max_steps
     # (warm-up, stable, decay): a run of known length ends on annealed weights
     decay_steps: int = 0
+    decay_fraction: float = 0.0  # or: decay over this fraction of max_steps (with time_limit: of the steps it allows)
     grad_clip: float = 1.0
     epochs: int = 50
     steps_first_epoch: int = 1000  # optimiser steps
     steps_per_epoch: int = 500
     upsampler_steps_per_epoch: int = 400
     max_steps: int = 0  # stop each stage after this many optimiser steps (0: no limit)
+    # > 0: stop each stage after this many seconds of training; at a quarter of it, max_steps is set
+    # from the measured rate so that a decay (decay_fraction) ends at the limit: a lease-sized run
+    # anneals whatever the machine's speed (a resume counts its time afresh)
+    time_limit: float = 0.0
     ema: float = 0.0  # EMA decay of the weights (0: off); evaluation and play use the EMA when present
     # a run folder (or stage .pt) whose weights start this run: fine-tuning on other data or settings
     # (same architecture and action set); the optimiser, step count and data order start afresh
@@ -112,14 +117,19 @@ def cpu() -> TrainConfig:
 
 
 def gpu() -> TrainConfig:
-    """One GPU used well by the default 4.4 M denoiser: batch 128 (measured on an H100: about 3x the
-    samples/s of batch 32, and the GPU still not busy), fp32 with TF32 and NCHW, no compile (bf16 and
-    channels_last did not pay at these sizes, compile was not measured: docs/BENCHMARKS.md, "On a
-    GPU"), a learning rate scaled up for the larger batch, EMA weights, and the `cpu` preset's residual
-    upsampler sampled in 2 steps. Made for short leases: epochs of 500 steps, each saved."""
-    return TrainConfig(upsampler=small_upsampler_model(), upsampler_sampler=SamplerConfig(steps=2, sigma_max=5.0, s_cond=0.0),
-                       batch_size=128, grad_accum=1, upsampler_batch_size=32, lr=6e-4, warmup_steps=200, epochs=1000,
-                       steps_first_epoch=500, steps_per_epoch=500, upsampler_steps_per_epoch=500, ema=0.999,
+    """One GPU used well: the `cpu` preset's recipe (little context noise, training noise around the
+    1-step sampler's sigma, 1-step sampling with s_cond 0.05: what won on the CPU) on the default
+    64-channel 4.4 M denoiser, which a GPU trains fast enough to fill. Batch 128 (measured on an H100:
+    about 3x the samples/s of batch 32), fp32 with TF32 and NCHW, no compile (bf16 and channels_last
+    did not pay at these sizes: docs/BENCHMARKS.md, "On a GPU"), a learning rate scaled up for the
+    larger batch, EMA weights, and the `cpu` preset's residual upsampler sampled in 2 steps. Made for
+    short leases: epochs of 500 steps, each saved, and with max_steps or time_limit the learning rate
+    decays over the last quarter (`bench/device.sh` trains it with --set time_limit=SECONDS)."""
+    c = cpu()
+    return TrainConfig(denoiser=dataclasses.replace(c.denoiser, channels=[64, 64, 64, 64]), sampler=c.sampler,
+                       upsampler=small_upsampler_model(), upsampler_sampler=c.upsampler_sampler,
+                       batch_size=128, grad_accum=1, upsampler_batch_size=32, lr=6e-4, warmup_steps=200, decay_fraction=0.25,
+                       epochs=1000, steps_first_epoch=500, steps_per_epoch=500, upsampler_steps_per_epoch=500, ema=0.999,
                        bf16="off", channels_last="off", compile="off")
 
 
@@ -184,6 +194,10 @@ def check(cfg: TrainConfig) -> None:
     _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "epochs", "horizon",
               "steps_first_epoch", "steps_per_epoch", "upsampler_steps_per_epoch", "log_every", "test_batches")
     _at_least(cfg, 0, "max_steps", "warmup_steps", "decay_steps", "threads", "seed", "weight_decay", "grad_clip")
+    if cfg.decay_steps and cfg.decay_fraction:
+        raise UserError("decay_steps and decay_fraction both say how long the decay is: set one of them")
+    if not (0 <= cfg.decay_fraction <= 1 and math.isfinite(cfg.time_limit) and cfg.time_limit >= 0):
+        raise UserError(f"decay_fraction must be in [0, 1] and time_limit >= 0, got {cfg.decay_fraction} and {cfg.time_limit}")
     if cfg.decay_steps > cfg.max_steps:
         raise UserError(f"decay_steps ({cfg.decay_steps}) needs max_steps at least as large (the decay ends there), "
                         f"got max_steps={cfg.max_steps}")
@@ -234,7 +248,7 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
 
 
 # Settings a resumed run may change: how long it runs and how it reports, not what it learns.
-SAFE_ON_RESUME = ("max_steps", "epochs", "log_every", "test_batches", "threads", "device", "compile")
+SAFE_ON_RESUME = ("max_steps", "time_limit", "epochs", "log_every", "test_batches", "threads", "device", "compile")
 
 
 def differences(a: TrainConfig, b: TrainConfig) -> list[str]:

@@ -15,6 +15,7 @@ every N-th batch of the epoch's order and DDP averages gradients (gloo on CPU, n
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import shutil
 import time
@@ -239,11 +240,20 @@ def _build_stage(store: Path, cfg: TrainConfig, stage: str, rt: Runtime) -> _Sta
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """The learning rate of optimiser step `step` (from 0) over cfg.lr: a linear warm-up over
-    warmup_steps, then constant, then with decay_steps a linear fall to 0 at max_steps."""
+    warmup_steps, then constant, then with decay_steps (or decay_fraction of max_steps) a linear
+    fall to 0 at max_steps."""
     f = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-    if cfg.decay_steps:
-        f *= min(1.0, max(0, cfg.max_steps - step) / cfg.decay_steps)
+    decay = cfg.decay_steps or (round(cfg.decay_fraction * cfg.max_steps) if cfg.max_steps else 0)
+    if decay:
+        f *= min(1.0, max(0, cfg.max_steps - step) / decay)
     return f
+
+
+def plan_steps(step: int, steps_done: int, elapsed: float, cfg: TrainConfig) -> int:
+    """max_steps for a run with a time_limit, `elapsed` seconds and `steps_done` steps into it (now
+    at `step`): the steps the measured rate fits into the time left, at least one more."""
+    rate = steps_done / max(elapsed, 1e-9)
+    return step + max(1, int(rate * max(0.0, cfg.time_limit - elapsed)))
 
 
 def _resume(st: _Stage, ck_path: Path, cfg: TrainConfig, rt: Runtime) -> dict[str, Any] | None:
@@ -338,6 +348,7 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
                  progress: bool) -> dict[str, Any]:
     from mario_kit.progress import make_progress
 
+    cfg = dataclasses.replace(cfg)  # a time_limit sets this stage's max_steps
     st = _build_stage(store, cfg, stage, rt)
     test = WindowDataset(store, "test", n_context=st.ds.n_context, horizon=st.ds.horizon, full_res=st.up)
     ck_path = path_of(out, stage)
@@ -352,7 +363,8 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
     bs, accum = (cfg.upsampler_batch_size, cfg.upsampler_grad_accum) if st.up else (cfg.batch_size, cfg.grad_accum)
     result: dict[str, Any] = {"parameters": count_parameters(st.model), "device": str(rt.device), "bf16": rt.bf16,
                               "channels_last": rt.channels_last, "compile": rt.compile, "world_size": rt.world}
-    loss, t0, seen = float("nan"), time.perf_counter(), 0
+    loss, t0, seen, step0 = float("nan"), time.perf_counter(), 0, st.step
+    planned = not cfg.time_limit
     sps = lambda: round(seen * rt.world / (time.perf_counter() - t0), 2)  # noqa: E731
     with _Log(out / "log.csv", stage, st.step, rt.main) as log, make_progress(enabled=progress and rt.main) as bar:
         task = bar.add_task(stage, total=_total_steps(cfg, st.up), completed=st.step)
@@ -369,7 +381,14 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
                 bar.update(task, advance=1, description=f"{stage} loss {loss:.4f} {sps():.1f} samples/s")
                 if st.step % cfg.log_every == 0:
                     log.row(st, loss, sps())
+                elapsed = time.perf_counter() - t0
+                if not planned and _any(elapsed >= cfg.time_limit / 4, rt):
+                    planned = True
+                    plan = _agreed(plan_steps(st.step, st.step - step0, elapsed, cfg), rt)
+                    cfg.max_steps = result["max_steps"] = min(plan, cfg.max_steps or plan)
+                    bar.update(task, total=cfg.max_steps)
                 done = bool(cfg.max_steps and st.step >= cfg.max_steps)
+                done = done or bool(cfg.time_limit and _any(elapsed >= cfg.time_limit, rt))
                 if not done and _any(stop.requested, rt):
                     stop.requested = True
                     _save(st, cfg, rt, ck_path, None)
@@ -454,6 +473,15 @@ def _any(flag: bool, rt: Runtime) -> bool:
     t = torch.tensor([int(flag)], device=rt.device if rt.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return bool(t.item())
+
+
+def _agreed(value: int, rt: Runtime) -> int:
+    """Rank 0's value on every rank (ranks that measured their own rate would stop apart)."""
+    if rt.world == 1:
+        return value
+    t = torch.tensor([value], device=rt.device if rt.device.type == "cuda" else "cpu")
+    dist.broadcast(t, 0)
+    return int(t.item())
 
 
 def _replicas_identical(model: nn.Module) -> bool:
