@@ -106,9 +106,10 @@ def cpu() -> TrainConfig:
     1-step sampler's sigma 5 (loc 1.6, scale 0.5; DIAMOND's median 0.67 left the level every 1-step
     frame is drawn at to 5 % of the samples) and the preset samples in 1 step: from scratch at 30
     CPU-minutes +2.6 dB on the next frame and level at 32 steps, as a fine-tune +0.5 dB at 32 steps over
-    DIAMOND's noise, and in 103 minutes from scratch level at 32 steps with the model shipped (138
-    minutes), 0.8 dB behind it at 64; 3-step draws of such a model are 0.9 dB worse on the next frame
-    (docs/BENCHMARKS.md, "Training noise for the 1-step sampler", "Size on the frozen data")."""
+    DIAMOND's noise, and in 103 minutes from scratch level at 32 steps with the CPU model shipped
+    before the GPU one (138 minutes), 0.8 dB behind it at 64; 3-step draws of such a model are 0.9 dB
+    worse on the next frame (docs/BENCHMARKS.md, "Training noise for the 1-step sampler", "Size on the
+    frozen data")."""
     return TrainConfig(denoiser=ModelConfig(channels=[48, 48, 48, 48], cond_loc=-3.0, cond_scale=1.0, loc=1.6, scale=0.5),
                        sampler=SamplerConfig(steps=1, s_cond=0.05),
                        upsampler=small_upsampler_model(), upsampler_sampler=SamplerConfig(steps=2, sigma_max=5.0, s_cond=0.0),
