@@ -67,6 +67,11 @@ class Runtime:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def comm_device(self) -> torch.device | str:
+        """Where the tensors of collectives live: CUDA for nccl, the CPU for gloo."""
+        return self.device if self.device.type == "cuda" else "cpu"
+
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     if cfg.threads:
@@ -243,7 +248,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     warmup_steps, then constant, then with decay_steps (or decay_fraction of max_steps) a linear
     fall to 0 at max_steps."""
     f = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-    decay = cfg.decay_steps or (round(cfg.decay_fraction * cfg.max_steps) if cfg.max_steps else 0)
+    decay = cfg.decay_steps or round(cfg.decay_fraction * cfg.max_steps)
     if decay:
         f *= min(1.0, max(0, cfg.max_steps - step) / decay)
     return f
@@ -470,7 +475,7 @@ def _trim_log(path: Path, stage: str, step: int) -> None:
 def _any(flag: bool, rt: Runtime) -> bool:
     if rt.world == 1:
         return flag
-    t = torch.tensor([int(flag)], device=rt.device if rt.device.type == "cuda" else "cpu")
+    t = torch.tensor([int(flag)], device=rt.comm_device)
     dist.all_reduce(t)
     return bool(t.item())
 
@@ -479,7 +484,7 @@ def _agreed(value: int, rt: Runtime) -> int:
     """Rank 0's value on every rank (ranks that measured their own rate would stop apart)."""
     if rt.world == 1:
         return value
-    t = torch.tensor([value], device=rt.device if rt.device.type == "cuda" else "cpu")
+    t = torch.tensor([value], device=rt.comm_device)
     dist.broadcast(t, 0)
     return int(t.item())
 
