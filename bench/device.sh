@@ -32,6 +32,7 @@ T_WM=${T_WM:-360}       # seconds of world-model training in part 5 (at most 480
 WM_SET=${WM_SET:-}      # more --set overrides for part 5's training
 WM_STORE=${WM_STORE:-runs/carry/train.zarr}  # training store for part 5 (bench/device_carry.sh)
 WM_EVAL=${WM_EVAL:-runs/carry/eval.zarr}     # evaluation store for part 5 (bench/device_carry.sh)
+WM_FRESH=${WM_FRESH:-runs/carry/fresh.zarr}  # fresh episodes for part 5's 256 rollouts (bench/device_carry.sh)
 WM_EVAL_ARGS=${WM_EVAL_ARGS:---windows 256 --rollouts 64 --horizons 8,32,64}  # part 5's full evaluation
 WM_ROLL_ARGS=${WM_ROLL_ARGS:---windows 16 --rollouts 256 --horizons 32}      # and its set and fresh 32-step ones
 TMP=${TMP_DIR:-/tmp/mk-device}
@@ -88,8 +89,8 @@ if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
     cp "$TMP/wm/log.csv" "$TMP/wm/summary.json" "$TMP/wm/config.json" "$OUT/wm/" 2>>"$LOG"
     part wm-eval 150 $MK evaluate "$TMP/wm" --store "$WM_EVAL" --device $DEV $WM_EVAL_ARGS --out "$TMP/wm-eval"
     cp "$TMP/wm-eval/evaluation.json" "$OUT/wm/" 2>>"$LOG"
-    for s in eval fresh; do  # the 32-step target's figure: 256 rollouts, on the set and on fresh episodes
-        store=runs/carry/$s.zarr; [ "$s" = eval ] && store=$WM_EVAL
+    for pair in "eval:$WM_EVAL" "fresh:$WM_FRESH"; do  # the 32-step target's figure: 256 rollouts, set and fresh
+        s=${pair%%:*} store=${pair#*:}
         [ -d "$store" ] || continue
         part wm-$s-256 120 $MK evaluate "$TMP/wm" --store "$store" --device $DEV $WM_ROLL_ARGS --out "$TMP/wm-$s-256"
         cp "$TMP/wm-$s-256/evaluation.json" "$OUT/wm/evaluation-$s-256.json" 2>>"$LOG"
