@@ -130,6 +130,16 @@ def test_refuses_incompatible_or_foreign_folders_and_harms_nothing(tmp_path, sma
     assert "not a folder" in lines[0]
 
 
+def test_validate_refuses_nothing_to_validate(tmp_path):
+    """An empty folder or a wrong path is an error (exit 2), not '0 good, 0 bad'."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("mine")
+    for d in ("empty", "notes", "missing"):
+        lines = _one_line_error(run_cli("dataset", "validate", tmp_path / d))
+        assert len(lines) == 1 and ("nothing to validate" in lines[0] or "not a folder" in lines[0]), lines
+
+
 def _wait_for(pred, timeout=60.0):
     t0 = time.time()
     while not pred():

@@ -16,7 +16,7 @@ from mario_kit.emulator import replay
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
-from mario_kit.datasets.interop.seed import export_seed, import_seed
+from mario_kit.datasets.interop.seed import EXPORT_ATTR, export_seed, import_seed
 from mario_kit.datasets.loader import WindowDataset, epoch_batches
 from mario_kit.datasets.ops import Filter, filter_dataset, make_spawns, merge
 from mario_kit.datasets.split import split_dataset
@@ -346,7 +346,7 @@ def test_seed_import_reads_every_layout_splits_at_resets_and_lands_whole(tmp_pat
 
 def test_seed_export_packs_files_the_seeds_loader_reads(tmp_path, eight):
     ds = Dataset(eight)
-    s = export_seed(eight, tmp_path / "packed", pack=30, labels="wad3")
+    s = export_seed(eight, tmp_path / "packed", pack=30, labels="wad3", remainder="keep")
     total = int(ds.index["frames"].sum())
     assert [p.name for p in s.files] == [f"mario_episode_data_{k}.hdf5" for k in range(-(-total // 30))]
     # read back as the seed's loader does: N frames a file, (240, 256, 3) uint8 RGB, labels of the config's width
@@ -372,14 +372,40 @@ def test_seed_export_packs_files_the_seeds_loader_reads(tmp_path, eight):
         at += ep.length + 1
     assert any("B" in k for k in s.remapped) or not any("B" in e.action_set.meaning(a) for e in originals for a in e.actions)
     # dropping the remainder leaves whole files only; the packed files import back into the same frames
-    d = export_seed(eight, tmp_path / "dropped", pack=30, remainder="drop")
+    d = export_seed(eight, tmp_path / "dropped", pack=30)  # the default
     assert len(d.files) == total // 30 and d.dropped_frames == total % 30
     back = import_seed(tmp_path / "packed", tmp_path / "back")
     assert back.steps + back.episodes + back.short_segments == total
 
 
+def test_seed_export_by_default_writes_only_files_the_seed_reads(tmp_path, eight):
+    """The seed's loader and process_dataset_hdf5.py read 1000 frames from every file: the default
+    writes whole files only (refusing a dataset too small for one), and every other choice says which
+    of the seed's and DIAMOND's tools will not read what it wrote."""
+    total = int(Dataset(eight).index["frames"].sum())
+    assert total < 1000
+    res = run_cli("dataset", "export", eight, "--format", "seed", "--out", tmp_path / "a")
+    assert res.returncode == 2 and "--remainder keep" in res.stderr and not (tmp_path / "a").exists()
+    res = run_cli("dataset", "export", eight, "--format", "seed", "--out", tmp_path / "b", "--remainder", "keep",
+                  "--labels", "wasd4")
+    assert res.returncode == 0 and f"the last file has {total} frames" in res.stderr
+    with h5py.File(tmp_path / "b" / "mario_episode_data_0.hdf5") as f:
+        assert len(f) == 3 * total and EXPORT_ATTR in f.attrs
+        ys = np.stack([f[f"frame_{i}_y"][()] for i in range(total)])
+    acts = np.concatenate([np.append(Episode(p).actions, 0) for p in Dataset(eight).paths])  # last frames: NOOP
+    assert (acts == 0).any() and (ys[acts == 0] == 0).all()  # NOOP is [0, 0, 0, 0], as the seed's WASD encoder
+    assert not ys[:, 2].any()  # S is never set
+    res = run_cli("dataset", "export", eight, "--format", "seed", "--out", tmp_path / "c", "--pack", "30")
+    assert res.returncode == 0 and "files of 30 frames" in res.stderr and "last file" not in res.stderr
+    assert len(list((tmp_path / "c").iterdir())) == total // 30
+    res = run_cli("dataset", "export", eight, "--format", "seed", "--out", tmp_path / "d", "--pack", "0")
+    assert res.returncode == 0 and "neither reads these files" in res.stderr
+
+
 def test_spawns_in_the_seed_layout(tmp_path, eight):
-    """DIAMOND's play script loads <dir>/<k>/{low_res, full_res, act, next_act}.npy, frames channels first."""
+    """DIAMOND's play script loads <dir>/<k>/{low_res, full_res, act, next_act}.npy: frames channels
+    first in BGR (what DIAMOND's loader makes of the seed's RGB files: sky [252, 136, 104]), actions as
+    (n, 3) / (k, 3) int64 multi-hot [jump, left, right] as the seed's committed spawns, or --labels."""
     res = run_cli("dataset", "spawn", eight, "--format", "seed", "--out", tmp_path / "sp", "--n", "3", "--seed", "2")
     assert res.returncode == 0, res.stderr
     from pathlib import Path
@@ -392,10 +418,23 @@ def test_spawns_in_the_seed_layout(tmp_path, eight):
         d = tmp_path / "sp" / str(k)
         low, full = np.load(d / "low_res.npy"), np.load(d / "full_res.npy")
         assert low.shape == (4, 3, 60, 64) and full.shape == (4, 3, 240, 256) and low.dtype == full.dtype == np.uint8
-        assert np.array_equal(full.transpose(0, 2, 3, 1), ref.full[k]) and np.array_equal(low.transpose(0, 2, 3, 1), ref.low[k])
-        assert np.array_equal(np.load(d / "act.npy"), ref.actions[k])
+        assert full[0, :, 40, 128].tolist() == [252, 136, 104]  # the sky, blue first
+        assert np.array_equal(full.transpose(0, 2, 3, 1)[..., ::-1], ref.full[k])
+        assert np.array_equal(low.transpose(0, 2, 3, 1)[..., ::-1], ref.low[k])
+        act, nxt = np.load(d / "act.npy"), np.load(d / "next_act.npy")
+        assert act.shape == (4, 3) and act.dtype == np.int64 and set(np.unique(act)) <= {0, 1}
+        wad = lambda a: {b for b in ref.action_set.buttons[a] if b in ("A", "left", "right")}  # noqa: E731
+        assert [{b for b, on in zip(("A", "left", "right"), y) if on} for y in act] == [wad(a) for a in ref.actions[k]]
         with Episode(Path(ref.refs[k]["dataset"]) / ref.refs[k]["file"]) as ep:
-            assert np.array_equal(np.load(d / "next_act.npy"), ep.actions[ref.refs[k]["step"]:])
+            assert nxt.shape == (ep.length - ref.refs[k]["step"], 3)
+            assert [{b for b, on in zip(("A", "left", "right"), y) if on} for y in nxt] == \
+                [wad(a) for a in ep.actions[ref.refs[k]["step"]:]]
+    res = run_cli("dataset", "spawn", eight, "--format", "seed", "--out", tmp_path / "sp7", "--n", "3", "--seed", "2",
+                  "--labels", "onehot7")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(np.load(tmp_path / "sp7" / "0" / "act.npy").argmax(1), ref.actions[0])  # simple is one-hot's set
+    res = run_cli("dataset", "spawn", eight, "--out", tmp_path / "x.h5", "--labels", "wad3")
+    assert res.returncode == 2 and "--format seed" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_minari_export_loads_back_exactly(tmp_path, small_dataset):
@@ -422,6 +461,33 @@ def test_minari_export_loads_back_exactly(tmp_path, small_dataset):
     assert meta["mario_kit"]["action_set"] == "simple" and meta["mario_kit"]["frame_skip"] == 4
     assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "mario/test-v0").returncode == 2
     assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "bad id").returncode == 2
+
+
+def test_a_death_the_seeds_recorder_dropped_comes_back_from_the_replay(tmp_path):
+    """The seed's recorders reset after the step that dies and never record its frame, nor set the life
+    flag on a stage env: the import replays the action at the frame before the reset, and the death it
+    shows is the episode's last step (terminated, end=terminated), the frame the real game showed."""
+    make_dataset(tmp_path / "real", episodes=2, max_steps=300, seed=1)  # both die (48 and 44 steps)
+    eps = [Episode(p) for p in Dataset(tmp_path / "real").paths]
+    assert [e.attrs["end"] for e in eps] == ["terminated", "terminated"]
+    frames = np.concatenate([e.frames[:-1] for e in eps])  # the dying frames were never recorded
+    ys = np.eye(7, dtype=np.int64)[np.concatenate([e.actions for e in eps])]
+    helper = np.stack([np.concatenate([[0], eps[0].rewards[:-1], [0], eps[1].rewards[:-1]]), np.zeros(len(frames))], 1)
+    (tmp_path / "seed").mkdir()
+    _seed_file(tmp_path / "seed" / "mario_episode_data_0.hdf5", frames, ys, helper)
+    s = import_seed(tmp_path / "seed", tmp_path / "d")
+    first, second = sorted(s.paths, key=lambda p: Episode(p).attrs["extra"]["seed_segment"])
+    with Episode(first) as ep:
+        assert ep.attrs["end"] == "terminated" and ep.attrs["extra"]["death_step_replayed"] is True
+        assert ep.length == eps[0].length and ep.column(F.TERMINATED).tolist() == [False] * (ep.length - 1) + [True]
+        assert np.array_equal(ep.frames[()], eps[0].frames[()]) and np.array_equal(ep.joypad, eps[0].joypad)
+    with Episode(second) as ep:  # the file ends: no reset says the game ended, nothing is added
+        assert ep.attrs["end"] == "cut" and ep.length == eps[1].length - 1 and not ep.attrs["extra"]["death_step_replayed"]
+    assert s.steps == eps[0].length + eps[1].length - 1
+    # exported back with its own labels: the file's frames only, byte for byte
+    export_seed(tmp_path / "d", tmp_path / "back", pack=0)
+    with h5py.File(tmp_path / "back" / (first.stem + ".hdf5")) as f:
+        assert len(f) == 3 * eps[0].length and EXPORT_ATTR not in f.attrs
 
 
 def test_imported_episodes_that_the_emulator_reproduces_are_replayable(tmp_path, eight):

@@ -353,6 +353,8 @@ def dataset_validate(
     if not directory.is_dir():
         raise UserError(f"{directory} is not a folder")
     rep = validate_dir(directory, frames=frames, progress=not as_json)
+    if not (rep.good or rep.bad or rep.partial):  # nothing to validate is not a pass
+        raise UserError(f"{directory} holds no episode files (*.h5): nothing to validate")
     if as_json:
         print(json.dumps(rep.to_dict(), indent=2))
     else:
@@ -478,7 +480,8 @@ def dataset_export(
                              "(its loader reads 1000 a file); 0: one file per episode."),
     labels: Optional[str] = typer.Option(None, help="Label layout: onehot7, wasd4 or wad3 [onehot7; with --pack 0, "
                                          "an imported episode's own labels]."),
-    remainder: str = typer.Option("keep", help="The last file's frames when they are fewer than --pack: keep or drop."),
+    remainder: str = typer.Option("drop", help="The last file's frames when they are fewer than --pack: drop (every "
+                                  "file one the seed reads) or keep (a short last file the seed's loader fails on)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
     """Export episodes to another layout."""
@@ -503,6 +506,8 @@ def dataset_export(
     s = export_seed(directory, out_dir, force, pack, labels, remainder)
     out.print(f"exported {s.episodes} episodes ({s.frames:,} frames) into {len(s.files)} files in {out_dir}"
               + (f"; {s.dropped_frames} frames of a partial last file dropped" if s.dropped_frames else ""))
+    for note in s.unread_by:
+        err.print(f"note: {note}")
     if s.remapped:
         out.print("actions the label layout cannot express, written as the nearest label: "
                   + ", ".join(f"{k} ({n:,})" for k, n in s.remapped.most_common()))
@@ -545,13 +550,15 @@ def dataset_spawn(
     x_min: Optional[int] = typer.Option(None, help="Minimum x_pos."),
     x_max: Optional[int] = typer.Option(None, help="Maximum x_pos."),
     split: Optional[str] = typer.Option(None, help="Only episodes of this split (train/test)."),
+    labels: Optional[str] = typer.Option(None, help="With --format seed: the actions' label layout, onehot7, wasd4 "
+                                         "or wad3 [wad3, as the seed's spawns]."),
     force: bool = typer.Option(False, "--force", help="Overwrite the spawns file."),
 ) -> None:
     """Starting contexts for `mario-kit play` (--context frames and actions, and where they come from)."""
     from mario_kit.datasets.ops import make_spawns
 
     p = make_spawns(directory, out_file, n=n, n_context=context, seed=seed, level=level, x_min=x_min, x_max=x_max, split=split, force=force,
-                    fmt=fmt)
+                    fmt=fmt, labels=labels)
     out.print(f"wrote spawns to {p}")
 
 

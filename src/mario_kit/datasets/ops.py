@@ -150,15 +150,20 @@ SPAWN_SCHEMA = 1
 
 def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 4, seed: int = 0,
                 level: str | None = None, x_min: int | None = None, x_max: int | None = None,
-                split: str | None = None, force: bool = False, fmt: str = "h5") -> Path:
+                split: str | None = None, force: bool = False, fmt: str = "h5", labels: str | None = None) -> Path:
     """Starting contexts for play: at each chosen step t, frames t-n_context..t-1 (full and low res),
     the actions taken there, and (episode, t) so the real game can be rebuilt at t by replay.
     Steps are drawn at random (seeded) among those matching level and x_pos (at t-1).
-    `fmt` "seed": the layout DIAMOND's play script reads, a folder per spawn (see `_write_seed_spawns`)."""
+    `fmt` "seed": the layout DIAMOND's play script reads, a folder per spawn with actions in the label
+    layout `labels` (see `interop.seed.write_spawns`)."""
+    from mario_kit.datasets.interop import seed as seed_layout
     from mario_kit.datasets.store import downsample
 
     if fmt not in ("h5", "seed"):
         raise UserError(f"unknown spawn format {fmt!r}; choose h5 or seed")
+    if fmt == "h5" and labels is not None:
+        raise UserError("--labels is for --format seed (h5 spawns keep the action set's indices)")
+    seed_layout.check_labels(labels)
     ds = Dataset(src).require_episodes()
     out = Path(out)
     if out.exists() and not force:
@@ -200,7 +205,7 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
     full_a = np.stack(full)
     low_a = downsample(full_a.reshape(-1, *F.FRAME_SHAPE)).reshape(len(chosen), n_context, 60, 64, 3)
     if fmt == "seed":
-        return _write_seed_spawns(out, full_a, low_a, acts, nexts)
+        return seed_layout.write_spawns(out, full_a, low_a, acts, nexts, aset, labels or "wad3")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("full", data=full_a, chunks=(1, 1, *F.FRAME_SHAPE), compression="gzip", compression_opts=3)
@@ -209,22 +214,6 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
         f.attrs.update({"format": "mario-kit-spawns", "schema_version": SPAWN_SCHEMA, "action_set": aset.name,
                         "action_buttons": aset.to_json(), "frame_skip": int(ds.index["frame_skip"].iloc[0]),
                         "n_context": n_context, "spawns": json.dumps(refs), "created": datetime.now().isoformat()})
-    return out
-
-
-def _write_seed_spawns(out: Path, full: np.ndarray, low: np.ndarray, acts: list[np.ndarray], nexts: list[np.ndarray]) -> Path:
-    """DIAMOND's spawn layout, as its play script loads it: `out/<k>/low_res.npy` (n, 3, 60, 64) and
-    `full_res.npy` (n, 3, 240, 256) uint8 channels first, `act.npy` (n,) the actions at those frames
-    (the last one is replaced by the player's), `next_act.npy` the actions the episode took from there on."""
-    with output_dir(out):
-        for k in range(len(full)):
-            d = out / str(k)
-            d.mkdir(exist_ok=True)
-            arrays = {"low_res": low[k].transpose(0, 3, 1, 2), "full_res": full[k].transpose(0, 3, 1, 2),
-                      "act": acts[k].astype(np.int64), "next_act": nexts[k].astype(np.int64)}
-            for name, a in arrays.items():
-                with atomic_path(d / f"{name}.npy", ".npy") as tmp:
-                    np.save(tmp, np.ascontiguousarray(a))
     return out
 
 

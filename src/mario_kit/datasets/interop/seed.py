@@ -56,6 +56,8 @@ WASD = ("A", "left", None, "right")  # [W, A, S, D]: W jumps (the A button), S i
 WAD = ("A", "left", "right")  # [jump, left, right]
 MULTIHOT = WAD
 _KEY = re.compile(r"frame_(\d+)_x")
+EXPORT_ATTR = "mario_kit_export"  # a root attribute of the files our export labels (the seed's readers ignore it)
+SEED_PACK = 1000  # frames a file: what the seed's loader, process_dataset_hdf5.py and spawn.py read
 
 
 def _seed_files(src: Path) -> list[Path]:
@@ -89,6 +91,7 @@ class SeedFile:
     helper: bool
     digest: str
     segments: list[tuple[int, int]]  # [start, end) frame ranges, one an episode
+    ours: bool = False  # written by our export: every episode's last frame is in the file
 
 
 @dataclass
@@ -134,7 +137,8 @@ def _check_file(p: Path, reset_frame: np.ndarray | None) -> SeedFile:
                 start = i
             prev = key
         segments.append((start, n))
-    return SeedFile(p, n, LAYOUTS[width], helper, file_checksum(p), segments)
+        ours = EXPORT_ATTR in f.attrs
+    return SeedFile(p, n, LAYOUTS[width], helper, file_checksum(p), segments, ours)
 
 
 def _imported_digests(out: Path) -> set[str]:
@@ -217,9 +221,7 @@ def _closing(env) -> Iterator[None]:
 
 def _write_file(sf: SeedFile, out: Path, aset: F.ActionSet, source: str, level: str, frame_skip: int, player: str,
                 summary: ImportSummary, env=None) -> None:
-    """Write the episodes of one checked file. Each is replayed alongside in the emulator (when there
-    is one): while the replay reproduces the recorded frames, the step's joypad bytes and info are the
-    emulator's, and an episode reproduced to its end is marked replayable (dream can rebuild it)."""
+    """Write the episodes of one checked file (see `_write_segment`)."""
     with open_h5(sf.path) as f:
         ys_all = [f[f"frame_{i}_y"][()] for i in range(sf.n)]
         helper_all = [f[f"frame_{i}_helperarr"][()] for i in range(sf.n)] if sf.helper else None
@@ -238,38 +240,60 @@ def _write_file(sf: SeedFile, out: Path, aset: F.ActionSet, source: str, level: 
                                source=source, policy={"name": "unknown"}, player=player,
                                extra={"imported_from": "seed", "seed_file": sf.path.name, "seed_file_hash": sf.digest,
                                       "seed_segment": k, "seed_frames": [s, e], "replayable": False,
-                                      "helper_array": sf.helper, "y_kind": sf.layout})
+                                      "helper_array": sf.helper, "y_kind": sf.layout, "death_step_replayed": False})
+            flag = helper_all is not None and bool(helper_all[e][1] if e < sf.n else helper[-1][1])
+            reset_reward = float(helper_all[e][0]) if helper_all is not None and e < sf.n else 0.0
             with EpisodeWriter(out, meta) as w:
-                x0 = np.asarray(f[f"frame_{s}_x"][()], dtype=np.uint8)
-                w.add_frame(x0)
-                matching = env is not None and np.array_equal(env.reset()[0], x0)
-                last = e - s - 2
-                for t in range(e - s - 1):
-                    a = actions[t]
-                    byte = int(aset.joypad[a])
-                    nxt = np.asarray(f[f"frame_{s + t + 1}_x"][()], dtype=np.uint8)
-                    reward = float(helper[t + 1][0]) if helper is not None else 0.0
-                    terminated = bool(helper[t + 1][1]) if helper is not None else False
-                    joypad, info = [byte] * frame_skip, {}
-                    if matching:
-                        r = env.step(byte, frame_skip)
-                        ended = r.terminated or r.truncated
-                        matching = np.array_equal(r.frame, nxt) and (not ended or t == last)
-                        if matching:
-                            joypad, info, terminated = r.joypad, r.info, terminated or r.terminated
-                    w.add_step(a, nxt, reward, terminated, False, info, joypad)
-                meta.extra["replayable"] = bool(matching)
-                summary.replayable += bool(matching)
                 w.add_extra("seed_y", ys)
                 if helper is not None:
                     w.add_extra("seed_helperarr", helper)
-                if e < sf.n:  # a reset follows: its life flag says whether the episode ended in a death
-                    died = helper_all is not None and bool(helper_all[e][1])
-                else:
-                    died = helper is not None and bool(helper[-1][1])
-                summary.paths.append(w.finish("terminated" if died else "cut"))
+                died, steps = _write_segment(w, f, s, e, actions, helper, aset, frame_skip, env,
+                                             replay_death=e < sf.n and not sf.ours, reset_reward=reset_reward)
+                summary.replayable += bool(meta.extra["replayable"])
+                summary.paths.append(w.finish("terminated" if died or flag else "cut"))
             summary.episodes += 1
-            summary.steps += e - s - 1
+            summary.steps += steps
+
+
+def _write_segment(w: EpisodeWriter, f: h5py.File, s: int, e: int, actions: list[int], helper: np.ndarray | None,
+                   aset: F.ActionSet, frame_skip: int, env, replay_death: bool, reset_reward: float) -> tuple[bool, int]:
+    """The steps of frames s..e-1, replayed alongside in the emulator (when there is one): while the
+    replay reproduces the recorded frames, the step's joypad bytes, info and deaths are the
+    emulator's, and an episode reproduced to its end is marked replayable. The seed's recorders reset
+    after the step that ends an episode and never record its frame: where a reset follows
+    (`replay_death`) and the replay reproduced everything, the action at the last frame is replayed
+    too, and a death it shows becomes the episode's last step (frame from the emulator). Returns
+    (the episode ended in a death or the flag, steps written)."""
+    x0 = np.asarray(f[f"frame_{s}_x"][()], dtype=np.uint8)
+    w.add_frame(x0)
+    matching = env is not None and np.array_equal(env.reset()[0], x0)
+    ended = False
+    last = e - s - 2
+    for t in range(e - s - 1):
+        byte = int(aset.joypad[actions[t]])
+        nxt = np.asarray(f[f"frame_{s + t + 1}_x"][()], dtype=np.uint8)
+        reward = float(helper[t + 1][0]) if helper is not None else 0.0
+        terminated = bool(helper[t + 1][1]) if helper is not None else False
+        joypad, info = [byte] * frame_skip, {}
+        if matching:
+            r = env.step(byte, frame_skip)
+            ended = r.terminated or r.truncated
+            matching = np.array_equal(r.frame, nxt) and (not ended or t == last)
+            if matching:
+                joypad, info, terminated = r.joypad, r.info, terminated or r.terminated
+        w.add_step(actions[t], nxt, reward, terminated, False, info, joypad)
+    w.meta.extra["replayable"] = bool(matching)
+    if not matching:
+        return False, e - s - 1
+    if ended:
+        return bool(r.terminated), e - s - 1
+    if replay_death:
+        r = env.step(int(aset.joypad[actions[-1]]), frame_skip)
+        if r.terminated:
+            w.add_step(actions[-1], np.array(r.frame), reset_reward, True, False, r.info, r.joypad)
+            w.meta.extra["death_step_replayed"] = True
+            return True, e - s
+    return False, e - s - 1
 
 
 @dataclass
@@ -279,6 +303,7 @@ class ExportSummary:
     episodes: int = 0
     remapped: Counter = field(default_factory=Counter)  # "action -> label" for actions a layout cannot express
     dropped_frames: int = 0  # the remainder under --remainder drop
+    unread_by: list[str] = field(default_factory=list)  # what the seed's or DIAMOND's tools will not read, and why
 
 
 def label(buttons: tuple[str, ...], layout: str) -> tuple[np.ndarray, bool]:
@@ -290,24 +315,23 @@ def label(buttons: tuple[str, ...], layout: str) -> tuple[np.ndarray, bool]:
         a = F.nearest_action(tuple(held) or ("NOOP",), simple)
         return np.eye(7, dtype=np.int64)[a], set(simple.buttons[a]) - {"NOOP"} == held
     names = WASD if layout == "wasd4" else WAD
-    y = np.array([int(b is not None and b in held) for b in names], dtype=np.int64)
-    if layout == "wasd4" and not y.any():
-        y[2] = 1  # S: nothing
+    y = np.array([int(b is not None and b in held) for b in names], dtype=np.int64)  # NOOP: all zero, as the seed's
     return y, held <= {b for b in names if b is not None}
 
 
-def export_seed(src: str | Path, out: str | Path, force: bool = False, pack: int = 1000, labels: str | None = None,
-                remainder: str = "keep") -> ExportSummary:
+def export_seed(src: str | Path, out: str | Path, force: bool = False, pack: int = SEED_PACK, labels: str | None = None,
+                remainder: str = "drop") -> ExportSummary:
     """Write the episodes of `src` in the seed layout into `out`.
 
     `pack` N > 0: files of exactly N frames, `mario_episode_data_{k}.hdf5`, episodes joined one after
     another as the seed's generators record them (the game reset inside a file; the life flag set at
     each join that follows a death; the seed's loader reads every file as N frames), the last partial
-    file kept or dropped (`remainder`). `pack` 0: one `<episode>.hdf5` per episode, with an imported
-    episode's own labels and helper arrays when `labels` is None. `labels`: onehot7 (default), wasd4,
-    wad3; actions a layout cannot express become the nearest label, counted in the summary."""
-    if labels not in (None, "onehot7", "wasd4", "wad3"):
-        raise UserError(f"--labels takes onehot7, wasd4 or wad3, got {labels!r}")
+    file dropped (the default: every file is one the seed's tools read end to end) or kept (`remainder`).
+    `pack` 0: one `<episode>.hdf5` per episode, with an imported episode's own labels and helper arrays
+    when `labels` is None. `labels`: onehot7 (default), wasd4, wad3; actions a layout cannot express
+    become the nearest label, counted in the summary. A choice that gives files the seed's or DIAMOND's
+    tools do not read is said in `unread_by`."""
+    check_labels(labels)
     if pack < 0 or remainder not in ("keep", "drop"):
         raise UserError("--pack must be >= 0 (0: one file per episode) and --remainder keep or drop")
     ds = Dataset(src).require_episodes()
@@ -318,22 +342,75 @@ def export_seed(src: str | Path, out: str | Path, force: bool = False, pack: int
     if len(bad):
         raise UserError(f"{bad['file'].iloc[0]} has frame skip {bad['frame_skip'].iloc[0]}; the seed layout is frame skip 4")
     out = Path(out)
+    summary = ExportSummary(unread_by=_unread_by(pack, remainder, int(ds.index["frames"].sum())))
     if pack:
         n_frames = int(ds.index["frames"].sum())
         n_files = n_frames // pack + (1 if n_frames % pack and remainder == "keep" else 0)
+        if not n_files:
+            raise UserError(f"{src} has {n_frames} frames, not one whole file of --pack {pack}; pass --remainder keep "
+                            f"(one short file, which the seed's loader cannot read) or a smaller --pack")
         names = [out / f"mario_episode_data_{k}.hdf5" for k in range(n_files)]
     else:
         names = [out / (p.stem + ".hdf5") for p in ds.paths]
     existing = [p for p in names if p.exists()]
     if existing and not force:  # checked for every file before the first is written
         raise UserError(f"{existing[0]} exists; pass --force to overwrite")
-    summary = ExportSummary()
     with output_dir(out):
         if pack:
             _export_packed(ds, names, pack, labels or "onehot7", summary)
         else:
             _export_each(ds, names, labels, summary)
     return summary
+
+
+def check_labels(labels: str | None) -> None:
+    if labels not in (None, *LAYOUTS.values()):
+        raise UserError(f"--labels takes onehot7, wasd4 or wad3, got {labels!r}")
+
+
+def labels_of(actions: np.ndarray, aset: F.ActionSet, layout: str) -> np.ndarray:
+    """(n, width) int64 labels of action indices in a label layout (nearest label where it lacks a button)."""
+    width = {v: k for k, v in LAYOUTS.items()}[layout]
+    return np.stack([label(aset.buttons[int(a)], layout)[0] for a in actions]) if len(actions) else \
+        np.zeros((0, width), np.int64)
+
+
+def write_spawns(out: Path, full: np.ndarray, low: np.ndarray, acts: list[np.ndarray], nexts: list[np.ndarray],
+                 aset: F.ActionSet, layout: str = "wad3") -> Path:
+    """DIAMOND's spawn layout as the seed's spawn.py writes it and its play script loads it:
+    `out/<k>/low_res.npy` (n, 3, 60, 64) and `full_res.npy` (n, 3, 240, 256) uint8 channels first in BGR
+    order (what DIAMOND's loader makes of the seed's RGB files, so what a model trained on them saw),
+    `act.npy` (n, width) int64 labels of the actions at those frames (the last one is replaced by the
+    player's), `next_act.npy` (k, width) those the episode took from there on; width from `layout`
+    (wad3, the seed's spawns and released config: 3)."""
+    with output_dir(out):
+        for k in range(len(full)):
+            d = out / str(k)
+            d.mkdir(exist_ok=True)
+            arrays = {"low_res": low[k][..., ::-1].transpose(0, 3, 1, 2), "full_res": full[k][..., ::-1].transpose(0, 3, 1, 2),
+                      "act": labels_of(acts[k], aset, layout), "next_act": labels_of(nexts[k], aset, layout)}
+            for name, a in arrays.items():
+                with atomic_path(d / f"{name}.npy", ".npy") as tmp:
+                    np.save(tmp, np.ascontiguousarray(a))
+    return out
+
+
+def _unread_by(pack: int, remainder: str, n_frames: int) -> list[str]:
+    """What the seed's loader (DIAMOND's CSGOHdf5Dataset: every file as 1000 frames, files ordered by
+    the integer after the last underscore of their names), its process_dataset_hdf5.py (segment 0..1000
+    of each file) and spawn.py (frames up to 803) will not read among the files these options write."""
+    if pack == 0:
+        return ["--pack 0 writes one file per episode: the seed's loader and process_dataset_hdf5.py read "
+                f"{SEED_PACK} frames a file and DIAMOND's loader orders files by a number their names lack; "
+                "neither reads these files as they are (they are for mario-kit and h5py)"]
+    notes = []
+    if pack != SEED_PACK:
+        notes.append(f"files of {pack} frames: the seed's loader and process_dataset_hdf5.py read {SEED_PACK} a file "
+                     f"(change its episode length to {pack} to read them)")
+    if remainder == "keep" and n_frames % pack:
+        notes.append(f"the last file has {n_frames % pack} frames: the seed's loader and process_dataset_hdf5.py read "
+                     f"{pack} from every file and fail on it (the default --remainder drop leaves it out)")
+    return notes
 
 
 def _episode_arrays(ep: Episode, layout: str, summary: ExportSummary) -> tuple[np.ndarray, np.ndarray]:
@@ -353,12 +430,16 @@ def _episode_arrays(ep: Episode, layout: str, summary: ExportSummary) -> tuple[n
     return np.stack(ys), helper
 
 
-def _write_frames(path: Path, frames, ys: np.ndarray, helper: np.ndarray) -> None:
+def _write_frames(path: Path, frames, ys: np.ndarray, helper: np.ndarray | None, ours: bool = True) -> None:
+    """One seed-layout file; `ours` marks it as our export's (an imported file's kept originals are not)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        if ours:
+            f.attrs[EXPORT_ATTR] = json.dumps({"schema_version": F.SCHEMA_VERSION})
         for i, x in enumerate(frames):  # deflate, as our episodes: any h5py reader decodes it, 50x smaller than raw
             f.create_dataset(f"frame_{i}_x", data=x, compression="gzip", compression_opts=F.FRAME_COMPRESSION_OPTS)
             f.create_dataset(f"frame_{i}_y", data=ys[i])
-            f.create_dataset(f"frame_{i}_helperarr", data=helper[i])
+            if helper is not None:  # the seed's human recorder writes none
+                f.create_dataset(f"frame_{i}_helperarr", data=helper[i])
 
 
 def _export_each(ds: Dataset, names: list[Path], labels: str | None, summary: ExportSummary) -> None:
@@ -369,10 +450,13 @@ def _export_each(ds: Dataset, names: list[Path], labels: str | None, summary: Ex
         for p, target in zip(ds.paths, names):
             with Episode(p) as ep:
                 ys, helper = ep.extra("seed_y"), ep.extra("seed_helperarr")
-                if labels is not None or ys is None or helper is None:  # the kept originals, or labels anew
+                kept = labels is None and ys is not None and (helper is not None or not ep.attrs["extra"]["helper_array"])
+                if not kept:  # labels anew
                     ys, helper = _episode_arrays(ep, labels or "onehot7", summary)
-                _write_frames(target, (ep.read_frames(i, i + 1)[0] for i in range(ep.length + 1)), ys, helper)
-                summary.frames += ep.length + 1
+                # kept originals: the file's own frames (a death step the import replayed is not one of them)
+                n = len(ys)
+                _write_frames(target, (ep.read_frames(i, i + 1)[0] for i in range(n)), ys, helper, ours=not kept)
+                summary.frames += n
             summary.episodes += 1
             summary.files.append(target)
             bar.update(task, advance=1)
