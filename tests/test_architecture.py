@@ -10,7 +10,8 @@ ROOT = Path(mario_kit.__file__).parent
 
 # lowest first; a module belongs to the first prefix it matches
 LAYERS = [
-    ("mario_kit", "mario_kit.atomic", "mario_kit.trust", "mario_kit.hardware", "mario_kit.progress", "mario_kit.interrupt"),
+    ("mario_kit", "mario_kit.atomic", "mario_kit.trust", "mario_kit.hardware", "mario_kit.progress", "mario_kit.interrupt",
+     "mario_kit.envs"),
     ("mario_kit.emulator", "mario_kit.gui"),
     ("mario_kit.datasets",),
     ("mario_kit.balancing", "mario_kit.agents"),

@@ -9,6 +9,8 @@ import h5py
 import numpy as np
 import pytest
 import zarr
+import gymnasium as gym
+from pathlib import Path
 
 from conftest import make_dataset, run_cli
 from mario_kit import UserError
@@ -448,8 +450,17 @@ def test_minari_export_loads_back_exactly(tmp_path, small_dataset):
     try:
         m = minari.load_dataset("mario/test-v0")
         eps = list(m.iterate_episodes())
+        envs = [m.recover_environment(), m.recover_environment(eval_env=True)]  # the real game, the dataset's wrappers
     finally:
         os.environ.pop("MINARI_DATASETS_PATH")
+    for env in envs:
+        assert env.spec.id == "mario_kit/SuperMarioBros-v0" and env.action_space == m.action_space
+        obs, _ = env.reset(seed=0)
+        assert np.array_equal(obs, eps[0].observations[0])
+        for t, a in enumerate(eps[0].actions[:10]):  # frame for frame the recorded episode
+            obs, reward, *_ = env.step(int(a))
+            assert np.array_equal(obs, eps[0].observations[t + 1]) and reward == pytest.approx(eps[0].rewards[t])
+        env.close()
     ds = Dataset(small_dataset)
     assert m.total_episodes == len(ds) and m.total_steps == int(ds.index["length"].sum())
     for got, p in zip(eps, ds.paths):
@@ -457,8 +468,14 @@ def test_minari_export_loads_back_exactly(tmp_path, small_dataset):
             assert np.array_equal(got.observations, ep.frames[()])  # lossless
             assert np.array_equal(got.actions, ep.actions) and np.allclose(got.rewards, ep.rewards)
             assert np.array_equal(got.terminations, ep.column("terminated")) and np.array_equal(got.infos["x_pos"][1:], ep.info["x_pos"])
-    meta = json.loads((root / "mario" / "test-v0" / "data" / "metadata.json").read_text())
+    text = (root / "mario" / "test-v0" / "data" / "metadata.json").read_text()
+    meta = json.loads(text)
     assert meta["mario_kit"]["action_set"] == "simple" and meta["mario_kit"]["frame_skip"] == 4
+    assert len(text) < 1_400_000 and m.observation_space == gym.spaces.Box(0, 255, (240, 256, 3), np.uint8)
+    assert str(small_dataset) not in text and str(Path.cwd()) not in text  # no local path travels
+    shown = subprocess.run([str(Path(sys.executable).parent / "minari"), "show", "mario/test-v0"], capture_output=True,
+                           text=True, env={**os.environ, "MINARI_DATASETS_PATH": str(root)}, timeout=120)
+    assert shown.returncode == 0 and "mario_kit/SuperMarioBros-v0" in shown.stdout, shown.stdout + shown.stderr
     assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "mario/test-v0").returncode == 2
     assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "bad id").returncode == 2
 

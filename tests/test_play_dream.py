@@ -125,8 +125,24 @@ def test_dream_env_passes_gymnasium_check_env_and_steps_from_a_spawn(setup):
 
     from mario_kit.world_model import DreamEnv
 
+    import warnings
+
+    import gymnasium as gym
+    import torch
+
+    threads = torch.get_num_threads()
     env = DreamEnv(setup / "run", setup / "spawns.h5", upsampler=False, device="cpu", max_steps=10)
-    check_env(env, skip_render_check=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: a spec (to make it again), spaces, seeding
+        check_env(env, skip_render_check=True)
+    assert env.threads == 1 and torch.get_num_threads() == threads  # steps on one thread, the caller's kept
+    # a Gymnasium id: gym.make builds it (the module named in the id registers it)
+    made = gym.make("mario_kit.envs:mario_kit/Dream-v0", run=str(setup / "run"), spawns=str(setup / "spawns.h5"),
+                    upsampler=False, device="cpu", max_steps=10, threads=2)
+    assert made.spec.id == "mario_kit/Dream-v0" and made.unwrapped.threads == 2
+    assert np.array_equal(made.reset(seed=3, options={"spawn": 1})[0], env.reset(seed=3, options={"spawn": 1})[0])
+    a, b = made.step(1)[0].astype(int), env.step(1)[0].astype(int)
+    assert np.abs(a - b).max() <= 1  # the same dream on 2 threads as on 1 (up to a sum's rounding order)
     obs, info = env.reset(seed=3, options={"spawn": 1})
     sp = load_spawns(setup / "spawns.h5")
     assert info["spawn"] == 1 and np.array_equal(obs, sp.full[1, -1]) and obs.shape == (240, 256, 3)

@@ -6,17 +6,25 @@ seeded generator); a step takes an action index of the run's action set and retu
 frame (240x256x3 uint8: the upsampler's, or the 64x60 frame enlarged when there is none).
 The model predicts frames only: the reward is 0 and an episode never terminates; it is truncated
 after `max_steps` steps. Reward and end models are future work.
+
+Registered with Gymnasium as `mario_kit/Dream-v0` (`mario_kit.envs`): `gym.make("mario_kit/Dream-v0")`
+after `import mario_kit.envs`, or `gym.make("mario_kit.envs:mario_kit/Dream-v0")` alone.
+On the CPU a step runs on `threads` torch threads (1 by default: at batch 1 these small networks
+gain little from a second thread and lose much when another process wants the core; the setting
+is restored after each step, so an agent's own torch work keeps its threads).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import gymnasium as gym
 import numpy as np
 
 from mario_kit.datasets.ops import load_spawns
+from mario_kit.envs import DREAM_ENTRY, DREAM_ID
 from mario_kit.world_model.model_env import Dream
 
 
@@ -24,8 +32,15 @@ class DreamEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
 
     def __init__(self, run: str | Path | None = None, spawns: str | Path | None = None, upsampler: bool = True,
-                 steps: int | None = None, device: str = "auto", max_steps: int = 1000, render_mode: str | None = None):
+                 steps: int | None = None, device: str = "auto", max_steps: int = 1000, render_mode: str | None = None,
+                 threads: int = 1):
         from mario_kit.world_model import shipped
+
+        if threads < 0:
+            raise ValueError("threads must be >= 1 (0: torch's default)")
+        self.spec = gym.envs.registration.EnvSpec(DREAM_ID, DREAM_ENTRY, kwargs={  # gym.make sets its own
+            "run": None if run is None else str(run), "spawns": None if spawns is None else str(spawns),
+            "upsampler": upsampler, "steps": steps, "device": device, "max_steps": max_steps, "threads": threads})
 
         run = shipped.run_folder() if run is None else run
         spawns = shipped.spawns_file() if spawns is None else spawns
@@ -42,6 +57,7 @@ class DreamEnv(gym.Env):
         self.max_steps, self.render_mode = max_steps, render_mode
         self._frame = self.spawns.full[0, -1]
         self._t = 0
+        self.threads = threads if self.dream.device.type == "cpu" else 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -56,12 +72,28 @@ class DreamEnv(gym.Env):
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self.action_space.contains(int(action)):
             raise ValueError(f"action {action!r} outside Discrete({self.action_space.n})")
-        _, self._frame = self.dream.step(int(action))
+        with _torch_threads(self.threads):
+            _, self._frame = self.dream.step(int(action))
         self._t += 1
         return self._frame.copy(), 0.0, False, self._t >= self.max_steps, {"step": self._t}
 
     def render(self) -> np.ndarray | None:
         return self._frame.copy() if self.render_mode == "rgb_array" else None
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to n (0: left as they are) for the block, then restored."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(old)
 
 
 __all__ = ["DreamEnv"]

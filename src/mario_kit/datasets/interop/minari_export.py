@@ -6,8 +6,13 @@ so that with MINARI_DATASETS_PATH=ROOT, `minari.load_dataset(id)` opens it. Fram
 episode files (docs/BENCHMARKS.md). Each
 episode keeps its Discrete actions, rewards, terminations, truncations and info columns (the reset
 info is not recorded: the first step's row stands for it). The action set's buttons, frame skip and
-levels are in the dataset's description and in `mario_kit` of its metadata.json. Minari is an
-optional extra: `pip install 'mario-kit[minari]'`.
+levels are in the dataset's description and in `mario_kit` of its metadata.json, which names no local
+path. The env spec is the real game with the dataset's level, action set and frame skip
+(`mario_kit/SuperMarioBros-v0`, `datasets.game_env`), so `recover_environment()` (also with
+`eval_env=True`) rebuilds it; a dataset of several levels names the first. Minari keeps a Box's
+bounds element by element (its reader refuses scalar bounds), so metadata.json holds the frame's
+184,320 bounds twice; written without spaces, which is as small as a reader of it allows.
+Minari is an optional extra: `pip install 'mario-kit[minari]'`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from mario_kit.atomic import check_writable
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
+from mario_kit.datasets.game_env import game_spec
 
 _ID = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9_-]+-v\d+")
 CHUNK_FRAMES = 5000  # episodes go to Minari in groups of about this many frames (about 0.9 GB in memory)
@@ -79,7 +85,8 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
         aset, frame_skip = ep.action_set, int(ep.attrs["frame_skip"])
     levels = sorted(set(ds.index["level"]))
     record = {"action_set": aset.name, "action_buttons": [list(b) for b in aset.buttons], "frame_skip": frame_skip,
-              "levels": levels, "source_dataset": str(Path(src).resolve())}
+              "levels": levels, "source_dataset": Path(src).resolve().name}  # a name, never a local path
+    spec = game_spec(levels[0], aset.name, frame_skip)
     tmp = root / f".mario-kit-minari-{os.getpid()}"  # built aside, moved into place when complete
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -95,7 +102,7 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
                 if frames >= CHUNK_FRAMES or k == len(ds.paths) - 1:
                     if dataset is None:
                         dataset = minari.create_dataset_from_buffers(
-                            dataset_id, chunk, action_space=gym.spaces.Discrete(len(aset)),
+                            dataset_id, chunk, env=spec, eval_env=spec, action_space=gym.spaces.Discrete(len(aset)),
                             observation_space=gym.spaces.Box(0, 255, F.FRAME_SHAPE, np.uint8), jpeg_encoding=False,
                             algorithm_name="mario-kit", description="Super Mario Bros episodes from mario-kit: " + json.dumps(record))
                     else:
@@ -104,7 +111,8 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
         meta_path = tmp / dataset_id / "data" / "metadata.json"
         meta = json.loads(meta_path.read_text())
         meta["mario_kit"] = record
-        meta_path.write_text(json.dumps(meta))
+        meta["observation_space"] = json.dumps(json.loads(meta["observation_space"]), separators=(",", ":"))
+        meta_path.write_text(json.dumps(meta, separators=(",", ":")))
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # --force: replaced only now that the new one is complete
             shutil.rmtree(target)
