@@ -75,6 +75,28 @@ def test_merge_refuses_incompatible_and_maps_when_told(tmp_path, eight):
     assert (tmp_path / "m" / first.name).stat().st_ino == first.stat().st_ino  # a link, not a copy
 
 
+def test_an_episode_explains_itself_to_pandas_and_h5dump(tmp_path, eight):
+    """read_steps: an episode's per-step columns as a DataFrame in one call; every dataset in the
+    file (imported extras too) carries a description attribute."""
+    from mario_kit.datasets.episode import read_steps
+
+    p = Dataset(eight).paths[0]
+    df = read_steps(p)
+    with Episode(p) as ep:
+        assert list(df.index) == list(range(ep.length)) and df.index.name == "step"
+        assert np.array_equal(df["actions"], ep.actions) and np.array_equal(df["x_pos"], ep.info["x_pos"])
+        assert list(df["action_name"]) == [ep.action_set.meaning(a) for a in ep.actions]
+        assert np.array_equal(df["terminated"], ep.column(F.TERMINATED)) and df["rewards"].dtype == np.float32
+    _write_seed_files(tmp_path / "seed", [p])
+    imported = import_seed(tmp_path / "seed", tmp_path / "d").paths[0]
+    for path in (p, imported):
+        found = {}
+        with h5py.File(path) as f:
+            f.visititems(lambda k, o: found.__setitem__(k, o.attrs.get("description")) if isinstance(o, h5py.Dataset) else None)
+        assert all(isinstance(d, str) and len(d) > 10 for d in found.values()), found
+    assert {"frames", "joypad", "info/x_pos", "extra/seed_y", "extra/seed_helperarr"} <= set(found)
+
+
 def test_filter_view(tmp_path, eight):
     idx = Dataset(eight).index
     cut = int(idx["length"].median())

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -26,6 +26,9 @@ from mario_kit import UserError, __version__
 from mario_kit.atomic import commit
 from mario_kit.datasets import format as F
 from mario_kit.trust import open_h5
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _PACKAGES = ("gym-super-mario-bros", "nes-py", "gymnasium", "numpy", "h5py", "torch", "stable-baselines3")
 
@@ -118,13 +121,16 @@ class EpisodeWriter:
             compression=F.FRAME_COMPRESSION,
             compression_opts=F.FRAME_COMPRESSION_OPTS,
         )
+        self._frames.attrs[F.DESCRIPTION_ATTR] = F.DESCRIPTIONS[F.FRAMES]
         self._cols: dict[str, tuple[h5py.Dataset, list]] = {}
 
         def col(name: str, dtype: np.dtype, group: h5py.Group = f) -> None:
             ds = group.create_dataset(
                 name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(F.COLUMN_CHUNK,), compression="gzip"
             )
-            self._cols[f"{group.name.strip('/')}/{name}".strip("/")] = (ds, [])
+            path = f"{group.name.strip('/')}/{name}".strip("/")
+            ds.attrs[F.DESCRIPTION_ATTR] = F.DESCRIPTIONS[path]
+            self._cols[path] = (ds, [])
 
         col(F.ACTIONS, np.dtype(np.uint8))
         col(F.REWARDS, np.dtype(np.float32))
@@ -136,7 +142,8 @@ class EpisodeWriter:
         info = f.create_group(F.INFO_GROUP)
         for name, dtype in F.INFO_COLUMNS.items():
             col(name, dtype, info)
-        f.create_dataset(F.ACTION_JOYPAD, data=meta.action_set.joypad)
+        f.create_dataset(F.ACTION_JOYPAD, data=meta.action_set.joypad).attrs[F.DESCRIPTION_ATTR] = \
+            F.DESCRIPTIONS[F.ACTION_JOYPAD]
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mario-kit-zlib")
         self._ring = np.empty((self._RING, *F.FRAME_SHAPE), F.FRAME_DTYPE)
         self._inflight: deque[tuple[int, Future]] = deque()
@@ -223,8 +230,9 @@ class EpisodeWriter:
         self._pending = 0
 
     def add_extra(self, name: str, data: np.ndarray) -> None:
-        """Store an additional array under `extra/` (importer provenance and the like)."""
-        self._f.require_group(F.EXTRA_GROUP).create_dataset(name, data=data, compression="gzip")
+        """Store an additional array under `extra/` (importer provenance and the like), saying what it is."""
+        ds = self._f.require_group(F.EXTRA_GROUP).create_dataset(name, data=data, compression="gzip")
+        ds.attrs[F.DESCRIPTION_ATTR] = F.EXTRA_DESCRIPTIONS.get(name, "an array its importer kept (see docs/FORMAT.md)")
 
     # --- ending ------------------------------------------------------------------------
     def finish(self, end: str, attrs: dict[str, Any] | None = None) -> Path:
@@ -380,6 +388,17 @@ class Episode:
         key = f"{F.EXTRA_GROUP}/{name}"
         return self._f[key][()] if key in self._f else None
 
+    def to_dataframe(self) -> pd.DataFrame:
+        """The per-step columns as a DataFrame, a row per step t (index `step`), named as in the file:
+        actions, their buttons (`action_name`), rewards, terminated, truncated, step_frames, overridden
+        and every info column."""
+        import pandas as pd
+
+        cols: dict[str, Any] = {F.ACTIONS: self.actions}
+        cols["action_name"] = pd.Categorical.from_codes(self.actions.astype(np.int64), [self.action_set.meaning(i) for i in range(len(self.action_set))])
+        cols |= {name.split("/")[-1]: self.column(name) for name in F.STEP_COLUMNS if name != F.ACTIONS}
+        return pd.DataFrame(cols, index=pd.RangeIndex(self.length, name="step"))
+
     def close(self) -> None:
         self._f.close()
 
@@ -388,6 +407,13 @@ class Episode:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_steps(path: str | Path) -> pd.DataFrame:
+    """An episode's per-step columns as a pandas DataFrame, in one call (`Episode.to_dataframe`);
+    `pd.read_hdf` reads only PyTables' layout, not this one."""
+    with Episode(path) as ep:
+        return ep.to_dataframe()
 
 
 def remap_actions(src: Path, dst: Path, target: F.ActionSet) -> None:
@@ -399,7 +425,7 @@ def remap_actions(src: Path, dst: Path, target: F.ActionSet) -> None:
         old = F.ActionSet.from_attrs(f.attrs["action_set"], f.attrs["action_buttons"])
         f[F.ACTIONS][...] = F.map_actions(f[F.ACTIONS][()], old, target)
         del f[F.ACTION_JOYPAD]
-        f.create_dataset(F.ACTION_JOYPAD, data=target.joypad)
+        f.create_dataset(F.ACTION_JOYPAD, data=target.joypad).attrs[F.DESCRIPTION_ATTR] = F.DESCRIPTIONS[F.ACTION_JOYPAD]
         extra = json.loads(f.attrs.get("extra", "{}"))
         extra["mapped_from_action_set"] = old.name
         f.attrs.update({"action_set": target.name, "action_buttons": target.to_json(), "extra": json.dumps(extra)})

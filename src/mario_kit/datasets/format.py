@@ -67,6 +67,36 @@ STEP_COLUMNS: dict[str, np.dtype] = {
     **{f"{INFO_GROUP}/{k}": v for k, v in INFO_COLUMNS.items()},
 }
 
+# The `description` attribute of every dataset an episode file holds: units and meaning, so that
+# h5dump alone explains the file (docs/FORMAT.md says the same at length).
+DESCRIPTION_ATTR = "description"
+DESCRIPTIONS: dict[str, str] = {
+    FRAMES: "(T+1, 240, 256, 3) uint8 RGB screens; frame t is what the player saw before action t, frame T the last",
+    ACTIONS: "(T,) action taken at frame t: an index into the action set (root attribute action_buttons)",
+    REWARDS: "(T,) gym-super-mario-bros reward of step t, summed over its emulator frames (game units)",
+    TERMINATED: "(T,) the episode ended at step t: a death or the flag",
+    TRUNCATED: "(T,) the episode was cut at step t by a step limit",
+    STEP_FRAMES: "(T,) emulator frames step t ran (the frame skip, fewer when the episode ended inside it)",
+    JOYPAD: "(sum of step_frames,) the joypad byte of every emulator frame, in order: replays the episode from reset",
+    OVERRIDDEN: "(T,) action t was chosen by a balancing strategy or the random factor, not the policy",
+    ACTION_JOYPAD: "(n_actions,) the joypad byte of each action index",
+    f"{INFO_GROUP}/x_pos": "(T,) Mario's x position in the level after step t (pixels)",
+    f"{INFO_GROUP}/y_pos": "(T,) Mario's y position after step t (pixels, up is larger)",
+    f"{INFO_GROUP}/world": "(T,) world number after step t (1-8)",
+    f"{INFO_GROUP}/stage": "(T,) stage number after step t (1-4)",
+    f"{INFO_GROUP}/status": "(T,) Mario's power-up after step t: 0 small, 1 tall, 2 fireball",
+    f"{INFO_GROUP}/life": "(T,) lives left after step t",
+    f"{INFO_GROUP}/time": "(T,) the game clock after step t (game seconds left)",
+    f"{INFO_GROUP}/score": "(T,) score after step t (points)",
+    f"{INFO_GROUP}/coins": "(T,) coins after step t",
+    f"{INFO_GROUP}/flag_get": "(T,) Mario reached the flag at step t",
+}
+
+EXTRA_DESCRIPTIONS: dict[str, str] = {  # the `extra/` arrays mario-kit writes
+    "seed_y": "(T+1, width) the seed layout's frame_{i}_y labels of this episode's frames, as imported (dtype kept)",
+    "seed_helperarr": "(T+1, 2) the seed layout's frame_{i}_helperarr [reward, life lost] of its frames, as imported",
+}
+
 # Root attributes. Values that are not scalars or strings are stored as JSON strings.
 REQUIRED_ATTRS = (
     "format",
