@@ -330,6 +330,36 @@ def test_ddp_two_gloo_processes_end_identical(tmp_path, store):
     assert res.stdout.count("run: ") == 1  # rank 0 reports, rank 1 is silent
 
 
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path, store):
+    """Ctrl-C in a terminal signals torchrun and every rank (one process group; torchrun passes it on
+    too): the ranks agree on a step, rank 0 saves a checkpoint there, and the run resumes."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    args = ["--store", str(store), "--config", "tiny", "--set", "epochs=1000", "--set", "threads=1",
+            "--set", "log_every=1", "-q"]
+    proc = subprocess.Popen([torchrun, "--nproc-per-node", "2", "--master-port", "29534", "-m", "mario_kit", "train",
+                             "--out", str(tmp_path / "r"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    t0 = time.time()
+    while not (tmp_path / "r" / "log.csv").exists() or len(_losses(tmp_path / "r")) < 4:
+        assert time.time() - t0 < 180 and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
+    printed, err = proc.communicate(timeout=120)
+    # torchrun itself reports the signal (its own SignalException, exit 1); the ranks stop cleanly
+    assert "Connection closed by peer" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert "interrupted: checkpoint saved" in printed, printed + err[-3000:]
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["interrupted"] is True and s["stages"]["denoiser"]["interrupted"] is True
+    stopped_at = torch.load(tmp_path / "r" / "denoiser.pt", weights_only=True)["step"]
+    assert stopped_at == s["stages"]["denoiser"]["step"] >= 4
+    res = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29535", "-m", "mario_kit", "train",
+                          "--out", str(tmp_path / "r"), "--resume", *args, "--set", f"max_steps={stopped_at + 2}"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())["stages"]["denoiser"]
+    assert s["step"] == stopped_at + 2 and s["ddp_replicas_identical"] is True
+
+
 def test_bad_checkpoints_are_refused(tmp_path, store):
     res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "--set", "max_steps=2", "-q")
     assert res.returncode == 0, res.stderr

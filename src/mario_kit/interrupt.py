@@ -2,13 +2,18 @@
 
 The long loops check `requested` between steps, so that an interrupt never lands inside a file
 operation: collection discards the episode in progress, training saves a checkpoint to resume from.
-A second Ctrl-C raises KeyboardInterrupt at once.
+A second Ctrl-C raises KeyboardInterrupt at once; one that comes within `REPEAT_GRACE` seconds of the
+first is the same keypress delivered twice (the terminal signals the whole process group, and a
+launcher such as torchrun, or a collector's main process, passes it on to its children as well).
 """
 
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
+
+REPEAT_GRACE = 1.0  # seconds
 
 
 class CtrlC:
@@ -19,11 +24,13 @@ class CtrlC:
         self.requested = False
         self._install = install
         self._old: Any = None
+        self._first = 0.0
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if not self.requested:
+            self.requested, self._first = True, time.monotonic()
+        elif time.monotonic() - self._first > REPEAT_GRACE:
             raise KeyboardInterrupt
-        self.requested = True
 
     def __enter__(self) -> "CtrlC":
         if self._install:

@@ -138,7 +138,7 @@ def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = F
     if rt.world > 1:
         dist.barrier()
     summary: dict[str, Any] = {"stages": {}}
-    with CtrlC(install=rt.main) as stop:
+    with CtrlC() as stop:  # on every rank: a terminal's Ctrl-C reaches them all, and they stop at one step
         try:
             for stage in _stages(cfg):
                 summary["stages"][stage] = _train_stage(store, cfg, out, stage, rt, resume, stop, progress)
