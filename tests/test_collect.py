@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_dataset
+from conftest import make_dataset, run_cli
 from mario_kit.emulator import MarioEnv, replay
 from mario_kit.collectors.policies import RandomPolicy, StickyPolicy
 from mario_kit.datasets import format as F
@@ -111,6 +111,26 @@ def test_steps_budget_is_exact_and_folder_appends(tmp_path):
     assert len(ds) == len(cfg_paths) + len(res.paths)
     assert ds.index["length"].sum() == 77 + Episode(cfg_paths[0]).length
     assert all(ds.index["length"] <= 30)
+
+
+def test_the_same_command_again_continues_and_never_duplicates(tmp_path):
+    """Re-running a seeded collection into its folder records nothing twice: what is there counts as
+    done (and says so), a larger --episodes/--steps adds the episodes after it, another seed adds others."""
+    args = ["collect", "--random", "--sticky", "0.8", "--max-steps", "20", "--seed", "1", "--out", tmp_path / "d", "-q"]
+    assert run_cli(*args, "--episodes", "3").returncode == 0
+    again = run_cli(*args, "--episodes", "3")
+    assert again.returncode == 0 and "already held 3 episodes" in again.stdout and "collected 0 episodes" in again.stdout
+    assert len(Dataset(tmp_path / "d")) == 3
+    more = run_cli(*args, "--episodes", "5")
+    assert more.returncode == 0 and "collected 2 episodes" in more.stdout, more.stdout + more.stderr
+    fresh = make_dataset(tmp_path / "fresh", episodes=5, max_steps=20, seed=1)
+    key = lambda ps: sorted((_index(p), tuple(Episode(p).actions)) for p in ps)  # noqa: E731
+    assert key(Dataset(tmp_path / "d").paths) == key(fresh)  # the very episodes of one run of 5, none twice
+    steps = ["collect", "--random", "--max-steps", "20", "--seed", "2", "--steps", "50", "--out", tmp_path / "s", "-q"]
+    assert run_cli(*steps).returncode == 0 and run_cli(*steps).returncode == 0
+    assert int(Dataset(tmp_path / "s").index["length"].sum()) == 50
+    other = run_cli(*args[:-5], "--seed", "9", "--out", tmp_path / "d", "-q", "--episodes", "1")
+    assert other.returncode == 0 and "collected 1 episode," in other.stdout and len(Dataset(tmp_path / "d")) == 6
 
 
 def test_env_frame_skip_stops_at_episode_end():

@@ -77,6 +77,10 @@ def test_ray_gives_the_episodes_of_one_worker(tmp_path, cluster):
     assert assert_same_episodes(tmp_path / "ray", tmp_path / "one") == 500
     ends = [v[0]["end"] for v in episodes_by_index(tmp_path / "ray").values()]
     assert ends.count("truncated") == 1  # the budget cut the last one
+    # the same command again: every episode is already there, none is recorded twice
+    r = run_cli("collect", *STEPS, "--out", tmp_path / "ray", "--ray", "--ray-address", cluster)
+    assert r.returncode == 0 and "collected 0 episodes" in r.stdout and "already held" in r.stdout, r.stdout + r.stderr
+    assert assert_same_episodes(tmp_path / "ray", tmp_path / "one") == 500
 
 
 def test_ray_episodes_equal_workers_and_shared_writes(tmp_path, cluster):

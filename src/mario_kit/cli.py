@@ -116,6 +116,9 @@ def collect(
     if result.summary:
         _print_session(result.summary)
     note = " (interrupted: the episode in progress was discarded)" if result.interrupted else ""
+    if result.already:
+        out.print(f"{out_dir} already held {result.already} episode{'' if result.already == 1 else 's'} of this command "
+                  f"(seed {result.seed}): kept, not recorded again; to add more, raise --episodes/--steps or use another --seed")
     n = len(result.paths)
     out.print(f"collected {n} episode{'' if n == 1 else 's'}, {result.steps:,} steps into {out_dir} (seed {result.seed}){note}")
     if result.nodes:

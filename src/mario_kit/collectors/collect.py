@@ -3,10 +3,18 @@
 Seeding: episode i of a collection with seed S draws its level and its policy's randomness from
 `np.random.default_rng([S, i])`, so an episode is reproduced by (S, i) whatever the worker count.
 Ctrl-C: each worker discards the episode it is recording; every finished episode is kept.
+
+Running the same command into the same folder again continues it: every episode records its
+collection's key (`collection_key`: the policy, its parameters, balancing, levels, action set, frame
+skip, step limit and seed; not the totals or the worker count) and its index, and the episodes of
+that key already in the folder are counted as done, not recorded again. Raising --episodes or
+--steps adds the episodes after them; another --seed adds other episodes. Interactive players
+(human, browser) always add.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -49,6 +57,9 @@ class CollectConfig:
     ray_address: str | None = None  # 'auto', HOST:PORT; None: RAY_ADDRESS, else a local instance
     ray_write: str = "driver"  # driver: episodes come back through the object store | shared: tasks write into out
     ray_share_table: bool = True  # hash on Ray: steer by the whole cluster's counts (False: the folder's table and its own)
+    recorded: dict[int, int] = field(default_factory=dict)  # set by run_collection: index -> steps of this
+    # collection's episodes already in `out` (the same command run before), which are not recorded again
+    key: str = ""  # set by run_collection: collection_key, computed once (a Ray task rewrites policy_kwargs)
 
     def check(self) -> None:
         from mario_kit.collectors.policies import POLICIES
@@ -105,6 +116,7 @@ class CollectResult:
     interrupted: bool = False
     summary: dict[str, Any] | None = None  # collector-specific session summary
     nodes: dict[str, int] | None = None  # Ray: episodes kept per node id
+    already: int = 0  # episodes of this collection the folder held before (the same command run before)
 
 
 def episode_rng(seed: int, index: int) -> np.random.Generator:
@@ -119,7 +131,34 @@ def pick_level(rng: np.random.Generator, levels: list[str]) -> str:
 def episode_meta(cfg: CollectConfig, policy, aset: F.ActionSet, seed: int, index: int, level: str) -> EpisodeMeta:
     return EpisodeMeta(env_id=env_id(level), level=level, frame_skip=cfg.frame_skip, action_set=aset,
                        source=policy.source, policy=policy.params(), seed=seed, player=cfg.player,
-                       rom_mode=ROM_MODE, extra={"episode_index": index})
+                       rom_mode=ROM_MODE, extra={"episode_index": index, "collection": cfg.key or collection_key(cfg, seed)})
+
+
+def collection_key(cfg: CollectConfig, seed: int) -> str:
+    """What makes episode i of a collection the same episode: everything but the totals and the workers."""
+    import xxhash
+
+    what = {"policy": cfg.policy, "policy_kwargs": {k: str(v) for k, v in cfg.policy_kwargs.items()},
+            "balance": cfg.balance, "balance_kwargs": {k: str(v) for k, v in cfg.balance_kwargs.items()},
+            "level": cfg.level, "action_set": cfg.action_set, "frame_skip": cfg.frame_skip,
+            "max_steps": cfg.max_steps, "seed": seed}
+    return xxhash.xxh3_64_hexdigest(json.dumps(what, sort_keys=True).encode())
+
+
+def recorded_episodes(out: Path, key: str) -> dict[int, int]:
+    """index -> steps of the episodes of collection `key` in `out` (unreadable files are validate's business)."""
+    from mario_kit.datasets.dataset import read_header, scan
+
+    found = {}
+    for p in scan(out)[0]:
+        try:
+            attrs = read_header(p)
+            extra = json.loads(attrs.get("extra", "{}"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(extra, dict) and extra.get("collection") == key and isinstance(extra.get("episode_index"), int):
+            found[extra["episode_index"]] = int(attrs["length"])
+    return found
 
 
 def make_collect_policy(cfg: CollectConfig, aset: F.ActionSet, **table):
@@ -209,6 +248,10 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
     try:
         while not ((cfg.episodes is not None and index >= cfg.episodes) or (budget is not None and budget <= 0)
                    or interrupt.requested):
+            if index in cfg.recorded:  # the same command recorded it before: done
+                budget = None if budget is None else budget - cfg.recorded[index]
+                index += cfg.workers
+                continue
             rng = episode_rng(seed, index)
             level = choose(rng, levels) if choose else pick_level(rng, levels)
             env = envs.get(level) or envs.setdefault(level, MarioEnv(level))
@@ -279,6 +322,14 @@ def run_collection(cfg: CollectConfig, progress: bool = True, backend=None) -> C
     check_output_dir(cfg.out, cfg.action_set, cfg.frame_skip)
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(31)
     result = CollectResult([], 0, seed)
+    from mario_kit.collectors.policies import POLICIES
+
+    cfg.key = collection_key(cfg, seed)
+    if cfg.seed is not None and not getattr(POLICIES[cfg.policy], "interactive", False):
+        cfg.recorded = recorded_episodes(cfg.out, cfg.key)
+        result.already = len(cfg.recorded)
+        if _nothing_left(cfg):
+            return result
     if cfg.balance == "hash":
         from mario_kit.balancing.hash import merge_shards
 
@@ -287,7 +338,8 @@ def run_collection(cfg: CollectConfig, progress: bool = True, backend=None) -> C
     from mario_kit.progress import make_progress
 
     with make_progress(enabled=progress) as bar:
-        task = bar.add_task("episodes" if cfg.episodes else "steps", total=total)
+        done = len(cfg.recorded) if cfg.episodes else sum(cfg.recorded.values())
+        task = bar.add_task("episodes" if cfg.episodes else "steps", total=total, completed=min(done, total) if total else 0)
 
         def report(kind: str, value) -> None:
             if kind == "steps":  # progress, discarded episodes' steps included
@@ -310,6 +362,13 @@ def run_collection(cfg: CollectConfig, progress: bool = True, backend=None) -> C
     if cfg.balance == "hash":
         merge_shards(cfg.out)
     return result
+
+
+def _nothing_left(cfg: CollectConfig) -> bool:
+    """Whether the episodes already recorded cover the whole command."""
+    if cfg.episodes is not None:
+        return all(i in cfg.recorded for i in range(cfg.episodes))
+    return cfg.steps is not None and sum(cfg.recorded.values()) >= cfg.steps
 
 
 def _run_parallel(cfg: CollectConfig, seed: int, report) -> bool:

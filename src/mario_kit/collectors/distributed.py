@@ -316,7 +316,8 @@ class _Driver:
         while True:
             while (not self.stopping and len(self.inflight) < self.cap and (cfg.episodes is None or self.next_index < cfg.episodes)
                    and not self._enough_in_flight()):
-                self.submit(self.next_index, cfg.max_steps)
+                if self.next_index not in cfg.recorded:  # the same command recorded it before: done
+                    self.submit(self.next_index, cfg.max_steps)
                 self.next_index += 1
             if not self.inflight or interrupt.requested:
                 break
@@ -356,7 +357,11 @@ class _Driver:
 
     def _commit(self) -> None:
         cfg = self.cfg
-        while self.committed in self.done and not (cfg.steps is not None and self.total >= cfg.steps):
+        while (self.committed in self.done or self.committed in cfg.recorded) and not (cfg.steps is not None and self.total >= cfg.steps):
+            if self.committed in cfg.recorded:  # already in the folder: counted, not written again
+                self.total += cfg.recorded[self.committed]
+                self.committed += 1
+                continue
             r = self.done.pop(self.committed)
             if cfg.steps is not None and r["steps"] > cfg.steps - self.total:
                 # one worker would have cut this episode at the steps left: record it so, and drop the
