@@ -149,6 +149,30 @@ def test_bad_strategies_and_parameters_exit_2(tmp_path):
         assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr, (args, res.stderr)
 
 
+def test_build_takes_weights_only_for_the_dataset_they_were_computed_for(tmp_path):
+    """A weights file names each episode's length and actions digest: `dataset build --weights`
+    refuses it for another dataset, for an episode changed since, and a file that says nothing."""
+    rng = np.random.default_rng(1)
+    _synthetic(tmp_path / "a", [rng.choice(7, 30) for _ in range(3)])
+    _synthetic(tmp_path / "b", [rng.choice(7, 30) for _ in range(3)])
+    assert run_cli("balance", tmp_path / "a", "--out", tmp_path / "a.npz").returncode == 0
+    ok = run_cli("dataset", "build", tmp_path / "a", "--out", tmp_path / "a.zarr", "--weights", tmp_path / "a.npz", "-q")
+    assert ok.returncode == 0, ok.stderr
+    res = run_cli("dataset", "build", tmp_path / "b", "--out", tmp_path / "b.zarr", "--weights", tmp_path / "a.npz")
+    assert res.returncode == 2 and "computed for another dataset" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "b.zarr").exists()
+    # an episode of a, replaced under the same name by one with other actions
+    (first,) = sorted((tmp_path / "a").glob("*.h5"))[:1]
+    other = sorted((tmp_path / "b").glob("*.h5"))[0]
+    first.unlink()
+    other.rename(first)
+    res = run_cli("dataset", "build", tmp_path / "a", "--out", tmp_path / "a2.zarr", "--weights", tmp_path / "a.npz")
+    assert res.returncode == 2 and first.name in res.stderr and "actions differ" in res.stderr
+    np.savez(tmp_path / "bare.npz", **{first.name: np.ones(30, np.float32)})  # hand-made: says nothing
+    res = run_cli("dataset", "build", tmp_path / "a", "--out", tmp_path / "a3.zarr", "--weights", tmp_path / "bare.npz")
+    assert res.returncode == 2 and "does not say which episodes" in res.stderr
+
+
 def test_collect_with_strategies_records_them(tmp_path):
     from mario_kit.collectors import CollectConfig, collect
     from mario_kit.datasets.dataset import Dataset

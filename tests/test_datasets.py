@@ -245,12 +245,14 @@ def test_corrupted_store_chunk_is_reported(tmp_path, eight):
 
 
 def test_weights_and_weighted_sampling(tmp_path, eight):
+    from mario_kit.balancing.offline import save_weights
+
     paths = Dataset(eight).paths
     w = {}
     for k, p in enumerate(paths):
         n = Episode(p).length
         w[p.name] = np.full(n, 10.0 if k == 0 else 0.0, np.float32)
-    np.savez(tmp_path / "w.npz", **w)
+    save_weights(tmp_path / "w.npz", w, {p.name: Episode(p).actions for p in paths})
     store = tmp_path / "s.zarr"
     build_store(eight, store, weights=tmp_path / "w.npz", progress=False)
     ds = WindowDataset(store, split=None)

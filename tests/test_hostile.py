@@ -199,8 +199,11 @@ def _weights(ctx: Path, kind: str) -> Path:
     p = ctx / f"w-{kind}.npz"
     if kind == "pickle":
         np.savez(p, **{name: np.array([Payload(ctx / MARKER)], dtype=object)})
-    else:
-        np.savez(p, **arrays)
+    else:  # tied to the dataset as `balance` ties it, so that the checks behind the tie are what refuses it
+        from mario_kit.balancing.offline import save_weights
+        from mario_kit.datasets.episode import Episode
+
+        save_weights(p, arrays, {f: Episode(ctx / "eps" / f).actions for f in arrays})
     return p
 
 

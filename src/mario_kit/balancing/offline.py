@@ -29,7 +29,7 @@ from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 
-META = "__meta__"
+META = F.WEIGHTS_META
 
 
 def entropy_bits(counts: np.ndarray) -> float:
@@ -84,11 +84,19 @@ def balance_dataset(directory: str | Path, out: str | Path, strategy: str = "cla
     for name, a, _ in eps:
         arrays[name] = w[pos : pos + len(a)]
         pos += len(a)
-    arrays[META] = np.array(json.dumps(report))
+    save_weights(out, arrays, {name: a for name, a, _ in eps}, report)
+    return report
+
+
+def save_weights(out: Path, weights: dict[str, np.ndarray], actions: dict[str, np.ndarray],
+                 report: dict[str, Any] | None = None) -> None:
+    """Write a weights file `dataset build --weights` reads: a float32 array per episode file name and
+    the `__meta__` JSON (`report`, plus each episode's length and actions digest, which tie the file
+    to the episodes it was computed for: build refuses it for others). Atomic."""
+    meta = {**(report or {}), "episodes": {k: [len(actions[k]), F.actions_digest(actions[k])] for k in weights}}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, ".npz") as tmp:
-        np.savez(tmp, **arrays)
-    return report
+        np.savez(tmp, **{k: np.asarray(w, np.float32) for k, w in weights.items()}, **{META: np.array(json.dumps(meta))})
 
 
 def _class(acts: np.ndarray, n: int, target: list[float] | None = None, max_weight: float = 10.0) -> np.ndarray:

@@ -298,3 +298,14 @@ def check_attrs(attrs: dict) -> None:
             raise ValueError(f"attribute {key} is not a JSON {want.__name__}")
         if key == "action_buttons" and parsed != [list(b) for b in ACTION_SETS[attrs["action_set"]].buttons]:
             raise ValueError(f"action_buttons differ from the {attrs['action_set']} action set")
+
+
+# --- balancing weights files (`mario-kit balance`, read by `dataset build --weights`) ----------------
+WEIGHTS_META = "__meta__"  # the JSON entry of a weights .npz beside the per-episode arrays
+
+
+def actions_digest(actions: np.ndarray) -> str:
+    """What ties a weights file to the episodes it was computed for: their actions, hashed."""
+    import xxhash
+
+    return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(actions, dtype=np.uint8).tobytes())

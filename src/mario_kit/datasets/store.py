@@ -17,6 +17,7 @@ killed build) are cut back on the next run. zarr's local store writes each chunk
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -122,20 +123,26 @@ def _check_manifest(m: dict[str, Any]) -> None:
             raise ValueError(key)
 
 
-def _load_weights(path: Path | None) -> dict[str, np.ndarray]:
+def _load_weights(path: Path | None) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """The weights by episode file, and the episodes they were computed for (name -> [length, actions digest])."""
     if path is None:
-        return {}
+        return {}, {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            out = {k: z[k] for k in z.files if k != "__meta__"}
+            out = {k: z[k] for k in z.files if k != F.WEIGHTS_META}
+            meta = json.loads(str(z[F.WEIGHTS_META])) if F.WEIGHTS_META in z.files else {}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"cannot read weights file {path}: {e}") from None
+    tied = meta.get("episodes") if isinstance(meta, dict) else None
+    if not isinstance(tied, dict) or set(tied) != set(out):
+        raise UserError(f"weights file {path} does not say which episodes it was computed for; compute it with "
+                        f"`mario-kit balance DIR --out {path.name}` (or balancing.offline.save_weights)")
     for k, w in out.items():
         if w.ndim != 1 or w.dtype.kind not in "fiu":
             raise UserError(f"weights file {path}: {k} is not a 1-D numeric array")
         if not (np.isfinite(w).all() and (w >= 0).all()):
             raise UserError(f"weights file {path}: {k} holds negative or non-finite weights")
-    return {k: w.astype(np.float32) for k, w in out.items()}
+    return {k: w.astype(np.float32) for k, w in out.items()}, tied
 
 
 @contextmanager
@@ -248,18 +255,31 @@ def _check_episodes(src: Path, ds: Dataset, out: Path,
         raise UserError(f"{src} mixes action sets {sorted(sets)} or frame skips {sorted(skips)}; a store needs one of each")
     with Episode(ds.paths[0]) as first:
         aset, frame_skip = first.action_set, int(first.attrs["frame_skip"])
-    wmap = _load_weights(Path(weights) if weights else None)
+    wmap, tied = _load_weights(Path(weights) if weights else None)
     old_files = {e["file"] for e in read_manifest(out)["episodes"]} if out.exists() else set()
-    lengths = dict(zip(ds.index["file"], ds.index["length"].astype(int)))
     for p in ds.paths:
         if p.name in old_files:
             continue
         reason = validate_file(p, frames=False)  # every attribute and column a reader relies on
         if reason:
             raise UserError(f"{p} is not a valid episode ({reason}); run `mario-kit dataset validate {src}`")
-        if p.name in wmap and len(wmap[p.name]) < lengths[p.name]:
-            raise UserError(f"weights file {weights}: {p.name} has {len(wmap[p.name])} weights for {lengths[p.name]} steps")
+        if p.name in wmap:
+            _check_tied(p, tied[p.name], Path(weights or ""))
+            if len(wmap[p.name]) < tied[p.name][0]:
+                raise UserError(f"weights file {weights}: {p.name} has {len(wmap[p.name])} weights for {tied[p.name][0]} steps")
+    if wmap and not set(wmap) & {p.name for p in ds.paths}:
+        raise UserError(f"weights file {weights} was computed for another dataset: none of its {len(wmap)} episodes "
+                        f"is in {src}; compute weights for it with `mario-kit balance {src} --out FILE.npz`")
     return aset, frame_skip, wmap
+
+
+def _check_tied(p: Path, tie: list, weights: Path) -> None:
+    """The episode is the one the weights were computed for: same length, same actions."""
+    with Episode(p) as ep:
+        ok = isinstance(tie, list) and len(tie) == 2 and tie[0] == ep.length and tie[1] == F.actions_digest(ep.actions)
+    if not ok:
+        raise UserError(f"weights file {weights} was computed for another dataset: {p.name} is not the episode it "
+                        f"weighted (its length or actions differ); compute weights again with `mario-kit balance`")
 
 
 def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_res: bool):
