@@ -69,18 +69,25 @@ def wait_for(driver, script: str, timeout: float = 30):
 
 
 def test_chromium_plays_the_page_and_the_episode_holds_what_was_pressed(tmp_path):
+    """A new player: types a name, one Enter connects and starts recording; the picture is the game's
+    alone (the recording's state is beside it); after Esc the page says what was saved."""
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     out = tmp_path / "d"
     proc, port = serve(out)
-    driver = chromium(f"http://127.0.0.1:{port}/?name=chromium")
+    driver = chromium(f"http://127.0.0.1:{port}/")
     try:
-        wait_for(driver, "return window.marioKitLast")  # frames arrive and are drawn
-        keys = ActionChains(driver)
-        keys.key_down(Keys.ARROW_RIGHT).perform()
-        keys.send_keys(Keys.ENTER).perform()  # recording starts with Right held
-        wait_for(driver, "return window.marioKitLast && window.marioKitLast.rec && window.marioKitLast.step > 20")
+        wait_for(driver, "return document.getElementById('status').textContent.includes('type your player name')")
+        driver.find_element(By.ID, "name").send_keys("chromium", Keys.ENTER)  # one Enter
+        wait_for(driver, "return window.marioKitLast && window.marioKitLast.rec")  # recording, no second Enter
+        ActionChains(driver).key_down(Keys.ARROW_RIGHT).perform()
+        wait_for(driver, "return window.marioKitLast.act === 'right' && window.marioKitLast.step > 20")
+        sky = driver.execute_script("return Array.from(document.getElementById('screen').getContext('2d')"
+                                    ".getImageData(200, 3, 1, 1).data.slice(0, 3))")
+        assert sky == [104, 136, 252]  # the game's own sky at the top: nothing drawn over the HUD's strip
+        assert "REC" in driver.find_element(By.ID, "hud").text
         ActionChains(driver).key_down("x").perform()
         wait_for(driver, "return window.marioKitLast.act === 'right+A'")
         time.sleep(0.3)
@@ -89,6 +96,10 @@ def test_chromium_plays_the_page_and_the_episode_holds_what_was_pressed(tmp_path
         time.sleep(0.2)
         ActionChains(driver).send_keys(Keys.ESCAPE).perform()
         events = wait_for(driver, "return (window.marioKitEvents || []).some(e => e.t === 'bye') && window.marioKitEvents")
+        status = wait_for(driver, "const s = document.getElementById('status').textContent; "
+                                  "return s.includes('session ended') && s")
+        time.sleep(0.5)  # the server closes the connection: the page keeps saying what was saved
+        status = driver.find_element(By.ID, "status").text
         latencies = driver.execute_script("return window.marioKitLatencies")
     finally:
         driver.quit()
@@ -97,11 +108,44 @@ def test_chromium_plays_the_page_and_the_episode_holds_what_was_pressed(tmp_path
         proc.wait(timeout=30)
     saved = [e for e in events if e["t"] == "saved"]
     assert len(saved) == 1 and saved[0]["end"] == "cut", events
+    assert "1 episode saved" in status and saved[0]["file"] in status, status
     paths = Dataset(out).paths
     assert len(paths) == 1
     with Episode(paths[0]) as ep:
         names = [ep.action_set.meaning(a) for a in ep.actions]
         assert ep.attrs["player"] == "chromium" and ep.attrs["policy"]["client"] == "browser"
-    assert names[0] == "right" and "right+A" in names and set(names) <= {"right", "right+A"}, names
-    assert names.index("right+A") >= 20  # the jump came after the run-up, as pressed
+    played = [n for n in names if n != "NOOP"]  # before Right went down: nothing held
+    assert played[0] == "right" and "right+A" in played and set(played) <= {"right", "right+A"}, names
+    assert played.index("right+A") >= 20  # the jump came after the run-up, as pressed
     assert latencies and min(latencies) > 0 and json.dumps(latencies)
+
+
+def test_an_invite_only_server_tells_a_page_without_its_link(tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from mario_kit.serve.invites import add
+
+    token = add(tmp_path / "invites.json", "ivy")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "serve", "--out", str(tmp_path / "d"), "--port", str(port),
+                             "--invites", str(tmp_path / "invites.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        for query, says in (("", "plays by invitation"), ("?token=wrong", "not valid"), (f"?token={token}", "playing as ivy")):
+            driver = chromium(f"http://127.0.0.1:{port}/{query}")
+            try:
+                wait_for(driver, f"return document.getElementById('status').textContent.includes({says!r})")
+                assert driver.find_element(By.ID, "name").get_attribute("disabled")  # the invite names the player
+            finally:
+                driver.quit()
+                shutil.rmtree(driver.profile_dir, ignore_errors=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -121,9 +121,11 @@ def run_server(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedPro
                 assert proc.poll() is None, proc.communicate()
                 time.sleep(0.1)
         url = f"ws://127.0.0.1:{port}/ws?name=readme"
-        if "--invites" in args:
-            with pytest.raises(Exception, match="4401|403"), connect(url) as ws:
-                ws.recv()
+        if "--invites" in args:  # refused, saying why, then closed with 4401
+            with connect(url) as ws:
+                assert json.loads(ws.recv())["t"] == "refused"
+                with pytest.raises(Exception, match="4401"):
+                    ws.recv()
         else:
             with connect(url) as ws:
                 assert json.loads(ws.recv())["t"] == "hello"

@@ -146,21 +146,21 @@ def test_invites_tokens_revocation_and_limits(tmp_path):
     token = r.stdout.split("token for Ann/../x: ")[1].split()[0]
     assert token not in inv.read_text()  # stored hashed
     c = client(tmp_path / "d", invites=inv, max_players=1)
-    for q in ("", "?token=wrong"):
-        with pytest.raises(WebSocketDisconnect) as e, c.websocket_connect(f"/ws{q}") as ws:
-            ws.receive_json()
-        assert e.value.code == 4401
+    assert c.get("/config.json").json()["invites"] is True  # the page asks for no name and says a link is needed
+    for q, says in (("", "open the invite link"), ("?token=wrong", "not valid")):
+        with c.websocket_connect(f"/ws{q}") as ws:
+            m = ws.receive_json()
+            assert m["t"] == "refused" and says in m["why"], m
+            assert close_code(ws) == 4401
     with c.websocket_connect(f"/ws?token={token}&name=someone-else") as ws:
         assert ws.receive_json()["player"] == "Ann..x"  # the invite's name, cleaned; the name asked for is ignored
-        with pytest.raises(WebSocketDisconnect) as e, c.websocket_connect(f"/ws?token={token}") as ws2:
-            ws2.receive_json()  # the token's one connection is taken (and so is the server's one player)
-        assert e.value.code == 1013
+        with c.websocket_connect(f"/ws?token={token}") as ws2:  # the token's one connection is taken (and the server's one player)
+            assert "try again later" in ws2.receive_json()["why"] and close_code(ws2) == 1013
         send(ws, t="cmd", cmd="quit")
         until_bye(ws)
     assert run_cli("invite", "revoke", "--invites", inv, "--player", "Ann..x").returncode == 0
-    with pytest.raises(WebSocketDisconnect) as e, c.websocket_connect(f"/ws?token={token}") as ws:
-        ws.receive_json()
-    assert e.value.code == 4401
+    with c.websocket_connect(f"/ws?token={token}") as ws:
+        assert ws.receive_json()["t"] == "refused" and close_code(ws) == 4401
 
 
 @pytest.mark.parametrize("keep", [False, True])
@@ -240,6 +240,37 @@ def test_killed_server_keeps_finished_episodes_and_restarts_into_the_folder(tmp_
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert len(Dataset(out).paths) == 1
+
+
+def test_the_terminal_says_who_plays_and_a_busy_port_is_one_line(tmp_path):
+    """The server's terminal: a line when a player joins, saves and leaves, a summary on Ctrl-C; a
+    port in use: one line, exit 2, before anything is announced or the folder is created."""
+    from websockets.sync.client import connect
+
+    out, port = tmp_path / "d", free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "serve", "--out", str(out), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, proc)
+        busy = run_cli("serve", "--out", tmp_path / "other", "--port", port)
+        assert busy.returncode == 2 and "cannot listen" in busy.stderr and "--port" in busy.stderr, busy.stderr
+        assert busy.stdout == "" and len(busy.stderr.strip().splitlines()) == 1 and not (tmp_path / "other").exists()
+        with connect(f"ws://127.0.0.1:{port}/ws?name=kim") as ws:
+            json.loads(ws.recv())
+            ws.send(json.dumps({"t": "cmd", "cmd": "start"}))
+            ws.send(json.dumps({"t": "keys", "held": ["right"]}))
+            for _ in range(30):
+                ws.recv()
+            ws.send(json.dumps({"t": "cmd", "cmd": "quit"}))
+            while not (isinstance(m := ws.recv(), str) and json.loads(m)["t"] == "bye"):
+                pass
+    finally:
+        time.sleep(0.5)  # the 'left' line is written as the connection closes
+        proc.send_signal(signal.SIGINT)
+        printed, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "kim joined (1 playing)" in printed and "kim: saved " in printed and "kim left (1 episode saved)" in printed
+    assert f"stopped: 1 episode (" in printed and "saved by 1 player into" in printed, printed
 
 
 def test_revoking_a_token_stops_its_open_connection(tmp_path):

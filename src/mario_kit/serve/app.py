@@ -6,8 +6,12 @@ the human collector's loop (`player.BrowserPlayer`). The page sends JSON text me
   {"t": "keys", "held": ["right", "A"], "c": <page clock, ms>}   the buttons held now
   {"t": "cmd", "cmd": "start" | "pause" | "discard" | "next" | "quit"}
 and receives binary frames (`player.encode_frame`) and JSON events ({"t": "hello" | "saved" |
-"discarded" | "bye"}). Anything else, a message over `max_message` bytes, or more than `max_rate`
-messages a second closes that connection (code 1008), never the server.
+"discarded" | "bye"}, or {"t": "refused", "why": ...} before the server closes a connection it does
+not admit: 4401 without a valid invite, 1013 when full; the page shows why, which a close before
+the handshake would hide). Anything else, a message over `max_message` bytes, or more than
+`max_rate` messages a second closes that connection (code 1008), never the server. `/config.json`
+tells the page whether it needs an invite link. The server's terminal gets a line when a player
+joins, leaves or saves an episode, and a summary when it stops.
 
 Guards: binds to 127.0.0.1 unless told otherwise; with `invites` a token is required (`invites.py`)
 and its player name is used; otherwise the name is the one given, cleaned (`invites.clean_name`);
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +40,15 @@ from mario_kit.serve.player import BUTTONS, COMMANDS, BrowserPlayer
 
 STATIC = Path(__file__).parent / "static"
 POLICY_VIOLATION, TRY_LATER, UNAUTHORIZED = 1008, 1013, 4401
+
+
+def refusal(code: int, token: str | None) -> str:
+    """What the page and the terminal say about a connection that is not admitted."""
+    if code == TRY_LATER:
+        return "the server is full (or this invite is in use): try again later"
+    if not token:
+        return "this server plays by invitation: open the invite link its host gave you (it ends in ?token=...)"
+    return "this invite link is not valid (wrong, or revoked): ask the server's host for a new one"
 
 
 @dataclass
@@ -106,7 +120,22 @@ class Server:
         self.lock = threading.Lock()
         self.players: dict[int, str] = {}  # connection id -> token digest
         self.threads: list[threading.Thread] = []  # session threads (the tests wait for them)
-        self.saved = 0
+        self.saved = self.steps = 0  # episodes and steps saved since the start
+        self.names: set[str] = set()  # players seen since the start
+
+    def say(self, line: str) -> None:
+        """A line on the server's terminal (any thread)."""
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    def episode_saved(self, name: str, path: str, steps: int) -> None:
+        with self.lock:
+            self.saved += 1
+            self.steps += steps
+        self.say(f"{name}: saved {Path(path).name} ({steps:,} steps; {self.saved} this run)")
+
+    def summary(self) -> str:
+        return (f"stopped: {self.saved} episode{'' if self.saved == 1 else 's'} ({self.steps:,} steps) saved by "
+                f"{len(self.names)} player{'' if len(self.names) == 1 else 's'} into {self.out}")
 
     def admit(self, token: str | None) -> tuple[int, str, str] | int:
         """(connection id, digest, invite's player) or the close code that refuses the connection."""
@@ -134,13 +163,21 @@ class Server:
 async def play(ws, server: Server) -> None:
     """One player's connection: admit, run the session thread, relay messages both ways."""
     cfg = server.cfg
-    admitted = server.admit(ws.query_params.get("token"))
-    if isinstance(admitted, int):
+    token = ws.query_params.get("token")
+    admitted = server.admit(token)
+    await ws.accept()
+    if isinstance(admitted, int):  # accepted to say why: a close before the handshake reaches a page as 1006
+        why = refusal(admitted, token)
+        server.say(f"refused a connection: {why}")
+        await ws.send_json({"t": "refused", "why": why})
         await ws.close(code=admitted)
         return
     cid, digest, invited = admitted
     name = invited or clean_name(ws.query_params.get("name", ""))
-    await ws.accept()
+    with server.lock:
+        server.names.add(name)
+        playing = len(server.players)
+    server.say(f"{name or '(no name)'} joined ({playing} playing)")
     loop = asyncio.get_running_loop()
     outq: asyncio.Queue = asyncio.Queue()
     frames = [0]  # frames queued, not yet sent
@@ -166,6 +203,7 @@ async def play(ws, server: Server) -> None:
         server.leave(cid)
         if thread.is_alive():
             await asyncio.to_thread(thread.join)
+        server.say(f"{name or '(no name)'} left ({player.saved} episode{'' if player.saved == 1 else 's'} saved)")
         try:
             await ws.close(code=POLICY_VIOLATION if getattr(player, "violation", False) else 1000)
         except Exception:  # noqa: BLE001  (already closed by the other side)
@@ -175,7 +213,8 @@ async def play(ws, server: Server) -> None:
 def _session(server: Server, player: BrowserPlayer, name: str, send) -> None:
     """The emulator thread: episodes until the player quits or the connection drops."""
     try:
-        record_session(server.session_config(name), player, secrets.randbits(31), lambda kind, value: None)
+        record_session(server.session_config(name), player, secrets.randbits(31),
+                       lambda kind, value: server.episode_saved(name, *value) if kind == "episode" else None)
     except Exception as e:  # noqa: BLE001  (a full disk or a bug ends this player, not the server)
         send("event", {"t": "error", "msg": str(e).splitlines()[0][:200]})
     finally:
@@ -225,7 +264,7 @@ def make_app(cfg: ServeConfig):
     if not all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn", "websockets")):
         raise UserError("mario-kit serve needs Starlette, uvicorn and websockets: pip install 'mario-kit[serve]'")
     from starlette.applications import Starlette
-    from starlette.responses import FileResponse
+    from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Route, WebSocketRoute
 
     server = Server(cfg)
@@ -240,18 +279,46 @@ def make_app(cfg: ServeConfig):
     async def ws_endpoint(ws):
         await play(ws, server)
 
+    async def config(request):
+        return JSONResponse({"invites": cfg.invites is not None, "level": cfg.level}, headers=headers)
+
     app = Starlette(routes=[Route("/", static("index.html", "text/html")), Route("/app.js", static("app.js", "text/javascript")),
-                            Route("/app.css", static("app.css", "text/css")),
+                            Route("/app.css", static("app.css", "text/css")), Route("/config.json", config),
                             WebSocketRoute("/ws", ws_endpoint)])
     app.state.server = server
     return app
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is written or announced: a port in use is one line."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise UserError(f"cannot listen on {host}: {e.strerror}") from None
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(info[4])
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose another --port)") from None
+    return sock
+
+
 def serve(cfg: ServeConfig) -> None:
-    """Run the server until Ctrl-C (uvicorn)."""
+    """Run the server until Ctrl-C (uvicorn); the summary is printed when it stops."""
     import uvicorn
 
-    app = make_app(cfg)
-    print(f"mario-kit serve: http://{cfg.host}:{cfg.port}/ -> {Path(cfg.out).resolve()}"
-          + ("" if cfg.invites else " (no invites: anyone who reaches this address can play)"))
-    uvicorn.run(app, host=cfg.host, port=cfg.port, ws_max_size=cfg.max_message, log_level="warning")
+    cfg.check()
+    sock = bind(cfg.host, cfg.port)
+    try:
+        app = make_app(cfg)
+        print(f"mario-kit serve: http://{cfg.host}:{cfg.port}/ -> {Path(cfg.out).resolve()}"
+              + ("" if cfg.invites else " (no invites: anyone who reaches this address can play)"), flush=True)
+        try:  # uvicorn shuts down on Ctrl-C, then raises it again: stopping a server that way is its normal end
+            uvicorn.Server(uvicorn.Config(app, ws_max_size=cfg.max_message, log_level="warning")).run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+    finally:
+        sock.close()
+    print(app.state.server.summary(), flush=True)

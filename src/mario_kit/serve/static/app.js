@@ -4,6 +4,7 @@
 const W = 256, H = 240;
 const canvas = document.getElementById("screen"), ctx = canvas.getContext("2d");
 const statusEl = document.getElementById("status"), nameEl = document.getElementById("name");
+const hudEl = document.getElementById("hud"), bannerEl = document.getElementById("banner");
 const KEYS = { ArrowRight: "right", ArrowLeft: "left", ArrowDown: "down", ArrowUp: "up", x: "A", X: "A", z: "B", Z: "B" };
 const COMMANDS = { Enter: "start", p: "pause", P: "pause", Backspace: "discard", n: "next", N: "next", Escape: "quit" };
 const params = new URLSearchParams(location.search);
@@ -11,6 +12,7 @@ nameEl.value = params.get("name") || localStorage.getItem("mario-kit-name") || "
 let ws = null, prev = new Uint8Array(W * H * 3), image = ctx.createImageData(W, H);
 const held = new Set(), padHeld = new Set();
 let chain = Promise.resolve(), lastSent = "", lastClock = null, latencies = [], bytes = 0, t0 = performance.now(), last = null, note = "";
+let startOnHello = false, ended = false, savedHere = 0;  // one Enter after the name starts; what the end says
 
 function connect() {
   const q = new URLSearchParams({ name: nameEl.value });
@@ -20,7 +22,9 @@ function connect() {
   ws.onmessage = (e) => {  // in order: each frame is XORed onto the one before
     chain = chain.then(() => (typeof e.data === "string" ? onEvent(JSON.parse(e.data)) : onFrame(e.data)));
   };
-  ws.onclose = (e) => { statusEl.textContent = `disconnected (${e.code}${e.code === 1006 ? ": refused or dropped" : ""})`; };
+  ws.onclose = (e) => {  // after a refusal or the session's end the page already says why
+    if (!ended) statusEl.textContent = `disconnected (${e.code}${e.code === 1006 ? ": the server is gone or the network dropped" : ""}): reload the page to play again`;
+  };
 }
 
 function send(msg) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(msg)); }
@@ -32,11 +36,17 @@ function sendKeys() {
 }
 
 function onEvent(m) {
-  if (m.t === "hello") statusEl.textContent = `playing as ${m.player || "(no name)"} on ${m.level}: press Enter`;
-  else if (m.t === "saved") note = `saved ${m.file} (${m.steps} steps, ${m.end})`;
+  if (m.t === "hello") {
+    statusEl.textContent = `playing as ${m.player || "(no name)"} on ${m.level}: press Enter to start`;
+    if (startOnHello) { startOnHello = false; send({ t: "cmd", cmd: "start" }); }
+  } else if (m.t === "saved") { savedHere++; note = `saved ${m.file} (${m.steps} steps, ${m.end})`; statusEl.textContent = note; }
   else if (m.t === "discarded") note = "episode discarded";
   else if (m.t === "error") note = `server: ${m.msg}`;
-  else if (m.t === "bye") note = "session ended";
+  else if (m.t === "refused") { ended = true; statusEl.textContent = m.why; }
+  else if (m.t === "bye") {
+    ended = true;
+    statusEl.textContent = `session ended: ${savedHere} episode${savedHere === 1 ? "" : "s"} saved${note && savedHere ? ` (last: ${note.slice(6)})` : ""}; reload the page to play again`;
+  }
   window.marioKitEvents = (window.marioKitEvents || []).concat([m]);  // for tests
 }
 
@@ -63,21 +73,25 @@ async function onFrame(buf) {
   overlay(head);
 }
 
+// The recording's state goes beside the picture, never over it (the game's own HUD is at its top).
 function overlay(h) {
   const lat = latencies.length ? [...latencies].sort((a, b) => a - b)[latencies.length >> 1].toFixed(0) : "-";
   const secs = (performance.now() - t0) / 1000;
-  ctx.fillStyle = "rgba(0,0,0,0.55)"; ctx.fillRect(0, 0, W, 20);
-  ctx.font = "8px monospace"; ctx.fillStyle = "#fff";
-  ctx.fillText(`${h.rec ? "REC" : "   "}  ep ${h.ep}  step ${h.step}  saved ${h.saved}`, 4, 8);
-  ctx.fillText(`${h.act}  ${h.fps.toFixed(1)} fps  ${lat} ms  ${(bytes / secs / 1024).toFixed(0)} KB/s`, 4, 17);
-  if (h.rec) { ctx.fillStyle = "#e22"; ctx.beginPath(); ctx.arc(W - 8, 8, 4, 0, 7); ctx.fill(); }
-  const msg = h.banner || note || h.msg;
-  if (msg) { ctx.fillStyle = "rgba(0,0,0,0.55)"; ctx.fillRect(0, H - 14, W, 14); ctx.fillStyle = "#ff0"; ctx.fillText(msg, 4, H - 4); }
+  hudEl.textContent = `${h.rec ? "\u25cf REC" : "\u25cb ---"}  episode ${h.ep}  step ${h.step}  saved ${h.saved}  |  ${h.act}  ` +
+    `${h.fps.toFixed(1)} fps  ${lat} ms  ${(bytes / secs / 1024).toFixed(0)} KB/s`;
+  hudEl.className = h.rec ? "rec" : "";
+  bannerEl.textContent = h.banner || note || h.msg || "";
   window.marioKitLast = h;  // for tests
 }
 
 window.addEventListener("keydown", (e) => {
-  if (e.target === nameEl) { if (e.key === "Enter") { localStorage.setItem("mario-kit-name", nameEl.value); nameEl.blur(); if (!ws) connect(); } return; }
+  if (e.target === nameEl) {
+    if (e.key === "Enter") {  // one Enter: connect and start recording
+      localStorage.setItem("mario-kit-name", nameEl.value); nameEl.blur();
+      if (!ws) { startOnHello = true; connect(); } else send({ t: "cmd", cmd: "start" });
+    }
+    return;
+  }
   if (KEYS[e.key]) { held.add(KEYS[e.key]); sendKeys(); e.preventDefault(); }
   else if (COMMANDS[e.key] && !e.repeat) { send({ t: "cmd", cmd: COMMANDS[e.key] }); e.preventDefault(); }
 });
@@ -103,4 +117,11 @@ function pollPad() {
   requestAnimationFrame(pollPad);
 }
 requestAnimationFrame(pollPad);
-if (nameEl.value || params.get("token")) connect(); else statusEl.textContent = "type your player name and press Enter";
+fetch("/config.json").then((r) => r.json()).then((c) => {
+  if (c.invites) {  // the invite's name is the player's
+    nameEl.disabled = true; nameEl.placeholder = "from your invite";
+    if (params.get("token")) connect();
+    else { ended = true; statusEl.textContent = "this server plays by invitation: open the invite link its host gave you (it ends in ?token=...)"; }
+  } else if (nameEl.value) connect();
+  else { statusEl.textContent = "type your player name and press Enter"; nameEl.focus(); }
+});
