@@ -512,6 +512,20 @@ def test_decay_fraction_and_the_steps_a_time_limit_plans():
     assert res.returncode == 2 and "set one of them" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_an_open_ended_run_shows_no_made_up_total():
+    """epochs 0 (the cpu and gpu presets): the run goes until max_steps, time_limit or Ctrl-C, and the
+    progress bar has no total (no ETA of hundreds of hours) unless max_steps gives one."""
+    from mario_kit.world_model.configs import check
+    from mario_kit.world_model.train import _total_steps
+
+    for name in ("cpu", "gpu"):
+        cfg = get_config(name)
+        check(cfg)
+        assert cfg.epochs == 0 and _total_steps(cfg, False) is None
+        assert _total_steps(get_config(name, ["max_steps=700"]), False) == 700
+    assert _total_steps(get_config("tiny"), False) == 40  # two epochs of 20 steps: a real plan
+
+
 def test_a_time_limit_stops_training_after_a_decay_it_planned(tmp_path, store):
     """--set time_limit=S: training stops within S seconds of its start whatever the epochs say,
     having set max_steps from its rate at S/4 and decayed the learning rate towards it."""

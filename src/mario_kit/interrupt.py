@@ -10,6 +10,7 @@ launcher such as torchrun, or a collector's main process, passes it on to its ch
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from typing import Any
 
@@ -20,15 +21,18 @@ class CtrlC:
     """Context manager: installs the SIGINT handler (main thread only; elsewhere it leaves signals
     alone and only the flag is there), restores the previous one on exit."""
 
-    def __init__(self, install: bool = True) -> None:
+    def __init__(self, install: bool = True, notice: str | None = None) -> None:
         self.requested = False
         self._install = install
+        self._notice = notice  # said on stderr at the first Ctrl-C, where stopping takes a while
         self._old: Any = None
         self._first = 0.0
 
     def _handler(self, signum: int, frame: Any) -> None:
         if not self.requested:
             self.requested, self._first = True, time.monotonic()
+            if self._notice:
+                print(self._notice, file=sys.stderr, flush=True)
         elif time.monotonic() - self._first > REPEAT_GRACE:
             raise KeyboardInterrupt
 

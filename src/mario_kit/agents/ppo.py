@@ -302,7 +302,8 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
     callbacks = CallbackList([Stop(), Save(max(1, cfg.checkpoint_every // cfg.workers), str(ckdir), name_prefix="ppo"), Eval()])
     interrupted = False
     try:
-        with CtrlC() as ctrl_c:
+        with CtrlC(notice="Ctrl-C: stopping after the PPO update in progress (on a CPU up to a minute), then saving "
+                          "the agent; Ctrl-C again to stop sooner") as ctrl_c:
             if remaining:
                 model.learn(remaining, callback=callbacks, reset_num_timesteps=False, progress_bar=progress)
         interrupted = ctrl_c.requested

@@ -54,7 +54,7 @@ class TrainConfig:
     decay_steps: int = 0
     decay_fraction: float = 0.0  # or: decay over this fraction of max_steps (with time_limit: of the steps it allows)
     grad_clip: float = 1.0
-    epochs: int = 50
+    epochs: int = 50  # 0: no limit, the run goes until max_steps, time_limit or Ctrl-C
     steps_first_epoch: int = 1000  # optimiser steps
     steps_per_epoch: int = 500
     upsampler_steps_per_epoch: int = 400
@@ -113,7 +113,7 @@ def cpu() -> TrainConfig:
     return TrainConfig(denoiser=ModelConfig(channels=[48, 48, 48, 48], cond_loc=-3.0, cond_scale=1.0, loc=1.6, scale=0.5),
                        sampler=SamplerConfig(steps=1, s_cond=0.05),
                        upsampler=small_upsampler_model(), upsampler_sampler=SamplerConfig(steps=2, sigma_max=5.0, s_cond=0.0),
-                       batch_size=32, grad_accum=1, lr=3e-4, warmup_steps=100, epochs=1000, steps_first_epoch=200,
+                       batch_size=32, grad_accum=1, lr=3e-4, warmup_steps=100, epochs=0, steps_first_epoch=200,
                        steps_per_epoch=200, ema=0.999, bf16="on" if fast_bf16("cpu") else "off", channels_last="on")
 
 
@@ -130,7 +130,7 @@ def gpu() -> TrainConfig:
     return TrainConfig(denoiser=dataclasses.replace(c.denoiser, channels=[64, 64, 64, 64]), sampler=c.sampler,
                        upsampler=small_upsampler_model(), upsampler_sampler=c.upsampler_sampler,
                        batch_size=128, grad_accum=1, upsampler_batch_size=32, lr=6e-4, warmup_steps=200, decay_fraction=0.25,
-                       epochs=1000, steps_first_epoch=500, steps_per_epoch=500, upsampler_steps_per_epoch=500, ema=0.999,
+                       epochs=0, steps_first_epoch=500, steps_per_epoch=500, upsampler_steps_per_epoch=500, ema=0.999,
                        bf16="off", channels_last="off", compile="off")
 
 
@@ -192,9 +192,9 @@ def set_sampler(cfg: TrainConfig, items: list[str]) -> TrainConfig:
 def check(cfg: TrainConfig) -> None:
     if cfg.stage not in ("denoiser", "upsampler", "both"):
         raise UserError(f"stage must be denoiser, upsampler or both, got {cfg.stage!r}")
-    _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "epochs", "horizon",
+    _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "horizon",
               "steps_first_epoch", "steps_per_epoch", "upsampler_steps_per_epoch", "log_every", "test_batches")
-    _at_least(cfg, 0, "max_steps", "warmup_steps", "decay_steps", "threads", "seed", "weight_decay", "grad_clip")
+    _at_least(cfg, 0, "epochs", "max_steps", "warmup_steps", "decay_steps", "threads", "seed", "weight_decay", "grad_clip")
     if cfg.decay_steps and cfg.decay_fraction:
         raise UserError("decay_steps and decay_fraction both say how long the decay is: set one of them")
     if not (0 <= cfg.decay_fraction <= 1 and math.isfinite(cfg.time_limit) and cfg.time_limit >= 0):

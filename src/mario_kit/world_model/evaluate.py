@@ -117,11 +117,12 @@ def _rollouts(model, cfg, store: Path, horizons: tuple[int, ...], rollouts: int,
     With an upsampler `up` (its model and config), each rollout's last frame is scored at full res too."""
     n, curves = model.cfg.n_context, {}
     with make_progress(enabled=progress, transient=True) as bar:
-        task = bar.add_task("rollouts", total=len(horizons))
+        task = bar.add_task("rollout steps", total=sum(horizons))  # a horizon costs its length
         for h in horizons:
             ds = WindowDataset(store, "test", n_context=n, horizon=h)
             if len(ds) == 0:
                 report.setdefault("rollouts_skipped", []).append(h)
+                bar.update(task, advance=h)
                 continue
             idx = _pick(ds, rollouts, seed)
             b = ds.gather(ds.fetch(idx))
@@ -134,7 +135,7 @@ def _rollouts(model, cfg, store: Path, horizons: tuple[int, ...], rollouts: int,
             if up is not None and ds.m["full_res"]:
                 r.update(_full_res_last(up, gen_frames[:, -1], store, ds.targets[idx], h, gen))
             report[f"rollout_{h}"] = {"rollouts": len(idx), **r}
-            bar.update(task, advance=1)
+            bar.update(task, advance=h)
     return curves
 
 

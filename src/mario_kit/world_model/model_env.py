@@ -45,6 +45,7 @@ class Dream:
             for m in (self.model, self.up):
                 if m is not None:
                     m.to(memory_format=torch.channels_last)
+        self.compiled = compile
         if compile:  # inference-only graphs with frozen weights (constant folding, prepacked oneDNN
             # convolutions): faster on a CPU after a minute or so of compiling (docs/BENCHMARKS.md).
             # dynamic=False: denoiser and upsampler share the U-Net's code; with automatic dynamic

@@ -65,6 +65,8 @@ def play(run: str | Path | None, spawns: str | Path | None, upsampler: bool = Tr
     if bf16 is None:
         bf16 = device == "cpu" and fast_bf16("cpu")
     dream = Dream(run, upsampler, steps, device, bf16, seed, compile, cuda_graph, upsampler_steps=upsampler_steps)
+    if compile:
+        print("compiling the model (torch.compile): the first frames come after a minute or more on a CPU", flush=True)
     if dream.meta["n_actions"] != len(sp.action_set) or dream.meta["action_set"] != sp.action_set.name:
         raise UserError(f"the run was trained on the {dream.meta['action_set']} action set, the spawns use {sp.action_set.name}")
     if record is not None:
@@ -115,10 +117,13 @@ def _window(state: "_Session", keys: dict[str, list[str]], scale: int, fps: floa
                 state.generate_one()
             frame, n = state.latest()
             slow = state.model_fps < 0.9 * fps and not sync and n > 2
+            compiling = not n and state.dream.compiled  # until the first frame: torch.compile at work
+            model = f"model {state.model_fps:4.1f} fps" if n else "model compiling" if compiling else "model starting"
+            banner = "PAUSED (P)" if state.paused else "compiling the model: a minute or more on a CPU" if compiling else ""
             screen.draw(frame, [
                 f"spawn {state.spawn % len(sp) + 1}/{len(sp)}  step {state.steps}  {sp.action_set.meaning(state.action)}",
-                f"window {limiter.fps:4.1f} fps  model {state.model_fps:4.1f} fps" + ("  (model slower than target)" if slow else ""),
-            ], ["PAUSED (P)" if state.paused else ""], dot=state.record is not None)
+                f"window {limiter.fps:4.1f} fps  {model}" + ("  (model slower than target)" if slow else ""),
+            ], [banner], dot=state.record is not None)
             shown += 1
             if not sync:
                 limiter.wait()

@@ -274,7 +274,7 @@ def _resume(st: _Stage, ck_path: Path, cfg: TrainConfig, rt: Runtime) -> dict[st
         raise UserError(f"{ck_path} was written by {len(ck['gen_states'])} processes; resume it with as many")
     st.gen.set_state(ck["gen_states"][rt.rank])
     st.step, st.epoch, st.k = ck["step"], ck["epoch"], ck["batch_in_epoch"]
-    if ck.get("done") and not ((cfg.max_steps == 0 or st.step < cfg.max_steps) and st.epoch < cfg.epochs):
+    if ck.get("done") and not ((cfg.max_steps == 0 or st.step < cfg.max_steps) and _epochs_left(cfg, st.epoch)):
         return ck.get("result", {"step": st.step})
     return None
 
@@ -373,7 +373,7 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
     sps = lambda: round(seen * rt.world / (time.perf_counter() - t0), 2)  # noqa: E731
     with _Log(out / "log.csv", stage, st.step, rt.main) as log, make_progress(enabled=progress and rt.main) as bar:
         task = bar.add_task(stage, total=_total_steps(cfg, st.up), completed=st.step)
-        while st.epoch < cfg.epochs:
+        while _epochs_left(cfg, st.epoch):
             n_steps = _steps_in(cfg, st.epoch, st.up)
             order = epoch_batches(len(st.ds), bs, n_steps * accum * rt.world, cfg.seed, st.epoch, weights)
             order = order.reshape(n_steps, accum, rt.world, bs)[:, :, rt.rank]
@@ -405,7 +405,7 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
             log.row(st, loss, result["samples_per_s"], test_loss)
             if rt.world > 1:
                 result["ddp_replicas_identical"] = _replicas_identical(st.model)
-            finished = done or st.epoch >= cfg.epochs
+            finished = done or not _epochs_left(cfg, st.epoch)
             _save(st, cfg, rt, ck_path, result if finished else None)
             if finished:
                 break
@@ -418,9 +418,17 @@ def _steps_in(cfg: TrainConfig, epoch: int, up: bool) -> int:
     return cfg.upsampler_steps_per_epoch if up else cfg.steps_per_epoch
 
 
-def _total_steps(cfg: TrainConfig, up: bool) -> int:
-    total = sum(_steps_in(cfg, e, up) for e in range(cfg.epochs))
-    return min(total, cfg.max_steps) if cfg.max_steps else total
+def _epochs_left(cfg: TrainConfig, epoch: int) -> bool:
+    return not cfg.epochs or epoch < cfg.epochs  # epochs 0: no limit
+
+
+def _total_steps(cfg: TrainConfig, up: bool) -> int | None:
+    """The steps the run will take, for the progress bar; None (no total, no ETA) for a run that goes
+    until Ctrl-C, or until a time_limit has set max_steps from its rate."""
+    total = sum(_steps_in(cfg, e, up) for e in range(cfg.epochs)) if cfg.epochs else None
+    if cfg.max_steps:
+        return min(total, cfg.max_steps) if total else cfg.max_steps
+    return total
 
 
 class _Log:
