@@ -96,3 +96,18 @@ def test_play_without_run_or_spawns_plays_the_shipped_model():
     keys = {0: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT)], 4: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE)]}
     r = play(None, None, upsampler=False, sync=True, script=keys, device="cpu")
     assert r.frames == 4 and r.actions == [1, 1, 1, 1]
+
+
+def test_play_says_what_it_shows_of_a_model_without_an_upsampler(capsys):
+    """The shipped model has no upsampler: play's help and play itself say its 64x60 frames are enlarged."""
+    from mario_kit.world_model import shipped
+    from mario_kit.world_model.checkpoint import path_of
+    from mario_kit.world_model.play import play
+
+    from conftest import run_cli
+
+    assert not path_of(shipped.run_folder(), "upsampler").exists()
+    assert "64x60 frames are shown enlarged" in " ".join(run_cli("play", "--help").stdout.split())
+    keys = {0: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE)]}
+    play(None, None, sync=True, script=keys, device="cpu")
+    assert "no upsampler: its 64x60 frames are shown enlarged" in capsys.readouterr().out

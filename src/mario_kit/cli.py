@@ -699,7 +699,8 @@ def play(
                                          "[the spawns shipped with the model; with --run, required]."),
     steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler, 3, on a GPU; 1 on a CPU, "
                                         "a higher frame rate at the same PSNR: docs/BENCHMARKS.md)."),
-    upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show full-res frames from the upsampler."),
+    upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show the upsampler's 240x256 frames when the "
+                                   "run has one; without one (the shipped model has none) its 64x60 frames are shown enlarged."),
     upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's; 1 is "
                                                   "faster than the `cpu` preset's 2, and softer)."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
@@ -731,7 +732,8 @@ def dream(
     steps: int = typer.Option(32, "--steps", min=1, help="Steps to dream."),
     out_file: Path = typer.Option(Path("dream.gif"), "--out", help="GIF to write (a .csv and .png land beside it)."),
     policy: str = typer.Option("recorded", help="recorded (the episode's actions) or random."),
-    upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Full-res frames from the upsampler."),
+    upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Full-res frames from the upsampler when the run "
+                                   "has one (else the 64x60 frames enlarged)."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     seed: int = typer.Option(0, **SEED, help="Seed of the sampler and the random policy."),
 ) -> None:

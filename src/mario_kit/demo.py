@@ -9,7 +9,9 @@ Each stage prints where its artefact is. Minutes on a 2-core CPU.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,16 +66,16 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     for table in summary_tables(summary(Dataset(episodes))):
         echo(table)
 
+    store = a["store"] = cfg.out / "store.zarr"
+    echo(f"[2/6] split (test 34 %) and build the training store -> {store}")
+    split_dataset(episodes, 34, seed=cfg.seed)
+    build_store(episodes, store)
+
     from mario_kit.reports.report import make_report
 
     rep = a["report"] = cfg.out / "report" / "report.html"
-    echo(f"[2/6] report -> {rep}")
+    echo(f"[3/6] report (with the split) -> {rep}")
     make_report([episodes], cfg.out / "report", progress=False)
-
-    store = a["store"] = cfg.out / "store.zarr"
-    echo(f"[3/6] split (test 34 %) and build the training store -> {store}")
-    split_dataset(episodes, 34, seed=cfg.seed)
-    build_store(episodes, store)
 
     run_dir = a["run"] = cfg.out / "run"
     echo(f"[4/6] train a tiny denoiser for {cfg.train_steps} steps -> {run_dir}")
@@ -87,11 +89,13 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     gif = a["dream"] = cfg.out / "dream.gif"
     echo(f"[5/6] dream: {ep.name} from step 4, real game | model | difference -> {gif}")
     d = dream(run_dir, ep, 4, cfg.dream_steps, gif, upsampler=False, seed=cfg.seed)
+    a["dream_psnr_csv"], a["dream_psnr_plot"] = Path(d["csv"]), Path(d["plot"])
     echo(f"      {d['frames']} steps, PSNR vs the real game {d['psnr_low_res_pooled']:.2f} dB at 64x60 (a tiny model, briefly trained)")
     if shipped.available():
         gif2 = a["dream_shipped"] = cfg.out / "dream-shipped.gif"
         echo(f"      the same with the model shipped with mario-kit -> {gif2}")
         d2 = dream(None, ep, 4, cfg.dream_steps, gif2, seed=cfg.seed)
+        a["dream_shipped_psnr_csv"], a["dream_shipped_psnr_plot"] = Path(d2["csv"]), Path(d2["plot"])
         echo(f"      {d2['frames']} steps, PSNR vs the real game {d2['psnr_low_res_pooled']:.2f} dB at 64x60")
 
     spawns = a["spawns"] = cfg.out / "spawns.h5"
@@ -100,7 +104,20 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     echo("done. artefacts:")
     for k, v in a.items():
         echo(f"  {k}: {v}")
-    echo(f"play inside the model (needs a display): mario-kit play --run {run_dir} --spawn {spawns}")
+    prog = command_name()
+    echo(f"play inside the model (needs a display): {prog} play --run {run_dir} --spawn {spawns}")
     if shipped.available():
-        echo("or inside the model shipped with mario-kit: mario-kit play")
+        echo(f"or inside the model shipped with mario-kit: {prog} play")
+    if prog != "mario-kit":
+        echo("(or `source .venv/bin/activate` first, and then type mario-kit)")
     return a
+
+
+def command_name() -> str:
+    """How to call mario-kit from here: `mario-kit` when it is on PATH, else the script beside this
+    Python (make demo runs .venv's Python without activating .venv)."""
+    script = Path(sys.executable).parent / "mario-kit"
+    found = shutil.which("mario-kit")
+    if found and Path(found).resolve() == script.resolve():
+        return "mario-kit"
+    return os.path.relpath(script) if script.exists() else f"{sys.executable} -m mario_kit"

@@ -65,6 +65,8 @@ def play(run: str | Path | None, spawns: str | Path | None, upsampler: bool = Tr
     if bf16 is None:
         bf16 = device == "cpu" and fast_bf16("cpu")
     dream = Dream(run, upsampler, steps, device, bf16, seed, compile, cuda_graph, upsampler_steps=upsampler_steps)
+    if upsampler and dream.up is None:
+        print("this model has no upsampler: its 64x60 frames are shown enlarged", flush=True)
     if compile:
         print("compiling the model (torch.compile): the first frames come after a minute or more on a CPU", flush=True)
     if dream.meta["n_actions"] != len(sp.action_set) or dream.meta["action_set"] != sp.action_set.name:
