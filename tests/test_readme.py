@@ -6,7 +6,8 @@ How a README line becomes a test command (the documented substitution; nothing e
 - `[...]` groups are optional flags and are left out; `# ...` comments are dropped;
 - `make ...` and `source ...` lines are the set-up, which the test suite already is;
 - sizes: `--episodes N` -> 2, collect's `--steps N` -> 120 and `--max-steps 60` on every collect
-  (episodes of at most 60 steps), `dream --steps N` -> 8, `--n N` -> 2, `--min-length N` -> 10;
+  (episodes of at most 60 steps), `dream --steps N` -> 8, `--n N` -> 2, `--min-length N` -> 10,
+  `dataset export --pack N` -> 50;
   `agent train --timesteps N` -> 256 on one env with 128-step rollouts;
   `train` gets `--config tiny --set max_steps=4` (a resume: `--set max_steps=8`, which a resume may
   change); `torchrun --nproc-per-node N` -> 2; `evaluate` scores 4 windows, 1 rollout of 1 and 4 steps;
@@ -73,6 +74,8 @@ def substitute(line: str, cwd: Path) -> list[str]:
         rest += ["--max-steps", "60"]
     elif cmd == "dream":
         set_value("--steps", "8")
+    elif cmd == "dataset" and rest[1] == "export":
+        set_value("--pack", "50")  # files of 1000 frames need more than the test's small datasets hold
     elif cmd == "agent" and rest[1] == "train":
         set_value("--timesteps", "256")
         rest += ["--workers", "1", "--set", "n_steps=128", "--set", "batch_size=64", "--set", "n_epochs=1"]
