@@ -42,11 +42,11 @@ def chromium(url: str):
     return driver
 
 
-def serve(out: Path) -> tuple[subprocess.Popen, int]:
+def serve(out: Path, *args: str) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "serve", "--out", str(out), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "serve", "--out", str(out), "--port", str(port), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(600):
         try:
@@ -126,18 +126,8 @@ def test_an_invite_only_server_tells_a_page_without_its_link(tmp_path):
     from mario_kit.serve.invites import add
 
     token = add(tmp_path / "invites.json", "ivy")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "serve", "--out", str(tmp_path / "d"), "--port", str(port),
-                             "--invites", str(tmp_path / "invites.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, port = serve(tmp_path / "d", "--invites", str(tmp_path / "invites.json"))
     try:
-        for _ in range(600):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         for query, says in (("", "plays by invitation"), ("?token=wrong", "not valid"), (f"?token={token}", "playing as ivy")):
             driver = chromium(f"http://127.0.0.1:{port}/{query}")
             try:

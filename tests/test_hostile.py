@@ -283,7 +283,7 @@ ROWS = [
                                            ["dataset", "build", c / "eps", "--out", c / "new.zarr"])[1], 2, "outside")
       for how in ("external", "virtual", "link")],
     *[(f"export-{how}", lambda c, how=how: (_external(first_episode(c / "eps"), c / "secret.bin", how),
-                                            ["dataset", "export", c / "eps", "--out", c / "exp"])[1], 2, "outside")
+                                            ["dataset", "export", c / "eps", "--out", c / "exp", "--pack", "30"])[1], 2, "outside")
       for how in ("external", "virtual", "link")],
     *[(f"validate-{how}", lambda c, how=how: (_external(first_episode(c / "eps"), c / "secret.bin", how),
                                               ["dataset", "validate", c / "eps"])[1], 1, None)
@@ -330,7 +330,8 @@ ROWS = [
     ("report-out-under-file", lambda c: ["report", c / "eps", "--out", c / "a-file" / "r"], 2, "not a folder"),
     ("balance-out-under-file", lambda c: ["balance", c / "eps", "--out", c / "a-file" / "w.npz"], 2, "not a folder"),
     ("spawn-out-under-file", lambda c: ["dataset", "spawn", c / "eps", "--out", c / "a-file" / "s.h5"], 2, "not a folder"),
-    ("export-out-under-file", lambda c: ["dataset", "export", c / "eps", "--out", c / "a-file" / "x"], 2, "not a folder"),
+    ("export-out-under-file", lambda c: ["dataset", "export", c / "eps", "--out", c / "a-file" / "x", "--pack", "30"], 2,
+     "not a folder"),
     ("export-minari-out-under-file", lambda c: ["dataset", "export", c / "eps", "--format", "minari", "--dataset-id", "mario/x-v0",
                                                 "--out", c / "a-file" / "m"], 2, "not a folder"),
     ("train-out-under-file", lambda c: ["train", "--store", c / "s.zarr", "--out", c / "a-file" / "r", "--config", "tiny"], 2, "not a folder"),
@@ -356,7 +357,7 @@ ROWS = [
     ("report-damaged-chunk", lambda c: (_damage_chunk(first_episode(c / "eps")),
                                         ["report", c / "eps", "--out", c / "rep"])[1], 2, "decode"),
     ("export-damaged-chunk", lambda c: (_damage_chunk(first_episode(c / "eps")),
-                                        ["dataset", "export", c / "eps", "--out", c / "exp"])[1], 2, "decode"),
+                                        ["dataset", "export", c / "eps", "--out", c / "exp", "--pack", "30"])[1], 2, "decode"),
     ("spawn-damaged-chunk", lambda c: ([_damage_chunk(p, f) for p in c.joinpath("eps").glob("*.h5") for f in range(4, 25)],
                                        ["dataset", "spawn", c / "eps", "--out", c / "sp.h5", "--n", "30"])[1], 2, "decode"),
     # checkpoints
@@ -389,7 +390,7 @@ OUTPUT_COMMANDS = {
     "report": lambda c, o: ["report", c / "eps", "--out", o / "r"],
     "balance": lambda c, o: ["balance", c / "eps", "--out", o / "w.npz"],
     "spawn": lambda c, o: ["dataset", "spawn", c / "eps", "--out", o / "s.h5"],
-    "export": lambda c, o: ["dataset", "export", c / "eps", "--out", o / "x"],
+    "export": lambda c, o: ["dataset", "export", c / "eps", "--out", o / "x", "--pack", "30"],
     "train": lambda c, o: ["train", "--store", c / "s.zarr", "--out", o / "r", "--config", "tiny"],
     "evaluate": lambda c, o: ["evaluate", c / "run", "--store", c / "s.zarr", "--out", o / "e"],
     "dream": lambda c, o: ["dream", "--run", c / "run", "--episode", first_episode(c / "eps"), "--start", "5", "--out", o / "d.gif"],

@@ -18,7 +18,6 @@ from conftest import run_cli
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
-from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from mario_kit.datasets.dataset import Dataset  # noqa: E402
 from mario_kit.datasets.episode import Episode  # noqa: E402
@@ -270,7 +269,7 @@ def test_the_terminal_says_who_plays_and_a_busy_port_is_one_line(tmp_path):
         printed, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "kim joined (1 playing)" in printed and "kim: saved " in printed and "kim left (1 episode saved)" in printed
-    assert f"stopped: 1 episode (" in printed and "saved by 1 player into" in printed, printed
+    assert "stopped: 1 episode (" in printed and "saved by 1 player into" in printed, printed
 
 
 def test_revoking_a_token_stops_its_open_connection(tmp_path):

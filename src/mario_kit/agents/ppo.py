@@ -240,6 +240,16 @@ def load_agent(path: str | Path, device: str = "cpu", for_training: bool = False
 
 
 # --- training --------------------------------------------------------------------------------------
+STOP_NOTICE = ("Ctrl-C: stopping after the PPO update in progress (on a CPU up to a minute), then saving the agent; "
+               "Ctrl-C again to stop sooner")
+
+
+def _new_model(cfg: AgentConfig, venv):
+    return _cpu_ppo_class()("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+                            n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                            ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0, **cfg.hyperparameters)
+
+
 def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
 
@@ -264,9 +274,7 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
     if model is not None:
         model.set_env(venv)
     else:
-        model = _cpu_ppo_class()("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                    n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                    ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0, **cfg.hyperparameters)
+        model = _new_model(cfg, venv)
     model.mario_kit = rec
     model.set_logger(_logger(out / "logs", model.num_timesteps if start is not None else None))
     write_json_atomic(out / "agent-config.json", asdict(cfg))
@@ -300,10 +308,8 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
 
     remaining = max(0, cfg.timesteps - model.num_timesteps)
     callbacks = CallbackList([Stop(), Save(max(1, cfg.checkpoint_every // cfg.workers), str(ckdir), name_prefix="ppo"), Eval()])
-    interrupted = False
     try:
-        with CtrlC(notice="Ctrl-C: stopping after the PPO update in progress (on a CPU up to a minute), then saving "
-                          "the agent; Ctrl-C again to stop sooner") as ctrl_c:
+        with CtrlC(notice=STOP_NOTICE) as ctrl_c:
             if remaining:
                 model.learn(remaining, callback=callbacks, reset_num_timesteps=False, progress_bar=progress)
         interrupted = ctrl_c.requested

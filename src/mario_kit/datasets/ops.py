@@ -22,7 +22,7 @@ import pandas as pd
 from mario_kit import UserError
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir
-from mario_kit.atomic import atomic_path, check_writable, fsync_dir, output_dir
+from mario_kit.atomic import atomic_path, check_writable, fsync_dir
 from mario_kit.datasets.episode import Episode, remap_actions
 from mario_kit.trust import open_h5
 from mario_kit.datasets.split import add_assignments, read_split

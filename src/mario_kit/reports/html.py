@@ -18,11 +18,11 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 
 
 def fmt(v: Any) -> Any:
-    """One number format for the whole page: integers with thousands separators, other numbers with
-    two decimals (three below 1), text as it is."""
+    """One number format for the whole page: integers with thousands separators, measures (floats)
+    with two decimals (three below 1), also when one happens to be whole, text as it is."""
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         return v
-    if float(v).is_integer() and abs(v) >= 1 or isinstance(v, (int, np.integer)):
+    if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
     return f"{v:,.3f}" if abs(v) < 1 else f"{v:,.2f}"
 

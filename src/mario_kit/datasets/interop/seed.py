@@ -290,7 +290,7 @@ def _write_segment(w: EpisodeWriter, f: h5py.File, s: int, e: int, actions: list
     if replay_death:
         r = env.step(int(aset.joypad[actions[-1]]), frame_skip)
         if r.terminated:
-            w.add_step(actions[-1], np.array(r.frame), reset_reward, True, False, r.info, r.joypad)
+            w.add_step(actions[-1], r.frame, reset_reward, True, False, r.info, r.joypad)
             w.meta.extra["death_step_replayed"] = True
             return True, e - s
     return False, e - s - 1
@@ -342,9 +342,9 @@ def export_seed(src: str | Path, out: str | Path, force: bool = False, pack: int
     if len(bad):
         raise UserError(f"{bad['file'].iloc[0]} has frame skip {bad['frame_skip'].iloc[0]}; the seed layout is frame skip 4")
     out = Path(out)
-    summary = ExportSummary(unread_by=_unread_by(pack, remainder, int(ds.index["frames"].sum())))
+    n_frames = int(ds.index["frames"].sum())
+    summary = ExportSummary(unread_by=_unread_by(pack, remainder, n_frames))
     if pack:
-        n_frames = int(ds.index["frames"].sum())
         n_files = n_frames // pack + (1 if n_frames % pack and remainder == "keep" else 0)
         if not n_files:
             raise UserError(f"{src} has {n_frames} frames, not one whole file of --pack {pack}; pass --remainder keep "
