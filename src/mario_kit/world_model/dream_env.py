@@ -9,9 +9,10 @@ after `max_steps` steps. Reward and end models are future work.
 
 Registered with Gymnasium as `mario_kit/Dream-v0` (`mario_kit.envs`): `gym.make("mario_kit/Dream-v0")`
 after `import mario_kit.envs`, or `gym.make("mario_kit.envs:mario_kit/Dream-v0")` alone.
-On the CPU a step runs on `threads` torch threads (1 by default: at batch 1 these small networks
-gain little from a second thread and lose much when another process wants the core; the setting
-is restored after each step, so an agent's own torch work keeps its threads).
+On the CPU a step runs on `threads` torch threads (1 by default, a rate that holds when other
+processes want the cores, as an agent's env workers do; 0, torch's default, is faster on a machine
+the dream has to itself: docs/BENCHMARKS.md, "DreamEnv threads"). The setting is restored after each
+step, so an agent's own torch work keeps its threads.
 """
 
 from __future__ import annotations
