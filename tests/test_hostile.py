@@ -184,6 +184,79 @@ def _set_action(ep: Path, value: int) -> None:
         f["actions"][0] = value
 
 
+def _replace(ep: Path, name: str, data=None, **kw) -> Path:
+    """Replace one dataset of an episode (data, or a declared shape with nothing written)."""
+    with h5py.File(ep, "r+") as f:
+        del f[name]
+        f.create_dataset(name, data=data, **kw)
+    return ep
+
+
+def _declared(ep: Path, frames: int) -> Path:
+    """An episode that declares `frames` frames (and as many steps) but stores next to nothing: chunked
+    datasets of that shape, nothing written. Its attributes say the same length."""
+    with h5py.File(ep, "r+") as f:
+        for name in list(f):
+            if name != "action_joypad":
+                del f[name]
+        f.create_dataset("frames", shape=(frames, 240, 256, 3), dtype="u1", chunks=(1, 240, 256, 3))
+        for col, dtype in (("actions", "u1"), ("rewards", "f4"), ("terminated", "?"), ("truncated", "?"),
+                           ("step_frames", "u1"), ("overridden", "?"), ("joypad", "u1")):
+            f.create_dataset(col, shape=(frames - 1,), dtype=dtype, chunks=(1024,))
+        for col, dtype in (("x_pos", "i4"), ("y_pos", "i4"), ("world", "u1"), ("stage", "u1"), ("status", "u1"),
+                           ("life", "i2"), ("time", "i2"), ("score", "i4"), ("coins", "i2"), ("flag_get", "?")):
+            f.create_dataset(f"info/{col}", shape=(frames - 1,), dtype=dtype, chunks=(1024,))
+        f.attrs["length"] = frames - 1
+    return ep
+
+
+def _rewards_nan(ep: Path) -> Path:
+    with h5py.File(ep, "r+") as f:
+        f["rewards"][1] = np.nan
+    return ep
+
+
+def _lying_length(ep: Path) -> Path:
+    with h5py.File(ep, "r+") as f:
+        f.attrs["length"] = int(f.attrs["length"]) + 5
+    return ep
+
+
+def _linked_out(ctx: Path) -> Path:
+    """An x.h5 in the dataset that is a symlink to a genuine episode outside it."""
+    outside = ctx / "outside.h5"
+    shutil.move(first_episode(ctx / "eps"), outside)
+    (ctx / "eps" / "x.h5").symlink_to(outside)
+    return ctx / "eps"
+
+
+# every reader of episodes: each must check sizes, dtypes and ranges before it reads
+READERS = {
+    "info": lambda c: ["dataset", "info", c / "eps"],
+    "build": lambda c: ["dataset", "build", c / "eps", "--out", c / "new.zarr"],
+    "export-seed": lambda c: ["dataset", "export", c / "eps", "--out", c / "exp", "--pack", "30"],
+    "export-minari": lambda c: ["dataset", "export", c / "eps", "--format", "minari", "--dataset-id", "m/x-v0", "--out", c / "m"],
+    "report": lambda c: ["report", c / "eps", "--out", c / "rep"],
+    "spawn": lambda c: ["dataset", "spawn", c / "eps", "--out", c / "sp.h5"],
+    "balance": lambda c: ["balance", c / "eps", "--out", c / "w.npz"],
+    "dream": lambda c: ["dream", "--run", c / "run", "--episode", first_episode(c / "eps"), "--start", "5", "--out", c / "d.gif"],
+}
+def _shape(ep: Path, name: str) -> tuple[int, ...]:
+    with h5py.File(ep, "r") as f:
+        return f[name].shape
+
+
+REPORTERS = ("info", "report")  # they name the files they cannot read, and report on the rest
+BAD_COLUMNS = {  # what each variant does to the first episode
+    "actions-float64": lambda e: _replace(e, "actions", np.ones(_shape(e, "actions"), np.float64)),
+    "actions-negative-int8": lambda e: _replace(e, "actions", -np.ones(_shape(e, "actions"), np.int8)),
+    "action-255": lambda e: _set_action(e, 255),
+    "frames-int16": lambda e: _replace(e, "frames", np.zeros(_shape(e, "frames"), np.int16)),
+    "rewards-nan": _rewards_nan,
+    "lying-length": _lying_length,
+}
+
+
 def _weights(ctx: Path, kind: str) -> Path:
     from mario_kit.datasets.dataset import Dataset
 
@@ -315,6 +388,17 @@ ROWS = [
                        ("bad-extra-json", lambda e: _set_attr(e, extra="{oops")),
                        ("schema-2", lambda e: _set_attr(e, schema_version=2)),
                        ("action-out-of-range", lambda e: _set_action(e, 9)))],
+    # issue 40, 2: dtypes and ranges, checked by every reader before it reads
+    # (`dataset info` and `report` report on what they can read: a bad file is named as not indexed, exit 0)
+    *[(f"{reader}-{bad}", lambda c, reader=reader, bad=bad: (BAD_COLUMNS[bad](first_episode(c / "eps")), READERS[reader](c))[1],
+       0 if reader in REPORTERS else 2, "") for reader in READERS for bad in BAD_COLUMNS],
+    # issue 40, 3: a symlink out of the dataset, a FIFO
+    *[(f"{reader}-symlink-out", lambda c, reader=reader: (_linked_out(c), READERS[reader](c))[1],
+       0 if reader in REPORTERS else 2, "symbolic link") for reader in READERS if reader != "dream"],
+    ("dream-episode-symlink", lambda c: (_linked_out(c), ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5",
+                                                          "--start", "5", "--out", c / "d.gif"])[1], 2, "symbolic link"),
+    ("dream-episode-fifo", lambda c: (os.mkfifo(c / "eps" / "x.h5"), ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5",
+                                                                      "--start", "5", "--out", c / "d.gif"])[1], 2, "not a regular file"),
     # 11. numbers that ended in tracebacks
     *[(f"train-{s}", lambda c, s=s: ["train", "--store", c / "s.zarr", "--out", c / "r2", "--config", "tiny", "--set", s], 2, s.split("=")[0])
       for s in ("lr=-1", "log_every=0", "threads=-1", "test_batches=0")],
@@ -380,8 +464,13 @@ def test_hostile_and_faulty_inputs(ctx, capsys, row):
     if want == 2:
         assert err.startswith("error:") and err.count("\n") == 1, err
         assert word.lower() in err.lower(), err
-    else:  # validate: the bad file is listed, the command does not crash
+    elif want == 1:  # validate: the bad file is listed, the command does not crash
         assert "BAD" in out, out
+    else:  # info, report: the bad file is named, the rest reported (the report written)
+        assert "not indexed" in out + err and word in out + err, out + err
+        after = snapshot(ctx)
+        assert {k: after[k] for k in before} == before  # nothing that was there changed
+        return
     assert snapshot(ctx) == before  # nothing changed, the output included: it was never started
 
 
@@ -397,6 +486,23 @@ OUTPUT_COMMANDS = {
     "agent-train": lambda c, o: ["agent", "train", "--out", o / "a"],
     "split-txt": lambda c, o: ["dataset", "split", c / "eps", "--txt", o / "t.txt"],
 }
+
+
+@pytest.mark.parametrize("reader", [*READERS, "validate"])
+def test_declared_sizes_are_checked_before_anything_is_allocated(ctx, reader):
+    """An episode of a few KB that declares 2e9 frames (chunked, nothing written): every reader says
+    one line, under a 6 GB address-space limit (a reader that allocates gets a MemoryError, not the
+    machine's memory)."""
+    import resource
+
+    _declared(first_episode(ctx / "eps"), 2_000_000_000)
+    args = ["dataset", "validate", ctx / "eps"] if reader == "validate" else READERS[reader](ctx)
+    limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # noqa: E731
+    res = subprocess.run([sys.executable, "-m", "mario_kit", *map(str, args)], capture_output=True, text=True,
+                         timeout=300, preexec_fn=limit)
+    assert "Traceback" not in res.stderr and "MemoryError" not in res.stderr, res.stderr[-2000:]
+    assert res.returncode == (1 if reader == "validate" else 0 if reader in REPORTERS else 2), res.stdout + res.stderr
+    assert "2000000000 declared" in res.stdout + res.stderr
 
 
 @pytest.fixture

@@ -224,6 +224,8 @@ def report(
     for name, s in r["stats"].items():
         out.print(f"{name}: {s['episodes']} episodes, {s['steps']:,} steps, entropy {s['action_entropy_bits']} bits, "
                   f"{s['scenario_keys']} scenario keys")
+        for bad in s["skipped_files"]:  # the page lists them too
+            err.print(f"[yellow]not indexed: {bad['file']}: {bad['reason']}")
     out.print(f"written: {r['html']}")
 
 
@@ -330,7 +332,7 @@ def dataset_info(
     from mario_kit.datasets.dataset import Dataset
     from mario_kit.reports.stats import summary
 
-    s = summary(Dataset(directory).require_episodes())
+    s = summary(Dataset(directory).require_episodes(valid=False))
     if as_json:
         print(json.dumps(s, indent=2))
         return

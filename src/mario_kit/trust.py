@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +48,31 @@ def h5_problems(f) -> list[str]:
     return found
 
 
+def regular_file_problem(path: Path) -> str | None:
+    """Why `path` is not a regular file of its own: a symbolic link (it may point out of the dataset,
+    or anywhere), a FIFO or device (reading one can hang), a folder, nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return f"no file at {path}"
+    if stat.S_ISLNK(mode):
+        return f"{path} is a symbolic link (mario-kit reads regular files only, never what a link points to)"
+    if stat.S_ISDIR(mode):
+        return f"{path} is a folder, not an HDF5 file"
+    if not stat.S_ISREG(mode):
+        return f"{path} is not a regular file (a FIFO, socket or device)"
+    return None
+
+
 def open_h5(path: str | Path, mode: str = "r"):
-    """h5py.File(path, mode), refused (UserError) if anything in it reads outside the file."""
+    """h5py.File(path, mode), refused (UserError) unless it is a regular file (no symlink, no FIFO)
+    and nothing in it reads outside the file."""
     import h5py
 
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not an HDF5 file")
-    if not path.exists():
-        raise UserError(f"no file at {path}")
+    problem = regular_file_problem(path)
+    if problem:
+        raise UserError(problem)
     try:
         f = h5py.File(path, mode)
     except OSError as e:

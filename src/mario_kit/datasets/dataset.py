@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mario_kit import UserError
-from mario_kit.trust import h5_problems
+from mario_kit.trust import h5_problems, regular_file_problem
 from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import Episode
 
@@ -39,7 +39,11 @@ def scan(directory: Path) -> tuple[list[Path], list[Path], list[Path]]:
 
 
 def read_header(path: Path) -> dict:
-    """The attributes of an episode file; raises ValueError for a file that is not one."""
+    """The attributes of an episode file; raises ValueError for a file that is not one (a symlink or a
+    FIFO is not one: nothing is followed or opened)."""
+    problem = regular_file_problem(path)
+    if problem:
+        raise ValueError(problem)
     try:
         with h5py.File(path, "r") as f:
             problems = h5_problems(f)
@@ -133,7 +137,13 @@ class Dataset:
     def paths(self) -> list[Path]:
         return [self.dir / f for f in self.index["file"]]
 
-    def require_episodes(self) -> Dataset:
+    def require_episodes(self, valid: bool = True) -> Dataset:
+        """This dataset, refused (UserError) when it holds no episodes, or (`valid`) when a file in it
+        is not a valid episode: a command that writes something from a dataset does not leave a file
+        out silently. `valid=False` for the commands that report on what they skip (info, report)."""
+        if valid and self.skipped:
+            p, why = self.skipped[0]
+            raise UserError(f"{p} is not a valid episode ({why}); run `mario-kit dataset validate {self.dir}`")
         if len(self) == 0:
             raise UserError(f"{self.dir} holds no episodes")
         return self

@@ -303,6 +303,54 @@ class EpisodeWriter:
             self.discard()
 
 
+def check_data(f: h5py.File, attrs: dict, frames: bool = True) -> str | None:
+    """The reason the datasets of an open episode file (which passed `read_header`: attributes checked,
+    nothing read from outside it) break schema 1, or None: shapes, dtypes, action range, finite rewards,
+    joypad against step frames and frame skip, and (with `frames`) that every frame decodes. Every
+    reader runs it (`Episode`) before it reads a column: sizes are checked against what the file
+    stores (one chunk per frame, written) before anything of a declared size is allocated."""
+    T = int(attrs["length"])
+    fr = f.get(F.FRAMES)
+    if not isinstance(fr, h5py.Dataset) or fr.shape != (T + 1, *F.FRAME_SHAPE) or fr.dtype != F.FRAME_DTYPE:
+        return f"frames: expected ({T + 1}, 240, 256, 3) uint8, got {_describe(fr)}"
+    if fr.chunks != F.FRAME_CHUNKS or fr.id.get_num_chunks() != T + 1:
+        stored = fr.id.get_num_chunks() if fr.chunks else 0
+        return f"frames: {T + 1} declared, {stored} stored (one chunk a frame): the length is not the file's"
+    for name, dtype in F.STEP_COLUMNS.items():
+        ds = f.get(name)
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (T,) or ds.dtype != dtype:
+            return f"{name}: expected ({T},) {np.dtype(dtype)}, got {_describe(ds)}"
+    aset = F.ACTION_SETS[attrs["action_set"]]
+    aj = f.get(F.ACTION_JOYPAD)
+    if not isinstance(aj, h5py.Dataset) or aj.shape != (len(aset),) or not np.array_equal(aj[()], aset.joypad):
+        return f"{F.ACTION_JOYPAD} differs from the {aset.name} action set's joypad bytes"
+    actions = f[F.ACTIONS][()]
+    if T and int(actions.max()) >= len(aset):
+        return f"action index {int(actions.max())} outside the action set ({len(aset)} actions)"
+    if not np.isfinite(f[F.REWARDS][()]).all():
+        return "rewards: not all finite (NaN or infinity)"
+    fs = int(attrs["frame_skip"])
+    sf = f[F.STEP_FRAMES][()].astype(np.int64)
+    if T and (sf.min() < 1 or sf.max() > fs or (sf[:-1] != fs).any()):
+        return f"step_frames disagree with frame_skip {fs} (every step but the last takes {fs} frames)"
+    jp = f.get(F.JOYPAD)
+    if not isinstance(jp, h5py.Dataset) or jp.ndim != 1 or jp.shape[0] != int(sf.sum()):
+        return "joypad length differs from the sum of step_frames"
+    if frames:
+        buf = np.empty((64, *F.FRAME_SHAPE), np.uint8)
+        for start in range(0, T + 1, 64):
+            n = min(64, T + 1 - start)
+            try:
+                fr.read_direct(buf, np.s_[start : start + n], np.s_[:n])
+            except Exception as e:  # noqa: BLE001
+                return f"frames {start}..{start + n - 1} do not decode ({type(e).__name__})"
+    return None
+
+
+def _describe(obj) -> str:
+    return str((obj.shape, str(obj.dtype))) if isinstance(obj, h5py.Dataset) else "nothing"
+
+
 class BadEpisode(UserError, ValueError):
     """An episode file whose attributes break the schema (a UserError for the CLI, a ValueError
     for the dataset index, which skips such files)."""
@@ -317,12 +365,14 @@ class Episode:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._f = open_h5(self.path)  # refuses links, external storage and virtual datasets
+        self._f = open_h5(self.path)  # refuses symlinks, FIFOs, links, external storage and virtual datasets
         try:
-            F.header(self._f.attrs)
+            why = check_data(self._f, F.header(self._f.attrs), frames=False)  # sizes, dtypes, ranges
         except ValueError as e:
+            why = str(e)
+        if why:
             self._f.close()
-            raise BadEpisode(f"{self.path} is not a valid mario-kit episode ({e})") from None
+            raise BadEpisode(f"{self.path} is not a valid mario-kit episode ({why})")
 
     @cached_property
     def attrs(self) -> dict[str, Any]:

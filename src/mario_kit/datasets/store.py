@@ -245,10 +245,8 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
 def _check_episodes(src: Path, ds: Dataset, out: Path,
                     weights: str | Path | None) -> tuple[F.ActionSet, int, dict[str, np.ndarray]]:
     """Every episode to add is checked before the store is created or changed; returns the one
-    action set and frame skip of the dataset, and the weights by file."""
-    if ds.skipped:
-        p, why = ds.skipped[0]
-        raise UserError(f"{p} is not a valid episode ({why}); run `mario-kit dataset validate {src}`")
+    action set and frame skip of the dataset, and the weights by file (`require_episodes` refused
+    a dataset with a file that is not a valid episode)."""
     sets = set(ds.index["action_set"])
     skips = set(ds.index["frame_skip"])
     if len(sets) > 1 or len(skips) > 1:

@@ -24,7 +24,7 @@ def make_report(dirs: list[str | Path], out: str | Path, frames: bool = True, sa
     stats: dict[str, dict[str, Any]] = {}
     with make_progress(enabled=progress, transient=True) as bar:
         for d in dirs:
-            ds = Dataset(d).require_episodes()
+            ds = Dataset(d).require_episodes(valid=False)  # the report names the files it skips
             name = Path(d).name or str(d)
             while name in stats:
                 name += "'"

@@ -131,7 +131,7 @@ def dataset_stats(ds: Dataset, frames: bool = True, sample: int | None = None, s
     """Every figure of the report for one dataset (see docs/REPORTS.md for the list)."""
     from mario_kit.datasets.split import read_split
 
-    s = summary(ds.require_episodes())
+    s = summary(ds.require_episodes(valid=False))
     idx = ds.index
     s["hours_of_play"] = round(float((idx["length"] * idx["frame_skip"]).sum()) / 60 / 3600, 4)
     t = _Tally()

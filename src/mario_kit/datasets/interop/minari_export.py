@@ -71,9 +71,6 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
     if not _ID.fullmatch(dataset_id or ""):
         raise UserError(f"--dataset-id takes NAMESPACE/NAME-vN, e.g. mario/human-v0, got {dataset_id!r}")
     ds = Dataset(src).require_episodes()
-    if ds.skipped:
-        p, why = ds.skipped[0]
-        raise UserError(f"{p} is not a valid episode ({why}); run `mario-kit dataset validate {src}`")
     if ds.index["action_set"].nunique() > 1 or ds.index["frame_skip"].nunique() > 1:
         raise UserError(f"{src} mixes action sets or frame skips; a Minari dataset has one action space")
     root = Path(root).absolute()  # Minari joins a relative MINARI_DATASETS_PATH onto itself

@@ -335,9 +335,6 @@ def export_seed(src: str | Path, out: str | Path, force: bool = False, pack: int
     if pack < 0 or remainder not in ("keep", "drop"):
         raise UserError("--pack must be >= 0 (0: one file per episode) and --remainder keep or drop")
     ds = Dataset(src).require_episodes()
-    if ds.skipped:
-        p, why = ds.skipped[0]
-        raise UserError(f"{p} is not a valid episode ({why}); run `mario-kit dataset validate {src}`")
     bad = ds.index[ds.index["frame_skip"] != FRAME_SKIP]
     if len(bad):
         raise UserError(f"{bad['file'].iloc[0]} has frame skip {bad['frame_skip'].iloc[0]}; the seed layout is frame skip 4")
