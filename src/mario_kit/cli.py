@@ -164,12 +164,15 @@ def serve(
     invites: Optional[Path] = typer.Option(None, help="Invites file (`mario-kit invite add`): a token is required to play."),
     max_players: int = typer.Option(4, help="Players at once."),
     keep_on_disconnect: bool = typer.Option(False, "--keep-on-disconnect", help="Keep a dropped player's episode in progress as end=cut (default: discard)."),
+    allow_origin: list[str] = typer.Option([], "--allow-origin", help="Another page origin allowed to connect (repeatable), "
+                                           "e.g. https://mario.example.org behind a reverse proxy; pages of other sites are refused."),
 ) -> None:
     """Serve a page where people play in their browser; their episodes are recorded into --out."""
     from mario_kit.serve.app import ServeConfig, serve as run_server
 
     run_server(ServeConfig(out=out_dir, host=host, port=port, level=level, action_set=action_set, frame_skip=frame_skip,
-                           invites=invites, max_players=max_players, keep_on_disconnect=keep_on_disconnect))
+                           invites=invites, max_players=max_players, keep_on_disconnect=keep_on_disconnect,
+                           allow_origins=tuple(allow_origin)))
 
 
 invite_app = typer.Typer(help="Invite tokens for `mario-kit serve --invites FILE` (stored hashed).", no_args_is_help=True)

@@ -8,8 +8,11 @@ the human collector's loop (`player.BrowserPlayer`). The page sends JSON text me
 and receives binary frames (`player.encode_frame`) and JSON events ({"t": "hello" | "saved" |
 "discarded" | "bye"}, or {"t": "refused", "why": ...} before the server closes a connection it does
 not admit: 4401 without a valid invite, 1013 when full; the page shows why, which a close before
-the handshake would hide). Anything else, a message over `max_message` bytes, or more than
-`max_rate` messages a second closes that connection (code 1008), never the server. `/config.json`
+the handshake would hide). A message over `max_message` bytes closes that connection with 1009
+(as the WebSocket layer itself does for larger ones), anything malformed (non-finite numbers
+included) or more than `max_rate` messages a second with 1008, never the server. A browser page
+from another origin (any site the user visits can open ws://127.0.0.1:...) is refused at the
+handshake unless `allow_origins` names it: only the server's own page, or a reverse proxy's. `/config.json`
 tells the page whether it needs an invite link. The server's terminal gets a line when a player
 joins, leaves or saves an episode, and a summary when it stops.
 
@@ -29,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mario_kit import UserError
 from mario_kit.collectors.collect import CollectConfig, record_session
@@ -39,7 +43,8 @@ from mario_kit.serve.invites import Invites, clean_name
 from mario_kit.serve.player import BUTTONS, COMMANDS, BrowserPlayer
 
 STATIC = Path(__file__).parent / "static"
-POLICY_VIOLATION, TRY_LATER, UNAUTHORIZED = 1008, 1013, 4401
+POLICY_VIOLATION, TOO_BIG, TRY_LATER, UNAUTHORIZED, FORBIDDEN = 1008, 1009, 1013, 4401, 4403
+MAX_CLOCK = 1e15  # a page's clock (performance.now(), ms) is below this; NaN and infinities are not
 
 
 def refusal(code: int, token: str | None) -> str:
@@ -68,6 +73,7 @@ class ServeConfig:
     keep_on_disconnect: bool = False  # a dropped connection's episode in progress: discarded, or kept as end='cut'
     max_message: int = 1024  # bytes per message from a page
     max_rate: float = 120.0  # messages per second from one page (a burst of twice that is allowed)
+    allow_origins: tuple[str, ...] = ()  # other page origins allowed to connect, e.g. a reverse proxy's https://host
 
     def check(self) -> None:
         parse_levels(self.level)
@@ -95,17 +101,31 @@ def parse_message(text: Any, max_bytes: int) -> dict[str, Any]:
     """A page's message, checked strictly; ValueError for anything else."""
     if not isinstance(text, str) or len(text) > max_bytes:
         raise ValueError("not a short text message")
-    m = json.loads(text)
+    m = json.loads(text, parse_constant=_refuse)  # NaN, Infinity: refused
     if not isinstance(m, dict):
         raise ValueError("not an object")
     if m.get("t") == "keys" and set(m) <= {"t", "held", "c"}:
         held, c = m.get("held"), m.get("c")
         if (isinstance(held, list) and len(held) <= len(BUTTONS) and all(b in BUTTONS for b in held)
-                and (c is None or (isinstance(c, (int, float)) and not isinstance(c, bool)))):
+                and (c is None or (isinstance(c, (int, float)) and not isinstance(c, bool) and abs(c) < MAX_CLOCK))):
             return m
     elif m.get("t") == "cmd" and set(m) == {"t", "cmd"} and m["cmd"] in COMMANDS:
         return m
     raise ValueError("unknown message")
+
+
+def _refuse(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """A WebSocket's Origin: none (not a browser: a browser always sends one), the server's own page
+    (the same host and port the request was sent to), or one the server was told to allow."""
+    if origin is None:
+        return True
+    if origin.rstrip("/") in {a.rstrip("/") for a in allowed}:
+        return True
+    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
 
 
 class Server:
@@ -163,6 +183,10 @@ class Server:
 async def play(ws, server: Server) -> None:
     """One player's connection: admit, run the session thread, relay messages both ways."""
     cfg = server.cfg
+    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), cfg.allow_origins):
+        server.say(f"refused a page from {ws.headers.get('origin')!r} (another site; --allow-origin to allow one)")
+        await ws.close(code=FORBIDDEN)  # before the handshake: that page learns nothing
+        return
     token = ws.query_params.get("token")
     admitted = server.admit(token)
     await ws.accept()
@@ -205,7 +229,7 @@ async def play(ws, server: Server) -> None:
             await asyncio.to_thread(thread.join)
         server.say(f"{name or '(no name)'} left ({player.saved} episode{'' if player.saved == 1 else 's'} saved)")
         try:
-            await ws.close(code=POLICY_VIOLATION if getattr(player, "violation", False) else 1000)
+            await ws.close(code=player.violation or 1000)
         except Exception:  # noqa: BLE001  (already closed by the other side)
             pass
 
@@ -227,12 +251,16 @@ async def _receive(ws, player: BrowserPlayer, cfg: ServeConfig) -> None:
         msg = await ws.receive()
         if msg["type"] == "websocket.disconnect":
             return
+        text = msg.get("text")
+        if isinstance(text, str) and len(text) > cfg.max_message:
+            player.violation = TOO_BIG
+            return
         try:
             if not rate.ok() or "bytes" in msg and msg["bytes"] is not None:
                 raise ValueError("too fast, or binary")
-            m = parse_message(msg.get("text"), cfg.max_message)
+            m = parse_message(text, cfg.max_message)
         except ValueError:
-            player.violation = True
+            player.violation = POLICY_VIOLATION
             return
         if m["t"] == "keys":
             player.keys(m["held"], m.get("c"))

@@ -85,7 +85,7 @@ class BrowserPlayer(Player):
         self.key_clock: float | None = None  # the page's time stamp of the last key change, echoed back
         self.commands: deque[str] = deque()
         self.closed = False  # the connection is gone
-        self.violation = False  # it broke the protocol (the server closes it with 1008)
+        self.violation = 0  # the close code when it broke the protocol (1008, or 1009: too big); 0 when not
         self.saved = 0
         self.action, self.message = 0, ""
         self.base: np.ndarray | None = None
