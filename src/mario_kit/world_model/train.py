@@ -443,13 +443,9 @@ class _Log:
 
     def __enter__(self) -> "_Log":
         if self.enabled:
-            if self.step:
-                _trim_log(self.path, self.stage, self.step)
-            new = not self.path.exists()
+            _trim_log(self.path, self.stage, self.step, ",".join(self.HEADER) + "\n")
             self.file = open(self.path, "a", newline="")
             self.writer = csv.writer(self.file)
-            if new:
-                self.writer.writerow(self.HEADER)
         return self
 
     def row(self, st: _Stage, loss: float, sps: float, test_loss: float | None = None) -> None:
@@ -464,19 +460,20 @@ class _Log:
             self.file.close()
 
 
-def _trim_log(path: Path, stage: str, step: int) -> None:
-    """Drop the rows of `stage` past `step`: a run killed after its last checkpoint logged steps that
-    the resumed run logs again (each step once in log.csv)."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)
+def _trim_log(path: Path, stage: str, step: int, header: str) -> None:
+    """log.csv as the run stands at `step` of `stage`: the header first, and none of the rows a killed
+    run logged past its last checkpoint (or before its first: step 0), which the resumed run logs
+    again, nor a row cut off by the kill. Each step once in log.csv."""
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()  # torn by the kill
 
     def keep(line: str) -> bool:
         cells = line.split(",")
-        return len(cells) < 2 or cells[0] != stage or not cells[1].isdigit() or int(cells[1]) <= step
+        return cells[0] != stage or not cells[1].isdigit() or int(cells[1]) <= step
 
-    kept = [ln for ln in lines if keep(ln)]
-    if len(kept) != len(lines):
+    kept = [header] + [ln for ln in lines if ln != header and len(ln.split(",")) >= 2 and keep(ln)]
+    if kept != lines:
         write_text_atomic(path, "".join(kept))
 
 
