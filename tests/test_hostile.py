@@ -349,6 +349,55 @@ def _bad_config_checkpoint(ctx: Path) -> Path:
     return ctx / "run"
 
 
+def _checkpoint_with(ctx: Path, **change) -> Path:
+    """The run's denoiser checkpoint with some entries changed (None: removed)."""
+    import torch
+
+    ck = torch.load(ctx / "run" / "denoiser.pt", weights_only=True)
+    for k, v in change.items():
+        if v is None:
+            ck.pop(k, None)
+        else:
+            ck[k] = v
+    torch.save(ck, ctx / "run" / "denoiser.pt")
+    return ctx / "run"
+
+
+def _config_with(ctx: Path, **denoiser) -> str:
+    import torch
+
+    cfg = json.loads(torch.load(ctx / "run" / "denoiser.pt", weights_only=True)["config"])
+    cfg["denoiser"].update(denoiser)
+    return json.dumps(cfg)
+
+
+def _agent_with(ctx: Path, **plain) -> Path:
+    """The genuine agent with some plain entries of its data JSON changed."""
+    with zipfile.ZipFile(ctx / "agent" / "agent.zip") as z:
+        data = json.loads(z.read("data"))
+    data.update(plain)
+    return zip_with(ctx / "agent" / "agent.zip", ctx / "big.zip", data=json.dumps(data).encode())
+
+
+RUN_READERS = {
+    "dream": lambda c, run: ["dream", "--run", run, "--episode", first_episode(c / "eps"), "--start", "5", "--out", c / "d.gif"],
+    "evaluate": lambda c, run: ["evaluate", run, "--store", c / "s.zarr", "--out", c / "e"],
+}
+BAD_CHECKPOINTS = {
+    "config-nested-100k": lambda c: _checkpoint_with(c, config="[" * 100_000 + "]" * 100_000),
+    "channels-40000": lambda c: _checkpoint_with(c, config=_config_with(c, channels=[40000, 40000, 40000, 40000])),
+    "n-actions-1e10": lambda c: _checkpoint_with(c, n_actions=10**10),
+    "n-actions-negative": lambda c: _checkpoint_with(c, n_actions=-3),
+}
+BAD_RESUME_STATE = {  # train --resume of the run with its training state broken
+    "optimizer-missing": lambda c: _checkpoint_with(c, optimizer=None),
+    "optimizer-wrong": lambda c: _checkpoint_with(c, optimizer={"state": {}, "param_groups": []}),
+    "generators-missing": lambda c: _checkpoint_with(c, gen_states=None),
+    "generator-garbage": lambda c: _checkpoint_with(c, gen_states=[__import__("torch").zeros(3, dtype=__import__("torch").uint8)]),
+    "weights-wrong": lambda c: _checkpoint_with(c, model={"nope": __import__("torch").zeros(1)}),
+}
+
+
 # Each row: (id, prepare(ctx) -> args, expected exit code, a word the error line must hold).
 ROWS = [
     # 2. episodes that read other files
@@ -399,6 +448,15 @@ ROWS = [
                                                           "--start", "5", "--out", c / "d.gif"])[1], 2, "symbolic link"),
     ("dream-episode-fifo", lambda c: (os.mkfifo(c / "eps" / "x.h5"), ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5",
                                                                       "--start", "5", "--out", c / "d.gif"])[1], 2, "not a regular file"),
+    # issue 40, 5: checkpoints, resume state and agent files that ask too much, or hold the wrong state
+    *[(f"{cmd}-{bad}", lambda c, cmd=cmd, bad=bad: RUN_READERS[cmd](c, BAD_CHECKPOINTS[bad](c)), 2, "")
+      for cmd in RUN_READERS for bad in BAD_CHECKPOINTS],
+    *[(f"resume-{bad}", lambda c, bad=bad: (BAD_RESUME_STATE[bad](c), ["train", "--store", c / "s.zarr", "--out", c / "run",
+                                                                       "--resume", "--set", "max_steps=3"])[1], 2, "")
+      for bad in BAD_RESUME_STATE],
+    ("agent-eval-net-arch-30000", lambda c: ["agent", "eval", _agent_with(c, policy_kwargs={"net_arch": [30000, 30000]}),
+                                             "--episodes", "1"], 2, "net_arch"),
+    ("agent-eval-rollout-1e9", lambda c: ["agent", "eval", _agent_with(c, n_steps=10**9), "--episodes", "1"], 2, "rollout"),
     # 11. numbers that ended in tracebacks
     *[(f"train-{s}", lambda c, s=s: ["train", "--store", c / "s.zarr", "--out", c / "r2", "--config", "tiny", "--set", s], 2, s.split("=")[0])
       for s in ("lr=-1", "log_every=0", "threads=-1", "test_batches=0")],

@@ -193,6 +193,21 @@ def _plain_entries(path: Path, data: Any) -> dict[str, Any]:
     return plain
 
 
+MAX_UNITS, MAX_LAYERS, MAX_ROLLOUT = 4096, 8, 1 << 16  # far above SB3's defaults (64 x 2; 2,048 x 8 envs)
+
+
+def _too_big(net_arch: Any, plain: dict[str, Any]) -> str | None:
+    """Why the networks or the rollout buffer a file asks for are beyond any agent of ours, checked
+    before anything is built (building a policy of [30000, 30000] units took minutes)."""
+    layers = net_arch.get("pi", []) + net_arch.get("vf", []) if isinstance(net_arch, dict) else net_arch or []
+    if not isinstance(layers, list) or any(not isinstance(u, int) or not 0 < u <= MAX_UNITS for u in layers) \
+            or len(layers) > 2 * MAX_LAYERS:
+        return f"net_arch asks for layers beyond {MAX_LAYERS} of 1..{MAX_UNITS} units"
+    if plain.get("n_steps", 1) * plain.get("n_envs", 1) > MAX_ROLLOUT or plain.get("batch_size", 1) > MAX_ROLLOUT:
+        return f"a rollout of n_steps x n_envs or a batch beyond {MAX_ROLLOUT} steps"
+    return None
+
+
 def load_ppo(path: str | Path, device: str = "cpu", cls=None):
     """(PPO model, mario_kit record) from an agent file; nothing in the file is unpickled."""
     import gymnasium as gym
@@ -213,6 +228,9 @@ def load_ppo(path: str | Path, device: str = "cpu", cls=None):
     pk = plain.get("policy_kwargs", {})
     if not set(pk) <= _POLICY_KWARGS or plain.get("rollout_buffer_kwargs"):
         raise _refuse(path, "policy or buffer keyword arguments mario-kit does not rebuild")
+    why = _too_big(pk.get("net_arch"), plain)
+    if why:
+        raise _refuse(path, why)
     if "learning_rate" not in plain:
         raise _refuse(path, "no constant learning rate")
 

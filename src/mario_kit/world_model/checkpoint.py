@@ -63,17 +63,39 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ck
 
 
+MAX_ACTIONS = 256  # every joypad byte: no action set has more
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def checkpoint_config(ck: dict[str, Any]) -> TrainConfig:
+    """The checkpoint's config, checked (bounds included) before anything is built from it; ValueError
+    says why not (a config nested deep enough to exhaust the parser's recursion included)."""
+    text = ck["config"]
+    if not isinstance(text, str) or len(text) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config is not a JSON text of at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        cfg = from_dict(json.loads(text))
+    except RecursionError:
+        raise ValueError("config nested too deep") from None
+    try:
+        check(cfg)
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    return cfg
+
+
 def load_model(run: str | Path, stage: str = "denoiser", ema: bool = True, device: str = "cpu") -> tuple[Denoiser, TrainConfig, dict]:
     """The trained model of a run (EMA weights when present), ready for sampling."""
     ck = load_checkpoint(path_of(run, stage))
     try:
-        cfg = from_dict(json.loads(ck["config"]))
-        check(cfg)
+        cfg = checkpoint_config(ck)
         n_actions = int(ck["n_actions"])
+        if not 1 <= n_actions <= MAX_ACTIONS:
+            raise ValueError(f"n_actions {n_actions} outside 1..{MAX_ACTIONS}")
         model = Denoiser(cfg.denoiser if stage == "denoiser" else cfg.upsampler, n_actions)
         meta = {k: ck[k] for k in META_KEYS}
         state = ck["ema"] if ema and ck.get("ema") else ck["model"]
-    except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise UserError(f"{run}/{stage}.pt holds a config this mario-kit cannot build ({type(e).__name__}: {e})") from None
     try:
         model.load_state_dict(state)

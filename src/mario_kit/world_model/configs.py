@@ -189,6 +189,12 @@ def set_sampler(cfg: TrainConfig, items: list[str]) -> TrainConfig:
     return cfg
 
 
+# Bounds on what a config may ask to build (a shared run's config.json, a checkpoint's): far above
+# every preset (16-256 channels, 4 levels of 2 blocks, 4 frames of context, DIAMOND's upsampler's
+# 2,048 condition channels), far below what a machine cannot allocate.
+MAX_CHANNELS, MAX_LEVELS, MAX_DEPTH, MAX_CONTEXT, MAX_COND_CHANNELS = 1024, 8, 16, 64, 8192
+
+
 def check(cfg: TrainConfig) -> None:
     if cfg.stage not in ("denoiser", "upsampler", "both"):
         raise UserError(f"stage must be denoiser, upsampler or both, got {cfg.stage!r}")
@@ -211,6 +217,11 @@ def check(cfg: TrainConfig) -> None:
             raise UserError("channels, depths and attn must have the same length")
         if any(not isinstance(c, int) or c < 1 for c in m.channels + m.depths) or m.n_context < 1 or m.cond_channels < 2:
             raise UserError(f"{name}: channels, depths, n_context and cond_channels must be positive integers")
+        if (len(m.channels) > MAX_LEVELS or max(m.channels) > MAX_CHANNELS or max(m.depths) > MAX_DEPTH
+                or m.n_context > MAX_CONTEXT or m.cond_channels > MAX_COND_CHANNELS):
+            raise UserError(f"{name}: at most {MAX_LEVELS} levels of at most {MAX_CHANNELS} channels and {MAX_DEPTH} "
+                            f"blocks, n_context <= {MAX_CONTEXT}, cond_channels <= {MAX_COND_CHANNELS} (what a run or "
+                            f"file may ask to build is bounded before anything is built)")
         if m.cond_channels % max(m.n_context, 1) or m.cond_channels % 2:
             raise UserError("cond_channels must be even and divisible by n_context")
         if not (m.sigma_data > 0 and 0 < m.sigma_min_train < m.sigma_max_train and m.upsampling_factor >= 1 and m.scale > 0):

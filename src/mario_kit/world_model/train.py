@@ -131,7 +131,8 @@ def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = F
                 shutil.rmtree(aside, ignore_errors=True)  # left by a --force run killed before its first checkpoint
                 os.rename(out, aside)
             out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(out / "config.json", to_dict(cfg))
+            if not (resume and (out / "config.json").exists()):  # a resume writes it once its checkpoint loaded
+                write_json_atomic(out / "config.json", to_dict(cfg))
         except OSError as e:
             _undo_folder(out, aside, created)
             raise UserError(f"cannot write the run folder {out}: {e.strerror or e}") from None
@@ -265,15 +266,19 @@ def _resume(st: _Stage, ck_path: Path, cfg: TrainConfig, rt: Runtime) -> dict[st
     """Restore `st` from its checkpoint; returns the stage's result when it had already finished
     (a resume with more max_steps or epochs continues a finished stage instead)."""
     ck = load_checkpoint(ck_path)
-    st.model.load_state_dict(ck["model"])
-    st.opt.load_state_dict(ck["optimizer"])
-    st.sched.load_state_dict(ck["scheduler"])
-    if st.ema is not None and ck.get("ema_full"):
-        st.ema.load_state_dict(ck["ema_full"])
-    if len(ck["gen_states"]) != rt.world:
-        raise UserError(f"{ck_path} was written by {len(ck['gen_states'])} processes; resume it with as many")
-    st.gen.set_state(ck["gen_states"][rt.rank])
-    st.step, st.epoch, st.k = ck["step"], ck["epoch"], ck["batch_in_epoch"]
+    try:
+        st.model.load_state_dict(ck["model"])
+        st.opt.load_state_dict(ck["optimizer"])
+        st.sched.load_state_dict(ck["scheduler"])
+        if st.ema is not None and ck.get("ema_full"):
+            st.ema.load_state_dict(ck["ema_full"])
+        if len(ck["gen_states"]) != rt.world:
+            raise UserError(f"{ck_path} was written by {len(ck['gen_states'])} processes; resume it with as many")
+        st.gen.set_state(ck["gen_states"][rt.rank])
+        st.step, st.epoch, st.k = int(ck["step"]), int(ck["epoch"]), int(ck["batch_in_epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        raise UserError(f"{ck_path} does not hold this run's training state ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else 'missing'}); start it again with --force") from None
     if ck.get("done") and not ((cfg.max_steps == 0 or st.step < cfg.max_steps) and _epochs_left(cfg, st.epoch)):
         return ck.get("result", {"step": st.step})
     return None
@@ -358,7 +363,10 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
     test = WindowDataset(store, "test", n_context=st.ds.n_context, horizon=st.ds.horizon, full_res=st.up)
     ck_path = path_of(out, stage)
     if resume and ck_path.exists():
-        if (finished := _resume(st, ck_path, cfg, rt)) is not None:
+        finished = _resume(st, ck_path, cfg, rt)
+        if rt.main:  # the checkpoint fits: now the run's config takes the resume's safe changes
+            write_json_atomic(out / "config.json", to_dict(cfg))
+        if finished is not None:
             return finished
     elif cfg.init:
         _warm_start(st, cfg.init)
