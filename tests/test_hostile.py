@@ -288,6 +288,31 @@ def _pickle_codec_store(ctx: Path) -> Path:
     return ctx / "s.zarr"
 
 
+def _consolidated_v2(ctx: Path, compressor: dict) -> Path:
+    """The root zarr.json's consolidated metadata describing `low` as a zarr v2 array with a compressor."""
+    meta = ctx / "s.zarr" / "zarr.json"
+    m = json.loads(meta.read_text())
+    m["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": {"low": {
+        "zarr_format": 2, "shape": [10, 60, 64, 3], "chunks": [512, 60, 64, 3], "dtype": "|u1",
+        "compressor": compressor, "filters": None, "fill_value": 0, "order": "C", "node_type": "array"}}}
+    meta.write_text(json.dumps(m))
+    return ctx / "s.zarr"
+
+
+def _store_actions(ctx: Path, how: str) -> Path:
+    import zarr
+
+    store = ctx / "s.zarr"
+    if how == "float64":
+        g = zarr.open_group(str(store), mode="r+")
+        values = g["actions"][:]
+        del g["actions"]
+        g.create_array("actions", data=values.astype(np.float64), chunks=(1 << 16,))
+    else:  # a garbage chunk
+        (store / "actions" / "c" / "0").write_bytes(os.urandom(300))
+    return store
+
+
 def _symlinked_store(ctx: Path) -> Path:
     chunk = next(p for p in (ctx / "s.zarr" / "actions").rglob("*") if p.is_file() and p.name != "zarr.json")
     chunk.unlink()
@@ -413,6 +438,12 @@ ROWS = [
     ("import-seed-link", lambda c: ["dataset", "import", _seed_file(c), "--out", c / "imp"], 2, "outside"),
     # 3. other inputs: zarr metadata, weights, key maps
     ("store-pickle-codec", lambda c: ["train", "--store", _pickle_codec_store(c), "--out", c / "r2", "--config", "tiny"], 2, "codec"),
+    # issue 40, 4: store metadata zarr reads from anywhere, arrays of other dtypes or that do not decode
+    *[(f"store-consolidated-v2-{name}", lambda c, comp=comp: ["train", "--store", _consolidated_v2(c, comp), "--out", c / "r2",
+                                                              "--config", "tiny"], 2, "v2")
+      for name, comp in (("pickle", {"id": "pickle"}), ("zlib", {"id": "zlib", "level": 1}))],
+    *[(f"store-actions-{how}", lambda c, how=how: ["train", "--store", _store_actions(c, how), "--out", c / "r2", "--config", "tiny"],
+       2, word) for how, word in (("float64", "int16"), ("garbage", "decode"))],
     ("store-symlink", lambda c: ["train", "--store", _symlinked_store(c), "--out", c / "r2", "--config", "tiny"], 2, "symbolic link"),
     *[(f"weights-{k}", lambda c, k=k: ["dataset", "build", c / "eps", "--out", c / "new.zarr", "--weights", _weights(c, k)], 2, "weights")
       for k in ("nan", "negative", "short", "pickle")],
@@ -561,6 +592,32 @@ def test_declared_sizes_are_checked_before_anything_is_allocated(ctx, reader):
     assert "Traceback" not in res.stderr and "MemoryError" not in res.stderr, res.stderr[-2000:]
     assert res.returncode == (1 if reader == "validate" else 0 if reader in REPORTERS else 2), res.stdout + res.stderr
     assert "2000000000 declared" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("plant", ["short", "object", "garbage", "poisoned"])
+def test_a_planted_cache_is_checked_against_the_store_and_rebuilt(ctx, plant):
+    """The store's `_cache/` travels with it: a cache is used only when it holds exactly the store's
+    frames; a short, object-dtype, garbage or poisoned (right shape, other frames) one is rebuilt."""
+    from mario_kit.datasets import loader
+    from mario_kit.datasets.loader import WindowDataset, materialize_low
+    from mario_kit.datasets.store import read_manifest
+
+    store = ctx / "s.zarr"
+    path = materialize_low(store)
+    real = np.load(path).copy()
+    loader._verified.clear()  # a new process: nothing verified yet
+    if plant == "short":
+        np.save(path, real[:3])
+    elif plant == "object":
+        np.save(path, np.array([Payload(ctx / MARKER)] * 3, dtype=object), allow_pickle=True)
+    elif plant == "garbage":
+        path.write_bytes(os.urandom(5000))
+    else:
+        np.save(path, np.full_like(real, 7))
+    assert materialize_low(store, read_manifest(store)) == path
+    assert np.array_equal(np.load(path), real) and not (ctx / MARKER).exists()
+    ds = WindowDataset(store, "train")
+    assert np.array_equal(ds.gather(ds.fetch(np.arange(4)))["obs"][:, -1], real[ds.targets[:4]])  # the target frames
 
 
 @pytest.fixture

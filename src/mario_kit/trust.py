@@ -116,12 +116,29 @@ def check_zarr_store(store: str | Path) -> None:
                 if e.is_dir(follow_symlinks=False):
                     todo.append(Path(e.path))
                 elif e.name == "zarr.json":
-                    meta = read_json(e.path, max_bytes=64 << 20)
-                    for codec in _codec_names(meta.get("codecs", []) if isinstance(meta, dict) else []):
-                        if codec not in ZARR_CODECS:
-                            raise UserError(f"{store}: refused, {rel.parent} names codec {codec!r} "
-                                            f"(accepted: {', '.join(sorted(ZARR_CODECS))})")
+                    try:
+                        why = _metadata_problem(read_json(e.path, max_bytes=64 << 20))
+                    except RecursionError:
+                        why = "is nested too deep"
+                    if why:
+                        raise UserError(f"{store}: refused, {rel} {why}")
     _checked_stores.add(key)
+
+
+def _metadata_problem(meta: Any) -> str | None:
+    """Why a zarr.json is refused: a codec other than zarr's own byte codecs, or zarr v2 metadata,
+    anywhere in it (consolidated metadata nests every array's metadata in the root document, and zarr
+    reads it from there: a v2 array with a pickle compressor can hide in it)."""
+    if isinstance(meta, list):
+        return next((w for m in meta if (w := _metadata_problem(m))), None)
+    if not isinstance(meta, dict):
+        return None
+    if meta.get("zarr_format", 3) != 3 or "compressor" in meta or "filters" in meta:
+        return "holds zarr v2 metadata (a compressor or filters); stores are zarr v3"
+    for codec in _codec_names(meta.get("codecs", [])):
+        if codec not in ZARR_CODECS:
+            return f"names codec {codec!r} (accepted: {', '.join(sorted(ZARR_CODECS))})"
+    return next((w for k, v in meta.items() if k != "attributes" and (w := _metadata_problem(v))), None)
 
 
 def _codec_names(codecs: Any) -> list[str]:

@@ -43,31 +43,62 @@ def _cache_key(m: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def materialize_low(store: Path, m: dict[str, Any] | None = None) -> Path:
-    """Decompress the store's low-res frames once into `_cache/low-<key>.npy` (atomic); return its path."""
-    import zarr
+_verified: set[tuple[str, float]] = set()  # caches this process has checked against their store
 
+
+def materialize_low(store: Path, m: dict[str, Any] | None = None) -> Path:
+    """Decompress the store's low-res frames into `_cache/low-<key>.npy` (atomic); return its path.
+    A cache already there is a file like any other in a store a user may have been handed: it is
+    used only once this process has compared it with the store, frame for frame (the one-time decode
+    the cache saves later reads from), and rebuilt when it differs or is not a plain uint8 array."""
     m = m or read_manifest(store)
     path = store / CACHE_DIR / f"low-{_cache_key(m)}.npy"
-    if path.exists():
-        return path
+    n = sum(e["frames"] for e in m["episodes"])
+    if path.exists() and not path.is_symlink():
+        if (str(path.resolve()), path.stat().st_mtime) in _verified or _matches_store(path, store, n):
+            _verified.add((str(path.resolve()), path.stat().st_mtime))
+            return path
     path.parent.mkdir(exist_ok=True)
     for old in path.parent.glob("low-*.npy"):
         old.unlink()
-    n = sum(e["frames"] for e in m["episodes"])
-    low = zarr.open_group(str(store), mode="r")["low"]
-    step = 8 * low.chunks[0]
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *LOW_SHAPE))
-        for i in range(0, n, step):
-            try:
-                out[i : i + step] = low[i : min(n, i + step)]
-            except Exception as e:  # noqa: BLE001  (zstd/codec errors of a damaged chunk)
-                raise UserError(f"{store}: low-res frames {i}..{min(n, i + step) - 1} are corrupt "
-                                f"({type(e).__name__}); rebuild the store with --force") from None
+        for i, block in _store_blocks(store, n):
+            out[i : i + len(block)] = block
         out.flush()
         del out
+    _verified.add((str(path.resolve()), path.stat().st_mtime))
     return path
+
+
+def _store_blocks(store: Path, n: int):
+    """(start, frames) of the store's first n low-res frames, decoded a few chunks at a time; a damaged
+    chunk is a UserError."""
+    import zarr
+
+    low = zarr.open_group(str(store), mode="r")["low"]
+    if low.dtype != np.uint8 or tuple(low.shape[1:]) != LOW_SHAPE or low.shape[0] < n:
+        raise UserError(f"{store}: the low-res array is not ({n}, {', '.join(map(str, LOW_SHAPE))}) uint8; "
+                        f"rebuild the store with --force")
+    step = 8 * low.chunks[0]
+    for i in range(0, n, step):
+        try:
+            yield i, low[i : min(n, i + step)]
+        except Exception as e:  # noqa: BLE001  (zstd/codec errors of a damaged chunk)
+            raise UserError(f"{store}: low-res frames {i}..{min(n, i + step) - 1} are corrupt "
+                            f"({type(e).__name__}); rebuild the store with --force") from None
+
+
+def _matches_store(path: Path, store: Path, n: int) -> bool:
+    """Whether a cache file holds exactly the store's low-res frames (a planted, short, object or
+    poisoned one does not: it is rebuilt)."""
+    try:
+        cached = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return False
+    if cached.dtype != np.uint8 or cached.shape != (n, *LOW_SHAPE):
+        return False
+    return all(np.array_equal(cached[i : i + len(block)], block) for i, block in _store_blocks(store, n))
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -89,8 +120,15 @@ class WindowDataset(torch.utils.data.Dataset):
         import zarr
 
         g = zarr.open_group(str(self.store), mode="r")
-        self.actions = np.asarray(g["actions"][:], dtype=np.int64)
-        self.weights = np.asarray(g["weights"][:], dtype=np.float32)
+        if g["actions"].dtype != np.int16 or g["weights"].dtype != np.float32:
+            raise UserError(f"{self.store}: actions must be int16 and weights float32, got {g['actions'].dtype} and "
+                            f"{g['weights'].dtype}; rebuild with --force")
+        try:
+            self.actions = np.asarray(g["actions"][:], dtype=np.int64)
+            self.weights = np.asarray(g["weights"][:], dtype=np.float32)
+        except Exception as e:  # noqa: BLE001  (zstd/codec errors of a damaged chunk)
+            raise UserError(f"{self.store}: the actions or weights do not decode ({type(e).__name__}); "
+                            f"rebuild with --force") from None
         n = sum(e["frames"] for e in self.m["episodes"])
         if len(self.actions) < n or len(self.weights) < n:
             raise UserError(f"{self.store}: arrays shorter than the manifest; rebuild with --force")
