@@ -773,6 +773,41 @@ def test_disk_full_stops_with_one_line_and_keeps_finished_episodes(tmp_path, wor
             subprocess.run(["umount", str(disk)])
 
 
+FULL_DISK_WRITERS = {
+    "export-seed": lambda d, out: ["dataset", "export", d, "--out", out / "x", "--pack", "100"],
+    "build-full-res": lambda d, out: ["dataset", "build", d, "--out", out / "s.zarr", "--full-res"],
+    "export-minari": lambda d, out: ["dataset", "export", d, "--format", "minari", "--dataset-id", "m/x-v0", "--out", out / "m"],
+}
+
+
+@pytest.mark.parametrize("writer", list(FULL_DISK_WRITERS))
+def test_every_writer_stops_before_the_disk_is_full(tmp_path, writer):
+    """The collector's free-space guard in every writer: on a small disk an export or a build says one
+    line and exits 2 (it segfaulted, or printed 14 tracebacks), leaves no temporary file, and a
+    Minari export leaves no folder. On a 5 MB tmpfs (1 MB above the 4 MB the writers keep free) where
+    the test may mount one; otherwise with the threshold raised to the free space of the test's disk
+    but 1 MB (the same code path). The dataset: about 520 frames, 1.7 MB as seed files."""
+    make_dataset(tmp_path / "eps", episodes=2, max_steps=300, seed=0)
+    disk = tmp_path / "disk"
+    env = dict(os.environ)
+    mounted = _tmpfs(disk, "5m")
+    if not mounted:
+        st = os.statvfs(tmp_path)
+        env["MARIO_KIT_MIN_FREE"] = str(st.f_bavail * st.f_frsize - 1_000_000)
+    try:
+        res = subprocess.run([sys.executable, "-m", "mario_kit", *map(str, FULL_DISK_WRITERS[writer](tmp_path / "eps", disk)), "-q"
+                              if writer == "build-full-res" else "--force"], capture_output=True, text=True, timeout=300, env=env)
+        assert res.returncode == 2 and "disk full" in res.stderr, res.stderr[-3000:]
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+        left = [p.name for p in disk.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith(".mario-kit"))]
+        assert not left, left
+        if writer == "export-minari":
+            assert not (disk / "m").exists()
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)])
+
+
 def test_sigint_to_the_parent_alone_stops_the_workers(tmp_path):
     out = tmp_path / "d"
     proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "collect", "--random", "--steps", "100000", "--workers", "2",

@@ -11,6 +11,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from mario_kit import UserError
+
+
+# Writers stop while the disk still has this much room (bytes): HDF5 or zarr left to hit ENOSPC can
+# crash the process (a segfault was seen) or leave files they cannot close. MARIO_KIT_MIN_FREE
+# changes it (a test on a disk it cannot fill).
+MIN_FREE = int(os.environ.get("MARIO_KIT_MIN_FREE", 4 << 20))
+
+
+class DiskFull(UserError, OSError):
+    """A writer's disk is (nearly) full: one line for the CLI, an OSError for callers."""
+
+
+def ensure_space(folder: str | Path, need: int = 0, consequence: str = "nothing was written") -> None:
+    """Raise DiskFull unless `folder`'s disk keeps MIN_FREE bytes free after `need` more: the one
+    free-space guard of every writer (episodes, exports, stores), called before and while writing."""
+    anc = Path(folder).absolute()
+    while not anc.exists():
+        anc = anc.parent
+    st = os.statvfs(anc)
+    free = st.f_bavail * st.f_frsize
+    if free - need < MIN_FREE:
+        asked = f", about {need >> 20} MiB more needed" if need >= 1 << 20 else ""
+        raise DiskFull(f"disk full: {free >> 10} KiB free in {folder}{asked} (mario-kit stops at {MIN_FREE >> 20} MiB "
+                       f"free); {consequence}")
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)

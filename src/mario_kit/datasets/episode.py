@@ -6,7 +6,6 @@ Only this module and `format.py` know how an episode file is laid out.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 import zlib
@@ -23,7 +22,7 @@ import h5py
 import numpy as np
 
 from mario_kit import UserError, __version__
-from mario_kit.atomic import commit
+from mario_kit.atomic import commit, ensure_space
 from mario_kit.datasets import format as F
 from mario_kit.trust import open_h5
 
@@ -83,10 +82,6 @@ def new_episode_name(source: str, level: str, now: datetime | None = None) -> st
     return f"{now:%Y%m%dT%H%M%S}-{source}-{level}-{uuid.uuid4().hex[:16]}{F.SUFFIX}"
 
 
-class DiskFull(UserError, OSError):
-    """The episode folder's disk is (nearly) full: one line for the CLI, an OSError for callers."""
-
-
 class EpisodeWriter:
     """Streams one episode to `<dir>/<name>.h5.partial`; `finish()` fsyncs and renames it.
 
@@ -99,9 +94,6 @@ class EpisodeWriter:
     _GROW = 512  # frames added to the frames dataset at a time
     _FLUSH = 1024  # steps of columns buffered before a flush
     _RING = 8  # frames in flight to the compression thread
-    # stop before the disk is this full: HDF5 left to hit ENOSPC can crash the process (bytes; the
-    # environment variable MARIO_KIT_MIN_FREE changes it, e.g. for a test on a disk it cannot fill)
-    MIN_FREE = int(os.environ.get("MARIO_KIT_MIN_FREE", 4 << 20))
     _SPACE_EVERY = 16  # frames between free-space checks (about 50 KB of chunks: far below MIN_FREE)
 
     def __init__(self, directory: str | Path, meta: EpisodeMeta, name: str | None = None):
@@ -213,11 +205,7 @@ class EpisodeWriter:
         """Raise DiskFull while the disk still has room for HDF5 to close the file cleanly. A write
         that fails with ENOSPC inside HDF5 leaves the library unable to close the file (and, seen in
         2 of 10 runs, segfaulting at exit); stopping first keeps every finished episode valid."""
-        st = os.statvfs(self.dir)
-        free = st.f_bavail * st.f_frsize
-        if free < self.MIN_FREE:
-            raise DiskFull(f"disk full: {free >> 10} KiB free in {self.dir} (mario-kit stops at {self.MIN_FREE >> 20} MiB); "
-                           f"the episode in progress was discarded, finished ones are kept")
+        ensure_space(self.dir, 0, "the episode in progress was discarded, finished ones are kept")
 
     def _flush(self) -> None:
         self._check_space()

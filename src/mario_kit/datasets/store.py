@@ -32,7 +32,7 @@ import numpy as np
 import xxhash
 
 from mario_kit import UserError
-from mario_kit.atomic import check_writable, fsync_dir
+from mario_kit.atomic import check_writable, ensure_space, fsync_dir
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
@@ -40,6 +40,8 @@ from mario_kit.trust import check_zarr_store
 from mario_kit.datasets.validate import validate_file
 
 STORE_SCHEMA = 1
+# a frame in the store, compressed, with room to spare (measured: about 130 B low-res, 2.3 KB full-res)
+LOW_FRAME_BYTES, FULL_FRAME_BYTES = 512, 4096
 ATTR = "mario_kit_store"
 FACTOR = 4
 LOW_SHAPE = (F.FRAME_SHAPE[0] // FACTOR, F.FRAME_SHAPE[1] // FACTOR, 3)  # (60, 64, 3)
@@ -229,7 +231,10 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
         with make_progress(enabled=progress) as bar:
             total = int(ds.index.set_index("file").loc[[p.name for p in todo], "frames"].sum()) if todo else 0
             task = bar.add_task("building store", total=total)
+            frames = dict(zip(ds.index["file"], ds.index["frames"]))
             for p in todo:
+                ensure_space(out, int(frames[p.name]) * (FULL_FRAME_BYTES if full_res else LOW_FRAME_BYTES),
+                             "the episodes added so far stay in the store; free space and build again to add the rest")
                 _append_episode(g, m, p, arrays, wmap.get(p.name), split.get(p.name, "train"),
                                 lambda n: bar.update(task, advance=n))
                 if time.monotonic() - committed_at >= COMMIT_EVERY_S:  # the commit point of these episodes

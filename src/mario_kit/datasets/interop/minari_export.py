@@ -29,13 +29,14 @@ from typing import Any, Iterator
 import numpy as np
 
 from mario_kit import UserError
-from mario_kit.atomic import check_writable
+from mario_kit.atomic import check_writable, ensure_space
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.game_env import game_spec
 
 _ID = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9_-]+-v\d+")
+RAW_FRAME_BYTES = int(np.prod(F.FRAME_SHAPE)) + 1024  # a frame as Minari keeps it, with its columns
 CHUNK_FRAMES = 5000  # episodes go to Minari in groups of about this many frames (about 0.9 GB in memory)
 
 
@@ -61,13 +62,35 @@ def _buffer(ep: Episode, k: int):
                          infos=infos)
 
 
+def _write_buffers(ds: Dataset, dataset_id: str, root: Path, spec, n_actions: int, description: str) -> None:
+    """The episodes to Minari (under MINARI_DATASETS_PATH), CHUNK_FRAMES at a time, the disk checked
+    before each chunk (h5py writing into a full disk crashed)."""
+    import gymnasium as gym
+    import minari
+
+    dataset, chunk, frames = None, [], 0
+    for k, p in enumerate(ds.paths):
+        with Episode(p) as ep:
+            chunk.append(_buffer(ep, k))
+            frames += ep.length + 1
+        if frames >= CHUNK_FRAMES or k == len(ds.paths) - 1:
+            ensure_space(root, frames * RAW_FRAME_BYTES, "nothing was written (Minari keeps frames raw)")
+            if dataset is None:
+                dataset = minari.create_dataset_from_buffers(
+                    dataset_id, chunk, env=spec, eval_env=spec, action_space=gym.spaces.Discrete(n_actions),
+                    observation_space=gym.spaces.Box(0, 255, F.FRAME_SHAPE, np.uint8), jpeg_encoding=False,
+                    algorithm_name="mario-kit", description=description)
+            else:
+                dataset.update_dataset_from_buffer(chunk)
+            chunk, frames = [], 0
+
+
 def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: bool = False) -> dict[str, Any]:
     """Write the episodes of `src` as the Minari dataset `dataset_id` under `root`; returns what was written."""
-    try:
-        import gymnasium as gym
-        import minari
-    except ImportError:
-        raise UserError("the Minari export needs minari: pip install 'mario-kit[minari]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("minari") is None:
+        raise UserError("the Minari export needs minari: pip install 'mario-kit[minari]'")
     if not _ID.fullmatch(dataset_id or ""):
         raise UserError(f"--dataset-id takes NAMESPACE/NAME-vN, e.g. mario/human-v0, got {dataset_id!r}")
     ds = Dataset(src).require_episodes()
@@ -78,6 +101,7 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
     if target.exists() and not force:
         raise UserError(f"{target} exists; pass --force to replace it")
     check_writable(root)
+    ensure_space(root, int(ds.index["frames"].sum()) * RAW_FRAME_BYTES, "nothing was written (Minari keeps frames raw)")
     with Episode(ds.paths[0]) as ep:
         aset, frame_skip = ep.action_set, int(ep.attrs["frame_skip"])
     levels = sorted(set(ds.index["level"]))
@@ -86,25 +110,11 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
     spec = game_spec(levels[0], aset.name, frame_skip)
     tmp = root / f".mario-kit-minari-{os.getpid()}"  # built aside, moved into place when complete
     shutil.rmtree(tmp, ignore_errors=True)
+    created = not root.exists()
     try:
         with _datasets_path(tmp), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # Minari's advice on author, code link and env spec
-            dataset = None
-            chunk: list = []
-            frames = 0
-            for k, p in enumerate(ds.paths):
-                with Episode(p) as ep:
-                    chunk.append(_buffer(ep, k))
-                    frames += ep.length + 1
-                if frames >= CHUNK_FRAMES or k == len(ds.paths) - 1:
-                    if dataset is None:
-                        dataset = minari.create_dataset_from_buffers(
-                            dataset_id, chunk, env=spec, eval_env=spec, action_space=gym.spaces.Discrete(len(aset)),
-                            observation_space=gym.spaces.Box(0, 255, F.FRAME_SHAPE, np.uint8), jpeg_encoding=False,
-                            algorithm_name="mario-kit", description="Super Mario Bros episodes from mario-kit: " + json.dumps(record))
-                    else:
-                        dataset.update_dataset_from_buffer(chunk)
-                    chunk, frames = [], 0
+            _write_buffers(ds, dataset_id, root, spec, len(aset), "Super Mario Bros episodes from mario-kit: " + json.dumps(record))
         meta_path = tmp / dataset_id / "data" / "metadata.json"
         meta = json.loads(meta_path.read_text())
         meta["mario_kit"] = record
@@ -117,6 +127,10 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
         ns_meta = tmp / dataset_id.split("/")[0] / "namespace_metadata.json"
         if ns_meta.exists() and not (target.parent / ns_meta.name).exists():
             shutil.copy2(ns_meta, target.parent / ns_meta.name)
+    except BaseException:
+        if created:  # a failed export leaves no folder behind
+            shutil.rmtree(root, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     total = int(ds.index["frames"].sum())

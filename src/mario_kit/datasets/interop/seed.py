@@ -42,7 +42,7 @@ import h5py
 import numpy as np
 
 from mario_kit import UserError
-from mario_kit.atomic import atomic_path, output_dir
+from mario_kit.atomic import atomic_path, ensure_space, output_dir
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir, read_header, scan
 from mario_kit.datasets.episode import Episode, EpisodeMeta, EpisodeWriter
@@ -58,6 +58,7 @@ MULTIHOT = WAD
 _KEY = re.compile(r"frame_(\d+)_x")
 EXPORT_ATTR = "mario_kit_export"  # a root attribute of the files our export labels (the seed's readers ignore it)
 SEED_PACK = 1000  # frames a file: what the seed's loader, process_dataset_hdf5.py and spawn.py read
+SEED_FRAME_BYTES = 8192  # an exported frame with its label, deflated, with room to spare (about 3.3 KB measured)
 
 
 def _seed_files(src: Path) -> list[Path]:
@@ -428,11 +429,15 @@ def _episode_arrays(ep: Episode, layout: str, summary: ExportSummary) -> tuple[n
 
 
 def _write_frames(path: Path, frames, ys: np.ndarray, helper: np.ndarray | None, ours: bool = True) -> None:
-    """One seed-layout file; `ours` marks it as our export's (an imported file's kept originals are not)."""
+    """One seed-layout file; `ours` marks it as our export's (an imported file's kept originals are not).
+    The disk is checked before the file and every 64 frames: HDF5 writing into a full disk crashed."""
+    ensure_space(path.parent, len(ys) * SEED_FRAME_BYTES, "the export stopped, no partial file is left")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         if ours:
             f.attrs[EXPORT_ATTR] = json.dumps({"schema_version": F.SCHEMA_VERSION})
         for i, x in enumerate(frames):  # deflate, as our episodes: any h5py reader decodes it, 50x smaller than raw
+            if i % 64 == 63:
+                ensure_space(path.parent, 0, "the export stopped, no partial file is left")
             f.create_dataset(f"frame_{i}_x", data=x, compression="gzip", compression_opts=F.FRAME_COMPRESSION_OPTS)
             f.create_dataset(f"frame_{i}_y", data=ys[i])
             if helper is not None:  # the seed's human recorder writes none
