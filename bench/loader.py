@@ -4,7 +4,8 @@
 
 Collects a sticky-random dataset, builds the store (with full-res frames), then times batches of
 32 windows (4 context frames + 1 target at 64x60) read as training reads them (`epoch_batches`,
-then `fetch` and `gather`). Prints JSON.
+then `fetch` and `gather`), and how long a process takes to verify the store's cache against the
+store (`materialize_low` on a cache it has not checked) per 1,000 frames. Prints JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mario_kit.collectors import CollectConfig, collect
+from mario_kit.datasets import loader
 from mario_kit.datasets.loader import WindowDataset, epoch_batches
 from mario_kit.datasets.store import build_store, store_info
 
@@ -61,6 +63,10 @@ def main() -> None:
         for idx in order:
             ds.gather(ds.fetch(idx))
         training = args.batches * B / (time.perf_counter() - t)
+        loader._verified.clear()  # as a new process finds it
+        t = time.perf_counter()
+        loader.materialize_low(store)
+        verify_ms = (time.perf_counter() - t) * 1000
         print(json.dumps({
             "frames": n,
             "build_frames_per_s_low_res_only": round(n / build_low_s),
@@ -70,6 +76,7 @@ def main() -> None:
             "baseline_numpy_windows_per_s": round(baseline),
             "training_path_windows_per_s": round(training),
             "ratio_training_path_to_baseline": round(training / baseline, 3),
+            "cache_verify_ms_per_1000_frames": round(verify_ms / n * 1000, 2),
         }, indent=2))
 
 

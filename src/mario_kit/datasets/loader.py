@@ -2,10 +2,12 @@
 `horizon` frames to predict.
 
 Reading compressed zarr chunks per sample would starve training (decompression per window; see
-docs/BENCHMARKS.md), so the low-res frames are decompressed once into an uncompressed `.npy`
-cache inside the store (`_cache/`, keyed by the manifest) and memory-mapped: worker processes
-share the OS page cache instead of each holding a copy. A corrupted chunk fails that one-time
-decode (zstd checksums) with a clear error, so it is never trained on.
+docs/BENCHMARKS.md), so the low-res frames are decompressed into an uncompressed `.npy` cache
+inside the store (`_cache/`, keyed by the manifest) and memory-mapped: worker processes share the
+OS page cache instead of each holding a copy. A cache travels with the store it sits in, so a
+process uses one only after comparing it with the store (a sequential decode, far cheaper than
+decoding per window). A corrupted chunk fails that decode (zstd checksums) with a clear error, so
+it is never trained on.
 
 A batch is fetched whole with vectorised numpy indexing: `fetch` computes indices, actions and
 masks (and decodes full-res targets), `gather` reads the low-res frames from the memory map. The
