@@ -320,6 +320,17 @@ def _symlinked_store(ctx: Path) -> Path:
     return ctx / "s.zarr"
 
 
+def _seed_symlink(ctx: Path) -> Path:
+    """A folder of seed files whose one file is a symlink to a seed-layout file outside it."""
+    with h5py.File(ctx / "outside.hdf5", "w") as f:
+        for i in range(3):
+            f.create_dataset(f"frame_{i}_x", data=np.zeros((240, 256, 3), np.uint8))
+            f.create_dataset(f"frame_{i}_y", data=np.eye(7)[1])
+    (ctx / "seedlinks").mkdir()
+    (ctx / "seedlinks" / "ep.hdf5").symlink_to(ctx / "outside.hdf5")
+    return ctx / "seedlinks"
+
+
 def _seed_file(ctx: Path) -> Path:
     d = ctx / "seedfiles"
     d.mkdir()
@@ -436,6 +447,7 @@ ROWS = [
                                               ["dataset", "validate", c / "eps"])[1], 1, None)
       for how in ("external", "virtual", "link")],
     ("import-seed-link", lambda c: ["dataset", "import", _seed_file(c), "--out", c / "imp"], 2, "outside"),
+    ("import-seed-symlink", lambda c: ["dataset", "import", _seed_symlink(c), "--out", c / "imp"], 2, "symbolic link"),
     # 3. other inputs: zarr metadata, weights, key maps
     ("store-pickle-codec", lambda c: ["train", "--store", _pickle_codec_store(c), "--out", c / "r2", "--config", "tiny"], 2, "codec"),
     # issue 40, 4: store metadata zarr reads from anywhere, arrays of other dtypes or that do not decode
