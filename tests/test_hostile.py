@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -754,22 +755,30 @@ def test_a_failed_first_train_leaves_nothing_behind(ctx):
     assert not (ctx / "fresh").exists()
 
 
-def _tmpfs(path: Path, size: str) -> bool:
-    path.mkdir()
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode == 0
+@contextmanager
+def small_disk(tmp_path: Path, size: str, room: int):
+    """(folder, environment) of a small disk: a tmpfs of `size` where the test may mount one; otherwise
+    the test's own disk with the writers' threshold raised to its free space but `room` bytes (the
+    same code path). Unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    env = dict(os.environ)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        st = os.statvfs(tmp_path)
+        env["MARIO_KIT_MIN_FREE"] = str(st.f_bavail * st.f_frsize - room)
+    try:
+        yield disk, env
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)])
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_disk_full_stops_with_one_line_and_keeps_finished_episodes(tmp_path, workers):
-    """On a small tmpfs where the test may mount one; otherwise with the writer's threshold raised
-    to the free space of the test's disk (the same code path)."""
-    disk = tmp_path / "disk"
-    env = dict(os.environ)
-    mounted = _tmpfs(disk, "6m")
-    if not mounted:
-        st = os.statvfs(tmp_path)
-        env["MARIO_KIT_MIN_FREE"] = str(st.f_bavail * st.f_frsize - 1_500_000)
-    try:
+    """On a 6 MB disk (`small_disk`)."""
+    with small_disk(tmp_path, "6m", 1_500_000) as (disk, env):
         res = subprocess.run([sys.executable, "-m", "mario_kit", "collect", "--random", "--episodes", "40", "--max-steps", "150",
                               "--seed", "3", "--workers", str(workers), "-q", "--out", str(disk / "d")],
                              capture_output=True, text=True, timeout=300, env=env)
@@ -780,9 +789,6 @@ def test_disk_full_stops_with_one_line_and_keeps_finished_episodes(tmp_path, wor
         assert kept and 0 < len(kept) < 40
         check = run_cli("dataset", "validate", disk / "d")
         assert check.returncode == 0, check.stdout
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(disk)])
 
 
 FULL_DISK_WRITERS = {
@@ -796,17 +802,10 @@ FULL_DISK_WRITERS = {
 def test_every_writer_stops_before_the_disk_is_full(tmp_path, writer):
     """The collector's free-space guard in every writer: on a small disk an export or a build says one
     line and exits 2 (it segfaulted, or printed 14 tracebacks), leaves no temporary file, and a
-    Minari export leaves no folder. On a 5 MB tmpfs (1 MB above the 4 MB the writers keep free) where
-    the test may mount one; otherwise with the threshold raised to the free space of the test's disk
-    but 1 MB (the same code path). The dataset: about 520 frames, 1.7 MB as seed files."""
+    Minari export leaves no folder. On a 5 MB disk, 1 MB above the 4 MB the writers keep free
+    (`small_disk`); the dataset: about 520 frames, 1.7 MB as seed files."""
     make_dataset(tmp_path / "eps", episodes=2, max_steps=300, seed=0)
-    disk = tmp_path / "disk"
-    env = dict(os.environ)
-    mounted = _tmpfs(disk, "5m")
-    if not mounted:
-        st = os.statvfs(tmp_path)
-        env["MARIO_KIT_MIN_FREE"] = str(st.f_bavail * st.f_frsize - 1_000_000)
-    try:
+    with small_disk(tmp_path, "5m", 1_000_000) as (disk, env):
         res = subprocess.run([sys.executable, "-m", "mario_kit", *map(str, FULL_DISK_WRITERS[writer](tmp_path / "eps", disk)), "-q"
                               if writer == "build-full-res" else "--force"], capture_output=True, text=True, timeout=300, env=env)
         assert res.returncode == 2 and "disk full" in res.stderr, res.stderr[-3000:]
@@ -815,9 +814,6 @@ def test_every_writer_stops_before_the_disk_is_full(tmp_path, writer):
         assert not left, left
         if writer == "export-minari":
             assert not (disk / "m").exists()
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(disk)])
 
 
 def test_sigint_to_the_parent_alone_stops_the_workers(tmp_path):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import h5py
 
-from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import read_header, scan
 from mario_kit.datasets.episode import check_data
 
