@@ -633,6 +633,80 @@ def test_a_planted_cache_is_checked_against_the_store_and_rebuilt(ctx, plant):
     assert np.array_equal(ds.gather(ds.fetch(np.arange(4)))["obs"][:, -1], real[ds.targets[:4]])  # the target frames
 
 
+# issue 40, 7 and 8: the training log after a kill; the browser server's origin and messages
+def test_a_run_killed_before_its_first_checkpoint_resumes_with_a_clean_log(ctx):
+    """SIGKILL before the first checkpoint, then --resume: log.csv holds its header once and every
+    step once (the killed run's rows are logged again, not kept beside them); a log left empty or
+    cut mid-row by the kill gets its header back."""
+    args = ["--store", ctx / "s.zarr", "--config", "tiny", "--set", "log_every=1", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "train", "--out", str(ctx / "r"), *map(str, args),
+                             "--set", "epochs=1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (ctx / "r" / "log.csv").exists() or len((ctx / "r" / "log.csv").read_text().splitlines()) < 4:
+        assert time.time() - t0 < 120 and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (ctx / "r" / "denoiser.pt").exists()  # killed inside the first epoch (20 steps)
+    with open(ctx / "r" / "log.csv", "a") as f:
+        f.write("denoiser,4,0,0.9")  # a row cut by the kill
+    res = run_cli("train", "--out", ctx / "r", "--resume", *args, "--set", "max_steps=6")
+    assert res.returncode == 0, res.stderr
+    lines = (ctx / "r" / "log.csv").read_text().splitlines()
+    steps = [int(ln.split(",")[1]) for ln in lines[1:] if ln.split(",")[6] == ""]
+    assert lines[0].startswith("stage,step,") and sum(ln.startswith("stage,") for ln in lines) == 1
+    assert steps == [1, 2, 3, 4, 5, 6], lines
+    (ctx / "e").mkdir()
+    (ctx / "e" / "config.json").write_text((ctx / "r" / "config.json").read_text())
+    (ctx / "e" / "log.csv").write_text("")  # killed before the header was on disk
+    res = run_cli("train", "--out", ctx / "e", "--resume", *args, "--set", "max_steps=2")
+    assert res.returncode == 0, res.stderr
+    assert (ctx / "e" / "log.csv").read_text().startswith("stage,step,")
+
+
+def test_a_page_of_another_site_cannot_connect(tmp_path):
+    """Cross-site WebSocket hijacking: any page the user visits could open ws://127.0.0.1:8000/ws. The
+    server's own page (Origin = the host asked for) and --allow-origin ones connect; others are
+    refused at the handshake; clients that are not browsers send no Origin."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from mario_kit.serve.app import ServeConfig, make_app
+
+    def until_bye(ws) -> None:
+        while not (m := ws.receive()).get("text") or json.loads(m["text"])["t"] != "bye":
+            pass
+
+    c = TestClient(make_app(ServeConfig(out=tmp_path / "d", allow_origins=("https://mario.example.org",))))
+    for origin in ("http://testserver", "https://mario.example.org", None):
+        headers = {"origin": origin} if origin else {}
+        with c.websocket_connect("/ws?name=ok", headers=headers) as ws:
+            assert ws.receive_json()["t"] == "hello"
+            ws.send_text(json.dumps({"t": "cmd", "cmd": "quit"}))
+            until_bye(ws)
+    for origin in ("http://evil.example", "http://testserver.evil.example", "null"):
+        with pytest.raises(WebSocketDisconnect) as e, c.websocket_connect("/ws?name=x", headers={"origin": origin}) as ws:
+            ws.receive_json()
+        assert e.value.code == 4403
+    assert not list((tmp_path / "d").glob("*.h5"))
+
+
+@pytest.mark.parametrize("clock", ["NaN", "Infinity", "-Infinity", "1e900"])
+def test_a_page_message_with_a_non_finite_number_closes_its_connection(tmp_path, clock):
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from mario_kit.serve.app import ServeConfig, make_app
+
+    with TestClient(make_app(ServeConfig(out=tmp_path / "d"))).websocket_connect("/ws?name=x") as ws:
+        assert ws.receive_json()["t"] == "hello"
+        ws.send_text('{"t": "keys", "held": ["right"], "c": %s}' % clock)
+        while (m := ws.receive())["type"] != "websocket.close":
+            pass
+        assert m["code"] == 1008
+
+
 @pytest.fixture
 def immutable(ctx):
     d = ctx / "immutable"

@@ -108,9 +108,6 @@ def test_a_browser_session_records_what_was_pressed_and_replays_bit_exact(tmp_pa
 
 @pytest.mark.parametrize("bad", [
     "x" * 5000,  # over the size limit: 1009, as the WebSocket layer closes larger ones
-    '{"t": "keys", "held": ["right"], "c": NaN}',  # non-finite numbers are malformed too
-    '{"t": "keys", "held": ["right"], "c": 1e900}',
-    '{"t": "keys", "held": ["right"], "c": Infinity}',
     "{not json",
     json.dumps({"t": "keys", "held": ["right"], "evil": 1}),  # an unknown key
     json.dumps({"t": "keys", "held": ["jetpack"]}),
@@ -132,24 +129,6 @@ def test_a_hostile_message_closes_that_connection_only(tmp_path, bad):
         send(ws, t="cmd", cmd="quit")
         until_bye(ws)
     assert not list(out.glob("*.h5")) and not list(out.glob("*.partial"))  # nothing recorded: no step was played
-
-
-def test_a_page_of_another_site_cannot_connect(tmp_path):
-    """Cross-site WebSocket hijacking: any page the user visits could open ws://127.0.0.1:8000/ws. The
-    server's own page (Origin = the host asked for) and --allow-origin ones connect; others are
-    refused at the handshake; clients that are not browsers send no Origin."""
-    c = client(tmp_path / "d", allow_origins=("https://mario.example.org",))
-    for origin in ("http://testserver", "https://mario.example.org", None):
-        headers = {"origin": origin} if origin else {}
-        with c.websocket_connect("/ws?name=ok", headers=headers) as ws:
-            assert ws.receive_json()["t"] == "hello"
-            send(ws, t="cmd", cmd="quit")
-            until_bye(ws)
-    for origin in ("http://evil.example", "http://testserver.evil.example", "null"):
-        with pytest.raises(WebSocketDisconnect) as e, c.websocket_connect("/ws?name=x", headers={"origin": origin}) as ws:
-            ws.receive_json()
-        assert e.value.code == 4403
-    assert not list((tmp_path / "d").glob("*.h5"))
 
 
 def test_a_flood_is_cut_off(tmp_path):
