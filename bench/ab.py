@@ -128,7 +128,7 @@ def evaluate(name: str, out: Path, evalset: str, steps: int | None, tag: str = "
     dest = out / name / ("eval" + (f"-{tag}" if tag else "") + (f"-{steps}step" if steps else ""))
     if not (dest / "evaluation.json").is_file():
         cmd = MK + ["evaluate", str(out / name), "--store", evalset, "--windows", "256", "--rollouts", str(rollouts),
-                    "--device", "cpu", "--out", str(dest)] + (["--steps", str(steps)] if steps else [])
+                    "--device", "cpu", "--out", str(dest)] + (["--sampling-steps", str(steps)] if steps else [])
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads((dest / "evaluation.json").read_text())
 

@@ -6,7 +6,7 @@ How a README line becomes a test command (the documented substitution; nothing e
 - `[...]` groups are optional flags and are left out; `# ...` comments are dropped;
 - `make ...` and `source ...` lines are the set-up, which the test suite already is;
 - sizes: `--episodes N` -> 2, collect's `--steps N` -> 120 and `--max-steps 60` on every collect
-  (episodes of at most 60 steps), `dream --steps N` -> 8, `--n N` -> 2, `--min-length N` -> 10,
+  (episodes of at most 60 steps), `dream --length N` -> 8, `--n N` -> 2, `--min-length N` -> 10,
   `dataset export --pack N` -> 50;
   `agent train --timesteps N` -> 256 on one env with 128-step rollouts;
   `train` gets `--config tiny --set max_steps=4` (a resume: `--set max_steps=8`, which a resume may
@@ -73,7 +73,7 @@ def substitute(line: str, cwd: Path) -> list[str]:
         set_value("--steps", "120")
         rest += ["--max-steps", "60"]
     elif cmd == "dream":
-        set_value("--steps", "8")
+        set_value("--length", "8")
     elif cmd == "dataset" and rest[1] == "export":
         set_value("--pack", "50")  # files of 1000 frames need more than the test's small datasets hold
     elif cmd == "agent" and rest[1] == "train":

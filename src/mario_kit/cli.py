@@ -615,6 +615,17 @@ def train(
         raise typer.Exit(130)
 
 
+# `--steps` is recorded steps in every command; the world-model commands' former `--steps` (denoising
+# steps, dream length) are refused with a hint for one release.
+MOVED_STEPS = typer.Option(None, "--steps", hidden=True)
+
+
+def _moved(value: Optional[int], new: str) -> None:
+    if value is not None:
+        raise UserError(f"--steps here is now {new} (--steps means recorded steps, in `collect`): "
+                        f"use {new} {value}")
+
+
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder (from `mario-kit train`)."),
@@ -625,8 +636,10 @@ def evaluate(
     horizons: str = typer.Option("1,8,32,64", help="Comma list of rollout lengths."),
     seed: int = typer.Option(0, **SEED, help="Seed of the window choice and the sampler."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler)."),
+    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", min=1, help="Denoising steps of the sampler "
+                                                 "(default: the run's)."),
     upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's)."),
+    old_steps: Optional[int] = MOVED_STEPS,
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights when the run has them."),
     overrides: list[str] = typer.Option([], "--set", help="Override a sampler setting for this evaluation: "
                                         "sampler.KEY=VALUE or upsampler_sampler.KEY=VALUE (repeatable)."),
@@ -635,13 +648,14 @@ def evaluate(
     against bicubic; an upsampler-only run gets that part alone)."""
     from mario_kit.world_model.evaluate import evaluate as run_eval
 
+    _moved(old_steps, "--sampling-steps")
     try:
         hs = tuple(int(h) for h in horizons.split(",") if h)
         if not hs or min(hs) < 1:
             raise ValueError
     except ValueError:
         raise UserError(f"--horizons takes a comma list of integers >= 1, got {horizons!r}") from None
-    r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", steps, ema, upsampler_steps,
+    r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", sampling_steps, ema, upsampler_steps,
                  sampler_set=overrides)
     out.print(_evaluation_table(r))
     out.print(f"written: {(out_dir or run / 'eval') / 'evaluation.json'}")
@@ -702,8 +716,10 @@ def play(
                                        "[the model shipped with mario-kit]."),
     spawn: Optional[Path] = typer.Option(None, "--spawn", help="Spawns file (`mario-kit dataset spawn`) "
                                          "[the spawns shipped with the model; with --run, required]."),
-    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the run's sampler, 3, on a GPU; 1 on a CPU, "
-                                        "a higher frame rate at the same PSNR: docs/BENCHMARKS.md)."),
+    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", min=1, help="Denoising steps (default: the run's "
+                                                 "sampler, 3, on a GPU; 1 on a CPU, a higher frame rate at the same PSNR: "
+                                                 "docs/BENCHMARKS.md)."),
+    old_steps: Optional[int] = MOVED_STEPS,
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show the upsampler's 240x256 frames when the "
                                    "run has one; without one (the shipped model has none) its 64x60 frames are shown enlarged."),
     upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's; 1 is "
@@ -724,7 +740,8 @@ def play(
     """Play inside the world model: arrows, X jump, Z run; Enter next spawn, R restart, P pause, Esc quit."""
     from mario_kit.world_model.play import play as run_play
 
-    r = run_play(run, spawn, upsampler, steps, device, bf16, fps, scale, keymap, record, seed=seed, compile=compile,
+    _moved(old_steps, "--sampling-steps")
+    r = run_play(run, spawn, upsampler, sampling_steps, device, bf16, fps, scale, keymap, record, seed=seed, compile=compile,
                  cuda_graph=cuda_graph, upsampler_steps=upsampler_steps)
     out.print(f"{r.frames} frames generated at {r.model_fps:.1f} frames/s" + (f"; recorded {len(r.episodes)} episodes into {record}" if record else ""))
 
@@ -734,7 +751,8 @@ def dream(
     run: Optional[Path] = typer.Option(None, "--run", help="Run folder [the model shipped with mario-kit]."),
     episode: Path = typer.Option(..., "--episode", help="An episode file (ideally from the test split)."),
     start: int = typer.Option(..., "--start", help="Step T to start from (>= 4)."),
-    steps: int = typer.Option(32, "--steps", min=1, help="Steps to dream."),
+    length: int = typer.Option(32, "--length", min=1, help="Steps to dream (recorded steps of the real game beside it)."),
+    old_steps: Optional[int] = MOVED_STEPS,
     out_file: Path = typer.Option(Path("dream.gif"), "--out", help="GIF to write (a .csv and .png land beside it)."),
     policy: str = typer.Option("recorded", help="recorded (the episode's actions) or random."),
     upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Full-res frames from the upsampler when the run "
@@ -745,7 +763,8 @@ def dream(
     """The real game (rebuilt by replay) and the world model from the same step with the same actions."""
     from mario_kit.world_model.dream import dream as run_dream
 
-    r = run_dream(run, episode, start, steps, out_file, policy, upsampler, device, seed)
+    _moved(old_steps, "--length")
+    r = run_dream(run, episode, start, length, out_file, policy, upsampler, device, seed)
     if r["frames"] < r["requested"]:
         err.print(f"note: dreamed {r['frames']} of the {r['requested']} steps asked for: the recorded episode "
                   f"(or the real game) ends there")
