@@ -39,6 +39,7 @@ browser:
 # `make test WORKERS=0` runs serially.
 WORKERS ?= 2
 test: setup browser
+	$(PY) -m ruff check src tests bench
 	$(PY) -m pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
 
 bench: setup

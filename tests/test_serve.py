@@ -18,7 +18,6 @@ from conftest import run_cli
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
-from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from mario_kit.datasets.dataset import Dataset  # noqa: E402
 from mario_kit.datasets.episode import Episode  # noqa: E402
