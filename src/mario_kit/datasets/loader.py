@@ -57,8 +57,8 @@ def materialize_low(store: Path, m: dict[str, Any] | None = None) -> Path:
     path = store / CACHE_DIR / f"low-{_cache_key(m)}.npy"
     n = sum(e["frames"] for e in m["episodes"])
     if path.exists() and not path.is_symlink():
-        if (str(path.resolve()), path.stat().st_mtime) in _verified or _matches_store(path, store, n):
-            _verified.add((str(path.resolve()), path.stat().st_mtime))
+        if _stamp(path) in _verified or _matches_store(path, store, n):
+            _verified.add(_stamp(path))
             return path
     path.parent.mkdir(exist_ok=True)
     for old in path.parent.glob("low-*.npy"):
@@ -69,8 +69,12 @@ def materialize_low(store: Path, m: dict[str, Any] | None = None) -> Path:
             out[i : i + len(block)] = block
         out.flush()
         del out
-    _verified.add((str(path.resolve()), path.stat().st_mtime))
+    _verified.add(_stamp(path))
     return path
+
+
+def _stamp(path: Path) -> tuple[str, float]:
+    return str(path.resolve()), path.stat().st_mtime
 
 
 def _store_blocks(store: Path, n: int):

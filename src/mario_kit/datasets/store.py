@@ -37,7 +37,6 @@ from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 from mario_kit.trust import check_zarr_store
-from mario_kit.datasets.validate import validate_file
 
 STORE_SCHEMA = 1
 # a frame in the store, compressed, with room to spare (measured: about 130 B low-res, 2.3 KB full-res)
@@ -250,8 +249,8 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
 def _check_episodes(src: Path, ds: Dataset, out: Path,
                     weights: str | Path | None) -> tuple[F.ActionSet, int, dict[str, np.ndarray]]:
     """Every episode to add is checked before the store is created or changed; returns the one
-    action set and frame skip of the dataset, and the weights by file (`require_episodes` refused
-    a dataset with a file that is not a valid episode)."""
+    action set and frame skip of the dataset, and the weights by file. The episodes themselves were
+    checked when the dataset was indexed (`require_episodes` refuses one with a file that failed)."""
     sets = set(ds.index["action_set"])
     skips = set(ds.index["frame_skip"])
     if len(sets) > 1 or len(skips) > 1:
@@ -260,13 +259,8 @@ def _check_episodes(src: Path, ds: Dataset, out: Path,
         aset, frame_skip = first.action_set, int(first.attrs["frame_skip"])
     wmap, tied = _load_weights(Path(weights) if weights else None)
     old_files = {e["file"] for e in read_manifest(out)["episodes"]} if out.exists() else set()
-    for p in ds.paths:
-        if p.name in old_files:
-            continue
-        reason = validate_file(p, frames=False)  # every attribute and column a reader relies on
-        if reason:
-            raise UserError(f"{p} is not a valid episode ({reason}); run `mario-kit dataset validate {src}`")
-        if p.name in wmap:
+    for p in ds.paths:  # each passed Episode's check_data (every column a reader relies on) when indexed
+        if p.name in wmap and p.name not in old_files:
             _check_tied(p, tied[p.name], Path(weights or ""))
             if len(wmap[p.name]) < tied[p.name][0]:
                 raise UserError(f"weights file {weights}: {p.name} has {len(wmap[p.name])} weights for {tied[p.name][0]} steps")
