@@ -199,9 +199,9 @@ MAX_UNITS, MAX_LAYERS, MAX_ROLLOUT = 4096, 8, 1 << 16  # far above SB3's default
 def _too_big(net_arch: Any, plain: dict[str, Any]) -> str | None:
     """Why the networks or the rollout buffer a file asks for are beyond any agent of ours, checked
     before anything is built (building a policy of [30000, 30000] units took minutes)."""
-    layers = net_arch.get("pi", []) + net_arch.get("vf", []) if isinstance(net_arch, dict) else net_arch or []
-    if not isinstance(layers, list) or any(not isinstance(u, int) or not 0 < u <= MAX_UNITS for u in layers) \
-            or len(layers) > 2 * MAX_LAYERS:
+    branches = [net_arch.get("pi", []), net_arch.get("vf", [])] if isinstance(net_arch, dict) else [net_arch or []]
+    if any(not isinstance(b, list) or len(b) > MAX_LAYERS or any(not isinstance(u, int) or not 0 < u <= MAX_UNITS for u in b)
+           for b in branches):
         return f"net_arch asks for layers beyond {MAX_LAYERS} of 1..{MAX_UNITS} units"
     if plain.get("n_steps", 1) * plain.get("n_envs", 1) > MAX_ROLLOUT or plain.get("batch_size", 1) > MAX_ROLLOUT:
         return f"a rollout of n_steps x n_envs or a batch beyond {MAX_ROLLOUT} steps"
