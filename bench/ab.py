@@ -47,14 +47,14 @@ FROZEN = "runs/mix/store.zarr"
 TABLE_SIZE = "denoiser.channels=[64,64,64,64]"
 # and before it took training noise at the 1-step sampler's sigma (now-48-focus's win) and 1-step sampling:
 # every row starts from DIAMOND's training noise and 3 steps, a row's own setting wins
-TABLE_NOISE = ["denoiser.loc=-0.4", "denoiser.scale=1.2", "sampler.steps=3"]
-DIAMOND_NOISE = ["denoiser.cond_loc=-0.4", "denoiser.cond_scale=1.2"]
+TABLE_NOISE = ["noise.loc=-0.4", "noise.scale=1.2", "sampler.steps=3"]
+DIAMOND_NOISE = ["noise.cond_loc=-0.4", "noise.cond_scale=1.2"]
 ROWS: dict[str, tuple[str, list[str], str]] = {
     "baseline": (MIX, DIAMOND_NOISE, "cpu preset as it was: 64 channels, horizon 1, DIAMOND's context noise, mixed data"),
     "horizon2": (MIX, DIAMOND_NOISE + ["horizon=2"], "drift: 2-step autoregressive training"),
-    "ctx-noise-low": (MIX, ["denoiser.cond_loc=-3.0", "denoiser.cond_scale=1.0"],
+    "ctx-noise-low": (MIX, ["noise.cond_loc=-3.0", "noise.cond_scale=1.0"],
                       "context noise median 0.05 instead of 0.67 (now the cpu preset)"),
-    "no-ctx-noise": (MIX, ["denoiser.noise_previous_obs=false", "sampler.s_cond=0"], "clean context"),
+    "no-ctx-noise": (MIX, ["noise.noise_previous_obs=false", "sampler.s_cond=0"], "clean context"),
     "sticky-only": (STICKY, DIAMOND_NOISE, "data: sticky random only (20k steps)"),
     "hash-only": (HASH, DIAMOND_NOISE, "data: sticky random with hash balancing only (20k steps)"),
     "wide": (MIX, DIAMOND_NOISE + ["denoiser.channels=[96,96,96,96]"], "size: 96 channels"),
@@ -64,7 +64,6 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     "agent-rf": (AGENT_RF, [], "data: the PPO agent with random factor 0.1 alone (20k steps)"),
     "agent-hash": (AGENT_HASH, [], "data: the PPO agent with random factor 0.1 and hash p=0.5 (20k steps)"),
     "mix": (MIX4, [], "data: sticky random, sticky + hash, agent, agent + hash (80k steps)"),
-    "mix-changed": (MIX4, ["denoiser.changed_weight=4"], "mix, loss weight 5 on the pixels that changed"),
     # added after the preset's sampler moved to s_cond 0.05: these rows keep the 0.005 the rows above
     # were scored with (a sampler setting: training is the same), so the table stays one comparison
     "mix-narrow": (MIX4, ["denoiser.channels=[48,48,48,48]", "sampler.s_cond=0.005"], "size: 48 channels on the mix"),
@@ -78,7 +77,7 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     # same fine-tune at the preset's noise by 0.5 dB at 32 steps (64 rollouts), and the model it started
     # from by 0.2 dB (256 rollouts) (docs/BENCHMARKS.md, "Training noise for the 1-step sampler"); from
     # scratch at 15 minutes a row +2.6 dB on the next frame against now-48, level at 32 steps: now the preset
-    "now-48-focus": (FROZEN, ["denoiser.channels=[48,48,48,48]", "sampler.steps=1", "denoiser.loc=1.6", "denoiser.scale=0.5"],
+    "now-48-focus": (FROZEN, ["denoiser.channels=[48,48,48,48]", "sampler.steps=1", "noise.loc=1.6", "noise.scale=0.5"],
                      "training noise at the 1-step sampler's sigma (loc 1.6, scale 0.5), frozen mix"),
 }
 

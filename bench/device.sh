@@ -84,7 +84,7 @@ if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
         --set time_limit=$T_WM $WM_SET --out "$TMP/wm" --force -q
     # the weights alone in 16 bits (~9 MB; a training checkpoint, ~70 MB, is over what comes back from
     # $OUT), copied before the evaluations so that a failed one cannot take them with it
-    $PY -c "import sys; from mario_kit.world_model.shipped import slim; slim(sys.argv[1], sys.argv[2])" \
+    $PY -c "import sys; from mario_kit.world_model.model.shipped import slim; slim(sys.argv[1], sys.argv[2])" \
         "$TMP/wm/denoiser.pt" "$OUT/wm/denoiser.pt" 2>>"$LOG"
     cp "$TMP/wm/log.csv" "$TMP/wm/summary.json" "$TMP/wm/config.json" "$OUT/wm/" 2>>"$LOG"
     part wm-eval 150 $MK evaluate "$TMP/wm" --store "$WM_EVAL" --device $DEV $WM_EVAL_ARGS --out "$TMP/wm-eval"

@@ -1,4 +1,4 @@
-"""Play speed: model frames/s of `Dream.step` (denoise 64x60, optionally upsample to 240x256) on this
+"""Play speed: model frames/s of `WorldModelEnv.step` (denoise 64x60, optionally upsample to 240x256) on this
 device, for the default denoiser (4.4 M) and the two upsamplers (DIAMOND's 51 M sampled in 1 step, the
 `cpu` preset's 3.5 M in its 2 steps, or 1 where the name says up1), per setting. Random weights: speed
 does not depend on them.
@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from mario_kit.hardware import resolve_device
-from mario_kit.world_model.configs import TrainConfig, cpu
-from mario_kit.world_model.denoiser import Denoiser
-from mario_kit.world_model.model_env import Dream
-from mario_kit.world_model.checkpoint import make_checkpoint, save_atomic
+from mario_kit.world_model.config import TrainConfig
+from mario_kit.world_model.training.presets import cpu
+from mario_kit.world_model.model.denoiser import Denoiser
+from mario_kit.world_model.programs.world_model_env import WorldModelEnv
+from mario_kit.world_model.model.checkpoint import make_checkpoint, save_atomic
 from mario_kit.datasets.format import ACTION_SETS
 
 
@@ -48,7 +49,7 @@ def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, c
         up_steps: int | None = None) -> float:
     """mode: "" (eager), "compile" (torch.compile) or "graph" (the step as one CUDA graph)."""
     graph = (mode == "graph") if device.startswith("cuda") else None
-    dr = Dream(run, upsampler=up, steps=steps, device=device, bf16=bf16, compile=mode == "compile", cuda_graph=graph,
+    dr = WorldModelEnv(run, upsampler=up, steps=steps, device=device, bf16=bf16, compile=mode == "compile", cuda_graph=graph,
                channels_last=cl, upsampler_steps=up_steps)
     rng = np.random.default_rng(0)
     dr.reset(rng.integers(0, 256, (4, 60, 64, 3), dtype=np.uint8), np.zeros(4, np.int64))
@@ -75,7 +76,7 @@ def same_frames(run: Path, device: str, n: int = 8) -> dict:
     frames, low and full res (fp32; a graph replays the eager kernels, so expect 0 or a rounding unit)."""
     out = {}
     try:
-        dreams = [Dream(run, upsampler=True, steps=3, device=device, cuda_graph=g) for g in (False, True)]
+        dreams = [WorldModelEnv(run, upsampler=True, steps=3, device=device, cuda_graph=g) for g in (False, True)]
         rng = np.random.default_rng(1)
         ctx = rng.integers(0, 256, (4, 60, 64, 3), dtype=np.uint8)
         for d in dreams:

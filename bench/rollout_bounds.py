@@ -21,8 +21,8 @@ import json
 import torch
 
 from mario_kit.datasets.loader import WindowDataset
-from mario_kit.world_model.evaluate import _pick
-from mario_kit.world_model.metrics import HUD_ROWS, pooled_psnr, scroll_so_far, shift_frames
+from mario_kit.world_model.training.evaluate import _pick
+from mario_kit.world_model.training.metrics import HUD_ROWS, pooled_psnr, scroll_so_far, shift_frames
 
 
 def bounds(store: str, h: int, rollouts: int, seed: int, n: int = 4) -> dict:

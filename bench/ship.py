@@ -14,8 +14,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from mario_kit.world_model.configs import from_dict, set_sampler, to_dict
-from mario_kit.world_model.shipped import FOLDER, ship
+from mario_kit.world_model.config import from_dict, set_sampler, to_dict
+from mario_kit.world_model.model.shipped import FOLDER, ship
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ from contextlib import nullcontext
 import torch
 
 from mario_kit.hardware import resolve_device
-from mario_kit.world_model.denoiser import Denoiser, ModelConfig
+from mario_kit.world_model.model.denoiser import Denoiser
+from mario_kit.world_model.config import ModelConfig
 
 
 def run(variant: str, batch: int, steps: int, device: str) -> float:

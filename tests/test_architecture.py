@@ -15,7 +15,13 @@ LAYERS = [
     ("mario_kit.emulator", "mario_kit.gui"),
     ("mario_kit.datasets",),
     ("mario_kit.balancing", "mario_kit.agents"),
-    ("mario_kit.collectors", "mario_kit.reports", "mario_kit.world_model"),
+    ("mario_kit.collectors", "mario_kit.reports", "mario_kit.world_model.config"),
+    # the world model in three rooms, each over the one below: the model, its training and
+    # judging, the programs that run it (the package itself, with its lazy DreamEnv, sits on top)
+    ("mario_kit.world_model.model",),
+    ("mario_kit.world_model.training",),
+    ("mario_kit.world_model.programs",),
+    ("mario_kit.world_model",),
     ("mario_kit.demo", "mario_kit.serve"),  # the main job, over the library; the browser server
     ("mario_kit.cli",),  # parsing and printing over all of it
     ("mario_kit.__main__",),
@@ -103,5 +109,5 @@ def test_inference_does_not_enter_the_training_module():
             reach(d, seen)
         return seen
 
-    for m in ("play", "dream", "evaluate", "model_env"):
-        assert "mario_kit.world_model.train" not in reach(f"mario_kit.world_model.{m}", set()), m
+    for m in ("programs.play", "programs.compare", "programs.dream_env", "training.evaluate"):
+        assert "mario_kit.world_model.training.trainer" not in reach(f"mario_kit.world_model.{m}", set()), m

@@ -306,7 +306,7 @@ def test_action_sets_are_the_emulators_and_the_tools_import_without_it():
             "            raise ImportError('blocked ' + name)\n"
             "sys.meta_path.insert(0, Block())\n"
             "import mario_kit.cli, mario_kit.datasets.store, mario_kit.datasets.loader\n"
-            "import mario_kit.world_model.train, mario_kit.world_model.evaluate, mario_kit.world_model.play\n"
+            "import mario_kit.world_model.training.trainer, mario_kit.world_model.training.evaluate, mario_kit.world_model.programs.play\n"
             "print(len(mario_kit.datasets.format.ACTION_SETS['simple']))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "7", res.stderr

@@ -1,7 +1,7 @@
 """bf16 only where the hardware does it: the CPU's flags decide the cpu preset's and play's default."""
 
 from mario_kit.hardware import cpu_flags, fast_bf16
-from mario_kit.world_model.configs import get_config
+from mario_kit.world_model.training.presets import get_config
 
 ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 XEON = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"

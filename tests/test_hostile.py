@@ -54,8 +54,8 @@ def base(tmp_path_factory):
     from mario_kit.agents.ppo import AgentConfig, train_agent
     from mario_kit.datasets.split import split_dataset
     from mario_kit.datasets.store import build_store
-    from mario_kit.world_model.configs import get_config
-    from mario_kit.world_model.train import train
+    from mario_kit.world_model.training.presets import get_config
+    from mario_kit.world_model.training.trainer import train
 
     d = tmp_path_factory.mktemp("hostile-base")
     make_dataset(d / "eps", episodes=3, max_steps=30, seed=5)
@@ -801,7 +801,7 @@ def test_train_force_with_a_mistyped_store_keeps_the_run(ctx):
 
 
 def test_train_force_keeps_the_old_run_until_the_new_one_has_a_checkpoint(ctx, monkeypatch):
-    import mario_kit.world_model.train as T
+    import mario_kit.world_model.training.trainer as T
 
     before = snapshot(ctx / "run")
 
@@ -818,7 +818,7 @@ def test_train_force_keeps_the_old_run_until_the_new_one_has_a_checkpoint(ctx, m
 
 
 def _tiny():
-    from mario_kit.world_model.configs import get_config
+    from mario_kit.world_model.training.presets import get_config
 
     return get_config("tiny", ["max_steps=1"])
 

@@ -14,9 +14,17 @@ from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.ops import load_spawns, make_spawns
 from mario_kit.datasets.validate import validate_dir
-from mario_kit.world_model.dream import dream
-from mario_kit.world_model.model_env import Dream
-from mario_kit.world_model.play import play
+from mario_kit.world_model.programs.compare import CompareConfig, compare
+from mario_kit.world_model.programs.world_model_env import WorldModelEnv
+from mario_kit.world_model.programs.play import PlayConfig, play as play_window
+
+
+def play(run, spawns, **kw):
+    return play_window(PlayConfig(run=run, spawns=spawns, **kw))
+
+
+def dream(run, episode, start, length, out, **kw):
+    return compare(CompareConfig(run=run, episode=episode, start=start, length=length, out=out, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +75,8 @@ def test_dream_real_half_is_exact_and_gif_has_the_frames(setup, tmp_path):
         start, steps = 6, min(10, ep.length - 6 + 1)
         recorded = ep.frames[start : start + steps]
     r = dream(setup / "run", p, start, steps, tmp_path / "d.gif")
-    assert r["frames"] == steps
-    assert np.array_equal(r["real"], recorded)  # replay from reset rebuilt the real game exactly
+    assert r.frames == steps
+    assert np.array_equal(r.real, recorded)  # replay from reset rebuilt the real game exactly
     with Image.open(tmp_path / "d.gif") as im:
         assert im.n_frames == steps and im.size == (256 * 3 + 8, 12 + 240)  # a caption strip above the panes
         im.seek(0)
@@ -86,7 +94,7 @@ def test_dream_steps_are_seeded_and_cuda_graphs_replay_the_eager_step(setup):
     ctx, acts = sp.low[0], sp.actions[0]
 
     def frames(seed, n=4, **kw):
-        d = Dream(setup / "run", steps=2, device=kw.pop("device", "cpu"), seed=seed, **kw)
+        d = WorldModelEnv(setup / "run", steps=2, device=kw.pop("device", "cpu"), seed=seed, **kw)
         d.reset(ctx, acts)
         return np.stack([d.step(i % 3)[1] for i in range(n)])
 
@@ -94,7 +102,7 @@ def test_dream_steps_are_seeded_and_cuda_graphs_replay_the_eager_step(setup):
     assert np.array_equal(a, b) and not np.array_equal(a, c)  # full-res frames, upsampler included
     assert not np.array_equal(frames(0, upsampler_steps=2), a)  # the tiny preset samples its upsampler in 1
     with pytest.raises(UserError, match="CUDA"):
-        Dream(setup / "run", device="cpu", cuda_graph=True)
+        WorldModelEnv(setup / "run", device="cpu", cuda_graph=True)
     if torch.cuda.is_available():  # on a GPU: the graph gives the eager frames (bench/play.py checks it too)
         assert np.array_equal(frames(0, device="cuda", cuda_graph=True), frames(0, device="cuda", cuda_graph=False))
 
@@ -107,13 +115,13 @@ def test_a_run_with_another_n_context_plays_and_dreams_or_is_refused(setup, tmp_
     assert res.returncode == 0, res.stderr
     p = Dataset(setup / "eps").paths[0]
     r = dream(tmp_path / "run2", p, 2, 3, tmp_path / "d.gif", upsampler=False, progress=False)
-    assert r["frames"] == 3
+    assert r.frames == 3
     with Episode(p) as ep:
-        assert np.array_equal(r["real"], ep.frames[2:5])
+        assert np.array_equal(r.real, ep.frames[2:5])
     keys = {0: [ev(pygame.KEYDOWN, pygame.K_RIGHT)], 3: [ev(pygame.KEYDOWN, pygame.K_ESCAPE)]}
     assert play(tmp_path / "run2", setup / "spawns.h5", upsampler=False, sync=True, script=keys).frames == 3
     sp = load_spawns(setup / "spawns.h5")
-    d = Dream(tmp_path / "run2", upsampler=False, device="cpu")
+    d = WorldModelEnv(tmp_path / "run2", upsampler=False, device="cpu")
     with pytest.raises(UserError, match="2 past frames.*--context 2"):
         d.reset(sp.low[0][:1], sp.actions[0][:1])
     res = run_cli("dream", "--run", tmp_path / "run2", "--episode", p, "--start", "1", "--out", tmp_path / "x.gif")

@@ -14,11 +14,11 @@ from conftest import make_dataset, run_main
 from mario_kit import UserError
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.datasets.store import build_store
-from mario_kit.world_model import shipped
-from mario_kit.world_model.checkpoint import load_model
-from mario_kit.world_model.configs import from_dict, set_sampler, to_dict
-from mario_kit.world_model.metrics import pooled_psnr, to_img
-from mario_kit.world_model.sampler import sample, to_model
+from mario_kit.world_model.model import shipped
+from mario_kit.world_model.model.checkpoint import load_model
+from mario_kit.world_model.config import from_dict, set_sampler, to_dict
+from mario_kit.world_model.training.metrics import pooled_psnr, to_img
+from mario_kit.world_model.model.sampler import sample, to_model
 
 
 def test_the_shipped_model_is_complete_small_and_recorded():
@@ -91,7 +91,7 @@ def test_dream_env_without_arguments_runs_the_shipped_model():
 
 
 def test_play_without_run_or_spawns_plays_the_shipped_model():
-    from mario_kit.world_model.play import play
+    from mario_kit.world_model.programs.play import play
 
     keys = {0: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT)], 4: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE)]}
     r = play(None, None, upsampler=False, sync=True, script=keys, device="cpu")
@@ -100,9 +100,9 @@ def test_play_without_run_or_spawns_plays_the_shipped_model():
 
 def test_play_says_what_it_shows_of_a_model_without_an_upsampler(capsys):
     """The shipped model has no upsampler: play's help and play itself say its 64x60 frames are enlarged."""
-    from mario_kit.world_model import shipped
-    from mario_kit.world_model.checkpoint import path_of
-    from mario_kit.world_model.play import play
+    from mario_kit.world_model.model import shipped
+    from mario_kit.world_model.model.checkpoint import path_of
+    from mario_kit.world_model.programs.play import play
 
     from conftest import run_cli
 

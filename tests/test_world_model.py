@@ -2,7 +2,6 @@
 DDP with 2 gloo processes, refusing bad checkpoints."""
 
 import csv
-import dataclasses
 import json
 import os
 import signal
@@ -16,11 +15,14 @@ import torch
 
 from conftest import make_store, run_cli
 from mario_kit.datasets.loader import WindowDataset
-from mario_kit.world_model.configs import get_config, upsampler_model
-from mario_kit.world_model.denoiser import Denoiser, ModelConfig, changed_pixels, count_parameters
-from mario_kit.world_model.metrics import pooled_psnr, psnr, ssim
-from mario_kit.world_model.sampler import SamplerConfig, karras_sigmas, sample, to_model, to_uint8, upsample
-from mario_kit.world_model.train import lr_factor, plan_steps, setup_runtime
+from mario_kit.world_model.training.presets import get_config
+from mario_kit import UserError
+from mario_kit.world_model.config import ModelConfig, NoiseConfig, SamplerConfig, from_dict, to_dict, upsampler_model
+from mario_kit.world_model.model.denoiser import Denoiser, count_parameters
+from mario_kit.world_model.training.loss import _loss_one, denoiser_loss, sample_sigma, upsampler_loss
+from mario_kit.world_model.training.metrics import pooled_psnr, psnr, ssim
+from mario_kit.world_model.model.sampler import karras_sigmas, sample, to_model, to_uint8, upsample
+from mario_kit.world_model.training.trainer import lr_factor, plan_steps, setup_runtime
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_metrics_equal_scikit_image_on_real_frames(store):
 
 
 def test_pooled_gap_interval_is_exact_when_every_rollout_agrees_and_widens_when_they_do_not():
-    from mario_kit.world_model.metrics import pooled_gap_interval
+    from mario_kit.world_model.training.metrics import pooled_gap_interval
     real = torch.zeros(16, 6, 8, 3)
     base, pred = real + 20, real + 10  # every rollout: a quarter of copy-last's squared error
     lo, hi = pooled_gap_interval(pred, base, real)
@@ -105,93 +107,64 @@ def test_context_noise_has_its_own_level():
     """Training noise on context frames is drawn from (cond_loc, cond_scale): DIAMOND's target
     distribution by default, the cpu preset's much lower one (median 0.05) when set; the cpu preset's
     target noise sits at the 1-step sampler's sigma (median e^1.6, about 5)."""
-    small = dict(channels=[8] * 4, depths=[1] * 4, cond_channels=8)
     gen = torch.Generator().manual_seed(0)
-    default = Denoiser(ModelConfig(**small), 7)
-    low = Denoiser(dataclasses.replace(get_config("cpu").denoiser, **small), 7)
-    med = lambda m, ctx: m.sample_sigma(20000, gen, "cpu", context=ctx).median().item()  # noqa: E731
+    default, low = NoiseConfig(), get_config("cpu").noise
+    med = lambda n, ctx: sample_sigma(n, 20000, gen, "cpu", context=ctx).median().item()  # noqa: E731
     assert abs(med(default, True) - np.exp(-0.4)) < 0.03 and abs(med(default, False) - np.exp(-0.4)) < 0.03
     assert abs(med(low, True) - np.exp(-3.0)) < 0.005 and abs(med(low, False) - np.exp(1.6)) < 0.15
 
 
-def test_changed_pixel_weight():
-    """`changed_weight` weighs the pixels that differ from the last context frame 1 + w: exact weights
-    on a synthetic case, DIAMOND's loss exactly when nothing changed, a different loss when a sprite moved."""
-    last = torch.zeros(1, 3, 4, 4)
-    target = last.clone()
-    target[0, 1, 0, 0] = 0.5  # one pixel changed in one channel
-    target[0, 0, 3, 3] = 0.01  # below the threshold: unchanged
-    w = changed_pixels(target, last, 3.0)
-    assert w.shape == (1, 1, 4, 4) and w[0, 0, 0, 0] == 4.0 and w.sum() == 4.0 + 15
-    small = dict(channels=[8] * 4, depths=[1] * 4, cond_channels=8)
-    plain = Denoiser(ModelConfig(**small), 7)
-    weighted = Denoiser(ModelConfig(**small, changed_weight=4.0), 7)
-    weighted.load_state_dict(plain.state_dict())
-    torch.nn.init.normal_(plain.conv_out.weight, std=0.1)
-    weighted.load_state_dict(plain.state_dict())
-    frames, act, mask = torch.rand(2, 5, 3, 60, 64) * 2 - 1, torch.randint(0, 7, (2, 4)), torch.ones(2, 5)
-    frames[:, 4] = frames[:, 3]  # the target is the last context frame: no pixel changed
-    loss = lambda m, f: m.loss(f, act, mask, torch.Generator().manual_seed(1)).item()  # noqa: E731
-    assert loss(plain, frames) == loss(weighted, frames)
-    sprite = frames.clone()
-    sprite[:, 4, :, 20:36, 30:46] = -sprite[:, 4, :, 20:36, 30:46]  # a 16x16 "Mario" moved in
-    assert abs(loss(plain, sprite) - loss(weighted, sprite)) > 1e-4
-
-
-def test_self_ctx_trains_on_the_models_own_one_step_draws():
-    """`self_ctx`: the picked windows' earlier frames are what `sample` draws in 1 step (from
-    sigma_max, context said to carry the median training context noise), the loss is the last
-    frame's given them; windows not picked keep their real frames; 0 keeps the horizon's loss."""
-    small = dict(channels=[8] * 4, depths=[1] * 4, cond_channels=8, cond_loc=-3.0)
-    m = Denoiser(ModelConfig(**small, self_ctx=1.0), 7)
-    torch.nn.init.normal_(m.conv_out.weight, std=0.1)
-    n, h = 4, 3
-    frames, act, mask = torch.rand(2, n + h, 3, 60, 64) * 2 - 1, torch.randint(0, 7, (2, n + h - 1)), torch.ones(2, n + h)
-    loss = m.loss(frames, act, mask, torch.Generator().manual_seed(5)).item()
-    # the same draws by hand: the pick, then 1-step samples of frames n, n+1, then the last frame's loss
+def test_horizon_loss_feeds_each_target_the_models_denoising_of_the_one_before():
+    """horizon 2: the loss is the mean of the first target's loss on real context and the second's on
+    a context whose last frame is the model's (detached) denoising of the first, noise drawn in turn."""
+    m = Denoiser(ModelConfig(channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
+    torch.nn.init.normal_(m.inner.conv_out.weight, std=0.1)
+    n, noise = 4, NoiseConfig()
+    frames, act, mask = torch.rand(2, n + 2, 3, 60, 64) * 2 - 1, torch.randint(0, 7, (2, n + 1)), torch.ones(2, n + 2)
+    loss = denoiser_loss(m, noise, frames, act, mask, torch.Generator().manual_seed(5)).item()
     g = torch.Generator().manual_seed(5)
-    assert (torch.rand(2, generator=g) < 1.0).all()
-    cfg = SamplerConfig(steps=1, sigma_max=5.0, s_cond=float(np.exp(-3.0)))
+    first, denoised = _loss_one(m, noise, frames[:, n], frames[:, :n].flatten(1, 2), act[:, :n], mask[:, n], g, True)
     own = frames.clone()
-    for i in range(h - 1):
-        noise = torch.randn(2, 3, 60, 64, generator=g)
-        own[:, n + i] = sample(m, own[:, i : i + n].flatten(1, 2), act[:, i : i + n], cfg, noise=noise)
-    assert not torch.equal(own[:, n], frames[:, n])
-    expected = m._loss_one(own[:, -1], own[:, h - 1 : h - 1 + n].flatten(1, 2), act[:, h - 1 : h - 1 + n], mask[:, -1], g,
-                           noise_ctx=True).item()
-    assert loss == pytest.approx(expected, rel=1e-5)
-    # no window picked: the last frame's loss on the real context
-    m.cfg.self_ctx = 1e-9
+    own[:, n] = denoised
+    second, _ = _loss_one(m, noise, own[:, n + 1], own[:, 1 : n + 1].flatten(1, 2), act[:, 1 : n + 1], mask[:, n + 1], g, True)
+    assert loss == pytest.approx((first.item() + second.item()) / 2, rel=1e-5)
     g = torch.Generator().manual_seed(5)
-    torch.rand(2, generator=g)
-    real = m._loss_one(frames[:, -1], frames[:, h - 1 : h - 1 + n].flatten(1, 2), act[:, h - 1 : h - 1 + n], mask[:, -1],
-                       g, noise_ctx=True).item()
-    assert m.loss(frames, act, mask, torch.Generator().manual_seed(5)).item() == pytest.approx(real, rel=1e-6)
-    assert real != pytest.approx(loss, rel=1e-3)
-    m.cfg.self_ctx = 0.0  # the horizon's own loss: the mean over its 3 frames
-    assert m.loss(frames, act, mask, torch.Generator().manual_seed(5)).item() != pytest.approx(real, rel=1e-3)
+    _loss_one(m, noise, frames[:, n], frames[:, :n].flatten(1, 2), act[:, :n], mask[:, n], g, True)
+    real, _ = _loss_one(m, noise, frames[:, n + 1], frames[:, 1 : n + 1].flatten(1, 2), act[:, 1 : n + 1], mask[:, n + 1], g, True)
+    assert abs(real.item() - second.item()) > 1e-4  # the model's frame is not the real one
 
 
-def test_self_ctx_from_the_cli(tmp_path, store):
-    """`--set denoiser.self_ctx=...` trains (finite losses, the setting saved with the run); without
-    horizon >= 2, or outside [0, 1], it is refused with exit 2 and no run folder."""
-    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q", "--set", "horizon=3",
-                  "--set", "denoiser.self_ctx=0.5", "--set", "max_steps=4", "--set", "log_every=1")
-    assert res.returncode == 0, res.stderr
-    rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
-    assert len(rows) >= 4 and all(np.isfinite(float(r["loss"])) for r in rows)
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["denoiser"]["self_ctx"] == 0.5
-    for horizon, value, msg in ((1, 0.5, "needs horizon >= 2"), (2, 2, "in [0, 1]")):
-        res = run_cli("train", "--store", store, "--out", tmp_path / "s", "--config", "tiny", "--set", f"horizon={horizon}",
-                      "--set", f"denoiser.self_ctx={value}")
-        assert res.returncode == 2 and msg in res.stderr and "Traceback" not in res.stderr, res.stderr
-        assert not (tmp_path / "s").exists()
+def test_a_run_of_the_layout_before_noise_config_loads_and_samples_the_same(tmp_path):
+    """Checkpoints and run configs written before the inner network and the training noise had their
+    own homes (flat weight names, loc/scale/... in each ModelConfig) load unchanged; a lost experiment
+    switched on is refused, and `--set denoiser.loc=...` says where the setting went."""
+    m = Denoiser(ModelConfig(channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
+    torch.nn.init.normal_(m.inner.conv_out.weight, std=0.1)
+    old_state = {k.removeprefix("inner."): v for k, v in m.state_dict().items()}
+    again = Denoiser(m.cfg, 7)
+    again.load_state_dict(old_state)
+    ctx, act = torch.randn(1, 12, 60, 64), torch.randint(0, 7, (1, 4))
+    draw = lambda d: sample(d, ctx, act, SamplerConfig(), torch.Generator().manual_seed(1))  # noqa: E731
+    assert torch.equal(draw(m), draw(again))
+    old = to_dict(get_config("cpu"))
+    for model, noise in (("denoiser", "noise"), ("upsampler", "upsampler_noise")):
+        moved = old.pop(noise)
+        old[model].update({"loc": moved["loc"], "scale": moved["scale"], "cond_loc": moved["cond_loc"],
+                           "cond_scale": moved["cond_scale"], "sigma_min_train": moved["sigma_min"],
+                           "sigma_max_train": moved["sigma_max"], "noise_previous_obs": moved["noise_previous_obs"],
+                           "self_ctx": 0.0, "changed_weight": 0.0})
+    assert from_dict(old) == get_config("cpu")
+    old["denoiser"]["self_ctx"] = 0.25
+    with pytest.raises(ValueError, match="self_ctx"):
+        from_dict(old)
+    with pytest.raises(UserError, match=r"moved: noise\.cond_loc"):
+        get_config("cpu", ["denoiser.cond_loc=-2"])
 
 
 def test_sampling_from_given_noise_is_the_drawn_sample():
     """`noise=` (what a CUDA graph needs: no draw, no host sync inside) starts where the generator would."""
     m = Denoiser(ModelConfig(channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
-    torch.nn.init.normal_(m.conv_out.weight, std=0.1)  # a network that does something
+    torch.nn.init.normal_(m.inner.conv_out.weight, std=0.1)  # a network that does something
     ctx, act = torch.randn(2, 12, 60, 64), torch.randint(0, 7, (2, 4))
     out = {}
     for order in (1, 2):
@@ -233,12 +206,12 @@ def test_overfitting_a_few_windows(store):
     def fixed_loss():  # the same 32 noise draws each time: the loss without training-noise variance
         g = torch.Generator().manual_seed(123)
         with torch.no_grad():
-            return float(np.mean([model.loss(frames, act, mask, g).item() for _ in range(32)]))
+            return float(np.mean([denoiser_loss(model, cfg.noise, frames, act, mask, g).item() for _ in range(32)]))
 
     before, loss0 = quality(), fixed_loss()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(200):
-        loss = model.loss(frames, act, mask, gen)
+        loss = denoiser_loss(model, cfg.noise, frames, act, mask, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -253,7 +226,7 @@ def test_overfitting_a_few_windows(store):
 def test_residual_upsampler_starts_at_bicubic_and_learns_beyond_it(store):
     """The residual upsampler (cpu and tiny presets): untrained it returns the bicubic frame; a few
     dozen steps on four frames take it above bicubic, while DIAMOND's parametrisation starts grey."""
-    from mario_kit.world_model.denoiser import bicubic
+    from mario_kit.world_model.model.denoiser import bicubic
 
     torch.manual_seed(0)
     ds = WindowDataset(store, None, full_res=True)
@@ -280,7 +253,7 @@ def test_residual_upsampler_starts_at_bicubic_and_learns_beyond_it(store):
     gen = torch.Generator().manual_seed(0)
     mask = torch.ones(4, 1, dtype=torch.bool)
     for _ in range(60):
-        loss = model.loss(full, None, mask, gen, cond_frames=low)
+        loss = upsampler_loss(model, get_config("tiny").upsampler_noise, full, low, mask, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -470,7 +443,7 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path, store):
     a, b = (torch.load(tmp_path / r / "denoiser.pt", weights_only=True) for r in "ab")
     assert b["step"] == 1 and all(torch.allclose(a["model"][k].float(), b["model"][k].float(), rtol=0, atol=1e-20) for k in a["model"])
     d = min(0.9, (1 + 4) / (10 + 4))  # the EMA's warm-up goes on from step 4
-    key = "conv_out.weight"
+    key = "inner.conv_out.weight"
     assert torch.allclose(b["ema"][key], a["ema"][key] * d + a["model"][key] * (1 - d), atol=1e-7)
     assert not torch.equal(b["ema"][key], a["ema"][key])
     other = torch.load(tmp_path / "a" / "denoiser.pt", weights_only=True)
@@ -515,8 +488,8 @@ def test_decay_fraction_and_the_steps_a_time_limit_plans():
 def test_an_open_ended_run_shows_no_made_up_total():
     """epochs 0 (the cpu and gpu presets): the run goes until max_steps, time_limit or Ctrl-C, and the
     progress bar has no total (no ETA of hundreds of hours) unless max_steps gives one."""
-    from mario_kit.world_model.configs import check
-    from mario_kit.world_model.train import _total_steps
+    from mario_kit.world_model.config import check
+    from mario_kit.world_model.training.trainer import _total_steps
 
     for name in ("cpu", "gpu"):
         cfg = get_config(name)
@@ -540,7 +513,7 @@ def test_a_time_limit_stops_training_after_a_decay_it_planned(tmp_path, store):
 
 
 def test_a_new_run_without_config_picks_the_machines_preset(tmp_path, store):
-    from mario_kit.world_model.configs import default_preset
+    from mario_kit.world_model.training.presets import default_preset
 
     name, why = default_preset()
     assert name == ("seed" if torch.cuda.is_available() else "cpu") and why
@@ -565,7 +538,7 @@ def test_a_resume_after_a_crash_logs_each_step_once(tmp_path, store):
 def test_rollout_metrics_on_synthetic_frames():
     """Exact values: a texture scrolled 3 px a step, a copy of the first frame, a known error on the
     pixels that changed."""
-    from mario_kit.world_model.metrics import changed_psnr, horizontal_shift, scroll_error, scroll_so_far
+    from mario_kit.world_model.training.metrics import changed_psnr, horizontal_shift, scroll_error, scroll_so_far
 
     g = torch.Generator().manual_seed(0)
     tex = torch.randint(0, 256, (60, 200, 3), generator=g).float()
@@ -594,7 +567,7 @@ def test_rollout_metrics_on_synthetic_frames():
 def test_scroll_oracle_moves_the_last_frame_by_the_real_scroll():
     """Exact values: the oracle is the last frame moved 3 px a step, its new columns repeating the
     border column, the HUD kept; a level that continues as its border does is matched exactly."""
-    from mario_kit.world_model.metrics import scroll_oracle
+    from mario_kit.world_model.training.metrics import scroll_oracle
 
     g = torch.Generator().manual_seed(1)
     tex = torch.randint(0, 256, (60, 200, 3), generator=g).float()

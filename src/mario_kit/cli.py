@@ -7,12 +7,16 @@ from enum import Enum
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from mario_kit import UserError, __version__
+
+if TYPE_CHECKING:
+    from mario_kit.world_model.training.scores import Evaluation, RolloutScores
 
 EPISODE_DIR = typer.Argument(..., help="Episode folder.")  # the one positional most dataset commands take
 
@@ -43,7 +47,7 @@ dataset_app = typer.Typer(help="Inspect, check and transform episode folders.", 
 app.add_typer(dataset_app, name="dataset")
 out = Console(soft_wrap=True, highlight=False)  # lines as long as they are; no colours inside paths and numbers
 err = Console(stderr=True, soft_wrap=True, highlight=False)
-SEED = dict(min=0, max=2**63 - 1)  # numpy's and torch's generators take seeds in this range
+SEED: dict[str, Any] = dict(min=0, max=2**63 - 1)  # numpy's and torch's generators take seeds in this range
 
 
 def _version(value: bool) -> None:
@@ -142,7 +146,6 @@ def _key_values(items: list[str]) -> dict:
 
 
 def _print_session(summary: dict) -> None:
-    from rich.table import Table
 
     out.print(f"session: {summary['episodes']} episodes, {summary['steps']:,} steps -> {summary['folder']}")
     t = Table()  # the facts above, not in a title that wraps at the table's width
@@ -242,7 +245,6 @@ def balance(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Post-hoc balancing: per-step sampling weights for an existing dataset (no frames copied)."""
-    from rich.table import Table
 
     from mario_kit.balancing.offline import balance_dataset
 
@@ -284,7 +286,7 @@ def agent_train(
 ) -> None:
     """Train a PPO agent on one level (defaults: AgentConfig in mario_kit.agents.ppo)."""
     from mario_kit.agents.ppo import AgentConfig, train_agent
-    from mario_kit.world_model.configs import apply_override
+    from mario_kit.world_model.config import apply_override
 
     given = {"timesteps": timesteps, "workers": workers, "checkpoint_every": checkpoint_every, "eval_every": eval_every,
              "eval_episodes": eval_episodes}
@@ -585,8 +587,8 @@ def train(
     import math
 
     from mario_kit.trust import read_json
-    from mario_kit.world_model.configs import default_preset, get_config, resume_config
-    from mario_kit.world_model.train import train as run
+    from mario_kit.world_model.training.presets import default_preset, get_config, resume_config
+    from mario_kit.world_model.training.trainer import train as run
 
     if resume and (out_dir / "config.json").is_file():
         cfg = resume_config(read_json(out_dir / "config.json", what="run config"), config, overrides)
@@ -646,7 +648,7 @@ def evaluate(
 ) -> None:
     """Score the world model on the test split against the copy-last-frame baseline (and the upsampler
     against bicubic; an upsampler-only run gets that part alone)."""
-    from mario_kit.world_model.evaluate import evaluate as run_eval
+    from mario_kit.world_model.training.evaluate import EvaluateConfig, evaluate as run_eval
 
     _moved(old_steps, "--sampling-steps")
     try:
@@ -655,59 +657,53 @@ def evaluate(
             raise ValueError
     except ValueError:
         raise UserError(f"--horizons takes a comma list of integers >= 1, got {horizons!r}") from None
-    r = run_eval(run, store, hs, windows, rollouts, seed, device, out_dir or run / "eval", sampling_steps, ema, upsampler_steps,
-                 sampler_set=overrides)
+    r = run_eval(EvaluateConfig(run=run, store=store, horizons=hs, windows=windows, rollouts=rollouts, seed=seed,
+                                device=device, out=out_dir or run / "eval", sampling_steps=sampling_steps, ema=ema,
+                                upsampler_steps=upsampler_steps, sampler_set=overrides))
     out.print(_evaluation_table(r))
     out.print(f"written: {(out_dir or run / 'eval') / 'evaluation.json'}")
 
 
-def _evaluation_table(r: dict):
+def _evaluation_table(r: Evaluation) -> Table:
     """The evaluation as one table: each measure for the model and its baseline (the copy-last
     frame; bicubic for the upsampler alone; the scroll oracle, the last frame moved by the real
     scroll, where its row says so)."""
-    from rich.table import Table
-
-    def f(v) -> str:
-        return "-" if v is None or v != v else f"{v:.3f}" if abs(v) < 1.5 else f"{v:.2f}"
-
-    t = Table(title=f"step {r.get('step')}, test split: model vs baseline")
-    for c, j in (("measure", "left"), ("n", "right"), ("model", "right"), ("baseline", "right")):
-        t.add_column(c, justify=j)
-    for key, label in (("next_frame_low_res", "next frame 64x60"), ("next_frame_full_res", "next frame 256x240")):
-        if key in r:
-            v = r[key]
-            m, c = v["model"], v["copy_last"]
+    t = Table(title=f"step {r.step}, test split: model vs baseline")
+    t.add_column("measure", justify="left")
+    for name in ("n", "model", "baseline"):
+        t.add_column(name, justify="right")
+    for v, label in ((r.next_frame_low_res, "next frame 64x60"), (r.next_frame_full_res, "next frame 256x240")):
+        if v is not None:
+            m, c = v.model, v.copy_last
             for stat in ("mean", "median", "pooled"):
-                t.add_row(f"{label}: PSNR {stat}", str(v["windows"]), f(m["psnr"].get(stat)), f(c["psnr"].get(stat)))
-            t.add_row(f"{label}: SSIM mean", str(v["windows"]), f(m["ssim"].get("mean")), f(c["ssim"].get("mean")))
-    if "upsampler_alone" in r:
-        u = r["upsampler_alone"]
-        t.add_row("upsampler vs bicubic: PSNR pooled", str(u["windows"]), f(u["upsampler"]["psnr"]), f(u["bicubic"]["psnr"]))
-        t.add_row("upsampler vs bicubic: SSIM mean", str(u["windows"]), f(u["upsampler"]["ssim"].get("mean")),
-                  f(u["bicubic"]["ssim"].get("mean")))
-    for k, v in r.items():
-        if k.startswith("rollout_") and isinstance(v, dict):
-            t.add_row(f"rollout of {k[8:]}: PSNR at the last step", str(v["rollouts"]), f(v["model_psnr_last"]),
-                      f(v["copy_last_psnr_last"]))
-            t.add_row(f"rollout of {k[8:]}: PSNR mean over steps", str(v["rollouts"]), f(v["model_psnr_mean"]),
-                      f(v["copy_last_psnr_mean"]))
-            if "model_gap_last_ci90" in v:
-                lo, hi = v["model_gap_last_ci90"]
-                t.add_row(f"rollout of {k[8:]}: lead over copy-last dB [90% CI]", str(v["rollouts"]),
-                          f"{v['model_gap_last']:+.2f} [{lo:+.1f},{hi:+.1f}]", "")
-            if "scroll_oracle_psnr_last" in v:
-                t.add_row(f"rollout of {k[8:]}: last-step PSNR vs scroll oracle",
-                          str(v["rollouts"]), f(v["model_psnr_last"]), f(v["scroll_oracle_psnr_last"]))
-            t.add_row(f"rollout of {k[8:]}: SSIM at the last step", str(v["rollouts"]), f(v["model_ssim_last"]),
-                      f(v["copy_last_ssim_last"]))
-            t.add_row(f"rollout of {k[8:]}: PSNR where the game changed", str(v["rollouts"]),
-                      f(v["model_changed_psnr_last"]), f(v["copy_last_changed_psnr_last"]))
-            t.add_row(f"rollout of {k[8:]}: scroll error px (real {v['real_scroll_px']:.1f})", str(v["rollouts"]),
-                      f(v["scroll_error_px"]), f(v["copy_last_scroll_error_px"]))
-            if "model_psnr_last_full_res" in v:
-                t.add_row(f"rollout of {k[8:]}: PSNR at the last step, 256x240", str(v["rollouts"]),
-                          f(v["model_psnr_last_full_res"]), f(v["copy_last_psnr_last_full_res"]))
+                t.add_row(f"{label}: PSNR {stat}", str(v.windows), _num(getattr(m.psnr, stat)), _num(getattr(c.psnr, stat)))
+            t.add_row(f"{label}: SSIM mean", str(v.windows), _num(m.ssim.mean), _num(c.ssim.mean))
+    if (u := r.upsampler_alone) is not None:
+        t.add_row("upsampler vs bicubic: PSNR pooled", str(u.windows), _num(u.upsampler.psnr), _num(u.bicubic.psnr))
+        t.add_row("upsampler vs bicubic: SSIM mean", str(u.windows), _num(u.upsampler.ssim.mean), _num(u.bicubic.ssim.mean))
+    for h, ro in r.rollouts.items():
+        _rollout_rows(t, f"rollout of {h}", ro)
     return t
+
+
+def _rollout_rows(t: Table, name: str, v: RolloutScores) -> None:
+    n = str(v.rollouts)
+    t.add_row(f"{name}: PSNR at the last step", n, _num(v.model_psnr_last), _num(v.copy_last_psnr_last))
+    t.add_row(f"{name}: PSNR mean over steps", n, _num(v.model_psnr_mean), _num(v.copy_last_psnr_mean))
+    lo, hi = v.model_gap_last_ci90
+    t.add_row(f"{name}: lead over copy-last dB [90% CI]", n, f"{v.model_gap_last:+.2f} [{lo:+.1f},{hi:+.1f}]", "")
+    t.add_row(f"{name}: last-step PSNR vs scroll oracle", n, _num(v.model_psnr_last), _num(v.scroll_oracle_psnr_last))
+    t.add_row(f"{name}: SSIM at the last step", n, _num(v.model_ssim_last), _num(v.copy_last_ssim_last))
+    t.add_row(f"{name}: PSNR where the game changed", n, _num(v.model_changed_psnr_last), _num(v.copy_last_changed_psnr_last))
+    t.add_row(f"{name}: scroll error px (real {v.real_scroll_px:.1f})", n, _num(v.scroll_error_px),
+              _num(v.copy_last_scroll_error_px))
+    if v.model_psnr_last_full_res is not None:
+        t.add_row(f"{name}: PSNR at the last step, 256x240", n, _num(v.model_psnr_last_full_res),
+                  _num(v.copy_last_psnr_last_full_res))
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}" if abs(v) < 1.5 else f"{v:.2f}"
 
 
 @app.command()
@@ -738,11 +734,12 @@ def play(
     seed: int = typer.Option(0, **SEED, help="Sampler seed."),
 ) -> None:
     """Play inside the world model: arrows, X jump, Z run; Enter next spawn, R restart, P pause, Esc quit."""
-    from mario_kit.world_model.play import play as run_play
+    from mario_kit.world_model.programs.play import PlayConfig, play as run_play
 
     _moved(old_steps, "--sampling-steps")
-    r = run_play(run, spawn, upsampler, sampling_steps, device, bf16, fps, scale, keymap, record, seed=seed, compile=compile,
-                 cuda_graph=cuda_graph, upsampler_steps=upsampler_steps)
+    r = run_play(PlayConfig(run=run, spawns=spawn, upsampler=upsampler, sampling_steps=sampling_steps, device=device,
+                            bf16=bf16, fps=fps, scale=scale, keymap=keymap, record=record, seed=seed, compile=compile,
+                            cuda_graph=cuda_graph, upsampler_steps=upsampler_steps))
     out.print(f"{r.frames} frames generated at {r.model_fps:.1f} frames/s" + (f"; recorded {len(r.episodes)} episodes into {record}" if record else ""))
 
 
@@ -761,15 +758,17 @@ def dream(
     seed: int = typer.Option(0, **SEED, help="Seed of the sampler and the random policy."),
 ) -> None:
     """The real game (rebuilt by replay) and the world model from the same step with the same actions."""
-    from mario_kit.world_model.dream import dream as run_dream
+    from mario_kit.world_model.programs.compare import CompareConfig, compare
 
     _moved(old_steps, "--length")
-    r = run_dream(run, episode, start, length, out_file, policy, upsampler, device, seed)
-    if r["frames"] < r["requested"]:
-        err.print(f"note: dreamed {r['frames']} of the {r['requested']} steps asked for: the recorded episode "
+    r = compare(CompareConfig(run=run, episode=episode, start=start, length=length, out=out_file, policy=policy,
+                              upsampler=upsampler, device=device, seed=seed))
+    if r.frames < r.requested:
+        err.print(f"note: dreamed {r.frames} of the {r.requested} steps asked for: the recorded episode "
                   f"(or the real game) ends there")
-    out.print(f"{r['frames']} steps: PSNR {r['psnr_low_res_pooled']:.2f} dB (64x60), {r['psnr_full_res_pooled']:.2f} dB (240x256), pooled over the steps")
-    out.print(f"written: {r['gif']}, {r['csv']}, {r['plot']}")
+    out.print(f"{r.frames} steps: PSNR {r.psnr_low_res_pooled:.2f} dB (64x60), {r.psnr_full_res_pooled:.2f} dB (240x256), "
+              "pooled over the steps")
+    out.print(f"written: {r.gif}, {r.csv}, {r.plot}")
 
 
 def main() -> None:

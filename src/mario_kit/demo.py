@@ -51,10 +51,10 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     from mario_kit.datasets.ops import make_spawns
     from mario_kit.datasets.split import read_split, split_dataset
     from mario_kit.datasets.store import build_store
-    from mario_kit.world_model import shipped
-    from mario_kit.world_model.configs import get_config
-    from mario_kit.world_model.dream import dream
-    from mario_kit.world_model.train import train
+    from mario_kit.world_model.model import shipped
+    from mario_kit.world_model.training.presets import get_config
+    from mario_kit.world_model.programs.compare import CompareConfig, compare
+    from mario_kit.world_model.training.trainer import train
 
     prepare_out(cfg.out, cfg.force)
     a: dict[str, Path] = {}
@@ -88,15 +88,15 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     ep = max(test, key=lambda p: p.stat().st_size)
     gif = a["dream"] = cfg.out / "dream.gif"
     echo(f"[5/6] dream: {ep.name} from step 4, real game | model | difference -> {gif}")
-    d = dream(run_dir, ep, 4, cfg.dream_steps, gif, upsampler=False, seed=cfg.seed)
-    a["dream_psnr_csv"], a["dream_psnr_plot"] = Path(d["csv"]), Path(d["plot"])
-    echo(f"      {d['frames']} steps, PSNR vs the real game {d['psnr_low_res_pooled']:.2f} dB at 64x60 (a tiny model, briefly trained)")
+    d = compare(CompareConfig(run=run_dir, episode=ep, length=cfg.dream_steps, out=gif, upsampler=False, seed=cfg.seed))
+    a["dream_psnr_csv"], a["dream_psnr_plot"] = d.csv, d.plot
+    echo(f"      {d.frames} steps, PSNR vs the real game {d.psnr_low_res_pooled:.2f} dB at 64x60 (a tiny model, briefly trained)")
     if shipped.available():
         gif2 = a["dream_shipped"] = cfg.out / "dream-shipped.gif"
         echo(f"      the same with the model shipped with mario-kit -> {gif2}")
-        d2 = dream(None, ep, 4, cfg.dream_steps, gif2, seed=cfg.seed)
-        a["dream_shipped_psnr_csv"], a["dream_shipped_psnr_plot"] = Path(d2["csv"]), Path(d2["plot"])
-        echo(f"      {d2['frames']} steps, PSNR vs the real game {d2['psnr_low_res_pooled']:.2f} dB at 64x60")
+        d2 = compare(CompareConfig(run=None, episode=ep, length=cfg.dream_steps, out=gif2, seed=cfg.seed))
+        a["dream_shipped_psnr_csv"], a["dream_shipped_psnr_plot"] = d2.csv, d2.plot
+        echo(f"      {d2.frames} steps, PSNR vs the real game {d2.psnr_low_res_pooled:.2f} dB at 64x60")
 
     spawns = a["spawns"] = cfg.out / "spawns.h5"
     echo(f"[6/6] spawns for play -> {spawns}")

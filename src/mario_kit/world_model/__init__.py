@@ -6,7 +6,7 @@ so that training on a machine without gymnasium does not need it)."""
 
 def __getattr__(name: str):
     if name == "DreamEnv":
-        from mario_kit.world_model.dream_env import DreamEnv
+        from mario_kit.world_model.programs.dream_env import DreamEnv
 
         return DreamEnv
     raise AttributeError(name)

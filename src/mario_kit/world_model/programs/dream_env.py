@@ -26,7 +26,7 @@ import numpy as np
 
 from mario_kit.datasets.ops import load_spawns
 from mario_kit.envs import DREAM_ENTRY, DREAM_ID
-from mario_kit.world_model.model_env import Dream
+from mario_kit.world_model.programs.world_model_env import WorldModelEnv
 
 
 class DreamEnv(gym.Env):
@@ -35,7 +35,7 @@ class DreamEnv(gym.Env):
     def __init__(self, run: str | Path | None = None, spawns: str | Path | None = None, upsampler: bool = True,
                  steps: int | None = None, device: str = "auto", max_steps: int = 1000, render_mode: str | None = None,
                  threads: int = 1):
-        from mario_kit.world_model import shipped
+        from mario_kit.world_model.model import shipped
 
         if threads < 0:
             raise ValueError("threads must be >= 1 (0: torch's default)")
@@ -46,7 +46,7 @@ class DreamEnv(gym.Env):
         run = shipped.run_folder() if run is None else run
         spawns = shipped.spawns_file() if spawns is None else spawns
         self.spawns = load_spawns(spawns)
-        self.dream = Dream(run, upsampler=upsampler, steps=steps, device=device)
+        self.dream = WorldModelEnv(run, upsampler=upsampler, steps=steps, device=device)
         if self.dream.meta["action_set"] != self.spawns.action_set.name:
             from mario_kit import UserError
 

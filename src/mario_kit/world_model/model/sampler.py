@@ -3,22 +3,11 @@ functions, plus the autoregressive rollout used by evaluate, play and dream."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from mario_kit.world_model.denoiser import Denoiser, bicubic
-
-
-@dataclass
-class SamplerConfig:
-    steps: int = 3
-    order: int = 1  # 1: Euler, 2: Heun
-    sigma_min: float = 2e-3
-    sigma_max: float = 5.0
-    rho: float = 7.0
-    s_cond: float = 0.005  # noise level the context is said to carry (matches training's noised context)
+from mario_kit.world_model.config import SamplerConfig
+from mario_kit.world_model.model.denoiser import Denoiser, bicubic
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float, device=None) -> Tensor:

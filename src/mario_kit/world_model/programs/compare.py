@@ -1,4 +1,4 @@
-"""`mario-kit dream`: the same actions in the real game and in the world model, side by side.
+"""`mario-kit dream`, `compare()`: the same actions in the real game and in the world model, side by side.
 
 The real game at step T is rebuilt by replaying the episode's joypad bytes from reset (the
 emulator is deterministic), then both go on with the same actions: the recorded ones, or a random
@@ -8,6 +8,7 @@ policy's. Writes a GIF (real | model | difference), per-step PSNR as CSV, and a 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,49 +20,80 @@ from mario_kit.atomic import atomic_path, check_writable
 from mario_kit.emulator import replay_to
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.store import downsample
-from mario_kit.world_model.metrics import pooled_psnr, psnr
-from mario_kit.world_model.model_env import Dream
+from mario_kit.world_model.training.metrics import pooled_psnr, psnr
+from mario_kit.world_model.programs.world_model_env import WorldModelEnv
 
 
-def dream(run: str | Path | None, episode: str | Path, start: int, steps: int, out: str | Path, policy: str = "recorded",
-          upsampler: bool = True, device: str = "auto", seed: int = 0, denoise_steps: int | None = None,
-          gif_fps: float = 15.0, progress: bool = True) -> dict[str, Any]:
-    """Dream `steps` steps from frame `start` of `episode` beside the real game; `run` None: the
-    model shipped with mario-kit. Writes `out` (GIF), its .csv (PSNR per step) and .png (plot)."""
-    out = Path(out)
-    if policy not in ("recorded", "random"):
-        raise UserError(f"--policy must be recorded or random, got {policy!r}")
+@dataclass(kw_only=True)
+class CompareConfig:
+    """`run` None: the model shipped with mario-kit. `length` steps from frame `start` of `episode`;
+    `out` the GIF (its .csv: PSNR per step, its .png: the plot beside it). `sampling_steps` None:
+    the run's sampler."""
+
+    run: Path | None
+    episode: Path
+    out: Path
+    start: int = 4
+    length: int = 64
+    policy: str = "recorded"  # recorded | random
+    upsampler: bool = True
+    device: str = "auto"
+    seed: int = 0
+    sampling_steps: int | None = None
+    gif_fps: float = 15.0
+    progress: bool = True
+
+
+@dataclass
+class Comparison:
+    gif: Path
+    csv: Path
+    plot: Path
+    frames: int  # steps compared: fewer than `requested` where the episode or the game ends first
+    requested: int
+    real: np.ndarray  # the real game's full-res frames (frames, 240, 256, 3)
+    psnr_low_res_pooled: float
+    psnr_full_res_pooled: float
+
+
+def compare(cfg: CompareConfig) -> Comparison:
+    """Step the real game and the world model from the same frame with the same actions."""
+    out = Path(cfg.out)
+    if cfg.policy not in ("recorded", "random"):
+        raise UserError(f"--policy must be recorded or random, got {cfg.policy!r}")
     if out.suffix.lower() != ".gif":
         raise UserError("--out must name a .gif file")
     for path in (out, out.with_suffix(".csv"), out.with_suffix(".png")):
         check_writable(path)
-    model = Dream(run, upsampler, denoise_steps, device, seed=seed)
-    ctx = _start(episode, start, steps, model.n_context, policy)
+    model = WorldModelEnv(cfg.run, cfg.upsampler, cfg.sampling_steps, cfg.device, seed=cfg.seed)
+    ctx = _start(cfg.episode, cfg.start, cfg.length, model.n_context, cfg.policy)
     if model.meta["action_set"] != ctx["aset"].name:
         raise UserError(f"the run was trained on the {model.meta['action_set']} action set, the episode uses {ctx['aset'].name}")
-    aset, recorded = ctx["aset"], ctx["recorded"]
-    rng = np.random.default_rng(seed)
-    # actions taken at frames start-1, start, ..., start+steps-2 (each leads to the next frame)
-    if policy == "recorded":
-        actions = [int(recorded[start - 1 + k]) for k in range(ctx["steps"])]
-    else:
-        actions = [int(recorded[start - 1])] + [int(rng.integers(len(aset))) for _ in range(ctx["steps"] - 1)]
+    actions = _actions(ctx, cfg)
     model.reset(downsample(ctx["frames"]), ctx["actions"])
-    real_a, fake_a, low_a = _side_by_side(model, ctx, start, actions, progress)
+    real_a, fake_a, low_a = _side_by_side(model, ctx, cfg.start, actions, cfg.progress)
     lo_f, lo_r = torch.from_numpy(low_a).float(), torch.from_numpy(downsample(real_a)).float()
     hi_f, hi_r = torch.from_numpy(fake_a).float(), torch.from_numpy(real_a).float()
     p_low, p_full = psnr(lo_f, lo_r).numpy(), psnr(hi_f, hi_r).numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
-    _gif(real_a, fake_a, out, gif_fps)
+    _gif(real_a, fake_a, out, cfg.gif_fps)
     csv_path, png_path = out.with_suffix(".csv"), out.with_suffix(".png")
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "frame", "action", "psnr_low_res", "psnr_full_res"])
         for k in range(len(real_a)):
-            w.writerow([k + 1, start + k, aset.meaning(actions[k]), f"{p_low[k]:.3f}", f"{p_full[k]:.3f}"])
+            w.writerow([k + 1, cfg.start + k, ctx["aset"].meaning(actions[k]), f"{p_low[k]:.3f}", f"{p_full[k]:.3f}"])
     _plot(p_low, p_full, png_path)
-    return {"gif": out, "csv": csv_path, "plot": png_path, "frames": len(real_a), "requested": steps, "real": real_a,
-            "psnr_low_res_pooled": pooled_psnr(lo_f, lo_r), "psnr_full_res_pooled": pooled_psnr(hi_f, hi_r)}
+    return Comparison(out, csv_path, png_path, len(real_a), cfg.length, real_a, pooled_psnr(lo_f, lo_r), pooled_psnr(hi_f, hi_r))
+
+
+def _actions(ctx: dict[str, Any], cfg: CompareConfig) -> list[int]:
+    """The actions taken at frames start-1, start, ..., start+steps-2 (each leads to the next frame)."""
+    recorded, start = ctx["recorded"], cfg.start
+    if cfg.policy == "recorded":
+        return [int(recorded[start - 1 + k]) for k in range(ctx["steps"])]
+    rng = np.random.default_rng(cfg.seed)
+    return [int(recorded[start - 1])] + [int(rng.integers(len(ctx["aset"]))) for _ in range(ctx["steps"] - 1)]
 
 
 def _start(episode: str | Path, start: int, steps: int, n_ctx: int, policy: str) -> dict[str, Any]:
@@ -82,7 +114,7 @@ def _start(episode: str | Path, start: int, steps: int, n_ctx: int, policy: str)
                 "joypad": ep.joypad, "step_frames": ep.step_frames, "recorded": ep.actions, "steps": steps}
 
 
-def _side_by_side(model: Dream, ctx: dict[str, Any], start: int, actions: list[int],
+def _side_by_side(model: WorldModelEnv, ctx: dict[str, Any], start: int, actions: list[int],
                   progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same actions in the real game (rebuilt at frame start-1 by replay) and in the model:
     (real full-res, model full-res, model low-res) frames, up to the real game's end."""

@@ -36,10 +36,12 @@ from mario_kit.datasets.store import read_manifest
 from mario_kit.hardware import resolve_device
 from mario_kit.interrupt import CtrlC
 from mario_kit.trust import read_json
-from mario_kit.world_model.checkpoint import load_checkpoint, make_checkpoint, path_of, save_atomic
-from mario_kit.world_model.configs import TrainConfig, check, check_resume, from_dict, to_dict
-from mario_kit.world_model.denoiser import Denoiser, count_parameters
-from mario_kit.world_model.sampler import to_model
+from mario_kit.world_model.model.checkpoint import load_checkpoint, make_checkpoint, path_of, save_atomic
+from mario_kit.world_model.config import NoiseConfig, TrainConfig, check, from_dict, to_dict
+from mario_kit.world_model.training.presets import check_resume
+from mario_kit.world_model.model.denoiser import Denoiser, count_parameters
+from mario_kit.world_model.training.loss import window_loss
+from mario_kit.world_model.model.sampler import to_model
 
 
 def ema_avg_fn(decay: float):
@@ -94,12 +96,12 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
 class _Loss(nn.Module):
     """Routes the loss through forward() so that DDP's gradient hooks see the call."""
 
-    def __init__(self, model: Denoiser):
+    def __init__(self, model: Denoiser, noise: NoiseConfig):
         super().__init__()
-        self.model = model
+        self.model, self.noise = model, noise
 
     def forward(self, frames, act, mask, gen, cond):
-        return self.model.loss(frames, act, mask, gen, cond)
+        return window_loss(self.model, self.noise, frames, act, mask, gen, cond)
 
 
 def batch_tensors(batch: dict[str, np.ndarray], stage: str, rt: Runtime):
@@ -344,12 +346,12 @@ def _optimiser_step(st: _Stage, loss_mod: nn.Module, rows: np.ndarray, cfg: Trai
     return total
 
 
-def _wrap(model: nn.Module, rt: Runtime) -> nn.Module:
+def _wrap(model: Denoiser, noise: NoiseConfig, rt: Runtime) -> nn.Module:
     """The loss module as the loop calls it: DDP across ranks, compiled when asked."""
-    loss_mod: nn.Module = _Loss(model)
+    loss_mod: nn.Module = _Loss(model, noise)
     if rt.world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[rt.device] if rt.device.type == "cuda" else None)
-    if rt.compile:  # static shapes: the denoiser and upsampler stages share the U-Net's code (see model_env.py)
+    if rt.compile:  # static shapes: the denoiser and upsampler stages share the U-Net's code (see programs/world_model_env.py)
         loss_mod = torch.compile(loss_mod, dynamic=False)
     return loss_mod
 
@@ -370,7 +372,7 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
             return finished
     elif cfg.init:
         _warm_start(st, cfg.init)
-    loss_mod = _wrap(st.model, rt)
+    loss_mod = _wrap(st.model, noise_of(cfg, stage), rt)
     amp = torch.autocast(rt.device.type, dtype=torch.bfloat16) if rt.bf16 else nullcontext()
     weights = st.ds.target_weights.astype(np.float64) if cfg.weighted else None
     bs, accum = (cfg.upsampler_batch_size, cfg.upsampler_grad_accum) if st.up else (cfg.batch_size, cfg.grad_accum)
@@ -511,6 +513,11 @@ def _replicas_identical(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
+def noise_of(cfg: TrainConfig, stage: str) -> NoiseConfig:
+    """The training noise of a stage."""
+    return cfg.upsampler_noise if stage == "upsampler" else cfg.noise
+
+
 def _test_loss(model: Denoiser, test: WindowDataset, cfg: TrainConfig, stage: str, rt: Runtime, amp) -> float:
     """Mean denoising loss on fixed test batches (a fixed noise generator: comparable across epochs)."""
     if len(test) == 0:
@@ -523,6 +530,6 @@ def _test_loss(model: Denoiser, test: WindowDataset, cfg: TrainConfig, stage: st
     for idx in order:
         frames, act, mask, cond = batch_tensors(test.gather(test.fetch(idx)), stage, rt)
         with amp:
-            losses.append(model.loss(frames, act, mask, gen, cond).item())
+            losses.append(window_loss(model, noise_of(cfg, stage), frames, act, mask, gen, cond).item())
     model.train()
     return float(np.mean(losses))

@@ -15,6 +15,7 @@ side with the copy-last-frame baseline (predict that nothing changes) on the sam
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,14 @@ from mario_kit import UserError
 from mario_kit.atomic import check_writable, output_dir, write_json_atomic
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.progress import make_progress
-from mario_kit.world_model.denoiser import bicubic
-from mario_kit.world_model.metrics import (changed_psnr, finite_stats, mse, pooled_gap_interval, pooled_psnr, psnr_stats,
-                                          scroll_error, scroll_oracle, scroll_so_far, ssim, to_img)
-from mario_kit.world_model.sampler import rollout, sample, to_model, upsample
+from mario_kit.world_model.model.denoiser import bicubic
+from mario_kit.world_model.training.metrics import changed_psnr, finite_stats, mse, pooled_gap_interval, pooled_psnr, psnr_stats, scroll_error, scroll_oracle, scroll_so_far, ssim, to_img
+from mario_kit.world_model.model.sampler import rollout, sample, to_model, upsample
 from mario_kit.hardware import resolve_device
-from mario_kit.world_model.checkpoint import load_model, path_of
-from mario_kit.world_model.configs import TrainConfig, set_sampler
+from mario_kit.world_model.model.checkpoint import load_model, path_of
+from mario_kit.world_model.config import TrainConfig, set_sampler
+from mario_kit.world_model.training.scores import (Evaluation, FrameScores, PooledScores, PsnrStats, RolloutScores, Scores,
+                                                   SsimStats, UpsamplerScores)
 
 
 def _pick(ds: WindowDataset, n: int, seed: int, full_context: bool = True) -> np.ndarray:
@@ -42,63 +44,85 @@ def _pick(ds: WindowDataset, n: int, seed: int, full_context: bool = True) -> np
     return np.sort(rng.choice(ok, size=min(n, len(ok)), replace=False))
 
 
+@dataclass(kw_only=True)
+class EvaluateConfig:
+    """What `evaluate` scores and how. `sampling_steps` / `upsampler_steps`: denoising steps of the
+    denoiser / upsampler (None: the run's); `sampler_set`: overrides of the run's samplers for this
+    evaluation, `sampler.KEY=VALUE` or `upsampler_sampler.KEY=VALUE` (the sampler is chosen at
+    sampling time, not trained: tune it here). `out`: where evaluation.json and the plot go."""
+
+    run: Path
+    store: Path
+    horizons: tuple[int, ...] = (1, 8, 32, 64)
+    windows: int = 64  # test windows for the next-frame scores
+    rollouts: int = 8  # rollouts per horizon
+    seed: int = 0
+    device: str = "auto"
+    out: Path | None = None
+    sampling_steps: int | None = None
+    upsampler_steps: int | None = None
+    ema: bool = True
+    progress: bool = True
+    sampler_set: list[str] = field(default_factory=list)
+
+
 @torch.no_grad()
-def evaluate(run: str | Path, store: str | Path, horizons: tuple[int, ...] = (1, 8, 32, 64), windows: int = 64,
-             rollouts: int = 8, seed: int = 0, device: str = "auto", out: str | Path | None = None,
-             steps: int | None = None, ema: bool = True, upsampler_steps: int | None = None,
-             progress: bool = True, sampler_set: list[str] | None = None) -> dict[str, Any]:
-    """`steps` / `upsampler_steps`: denoising steps of the denoiser / upsampler (default: the run's).
-    `sampler_set`: overrides of the run's samplers for this evaluation, `sampler.KEY=VALUE` or
-    `upsampler_sampler.KEY=VALUE` (the sampler is chosen at sampling time, not trained: tune it here)."""
-    run, store, device = Path(run), Path(store), resolve_device(device)
-    sampler_set = list(sampler_set or [])
-    set_sampler(TrainConfig(), sampler_set)  # refused before anything is loaded
-    if out is not None:
-        check_writable(out)
+def evaluate(cfg: EvaluateConfig) -> Evaluation:
+    """Score the run on the store's test split, beside copy-last (and bicubic for the upsampler)."""
+    run, store, device = Path(cfg.run), Path(cfg.store), resolve_device(cfg.device)
+    set_sampler(TrainConfig(), cfg.sampler_set)  # refused before anything is loaded
+    if cfg.out is not None:
+        check_writable(cfg.out)
     if not path_of(run, "denoiser").exists():  # an upsampler-only run (--set stage=upsampler)
         if not path_of(run, "upsampler").exists():
             raise UserError(f"{run} holds neither denoiser.pt nor upsampler.pt")
-        return _evaluate_upsampler_only(run, store, windows, seed, device, out, ema, upsampler_steps, sampler_set)
-    model, cfg, meta = load_model(run, "denoiser", ema=ema, device=device)
-    if steps:  # fewer denoising steps: the speed/quality trade-off of play
-        cfg.sampler.steps = steps
-    set_sampler(cfg, sampler_set)
+        return _evaluate_upsampler_only(cfg, device)
+    model, tcfg, meta = load_model(run, "denoiser", ema=cfg.ema, device=device)
+    if cfg.sampling_steps:  # fewer denoising steps: the speed/quality trade-off of play
+        tcfg.sampler.steps = cfg.sampling_steps
+    set_sampler(tcfg, cfg.sampler_set)
     test = _test_windows(store, model.cfg.n_context)
-    gen = torch.Generator(device).manual_seed(seed)
-    report: dict[str, Any] = {"run": str(run), "store": str(store), "step": meta["step"], "sampler": vars(cfg.sampler)}
-    idx = _pick(test, windows, seed)
-    obs, pred = _next_frame(model, cfg, test, idx, gen, device, report)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    report = Evaluation(run=str(run), store=str(store), step=meta["step"], sampler=vars(tcfg.sampler))
+    idx = _pick(test, cfg.windows, cfg.seed)
+    obs, pred, report.next_frame_low_res = _next_frame(model, tcfg, test, idx, gen, device)
     up = None
     if path_of(run, "upsampler").exists() and test.m["full_res"]:
-        up, ucfg, _ = _load_upsampler(run, ema, device, upsampler_steps, sampler_set)
-        report["upsampler_sampler"] = vars(ucfg.upsampler_sampler)
+        up, ucfg, _ = _load_upsampler(run, cfg.ema, device, cfg.upsampler_steps, cfg.sampler_set)
+        report.upsampler_sampler = vars(ucfg.upsampler_sampler)
         k = min(len(idx), UPSAMPLER_WINDOWS)
         rows = test.targets[idx[:k]]
         tgt, prev = _full_frames(store, rows), _full_frames(store, rows - 1)
         hi = torch.cat([upsample(up, pred[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, k, 4)])
-        report["next_frame_full_res"] = _scores(to_img(hi.cpu()), tgt, prev)
-        report["upsampler_alone"] = _upsampler_alone(up, ucfg, obs[:k, -1], tgt, gen)
-    curves = _rollouts(model, cfg, store, horizons, rollouts, seed, gen, device, report, progress,
-                       (up, ucfg) if up is not None else None)
-    if out is not None:
-        with output_dir(out) as out:
-            write_json_atomic(out / "evaluation.json", report)
-            _plot(curves, out / "rollout_psnr.png")
+        report.next_frame_full_res = _scores(to_img(hi.cpu()), tgt, prev)
+        report.upsampler_alone = _upsampler_alone(up, ucfg, obs[:k, -1], tgt, gen)
+    curves = _rollouts(model, tcfg, cfg, gen, device, report, (up, ucfg) if up is not None else None)
+    _write(cfg.out, report, curves)
     return report
 
 
-def _scores(pred: torch.Tensor, target: torch.Tensor, last: torch.Tensor) -> dict[str, Any]:
+def _write(out: Path | None, report: Evaluation, curves: dict | None) -> None:
+    if out is not None:
+        with output_dir(out) as folder:
+            write_json_atomic(folder / "evaluation.json", report.to_json())
+            if curves:
+                _plot(curves, folder / "rollout_psnr.png")
+
+
+def _scores(pred: torch.Tensor, target: torch.Tensor, last: torch.Tensor) -> FrameScores:
     """Model and copy-last baseline on the same frames (uint8-range floats, (B, H, W, C))."""
     moving = mse(last, target) > 0
-    return {"windows": len(target), "static_windows": int((~moving).sum()),
-            "model": {"psnr": psnr_stats(pred, target, moving), "ssim": finite_stats(ssim(pred, target))},
-            "copy_last": {"psnr": psnr_stats(last, target, moving), "ssim": finite_stats(ssim(last, target))}}
+
+    def scores(x: torch.Tensor) -> Scores:
+        return Scores(PsnrStats(**psnr_stats(x, target, moving)), SsimStats(**finite_stats(ssim(x, target))))
+
+    return FrameScores(windows=len(target), static_windows=int((~moving).sum()), model=scores(pred), copy_last=scores(last))
 
 
-def _next_frame(model, cfg, test: WindowDataset, idx: np.ndarray, gen, device: str,
-                report: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sampled next frame per test window, scored at low res; returns the windows' frames
-    (B, n+1, C, H, W) and the predictions (B, C, H, W), both in model units, for the upsampler."""
+def _next_frame(model, cfg, test: WindowDataset, idx: np.ndarray, gen,
+                device: str) -> tuple[torch.Tensor, torch.Tensor, FrameScores]:
+    """One sampled next frame per test window, scored at low res; with the scores, the windows'
+    frames (B, n+1, C, H, W) and the predictions (B, C, H, W), in model units, for the upsampler."""
     n = model.cfg.n_context
     b = test.gather(test.fetch(idx))
     obs = to_model(torch.from_numpy(b["obs"])).to(device)
@@ -106,35 +130,34 @@ def _next_frame(model, cfg, test: WindowDataset, idx: np.ndarray, gen, device: s
     pred = torch.cat([sample(model, obs[i : i + 16, :n].flatten(1, 2), act[i : i + 16], cfg.sampler, gen)
                       for i in range(0, len(idx), 16)])
     target, last = torch.from_numpy(b["obs"][:, n]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
-    report["next_frame_low_res"] = _scores(to_img(pred.cpu()), target, last)
-    return obs, pred
+    return obs, pred, _scores(to_img(pred.cpu()), target, last)
 
 
-def _rollouts(model, cfg, store: Path, horizons: tuple[int, ...], rollouts: int, seed: int, gen, device: str,
-              report: dict[str, Any], progress: bool, up=None) -> dict[int, tuple[list[float], list[float]]]:
+def _rollouts(model, tcfg: TrainConfig, cfg: EvaluateConfig, gen, device: str, report: Evaluation,
+              up=None) -> dict[int, tuple[list[float], list[float], list[float]]]:
     """From test windows, h frames generated autoregressively with the recorded actions (the real
     game's frames, as replay rebuilds them), scored per step against copy-last on the same windows.
     With an upsampler `up` (its model and config), each rollout's last frame is scored at full res too."""
-    n, curves = model.cfg.n_context, {}
-    with make_progress(enabled=progress, transient=True) as bar:
-        task = bar.add_task("rollout steps", total=sum(horizons))  # a horizon costs its length
-        for h in horizons:
+    n, curves, store = model.cfg.n_context, {}, Path(cfg.store)
+    with make_progress(enabled=cfg.progress, transient=True) as bar:
+        task = bar.add_task("rollout steps", total=sum(cfg.horizons))  # a horizon costs its length
+        for h in cfg.horizons:
             ds = WindowDataset(store, "test", n_context=n, horizon=h)
             if len(ds) == 0:
-                report.setdefault("rollouts_skipped", []).append(h)
+                report.rollouts_skipped.append(h)
                 bar.update(task, advance=h)
                 continue
-            idx = _pick(ds, rollouts, seed)
+            idx = _pick(ds, cfg.rollouts, cfg.seed)
             b = ds.gather(ds.fetch(idx))
             frames = to_model(torch.from_numpy(b["obs"])).to(device)
             acts = torch.from_numpy(b["act"]).to(device)
-            gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], cfg.sampler, gen)
+            gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], tcfg.sampler, gen)
             real, base_last = torch.from_numpy(b["obs"][:, n:]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
             r = _score_rollout(to_img(gen_frames.cpu()), real, base_last)
             curves[h] = (r.pop("model_curve"), r.pop("copy_last_curve"), r.pop("scroll_oracle_curve"))
             if up is not None and ds.m["full_res"]:
                 r.update(_full_res_last(up, gen_frames[:, -1], store, ds.targets[idx], h, gen))
-            report[f"rollout_{h}"] = {"rollouts": len(idx), **r}
+            report.rollouts[h] = RolloutScores(rollouts=len(idx), **r)
             bar.update(task, advance=h)
     return curves
 
@@ -192,15 +215,14 @@ def _full_frames(store: Path, rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack([full[int(g)] for g in rows])).float()
 
 
-def _upsampler_alone(up, ucfg, low: torch.Tensor, tgt: torch.Tensor, gen) -> dict[str, Any]:
+def _upsampler_alone(up, ucfg, low: torch.Tensor, tgt: torch.Tensor, gen) -> UpsamplerScores:
     """The recorded low-res targets lifted to full res by the upsampler, against plain bicubic."""
     ups = to_img(torch.cat([upsample(up, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, len(low), 4)]).cpu())
     bic = to_img(bicubic(low, up.cfg.upsampling_factor).cpu())
-    return {
-        "windows": len(low),
-        "upsampler": {"psnr": round(pooled_psnr(ups, tgt), 3), "ssim": finite_stats(ssim(ups, tgt))},
-        "bicubic": {"psnr": round(pooled_psnr(bic, tgt), 3), "ssim": finite_stats(ssim(bic, tgt))},
-    }
+    def scores(x: torch.Tensor) -> PooledScores:
+        return PooledScores(round(pooled_psnr(x, tgt), 3), SsimStats(**finite_stats(ssim(x, tgt))))
+
+    return UpsamplerScores(windows=len(low), upsampler=scores(ups), bicubic=scores(bic))
 
 
 def _load_upsampler(run: Path, ema: bool, device: str, steps: int | None, sampler_set: list[str]):
@@ -211,20 +233,18 @@ def _load_upsampler(run: Path, ema: bool, device: str, steps: int | None, sample
     return up, ucfg, meta
 
 
-def _evaluate_upsampler_only(run: Path, store: Path, windows: int, seed: int, device: str, out: str | Path | None,
-                             ema: bool, steps: int | None, sampler_set: list[str]) -> dict[str, Any]:
-    up, ucfg, meta = _load_upsampler(run, ema, device, steps, sampler_set)
+def _evaluate_upsampler_only(cfg: EvaluateConfig, device: str) -> Evaluation:
+    run, store = Path(cfg.run), Path(cfg.store)
+    up, ucfg, meta = _load_upsampler(run, cfg.ema, device, cfg.upsampler_steps, cfg.sampler_set)
     test = _test_windows(store, ucfg.denoiser.n_context)
     if not test.m["full_res"]:
         raise UserError(f"{store} has no full-res frames (build it with --full-res) to score the upsampler on")
-    idx = _pick(test, windows, seed)[:UPSAMPLER_WINDOWS]  # the frames a full evaluation scores
+    idx = _pick(test, cfg.windows, cfg.seed)[:UPSAMPLER_WINDOWS]  # the frames a full evaluation scores
     low = to_model(torch.from_numpy(test.gather(test.fetch(idx))["obs"][:, -1])).to(device)
-    gen = torch.Generator(device).manual_seed(seed)
-    report = {"run": str(run), "store": str(store), "step": meta["step"], "sampler": vars(ucfg.upsampler_sampler),
-              "upsampler_alone": _upsampler_alone(up, ucfg, low, _full_frames(store, test.targets[idx]), gen)}
-    if out is not None:
-        with output_dir(out) as out:
-            write_json_atomic(out / "evaluation.json", report)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    report = Evaluation(run=str(run), store=str(store), step=meta["step"], sampler=vars(ucfg.upsampler_sampler),
+                        upsampler_alone=_upsampler_alone(up, ucfg, low, _full_frames(store, test.targets[idx]), gen))
+    _write(cfg.out, report, None)
     return report
 
 

@@ -23,8 +23,8 @@ from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
 from mario_kit.datasets.ops import Spawns, load_spawns
 from mario_kit.hardware import fast_bf16, resolve_device
-from mario_kit.world_model import shipped
-from mario_kit.world_model.model_env import Dream
+from mario_kit.world_model.model import shipped
+from mario_kit.world_model.programs.world_model_env import WorldModelEnv
 
 
 CPU_PLAY_STEPS = 1  # play's default on a CPU: about twice the frame rate of 3 steps, with the same
@@ -39,53 +39,75 @@ class PlayResult:
     model_fps: float
 
 
-def play(run: str | Path | None, spawns: str | Path | None, upsampler: bool = True, steps: int | None = None, device: str = "auto",
-         bf16: bool | None = None, fps: float = 15.0, scale: int = 3, keymap: Path | None = None, record: Path | None = None,
-         sync: bool = False, script: dict[int, list] | None = None, max_frames: int | None = None,
-         seed: int = 0, compile: bool = False, cuda_graph: bool | None = None,
-         upsampler_steps: int | None = None) -> PlayResult:
-    """Open the window and play. `sync` (tests): one model frame per displayed frame, no thread.
-    `bf16` None: on a CPU with bf16 arithmetic (mario_kit.hardware.fast_bf16); not on CUDA, where
-    batch-1 generation is faster in fp32 (docs/BENCHMARKS.md). `cuda_graph` None: on CUDA (without
-    `compile`). `run` None: the model shipped with mario-kit, and `spawns` None its spawns."""
+@dataclass(kw_only=True)
+class PlayConfig:
+    """`run` None: the model shipped with mario-kit, and `spawns` None its spawns. `sampling_steps`
+    None: the run's sampler on CUDA, CPU_PLAY_STEPS on a CPU. `bf16` None: on a CPU with bf16
+    arithmetic (mario_kit.hardware.fast_bf16); not on CUDA, where batch-1 generation is faster in
+    fp32 (docs/BENCHMARKS.md). `cuda_graph` None: on CUDA (without `compile`). `sync` and `script`
+    (tests): one model frame per displayed frame, no thread; scripted key events by frame."""
+
+    run: Path | None = None
+    spawns: Path | None = None
+    upsampler: bool = True
+    sampling_steps: int | None = None
+    upsampler_steps: int | None = None
+    device: str = "auto"
+    bf16: bool | None = None
+    fps: float = 15.0
+    scale: int = 3
+    keymap: Path | None = None
+    record: Path | None = None  # record each played episode here (an episode folder)
+    seed: int = 0
+    compile: bool = False
+    cuda_graph: bool | None = None
+    sync: bool = False
+    script: dict[int, list] | None = None
+    max_frames: int | None = None
+
+
+def play(cfg: PlayConfig) -> PlayResult:
+    """Open the window and play inside the world model."""
     from mario_kit.datasets.dataset import check_output_dir
     from mario_kit.gui import load_keymap, require_display, script_from_env
 
-    if spawns is None:
-        if run is not None:
-            raise UserError("--spawn SPAWNS.h5 is needed with --run (`mario-kit dataset spawn`)")
-        spawns = shipped.spawns_file()
-    sp = load_spawns(spawns)
-    keys = load_keymap(keymap)
-    script = script if script is not None else script_from_env()
+    if cfg.spawns is None and cfg.run is not None:
+        raise UserError("--spawn SPAWNS.h5 is needed with --run (`mario-kit dataset spawn`)")
+    sp = load_spawns(cfg.spawns if cfg.spawns is not None else shipped.spawns_file())
+    keys = load_keymap(cfg.keymap)
+    script = cfg.script if cfg.script is not None else script_from_env()
     require_display(script, "play")
-    device = resolve_device(device)
-    if steps is None and device == "cpu":
-        steps = CPU_PLAY_STEPS
-    if bf16 is None:
-        bf16 = device == "cpu" and fast_bf16("cpu")
-    dream = Dream(run, upsampler, steps, device, bf16, seed, compile, cuda_graph, upsampler_steps=upsampler_steps)
-    if upsampler and dream.up is None:
-        print("this model has no upsampler: its 64x60 frames are shown enlarged", flush=True)
-    if compile:
-        print("compiling the model (torch.compile): the first frames come after a minute or more on a CPU", flush=True)
+    dream = _world_model(cfg)
     if dream.meta["n_actions"] != len(sp.action_set) or dream.meta["action_set"] != sp.action_set.name:
         raise UserError(f"the run was trained on the {dream.meta['action_set']} action set, the spawns use {sp.action_set.name}")
-    if record is not None:
-        check_output_dir(Path(record), sp.action_set.name, sp.frame_skip)
-    state = _Session(dream, sp, record, seed)
+    if cfg.record is not None:
+        check_output_dir(Path(cfg.record), sp.action_set.name, sp.frame_skip)
+    state = _Session(dream, sp, cfg.record, cfg.seed)
     state.start(0)
-    worker = None if sync else threading.Thread(target=state.generate_forever, args=(fps,), daemon=True)
+    worker = None if cfg.sync else threading.Thread(target=state.generate_forever, args=(cfg.fps,), daemon=True)
     if worker:
         worker.start()
     try:
-        _window(state, keys, scale, fps, sync, script or {}, max_frames)
+        _window(state, keys, cfg.scale, cfg.fps, cfg.sync, script or {}, cfg.max_frames)
     finally:
         state.running = False
         if worker:
             worker.join(timeout=30)
         state.finish()
     return PlayResult(state.total, state.all_actions, state.saved, state.model_fps)
+
+
+def _world_model(cfg: PlayConfig) -> WorldModelEnv:
+    device = resolve_device(cfg.device)
+    steps = CPU_PLAY_STEPS if cfg.sampling_steps is None and device == "cpu" else cfg.sampling_steps
+    bf16 = device == "cpu" and fast_bf16("cpu") if cfg.bf16 is None else cfg.bf16
+    dream = WorldModelEnv(cfg.run, cfg.upsampler, steps, device, bf16, cfg.seed, cfg.compile, cfg.cuda_graph,
+                          upsampler_steps=cfg.upsampler_steps)
+    if cfg.upsampler and dream.up is None:
+        print("this model has no upsampler: its 64x60 frames are shown enlarged", flush=True)
+    if cfg.compile:
+        print("compiling the model (torch.compile): the first frames come after a minute or more on a CPU", flush=True)
+    return dream
 
 
 def _window(state: "_Session", keys: dict[str, list[str]], scale: int, fps: float, sync: bool, script: dict[int, list],
@@ -136,7 +158,7 @@ def _window(state: "_Session", keys: dict[str, list[str]], scale: int, fps: floa
 class _Session:
     """The state shared by the window and the generating thread."""
 
-    def __init__(self, dream: Dream, sp: Spawns, record: Path | None, seed: int):
+    def __init__(self, dream: WorldModelEnv, sp: Spawns, record: Path | None, seed: int):
         self.dream, self.sp, self.record = dream, sp, record
         self.lock = threading.Lock()
         self.action = 0

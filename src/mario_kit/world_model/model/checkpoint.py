@@ -17,8 +17,8 @@ from torch import nn
 
 from mario_kit import UserError
 from mario_kit.atomic import atomic_path
-from mario_kit.world_model.configs import TrainConfig, check, from_dict, to_dict
-from mario_kit.world_model.denoiser import Denoiser
+from mario_kit.world_model.config import TrainConfig, check, from_dict, to_dict
+from mario_kit.world_model.model.denoiser import Denoiser
 
 KIND = "mario-kit-checkpoint"
 SCHEMA = 1

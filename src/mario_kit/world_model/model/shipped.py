@@ -85,7 +85,7 @@ def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: 
     import torch
 
     from mario_kit.atomic import output_dir, write_json_atomic
-    from mario_kit.world_model.checkpoint import path_of
+    from mario_kit.world_model.model.checkpoint import path_of
 
     files = {}
     with output_dir(out):
@@ -108,7 +108,7 @@ def slim(src: Path, dst: Path, config: dict[str, Any] | None = None) -> None:
     `config`: the config to store with them instead of the checkpoint's (a shipped sampler)."""
     import json
 
-    from mario_kit.world_model.checkpoint import load_checkpoint, save_atomic
+    from mario_kit.world_model.model.checkpoint import load_checkpoint, save_atomic
 
     ck = load_checkpoint(Path(src))
     state = ck["ema"] if ck.get("ema") else ck["model"]

@@ -1,4 +1,4 @@
-"""The world model as a game: `Dream.step(action)` gives the next frame, as an emulator would.
+"""The world model as a game: `WorldModelEnv.step(action)` gives the next frame, as an emulator would.
 
 Apart from any window (DIAMOND keeps `envs/world_model_env.py` apart from `game/`): `play` drives it
 from the keyboard, `dream` side by side with the real emulator, `bench/play.py` times it. What the
@@ -14,12 +14,13 @@ import torch
 
 from mario_kit import UserError
 from mario_kit.hardware import resolve_device
-from mario_kit.world_model import shipped
-from mario_kit.world_model.checkpoint import load_model, path_of
-from mario_kit.world_model.sampler import SamplerConfig, sample, to_model, to_uint8, upsample
+from mario_kit.world_model.model import shipped
+from mario_kit.world_model.model.checkpoint import load_model, path_of
+from mario_kit.world_model.config import SamplerConfig
+from mario_kit.world_model.model.sampler import sample, to_model, to_uint8, upsample
 
 
-class Dream:
+class WorldModelEnv:
     """The model as a game: `step(action)` -> the next frame (low res, and full res).
 
     On CUDA the whole step (every denoising step and the upsampler) is one captured CUDA graph by
