@@ -37,7 +37,7 @@ def chromium(url: str):
                  f"--user-data-dir={profile}"):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    driver.profile_dir = profile
+    driver.profile_dir = profile  # type: ignore[attr-defined]  # ours: removed after quit
     driver.get(url)
     return driver
 

@@ -22,6 +22,7 @@ import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -155,9 +156,9 @@ def test_a_genuine_agent_loads_without_sb3s_unpickler_and_acts_the_same(ctx):
     assert model.clip_range(1.0) == ref.clip_range(1.0) == 0.2 and model.lr_schedule(1.0) == ref.lr_schedule(1.0)
 
 
-def _external(ep: Path, secret: Path, how: str) -> None:
+def _external(ep: Path, secret: Path, how: str) -> Path:
     """Make `frames` of an episode read another file: external storage, a virtual dataset, an
-    external link. Shapes and dtype stay valid, so only the check can refuse it."""
+    external link. Shapes and dtype stay valid, so only the check can refuse it. Returns `ep`."""
     with h5py.File(ep, "r+") as f:
         shape = f["frames"].shape
         del f["frames"]
@@ -173,6 +174,7 @@ def _external(ep: Path, secret: Path, how: str) -> None:
             with h5py.File(secret.with_suffix(".h5"), "w") as g:
                 g.create_dataset("x", shape=shape, dtype="u1")
             f["frames"] = h5py.ExternalLink(str(secret.with_suffix(".h5")), "x")
+    return ep
 
 
 def _set_attr(ep: Path, **attrs) -> None:
@@ -223,6 +225,11 @@ def _lying_length(ep: Path) -> Path:
     return ep
 
 
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
 def _linked_out(ctx: Path) -> Path:
     """An x.h5 in the dataset that is a symlink to a genuine episode outside it."""
     outside = ctx / "outside.h5"
@@ -262,7 +269,7 @@ def _weights(ctx: Path, kind: str) -> Path:
     from mario_kit.datasets.dataset import Dataset
 
     ds = Dataset(ctx / "eps")
-    arrays = {f: np.ones(n, np.float32) for f, n in zip(ds.index["file"], ds.index["length"])}
+    arrays: dict[str, Any] = {f: np.ones(n, np.float32) for f, n in zip(ds.index["file"], ds.index["length"])}
     name = ds.index["file"][0]
     if kind == "nan":
         arrays[name][3] = np.nan
@@ -272,7 +279,8 @@ def _weights(ctx: Path, kind: str) -> Path:
         arrays[name] = arrays[name][:5]
     p = ctx / f"w-{kind}.npz"
     if kind == "pickle":
-        np.savez(p, **{name: np.array([Payload(ctx / MARKER)], dtype=object)})
+        pickled: dict[str, Any] = {name: np.array([Payload(ctx / MARKER)], dtype=object)}
+        np.savez(p, **pickled)
     else:  # tied to the dataset as `balance` ties it, so that the checks behind the tie are what refuses it
         from mario_kit.balancing.offline import save_weights
         from mario_kit.datasets.episode import Episode
@@ -306,7 +314,7 @@ def _store_actions(ctx: Path, how: str) -> Path:
     store = ctx / "s.zarr"
     if how == "float64":
         g = zarr.open_group(str(store), mode="r+")
-        values = g["actions"][:]
+        values: Any = g["actions"][:]  # type: ignore[index]  # an array, not a group
         del g["actions"]
         g.create_array("actions", data=values.astype(np.float64), chunks=(1 << 16,))
     else:  # a garbage chunk
@@ -490,7 +498,7 @@ ROWS = [
        0 if reader in REPORTERS else 2, "symbolic link") for reader in READERS if reader != "dream"],
     ("dream-episode-symlink", lambda c: (_linked_out(c), ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5",
                                                           "--start", "5", "--out", c / "d.gif"])[1], 2, "symbolic link"),
-    ("dream-episode-fifo", lambda c: (os.mkfifo(c / "eps" / "x.h5"), ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5",
+    ("dream-episode-fifo", lambda c: (_fifo(c / "eps" / "x.h5"), ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5",
                                                                       "--start", "5", "--out", c / "d.gif"])[1], 2, "not a regular file"),
     # issue 40, 5: checkpoints, resume state and agent files that ask too much, or hold the wrong state
     *[(f"{cmd}-{bad}", lambda c, cmd=cmd, bad=bad: RUN_READERS[cmd](c, BAD_CHECKPOINTS[bad](c)), 2, "")

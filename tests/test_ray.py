@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+from typing import Any
 import sys
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ def episodes_by_index(folder: Path) -> dict[int, tuple[dict, dict]]:
     for f in sorted(folder.glob("*.h5")):
         with h5py.File(f) as h:
             attrs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in h.attrs.items() if k != "created"}
-            data = {}
+            data: dict[str, Any] = {}
             h.visititems(lambda n, o: data.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
         i = json.loads(attrs["extra"])["episode_index"]
         assert i not in out, f"episode {i} twice in {folder}"

@@ -226,7 +226,7 @@ def report(
     """Dataset statistics as tables, plots and one self-contained HTML page."""
     from mario_kit.reports.report import make_report
 
-    r = make_report(directories, out_dir, frames, sample)
+    r = make_report(list(directories), out_dir, frames, sample)
     for name, s in r["stats"].items():
         out.print(f"{name}: {s['episodes']} episodes, {s['steps']:,} steps, entropy {s['action_entropy_bits']} bits, "
                   f"{s['scenario_keys']} scenario keys")
@@ -288,7 +288,7 @@ def agent_train(
     from mario_kit.agents.ppo import AgentConfig, train_agent
     from mario_kit.world_model.config import apply_override
 
-    given = {"timesteps": timesteps, "workers": workers, "checkpoint_every": checkpoint_every, "eval_every": eval_every,
+    given: dict[str, Any] = {"timesteps": timesteps, "workers": workers, "checkpoint_every": checkpoint_every, "eval_every": eval_every,
              "eval_episodes": eval_episodes}
     cfg = AgentConfig(level=level, action_set=action_set, seed=seed, **{k: v for k, v in given.items() if v is not None})
     for item in overrides:
@@ -408,7 +408,7 @@ def dataset_merge(
     """Merge datasets (hard links: no copy). Mixed action sets need --action-set."""
     from mario_kit.datasets.ops import merge
 
-    c = merge(sources, out_dir, action_set)
+    c = merge(list(sources), out_dir, action_set)
     out.print(f"merged into {out_dir}: {c['link']} linked, {c['copy']} copied, {c['mapped']} rewritten with mapped actions, {c['present']} already there")
 
 

@@ -57,7 +57,7 @@ class MarioEnv:
         parse_levels(level)
         self.level = level
         self.env_id = env_id(level)
-        self._env = gym.make(self.env_id).unwrapped
+        self._env: Any = gym.make(self.env_id).unwrapped  # nes-py's env: .screen, dump_state, load_state
         self.frame_count = 0
 
     @property
@@ -88,7 +88,7 @@ class MarioEnv:
             _, reward, terminated, truncated, info = self._env.step(byte)
             self.frame_count += 1
             joypad.append(byte)
-            total += reward
+            total += float(reward)
             if terminated or truncated:
                 break
             if on_frame is not None and k < frame_skip - 1:
@@ -101,7 +101,7 @@ class MarioEnv:
         """One emulator frame; used by replay."""
         _, reward, terminated, truncated, info = self._env.step(byte)
         self.frame_count += 1
-        return reward, terminated, truncated, info
+        return float(reward), terminated, truncated, info
 
     def close(self) -> None:
         self._env.close()

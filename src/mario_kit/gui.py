@@ -122,7 +122,7 @@ class Controls:
         for a, b in (("left", "right"), ("up", "down")):
             if a in held and b in held:
                 held.pop(a if held[a] < held[b] else b)
-        return tuple(sorted(held, key=held.get))
+        return tuple(sorted(held, key=lambda b: held[b]))
 
 
 class FrameLimiter:
@@ -170,17 +170,18 @@ class Screen:
         self.window = pygame.display.set_mode(self.size)
         pygame.display.set_caption(caption)
         self.font = pygame.font.Font(None, max(18, 8 * scale))
-        self._scaled = None
+        self._scaled: Any = None  # the scaled frame's surface, made at the first draw
         self.draw_ms: list[float] = []
 
-    def draw(self, frame: np.ndarray, lines: list[str], banners: list[str] = (), dot: bool = False) -> None:
+    def draw(self, frame: np.ndarray, lines: list[str], banners: tuple[str, ...] | list[str] = (), dot: bool = False) -> None:
         pg = self.pg
         t = time.perf_counter()
         surf = pg.image.frombuffer(np.ascontiguousarray(frame), (frame.shape[1], frame.shape[0]), "RGB")
         if self._scaled is None:
             self._scaled = pg.Surface(self.size, 0, surf)  # same pixel format as the frame
-        pg.transform.scale(surf, self.size, self._scaled)
-        self.window.blit(self._scaled, (0, 0))
+        scaled = self._scaled
+        pg.transform.scale(surf, self.size, scaled)
+        self.window.blit(scaled, (0, 0))
         if dot:
             pg.draw.circle(self.window, (220, 20, 20), (12, 14), 7)
         for i, text in enumerate(lines):

@@ -98,9 +98,9 @@ def pickle_globals(blob: bytes) -> set[tuple[str, str]]:
             elif name == "MEMOIZE":
                 memo[len(memo)] = stack[-1] if stack else None
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = stack[-1] if stack else None
+                memo[int(str(arg))] = stack[-1] if stack else None
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo.get(int(arg)))
+                stack.append(memo.get(int(str(arg))))
             elif name in ("EXT1", "EXT2", "EXT4"):  # the copyreg extension registry: names a global indirectly
                 found.add(("?ext", str(arg)))
             else:

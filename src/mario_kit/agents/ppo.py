@@ -186,10 +186,11 @@ def _worker_env(*args, **kwargs):
 
 
 def _vec_env(cfg: AgentConfig, n: int, seed: int):
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack
 
     args = (cfg.level, cfg.action_set, cfg.frame_skip, cfg.max_episode_steps)
-    shaping = dict(reward_scale=cfg.reward_scale, death_penalty=cfg.death_penalty)
+    shaping: dict[str, Any] = dict(reward_scale=cfg.reward_scale, death_penalty=cfg.death_penalty)
+    venv: VecEnv
     if n > 1:
         venv = SubprocVecEnv([partial(_worker_env, *args, **shaping)] * n, start_method="forkserver")
     else:
@@ -251,8 +252,6 @@ def _new_model(cfg: AgentConfig, venv):
 
 
 def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
-
     check_agent_config(cfg)
     out = Path(out)
     ckdir = out / "checkpoints"
@@ -279,37 +278,11 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
     model.set_logger(_logger(out / "logs", model.num_timesteps if start is not None else None))
     write_json_atomic(out / "agent-config.json", asdict(cfg))
 
-    class Save(CheckpointCallback):
-        def _on_step(self) -> bool:
-            if self.n_calls % self.save_freq == 0:
-                self.model.save(self._checkpoint_path(extension="zip"), include=["mario_kit"])
-            return True
-
-    class Eval(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.last = model.num_timesteps
-
-        def _on_step(self) -> bool:
-            if self.model.num_timesteps - self.last >= cfg.eval_every:
-                self.last = self.model.num_timesteps
-                r = evaluate_agent(self.model, rec, cfg.eval_episodes, deterministic=cfg.eval_deterministic, seed=cfg.seed + 1)
-                for k, v in r.items():
-                    self.logger.record(f"eval/{k}", v)
-                _append_csv(out / "eval.csv", {"timesteps": self.model.num_timesteps, **r})
-            return True
-
-    class Stop(BaseCallback):
-        """Ctrl-C as a flag (interrupt.CtrlC): learning stops at the next env step, between two
-        of SB3's calls, instead of a KeyboardInterrupt landing wherever the learner happens to be."""
-
-        def _on_step(self) -> bool:
-            return not ctrl_c.requested
-
+    ctrl_c = CtrlC(notice=STOP_NOTICE)
+    callbacks = _callbacks(cfg, rec, out, ctrl_c, model.num_timesteps)
     remaining = max(0, cfg.timesteps - model.num_timesteps)
-    callbacks = CallbackList([Stop(), Save(max(1, cfg.checkpoint_every // cfg.workers), str(ckdir), name_prefix="ppo"), Eval()])
     try:
-        with CtrlC(notice=STOP_NOTICE) as ctrl_c:
+        with ctrl_c:
             if remaining:
                 model.learn(remaining, callback=callbacks, reset_num_timesteps=False, progress_bar=progress)
         interrupted = ctrl_c.requested
@@ -334,11 +307,46 @@ def close_vec_env(venv) -> None:
     venv.close()
 
 
+def _callbacks(cfg: AgentConfig, rec: dict[str, Any], run: Path, ctrl_c: CtrlC, start_steps: int) -> Any:
+    """What SB3 calls during learning: stop on Ctrl-C, checkpoints with the agent's record, evaluations."""
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+
+    class Save(CheckpointCallback):
+        def _on_step(self) -> bool:
+            if self.n_calls % self.save_freq == 0:
+                self.model.save(self._checkpoint_path(extension="zip"), include=["mario_kit"])
+            return True
+
+    class Eval(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = start_steps
+
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps - self.last >= cfg.eval_every:
+                self.last = self.model.num_timesteps
+                r = evaluate_agent(self.model, rec, cfg.eval_episodes, deterministic=cfg.eval_deterministic, seed=cfg.seed + 1)
+                for k, v in r.items():
+                    self.logger.record(f"eval/{k}", v)
+                _append_csv(run / "eval.csv", {"timesteps": self.model.num_timesteps, **r})
+            return True
+
+    class Stop(BaseCallback):
+        """Ctrl-C as a flag (interrupt.CtrlC): learning stops at the next env step, between two
+        of SB3's calls, instead of a KeyboardInterrupt landing wherever the learner happens to be."""
+
+        def _on_step(self) -> bool:
+            return not ctrl_c.requested
+
+    save = Save(max(1, cfg.checkpoint_every // cfg.workers), str(run / "checkpoints"), name_prefix="ppo")
+    return CallbackList([Stop(), save, Eval()])
+
+
 def _logger(folder: Path, resumed_at: int | None):
     """SB3's logger writing progress.csv (and TensorBoard when installed). SB3's CSV writer opens the
     file with "w": a resumed run would erase its history, so the CSV is reopened for appending,
     without the rows a crashed run logged after its last checkpoint (they are logged again)."""
-    from stable_baselines3.common.logger import CSVOutputFormat, Logger, make_output_format
+    from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, make_output_format
 
     class AppendCSV(CSVOutputFormat):
         def __init__(self, path: Path, after: int | None):
@@ -362,7 +370,7 @@ def _logger(folder: Path, resumed_at: int | None):
             self.keys, self.separator, self.quotechar = keys, ",", '"'
 
     folder.mkdir(parents=True, exist_ok=True)
-    formats = [AppendCSV(folder / "progress.csv", resumed_at)]
+    formats: list[KVWriter] = [AppendCSV(folder / "progress.csv", resumed_at)]
     if _has_tensorboard():
         formats.append(make_output_format("tensorboard", str(folder)))
     return Logger(str(folder), formats)
@@ -378,8 +386,9 @@ def _has_tensorboard() -> bool:
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
-    cks = sorted(out.glob("checkpoints/ppo_*_steps.zip"), key=lambda p: int(re.search(r"ppo_(\d+)_steps", p.name).group(1)))
-    return cks[-1] if cks else None
+    steps = {p: re.fullmatch(r"ppo_(\d+)_steps\.zip", p.name) for p in out.glob("checkpoints/ppo_*_steps.zip")}
+    cks = sorted((int(m.group(1)), p) for p, m in steps.items() if m)
+    return cks[-1][1] if cks else None
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
@@ -407,7 +416,7 @@ def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic
         torch.manual_seed(seed)
         task = bar.add_task("evaluating", total=episodes)
         for _ in range(episodes):
-            obs = env.reset()
+            obs: Any = env.reset()
             done, total, xmax, flag = False, 0.0, 0, False
             while not done:
                 action, _ = model.predict(obs, deterministic=deterministic)

@@ -67,6 +67,7 @@ def scenario_key(frame: np.ndarray | None, info: dict[str, Any], components: tup
             s = info.get("status", 0)
             h.update(f"S{STATUS_CODES.get(s, 255) if isinstance(s, str) else int(s)};".encode())
         elif c == "screen":
+            assert frame is not None, "the screen component needs the frame"
             h.update(screen_signature(frame))
     return h.intdigest()
 
@@ -92,7 +93,8 @@ def load_table(path: Path, with_merged: bool = False):
     """(table, meta) of a table or shard file ({} and None when there is none); with `with_merged`
     also the shard names already added into it."""
     table: dict[int, np.ndarray] = {}
-    meta, merged = None, []
+    meta: dict[str, Any] | None = None
+    merged: list[str] = []
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -232,9 +234,10 @@ class HashStrategy(Strategy):
 
     def close(self) -> None:
         self.flush()
-        if getattr(self, "_lock", None) is not None:
-            os.close(self._lock)
-            self._lock = None
+        lock: int | None = getattr(self, "_lock", None)
+        if lock is not None:
+            os.close(lock)
+            del self._lock
 
     def own_params(self) -> dict[str, Any]:
         return {"p": self.p, "components": list(self.components), "x_bucket": self.xb, "y_bucket": self.yb}

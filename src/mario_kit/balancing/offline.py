@@ -96,7 +96,9 @@ def save_weights(out: Path, weights: dict[str, np.ndarray], actions: dict[str, n
     meta = {**(report or {}), "episodes": {k: [len(actions[k]), F.actions_digest(actions[k])] for k in weights}}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, ".npz") as tmp:
-        np.savez(tmp, **{k: np.asarray(w, np.float32) for k, w in weights.items()}, **{META: np.array(json.dumps(meta))})
+        arrays: dict[str, Any] = {k: np.asarray(w, np.float32) for k, w in weights.items()}
+        arrays[META] = np.array(json.dumps(meta))
+        np.savez(tmp, **arrays)
 
 
 def _class(acts: np.ndarray, n: int, target: list[float] | None = None, max_weight: float = 10.0) -> np.ndarray:
@@ -118,9 +120,8 @@ def _hash(eps, n: int, cap: float = 0.5, components: str = "level,x,y,status", x
     comps = tuple(c.strip() for c in components.split(","))
     if "screen" in comps:
         raise UserError("hash: the post-hoc key uses the info columns only (no 'screen' component)")
-    keys = [k for _, _, info in eps for k in episode_keys(info, comps, x_bucket, y_bucket)]
+    keys = np.asarray([k for _, _, info in eps for k in episode_keys(info, comps, x_bucket, y_bucket)], dtype=np.uint64)
     acts = np.concatenate([a for _, a, _ in eps])
-    keys = np.asarray(keys, dtype=np.uint64)
     w = np.ones(len(acts))
     order = np.lexsort((acts, keys))
     uk, start = np.unique(keys[order], return_index=True)

@@ -40,7 +40,7 @@ class RepeatStrategy(Strategy):
 
     def _pick_target(self) -> int:
         if self.least:
-            share = self.counts / max(1, self.counts.sum())
+            share = self.counts / max(1, int(self.counts.sum()))
             deficit = self.dist - share
             best = np.flatnonzero(deficit == deficit.max())
             return int(self.rng.choice(best))

@@ -16,7 +16,7 @@ from mario_kit.collectors.collect import CollectConfig, CollectResult, run_colle
 def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
     """Collect episodes into `cfg.out` (created if missing; appended to if compatible): with worker
     processes, or with `cfg.ray` as Ray tasks (`collectors.distributed`)."""
-    backend = None
+    backend: Any = None
     if cfg.ray:
         from mario_kit.collectors.distributed import collect_on_ray as backend, preflight
 

@@ -258,6 +258,7 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
             meta = episode_meta(cfg, policy, aset, seed, index, level)
             max_steps = cfg.max_steps if budget is None else min(cfg.max_steps, budget)
             with EpisodeWriter(cfg.out, meta) as writer:  # an exception anywhere, finish() included (a full disk), discards the .partial
+                end: str | None
                 try:
                     end = record_episode(env, policy, writer, rng, cfg.frame_skip, max_steps, on_step)
                 except (DiscardEpisode, CutEpisode) as e:
@@ -377,7 +378,8 @@ def _run_parallel(cfg: CollectConfig, seed: int, report) -> bool:
     procs = [ctx.Process(target=_worker_main, args=(cfg, w, seed, q), daemon=True) for w in range(cfg.workers)]
     for p in procs:
         p.start()
-    running, errors = set(range(cfg.workers)), []
+    running = set(range(cfg.workers))
+    errors: list[str] = []
     with _Forward(procs) as interrupt:  # SIGINT is passed on to the workers; we keep draining until they exit
         stopped = _drain(q, procs, running, errors, report)
     for p in procs:

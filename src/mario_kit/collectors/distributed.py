@@ -423,7 +423,8 @@ class _Driver:
         from mario_kit.collectors.policies import RandomPolicy
 
         added = unpack(*self.ray.get(self.table.counts_added.remote()))
-        meta = make_strategy("hash", RandomPolicy(), F.get_action_set(self.cfg.action_set), **self.cfg.balance_kwargs).meta
+        strategy: Any = make_strategy("hash", RandomPolicy(), F.get_action_set(self.cfg.action_set), **self.cfg.balance_kwargs)
+        meta = strategy.meta  # a HashStrategy's: what the shared table is keyed by
         add_counts(self.cfg.out, added, meta)
 
 

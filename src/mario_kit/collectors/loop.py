@@ -61,7 +61,7 @@ def record_episode(
     writer.add_frame(frame)
     policy.reset(rng, len(joypad))
     writer.meta.policy = policy.params()  # may hold per-episode draws (e.g. PPO's random factor)
-    policy_on_frame = getattr(policy, "on_frame", None)
+    policy_on_frame: Any = getattr(policy, "on_frame", None)
 
     def joypad_on_frame(screen: np.ndarray) -> int | None:
         a = policy_on_frame(screen)

@@ -91,7 +91,7 @@ class PPOPolicy:
             raise UserError(f"the agent was trained with frame skip {self.rec['frame_skip']}, not {frame_skip}")
         self.range, self.deterministic = (lo, hi), deterministic
         env = make_env(self.rec["level"], self.rec["action_set"], self.rec["frame_skip"], monitor=False)
-        self._obs_wrappers = []  # the agent's own observation wrappers, applied to our frames
+        self._obs_wrappers: list[Any] = []  # the agent's own observation wrappers, applied to our frames
         w = env
         while hasattr(w, "env"):
             if type(w).__name__ in ("FastGrayscaleObservation", "ResizeObservation"):

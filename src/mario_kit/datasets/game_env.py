@@ -47,7 +47,7 @@ class GameEnv(gym.Env):
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self.action_space.contains(int(action)):
-            raise ValueError(f"action {action!r} outside Discrete({self.action_space.n})")
+            raise ValueError(f"action {action!r} outside Discrete({len(self.action_set)})")
         r = self.game.step(int(self.action_set.joypad[int(action)]), self.frame_skip)
         self._frame = r.frame.copy()
         return self._frame.copy(), float(r.reward), bool(r.terminated), bool(r.truncated), dict(r.info)

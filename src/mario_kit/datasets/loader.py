@@ -33,7 +33,7 @@ import xxhash
 
 from mario_kit import UserError
 from mario_kit.atomic import atomic_path
-from mario_kit.datasets.store import LOW_SHAPE, read_manifest
+from mario_kit.datasets.store import LOW_SHAPE, read_manifest, store_array
 
 CACHE_DIR = "_cache"
 
@@ -80,9 +80,7 @@ def _stamp(path: Path) -> tuple[str, float]:
 def _store_blocks(store: Path, n: int):
     """(start, frames) of the store's first n low-res frames, decoded a few chunks at a time; a damaged
     chunk is a UserError."""
-    import zarr
-
-    low = zarr.open_group(str(store), mode="r")["low"]
+    low = store_array(store, "low")
     if low.dtype != np.uint8 or tuple(low.shape[1:]) != LOW_SHAPE or low.shape[0] < n:
         raise UserError(f"{store}: the low-res array is not ({n}, {', '.join(map(str, LOW_SHAPE))}) uint8; "
                         f"rebuild the store with --force")
@@ -121,17 +119,15 @@ class WindowDataset(torch.utils.data.Dataset):
         self.n_context, self.horizon, self.full_res = n_context, horizon, full_res
         self.n_actions = len(self.m["action_buttons"])
         self.low_path = materialize_low(self.store, self.m)
-        self._low = None  # opened lazily, once per process
-        self._full = None
-        import zarr
-
-        g = zarr.open_group(str(self.store), mode="r")
-        if g["actions"].dtype != np.int16 or g["weights"].dtype != np.float32:
-            raise UserError(f"{self.store}: actions must be int16 and weights float32, got {g['actions'].dtype} and "
-                            f"{g['weights'].dtype}; rebuild with --force")
+        self._low: np.ndarray | None = None  # opened lazily, once per process
+        self._full: Any = None  # the zarr array of full-res frames, opened on first use
+        actions, weights = store_array(self.store, "actions"), store_array(self.store, "weights")
+        if actions.dtype != np.int16 or weights.dtype != np.float32:
+            raise UserError(f"{self.store}: actions must be int16 and weights float32, got {actions.dtype} and "
+                            f"{weights.dtype}; rebuild with --force")
         try:
-            self.actions = np.asarray(g["actions"][:], dtype=np.int64)
-            self.weights = np.asarray(g["weights"][:], dtype=np.float32)
+            self.actions = np.asarray(actions[:], dtype=np.int64)
+            self.weights = np.asarray(weights[:], dtype=np.float32)
         except Exception as e:  # noqa: BLE001  (zstd/codec errors of a damaged chunk)
             raise UserError(f"{self.store}: the actions or weights do not decode ({type(e).__name__}); "
                             f"rebuild with --force") from None
@@ -143,12 +139,12 @@ class WindowDataset(torch.utils.data.Dataset):
         if n and not (np.isfinite(self.weights[:n]).all() and self.weights[:n].min() >= 0):
             raise UserError(f"{self.store}: weights that are negative or not finite; rebuild with --force")
         starts, targets = [], []
-        for e in self.m["episodes"]:
-            if split is not None and e["split"] != split:
+        for ep in self.m["episodes"]:
+            if split is not None and ep["split"] != split:
                 continue
-            k = np.arange(1, e["frames"] - horizon + 1)  # first target offsets with a full horizon
-            targets.append(e["start"] + k)
-            starts.append(np.full(len(k), e["start"]))
+            k = np.arange(1, ep["frames"] - horizon + 1)  # first target offsets with a full horizon
+            targets.append(ep["start"] + k)
+            starts.append(np.full(len(k), ep["start"]))
         self.targets = np.concatenate(targets) if targets else np.zeros(0, np.int64)
         self.episode_start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
         self._offsets = np.arange(-n_context, horizon)
@@ -184,9 +180,7 @@ class WindowDataset(torch.utils.data.Dataset):
         batch = {"idx": idx, "act": act, "mask": mask, "index": g}
         if self.full_res:
             if self._full is None:
-                import zarr
-
-                self._full = zarr.open_group(str(self.store), mode="r")["full"]
+                self._full = store_array(self.store, "full")
             tgt = idx[:, self.n_context :].ravel()
             full = np.stack([self._full[int(j)] for j in tgt]).reshape(len(i), self.horizon, *self._full.shape[1:])
             batch["full"] = full

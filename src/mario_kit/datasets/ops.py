@@ -194,14 +194,13 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
     rng = np.random.default_rng(seed)
     chosen = [cands[i] for i in sorted(rng.choice(len(cands), size=min(n, len(cands)), replace=False))]
     full, acts, nexts, refs = [], [], [], []
-    aset = None
     for p, t in chosen:
         with Episode(p) as ep:
             full.append(ep.read_frames(t - n_context, t))
             acts.append(ep.actions[t - n_context : t])
             nexts.append(ep.actions[t:])
             refs.append({"file": p.name, "dataset": str(ds.dir.resolve()), "step": t, "level": ep.attrs["level"]})
-            aset = aset or ep.action_set
+            aset = ep.action_set  # one action set: the dataset's files agree (require_episodes)
     full_a = np.stack(full)
     low_a = downsample(full_a.reshape(-1, *F.FRAME_SHAPE)).reshape(len(chosen), n_context, 60, 64, 3)
     if fmt == "seed":

@@ -85,6 +85,20 @@ class BuildResult:
     unweighted: list[str] = field(default_factory=list)  # added episodes a --weights file had no entry for (weight 1)
 
 
+def store_array(store: str | Path, name: str) -> Any:
+    """The store's array `name` (a zarr.Array), refused in one line where the store holds a group
+    or nothing of that name. Call read_manifest first: it checks the store before zarr reads it."""
+    import zarr
+
+    try:
+        a = zarr.open_group(str(store), mode="r")[name]
+    except KeyError:
+        raise UserError(f"{store} has no {name} array; rebuild it with --force") from None
+    if not isinstance(a, zarr.Array):
+        raise UserError(f"{store}: {name} is not an array; rebuild it with --force")
+    return a
+
+
 def read_manifest(store: Path) -> dict[str, Any]:
     import zarr
 
@@ -94,7 +108,10 @@ def read_manifest(store: Path) -> dict[str, Any]:
     check_zarr_store(store)  # before zarr reads anything: no symlinks, no v2 metadata, no foreign codecs
     try:
         g = zarr.open_group(str(store), mode="r")
-        m = dict(g.attrs[ATTR])
+        m = g.attrs[ATTR]
+        if not isinstance(m, dict):
+            raise TypeError
+        m = dict(m)
     except Exception:  # noqa: BLE001  (anything that is not our store)
         raise UserError(f"{store} is not a mario-kit training store") from None
     if m.get("schema_version") != STORE_SCHEMA:
@@ -311,7 +328,7 @@ def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_r
         g.attrs[ATTR] = m
     committed = sum(e["frames"] for e in m["episodes"])
     for name in ["low", "actions", "weights"] + (["full"] if full_res else []):
-        a = g[name]
+        a = store_array(out, name)
         if a.shape[0] != committed:
             a.resize((committed, *a.shape[1:]))
     return g, m

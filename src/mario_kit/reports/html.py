@@ -24,7 +24,8 @@ def fmt(v: Any) -> Any:
         return v
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
-    return f"{v:,.3f}" if abs(v) < 1 else f"{v:,.2f}"
+    f = float(v)
+    return f"{f:,.3f}" if abs(f) < 1 else f"{f:,.2f}"
 
 
 def _table(df: pd.DataFrame) -> Markup:

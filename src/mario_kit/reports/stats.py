@@ -115,10 +115,10 @@ class _Tally:
         return {
             "action_names": names,
             "action_histogram": {names[i]: int(counts[i]) for i in range(n)},
-            "action_shares": {names[i]: round(float(counts[i] / max(counts.sum(), 1)), 4) for i in range(n)},
+            "action_shares": {names[i]: round(float(counts[i] / max(int(counts.sum()), 1)), 4) for i in range(n)},
             "action_entropy_bits": round(entropy_bits(counts), 4),
             "rarest_action": names[int(counts.argmin())] if n else "",
-            "rarest_action_share": round(float(counts.min() / max(counts.sum(), 1)), 4) if n else 0.0,
+            "rarest_action_share": round(float(counts.min() / max(int(counts.sum()), 1)), 4) if n else 0.0,
             "actions_by_source": {k: v.tolist() for k, v in self.per_source.items()},
             "actions_by_level": {k: v.tolist() for k, v in self.per_level.items()},
             "transitions": trans.tolist(),
@@ -168,7 +168,8 @@ def _frame_stats(ds: Dataset, sample: int | None, seed: int, progress) -> dict[s
     from mario_kit.datasets.episode import Episode
 
     pairs = dups = 0
-    strip, captions = [], []
+    strip: list[np.ndarray] = []
+    captions: list[str] = []
     for p in paths:
         with Episode(p) as ep:
             prev = None

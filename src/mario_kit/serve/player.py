@@ -44,7 +44,10 @@ def decode_frame(msg: bytes, base: np.ndarray | None) -> tuple[dict[str, Any], n
     n = struct.unpack("<I", msg[:4])[0]
     header = json.loads(msg[4 : 4 + n])
     body = np.frombuffer(zlib.decompress(msg[4 + n :]), np.uint8).reshape(F.FRAME_SHAPE)
-    return header, body if header["key"] else np.bitwise_xor(body, base)
+    if header["key"]:
+        return header, body
+    assert base is not None, "a delta frame needs the frame before it"
+    return header, np.bitwise_xor(body, base)
 
 
 class Pacer:

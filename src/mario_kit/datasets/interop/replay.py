@@ -230,7 +230,8 @@ def parse_replay(doc: Any, path: Path) -> list[dict[str, Any]]:
     eps = doc.get("episodes")
     if not isinstance(eps, list) or not eps:
         raise bad("no episodes")
-    out, names = [], set()
+    out: list[Any] = []
+    names: set[str] = set()
     for i, e in enumerate(eps):
         try:
             out.append(_parse_episode(e, names))
@@ -251,7 +252,8 @@ def _parse_episode(e: dict, names: set[str]) -> dict[str, Any]:
     F.check_attrs(attrs)
     if not isinstance(e["frames_xxh3_128"], str) or not re.fullmatch(r"[0-9a-f]{32}", e["frames_xxh3_128"]):
         raise ValueError("frames_xxh3_128 is not a 128-bit hex digest")
-    specs, sizes = [], []
+    specs: list[tuple[str, np.dtype, list[int]]] = []
+    sizes: list[int] = []
     for s in e["arrays"]:
         dt, shape = np.dtype(s["dtype"]), [int(n) for n in s["shape"]]
         known = _DTYPES.get(s["name"])

@@ -139,6 +139,7 @@ def _check_file(p: Path, reset_frame: np.ndarray | None) -> SeedFile:
             prev = key
         segments.append((start, n))
         ours = EXPORT_ATTR in f.attrs
+    assert width is not None  # n >= 2 frames, each with its y
     return SeedFile(p, n, LAYOUTS[width], helper, file_checksum(p), segments, ours)
 
 
@@ -242,7 +243,7 @@ def _write_file(sf: SeedFile, out: Path, aset: F.ActionSet, source: str, level: 
                                extra={"imported_from": "seed", "seed_file": sf.path.name, "seed_file_hash": sf.digest,
                                       "seed_segment": k, "seed_frames": [s, e], "replayable": False,
                                       "helper_array": sf.helper, "y_kind": sf.layout, "death_step_replayed": False})
-            flag = helper_all is not None and bool(helper_all[e][1] if e < sf.n else helper[-1][1])
+            flag = helper_all is not None and bool(helper_all[e][1] if e < sf.n else helper_all[e - 1][1])
             reset_reward = float(helper_all[e][0]) if helper_all is not None and e < sf.n else 0.0
             with EpisodeWriter(out, meta) as w:
                 w.add_extra("seed_y", ys)
@@ -456,6 +457,7 @@ def _export_each(ds: Dataset, names: list[Path], labels: str | None, summary: Ex
                 if not kept:  # labels anew
                     ys, helper = _episode_arrays(ep, labels or "onehot7", summary)
                 # kept originals: the file's own frames (a death step the import replayed is not one of them)
+                assert ys is not None  # _episode_arrays labels every step
                 n = len(ys)
                 _write_frames(target, (ep.read_frames(i, i + 1)[0] for i in range(n)), ys, helper, ours=not kept)
                 summary.frames += n
@@ -469,7 +471,10 @@ def _export_packed(ds: Dataset, names: list[Path], pack: int, layout: str, summa
     episode's reset frame) carries the life flag when the episode before it ended in a death."""
     from mario_kit.progress import make_progress
 
-    frames, ys, helpers, k = [], [], [], 0
+    frames: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    helpers: list[np.ndarray] = []
+    k = 0
 
     def flush(n: int) -> None:
         nonlocal frames, ys, helpers, k

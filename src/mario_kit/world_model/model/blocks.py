@@ -5,6 +5,7 @@ U-Net that pads inputs to a multiple of 2^(levels-1) and crops back (60 is not a
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch.nn.functional import group_norm, interpolate, pad, scaled_dot_product_attention, silu
@@ -29,6 +30,8 @@ def n_groups(channels: int) -> int:
 
 class FourierFeatures(nn.Module):
     """A scalar (the log noise level) -> [cos, sin] of its projection on fixed random frequencies."""
+
+    weight: Tensor
 
     def __init__(self, dim: int):
         super().__init__()
@@ -61,7 +64,8 @@ class SelfAttention2d(nn.Module):
         self.qkv = conv1x1(channels, 3 * channels)
         self.out = conv1x1(channels, channels)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        if self.out.bias is not None:
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
@@ -108,9 +112,10 @@ class UNet(nn.Module):
         self.up_blocks = nn.ModuleList(reversed(ups))
         c = channels[-1]
         self.mid = nn.ModuleList([ResBlock(c, c, cond, True), ResBlock(c, c, cond, True)])
-        self.downsample = nn.ModuleList([nn.Identity()] + [nn.Conv2d(ch, ch, 3, stride=2, padding=1) for ch in channels[:-1]])
-        for m in self.downsample[1:]:
-            nn.init.orthogonal_(m.weight)
+        strided = [nn.Conv2d(ch, ch, 3, stride=2, padding=1) for ch in channels[:-1]]
+        for conv in strided:
+            nn.init.orthogonal_(conv.weight)
+        self.downsample = nn.ModuleList([nn.Identity(), *strided])
         self.upsample = nn.ModuleList([nn.Identity()] + [conv3x3(ch, ch) for ch in reversed(channels[:-1])])
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
@@ -121,7 +126,7 @@ class UNet(nn.Module):
         for blocks, down in zip(self.down_blocks, self.downsample):
             x = down(x)
             skips.append(x)
-            for b in blocks:
+            for b in cast(nn.ModuleList, blocks):
                 x = b(x, cond)
                 skips.append(x)
         for b in self.mid:
@@ -129,6 +134,6 @@ class UNet(nn.Module):
         for i, (blocks, up) in enumerate(zip(self.up_blocks, self.upsample)):
             if i:
                 x = up(interpolate(x, scale_factor=2.0, mode="nearest"))
-            for b in blocks:
+            for b in cast(nn.ModuleList, blocks):
                 x = b(torch.cat((x, skips.pop()), dim=1), cond)
         return x[..., :h, :w]

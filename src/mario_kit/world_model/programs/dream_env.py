@@ -72,7 +72,7 @@ class DreamEnv(gym.Env):
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self.action_space.contains(int(action)):
-            raise ValueError(f"action {action!r} outside Discrete({self.action_space.n})")
+            raise ValueError(f"action {action!r} outside Discrete({len(self.action_set)})")
         with _torch_threads(self.threads):
             _, self._frame = self.dream.step(int(action))
         self._t += 1

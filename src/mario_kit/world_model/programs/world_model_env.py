@@ -8,6 +8,7 @@ model needs (how many past frames, the upsampling factor) comes from the loaded 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from mario_kit import UserError
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.model import shipped
 from mario_kit.world_model.model.checkpoint import load_model, path_of
+from mario_kit.world_model.model.denoiser import Denoiser
 from mario_kit.world_model.config import SamplerConfig
 from mario_kit.world_model.model.sampler import sample, to_model, to_uint8, upsample
 
@@ -51,10 +53,10 @@ class WorldModelEnv:
             # convolutions): faster on a CPU after a minute or so of compiling (docs/BENCHMARKS.md).
             # dynamic=False: denoiser and upsampler share the U-Net's code; with automatic dynamic
             # shapes the second size recompiles symbolically and inductor fails on the padding's modulo.
-            opts = {"freezing": True}
-            self.model = torch.compile(self.model, options=opts, dynamic=False)
+            opts: dict[str, Any] = {"freezing": True}
+            self.model = cast(Denoiser, torch.compile(self.model, options=opts, dynamic=False))
             if self.up is not None:
-                self.up = torch.compile(self.up, options=opts, dynamic=False)
+                self.up = cast(Denoiser, torch.compile(self.up, options=opts, dynamic=False))
         self.cfg = SamplerConfig(**{**vars(cfg.sampler), **({"steps": steps} if steps else {})})
         self.device = torch.device(device)
         self.cuda_graph = (self.device.type == "cuda" and not compile) if cuda_graph is None else cuda_graph
@@ -90,7 +92,7 @@ class WorldModelEnv:
     def _replay(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`_generate` through a CUDA graph: copy into the static inputs, replay, copy the outputs out."""
         if self._graph is None:
-            static_in = tuple(x.clone() if x is not None else None for x in inputs)
+            static_in: tuple[Any, ...] = tuple(x.clone() if x is not None else None for x in inputs)
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # warm up (cuDNN picks its algorithms) outside the capture
@@ -107,7 +109,7 @@ class WorldModelEnv:
             if dst is not None:
                 dst.copy_(src)
         graph.replay()
-        return tuple(x.clone() if x is not None else None for x in static_out)
+        return static_out[0].clone(), static_out[1].clone() if static_out[1] is not None else None
 
     @torch.inference_mode()
     def step(self, action: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ import torch
 from mario_kit import UserError
 from mario_kit.atomic import check_writable, output_dir, write_json_atomic
 from mario_kit.datasets.loader import WindowDataset
+from mario_kit.datasets.store import store_array
 from mario_kit.progress import make_progress
 from mario_kit.world_model.model.denoiser import bicubic
 from mario_kit.world_model.training.metrics import changed_psnr, finite_stats, mse, pooled_gap_interval, pooled_psnr, psnr_stats, scroll_error, scroll_oracle, scroll_so_far, ssim, to_img
@@ -209,9 +210,7 @@ def _test_windows(store: Path, n: int) -> WindowDataset:
 
 
 def _full_frames(store: Path, rows: np.ndarray) -> torch.Tensor:
-    import zarr
-
-    full = zarr.open_group(str(store), mode="r")["full"]
+    full = store_array(store, "full")
     return torch.from_numpy(np.stack([full[int(g)] for g in rows])).float()
 
 

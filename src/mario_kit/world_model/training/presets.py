@@ -98,7 +98,7 @@ def check_resume(saved: TrainConfig, cfg: TrainConfig) -> None:
                         f"{', '.join(SAFE_ON_RESUME)} may change (start another run with --force or another --out)")
 
 
-def _get(d: dict[str, Any], dotted: str) -> Any:
+def _get(d: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         d = d.get(part) if isinstance(d, dict) else None
     return d

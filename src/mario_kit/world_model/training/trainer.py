@@ -325,14 +325,14 @@ def _save(st: _Stage, cfg: TrainConfig, rt: Runtime, path: Path, result: dict[st
                                     st.ema, st.step, st.epoch, resume_state), path)
 
 
-def _optimiser_step(st: _Stage, loss_mod: nn.Module, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, amp) -> float:
+def _optimiser_step(st: _Stage, loss_mod: Any, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, amp) -> float:
     """One optimiser step over `rows` (grad_accum, batch) of window indices; returns the loss."""
     accum, total = len(rows), 0.0
     for a, idx in enumerate(rows):
         frames, act, mask, cond = batch_tensors(st.ds.gather(st.ds.fetch(idx)), st.name, rt)
         sync = rt.world > 1 and a < accum - 1
         with (loss_mod.no_sync() if sync else nullcontext()), amp:
-            loss = loss_mod(frames, act, mask, st.gen, cond) / accum
+            loss: torch.Tensor = loss_mod(frames, act, mask, st.gen, cond) / accum
         loss.backward()
         total += loss.item()
     if cfg.grad_clip:
@@ -346,13 +346,13 @@ def _optimiser_step(st: _Stage, loss_mod: nn.Module, rows: np.ndarray, cfg: Trai
     return total
 
 
-def _wrap(model: Denoiser, noise: NoiseConfig, rt: Runtime) -> nn.Module:
+def _wrap(model: Denoiser, noise: NoiseConfig, rt: Runtime) -> Any:
     """The loss module as the loop calls it: DDP across ranks, compiled when asked."""
     loss_mod: nn.Module = _Loss(model, noise)
     if rt.world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[rt.device] if rt.device.type == "cuda" else None)
     if rt.compile:  # static shapes: the denoiser and upsampler stages share the U-Net's code (see programs/world_model_env.py)
-        loss_mod = torch.compile(loss_mod, dynamic=False)
+        return torch.compile(loss_mod, dynamic=False)
     return loss_mod
 
 
@@ -365,11 +365,11 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
     test = WindowDataset(store, "test", n_context=st.ds.n_context, horizon=st.ds.horizon, full_res=st.up)
     ck_path = path_of(out, stage)
     if resume and ck_path.exists():
-        finished = _resume(st, ck_path, cfg, rt)
+        ended = _resume(st, ck_path, cfg, rt)
         if rt.main:  # the checkpoint fits: now the run's config takes the resume's safe changes
             write_json_atomic(out / "config.json", to_dict(cfg))
-        if finished is not None:
-            return finished
+        if ended is not None:
+            return ended
     elif cfg.init:
         _warm_start(st, cfg.init)
     loss_mod = _wrap(st.model, noise_of(cfg, stage), rt)
@@ -449,7 +449,7 @@ class _Log:
 
     def __init__(self, path: Path, stage: str, step: int, enabled: bool):
         self.path, self.stage, self.step, self.enabled = path, stage, step, enabled
-        self.file = None
+        self.file: Any = None
 
     def __enter__(self) -> "_Log":
         if self.enabled:
