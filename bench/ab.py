@@ -50,10 +50,17 @@ TABLE_SIZE = "denoiser.channels=[64,64,64,64]"
 TABLE_NOISE = ["noise.loc=-0.4", "noise.scale=1.2", "sampler.steps=3"]
 DIAMOND_NOISE = ["noise.cond_loc=-0.4", "noise.cond_scale=1.2"]
 ROWS: dict[str, tuple[str, list[str], str]] = {
-    "baseline": (MIX, DIAMOND_NOISE, "cpu preset as it was: 64 channels, horizon 1, DIAMOND's context noise, mixed data"),
+    "baseline": (
+        MIX,
+        DIAMOND_NOISE,
+        "cpu preset as it was: 64 channels, horizon 1, DIAMOND's context noise, mixed data",
+    ),
     "horizon2": (MIX, DIAMOND_NOISE + ["horizon=2"], "drift: 2-step autoregressive training"),
-    "ctx-noise-low": (MIX, ["noise.cond_loc=-3.0", "noise.cond_scale=1.0"],
-                      "context noise median 0.05 instead of 0.67 (now the cpu preset)"),
+    "ctx-noise-low": (
+        MIX,
+        ["noise.cond_loc=-3.0", "noise.cond_scale=1.0"],
+        "context noise median 0.05 instead of 0.67 (now the cpu preset)",
+    ),
     "no-ctx-noise": (MIX, ["noise.noise_previous_obs=false", "sampler.s_cond=0"], "clean context"),
     "sticky-only": (STICKY, DIAMOND_NOISE, "data: sticky random only (20k steps)"),
     "hash-only": (HASH, DIAMOND_NOISE, "data: sticky random with hash balancing only (20k steps)"),
@@ -70,15 +77,22 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     "hash-only-low": (HASH, ["sampler.s_cond=0.005"], "data: sticky random with hash balancing alone (20k steps)"),
     # on the frozen data (bench/data) and the cpu preset as it was before the focus row's noise (48 channels,
     # s_cond 0.05, DIAMOND's training noise: TABLE_NOISE) and sampled in 1 step, as `play` samples on a CPU
-    "now-48": (FROZEN, ["denoiser.channels=[48,48,48,48]", "sampler.steps=1"], "the cpu preset before focus noise (48 channels), frozen mix"),
+    "now-48": (
+        FROZEN,
+        ["denoiser.channels=[48,48,48,48]", "sampler.steps=1"],
+        "the cpu preset before focus noise (48 channels), frozen mix",
+    ),
     "now-32": (FROZEN, ["denoiser.channels=[32,32,32,32]", "sampler.steps=1"], "size: 32 channels, frozen mix"),
     # training noise where the 1-step sampler draws (sigma_max 5: log-normal around ln 5, narrow) instead
     # of the preset's spread (median 0.67): as a 27-minute fine-tune of the shipped model it beat the
     # same fine-tune at the preset's noise by 0.5 dB at 32 steps (64 rollouts), and the model it started
-    # from by 0.2 dB (256 rollouts) (docs/BENCHMARKS.md, "Training noise for the 1-step sampler"); from
+    # from by 0.2 dB (256 rollouts) (docs/BENCHMARKS_LOG.md, "Training noise for the 1-step sampler"); from
     # scratch at 15 minutes a row +2.6 dB on the next frame against now-48, level at 32 steps: now the preset
-    "now-48-focus": (FROZEN, ["denoiser.channels=[48,48,48,48]", "sampler.steps=1", "noise.loc=1.6", "noise.scale=0.5"],
-                     "training noise at the 1-step sampler's sigma (loc 1.6, scale 0.5), frozen mix"),
+    "now-48-focus": (
+        FROZEN,
+        ["denoiser.channels=[48,48,48,48]", "sampler.steps=1", "noise.loc=1.6", "noise.scale=0.5"],
+        "training noise at the 1-step sampler's sigma (loc 1.6, scale 0.5), frozen mix",
+    ),
 }
 
 
@@ -126,8 +140,24 @@ def train(name: str, out: Path, budget_cpu_s: float, seed: int) -> dict:
 def evaluate(name: str, out: Path, evalset: str, steps: int | None, tag: str = "", rollouts: int = 16) -> dict:
     dest = out / name / ("eval" + (f"-{tag}" if tag else "") + (f"-{steps}step" if steps else ""))
     if not (dest / "evaluation.json").is_file():
-        cmd = MK + ["evaluate", str(out / name), "--store", evalset, "--windows", "256", "--rollouts", str(rollouts),
-                    "--device", "cpu", "--out", str(dest)] + (["--sampling-steps", str(steps)] if steps else [])
+        cmd = (
+            MK
+            + [
+                "evaluate",
+                str(out / name),
+                "--store",
+                evalset,
+                "--windows",
+                "256",
+                "--rollouts",
+                str(rollouts),
+                "--device",
+                "cpu",
+                "--out",
+                str(dest),
+            ]
+            + (["--sampling-steps", str(steps)] if steps else [])
+        )
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads((dest / "evaluation.json").read_text())
 
@@ -146,14 +176,18 @@ def row_figures(ev: dict) -> dict:
 
 
 def table(results: dict) -> str:
-    head = ("| row | what it tests | steps | samples/s | next frame dB (copy-last) | 32-step dB (copy-last) | "
-            "32-step changed-pixel dB | 64-step scroll error px (real scroll) |\n|---|---|---|---|---|---|---|---|")
+    head = (
+        "| row | what it tests | steps | samples/s | next frame dB (copy-last) | 32-step dB (copy-last) | "
+        "32-step changed-pixel dB | 64-step scroll error px (real scroll) |\n|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for name, r in results.items():
         f = r["figures"]
-        lines.append(f"| {name} | {ROWS[name.split('@')[0]][2]} | {r['step']} | {r['samples_per_s']} | "
-                     f"{f['next_frame_psnr']:.2f} ({f['copy_last_psnr']:.2f}) | {f['r32_psnr_last']:.2f} ({f['r32_copy_last']:.2f}) | "
-                     f"{f['r32_changed_psnr']:.2f} | {f['r64_scroll_error_px']:.1f} ({f['r64_real_scroll_px']:.1f}) |")
+        lines.append(
+            f"| {name} | {ROWS[name.split('@')[0]][2]} | {r['step']} | {r['samples_per_s']} | "
+            f"{f['next_frame_psnr']:.2f} ({f['copy_last_psnr']:.2f}) | {f['r32_psnr_last']:.2f} ({f['r32_copy_last']:.2f}) | "
+            f"{f['r32_changed_psnr']:.2f} | {f['r64_scroll_error_px']:.1f} ({f['r64_real_scroll_px']:.1f}) |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -176,7 +210,10 @@ def main() -> None:
             raise SystemExit(f"unknown row {name!r}; rows: {', '.join(ROWS)}")
         s = train(name, args.out, args.budget_min * 60 * 2, args.seed)["stages"]["denoiser"]
         base = {"step": s["step"], "samples_per_s": s["samples_per_s"], "parameters": s["parameters"]}
-        results[name] = {**base, "figures": row_figures(evaluate(name, args.out, args.evalset, None, args.eval_tag, args.rollouts))}
+        results[name] = {
+            **base,
+            "figures": row_figures(evaluate(name, args.out, args.evalset, None, args.eval_tag, args.rollouts)),
+        }
         if name in args.sampler_rows.split(","):
             for k in args.sampler_steps.split(","):
                 ev = evaluate(name, args.out, args.evalset, int(k), args.eval_tag, args.rollouts)

@@ -42,7 +42,9 @@ def collect_steps_per_s(tmp: Path, name: str, steps: int, workers: int, model: P
     if model is None:
         collect(CollectConfig(out=tmp / name, policy="random", steps=steps, seed=0, workers=workers), progress=False)
     else:
-        COLLECTORS["ppo"](out=tmp / name, model=model, random_factor=0.1, steps=steps, seed=0, workers=workers, progress=False)
+        COLLECTORS["ppo"](
+            out=tmp / name, model=model, random_factor=0.1, steps=steps, seed=0, workers=workers, progress=False
+        )
     return steps / (time.perf_counter() - t)
 
 
@@ -55,7 +57,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         r["raw_wrapped_env_agent_steps_per_s_1_process"] = raw = raw_steps_per_s(2000)
-        train_agent(AgentConfig(timesteps=1024, workers=2, checkpoint_every=10**9, eval_every=10**9), tmp / "warm", progress=False)
+        train_agent(
+            AgentConfig(timesteps=1024, workers=2, checkpoint_every=10**9, eval_every=10**9),
+            tmp / "warm",
+            progress=False,
+        )
         for workers, n_steps in ((2, 1024), (8, 256)):  # the default 2,048 steps an update (AgentConfig's epochs)
             sps = train_steps_per_s(tmp, f"run{workers}", args.timesteps, workers, n_steps)
             r[f"ppo_training_agent_steps_per_s_{workers}_workers"] = sps

@@ -45,10 +45,17 @@ def measure(d: Path, n_actions: int) -> dict:
             n += 1
     a = np.concatenate(acts)
     counts = np.bincount(a, minlength=n_actions)
-    return {"episodes": n, "steps": int(len(a)), "entropy_bits": round(entropy_bits(counts), 3),
-            "rarest_share": round(float(counts.min() / len(a)), 4), "distinct_keys": len(set(keys)),
-            "steps_per_key": round(len(a) / len(set(keys)), 2), "max_x": int(max(xmax)), "mean_episode_max_x": round(float(np.mean(xmax)), 1),
-            "deaths": int(deaths)}
+    return {
+        "episodes": n,
+        "steps": int(len(a)),
+        "entropy_bits": round(entropy_bits(counts), 3),
+        "rarest_share": round(float(counts.min() / len(a)), 4),
+        "distinct_keys": len(set(keys)),
+        "steps_per_key": round(len(a) / len(set(keys)), 2),
+        "max_x": int(max(xmax)),
+        "mean_episode_max_x": round(float(np.mean(xmax)), 1),
+        "deaths": int(deaths),
+    }
 
 
 def main() -> None:
@@ -66,10 +73,15 @@ def main() -> None:
         if not args.model:
             ap.error("--policy ppo needs --model")
         kwargs = {"model": args.model, "random_factor": args.random_factor, "deterministic": not args.stochastic}
-        desc = (f"PPO agent {args.model} ({'stochastic' if args.stochastic else 'deterministic'}, random factor "
-                f"{args.random_factor}), simple action set, 1-1, frame skip 4, seed 0")
+        desc = (
+            f"PPO agent {args.model} ({'stochastic' if args.stochastic else 'deterministic'}, random factor "
+            f"{args.random_factor}), simple action set, 1-1, frame skip 4, seed 0"
+        )
     else:
-        kwargs, desc = {"p": args.sticky}, f"sticky random p={args.sticky}, simple action set, 1-1, frame skip 4, seed 0"
+        kwargs, desc = (
+            {"p": args.sticky},
+            f"sticky random p={args.sticky}, simple action set, 1-1, frame skip 4, seed 0",
+        )
     settings = [n for n in args.settings.split(";") if n]
     if "none" not in settings or not set(settings) <= set(SETTINGS):
         ap.error(f"--settings: a subset of {list(SETTINGS)} that includes none")
@@ -79,8 +91,19 @@ def main() -> None:
             strategy, kw = SETTINGS[name]
             d = Path(tmp) / name.replace(" ", "_")
             t = time.perf_counter()
-            collect(CollectConfig(out=d, policy=args.policy, policy_kwargs=kwargs, steps=args.steps, seed=0,
-                                  workers=args.workers, balance=strategy, balance_kwargs=kw), progress=False)
+            collect(
+                CollectConfig(
+                    out=d,
+                    policy=args.policy,
+                    policy_kwargs=kwargs,
+                    steps=args.steps,
+                    seed=0,
+                    workers=args.workers,
+                    balance=strategy,
+                    balance_kwargs=kw,
+                ),
+                progress=False,
+            )
             sps = args.steps / (time.perf_counter() - t)
             out[name] = {**measure(d, 7), "steps_per_s": round(sps, 1)}
     base = out["none"]

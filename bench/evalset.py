@@ -40,16 +40,44 @@ def main() -> None:
     sources = ["sticky random p=0.8"]
     if args.agent:
         collect_agent(eps, model=args.agent, random_factor=0.1, seed=args.seed + 2, progress=False, **common)
-        collect_agent(eps, model=args.agent, random_factor=0.1, seed=args.seed + 3, progress=False,
-                      balance="hash", balance_kwargs={"p": 0.5}, **common)
+        collect_agent(
+            eps,
+            model=args.agent,
+            random_factor=0.1,
+            seed=args.seed + 3,
+            progress=False,
+            balance="hash",
+            balance_kwargs={"p": 0.5},
+            **common,
+        )
         sources += ["agent, random factor 0.1", "agent, random factor 0.1, hash p=0.5"]
     files = sorted(Dataset(eps).index["file"])
-    write_json_atomic(eps / SPLIT_FILE, {"schema_version": SPLIT_SCHEMA, "seed": None, "percentage": 100,
-                                         "stratify": [], "assignments": {f: "test" for f in files}}, sort_keys=True)
+    write_json_atomic(
+        eps / SPLIT_FILE,
+        {
+            "schema_version": SPLIT_SCHEMA,
+            "seed": None,
+            "percentage": 100,
+            "stratify": [],
+            "assignments": {f: "test" for f in files},
+        },
+        sort_keys=True,
+    )
     build_store(eps, args.out / "store.zarr", full_res=True, progress=False)
     info = store_info(args.out / "store.zarr")
-    print(json.dumps({"sources": sources, "seed": args.seed, "episodes": info["episodes"], "frames": info["frames"],
-                      "test_episodes": info["test_episodes"], "store": str(args.out / "store.zarr")}, indent=2))
+    print(
+        json.dumps(
+            {
+                "sources": sources,
+                "seed": args.seed,
+                "episodes": info["episodes"],
+                "frames": info["frames"],
+                "test_episodes": info["test_episodes"],
+                "store": str(args.out / "store.zarr"),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

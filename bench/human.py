@@ -49,13 +49,20 @@ def main() -> None:
         res = collect_human(Path(tmp), script=script, fps=0, wait_for_start=False, scale=args.scale)
         wall = time.perf_counter() - t
     per = 1000 * wall / args.frames
-    print(json.dumps({
-        "frames": args.frames, "scale": args.scale, "steps_recorded": res.steps,
-        "ms_per_displayed_frame": round(per, 3),
-        "share_of_16.7ms_budget": round(per / (1000 / 60), 3),
-        "draw_ms_per_frame": round(1000 * float(np.mean(draw)), 3),
-        "note": "wall time includes env creation and file finishing; the dummy driver's flip costs ~0",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "frames": args.frames,
+                "scale": args.scale,
+                "steps_recorded": res.steps,
+                "ms_per_displayed_frame": round(per, 3),
+                "share_of_16.7ms_budget": round(per / (1000 / 60), 3),
+                "draw_ms_per_frame": round(1000 * float(np.mean(draw)), 3),
+                "note": "wall time includes env creation and file finishing; the dummy driver's flip costs ~0",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

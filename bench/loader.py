@@ -37,8 +37,10 @@ def main() -> None:
     B = args.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         eps, store = Path(tmp) / "eps", Path(tmp) / "s.zarr"
-        collect(CollectConfig(out=eps, policy="sticky", policy_kwargs={"p": 0.8}, steps=args.steps, seed=0, workers=2),
-                progress=False)
+        collect(
+            CollectConfig(out=eps, policy="sticky", policy_kwargs={"p": 0.8}, steps=args.steps, seed=0, workers=2),
+            progress=False,
+        )
         t = time.perf_counter()
         build_store(eps, Path(tmp) / "low-only.zarr", progress=False)
         build_low_s = time.perf_counter() - t
@@ -67,17 +69,22 @@ def main() -> None:
         t = time.perf_counter()
         loader.materialize_low(store)
         verify_ms = (time.perf_counter() - t) * 1000
-        print(json.dumps({
-            "frames": n,
-            "build_frames_per_s_low_res_only": round(n / build_low_s),
-            "build_frames_per_s_with_full_res": round(n / build_s),
-            "store_low_bytes_per_frame": round(_du(store / "low") / n, 1),
-            "store_full_bytes_per_frame": round(_du(store / "full") / n, 1),
-            "baseline_numpy_windows_per_s": round(baseline),
-            "training_path_windows_per_s": round(training),
-            "ratio_training_path_to_baseline": round(training / baseline, 3),
-            "cache_verify_ms_per_1000_frames": round(verify_ms / n * 1000, 2),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "frames": n,
+                    "build_frames_per_s_low_res_only": round(n / build_low_s),
+                    "build_frames_per_s_with_full_res": round(n / build_s),
+                    "store_low_bytes_per_frame": round(_du(store / "low") / n, 1),
+                    "store_full_bytes_per_frame": round(_du(store / "full") / n, 1),
+                    "baseline_numpy_windows_per_s": round(baseline),
+                    "training_path_windows_per_s": round(training),
+                    "ratio_training_path_to_baseline": round(training / baseline, 3),
+                    "cache_verify_ms_per_1000_frames": round(verify_ms / n * 1000, 2),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -45,12 +45,30 @@ def fake_run(d: Path, small_upsampler: bool = False) -> None:
 PAUSE: int | None = None  # --pause-group: a background job's process group, stopped while timing
 
 
-def fps(run: Path, frames: int, device: str, steps: int, up: bool, bf16: bool, cl: bool, mode: str = "",
-        up_steps: int | None = None) -> float:
+def fps(
+    run: Path,
+    frames: int,
+    device: str,
+    steps: int,
+    up: bool,
+    bf16: bool,
+    cl: bool,
+    mode: str = "",
+    up_steps: int | None = None,
+) -> float:
     """mode: "" (eager), "compile" (torch.compile) or "graph" (the step as one CUDA graph)."""
     graph = (mode == "graph") if device.startswith("cuda") else None
-    dr = WorldModelEnv(run, upsampler=up, steps=steps, device=device, bf16=bf16, compile=mode == "compile", cuda_graph=graph,
-               channels_last=cl, upsampler_steps=up_steps)
+    dr = WorldModelEnv(
+        run,
+        upsampler=up,
+        steps=steps,
+        device=device,
+        bf16=bf16,
+        compile=mode == "compile",
+        cuda_graph=graph,
+        channels_last=cl,
+        upsampler_steps=up_steps,
+    )
     rng = np.random.default_rng(0)
     dr.reset(rng.integers(0, 256, (4, 60, 64, 3), dtype=np.uint8), np.zeros(4, np.int64))
     for _ in range(2):
@@ -97,10 +115,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--device", default=resolve_device("auto"))
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to start)")
-    ap.add_argument("--only", default="", help="comma list: keep the variants whose name holds one of these (the "
-                    "first kept variant is the baseline of the ratios)")
-    ap.add_argument("--pause-group", type=int, help="process group of a background job (e.g. a training run) to "
-                    "SIGSTOP while timing, so that the figures are of an idle machine; compiling still shares the cores")
+    only = "comma list: keep the variants whose name holds one of these (the first kept is the ratios' baseline)"
+    ap.add_argument("--only", default="", help=only)
+    pause = "process group of a background job (a training run) to SIGSTOP while timing: figures of an idle machine"
+    ap.add_argument("--pause-group", type=int, help=pause)
     args = ap.parse_args()
     global PAUSE
     PAUSE = args.pause_group
@@ -109,27 +127,39 @@ def main() -> None:
         run, small = Path(tmp) / "big", Path(tmp) / "small"
         fake_run(run)
         fake_run(small, small_upsampler=True)
-        variants = [("low_3steps_fp32", 3, False, False, False), ("low_3steps_bf16", 3, False, True, False),
-                    ("low_3steps_channels_last", 3, False, False, True), ("low_3steps_bf16_channels_last", 3, False, True, True),
-                    ("low_2steps_bf16", 2, False, True, False), ("low_1step_bf16", 1, False, True, False),
-                    ("up_3steps_fp32", 3, True, False, False), ("up_3steps_bf16", 3, True, True, False),
-                    ("up_1step_bf16_channels_last", 1, True, True, True),
-                    ("small_up_3steps_bf16_channels_last", 3, "small", True, True),
-                    ("small_up_2steps_bf16_channels_last", 2, "small", True, True),
-                    ("small_up_1step_bf16_channels_last", 1, "small", True, True),  # play's CPU default
-                    ("small_up1_1step_bf16_channels_last", 1, "small", True, True, "", 1)]
+        variants = [
+            ("low_3steps_fp32", 3, False, False, False),
+            ("low_3steps_bf16", 3, False, True, False),
+            ("low_3steps_channels_last", 3, False, False, True),
+            ("low_3steps_bf16_channels_last", 3, False, True, True),
+            ("low_2steps_bf16", 2, False, True, False),
+            ("low_1step_bf16", 1, False, True, False),
+            ("up_3steps_fp32", 3, True, False, False),
+            ("up_3steps_bf16", 3, True, True, False),
+            ("up_1step_bf16_channels_last", 1, True, True, True),
+            ("small_up_3steps_bf16_channels_last", 3, "small", True, True),
+            ("small_up_2steps_bf16_channels_last", 2, "small", True, True),
+            ("small_up_1step_bf16_channels_last", 1, "small", True, True),  # play's CPU default
+            ("small_up1_1step_bf16_channels_last", 1, "small", True, True, "", 1),
+        ]
         if args.compile:
-            variants += [("low_3steps_bf16_channels_last_compile", 3, False, True, True, "compile"),
-                         ("low_2steps_bf16_channels_last_compile", 2, False, True, True, "compile"),
-                         ("small_up_3steps_bf16_channels_last_compile", 3, "small", True, True, "compile"),
-                         ("up_3steps_bf16_channels_last_compile", 3, True, True, True, "compile")]
+            variants += [
+                ("low_3steps_bf16_channels_last_compile", 3, False, True, True, "compile"),
+                ("low_2steps_bf16_channels_last_compile", 2, False, True, True, "compile"),
+                ("small_up_3steps_bf16_channels_last_compile", 3, "small", True, True, "compile"),
+                ("up_3steps_bf16_channels_last_compile", 3, True, True, True, "compile"),
+            ]
         if args.device.startswith("cuda"):  # play's default on CUDA: the step as one CUDA graph
             variants += [(f"{n}_graph", *rest[:4], "graph", *rest[5:]) for n, *rest in variants if len(rest) in (4, 6)]
         if args.only:
             variants = [v for v in variants if any(k in v[0] for k in args.only.split(","))]
         base = None
         for name, steps, up, bf16, cl, *more in variants:  # more: mode, upsampler steps
-            r, n = (small, args.frames // 2) if up == "small" else (run, args.frames if not up else max(4, args.frames // 4))
+            r, n = (
+                (small, args.frames // 2)
+                if up == "small"
+                else (run, args.frames if not up else max(4, args.frames // 4))
+            )
             try:
                 v = fps(r, n, args.device, steps, bool(up), bf16, cl, *more)
             except Exception as e:  # one variant failing (a compiler, a capture) must not lose the others
@@ -140,9 +170,18 @@ def main() -> None:
             print(f"{name}: {v:.2f} frames/s", file=sys.stderr, flush=True)
         if args.device.startswith("cuda"):
             rows["graph_vs_eager"] = same_frames(run, args.device)
-    print(json.dumps({
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.machine()} CPU, {os.cpu_count()} cores",
-        "torch": torch.__version__, "results": rows}, indent=2))
+    print(
+        json.dumps(
+            {
+                "device": torch.cuda.get_device_name()
+                if args.device.startswith("cuda")
+                else f"{platform.machine()} CPU, {os.cpu_count()} cores",
+                "torch": torch.__version__,
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def _measure():
     spec.loader.exec_module(mod)
     return mod.measure
 
+
 MK = [sys.executable, "-m", "mario_kit", "collect"]
 
 
@@ -57,9 +58,13 @@ def cli(args: list[str], **kw) -> tuple[float, str]:
 
 def ray_start_s() -> float:
     """A fresh local Ray: init plus the first task's round trip."""
-    code = ("import time,ray;t=time.perf_counter();ray.init(include_dashboard=False,log_to_driver=False);"
-            "ray.get(ray.remote(lambda:1).remote());print(time.perf_counter()-t)")
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1])
+    code = (
+        "import time,ray;t=time.perf_counter();ray.init(include_dashboard=False,log_to_driver=False);"
+        "ray.get(ray.remote(lambda:1).remote());print(time.perf_counter()-t)"
+    )
+    return float(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1]
+    )
 
 
 def steady_rate(folder: Path) -> tuple[float, float]:
@@ -82,8 +87,13 @@ def part_local(tmp: Path, steps: int) -> dict:
             wall, text = cli(base + ["--out", str(tmp / f"{mode}-{name}")] + extra)
             n = int(text.split(" steps into")[0].split()[-1].replace(",", ""))
             rate, first = steady_rate(tmp / f"{mode}-{name}")
-            r[name] = {"steps": n, "wall_s": round(wall, 2), "steps_per_s": round(n / wall, 1),
-                       "steady_steps_per_s": round(rate, 1), "first_episode_s": round(first - t0, 2)}
+            r[name] = {
+                "steps": n,
+                "wall_s": round(wall, 2),
+                "steps_per_s": round(n / wall, 1),
+                "steady_steps_per_s": round(rate, 1),
+                "first_episode_s": round(first - t0, 2),
+            }
         r["ratio_end_to_end"] = round(r["ray"]["steps_per_s"] / r["workers2"]["steps_per_s"], 3)
         r["ratio_steady"] = round(r["ray"]["steady_steps_per_s"] / r["workers2"]["steady_steps_per_s"], 3)
     return out
@@ -112,8 +122,12 @@ def part_faults(tmp: Path) -> dict:
     cluster.wait_for_nodes()
     try:
         _, clean_out = cli(args + ["--out", str(tmp / "both"), "--ray", "--ray-address", cluster.address])
-        p = subprocess.Popen(MK + args + ["--out", str(tmp / "faults"), "--ray", "--ray-address", cluster.address],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            MK + args + ["--out", str(tmp / "faults"), "--ray", "--ray-address", cluster.address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         while not list((tmp / "faults").glob("*.h5")):
             time.sleep(0.1)
         killed = None
@@ -131,8 +145,15 @@ def part_faults(tmp: Path) -> dict:
     steps = assert_same_episodes(tmp / "faults", tmp / "clean")
     same_as_clean_cluster = assert_same_episodes(tmp / "both", tmp / "clean") == steps
     nodes = lambda text: next(line for line in text.splitlines() if line.startswith("on "))  # noqa: E731
-    return {"episodes": 24, "steps": steps, "two_node_run": nodes(clean_out), "faults_run": nodes(out), "killed_worker_pid": killed,
-            "equal_to_clean_run": True, "undisturbed_two_node_run_equal": same_as_clean_cluster}
+    return {
+        "episodes": 24,
+        "steps": steps,
+        "two_node_run": nodes(clean_out),
+        "faults_run": nodes(out),
+        "killed_worker_pid": killed,
+        "equal_to_clean_run": True,
+        "undisturbed_two_node_run_equal": same_as_clean_cluster,
+    }
 
 
 def part_hash(tmp: Path, steps: int) -> dict:
@@ -146,8 +167,21 @@ def part_hash(tmp: Path, steps: int) -> dict:
         for name, share in (("actor (shared)", True), ("start table only", False)):
             d = tmp / f"hash-{share}"
             t = time.perf_counter()
-            collect(CollectConfig(out=d, policy="sticky", policy_kwargs={"p": 0.8}, steps=steps, max_steps=400, seed=2,
-                                  balance="hash", balance_kwargs={"p": 0.5}, ray=True, ray_share_table=share), progress=False)
+            collect(
+                CollectConfig(
+                    out=d,
+                    policy="sticky",
+                    policy_kwargs={"p": 0.8},
+                    steps=steps,
+                    max_steps=400,
+                    seed=2,
+                    balance="hash",
+                    balance_kwargs={"p": 0.5},
+                    ray=True,
+                    ray_share_table=share,
+                ),
+                progress=False,
+            )
             out[name] = {**_measure()(d, 7), "wall_s": round(time.perf_counter() - t, 1)}
     finally:
         ray.shutdown()
@@ -162,7 +196,9 @@ def part_actor() -> dict:
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
         rng = np.random.default_rng(0)
-        actor = ray.remote(num_cpus=0)(_HashTable).remote({int(k): np.zeros(7, np.int64) for k in rng.integers(0, 2**63, 5000)})
+        actor = ray.remote(num_cpus=0)(_HashTable).remote(
+            {int(k): np.zeros(7, np.int64) for k in rng.integers(0, 2**63, 5000)}
+        )
         keys = rng.integers(0, 2**63, 20000)
         n, clients = 300, 8
         deltas = [pack({int(k): rng.integers(0, 5, 7) for k in rng.choice(keys, 40)}) for _ in range(n)]
@@ -183,8 +219,13 @@ def part_actor() -> dict:
         size = len(ray.get(actor.exchange.remote(pack({}), -1))[1][0])
     finally:
         ray.shutdown()
-    return {"exchanges": n * clients, "clients": clients, "keys_per_delta": 40, "table_keys": size,
-            "exchanges_per_s": round(n * clients / dt, 1)}
+    return {
+        "exchanges": n * clients,
+        "clients": clients,
+        "keys_per_delta": 40,
+        "table_keys": size,
+        "exchanges_per_s": round(n * clients / dt, 1),
+    }
 
 
 def part_write(tmp: Path) -> dict:
@@ -192,8 +233,10 @@ def part_write(tmp: Path) -> dict:
     from mario_kit.collectors.distributed import write_episode
 
     src = tmp / "src"
-    paths = collect(CollectConfig(out=src, policy="sticky", policy_kwargs={"p": 0.8}, episodes=4, max_steps=400, seed=9),
-                    progress=False).paths
+    paths = collect(
+        CollectConfig(out=src, policy="sticky", policy_kwargs={"p": 0.8}, episodes=4, max_steps=400, seed=9),
+        progress=False,
+    ).paths
     blobs = [p.read_bytes() for p in paths]
     dst = tmp / "dst"
     dst.mkdir()
@@ -206,8 +249,14 @@ def part_write(tmp: Path) -> dict:
 
     steps = sum(int(h5py.File(p).attrs["length"]) for p in paths)
     total = sum(map(len, blobs))
-    return {"episodes": len(blobs), "steps": steps, "bytes_per_step": round(total / steps), "bytes_per_episode": round(total / len(blobs)),
-            "driver_write_mb_per_s": round(10 * total / dt / 1e6, 1), "driver_writes_per_s": round(10 * len(blobs) / dt, 1)}
+    return {
+        "episodes": len(blobs),
+        "steps": steps,
+        "bytes_per_step": round(total / steps),
+        "bytes_per_episode": round(total / len(blobs)),
+        "driver_write_mb_per_s": round(10 * total / dt / 1e6, 1),
+        "driver_writes_per_s": round(10 * len(blobs) / dt, 1),
+    }
 
 
 def main() -> None:

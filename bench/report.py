@@ -24,11 +24,27 @@ def screenshot(page: Path, png: Path) -> str:
     if chromium is None:
         return "skipped: no chromium on this machine (apt-get install chromium)"
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1200,2400",
-                        f"--screenshot={png.resolve()}", page.resolve().as_uri()],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--hide-scrollbars",
+                "--window-size=1200,2400",
+                f"--screenshot={png.resolve()}",
+                page.resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     return str(png)
 
 
@@ -46,8 +62,17 @@ def main() -> None:
         r = make_report([args.dataset], Path(tmp) / "all", frames=True, progress=False)
         full = time.perf_counter() - t
         shot = screenshot(r["html"], args.screenshot) if args.screenshot else "not asked"
-    print(json.dumps({"steps": steps, "steps_per_s_columns_only": round(steps / cols), "steps_per_s_with_frames": round(steps / full),
-                      "screenshot": shot}, indent=2))
+    print(
+        json.dumps(
+            {
+                "steps": steps,
+                "steps_per_s_columns_only": round(steps / cols),
+                "steps_per_s_with_frames": round(steps / full),
+                "screenshot": shot,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

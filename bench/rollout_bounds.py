@@ -31,8 +31,11 @@ def bounds(store: str, h: int, rollouts: int, seed: int, n: int = 4) -> dict:
     real, last = torch.from_numpy(b["obs"][:, n:]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
     dx = scroll_so_far(real, last)[:, -1]
     goal = real[:, -1]
-    out = {"rollouts": len(real), "real_scroll_px": round(float(dx.float().mean()), 2),
-           "copy_last": round(pooled_psnr(last, goal), 2)}
+    out = {
+        "rollouts": len(real),
+        "real_scroll_px": round(float(dx.float().mean()), 2),
+        "copy_last": round(pooled_psnr(last, goal), 2),
+    }
     oracle = shift_frames(last, dx)  # the scroll oracle's last step, from the scroll already measured
     out["scroll_oracle"] = round(pooled_psnr(oracle, goal), 2)
     for off in (1, 2):

@@ -54,10 +54,17 @@ def part_frame() -> dict:
         sizes.append(len(msg))
     env.close()
     total = 1e3 * (np.mean(emu) + np.mean(enc))
-    return {"frames": 600, "emulate_ms": round(1e3 * np.mean(emu), 3), "encode_ms": round(1e3 * np.mean(enc), 3),
-            "total_ms": round(total, 3), "share_of_16_7_ms": round(total / (1000 / 60), 3),
-            "bytes_per_frame": round(float(np.mean(sizes))), "bytes_per_s_at_60": round(60 * float(np.mean(sizes))),
-            "raw_rgb_bytes_per_s": 240 * 256 * 3 * 60, "compression": round(240 * 256 * 3 / float(np.mean(sizes)), 1)}
+    return {
+        "frames": 600,
+        "emulate_ms": round(1e3 * np.mean(emu), 3),
+        "encode_ms": round(1e3 * np.mean(enc), 3),
+        "total_ms": round(total, 3),
+        "share_of_16_7_ms": round(total / (1000 / 60), 3),
+        "bytes_per_frame": round(float(np.mean(sizes))),
+        "bytes_per_s_at_60": round(60 * float(np.mean(sizes))),
+        "raw_rgb_bytes_per_s": 240 * 256 * 3 * 60,
+        "compression": round(240 * 256 * 3 / float(np.mean(sizes)), 1),
+    }
 
 
 def free_port() -> int:
@@ -67,8 +74,12 @@ def free_port() -> int:
 
 
 def start_server(out: Path, port: int, *extra: str) -> subprocess.Popen:
-    proc = subprocess.Popen(MK + ["serve", "--out", str(out), "--port", str(port), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        MK + ["serve", "--out", str(out), "--port", str(port), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for _ in range(600):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -120,8 +131,14 @@ def part_players(counts: list[int]) -> dict:
             finally:
                 proc.terminate()
                 proc.wait()
-            rows.append({"players": n, "median_fps": round(statistics.median(fps), 1), "worst_fps": round(min(fps), 1),
-                         "server_cpu_cores": round(cpu, 2)})
+            rows.append(
+                {
+                    "players": n,
+                    "median_fps": round(statistics.median(fps), 1),
+                    "worst_fps": round(min(fps), 1),
+                    "server_cpu_cores": round(cpu, 2),
+                }
+            )
             if min(fps) < 57:
                 break
     held = [r["players"] for r in rows if r["worst_fps"] >= 57]
@@ -155,8 +172,12 @@ def part_browser() -> dict:
             proc.terminate()
             proc.wait()
     lat = sorted(lat)
-    return {"key_changes": len(lat), "latency_median_ms": round(lat[len(lat) // 2], 1),
-            "latency_p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 1), "page_fps": last and last["fps"]}
+    return {
+        "key_changes": len(lat),
+        "latency_median_ms": round(lat[len(lat) // 2], 1),
+        "latency_p95_ms": round(lat[int(0.95 * (len(lat) - 1))], 1),
+        "page_fps": last and last["fps"],
+    }
 
 
 def main() -> None:
@@ -167,8 +188,11 @@ def main() -> None:
     res = {"cpus": os.cpu_count()}
     for part in args.parts.split(","):
         t = time.perf_counter()
-        res[part] = {"frame": part_frame, "players": lambda: part_players([int(x) for x in args.players.split(",")]),
-                     "browser": part_browser}[part]()
+        res[part] = {
+            "frame": part_frame,
+            "players": lambda: part_players([int(x) for x in args.players.split(",")]),
+            "browser": part_browser,
+        }[part]()
         res[part]["part_s"] = round(time.perf_counter() - t, 1)
     print(json.dumps(res, indent=1))
 

@@ -27,15 +27,28 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        res = collect(CollectConfig(out=Path(tmp) / "eps", policy="sticky", policy_kwargs={"p": 0.9},
-                                    action_set="right", steps=args.steps, seed=0), progress=False)
+        res = collect(
+            CollectConfig(
+                out=Path(tmp) / "eps",
+                policy="sticky",
+                policy_kwargs={"p": 0.9},
+                action_set="right",
+                steps=args.steps,
+                seed=0,
+            ),
+            progress=False,
+        )
         frames = np.concatenate([Episode(p).frames[()] for p in res.paths])
         n = len(frames)
         rng = np.random.default_rng(0)
         order = rng.permutation(n)
-        for name, kw in [("none", {}), ("gzip-1", {"compression": "gzip", "compression_opts": 1}),
-                         ("gzip-3", {"compression": "gzip", "compression_opts": 3}),
-                         ("gzip-6", {"compression": "gzip", "compression_opts": 6}), ("lzf", {"compression": "lzf"})]:
+        for name, kw in [
+            ("none", {}),
+            ("gzip-1", {"compression": "gzip", "compression_opts": 1}),
+            ("gzip-3", {"compression": "gzip", "compression_opts": 3}),
+            ("gzip-6", {"compression": "gzip", "compression_opts": 6}),
+            ("lzf", {"compression": "lzf"}),
+        ]:
             path = Path(tmp) / f"{name}.h5"
             t = time.perf_counter()
             with h5py.File(path, "w") as f:
@@ -49,8 +62,14 @@ def main() -> None:
                 for i in order:
                     ds[int(i)]
                 read = n / (time.perf_counter() - t)
-            rows.append({"filter": name, "bytes_per_frame": round(os.path.getsize(path) / n),
-                         "write_frames_per_s": round(write), "random_read_frames_per_s": round(read)})
+            rows.append(
+                {
+                    "filter": name,
+                    "bytes_per_frame": round(os.path.getsize(path) / n),
+                    "write_frames_per_s": round(write),
+                    "random_read_frames_per_s": round(read),
+                }
+            )
     print(json.dumps({"frames": n, "raw_bytes_per_frame": 240 * 256 * 3, "rows": rows}, indent=2))
 
 

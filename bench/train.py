@@ -72,11 +72,19 @@ def main() -> None:
             base = base or sps
             rows[f"batch{b}_{v}"] = {"samples_per_s": round(sps, 2), "ratio_to_eager": round(sps / base, 3)}
             print(f"batch {b} {v}: {sps:.1f} samples/s", file=sys.stderr, flush=True)  # progress, if cut short
-    print(json.dumps({
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
-        "torch": torch.__version__, "model": "denoiser default (4,406,147 parameters), 64x60, 4 context frames",
-        "results": rows,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "device": torch.cuda.get_device_name()
+                if args.device.startswith("cuda")
+                else f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
+                "torch": torch.__version__,
+                "model": "denoiser default (4,406,147 parameters), 64x60, 4 context frames",
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Writes ROOT/<name>/episodes and ROOT/<name>/store.zarr (the two evaluation sets 
 for the upsampler's figures). Every frame is replayed in the emulator and checked against the digest
 recorded with it, so the data is the same on any machine, without the PPO agent that played part of
 it. A second call keeps what is there (the import skips episodes it finds, the build adds only new
-ones). How the data was recorded: docs/BENCHMARKS.md, "World model quality". Prints JSON.
+ones). How the data was recorded: docs/BENCHMARKS_LOG.md, "World model quality". Prints JSON.
 """
 
 from __future__ import annotations
@@ -40,10 +40,18 @@ def main() -> None:
         t1 = time.perf_counter()
         build_store(d / "episodes", d / "store.zarr", full_res=SETS[name], progress=True)
         info = store_info(d / "store.zarr")
-        out[name] = {"replayed_episodes": r.episodes, "replayed_steps": r.steps, "kept_episodes": len(r.skipped),
-                     "replay_s": round(t1 - t0, 1), "replay_steps_per_s": round(r.steps / max(t1 - t0, 1e-9), 1),
-                     "build_s": round(time.perf_counter() - t1, 1), "episodes": info["episodes"],
-                     "frames": info["frames"], "test_episodes": info["test_episodes"], "store": str(d / "store.zarr")}
+        out[name] = {
+            "replayed_episodes": r.episodes,
+            "replayed_steps": r.steps,
+            "kept_episodes": len(r.skipped),
+            "replay_s": round(t1 - t0, 1),
+            "replay_steps_per_s": round(r.steps / max(t1 - t0, 1e-9), 1),
+            "build_s": round(time.perf_counter() - t1, 1),
+            "episodes": info["episodes"],
+            "frames": info["frames"],
+            "test_episodes": info["test_episodes"],
+            "store": str(d / "store.zarr"),
+        }
     print(json.dumps(out, indent=2))
 
 

@@ -37,8 +37,9 @@ def run_cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProce
 
 
 def make_dataset(out: Path, episodes: int = 2, max_steps: int = 60, seed: int = 7, **kw) -> list[Path]:
-    cfg = CollectConfig(out=out, policy="sticky", policy_kwargs={"p": 0.8}, episodes=episodes,
-                        max_steps=max_steps, seed=seed, **kw)
+    cfg = CollectConfig(
+        out=out, policy="sticky", policy_kwargs={"p": 0.8}, episodes=episodes, max_steps=max_steps, seed=seed, **kw
+    )
     return collect(cfg, progress=False).paths
 
 

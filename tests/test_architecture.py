@@ -10,8 +10,15 @@ ROOT = Path(mario_kit.__file__).parent
 
 # lowest first; a module belongs to the first prefix it matches
 LAYERS = [
-    ("mario_kit", "mario_kit.atomic", "mario_kit.trust", "mario_kit.hardware", "mario_kit.progress", "mario_kit.interrupt",
-     "mario_kit.envs"),
+    (
+        "mario_kit",
+        "mario_kit.atomic",
+        "mario_kit.trust",
+        "mario_kit.hardware",
+        "mario_kit.progress",
+        "mario_kit.interrupt",
+        "mario_kit.envs",
+    ),
     ("mario_kit.emulator", "mario_kit.gui"),
     ("mario_kit.datasets",),
     ("mario_kit.balancing", "mario_kit.agents"),
@@ -53,7 +60,9 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(n, ast.Import):
                 deps |= {resolve(a.name) for a in n.names if a.name.startswith("mario_kit")}
             elif isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("mario_kit"):
-                deps |= {f"{n.module}.{a.name}" if f"{n.module}.{a.name}" in mods else resolve(n.module) for a in n.names}
+                deps |= {
+                    f"{n.module}.{a.name}" if f"{n.module}.{a.name}" in mods else resolve(n.module) for a in n.names
+                }
         graph[m] = deps - {m}
     return graph
 
@@ -89,7 +98,7 @@ def test_no_import_circle():
         state[m] = 1
         for d in sorted(graph[m]):
             if state.get(d) == 1:
-                circles.append(path[path.index(d):] + [d])
+                circles.append(path[path.index(d) :] + [d])
             elif d not in state:
                 visit(d, path + [d])
         state[m] = 2

@@ -49,7 +49,9 @@ def test_repeat_rules():
     assert acts == [1] * 20 and not any(over)
     acts, over = run(make_strategy("repeat", Fixed([1]), SIMPLE, p=1.0, k=3, target="NOOP"), 9)
     assert acts == [0] * 9 and all(over)
-    acts, over = run(make_strategy("repeat", Fixed([6, 1, 1, 1, 1, 1]), SIMPLE, p=0.0, k=3, target="left", on_target=True), 6)
+    acts, over = run(
+        make_strategy("repeat", Fixed([6, 1, 1, 1, 1, 1]), SIMPLE, p=0.0, k=3, target="left", on_target=True), 6
+    )
     assert acts == [6, 6, 6, 1, 1, 1] and over == [True] * 3 + [False] * 3
     s = make_strategy("repeat", Fixed([1]), SIMPLE, p=1.0, k=1, target="least")
     acts, _ = run(s, 700)
@@ -117,7 +119,9 @@ def _synthetic(d, actions_per_episode):
         w = EpisodeWriter(d, EpisodeMeta("SuperMarioBros-1-1-v0", "1-1", 4, SIMPLE, "random"))
         w.add_frame(frame)
         for t, a in enumerate(acts):
-            w.add_step(int(a), frame, 0.0, False, False, {"world": 1, "stage": 1, "x_pos": 40 + 8 * t, "y_pos": 79}, [0] * 4)
+            w.add_step(
+                int(a), frame, 0.0, False, False, {"world": 1, "stage": 1, "x_pos": 40 + 8 * t, "y_pos": 79}, [0] * 4
+            )
         w.finish("truncated")
 
 
@@ -140,13 +144,29 @@ def test_balance_moves_a_skewed_dataset_toward_the_target(tmp_path):
 
 def test_bad_strategies_and_parameters_exit_2(tmp_path):
     _synthetic(tmp_path / "d", [[1, 2, 3]])
-    for args in (["balance", tmp_path / "d", "--strategy", "nope", "--out", tmp_path / "w.npz"],
-                 ["balance", tmp_path / "d", "--strategy", "hash", "--set", "cap=2", "--out", tmp_path / "w.npz"],
-                 ["balance", tmp_path / "d", "--strategy", "class", "--set", "bogus=1", "--out", tmp_path / "w.npz"],
-                 ["collect", "--random", "--steps", "5", "--balance", "nope", "--out", tmp_path / "c"],
-                 ["collect", "--random", "--steps", "5", "--balance", "repeat", "--balance-set", "target=jump", "--out", tmp_path / "c"]):
+    for args in (
+        ["balance", tmp_path / "d", "--strategy", "nope", "--out", tmp_path / "w.npz"],
+        ["balance", tmp_path / "d", "--strategy", "hash", "--set", "cap=2", "--out", tmp_path / "w.npz"],
+        ["balance", tmp_path / "d", "--strategy", "class", "--set", "bogus=1", "--out", tmp_path / "w.npz"],
+        ["collect", "--random", "--steps", "5", "--balance", "nope", "--out", tmp_path / "c"],
+        [
+            "collect",
+            "--random",
+            "--steps",
+            "5",
+            "--balance",
+            "repeat",
+            "--balance-set",
+            "target=jump",
+            "--out",
+            tmp_path / "c",
+        ],
+    ):
         res = run_cli(*args)
-        assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr, (args, res.stderr)
+        assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr, (
+            args,
+            res.stderr,
+        )
 
 
 def test_build_takes_weights_only_for_the_dataset_they_were_computed_for(tmp_path):
@@ -156,7 +176,9 @@ def test_build_takes_weights_only_for_the_dataset_they_were_computed_for(tmp_pat
     _synthetic(tmp_path / "a", [rng.choice(7, 30) for _ in range(3)])
     _synthetic(tmp_path / "b", [rng.choice(7, 30) for _ in range(3)])
     assert run_cli("balance", tmp_path / "a", "--out", tmp_path / "a.npz").returncode == 0
-    ok = run_cli("dataset", "build", tmp_path / "a", "--out", tmp_path / "a.zarr", "--weights", tmp_path / "a.npz", "-q")
+    ok = run_cli(
+        "dataset", "build", tmp_path / "a", "--out", tmp_path / "a.zarr", "--weights", tmp_path / "a.npz", "-q"
+    )
     assert ok.returncode == 0, ok.stderr
     res = run_cli("dataset", "build", tmp_path / "b", "--out", tmp_path / "b.zarr", "--weights", tmp_path / "a.npz")
     assert res.returncode == 2 and "computed for another dataset" in res.stderr and "Traceback" not in res.stderr

@@ -16,8 +16,10 @@ import pytest
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-    pytest.skip("no Chromium: install Debian's chromium and chromium-driver (make test does where apt works)",
-                allow_module_level=True)
+    pytest.skip(
+        "no Chromium: install Debian's chromium and chromium-driver (make test does where apt works)",
+        allow_module_level=True,
+    )
 selenium = pytest.importorskip("selenium")
 
 from mario_kit.datasets.dataset import Dataset  # noqa: E402
@@ -32,9 +34,17 @@ def chromium(url: str):
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
     profile = tempfile.mkdtemp(prefix="mario-kit-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
     driver.profile_dir = profile  # type: ignore[attr-defined]  # ours: removed after quit
@@ -46,8 +56,12 @@ def serve(out: Path, *args: str) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "serve", "--out", str(out), "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mario_kit", "serve", "--out", str(out), "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for _ in range(600):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -85,8 +99,10 @@ def test_chromium_plays_the_page_and_the_episode_holds_what_was_pressed(tmp_path
         ActionChains(driver).key_down(Keys.ARROW_RIGHT).perform()
         s0 = wait_for(driver, "return window.marioKitLast.act === 'right' && window.marioKitLast.step + 1")
         wait_for(driver, f"return window.marioKitLast.step > {s0 + 22}")  # a run-up of 20 whole steps at least
-        sky = driver.execute_script("return Array.from(document.getElementById('screen').getContext('2d')"
-                                    ".getImageData(200, 3, 1, 1).data.slice(0, 3))")
+        sky = driver.execute_script(
+            "return Array.from(document.getElementById('screen').getContext('2d')"
+            ".getImageData(200, 3, 1, 1).data.slice(0, 3))"
+        )
         assert sky == [104, 136, 252]  # the game's own sky at the top: nothing drawn over the HUD's strip
         assert "REC" in driver.find_element(By.ID, "hud").text
         ActionChains(driver).key_down("x").perform()
@@ -96,9 +112,12 @@ def test_chromium_plays_the_page_and_the_episode_holds_what_was_pressed(tmp_path
         wait_for(driver, "return window.marioKitLast.act === 'right'")
         time.sleep(0.2)
         ActionChains(driver).send_keys(Keys.ESCAPE).perform()
-        events = wait_for(driver, "return (window.marioKitEvents || []).some(e => e.t === 'bye') && window.marioKitEvents")
-        status = wait_for(driver, "const s = document.getElementById('status').textContent; "
-                                  "return s.includes('session ended') && s")
+        events = wait_for(
+            driver, "return (window.marioKitEvents || []).some(e => e.t === 'bye') && window.marioKitEvents"
+        )
+        status = wait_for(
+            driver, "const s = document.getElementById('status').textContent; return s.includes('session ended') && s"
+        )
         time.sleep(0.5)  # the server closes the connection: the page keeps saying what was saved
         status = driver.find_element(By.ID, "status").text
         latencies = driver.execute_script("return window.marioKitLatencies")
@@ -129,7 +148,11 @@ def test_an_invite_only_server_tells_a_page_without_its_link(tmp_path):
     token = add(tmp_path / "invites.json", "ivy")
     proc, port = serve(tmp_path / "d", "--invites", str(tmp_path / "invites.json"))
     try:
-        for query, says in (("", "plays by invitation"), ("?token=wrong", "not valid"), (f"?token={token}", "playing as ivy")):
+        for query, says in (
+            ("", "plays by invitation"),
+            ("?token=wrong", "not valid"),
+            (f"?token={token}", "playing as ivy"),
+        ):
             driver = chromium(f"http://127.0.0.1:{port}/{query}")
             try:
                 wait_for(driver, f"return document.getElementById('status').textContent.includes({says!r})")

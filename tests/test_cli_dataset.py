@@ -143,9 +143,11 @@ def test_validate_refuses_nothing_to_validate(tmp_path):
 def test_steps_means_recorded_steps_and_the_moved_spellings_say_where_they_went(tmp_path):
     """--steps is recorded steps (collect); play's and evaluate's denoising steps are --sampling-steps and
     dream's length --length: their old --steps is refused in one line naming the new option."""
-    for args, new in ((["play", "--steps", "3"], "--sampling-steps 3"),
-                      (["evaluate", tmp_path, "--store", tmp_path, "--steps", "1"], "--sampling-steps 1"),
-                      (["dream", "--episode", tmp_path / "x.h5", "--start", "5", "--steps", "8"], "--length 8")):
+    for args, new in (
+        (["play", "--steps", "3"], "--sampling-steps 3"),
+        (["evaluate", tmp_path, "--store", tmp_path, "--steps", "1"], "--sampling-steps 1"),
+        (["dream", "--episode", tmp_path / "x.h5", "--start", "5", "--steps", "8"], "--length 8"),
+    ):
         lines = _one_line_error(run_cli(*args))
         assert len(lines) == 1 and new in lines[0], lines
     assert "--sampling-steps" in run_cli("play", "--help").stdout and "--length" in run_cli("dream", "--help").stdout
@@ -160,9 +162,27 @@ def _wait_for(pred, timeout=60.0):
 
 def _start_collect(d, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "mario_kit", "collect", "--random", "--episodes", "500", "--max-steps", "40",
-         "--seed", "1", "--out", str(d), "-q", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mario_kit",
+            "collect",
+            "--random",
+            "--episodes",
+            "500",
+            "--max-steps",
+            "40",
+            "--seed",
+            "1",
+            "--out",
+            str(d),
+            "-q",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 

@@ -119,7 +119,9 @@ def test_the_same_command_again_continues_and_never_duplicates(tmp_path):
     args = ["collect", "--random", "--sticky", "0.8", "--max-steps", "20", "--seed", "1", "--out", tmp_path / "d", "-q"]
     assert run_cli(*args, "--episodes", "3").returncode == 0
     again = run_cli(*args, "--episodes", "3")
-    assert again.returncode == 0 and "already held 3 episodes" in again.stdout and "collected 0 episodes" in again.stdout
+    assert (
+        again.returncode == 0 and "already held 3 episodes" in again.stdout and "collected 0 episodes" in again.stdout
+    )
     assert len(Dataset(tmp_path / "d")) == 3
     more = run_cli(*args, "--episodes", "5")
     assert more.returncode == 0 and "collected 2 episodes" in more.stdout, more.stdout + more.stderr

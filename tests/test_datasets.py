@@ -92,7 +92,9 @@ def test_an_episode_explains_itself_to_pandas_and_h5dump(tmp_path, eight):
     for path in (p, imported):
         found = {}
         with h5py.File(path) as f:
-            f.visititems(lambda k, o: found.__setitem__(k, o.attrs.get("description")) if isinstance(o, h5py.Dataset) else None)
+            f.visititems(
+                lambda k, o: found.__setitem__(k, o.attrs.get("description")) if isinstance(o, h5py.Dataset) else None
+            )
         assert all(isinstance(d, str) and len(d) > 10 for d in found.values()), found
     assert {"frames", "joypad", "info/x_pos", "extra/seed_y", "extra/seed_helperarr"} <= set(found)
 
@@ -136,7 +138,11 @@ def test_seed_import_export_import_is_lossless(tmp_path, eight):
             assert np.array_equal(a.extra("seed_helperarr"), b.extra("seed_helperarr"))
     # the exported files equal the originals, key by key
     for orig in sorted(seed_dir.iterdir()):
-        (exp,) = [q for q in (tmp_path / "exported").iterdir() if Episode(tmp_path / "a" / (q.stem + ".h5")).attrs["extra"]["seed_file"] == orig.name]
+        (exp,) = [
+            q
+            for q in (tmp_path / "exported").iterdir()
+            if Episode(tmp_path / "a" / (q.stem + ".h5")).attrs["extra"]["seed_file"] == orig.name
+        ]
         with h5py.File(orig) as f, h5py.File(exp) as g:
             assert sorted(f) == sorted(g)
             for k in f:
@@ -220,7 +226,9 @@ def test_incremental_and_resumed_builds_equal_a_full_build(tmp_path, eight, monk
         build_store(d, tmp_path / "killed.zarr", progress=False)
     monkeypatch.setattr(store_mod, "downsample", real)
     g = zarr.open_group(str(tmp_path / "killed.zarr"), mode="r")
-    assert len(g.attrs[ATTR]["episodes"]) == 3 and g["low"].shape[0] > sum(e["frames"] for e in g.attrs[ATTR]["episodes"])
+    assert len(g.attrs[ATTR]["episodes"]) == 3 and g["low"].shape[0] > sum(
+        e["frames"] for e in g.attrs[ATTR]["episodes"]
+    )
     assert build_store(d, tmp_path / "killed.zarr", progress=False).added == 5
     for a, b in zip(_arrays(tmp_path / "killed.zarr"), full):
         assert np.array_equal(np.asarray(a), np.asarray(b)) if isinstance(a, np.ndarray) else a == b
@@ -299,15 +307,17 @@ def test_action_sets_are_the_emulators_and_the_tools_import_without_it():
         assert F.ACTION_SETS[name].buttons == tuple(tuple(b) for b in lst)
     # a GPU machine that trains from a store has no emulator: the store, loader, training, evaluation
     # and play modules (and the CLI) must import without it
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('gym_super_mario_bros', 'nes_py', 'gymnasium', 'pygame', 'stable_baselines3'):\n"
-            "            raise ImportError('blocked ' + name)\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "import mario_kit.cli, mario_kit.datasets.store, mario_kit.datasets.loader\n"
-            "import mario_kit.world_model.training.trainer, mario_kit.world_model.training.evaluate, mario_kit.world_model.programs.play\n"
-            "print(len(mario_kit.datasets.format.ACTION_SETS['simple']))\n")
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('gym_super_mario_bros', 'nes_py', 'gymnasium', 'pygame', 'stable_baselines3'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import mario_kit.cli, mario_kit.datasets.store, mario_kit.datasets.loader\n"
+        "import mario_kit.world_model.training.trainer, mario_kit.world_model.training.evaluate, mario_kit.world_model.programs.play\n"
+        "print(len(mario_kit.datasets.format.ACTION_SETS['simple']))\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "7", res.stderr
 
@@ -396,7 +406,9 @@ def test_seed_export_packs_files_the_seeds_loader_reads(tmp_path, eight):
             held = set(ep.action_set.buttons[a]) - {"NOOP", "B"}
             assert {b for b, on in zip(("A", "left", "right"), ys[at + t]) if on} == held
         at += ep.length + 1
-    assert any("B" in k for k in s.remapped) or not any("B" in e.action_set.meaning(a) for e in originals for a in e.actions)
+    assert any("B" in k for k in s.remapped) or not any(
+        "B" in e.action_set.meaning(a) for e in originals for a in e.actions
+    )
     # dropping the remainder leaves whole files only; the packed files import back into the same frames
     d = export_seed(eight, tmp_path / "dropped", pack=30)  # the default
     assert len(d.files) == total // 30 and d.dropped_frames == total % 30
@@ -412,8 +424,19 @@ def test_seed_export_by_default_writes_only_files_the_seed_reads(tmp_path, eight
     assert total < 1000
     res = run_cli("dataset", "export", eight, "--format", "seed", "--out", tmp_path / "a")
     assert res.returncode == 2 and "--remainder keep" in res.stderr and not (tmp_path / "a").exists()
-    res = run_cli("dataset", "export", eight, "--format", "seed", "--out", tmp_path / "b", "--remainder", "keep",
-                  "--labels", "wasd4")
+    res = run_cli(
+        "dataset",
+        "export",
+        eight,
+        "--format",
+        "seed",
+        "--out",
+        tmp_path / "b",
+        "--remainder",
+        "keep",
+        "--labels",
+        "wasd4",
+    )
     assert res.returncode == 0 and f"the last file has {total} frames" in res.stderr
     with h5py.File(tmp_path / "b" / "mario_episode_data_0.hdf5") as f:
         assert len(f) == 3 * total and EXPORT_ATTR in f.attrs
@@ -453,12 +476,28 @@ def test_spawns_in_the_seed_layout(tmp_path, eight):
         assert [{b for b, on in zip(("A", "left", "right"), y) if on} for y in act] == [wad(a) for a in ref.actions[k]]
         with Episode(Path(ref.refs[k]["dataset"]) / ref.refs[k]["file"]) as ep:
             assert nxt.shape == (ep.length - ref.refs[k]["step"], 3)
-            assert [{b for b, on in zip(("A", "left", "right"), y) if on} for y in nxt] == \
-                [wad(a) for a in ep.actions[ref.refs[k]["step"]:]]
-    res = run_cli("dataset", "spawn", eight, "--format", "seed", "--out", tmp_path / "sp7", "--n", "3", "--seed", "2",
-                  "--labels", "onehot7")
+            assert [{b for b, on in zip(("A", "left", "right"), y) if on} for y in nxt] == [
+                wad(a) for a in ep.actions[ref.refs[k]["step"] :]
+            ]
+    res = run_cli(
+        "dataset",
+        "spawn",
+        eight,
+        "--format",
+        "seed",
+        "--out",
+        tmp_path / "sp7",
+        "--n",
+        "3",
+        "--seed",
+        "2",
+        "--labels",
+        "onehot7",
+    )
     assert res.returncode == 0, res.stderr
-    assert np.array_equal(np.load(tmp_path / "sp7" / "0" / "act.npy").argmax(1), ref.actions[0])  # simple is one-hot's set
+    assert np.array_equal(
+        np.load(tmp_path / "sp7" / "0" / "act.npy").argmax(1), ref.actions[0]
+    )  # simple is one-hot's set
     res = run_cli("dataset", "spawn", eight, "--out", tmp_path / "x.h5", "--labels", "wad3")
     assert res.returncode == 2 and "--format seed" in res.stderr and "Traceback" not in res.stderr
 
@@ -466,7 +505,9 @@ def test_spawns_in_the_seed_layout(tmp_path, eight):
 def test_minari_export_loads_back_exactly(tmp_path, small_dataset):
     minari = pytest.importorskip("minari")
     root = tmp_path / "minari"
-    res = run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "mario/test-v0")
+    res = run_cli(
+        "dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "mario/test-v0"
+    )
     assert res.returncode == 0, res.stderr
     import os
 
@@ -491,17 +532,34 @@ def test_minari_export_loads_back_exactly(tmp_path, small_dataset):
         with Episode(p) as ep:
             assert np.array_equal(got.observations, ep.frames[()])  # lossless
             assert np.array_equal(got.actions, ep.actions) and np.allclose(got.rewards, ep.rewards)
-            assert np.array_equal(got.terminations, ep.column("terminated")) and np.array_equal(got.infos["x_pos"][1:], ep.info["x_pos"])
+            assert np.array_equal(got.terminations, ep.column("terminated")) and np.array_equal(
+                got.infos["x_pos"][1:], ep.info["x_pos"]
+            )
     text = (root / "mario" / "test-v0" / "data" / "metadata.json").read_text()
     meta = json.loads(text)
     assert meta["mario_kit"]["action_set"] == "simple" and meta["mario_kit"]["frame_skip"] == 4
     assert len(text) < 1_400_000 and m.observation_space == gym.spaces.Box(0, 255, (240, 256, 3), np.uint8)
     assert str(small_dataset) not in text and str(Path.cwd()) not in text  # no local path travels
-    shown = subprocess.run([str(Path(sys.executable).parent / "minari"), "show", "mario/test-v0"], capture_output=True,
-                           text=True, env={**os.environ, "MINARI_DATASETS_PATH": str(root)}, timeout=120)
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "minari"), "show", "mario/test-v0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MINARI_DATASETS_PATH": str(root)},
+        timeout=120,
+    )
     assert shown.returncode == 0 and "mario_kit/SuperMarioBros-v0" in shown.stdout, shown.stdout + shown.stderr
-    assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "mario/test-v0").returncode == 2
-    assert run_cli("dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "bad id").returncode == 2
+    assert (
+        run_cli(
+            "dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "mario/test-v0"
+        ).returncode
+        == 2
+    )
+    assert (
+        run_cli(
+            "dataset", "export", small_dataset, "--format", "minari", "--out", root, "--dataset-id", "bad id"
+        ).returncode
+        == 2
+    )
 
 
 def test_a_death_the_seeds_recorder_dropped_comes_back_from_the_replay(tmp_path):
@@ -523,7 +581,9 @@ def test_a_death_the_seeds_recorder_dropped_comes_back_from_the_replay(tmp_path)
         assert ep.length == eps[0].length and ep.column(F.TERMINATED).tolist() == [False] * (ep.length - 1) + [True]
         assert np.array_equal(ep.frames[()], eps[0].frames[()]) and np.array_equal(ep.joypad, eps[0].joypad)
     with Episode(second) as ep:  # the file ends: no reset says the game ended, nothing is added
-        assert ep.attrs["end"] == "cut" and ep.length == eps[1].length - 1 and not ep.attrs["extra"]["death_step_replayed"]
+        assert (
+            ep.attrs["end"] == "cut" and ep.length == eps[1].length - 1 and not ep.attrs["extra"]["death_step_replayed"]
+        )
     assert s.steps == eps[0].length + eps[1].length - 1
     # exported back with its own labels: the file's frames only, byte for byte
     export_seed(tmp_path / "d", tmp_path / "back", pack=0)
@@ -548,7 +608,9 @@ def test_imported_episodes_that_the_emulator_reproduces_are_replayable(tmp_path,
     src = tmp_path / "noise"
     src.mkdir()
     rng = np.random.default_rng(0)
-    _seed_file(src / "n.hdf5", rng.integers(0, 255, (4, 240, 256, 3), dtype=np.uint8), np.eye(7, dtype=int)[[1, 1, 1, 0]])
+    _seed_file(
+        src / "n.hdf5", rng.integers(0, 255, (4, 240, 256, 3), dtype=np.uint8), np.eye(7, dtype=int)[[1, 1, 1, 0]]
+    )
     (ep,) = import_seed(src, tmp_path / "n").paths
     with Episode(ep) as got:
         assert got.attrs["extra"]["replayable"] is False and list(got.step_frames) == [4, 4, 4]
@@ -577,7 +639,9 @@ def test_replay_export_and_import_give_back_every_episode_exactly(tmp_path, eigh
     packed = tmp_path / "x" / "replay.json.xz"
     frames = sum(Episode(p).frames.size for p in Dataset(src).paths)
     assert packed.stat().st_size * 1000 < frames  # frames are what it leaves out
-    res = run_cli("dataset", "import", tmp_path / "x", "--format", "replay", "--out", tmp_path / "back", "--workers", "2")
+    res = run_cli(
+        "dataset", "import", tmp_path / "x", "--format", "replay", "--out", tmp_path / "back", "--workers", "2"
+    )
     assert res.returncode == 0, res.stderr
     assert f"replayed {len(Dataset(src))} episodes" in res.stdout
     assert [p.name for p in Dataset(tmp_path / "back").paths] == [p.name for p in Dataset(src).paths]
@@ -586,8 +650,10 @@ def test_replay_export_and_import_give_back_every_episode_exactly(tmp_path, eigh
         assert sorted(a) == sorted(b) and a_attrs == b_attrs
         for k in a:
             assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
-    assert json.loads((tmp_path / "back" / "mario-kit.split.json").read_text())["assignments"] == \
-        json.loads((src / "mario-kit.split.json").read_text())["assignments"]
+    assert (
+        json.loads((tmp_path / "back" / "mario-kit.split.json").read_text())["assignments"]
+        == json.loads((src / "mario-kit.split.json").read_text())["assignments"]
+    )
     res = run_cli("dataset", "import", packed, "--format", "replay", "--out", tmp_path / "back")
     assert res.returncode == 0 and f"the {len(Dataset(src))} episodes of the file are already in" in res.stdout
 
@@ -609,20 +675,20 @@ def test_replay_export_and_import_give_back_every_episode_exactly(tmp_path, eigh
         "attrs": lambda d: last(d)["attrs"].update(level="9-9"),
         "schema": lambda d: d.update(schema_version=2),
     }
+    imports = ["dataset", "import", "--format", "replay"]
     for name, change in cases.items():
-        res = run_cli("dataset", "import", write(name, change), "--format", "replay", "--out", tmp_path / f"out-{name}",
-                      "--workers", "2" if name == "frames" else "1")
+        workers = ["--workers", "2" if name == "frames" else "1"]
+        res = run_cli(*imports, write(name, change), "--out", tmp_path / f"out-{name}", *workers)
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, (name, res.stderr)
         assert not (tmp_path / f"out-{name}").exists(), name  # all or nothing: not even the folder
-    assert "replayed frames differ" in run_cli("dataset", "import", tmp_path / "frames", "--format", "replay",
-                                               "--out", tmp_path / "out-frames").stderr
+    assert "replayed frames differ" in run_cli(*imports, tmp_path / "frames", "--out", tmp_path / "out-frames").stderr
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "replay.json.xz").write_bytes(b"not xz")
-    assert run_cli("dataset", "import", tmp_path / "junk", "--format", "replay", "--out", tmp_path / "o").returncode == 2
-    assert run_cli("dataset", "import", tmp_path / "x", "--format", "replay", "--level", "1-2",
-                   "--out", tmp_path / "o").returncode == 2
+    assert run_cli(*imports, tmp_path / "junk", "--out", tmp_path / "o").returncode == 2
+    assert run_cli(*imports, tmp_path / "x", "--level", "1-2", "--out", tmp_path / "o").returncode == 2
     before = packed.read_bytes()
-    assert run_cli("dataset", "export", src, "--format", "replay", "--out", tmp_path / "x").returncode == 2  # no --force
+    no_force = run_cli("dataset", "export", src, "--format", "replay", "--out", tmp_path / "x")
+    assert no_force.returncode == 2
     assert packed.read_bytes() == before
 
 

@@ -8,8 +8,10 @@ from mario_kit.demo import DemoConfig, run
 
 def test_the_demo_lists_every_artefact_and_a_command_that_runs(tmp_path):
     lines: list[str] = []
-    a = run(DemoConfig(out=tmp_path / "demo", episodes=3, max_steps=40, workers=1, train_steps=4, dream_steps=4),
-            echo=lines.append)
+    a = run(
+        DemoConfig(out=tmp_path / "demo", episodes=3, max_steps=40, workers=1, train_steps=4, dream_steps=4),
+        echo=lines.append,
+    )
     written = {p for p in (tmp_path / "demo").rglob("*") if p.is_file() and p.parent == tmp_path / "demo"}
     listed = {Path(v) for v in a.values()}
     assert {p for p in written if p.suffix in (".gif", ".png", ".csv", ".h5")} <= listed, written - listed

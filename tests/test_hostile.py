@@ -44,8 +44,11 @@ class Payload:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --- shared fixtures -------------------------------------------------------------------------------
@@ -63,8 +66,13 @@ def base(tmp_path_factory):
     split_dataset(d / "eps", 34, seed=0)
     build_store(d / "eps", d / "s.zarr", progress=False)
     train(d / "s.zarr", get_config("tiny", ["max_steps=2"]), d / "run", progress=False)
-    train_agent(AgentConfig(timesteps=64, workers=1, n_steps=64, batch_size=32, n_epochs=1, checkpoint_every=64,
-                            eval_every=10**9), d / "agent", progress=False)
+    train_agent(
+        AgentConfig(
+            timesteps=64, workers=1, n_steps=64, batch_size=32, n_epochs=1, checkpoint_every=64, eval_every=10**9
+        ),
+        d / "agent",
+        progress=False,
+    )
     (d / "secret.bin").write_bytes(b"SECRET" * 2_000_000)
     return d
 
@@ -96,7 +104,10 @@ def zip_with(agent: Path, out: Path, **replace: bytes) -> Path:
 
 def evil_data_entry(agent: Path, entry: str, marker: Path) -> bytes:
     data = json.loads(zipfile.ZipFile(agent).read("data"))
-    data[entry] = {":type:": "<class 'object'>", ":serialized:": base64.b64encode(pickle.dumps(Payload(marker))).decode()}
+    data[entry] = {
+        ":type:": "<class 'object'>",
+        ":serialized:": base64.b64encode(pickle.dumps(Payload(marker))).decode(),
+    }
     return json.dumps(data).encode()
 
 
@@ -110,8 +121,18 @@ def evil_pth(marker: Path) -> bytes:
     return buf.getvalue()
 
 
-SERIALIZED = ["policy_class", "observation_space", "action_space", "clip_range", "lr_schedule", "_last_obs",
-              "_last_episode_starts", "ep_info_buffer", "ep_success_buffer", "rollout_buffer_class"]
+SERIALIZED = [
+    "policy_class",
+    "observation_space",
+    "action_space",
+    "clip_range",
+    "lr_schedule",
+    "_last_obs",
+    "_last_episode_starts",
+    "ep_info_buffer",
+    "ep_success_buffer",
+    "rollout_buffer_class",
+]
 PTH = ["policy.pth", "policy.optimizer.pth", "pytorch_variables.pth"]
 
 
@@ -120,9 +141,11 @@ def agent_commands(ctx: Path, evil: Path) -> list[list]:
     resume = ctx / "resume"
     shutil.copytree(ctx / "agent", resume, dirs_exist_ok=True)
     shutil.copy2(evil, resume / "checkpoints" / "ppo_999999_steps.zip")  # the newest checkpoint
-    return [["agent", "eval", evil, "--episodes", "1"],
-            ["collect", "--agent", "ppo", "--model", evil, "--episodes", "2", "--workers", "2", "--out", ctx / "c", "-q"],
-            ["agent", "train", "--resume", "--out", resume, "--timesteps", "100000", "-q"]]
+    return [
+        ["agent", "eval", evil, "--episodes", "1"],
+        ["collect", "--agent", "ppo", "--model", evil, "--episodes", "2", "--workers", "2", "--out", ctx / "c", "-q"],
+        ["agent", "train", "--resume", "--out", resume, "--timesteps", "100000", "-q"],
+    ]
 
 
 @pytest.mark.parametrize("part", SERIALIZED + PTH)
@@ -166,7 +189,9 @@ def _external(ep: Path, secret: Path, how: str) -> Path:
             f.create_dataset("frames", shape=shape, dtype="u1", external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
         elif how == "virtual":
             with h5py.File(secret.with_suffix(".h5"), "w") as g:
-                g.create_dataset("x", data=np.frombuffer(secret.read_bytes()[: int(np.prod(shape))], np.uint8).reshape(shape))
+                g.create_dataset(
+                    "x", data=np.frombuffer(secret.read_bytes()[: int(np.prod(shape))], np.uint8).reshape(shape)
+                )
             layout = h5py.VirtualLayout(shape=shape, dtype="u1")
             layout[:] = h5py.VirtualSource(str(secret.with_suffix(".h5")), "x", shape=shape)
             f.create_virtual_dataset("frames", layout)
@@ -203,11 +228,28 @@ def _declared(ep: Path, frames: int) -> Path:
             if name != "action_joypad":
                 del f[name]
         f.create_dataset("frames", shape=(frames, 240, 256, 3), dtype="u1", chunks=(1, 240, 256, 3))
-        for col, dtype in (("actions", "u1"), ("rewards", "f4"), ("terminated", "?"), ("truncated", "?"),
-                           ("step_frames", "u1"), ("overridden", "?"), ("joypad", "u1")):
+        for col, dtype in (
+            ("actions", "u1"),
+            ("rewards", "f4"),
+            ("terminated", "?"),
+            ("truncated", "?"),
+            ("step_frames", "u1"),
+            ("overridden", "?"),
+            ("joypad", "u1"),
+        ):
             f.create_dataset(col, shape=(frames - 1,), dtype=dtype, chunks=(1024,))
-        for col, dtype in (("x_pos", "i4"), ("y_pos", "i4"), ("world", "u1"), ("stage", "u1"), ("status", "u1"),
-                           ("life", "i2"), ("time", "i2"), ("score", "i4"), ("coins", "i2"), ("flag_get", "?")):
+        for col, dtype in (
+            ("x_pos", "i4"),
+            ("y_pos", "i4"),
+            ("world", "u1"),
+            ("stage", "u1"),
+            ("status", "u1"),
+            ("life", "i2"),
+            ("time", "i2"),
+            ("score", "i4"),
+            ("coins", "i2"),
+            ("flag_get", "?"),
+        ):
             f.create_dataset(f"info/{col}", shape=(frames - 1,), dtype=dtype, chunks=(1024,))
         f.attrs["length"] = frames - 1
     return ep
@@ -243,12 +285,34 @@ READERS = {
     "info": lambda c: ["dataset", "info", c / "eps"],
     "build": lambda c: ["dataset", "build", c / "eps", "--out", c / "new.zarr"],
     "export-seed": lambda c: ["dataset", "export", c / "eps", "--out", c / "exp", "--pack", "30"],
-    "export-minari": lambda c: ["dataset", "export", c / "eps", "--format", "minari", "--dataset-id", "m/x-v0", "--out", c / "m"],
+    "export-minari": lambda c: [
+        "dataset",
+        "export",
+        c / "eps",
+        "--format",
+        "minari",
+        "--dataset-id",
+        "m/x-v0",
+        "--out",
+        c / "m",
+    ],
     "report": lambda c: ["report", c / "eps", "--out", c / "rep"],
     "spawn": lambda c: ["dataset", "spawn", c / "eps", "--out", c / "sp.h5"],
     "balance": lambda c: ["balance", c / "eps", "--out", c / "w.npz"],
-    "dream": lambda c: ["dream", "--run", c / "run", "--episode", first_episode(c / "eps"), "--start", "5", "--out", c / "d.gif"],
+    "dream": lambda c: [
+        "dream",
+        "--run",
+        c / "run",
+        "--episode",
+        first_episode(c / "eps"),
+        "--start",
+        "5",
+        "--out",
+        c / "d.gif",
+    ],
 }
+
+
 def _shape(ep: Path, name: str) -> tuple[int, ...]:
     with h5py.File(ep, "r") as f:
         return f[name].shape
@@ -301,9 +365,23 @@ def _consolidated_v2(ctx: Path, compressor: dict) -> Path:
     """The root zarr.json's consolidated metadata describing `low` as a zarr v2 array with a compressor."""
     meta = ctx / "s.zarr" / "zarr.json"
     m = json.loads(meta.read_text())
-    m["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": {"low": {
-        "zarr_format": 2, "shape": [10, 60, 64, 3], "chunks": [512, 60, 64, 3], "dtype": "|u1",
-        "compressor": compressor, "filters": None, "fill_value": 0, "order": "C", "node_type": "array"}}}
+    m["consolidated_metadata"] = {
+        "kind": "inline",
+        "must_understand": False,
+        "metadata": {
+            "low": {
+                "zarr_format": 2,
+                "shape": [10, 60, 64, 3],
+                "chunks": [512, 60, 64, 3],
+                "dtype": "|u1",
+                "compressor": compressor,
+                "filters": None,
+                "fill_value": 0,
+                "order": "C",
+                "node_type": "array",
+            }
+        },
+    }
     meta.write_text(json.dumps(m))
     return ctx / "s.zarr"
 
@@ -381,7 +459,9 @@ def _damage_chunk(ep: Path, frame: int = 5) -> Path:
 def _evil_checkpoint(ctx: Path) -> Path:
     import torch
 
-    torch.save({"kind": "mario-kit-checkpoint", "schema": 1, "model": Payload(ctx / MARKER)}, ctx / "run" / "denoiser.pt")
+    torch.save(
+        {"kind": "mario-kit-checkpoint", "schema": 1, "model": Payload(ctx / MARKER)}, ctx / "run" / "denoiser.pt"
+    )
     return ctx / "run"
 
 
@@ -425,7 +505,17 @@ def _agent_with(ctx: Path, **plain) -> Path:
 
 
 RUN_READERS = {
-    "dream": lambda c, run: ["dream", "--run", run, "--episode", first_episode(c / "eps"), "--start", "5", "--out", c / "d.gif"],
+    "dream": lambda c, run: [
+        "dream",
+        "--run",
+        run,
+        "--episode",
+        first_episode(c / "eps"),
+        "--start",
+        "5",
+        "--out",
+        c / "d.gif",
+    ],
     "evaluate": lambda c, run: ["evaluate", run, "--store", c / "s.zarr", "--out", c / "e"],
 }
 BAD_CHECKPOINTS = {
@@ -438,7 +528,9 @@ BAD_RESUME_STATE = {  # train --resume of the run with its training state broken
     "optimizer-missing": lambda c: _checkpoint_with(c, optimizer=None),
     "optimizer-wrong": lambda c: _checkpoint_with(c, optimizer={"state": {}, "param_groups": []}),
     "generators-missing": lambda c: _checkpoint_with(c, gen_states=None),
-    "generator-garbage": lambda c: _checkpoint_with(c, gen_states=[__import__("torch").zeros(3, dtype=__import__("torch").uint8)]),
+    "generator-garbage": lambda c: _checkpoint_with(
+        c, gen_states=[__import__("torch").zeros(3, dtype=__import__("torch").uint8)]
+    ),
     "weights-wrong": lambda c: _checkpoint_with(c, model={"nope": __import__("torch").zeros(1)}),
 }
 
@@ -446,120 +538,451 @@ BAD_RESUME_STATE = {  # train --resume of the run with its training state broken
 # Each row: (id, prepare(ctx) -> args, expected exit code, a word the error line must hold).
 ROWS = [
     # 2. episodes that read other files
-    *[(f"build-{how}", lambda c, how=how: (_external(first_episode(c / "eps"), c / "secret.bin", how),
-                                           ["dataset", "build", c / "eps", "--out", c / "new.zarr"])[1], 2, "outside")
-      for how in ("external", "virtual", "link")],
-    *[(f"export-{how}", lambda c, how=how: (_external(first_episode(c / "eps"), c / "secret.bin", how),
-                                            ["dataset", "export", c / "eps", "--out", c / "exp", "--pack", "30"])[1], 2, "outside")
-      for how in ("external", "virtual", "link")],
-    *[(f"validate-{how}", lambda c, how=how: (_external(first_episode(c / "eps"), c / "secret.bin", how),
-                                              ["dataset", "validate", c / "eps"])[1], 1, None)
-      for how in ("external", "virtual", "link")],
+    *[
+        (
+            f"build-{how}",
+            lambda c, how=how: (
+                _external(first_episode(c / "eps"), c / "secret.bin", how),
+                ["dataset", "build", c / "eps", "--out", c / "new.zarr"],
+            )[1],
+            2,
+            "outside",
+        )
+        for how in ("external", "virtual", "link")
+    ],
+    *[
+        (
+            f"export-{how}",
+            lambda c, how=how: (
+                _external(first_episode(c / "eps"), c / "secret.bin", how),
+                ["dataset", "export", c / "eps", "--out", c / "exp", "--pack", "30"],
+            )[1],
+            2,
+            "outside",
+        )
+        for how in ("external", "virtual", "link")
+    ],
+    *[
+        (
+            f"validate-{how}",
+            lambda c, how=how: (
+                _external(first_episode(c / "eps"), c / "secret.bin", how),
+                ["dataset", "validate", c / "eps"],
+            )[1],
+            1,
+            None,
+        )
+        for how in ("external", "virtual", "link")
+    ],
     ("import-seed-link", lambda c: ["dataset", "import", _seed_file(c), "--out", c / "imp"], 2, "outside"),
     ("import-seed-symlink", lambda c: ["dataset", "import", _seed_symlink(c), "--out", c / "imp"], 2, "symbolic link"),
     # 3. other inputs: zarr metadata, weights, key maps
-    ("store-pickle-codec", lambda c: ["train", "--store", _pickle_codec_store(c), "--out", c / "r2", "--config", "tiny"], 2, "codec"),
+    (
+        "store-pickle-codec",
+        lambda c: ["train", "--store", _pickle_codec_store(c), "--out", c / "r2", "--config", "tiny"],
+        2,
+        "codec",
+    ),
     # issue 40, 4: store metadata zarr reads from anywhere, arrays of other dtypes or that do not decode
-    *[(f"store-consolidated-v2-{name}", lambda c, comp=comp: ["train", "--store", _consolidated_v2(c, comp), "--out", c / "r2",
-                                                              "--config", "tiny"], 2, "v2")
-      for name, comp in (("pickle", {"id": "pickle"}), ("zlib", {"id": "zlib", "level": 1}))],
-    *[(f"store-actions-{how}", lambda c, how=how: ["train", "--store", _store_actions(c, how), "--out", c / "r2", "--config", "tiny"],
-       2, word) for how, word in (("float64", "int16"), ("garbage", "decode"))],
-    ("store-symlink", lambda c: ["train", "--store", _symlinked_store(c), "--out", c / "r2", "--config", "tiny"], 2, "symbolic link"),
-    *[(f"weights-{k}", lambda c, k=k: ["dataset", "build", c / "eps", "--out", c / "new.zarr", "--weights", _weights(c, k)], 2, "weights")
-      for k in ("nan", "negative", "short", "pickle")],
-    ("keymap-not-object", lambda c: (c.joinpath("k.json").write_text("[1, 2]"),
-                                     ["collect", "--human", "--keymap", c / "k.json", "--out", c / "h"])[1], 2, "key map"),
-    ("keymap-not-json", lambda c: (c.joinpath("k.json").write_text("{nope"),
-                                   ["collect", "--human", "--keymap", c / "k.json", "--out", c / "h"])[1], 2, "key map"),
-    ("keymap-bad-keys", lambda c: (c.joinpath("k.json").write_text('{"A": [3]}'),
-                                   ["collect", "--human", "--keymap", c / "k.json", "--out", c / "h"])[1], 2, "key"),
+    *[
+        (
+            f"store-consolidated-v2-{name}",
+            lambda c, comp=comp: ["train", "--store", _consolidated_v2(c, comp), "--out", c / "r2", "--config", "tiny"],
+            2,
+            "v2",
+        )
+        for name, comp in (("pickle", {"id": "pickle"}), ("zlib", {"id": "zlib", "level": 1}))
+    ],
+    *[
+        (
+            f"store-actions-{how}",
+            lambda c, how=how: ["train", "--store", _store_actions(c, how), "--out", c / "r2", "--config", "tiny"],
+            2,
+            word,
+        )
+        for how, word in (("float64", "int16"), ("garbage", "decode"))
+    ],
+    (
+        "store-symlink",
+        lambda c: ["train", "--store", _symlinked_store(c), "--out", c / "r2", "--config", "tiny"],
+        2,
+        "symbolic link",
+    ),
+    *[
+        (
+            f"weights-{k}",
+            lambda c, k=k: ["dataset", "build", c / "eps", "--out", c / "new.zarr", "--weights", _weights(c, k)],
+            2,
+            "weights",
+        )
+        for k in ("nan", "negative", "short", "pickle")
+    ],
+    (
+        "keymap-not-object",
+        lambda c: (
+            c.joinpath("k.json").write_text("[1, 2]"),
+            ["collect", "--human", "--keymap", c / "k.json", "--out", c / "h"],
+        )[1],
+        2,
+        "key map",
+    ),
+    (
+        "keymap-not-json",
+        lambda c: (
+            c.joinpath("k.json").write_text("{nope"),
+            ["collect", "--human", "--keymap", c / "k.json", "--out", c / "h"],
+        )[1],
+        2,
+        "key map",
+    ),
+    (
+        "keymap-bad-keys",
+        lambda c: (
+            c.joinpath("k.json").write_text('{"A": [3]}'),
+            ["collect", "--human", "--keymap", c / "k.json", "--out", c / "h"],
+        )[1],
+        2,
+        "key",
+    ),
     ("spawns-link", lambda c: ["play", "--run", c / "run", "--spawn", _spawns_with_link(c)], 2, "outside"),
     # 9. a checkpoint every step
-    ("agent-checkpoint-every-0", lambda c: ["agent", "train", "--checkpoint-every", "0", "--out", c / "a2"], 2, "checkpoint-every"),
+    (
+        "agent-checkpoint-every-0",
+        lambda c: ["agent", "train", "--checkpoint-every", "0", "--out", c / "a2"],
+        2,
+        "checkpoint-every",
+    ),
     # 10. validation holes: validate says BAD (exit 1), build refuses (exit 2)
-    *[(f"{cmd}-{name}", lambda c, cmd=cmd, fn=fn: (fn(first_episode(c / "eps")),
-                                                   ["dataset", "validate", c / "eps"] if cmd == "validate"
-                                                   else ["dataset", "build", c / "eps", "--out", c / "new.zarr"])[1],
-       1 if cmd == "validate" else 2, None if cmd == "validate" else "" if name == "lying-frame-skip" else "valid")
-      for cmd in ("validate", "build")
-      for name, fn in (("buttons-not-json", lambda e: _set_attr(e, action_buttons="[[not json")),
-                       ("unknown-action-set", lambda e: _set_attr(e, action_set="bogus")),
-                       ("lying-frame-skip", lambda e: _set_attr(e, frame_skip=8)),
-                       ("bad-extra-json", lambda e: _set_attr(e, extra="{oops")),
-                       ("schema-2", lambda e: _set_attr(e, schema_version=2)),
-                       ("action-out-of-range", lambda e: _set_action(e, 9)))],
+    *[
+        (
+            f"{cmd}-{name}",
+            lambda c, cmd=cmd, fn=fn: (
+                fn(first_episode(c / "eps")),
+                ["dataset", "validate", c / "eps"]
+                if cmd == "validate"
+                else ["dataset", "build", c / "eps", "--out", c / "new.zarr"],
+            )[1],
+            1 if cmd == "validate" else 2,
+            None if cmd == "validate" else "" if name == "lying-frame-skip" else "valid",
+        )
+        for cmd in ("validate", "build")
+        for name, fn in (
+            ("buttons-not-json", lambda e: _set_attr(e, action_buttons="[[not json")),
+            ("unknown-action-set", lambda e: _set_attr(e, action_set="bogus")),
+            ("lying-frame-skip", lambda e: _set_attr(e, frame_skip=8)),
+            ("bad-extra-json", lambda e: _set_attr(e, extra="{oops")),
+            ("schema-2", lambda e: _set_attr(e, schema_version=2)),
+            ("action-out-of-range", lambda e: _set_action(e, 9)),
+        )
+    ],
     # issue 40, 2: dtypes and ranges, checked by every reader before it reads
     # (`dataset info` and `report` report on what they can read: a bad file is named as not indexed, exit 0)
-    *[(f"{reader}-{bad}", lambda c, reader=reader, bad=bad: (BAD_COLUMNS[bad](first_episode(c / "eps")), READERS[reader](c))[1],
-       0 if reader in REPORTERS else 2, "") for reader in READERS for bad in BAD_COLUMNS],
+    *[
+        (
+            f"{reader}-{bad}",
+            lambda c, reader=reader, bad=bad: (BAD_COLUMNS[bad](first_episode(c / "eps")), READERS[reader](c))[1],
+            0 if reader in REPORTERS else 2,
+            "",
+        )
+        for reader in READERS
+        for bad in BAD_COLUMNS
+    ],
     # issue 40, 3: a symlink out of the dataset, a FIFO
-    *[(f"{reader}-symlink-out", lambda c, reader=reader: (_linked_out(c), READERS[reader](c))[1],
-       0 if reader in REPORTERS else 2, "symbolic link") for reader in READERS if reader != "dream"],
-    ("dream-episode-symlink", lambda c: (_linked_out(c), ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5",
-                                                          "--start", "5", "--out", c / "d.gif"])[1], 2, "symbolic link"),
-    ("dream-episode-fifo", lambda c: (_fifo(c / "eps" / "x.h5"), ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5",
-                                                                      "--start", "5", "--out", c / "d.gif"])[1], 2, "not a regular file"),
+    *[
+        (
+            f"{reader}-symlink-out",
+            lambda c, reader=reader: (_linked_out(c), READERS[reader](c))[1],
+            0 if reader in REPORTERS else 2,
+            "symbolic link",
+        )
+        for reader in READERS
+        if reader != "dream"
+    ],
+    (
+        "dream-episode-symlink",
+        lambda c: (
+            _linked_out(c),
+            ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5", "--start", "5", "--out", c / "d.gif"],
+        )[1],
+        2,
+        "symbolic link",
+    ),
+    (
+        "dream-episode-fifo",
+        lambda c: (
+            _fifo(c / "eps" / "x.h5"),
+            ["dream", "--run", c / "run", "--episode", c / "eps" / "x.h5", "--start", "5", "--out", c / "d.gif"],
+        )[1],
+        2,
+        "not a regular file",
+    ),
     # issue 40, 5: checkpoints, resume state and agent files that ask too much, or hold the wrong state
-    *[(f"{cmd}-{bad}", lambda c, cmd=cmd, bad=bad: RUN_READERS[cmd](c, BAD_CHECKPOINTS[bad](c)), 2, "")
-      for cmd in RUN_READERS for bad in BAD_CHECKPOINTS],
-    *[(f"resume-{bad}", lambda c, bad=bad: (BAD_RESUME_STATE[bad](c), ["train", "--store", c / "s.zarr", "--out", c / "run",
-                                                                       "--resume", "--set", "max_steps=3"])[1], 2, "")
-      for bad in BAD_RESUME_STATE],
-    ("agent-eval-net-arch-30000", lambda c: ["agent", "eval", _agent_with(c, policy_kwargs={"net_arch": [30000, 30000]}),
-                                             "--episodes", "1"], 2, "net_arch"),
-    ("agent-eval-rollout-1e9", lambda c: ["agent", "eval", _agent_with(c, n_steps=10**9), "--episodes", "1"], 2, "rollout"),
+    *[
+        (f"{cmd}-{bad}", lambda c, cmd=cmd, bad=bad: RUN_READERS[cmd](c, BAD_CHECKPOINTS[bad](c)), 2, "")
+        for cmd in RUN_READERS
+        for bad in BAD_CHECKPOINTS
+    ],
+    *[
+        (
+            f"resume-{bad}",
+            lambda c, bad=bad: (
+                BAD_RESUME_STATE[bad](c),
+                ["train", "--store", c / "s.zarr", "--out", c / "run", "--resume", "--set", "max_steps=3"],
+            )[1],
+            2,
+            "",
+        )
+        for bad in BAD_RESUME_STATE
+    ],
+    (
+        "agent-eval-net-arch-30000",
+        lambda c: ["agent", "eval", _agent_with(c, policy_kwargs={"net_arch": [30000, 30000]}), "--episodes", "1"],
+        2,
+        "net_arch",
+    ),
+    (
+        "agent-eval-rollout-1e9",
+        lambda c: ["agent", "eval", _agent_with(c, n_steps=10**9), "--episodes", "1"],
+        2,
+        "rollout",
+    ),
     # 11. numbers that ended in tracebacks
-    *[(f"train-{s}", lambda c, s=s: ["train", "--store", c / "s.zarr", "--out", c / "r2", "--config", "tiny", "--set", s], 2, s.split("=")[0])
-      for s in ("lr=-1", "log_every=0", "threads=-1", "test_batches=0")],
+    *[
+        (
+            f"train-{s}",
+            lambda c, s=s: ["train", "--store", c / "s.zarr", "--out", c / "r2", "--config", "tiny", "--set", s],
+            2,
+            s.split("=")[0],
+        )
+        for s in ("lr=-1", "log_every=0", "threads=-1", "test_batches=0")
+    ],
     ("evaluate-windows-0", lambda c: ["evaluate", c / "run", "--store", c / "s.zarr", "--windows", "0"], 2, "windows"),
-    ("evaluate-horizons-0", lambda c: ["evaluate", c / "run", "--store", c / "s.zarr", "--horizons", "0"], 2, "horizons"),
+    (
+        "evaluate-horizons-0",
+        lambda c: ["evaluate", c / "run", "--store", c / "s.zarr", "--horizons", "0"],
+        2,
+        "horizons",
+    ),
     ("report-sample-negative", lambda c: ["report", c / "eps", "--out", c / "rep", "--sample", "-1"], 2, "sample"),
     ("agent-eval-episodes-0", lambda c: ["agent", "eval", c / "agent" / "agent.zip", "--episodes", "0"], 2, "episodes"),
     ("agent-train-level-random", lambda c: ["agent", "train", "--level", "random", "--out", c / "a2"], 2, "level"),
-    ("collect-seed-negative", lambda c: ["collect", "--random", "--episodes", "1", "--seed", "-1", "--out", c / "n"], 2, "seed"),
-    ("collect-seed-2**64", lambda c: ["collect", "--random", "--episodes", "1", "--seed", str(2**64), "--out", c / "n"], 2, "seed"),
+    (
+        "collect-seed-negative",
+        lambda c: ["collect", "--random", "--episodes", "1", "--seed", "-1", "--out", c / "n"],
+        2,
+        "seed",
+    ),
+    (
+        "collect-seed-2**64",
+        lambda c: ["collect", "--random", "--episodes", "1", "--seed", str(2**64), "--out", c / "n"],
+        2,
+        "seed",
+    ),
     # 12. outputs that cannot be written (under a file)
-    ("build-out-under-file", lambda c: ["dataset", "build", c / "eps", "--out", c / "a-file" / "s.zarr"], 2, "not a folder"),
+    (
+        "build-out-under-file",
+        lambda c: ["dataset", "build", c / "eps", "--out", c / "a-file" / "s.zarr"],
+        2,
+        "not a folder",
+    ),
     ("report-out-under-file", lambda c: ["report", c / "eps", "--out", c / "a-file" / "r"], 2, "not a folder"),
     ("balance-out-under-file", lambda c: ["balance", c / "eps", "--out", c / "a-file" / "w.npz"], 2, "not a folder"),
-    ("spawn-out-under-file", lambda c: ["dataset", "spawn", c / "eps", "--out", c / "a-file" / "s.h5"], 2, "not a folder"),
-    ("export-out-under-file", lambda c: ["dataset", "export", c / "eps", "--out", c / "a-file" / "x", "--pack", "30"], 2,
-     "not a folder"),
-    ("export-minari-out-under-file", lambda c: ["dataset", "export", c / "eps", "--format", "minari", "--dataset-id", "mario/x-v0",
-                                                "--out", c / "a-file" / "m"], 2, "not a folder"),
-    ("train-out-under-file", lambda c: ["train", "--store", c / "s.zarr", "--out", c / "a-file" / "r", "--config", "tiny"], 2, "not a folder"),
-    ("evaluate-out-under-file", lambda c: ["evaluate", c / "run", "--store", c / "s.zarr", "--out", c / "a-file" / "e"], 2, "not a folder"),
-    ("dream-out-under-file", lambda c: ["dream", "--run", c / "run", "--episode", first_episode(c / "eps"), "--start", "5",
-                                        "--out", c / "a-file" / "d.gif"], 2, "not a folder"),
+    (
+        "spawn-out-under-file",
+        lambda c: ["dataset", "spawn", c / "eps", "--out", c / "a-file" / "s.h5"],
+        2,
+        "not a folder",
+    ),
+    (
+        "export-out-under-file",
+        lambda c: ["dataset", "export", c / "eps", "--out", c / "a-file" / "x", "--pack", "30"],
+        2,
+        "not a folder",
+    ),
+    (
+        "export-minari-out-under-file",
+        lambda c: [
+            "dataset",
+            "export",
+            c / "eps",
+            "--format",
+            "minari",
+            "--dataset-id",
+            "mario/x-v0",
+            "--out",
+            c / "a-file" / "m",
+        ],
+        2,
+        "not a folder",
+    ),
+    (
+        "train-out-under-file",
+        lambda c: ["train", "--store", c / "s.zarr", "--out", c / "a-file" / "r", "--config", "tiny"],
+        2,
+        "not a folder",
+    ),
+    (
+        "evaluate-out-under-file",
+        lambda c: ["evaluate", c / "run", "--store", c / "s.zarr", "--out", c / "a-file" / "e"],
+        2,
+        "not a folder",
+    ),
+    (
+        "dream-out-under-file",
+        lambda c: [
+            "dream",
+            "--run",
+            c / "run",
+            "--episode",
+            first_episode(c / "eps"),
+            "--start",
+            "5",
+            "--out",
+            c / "a-file" / "d.gif",
+        ],
+        2,
+        "not a folder",
+    ),
     ("agent-train-out-under-file", lambda c: ["agent", "train", "--out", c / "a-file" / "a"], 2, "not a folder"),
-    ("merge-out-under-file", lambda c: ["dataset", "merge", c / "eps", "--out", c / "a-file" / "m"], 2, "not a directory"),
-    ("filter-out-under-file", lambda c: ["dataset", "filter", c / "eps", "--out", c / "a-file" / "f"], 2, "not a directory"),
+    (
+        "merge-out-under-file",
+        lambda c: ["dataset", "merge", c / "eps", "--out", c / "a-file" / "m"],
+        2,
+        "not a directory",
+    ),
+    (
+        "filter-out-under-file",
+        lambda c: ["dataset", "filter", c / "eps", "--out", c / "a-file" / "f"],
+        2,
+        "not a directory",
+    ),
     ("demo-out-under-file", lambda c: ["demo", "--out", c / "a-file" / "d"], 2, "not a directory"),
     ("info-missing-folder", lambda c: ["dataset", "info", c / "nothere"], 2, "not a folder"),
-    ("merge-missing-source", lambda c: ["dataset", "merge", c / "eps", c / "nothere", "--out", c / "m"], 2, "not a folder"),
-    ("split-txt-under-file", lambda c: ["dataset", "split", c / "eps", "--txt", c / "a-file" / "t.txt"], 2, "not a folder"),
+    (
+        "merge-missing-source",
+        lambda c: ["dataset", "merge", c / "eps", c / "nothere", "--out", c / "m"],
+        2,
+        "not a folder",
+    ),
+    (
+        "split-txt-under-file",
+        lambda c: ["dataset", "split", c / "eps", "--txt", c / "a-file" / "t.txt"],
+        2,
+        "not a folder",
+    ),
     # messages that showed internals (issue 18)
-    ("balance-set-unknown-key", lambda c: ["collect", "--random", "--balance", "hash", "--balance-set", "q=1", "--episodes", "1",
-                                           "--out", c / "n"], 2, "no parameter q; its parameters: p, components"),
-    ("play-spawn-is-a-folder", lambda c: ["play", "--run", c / "run", "--spawn", c / "s.zarr"], 2, "is a folder, not an hdf5 file"),
-    ("random-factor-and-range", lambda c: ["collect", "--agent", "ppo", "--model", c / "agent" / "agent.zip", "--random-factor", "0.2",
-                                           "--random-factor-range", "0", "0.3", "--episodes", "1", "--out", c / "n"], 2, "not both"),
+    (
+        "balance-set-unknown-key",
+        lambda c: [
+            "collect",
+            "--random",
+            "--balance",
+            "hash",
+            "--balance-set",
+            "q=1",
+            "--episodes",
+            "1",
+            "--out",
+            c / "n",
+        ],
+        2,
+        "no parameter q; its parameters: p, components",
+    ),
+    (
+        "play-spawn-is-a-folder",
+        lambda c: ["play", "--run", c / "run", "--spawn", c / "s.zarr"],
+        2,
+        "is a folder, not an hdf5 file",
+    ),
+    (
+        "random-factor-and-range",
+        lambda c: [
+            "collect",
+            "--agent",
+            "ppo",
+            "--model",
+            c / "agent" / "agent.zip",
+            "--random-factor",
+            "0.2",
+            "--random-factor-range",
+            "0",
+            "0.3",
+            "--episodes",
+            "1",
+            "--out",
+            c / "n",
+        ],
+        2,
+        "not both",
+    ),
     # damaged chunks, read part-way through
-    ("build-damaged-chunk", lambda c: (_damage_chunk(first_episode(c / "eps")),
-                                       ["dataset", "build", c / "eps", "--out", c / "new.zarr"])[1], 2, "decode"),
-    ("report-damaged-chunk", lambda c: (_damage_chunk(first_episode(c / "eps")),
-                                        ["report", c / "eps", "--out", c / "rep"])[1], 2, "decode"),
-    ("export-damaged-chunk", lambda c: (_damage_chunk(first_episode(c / "eps")),
-                                        ["dataset", "export", c / "eps", "--out", c / "exp", "--pack", "30"])[1], 2, "decode"),
-    ("spawn-damaged-chunk", lambda c: ([_damage_chunk(p, f) for p in c.joinpath("eps").glob("*.h5") for f in range(4, 25)],
-                                       ["dataset", "spawn", c / "eps", "--out", c / "sp.h5", "--n", "30"])[1], 2, "decode"),
+    (
+        "build-damaged-chunk",
+        lambda c: (_damage_chunk(first_episode(c / "eps")), ["dataset", "build", c / "eps", "--out", c / "new.zarr"])[
+            1
+        ],
+        2,
+        "decode",
+    ),
+    (
+        "report-damaged-chunk",
+        lambda c: (_damage_chunk(first_episode(c / "eps")), ["report", c / "eps", "--out", c / "rep"])[1],
+        2,
+        "decode",
+    ),
+    (
+        "export-damaged-chunk",
+        lambda c: (
+            _damage_chunk(first_episode(c / "eps")),
+            ["dataset", "export", c / "eps", "--out", c / "exp", "--pack", "30"],
+        )[1],
+        2,
+        "decode",
+    ),
+    (
+        "spawn-damaged-chunk",
+        lambda c: (
+            [_damage_chunk(p, f) for p in c.joinpath("eps").glob("*.h5") for f in range(4, 25)],
+            ["dataset", "spawn", c / "eps", "--out", c / "sp.h5", "--n", "30"],
+        )[1],
+        2,
+        "decode",
+    ),
     # checkpoints
-    ("evaluate-pickled-checkpoint", lambda c: ["evaluate", _evil_checkpoint(c), "--store", c / "s.zarr", "--out", c / "e"], 2, "checkpoint"),
-    ("dream-pickled-checkpoint", lambda c: ["dream", "--run", _evil_checkpoint(c), "--episode", first_episode(c / "eps"),
-                                            "--start", "5", "--out", c / "d.gif"], 2, "checkpoint"),
-    ("evaluate-bad-config", lambda c: ["evaluate", _bad_config_checkpoint(c), "--store", c / "s.zarr", "--out", c / "e"], 2, "config"),
-    ("train-missing-store", lambda c: ["train", "--store", c / "typo.zarr", "--out", c / "run", "--config", "tiny", "--force"], 2, "store"),
+    (
+        "evaluate-pickled-checkpoint",
+        lambda c: ["evaluate", _evil_checkpoint(c), "--store", c / "s.zarr", "--out", c / "e"],
+        2,
+        "checkpoint",
+    ),
+    (
+        "dream-pickled-checkpoint",
+        lambda c: [
+            "dream",
+            "--run",
+            _evil_checkpoint(c),
+            "--episode",
+            first_episode(c / "eps"),
+            "--start",
+            "5",
+            "--out",
+            c / "d.gif",
+        ],
+        2,
+        "checkpoint",
+    ),
+    (
+        "evaluate-bad-config",
+        lambda c: ["evaluate", _bad_config_checkpoint(c), "--store", c / "s.zarr", "--out", c / "e"],
+        2,
+        "config",
+    ),
+    (
+        "train-missing-store",
+        lambda c: ["train", "--store", c / "typo.zarr", "--out", c / "run", "--config", "tiny", "--force"],
+        2,
+        "store",
+    ),
 ]
 
 
@@ -592,7 +1015,17 @@ OUTPUT_COMMANDS = {
     "export": lambda c, o: ["dataset", "export", c / "eps", "--out", o / "x", "--pack", "30"],
     "train": lambda c, o: ["train", "--store", c / "s.zarr", "--out", o / "r", "--config", "tiny"],
     "evaluate": lambda c, o: ["evaluate", c / "run", "--store", c / "s.zarr", "--out", o / "e"],
-    "dream": lambda c, o: ["dream", "--run", c / "run", "--episode", first_episode(c / "eps"), "--start", "5", "--out", o / "d.gif"],
+    "dream": lambda c, o: [
+        "dream",
+        "--run",
+        c / "run",
+        "--episode",
+        first_episode(c / "eps"),
+        "--start",
+        "5",
+        "--out",
+        o / "d.gif",
+    ],
     "agent-train": lambda c, o: ["agent", "train", "--out", o / "a"],
     "split-txt": lambda c, o: ["dataset", "split", c / "eps", "--txt", o / "t.txt"],
 }
@@ -608,8 +1041,13 @@ def test_declared_sizes_are_checked_before_anything_is_allocated(ctx, reader):
     _declared(first_episode(ctx / "eps"), 2_000_000_000)
     args = ["dataset", "validate", ctx / "eps"] if reader == "validate" else READERS[reader](ctx)
     limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # noqa: E731
-    res = subprocess.run([sys.executable, "-m", "mario_kit", *map(str, args)], capture_output=True, text=True,
-                         timeout=300, preexec_fn=limit)
+    res = subprocess.run(
+        [sys.executable, "-m", "mario_kit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     assert "Traceback" not in res.stderr and "MemoryError" not in res.stderr, res.stderr[-2000:]
     assert res.returncode == (1 if reader == "validate" else 0 if reader in REPORTERS else 2), res.stdout + res.stderr
     assert "2000000000 declared" in res.stdout + res.stderr
@@ -647,11 +1085,17 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_with_a_clean_log(ctx):
     step once (the killed run's rows are logged again, not kept beside them); a log left empty or
     cut mid-row by the kill gets its header back."""
     args = ["--store", ctx / "s.zarr", "--config", "tiny", "--set", "log_every=1", "-q"]
-    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "train", "--out", str(ctx / "r"), *map(str, args),
-                             "--set", "epochs=1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mario_kit", "train", "--out", str(ctx / "r"), *map(str, args), "--set", "epochs=1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     t0 = time.time()
     while not (ctx / "r" / "log.csv").exists() or len((ctx / "r" / "log.csv").read_text().splitlines()) < 4:
-        assert time.time() - t0 < 120 and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
+        assert time.time() - t0 < 120 and proc.poll() is None, (
+            proc.stderr.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.05)
     proc.kill()
     proc.wait()
@@ -694,7 +1138,10 @@ def test_a_page_of_another_site_cannot_connect(tmp_path):
             ws.send_text(json.dumps({"t": "cmd", "cmd": "quit"}))
             until_bye(ws)
     for origin in ("http://evil.example", "http://testserver.evil.example", "null"):
-        with pytest.raises(WebSocketDisconnect) as e, c.websocket_connect("/ws?name=x", headers={"origin": origin}) as ws:
+        with (
+            pytest.raises(WebSocketDisconnect) as e,
+            c.websocket_connect("/ws?name=x", headers={"origin": origin}) as ws,
+        ):
             ws.receive_json()
         assert e.value.code == 4403
     assert not list((tmp_path / "d").glob("*.h5"))
@@ -771,8 +1218,15 @@ def test_two_hash_collectors_in_one_folder_count_every_step_once(tmp_path):
 
     out = tmp_path / "d"
     args = ["collect", "--random", "--balance", "hash", "--steps", "600", "--max-steps", "100", "--out", out, "-q"]
-    procs = [subprocess.Popen([sys.executable, "-m", "mario_kit", *map(str, args), "--seed", str(s)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mario_kit", *map(str, args), "--seed", str(s)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in (1, 2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
@@ -832,7 +1286,9 @@ def _tiny():
 
 
 def test_a_failed_first_train_leaves_nothing_behind(ctx):
-    res = run_cli("train", "--store", ctx / "s.zarr", "--out", ctx / "fresh", "--config", "tiny", "--set", "stage=upsampler")
+    res = run_cli(
+        "train", "--store", ctx / "s.zarr", "--out", ctx / "fresh", "--config", "tiny", "--set", "stage=upsampler"
+    )
     assert res.returncode == 2 and "full-res" in res.stderr
     assert not (ctx / "fresh").exists()
 
@@ -845,8 +1301,12 @@ def small_disk(tmp_path: Path, size: str, room: int):
     disk = tmp_path / "disk"
     disk.mkdir()
     env = dict(os.environ)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True
+        ).returncode
+        == 0
+    )
     if not mounted:
         st = os.statvfs(tmp_path)
         env["MARIO_KIT_MIN_FREE"] = str(st.f_bavail * st.f_frsize - room)
@@ -861,9 +1321,30 @@ def small_disk(tmp_path: Path, size: str, room: int):
 def test_disk_full_stops_with_one_line_and_keeps_finished_episodes(tmp_path, workers):
     """On a 6 MB disk (`small_disk`)."""
     with small_disk(tmp_path, "6m", 1_500_000) as (disk, env):
-        res = subprocess.run([sys.executable, "-m", "mario_kit", "collect", "--random", "--episodes", "40", "--max-steps", "150",
-                              "--seed", "3", "--workers", str(workers), "-q", "--out", str(disk / "d")],
-                             capture_output=True, text=True, timeout=300, env=env)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mario_kit",
+                "collect",
+                "--random",
+                "--episodes",
+                "40",
+                "--max-steps",
+                "150",
+                "--seed",
+                "3",
+                "--workers",
+                str(workers),
+                "-q",
+                "--out",
+                str(disk / "d"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and "disk full" in res.stderr, res.stderr
         assert res.returncode != -11
         assert not list((disk / "d").glob("*.partial"))
@@ -876,7 +1357,17 @@ def test_disk_full_stops_with_one_line_and_keeps_finished_episodes(tmp_path, wor
 FULL_DISK_WRITERS = {
     "export-seed": lambda d, out: ["dataset", "export", d, "--out", out / "x", "--pack", "100"],
     "build-full-res": lambda d, out: ["dataset", "build", d, "--out", out / "s.zarr", "--full-res"],
-    "export-minari": lambda d, out: ["dataset", "export", d, "--format", "minari", "--dataset-id", "m/x-v0", "--out", out / "m"],
+    "export-minari": lambda d, out: [
+        "dataset",
+        "export",
+        d,
+        "--format",
+        "minari",
+        "--dataset-id",
+        "m/x-v0",
+        "--out",
+        out / "m",
+    ],
 }
 
 
@@ -888,11 +1379,24 @@ def test_every_writer_stops_before_the_disk_is_full(tmp_path, writer):
     (`small_disk`); the dataset: about 520 frames, 1.7 MB as seed files."""
     make_dataset(tmp_path / "eps", episodes=2, max_steps=300, seed=0)
     with small_disk(tmp_path, "5m", 1_000_000) as (disk, env):
-        res = subprocess.run([sys.executable, "-m", "mario_kit", *map(str, FULL_DISK_WRITERS[writer](tmp_path / "eps", disk)), "-q"
-                              if writer == "build-full-res" else "--force"], capture_output=True, text=True, timeout=300, env=env)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mario_kit",
+                *map(str, FULL_DISK_WRITERS[writer](tmp_path / "eps", disk)),
+                "-q" if writer == "build-full-res" else "--force",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         assert res.returncode == 2 and "disk full" in res.stderr, res.stderr[-3000:]
         assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
-        left = [p.name for p in disk.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith(".mario-kit"))]
+        left = [
+            p.name for p in disk.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith(".mario-kit"))
+        ]
         assert not left, left
         if writer == "export-minari":
             assert not (disk / "m").exists()
@@ -900,8 +1404,27 @@ def test_every_writer_stops_before_the_disk_is_full(tmp_path, writer):
 
 def test_sigint_to_the_parent_alone_stops_the_workers(tmp_path):
     out = tmp_path / "d"
-    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "collect", "--random", "--steps", "100000", "--workers", "2",
-                             "--max-steps", "100", "-q", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mario_kit",
+            "collect",
+            "--random",
+            "--steps",
+            "100000",
+            "--workers",
+            "2",
+            "--max-steps",
+            "100",
+            "-q",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     t0 = time.time()
     while len(list(out.glob("*.h5"))) < 2:
         assert time.time() - t0 < 120 and proc.poll() is None

@@ -82,8 +82,12 @@ def test_scripted_keys_record_exactly_the_expected_actions_and_replay(tmp_path):
 
 
 def test_pause_records_nothing(tmp_path):
-    script = {0: [ev(DOWN, pygame.K_RIGHT)], 8: [ev(DOWN, pygame.K_p)], 20: [ev(DOWN, pygame.K_p)],
-              40: [ev(DOWN, pygame.K_ESCAPE)]}
+    script = {
+        0: [ev(DOWN, pygame.K_RIGHT)],
+        8: [ev(DOWN, pygame.K_p)],
+        20: [ev(DOWN, pygame.K_p)],
+        40: [ev(DOWN, pygame.K_ESCAPE)],
+    }
     play(tmp_path, script)
     (ep,) = episodes(tmp_path)
     assert ep.length == (40 - 12) // 4 and len(ep.joypad) == 4 * ep.length
@@ -118,8 +122,9 @@ def test_keymap_file(tmp_path):
     km = tmp_path / "keys.json"
     km.write_text(json.dumps({"A": ["space"], "right": "d"}))
     assert load_keymap(km)["A"] == ["space"]
-    play(tmp_path / "d", {0: [ev(DOWN, pygame.K_d), ev(DOWN, pygame.K_SPACE)], 8: [ev(DOWN, pygame.K_ESCAPE)]},
-         keymap=km)
+    play(
+        tmp_path / "d", {0: [ev(DOWN, pygame.K_d), ev(DOWN, pygame.K_SPACE)], 8: [ev(DOWN, pygame.K_ESCAPE)]}, keymap=km
+    )
     (ep,) = episodes(tmp_path / "d")
     assert [ep.action_set.meaning(a) for a in ep.actions] == ["right+A", "right+A"]
     for bad in ({"jump": ["x"]}, {"A": ["nokey"]}):

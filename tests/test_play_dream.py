@@ -31,8 +31,20 @@ def dream(run, episode, start, length, out, **kw):
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("play")
     make_store(d, episodes=3, seed=4)
-    res = run_cli("train", "--store", d / "s.zarr", "--out", d / "run", "--config", "tiny", "--set", "stage=both",
-                  "--set", "max_steps=3", "-q")
+    res = run_cli(
+        "train",
+        "--store",
+        d / "s.zarr",
+        "--out",
+        d / "run",
+        "--config",
+        "tiny",
+        "--set",
+        "stage=both",
+        "--set",
+        "max_steps=3",
+        "-q",
+    )
     assert res.returncode == 0, res.stderr
     make_spawns(d / "eps", d / "spawns.h5", n=2, seed=0)
     return d
@@ -44,8 +56,15 @@ def ev(kind, key):
 
 def test_play_with_posted_events_and_record(setup, tmp_path):
     D, U = pygame.KEYDOWN, pygame.KEYUP
-    script = {0: [ev(D, pygame.K_RIGHT)], 3: [ev(D, pygame.K_x)], 5: [ev(U, pygame.K_x)], 7: [ev(U, pygame.K_RIGHT)],
-              8: [ev(D, pygame.K_RETURN)], 10: [ev(D, pygame.K_LEFT)], 12: [ev(D, pygame.K_ESCAPE)]}
+    script = {
+        0: [ev(D, pygame.K_RIGHT)],
+        3: [ev(D, pygame.K_x)],
+        5: [ev(U, pygame.K_x)],
+        7: [ev(U, pygame.K_RIGHT)],
+        8: [ev(D, pygame.K_RETURN)],
+        10: [ev(D, pygame.K_LEFT)],
+        12: [ev(D, pygame.K_ESCAPE)],
+    }
     r = play(setup / "run", setup / "spawns.h5", sync=True, script=script, record=tmp_path / "rec")
     assert r.frames == 12
     # simple set: 1 right, 2 right+A, 0 NOOP, 6 left
@@ -65,7 +84,9 @@ def test_play_without_a_display_exits_2(setup):
 
 
 def test_play_headless_async_generates_at_its_own_pace(setup):
-    r = play(setup / "run", setup / "spawns.h5", upsampler=False, fps=50, script={30: [ev(pygame.KEYDOWN, pygame.K_ESCAPE)]})
+    r = play(
+        setup / "run", setup / "spawns.h5", upsampler=False, fps=50, script={30: [ev(pygame.KEYDOWN, pygame.K_ESCAPE)]}
+    )
     assert 1 <= r.frames <= 40 and r.model_fps > 0
 
 
@@ -81,7 +102,9 @@ def test_dream_real_half_is_exact_and_gif_has_the_frames(setup, tmp_path):
         assert im.n_frames == steps and im.size == (256 * 3 + 8, 12 + 240)  # a caption strip above the panes
         im.seek(0)
         first = np.asarray(im.convert("RGB"))
-    assert (first[12:, :256] == recorded[0]).all(-1).mean() > 0.95  # the left pane is the real game (GIF palette aside), under its caption
+    assert (first[12:, :256] == recorded[0]).all(
+        -1
+    ).mean() > 0.95  # the left pane is the real game (GIF palette aside), under its caption
     assert first[:12].any()  # the captions are drawn
     rows = (tmp_path / "d.csv").read_text().strip().splitlines()
     assert len(rows) == steps + 1 and (tmp_path / "d.png").exists()
@@ -110,8 +133,20 @@ def test_dream_steps_are_seeded_and_cuda_graphs_replay_the_eager_step(setup):
 def test_a_run_with_another_n_context_plays_and_dreams_or_is_refused(setup, tmp_path):
     """n_context comes from the loaded model, not a constant: a 2-frame model dreams from step 2 and
     plays from 4-frame spawns (their last 2 frames); a start with fewer frames than it needs is refused."""
-    res = run_cli("train", "--store", setup / "s.zarr", "--out", tmp_path / "run2", "--config", "tiny",
-                  "--set", "denoiser.n_context=2", "--set", "max_steps=2", "-q")
+    res = run_cli(
+        "train",
+        "--store",
+        setup / "s.zarr",
+        "--out",
+        tmp_path / "run2",
+        "--config",
+        "tiny",
+        "--set",
+        "denoiser.n_context=2",
+        "--set",
+        "max_steps=2",
+        "-q",
+    )
     assert res.returncode == 0, res.stderr
     p = Dataset(setup / "eps").paths[0]
     r = dream(tmp_path / "run2", p, 2, 3, tmp_path / "d.gif", upsampler=False, progress=False)
@@ -145,8 +180,15 @@ def test_dream_env_passes_gymnasium_check_env_and_steps_from_a_spawn(setup):
         check_env(env, skip_render_check=True)
     assert env.threads == 1 and torch.get_num_threads() == threads  # steps on one thread, the caller's kept
     # a Gymnasium id: gym.make builds it (the module named in the id registers it)
-    made = gym.make("mario_kit.envs:mario_kit/Dream-v0", run=str(setup / "run"), spawns=str(setup / "spawns.h5"),
-                    upsampler=False, device="cpu", max_steps=10, threads=2)
+    made = gym.make(
+        "mario_kit.envs:mario_kit/Dream-v0",
+        run=str(setup / "run"),
+        spawns=str(setup / "spawns.h5"),
+        upsampler=False,
+        device="cpu",
+        max_steps=10,
+        threads=2,
+    )
     assert made.spec.id == "mario_kit/Dream-v0" and made.unwrapped.threads == 2
     assert np.array_equal(made.reset(seed=3, options={"spawn": 1})[0], env.reset(seed=3, options={"spawn": 1})[0])
     a, b = made.step(1)[0].astype(int), env.step(1)[0].astype(int)

@@ -51,13 +51,41 @@ def test_ctrl_c_saves_the_agent_and_exits_130(tmp_path):
     import time
 
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "agent", "train", "--timesteps", "100000", "--workers", "2",
-                             "--set", "n_steps=64", "--set", "batch_size=64", "--set", "n_epochs=1", "--quiet", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mario_kit",
+            "agent",
+            "train",
+            "--timesteps",
+            "100000",
+            "--workers",
+            "2",
+            "--set",
+            "n_steps=64",
+            "--set",
+            "batch_size=64",
+            "--set",
+            "n_epochs=1",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     t0 = time.time()
     try:
-        while not (out / "logs" / "progress.csv").exists() or len((out / "logs" / "progress.csv").read_text().splitlines()) < 3:
-            assert time.time() - t0 < 300 and proc.poll() is None, proc.communicate()[1] if proc.poll() is not None else "timeout"
+        while (
+            not (out / "logs" / "progress.csv").exists()
+            or len((out / "logs" / "progress.csv").read_text().splitlines()) < 3
+        ):
+            assert time.time() - t0 < 300 and proc.poll() is None, (
+                proc.communicate()[1] if proc.poll() is not None else "timeout"
+            )
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: learner and workers alike
         printed, err = proc.communicate(timeout=120)
@@ -80,8 +108,19 @@ def test_eval_cli_and_bad_models(agent_run, tmp_path):
     for path in (tmp_path / "x.zip", tmp_path / "missing.zip"):
         res = run_cli("agent", "eval", path)
         assert res.returncode == 2 and res.stderr.startswith("error:")
-    res = run_cli("collect", "--agent", "ppo", "--model", agent_run / "agent.zip", "--action-set", "right",
-                  "--episodes", "1", "--out", tmp_path / "c")
+    res = run_cli(
+        "collect",
+        "--agent",
+        "ppo",
+        "--model",
+        agent_run / "agent.zip",
+        "--action-set",
+        "right",
+        "--episodes",
+        "1",
+        "--out",
+        tmp_path / "c",
+    )
     assert res.returncode == 2 and "action set" in res.stderr
 
 

@@ -73,8 +73,12 @@ def test_ray_gives_the_episodes_of_one_worker(tmp_path, cluster):
     r = run_cli("collect", *STEPS, "--out", tmp_path / "ray", "--ray", "--ray-address", cluster)
     assert r.returncode == 0, r.stderr
     assert "500 steps" in r.stdout
-    collect(CollectConfig(out=tmp_path / "one", policy="sticky", policy_kwargs={"p": 0.8}, steps=500, max_steps=300,
-                          seed=11), progress=False)
+    collect(
+        CollectConfig(
+            out=tmp_path / "one", policy="sticky", policy_kwargs={"p": 0.8}, steps=500, max_steps=300, seed=11
+        ),
+        progress=False,
+    )
     assert assert_same_episodes(tmp_path / "ray", tmp_path / "one") == 500
     ends = [v[0]["end"] for v in episodes_by_index(tmp_path / "ray").values()]
     assert ends.count("truncated") == 1  # the budget cut the last one
@@ -106,8 +110,23 @@ def test_killed_worker_episode_is_retried_once(tmp_path, cluster):
     """SIGKILL of a worker in the middle of an episode: Ray runs it again; the folder ends equal to
     a clean run's, episode for episode, with no duplicate and no .partial."""
     args = ["--random", "--sticky", "0.8", "--episodes", "6", "--max-steps", "300", "--seed", "1", "-q"]
-    p = subprocess.Popen([sys.executable, "-m", "mario_kit", "collect", *args, "--out", str(tmp_path / "k"), "--ray",
-                          "--ray-address", cluster], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mario_kit",
+            "collect",
+            *args,
+            "--out",
+            str(tmp_path / "k"),
+            "--ray",
+            "--ray-address",
+            cluster,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killed = None
     deadline = time.time() + 60
     while killed is None and time.time() < deadline and p.poll() is None:
@@ -131,9 +150,30 @@ def test_killed_worker_episode_is_retried_once(tmp_path, cluster):
 
 
 def test_ctrl_c_keeps_finished_episodes(tmp_path, cluster):
-    p = subprocess.Popen([sys.executable, "-m", "mario_kit", "collect", "--random", "--episodes", "200", "--max-steps", "200",
-                          "--seed", "2", "-q", "--out", str(tmp_path / "c"), "--ray", "--ray-address", cluster],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mario_kit",
+            "collect",
+            "--random",
+            "--episodes",
+            "200",
+            "--max-steps",
+            "200",
+            "--seed",
+            "2",
+            "-q",
+            "--out",
+            str(tmp_path / "c"),
+            "--ray",
+            "--ray-address",
+            cluster,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while not list((tmp_path / "c").glob("*.h5")) and time.time() < deadline:
         time.sleep(0.1)
@@ -166,7 +206,9 @@ def test_two_workers_steer_by_one_shared_table(tmp_path, cluster):
     spread = {}
     for share in (True, False):
         actor = ray.remote(_HashTable).remote({})
-        workers = [HashStrategy(StickyPolicy(0.8), aset, p=1.0, exchange=_ActorExchange(actor, share)) for _ in range(2)]
+        workers = [
+            HashStrategy(StickyPolicy(0.8), aset, p=1.0, exchange=_ActorExchange(actor, share)) for _ in range(2)
+        ]
         steps = 0
         for i in range(4):  # episodes 0..3, the workers taking turns
             s = workers[i % 2]
@@ -186,8 +228,24 @@ def test_two_workers_steer_by_one_shared_table(tmp_path, cluster):
 def test_hash_counts_of_a_ray_collection_reach_the_folder_table(tmp_path, cluster):
     from mario_kit.balancing.hash import TABLE, load_table
 
-    r = run_cli("collect", "--random", "--episodes", "3", "--max-steps", "80", "--seed", "4", "--balance", "hash",
-                "--out", tmp_path / "h", "--ray", "--ray-address", cluster, "-q")
+    r = run_cli(
+        "collect",
+        "--random",
+        "--episodes",
+        "3",
+        "--max-steps",
+        "80",
+        "--seed",
+        "4",
+        "--balance",
+        "hash",
+        "--out",
+        tmp_path / "h",
+        "--ray",
+        "--ray-address",
+        cluster,
+        "-q",
+    )
     assert r.returncode == 0, r.stderr
     table, meta = load_table(tmp_path / "h" / TABLE)
     steps = sum(v[0]["length"] for v in episodes_by_index(tmp_path / "h").values())
@@ -212,8 +270,20 @@ def test_agent_collector_on_ray_matches_one_worker(tmp_path, cluster):
     from mario_kit.agents.ppo import AgentConfig, train_agent
     from mario_kit.collectors import collect_agent
 
-    train_agent(AgentConfig(timesteps=128, workers=1, n_steps=128, batch_size=64, n_epochs=1, checkpoint_every=128,
-                            eval_every=10**9, eval_episodes=1), tmp_path / "run", progress=False)
+    train_agent(
+        AgentConfig(
+            timesteps=128,
+            workers=1,
+            n_steps=128,
+            batch_size=64,
+            n_epochs=1,
+            checkpoint_every=128,
+            eval_every=10**9,
+            eval_episodes=1,
+        ),
+        tmp_path / "run",
+        progress=False,
+    )
     kw = dict(model=tmp_path / "run" / "agent.zip", random_factor=0.2, episodes=2, max_steps=60, seed=4, progress=False)
     collect_agent(tmp_path / "one", **kw)
     collect_agent(tmp_path / "ray", ray=True, **kw)
@@ -224,8 +294,12 @@ def test_agent_collector_on_ray_matches_one_worker(tmp_path, cluster):
 
 def test_a_cluster_that_does_not_answer_fails_at_once(tmp_path):
     t = time.time()
-    r = run_cli("collect", "--random", "--episodes", "1", "--out", tmp_path / "x", "--ray", "--ray-address", "127.0.0.1:1")
-    assert r.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(
+        "collect", "--random", "--episodes", "1", "--out", tmp_path / "x", "--ray", "--ray-address", "127.0.0.1:1"
+    )
+    assert (
+        r.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in r.stderr and "Traceback" not in r.stderr
+    )
     assert time.time() - t < 30 and not (tmp_path / "x").exists()
 
 

@@ -113,8 +113,9 @@ def run_server(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedPro
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(args + ["--port", str(port)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        args + ["--port", str(port)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         for _ in range(600):
             try:
@@ -162,9 +163,14 @@ def test_every_readme_command_runs_as_written(tmp_path):
             run_env["MARIO_KIT_KEYS"] = HUMAN_KEYS
         elif line.startswith("mario-kit play"):
             run_env["MARIO_KIT_KEYS"] = PLAY_KEYS
-        res = run_server(args, tmp_path, run_env) if line.startswith("mario-kit serve") else \
-            subprocess.run(args, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0 and "Traceback" not in res.stderr, f"{line}\n-> {shlex.join(args)}\n{res.stdout}\n{res.stderr}"
+        res = (
+            run_server(args, tmp_path, run_env)
+            if line.startswith("mario-kit serve")
+            else subprocess.run(args, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=300)
+        )
+        assert res.returncode == 0 and "Traceback" not in res.stderr, (
+            f"{line}\n-> {shlex.join(args)}\n{res.stdout}\n{res.stderr}"
+        )
         ran.append((line, res))
     out = {line: res.stdout for line, res in ran}
 

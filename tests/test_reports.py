@@ -72,6 +72,9 @@ def test_report_figures_equal_independent_values(tmp_path, small_dataset):
 
 def test_report_bad_input_exits_2(tmp_path):
     (tmp_path / "empty").mkdir()
-    for args in (["report", tmp_path / "empty", "--out", tmp_path / "r"], ["report", tmp_path / "missing", "--out", tmp_path / "r"]):
+    for args in (
+        ["report", tmp_path / "empty", "--out", tmp_path / "r"],
+        ["report", tmp_path / "missing", "--out", tmp_path / "r"],
+    ):
         res = run_cli(*args)
         assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr

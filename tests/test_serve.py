@@ -68,7 +68,9 @@ def until_bye(ws) -> list[dict]:
 def test_page_and_script_are_served_with_a_strict_policy(tmp_path):
     c = client(tmp_path / "d")
     page, js, css = c.get("/"), c.get("/app.js"), c.get("/app.css")
-    assert css.status_code == 200 and "image-rendering: pixelated" in css.text and "<style" not in page.text  # CSP: no inline
+    assert (
+        css.status_code == 200 and "image-rendering: pixelated" in css.text and "<style" not in page.text
+    )  # CSP: no inline
     assert page.status_code == 200 and '<canvas id="screen"' in page.text and 'src="/app.js"' in page.text
     assert js.status_code == 200 and "DecompressionStream" in js.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
@@ -105,15 +107,18 @@ def test_a_browser_session_records_what_was_pressed_and_replays_bit_exact(tmp_pa
             assert np.array_equal(frame, ep.frames[t]), t
 
 
-@pytest.mark.parametrize("bad", [
-    "x" * 5000,  # over the size limit: 1009, as the WebSocket layer closes larger ones
-    "{not json",
-    json.dumps({"t": "keys", "held": ["right"], "evil": 1}),  # an unknown key
-    json.dumps({"t": "keys", "held": ["jetpack"]}),
-    json.dumps({"t": "cmd", "cmd": "rm -rf /"}),
-    json.dumps(["t", "keys"]),
-    b"\x00\x01binary",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "x" * 5000,  # over the size limit: 1009, as the WebSocket layer closes larger ones
+        "{not json",
+        json.dumps({"t": "keys", "held": ["right"], "evil": 1}),  # an unknown key
+        json.dumps({"t": "keys", "held": ["jetpack"]}),
+        json.dumps({"t": "cmd", "cmd": "rm -rf /"}),
+        json.dumps(["t", "keys"]),
+        b"\x00\x01binary",
+    ],
+)
 def test_a_hostile_message_closes_that_connection_only(tmp_path, bad):
     out = tmp_path / "d"
     c = client(out)
@@ -153,7 +158,9 @@ def test_invites_tokens_revocation_and_limits(tmp_path):
             assert close_code(ws) == 4401
     with c.websocket_connect(f"/ws?token={token}&name=someone-else") as ws:
         assert ws.receive_json()["player"] == "Ann..x"  # the invite's name, cleaned; the name asked for is ignored
-        with c.websocket_connect(f"/ws?token={token}") as ws2:  # the token's one connection is taken (and the server's one player)
+        with c.websocket_connect(
+            f"/ws?token={token}"
+        ) as ws2:  # the token's one connection is taken (and the server's one player)
             assert "try again later" in ws2.receive_json()["why"] and close_code(ws2) == 1013
         send(ws, t="cmd", cmd="quit")
         until_bye(ws)
@@ -247,8 +254,12 @@ def test_the_terminal_says_who_plays_and_a_busy_port_is_one_line(tmp_path):
     from websockets.sync.client import connect
 
     out, port = tmp_path / "d", free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "serve", "--out", str(out), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mario_kit", "serve", "--out", str(out), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_port(port, proc)
         busy = run_cli("serve", "--out", tmp_path / "other", "--port", port)

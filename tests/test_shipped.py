@@ -58,8 +58,14 @@ def test_the_shipped_model_beats_copy_last_on_an_episode_recorded_here(tmp_path)
     obs = to_model(torch.from_numpy(b["obs"]))
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        pred = torch.cat([sample(model, obs[i : i + 16, :4].flatten(1, 2), torch.from_numpy(b["act"][i : i + 16]),
-                                 cfg.sampler, gen) for i in range(0, len(idx), 16)])
+        pred = torch.cat(
+            [
+                sample(
+                    model, obs[i : i + 16, :4].flatten(1, 2), torch.from_numpy(b["act"][i : i + 16]), cfg.sampler, gen
+                )
+                for i in range(0, len(idx), 16)
+            ]
+        )
     target, last = torch.from_numpy(b["obs"][:, 4]).float(), torch.from_numpy(b["obs"][:, 3]).float()
     model_db, copy_db = pooled_psnr(to_img(pred), target), pooled_psnr(last, target)
     assert model_db > copy_db + 1.0, (model_db, copy_db)
@@ -91,10 +97,13 @@ def test_dream_env_without_arguments_runs_the_shipped_model():
 
 
 def test_play_without_run_or_spawns_plays_the_shipped_model():
-    from mario_kit.world_model.programs.play import play
+    from mario_kit.world_model.programs.play import PlayConfig, play
 
-    keys = {0: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT)], 4: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE)]}
-    r = play(None, None, upsampler=False, sync=True, script=keys, device="cpu")
+    keys = {
+        0: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT)],
+        4: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE)],
+    }
+    r = play(PlayConfig(upsampler=False, sync=True, script=keys, device="cpu"))
     assert r.frames == 4 and r.actions == [1, 1, 1, 1]
 
 
@@ -102,12 +111,12 @@ def test_play_says_what_it_shows_of_a_model_without_an_upsampler(capsys):
     """The shipped model has no upsampler: play's help and play itself say its 64x60 frames are enlarged."""
     from mario_kit.world_model.model import shipped
     from mario_kit.world_model.model.checkpoint import path_of
-    from mario_kit.world_model.programs.play import play
+    from mario_kit.world_model.programs.play import PlayConfig, play
 
     from conftest import run_cli
 
     assert not path_of(shipped.run_folder(), "upsampler").exists()
     assert "64x60 frames are shown enlarged" in " ".join(run_cli("play", "--help").stdout.split())
     keys = {0: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE)]}
-    play(None, None, sync=True, script=keys, device="cpu")
+    play(PlayConfig(sync=True, script=keys, device="cpu"))
     assert "no upsampler: its 64x60 frames are shown enlarged" in capsys.readouterr().out

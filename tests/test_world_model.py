@@ -49,9 +49,23 @@ def test_metrics_equal_scikit_image_on_real_frames(store):
                 assert np.isinf(ours_p[k])
                 continue
             ref_p = peak_signal_noise_ratio(b[k], a[k], data_range=255)
-            ref_s = structural_similarity(a[k], b[k], data_range=255, channel_axis=-1, gaussian_weights=True,
-                                          sigma=1.5, use_sample_covariance=False)
-            assert abs(ours_p[k] - ref_p) < 1e-3 and abs(ours_s[k] - ref_s) < 1e-4, (name, k, ours_p[k], ref_p, ours_s[k], ref_s)
+            ref_s = structural_similarity(
+                a[k],
+                b[k],
+                data_range=255,
+                channel_axis=-1,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+            )
+            assert abs(ours_p[k] - ref_p) < 1e-3 and abs(ours_s[k] - ref_s) < 1e-4, (
+                name,
+                k,
+                ours_p[k],
+                ref_p,
+                ours_s[k],
+                ref_s,
+            )
         assert ours_s[-1] < 0.999  # the noisy copy is scored below identical
     t = torch.from_numpy(np.stack([a[0], a[0]])).float()
     assert pooled_psnr(t, t + 1) == pytest.approx(10 * np.log10(255.0**2))  # MSE of 1 everywhere
@@ -59,6 +73,7 @@ def test_metrics_equal_scikit_image_on_real_frames(store):
 
 def test_pooled_gap_interval_is_exact_when_every_rollout_agrees_and_widens_when_they_do_not():
     from mario_kit.world_model.training.metrics import pooled_gap_interval
+
     real = torch.zeros(16, 6, 8, 3)
     base, pred = real + 20, real + 10  # every rollout: a quarter of copy-last's squared error
     lo, hi = pooled_gap_interval(pred, base, real)
@@ -126,11 +141,15 @@ def test_horizon_loss_feeds_each_target_the_models_denoising_of_the_one_before()
     first, denoised = _loss_one(m, noise, frames[:, n], frames[:, :n].flatten(1, 2), act[:, :n], mask[:, n], g, True)
     own = frames.clone()
     own[:, n] = denoised
-    second, _ = _loss_one(m, noise, own[:, n + 1], own[:, 1 : n + 1].flatten(1, 2), act[:, 1 : n + 1], mask[:, n + 1], g, True)
+    second, _ = _loss_one(
+        m, noise, own[:, n + 1], own[:, 1 : n + 1].flatten(1, 2), act[:, 1 : n + 1], mask[:, n + 1], g, True
+    )
     assert loss == pytest.approx((first.item() + second.item()) / 2, rel=1e-5)
     g = torch.Generator().manual_seed(5)
     _loss_one(m, noise, frames[:, n], frames[:, :n].flatten(1, 2), act[:, :n], mask[:, n], g, True)
-    real, _ = _loss_one(m, noise, frames[:, n + 1], frames[:, 1 : n + 1].flatten(1, 2), act[:, 1 : n + 1], mask[:, n + 1], g, True)
+    real, _ = _loss_one(
+        m, noise, frames[:, n + 1], frames[:, 1 : n + 1].flatten(1, 2), act[:, 1 : n + 1], mask[:, n + 1], g, True
+    )
     assert abs(real.item() - second.item()) > 1e-4  # the model's frame is not the real one
 
 
@@ -149,10 +168,19 @@ def test_a_run_of_the_layout_before_noise_config_loads_and_samples_the_same(tmp_
     old = to_dict(get_config("cpu"))
     for model, noise in (("denoiser", "noise"), ("upsampler", "upsampler_noise")):
         moved = old.pop(noise)
-        old[model].update({"loc": moved["loc"], "scale": moved["scale"], "cond_loc": moved["cond_loc"],
-                           "cond_scale": moved["cond_scale"], "sigma_min_train": moved["sigma_min"],
-                           "sigma_max_train": moved["sigma_max"], "noise_previous_obs": moved["noise_previous_obs"],
-                           "self_ctx": 0.0, "changed_weight": 0.0})
+        old[model].update(
+            {
+                "loc": moved["loc"],
+                "scale": moved["scale"],
+                "cond_loc": moved["cond_loc"],
+                "cond_scale": moved["cond_scale"],
+                "sigma_min_train": moved["sigma_min"],
+                "sigma_max_train": moved["sigma_max"],
+                "noise_previous_obs": moved["noise_previous_obs"],
+                "self_ctx": 0.0,
+                "changed_weight": 0.0,
+            }
+        )
     assert from_dict(old) == get_config("cpu")
     old["denoiser"]["self_ctx"] = 0.25
     with pytest.raises(ValueError, match="self_ctx"):
@@ -271,11 +299,17 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, store):
     args = ["--store", store, "--config", "tiny", "--set", "epochs=3", "--set", "log_every=1", "-q"]
     full = run_cli("train", "--out", tmp_path / "full", *args)
     assert full.returncode == 0, full.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "mario_kit", "train", "--out", str(tmp_path / "cut"), *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mario_kit", "train", "--out", str(tmp_path / "cut"), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     t0 = time.time()
     while not (tmp_path / "cut" / "log.csv").exists() or len(_losses(tmp_path / "cut")) < 8:
-        assert time.time() - t0 < 120 and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
+        assert time.time() - t0 < 120 and proc.poll() is None, (
+            proc.stderr.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     printed, err = proc.communicate(timeout=120)
@@ -293,10 +327,33 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, store):
 
 def test_ddp_two_gloo_processes_end_identical(tmp_path, store):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    res = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29533", "-m", "mario_kit", "train",
-                          "--store", str(store), "--out", str(tmp_path / "ddp"), "--config", "tiny",
-                          "--set", "max_steps=6", "--set", "threads=1", "-q"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = subprocess.run(
+        [
+            torchrun,
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29533",
+            "-m",
+            "mario_kit",
+            "train",
+            "--store",
+            str(store),
+            "--out",
+            str(tmp_path / "ddp"),
+            "--config",
+            "tiny",
+            "--set",
+            "max_steps=6",
+            "--set",
+            "threads=1",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     s = json.loads((tmp_path / "ddp" / "summary.json").read_text())["stages"]["denoiser"]
     assert s["world_size"] == 2 and s["ddp_replicas_identical"] is True and s["step"] == 6
@@ -307,14 +364,21 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path, 
     """Ctrl-C in a terminal signals torchrun and every rank (one process group; torchrun passes it on
     too): the ranks agree on a step, rank 0 saves a checkpoint there, and the run resumes."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    args = ["--store", str(store), "--config", "tiny", "--set", "epochs=1000", "--set", "threads=1",
-            "--set", "log_every=1", "-q"]
-    proc = subprocess.Popen([torchrun, "--nproc-per-node", "2", "--master-port", "29534", "-m", "mario_kit", "train",
-                             "--out", str(tmp_path / "r"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    args = ["--store", str(store), *"--config tiny --set epochs=1000 --set threads=1 --set log_every=1 -q".split()]
+    two_ranks = [torchrun, "--nproc-per-node", "2", "--master-port"]
+    proc = subprocess.Popen(
+        [*two_ranks, "29534", "-m", "mario_kit", "train", "--out", str(tmp_path / "r"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     t0 = time.time()
     while not (tmp_path / "r" / "log.csv").exists() or len(_losses(tmp_path / "r")) < 4:
-        assert time.time() - t0 < 180 and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
+        assert time.time() - t0 < 180 and proc.poll() is None, (
+            proc.stderr.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
     printed, err = proc.communicate(timeout=120)
@@ -325,9 +389,14 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path, 
     assert s["interrupted"] is True and s["stages"]["denoiser"]["interrupted"] is True
     stopped_at = torch.load(tmp_path / "r" / "denoiser.pt", weights_only=True)["step"]
     assert stopped_at == s["stages"]["denoiser"]["step"] >= 4
-    res = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29535", "-m", "mario_kit", "train",
-                          "--out", str(tmp_path / "r"), "--resume", *args, "--set", f"max_steps={stopped_at + 2}"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = subprocess.run(
+        [*two_ranks, "29535", "-m", "mario_kit", "train", "--out", str(tmp_path / "r"), "--resume", *args]
+        + ["--set", f"max_steps={stopped_at + 2}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     s = json.loads((tmp_path / "r" / "summary.json").read_text())["stages"]["denoiser"]
     assert s["step"] == stopped_at + 2 and s["ddp_replicas_identical"] is True
@@ -336,7 +405,9 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path, 
 def test_bad_checkpoints_are_refused(tmp_path, store):
     res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "--set", "max_steps=2", "-q")
     assert res.returncode == 0, res.stderr
-    assert run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q").returncode == 2  # exists
+    assert (
+        run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q").returncode == 2
+    )  # exists
     ck = tmp_path / "r" / "denoiser.pt"
     ck.write_bytes(b"not a checkpoint")
     res = run_cli("evaluate", tmp_path / "r", "--store", store)
@@ -352,10 +423,10 @@ def test_bad_checkpoints_are_refused(tmp_path, store):
 
 
 def test_train_both_stages_and_evaluate(tmp_path, store):
-    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "--set", "stage=both",
-                  "--set", "max_steps=4", "--set", "ema=0.9", "-q")
+    tiny_both = "--config tiny --set stage=both --set max_steps=4 --set ema=0.9 -q".split()
+    res = run_cli("train", "--store", store, "--out", tmp_path / "r", *tiny_both)
     assert res.returncode == 0, res.stderr
-    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--rollouts", "2", "--horizons", "1,8")
+    res = run_cli("evaluate", tmp_path / "r", "--store", store, *"--windows 8 --rollouts 2 --horizons 1,8".split())
     assert res.returncode == 0, res.stderr
     r = json.loads((tmp_path / "r" / "eval" / "evaluation.json").read_text())
     assert r["next_frame_low_res"]["windows"] == 8 and "next_frame_full_res" in r
@@ -370,9 +441,9 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert "lead over" in res.stdout  # the table row (rich wraps the rest of the label at 80 columns)
     assert r["upsampler_sampler"]["steps"] == 1  # the tiny preset's
     # the samplers are chosen at evaluation: --set overrides them for this evaluation alone
-    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--rollouts", "2", "--horizons", "1",
-                  "--out", tmp_path / "s", "--set", "sampler.s_cond=0.5", "--set", "sampler.steps=1",
-                  "--set", "upsampler_sampler.steps=2")
+    samplers = "--set sampler.s_cond=0.5 --set sampler.steps=1 --set upsampler_sampler.steps=2".split()
+    small = "--windows 8 --rollouts 2 --horizons 1".split()
+    res = run_cli("evaluate", tmp_path / "r", "--store", store, *small, "--out", tmp_path / "s", *samplers)
     assert res.returncode == 0, res.stderr
     s = json.loads((tmp_path / "s" / "evaluation.json").read_text())
     assert s["sampler"]["s_cond"] == 0.5 and s["upsampler_sampler"]["steps"] == 2 and r["sampler"]["s_cond"] == 0.005
@@ -380,8 +451,11 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert s["sampler"]["steps"] == 1 and r["sampler"]["steps"] == 3
     assert s["next_frame_low_res"]["model"] != r["next_frame_low_res"]["model"]
     assert s["next_frame_low_res"]["copy_last"] == r["next_frame_low_res"]["copy_last"]  # the same windows
-    for bad, says in ((["--set", "lr=1"], "only the samplers"), (["--set", "sampler.steps=0"], "steps >= 1"),
-                      (["--set", "sampler.nope=1"], "unknown setting")):
+    for bad, says in (
+        (["--set", "lr=1"], "only the samplers"),
+        (["--set", "sampler.steps=0"], "steps >= 1"),
+        (["--set", "sampler.nope=1"], "unknown setting"),
+    ):
         res = run_cli("evaluate", tmp_path / "r", "--store", store, "--out", tmp_path / "bad", *bad)
         assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not (tmp_path / "bad").exists()
@@ -393,9 +467,22 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert set(u) >= {"upsampler_alone", "step"} and "next_frame_low_res" not in u
     assert u["upsampler_alone"]["bicubic"] == r["upsampler_alone"]["bicubic"]
     # printed as a table: the upsampler's row, with bicubic's pooled PSNR as its baseline
-    assert "upsampler vs bicubic: PSNR pooled" in res.stdout and f"{u['upsampler_alone']['bicubic']['psnr']:.2f}" in res.stdout, res.stdout
-    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--out", tmp_path / "u2",
-                  "--upsampler-steps", "2")
+    assert (
+        "upsampler vs bicubic: PSNR pooled" in res.stdout
+        and f"{u['upsampler_alone']['bicubic']['psnr']:.2f}" in res.stdout
+    ), res.stdout
+    res = run_cli(
+        "evaluate",
+        tmp_path / "r",
+        "--store",
+        store,
+        "--windows",
+        "8",
+        "--out",
+        tmp_path / "u2",
+        "--upsampler-steps",
+        "2",
+    )
     u2 = json.loads((tmp_path / "u2" / "evaluation.json").read_text())
     assert res.returncode == 0 and u2["sampler"]["steps"] == 2
     assert u2["upsampler_alone"]["upsampler"] != u["upsampler_alone"]["upsampler"]
@@ -408,8 +495,20 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
 
 
 def test_ema_warms_up(tmp_path, store):
-    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "--set", "max_steps=20",
-                  "--set", "ema=0.999", "-q")
+    res = run_cli(
+        "train",
+        "--store",
+        store,
+        "--out",
+        tmp_path / "r",
+        "--config",
+        "tiny",
+        "--set",
+        "max_steps=20",
+        "--set",
+        "ema=0.999",
+        "-q",
+    )
     assert res.returncode == 0, res.stderr
     ck = torch.load(tmp_path / "r" / "denoiser.pt", weights_only=True)
     torch.manual_seed(0)
@@ -425,10 +524,24 @@ def test_resume_reads_the_runs_config_and_allows_only_safe_changes(tmp_path, sto
     assert res.returncode == 0, res.stderr
     res = run_cli("train", "--store", store, "--out", run, "--resume", "--set", "lr=0.01", "-q")
     assert res.returncode == 2 and "lr: 0.001 -> 0.01" in res.stderr, res.stderr
-    res = run_cli("train", "--store", store, "--out", run, "--resume", "--set", "max_steps=3", "-q")  # no --config repeated
+    res = run_cli(
+        "train", "--store", store, "--out", run, "--resume", "--set", "max_steps=3", "-q"
+    )  # no --config repeated
     assert res.returncode == 0 and "step 3" in res.stdout, res.stdout + res.stderr
     assert torch.load(run / "denoiser.pt", weights_only=True)["step"] == 3
-    res = run_cli("train", "--store", store, "--out", tmp_path / "new", "--resume", "--config", "tiny", "--set", "max_steps=1", "-q")
+    res = run_cli(
+        "train",
+        "--store",
+        store,
+        "--out",
+        tmp_path / "new",
+        "--resume",
+        "--config",
+        "tiny",
+        "--set",
+        "max_steps=1",
+        "-q",
+    )
     assert res.returncode == 0 and "holds no run yet: starting a new one" in " ".join(res.stdout.split())
 
 
@@ -437,11 +550,25 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path, store):
     weights stay the old ones and the EMA averages on from the old EMA. Bad inits: exit 2, no run folder."""
     tiny = ["--store", store, "--config", "tiny", "-q", "--set", "ema=0.9"]
     assert run_cli("train", "--out", tmp_path / "a", *tiny, "--set", "max_steps=4").returncode == 0
-    res = run_cli("train", "--out", tmp_path / "b", *tiny, "--set", f"init={tmp_path / 'a'}", "--set", "lr=1e-30",
-                  "--set", "weight_decay=0", "--set", "max_steps=1")
+    res = run_cli(
+        "train",
+        "--out",
+        tmp_path / "b",
+        *tiny,
+        "--set",
+        f"init={tmp_path / 'a'}",
+        "--set",
+        "lr=1e-30",
+        "--set",
+        "weight_decay=0",
+        "--set",
+        "max_steps=1",
+    )
     assert res.returncode == 0, res.stderr
     a, b = (torch.load(tmp_path / r / "denoiser.pt", weights_only=True) for r in "ab")
-    assert b["step"] == 1 and all(torch.allclose(a["model"][k].float(), b["model"][k].float(), rtol=0, atol=1e-20) for k in a["model"])
+    assert b["step"] == 1 and all(
+        torch.allclose(a["model"][k].float(), b["model"][k].float(), rtol=0, atol=1e-20) for k in a["model"]
+    )
     d = min(0.9, (1 + 4) / (10 + 4))  # the EMA's warm-up goes on from step 4
     key = "inner.conv_out.weight"
     assert torch.allclose(b["ema"][key], a["ema"][key] * d + a["model"][key] * (1 - d), atol=1e-7)
@@ -449,24 +576,60 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path, store):
     other = torch.load(tmp_path / "a" / "denoiser.pt", weights_only=True)
     other["action_set"] = "right_only"
     torch.save(other, tmp_path / "other.pt")
-    for bad, why in ((tmp_path / "nothing", "no checkpoint at"), (tmp_path / "a" / "config.json", "not a readable"),
-                     (tmp_path / "other.pt", "action set right_only")):
+    for bad, why in (
+        (tmp_path / "nothing", "no checkpoint at"),
+        (tmp_path / "a" / "config.json", "not a readable"),
+        (tmp_path / "other.pt", "action set right_only"),
+    ):
         res = run_cli("train", "--out", tmp_path / "c", *tiny, "--set", f"init={bad}")
         assert res.returncode == 2 and why in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not (tmp_path / "c").exists()
-    res = run_cli("train", "--out", tmp_path / "c", *tiny, "--set", f"init={tmp_path / 'a'}", "--set", "denoiser.channels=[8,8,8,8]")
+    res = run_cli(
+        "train",
+        "--out",
+        tmp_path / "c",
+        *tiny,
+        "--set",
+        f"init={tmp_path / 'a'}",
+        "--set",
+        "denoiser.channels=[8,8,8,8]",
+    )
     assert res.returncode == 2 and "does not match this run's denoiser" in res.stderr, res.stderr
 
 
 def test_learning_rate_warms_up_holds_and_decays_to_zero_at_max_steps(tmp_path, store):
     """decay_steps: the last steps before max_steps fall linearly to 0 (the log's lr column is the
     rate of the next step); without max_steps it is refused with exit 2 and no run folder."""
-    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q", "--set", "lr=0.001",
-                  "--set", "warmup_steps=2", "--set", "max_steps=6", "--set", "decay_steps=3", "--set", "log_every=1")
+    res = run_cli(
+        "train",
+        "--store",
+        store,
+        "--out",
+        tmp_path / "r",
+        "--config",
+        "tiny",
+        "-q",
+        "--set",
+        "lr=0.001",
+        "--set",
+        "warmup_steps=2",
+        "--set",
+        "max_steps=6",
+        "--set",
+        "decay_steps=3",
+        "--set",
+        "log_every=1",
+    )
     assert res.returncode == 0, res.stderr
     rows = [r for r in csv.DictReader(open(tmp_path / "r" / "log.csv")) if not r["test_loss"]]
     assert [(int(r["step"]), float(r["lr"])) for r in rows] == [
-        (1, 0.001), (2, 0.001), (3, 0.001), (4, 0.000667), (5, 0.000333), (6, 0.0)]
+        (1, 0.001),
+        (2, 0.001),
+        (3, 0.001),
+        (4, 0.000667),
+        (5, 0.000333),
+        (6, 0.0),
+    ]
     res = run_cli("train", "--store", store, "--out", tmp_path / "s", "--config", "tiny", "--set", "decay_steps=3")
     assert res.returncode == 2 and "decay_steps (3) needs max_steps" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "s").exists()
@@ -480,8 +643,21 @@ def test_decay_fraction_and_the_steps_a_time_limit_plans():
     assert lr_factor(5, get_config("tiny", ["warmup_steps=1", "decay_fraction=0.25"])) == 1  # no max_steps: no decay
     assert plan_steps(120, 100, 25.0, get_config("tiny", ["time_limit=100"])) == 420
     assert plan_steps(120, 100, 125.0, get_config("tiny", ["time_limit=100"])) == 121  # past the limit: one more
-    res = run_cli("train", "--store", "x", "--out", "y", "--config", "tiny", "--set", "decay_steps=3",
-                  "--set", "decay_fraction=0.5", "--set", "max_steps=9")
+    res = run_cli(
+        "train",
+        "--store",
+        "x",
+        "--out",
+        "y",
+        "--config",
+        "tiny",
+        "--set",
+        "decay_steps=3",
+        "--set",
+        "decay_fraction=0.5",
+        "--set",
+        "max_steps=9",
+    )
     assert res.returncode == 2 and "set one of them" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -502,8 +678,24 @@ def test_an_open_ended_run_shows_no_made_up_total():
 def test_a_time_limit_stops_training_after_a_decay_it_planned(tmp_path, store):
     """--set time_limit=S: training stops within S seconds of its start whatever the epochs say,
     having set max_steps from its rate at S/4 and decayed the learning rate towards it."""
-    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q", "--set", "epochs=1000",
-                  "--set", "time_limit=4", "--set", "decay_fraction=0.5", "--set", "log_every=1")
+    res = run_cli(
+        "train",
+        "--store",
+        store,
+        "--out",
+        tmp_path / "r",
+        "--config",
+        "tiny",
+        "-q",
+        "--set",
+        "epochs=1000",
+        "--set",
+        "time_limit=4",
+        "--set",
+        "decay_fraction=0.5",
+        "--set",
+        "log_every=1",
+    )
     assert res.returncode == 0, res.stderr
     summary = json.load(open(tmp_path / "r" / "summary.json"))["stages"]["denoiser"]
     assert 2 <= summary["max_steps"] and summary["step"] <= summary["max_steps"], summary
@@ -517,8 +709,20 @@ def test_a_new_run_without_config_picks_the_machines_preset(tmp_path, store):
 
     name, why = default_preset()
     assert name == ("seed" if torch.cuda.is_available() else "cpu") and why
-    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--set", "max_steps=1", "--set", "batch_size=2",
-                  "--set", "test_batches=1", "-q")
+    res = run_cli(
+        "train",
+        "--store",
+        store,
+        "--out",
+        tmp_path / "r",
+        "--set",
+        "max_steps=1",
+        "--set",
+        "batch_size=2",
+        "--set",
+        "test_batches=1",
+        "-q",
+    )
     assert res.returncode == 0 and f"config: {name}" in res.stdout, res.stdout + res.stderr
 
 
@@ -546,8 +750,12 @@ def test_rollout_metrics_on_synthetic_frames():
     assert horizontal_shift(frames[:-1], frames[1:]).tolist() == [3] * 8
     assert horizontal_shift(frames[1:], frames[:-1]).tolist() == [-3] * 8
     real, last = frames[1:][None], frames[0][None]
-    assert scroll_error(real, real, last) == {"real_scroll_px": 24.0, "model_scroll_px": 24.0, "scroll_error_px": 0.0,
-                                              "copy_last_scroll_error_px": 24.0}
+    assert scroll_error(real, real, last) == {
+        "real_scroll_px": 24.0,
+        "model_scroll_px": 24.0,
+        "scroll_error_px": 0.0,
+        "copy_last_scroll_error_px": 24.0,
+    }
     frozen = last[:, None].expand_as(real)  # a model that copies the scene
     assert scroll_error(frozen, real, last)["scroll_error_px"] == 24.0
     sr = scroll_so_far(real, last)  # the caller's own measure of the real scroll is used as given
@@ -581,7 +789,9 @@ def test_scroll_oracle_moves_the_last_frame_by_the_real_scroll():
         assert torch.equal(o[0, t, 8:, 64 - k :], last[0, 8:, 63:].expand(-1, k, -1))
         assert torch.equal(o[0, t, :8], last[0, :8])  # the score line does not scroll
     assert torch.equal(scroll_oracle(real, last, torch.zeros(1, 8, dtype=torch.long)), last[:, None].expand_as(real))
-    assert torch.equal(scroll_oracle(last[:, None].expand(1, 4, -1, -1, -1), last), last[:, None].expand(1, 4, -1, -1, -1))
+    assert torch.equal(
+        scroll_oracle(last[:, None].expand(1, 4, -1, -1, -1), last), last[:, None].expand(1, 4, -1, -1, -1)
+    )
     plain = tex.clone()
     plain[:, 64:] = plain[:, 63:64]  # beyond the first screen the level repeats its border column
     plain[:8] = 0.0  # a fixed score line

@@ -34,8 +34,10 @@ def ensure_space(folder: str | Path, need: int = 0, consequence: str = "nothing 
     free = st.f_bavail * st.f_frsize
     if free - need < MIN_FREE:
         asked = f", about {need >> 20} MiB more needed" if need >= 1 << 20 else ""
-        raise DiskFull(f"disk full: {free >> 10} KiB free in {folder}{asked} (mario-kit stops at {MIN_FREE >> 20} MiB "
-                       f"free); {consequence}")
+        raise DiskFull(
+            f"disk full: {free >> 10} KiB free in {folder}{asked} (mario-kit stops at {MIN_FREE >> 20} MiB "
+            f"free); {consequence}"
+        )
 
 
 def fsync_dir(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import Enum
 import os
@@ -58,39 +59,60 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     pass
 
 
 @app.command()
 def collect(
-    out_dir: Path = typer.Option(..., "--out", help="Episode folder (created; appended to if it holds compatible episodes)."),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Episode folder (created; appended to if it holds compatible episodes)."
+    ),
     random: bool = typer.Option(False, "--random", help="Random policy: uniform, or sticky with --sticky P."),
-    sticky: Optional[float] = typer.Option(None, help="Keep the previous action with probability P (random collector)."),
+    sticky: Optional[float] = typer.Option(
+        None, help="Keep the previous action with probability P (random collector)."
+    ),
     human: bool = typer.Option(False, "--human", help="Play with the keyboard in a pygame window."),
     agent: Optional[str] = typer.Option(None, "--agent", help="Agent collector: ppo (needs --model)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Agent file (`mario-kit agent train`)."),
     random_factor: float = typer.Option(0.0, help="Agent: probability of replacing its action by a random one."),
-    random_factor_range: Optional[tuple[float, float]] = typer.Option(None, help="Agent: draw the factor per episode from [LO, HI]."),
+    random_factor_range: Optional[tuple[float, float]] = typer.Option(
+        None, help="Agent: draw the factor per episode from [LO, HI]."
+    ),
     deterministic: bool = typer.Option(True, "--deterministic/--stochastic", help="Agent: greedy or sampled actions."),
-    balance: Optional[str] = typer.Option(None, "--balance", help="Balancing strategy wrapping the policy: repeat | hash."),
-    balance_set: list[str] = typer.Option([], "--balance-set", help="Strategy parameter key=value (repeatable), e.g. p=0.3."),
+    balance: Optional[str] = typer.Option(
+        None, "--balance", help="Balancing strategy wrapping the policy: repeat | hash."
+    ),
+    balance_set: list[str] = typer.Option(
+        [], "--balance-set", help="Strategy parameter key=value (repeatable), e.g. p=0.3."
+    ),
     episodes: Optional[int] = typer.Option(None, help="Number of episodes to record."),
     steps: Optional[int] = typer.Option(None, help="Number of recorded steps in all (instead of --episodes)."),
     level: str = typer.Option("1-1", help="W-S, a comma list, or 'random' (one drawn per episode)."),
     action_set: Optional[str] = typer.Option(None, help="right | simple | complex [simple; an agent's own set]."),
     frame_skip: int = typer.Option(4, help="Emulator frames per recorded step (the action is held; rewards summed)."),
-    max_steps: Optional[int] = typer.Option(None, help="Recorded steps per episode before truncation [random: 1000, human: 100000]."),
+    max_steps: Optional[int] = typer.Option(
+        None, help="Recorded steps per episode before truncation [random: 1000, human: 100000]."
+    ),
     seed: Optional[int] = typer.Option(None, **SEED, help="Seed; episode i uses default_rng([seed, i])."),
     workers: int = typer.Option(1, help="Worker processes."),
-    ray: bool = typer.Option(False, "--ray", help="Run the episodes as Ray tasks (a local Ray, or the cluster at --ray-address)."),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster: auto or HOST:PORT [RAY_ADDRESS, else a local Ray]."),
-    ray_write: str = typer.Option("driver", help="Ray: driver (episodes come back to this machine) or shared (tasks write into --out, "
-                                  "which every node must mount)."),
+    ray: bool = typer.Option(
+        False, "--ray", help="Run the episodes as Ray tasks (a local Ray, or the cluster at --ray-address)."
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, help="Ray cluster: auto or HOST:PORT [RAY_ADDRESS, else a local Ray]."
+    ),
+    ray_write: str = typer.Option(
+        "driver",
+        help="Ray: driver (episodes come back to this machine) or shared (tasks write into --out, "
+        "which every node must mount).",
+    ),
     player: str = typer.Option("", help="Player name stored in every episode."),
     scale: int = typer.Option(3, help="Window scale (human)."),
-    keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file (human), e.g. {\"A\": [\"x\", \"space\"]}."),
+    keymap: Optional[Path] = typer.Option(None, help='Key mapping JSON file (human), e.g. {"A": ["x", "space"]}.'),
     fps: float = typer.Option(60.0, help="Display and emulation rate (human); NES speed is 60."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -102,34 +124,58 @@ def collect(
     chosen = [name for name, on in (("random", random or sticky is not None), ("human", human), ("ppo", agent)) if on]
     if len(chosen) != 1:
         raise UserError("choose one collector: --random (optionally --sticky P), --human, or --agent ppo --model M")
-    common = dict(level=level, action_set=action_set, frame_skip=frame_skip, max_steps=max_steps, episodes=episodes,
-                  steps=steps, seed=seed, workers=workers, player=player, balance=balance, ray=ray or None,
-                  ray_address=ray_address, ray_write=ray_write if ray else None,
-                  balance_kwargs=_key_values(balance_set))
-    options: dict[str, Any] = {k: v for k, v in common.items() if v is not None}  # not given: the collector's default
-    if chosen[0] == "random":
-        options.update(sticky=sticky)
-    elif chosen[0] == "human":
-        options.update(scale=scale, keymap=keymap, fps=fps)
-    else:
-        if random_factor_range is not None and random_factor != 0.0:
-            raise UserError("give --random-factor P or --random-factor-range LO HI, not both")
-        options.update(model=model, random_factor=random_factor, random_factor_range=random_factor_range,
-                       deterministic=deterministic)
+    options = _collector_options(chosen[0], locals())
     result = COLLECTORS[chosen[0]](out_dir, progress=not quiet, **options)
+    _print_collection(result, out_dir)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+COMMON_COLLECT = ("level", "action_set", "frame_skip", "max_steps", "episodes", "steps", "seed", "workers", "player")
+OWN_COLLECT = {
+    "random": ("sticky",),
+    "human": ("scale", "keymap", "fps"),
+    "ppo": ("model", "random_factor", "random_factor_range", "deterministic"),
+}
+
+
+def _collector_options(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of collector `name` from `collect`'s parameters `p`: the shared ones given (the
+    others keep the collector's default) and the collector's own."""
+    common = {k: p[k] for k in COMMON_COLLECT} | {"balance": p["balance"], "ray": p["ray"] or None}
+    common |= {"ray_address": p["ray_address"], "ray_write": p["ray_write"] if p["ray"] else None}
+    options = {k: v for k, v in common.items() if v is not None} | {"balance_kwargs": _key_values(p["balance_set"])}
+    if name == "ppo" and p["random_factor_range"] is not None and p["random_factor"] != 0.0:
+        raise UserError("give --random-factor P or --random-factor-range LO HI, not both")
+    return options | {k: p[k] for k in OWN_COLLECT[name]}
+
+
+def _print_collection(result: Any, out_dir: Path) -> None:
+    """What `collect` says at the end: what was there already, what was recorded, on which nodes."""
     if result.summary:
         _print_session(result.summary)
     note = " (interrupted: the episode in progress was discarded)" if result.interrupted else ""
     if result.already:
-        out.print(f"{out_dir} already held {result.already} episode{'' if result.already == 1 else 's'} of this command "
-                  f"(seed {result.seed}): kept, not recorded again; to add more, raise --episodes/--steps or use another --seed")
+        out.print(
+            f"{out_dir} already held {result.already} episode{'' if result.already == 1 else 's'} of this command "
+            f"(seed {result.seed}): kept, not recorded again; to add more, raise --episodes/--steps or use another --seed"
+        )
     n = len(result.paths)
-    out.print(f"collected {n} episode{'' if n == 1 else 's'}, {result.steps:,} steps into {out_dir} (seed {result.seed}){note}")
+    out.print(
+        f"collected {n} episode{'' if n == 1 else 's'}, {result.steps:,} steps into {out_dir} (seed {result.seed}){note}"
+    )
     if result.nodes:
-        out.print(f"on {len(result.nodes)} Ray node{'' if len(result.nodes) == 1 else 's'}: "
-                  + ", ".join(f"{k[:8]} {v}" for k, v in sorted(result.nodes.items(), key=lambda kv: -kv[1])))
-    if result.interrupted:
-        raise typer.Exit(130)
+        out.print(
+            f"on {len(result.nodes)} Ray node{'' if len(result.nodes) == 1 else 's'}: "
+            + ", ".join(f"{k[:8]} {v}" for k, v in sorted(result.nodes.items(), key=lambda kv: -kv[1]))
+        )
+
+
+def _config(cls: Any, given: dict[str, Any], **renamed: Any) -> Any:
+    """A config dataclass from a command's parameters: those named as its fields (one name for one
+    setting in the command and the library), and `renamed` for the others."""
+    names = {f.name for f in dataclasses.fields(cls)} - renamed.keys()
+    return cls(**{k: v for k, v in given.items() if k in names}, **renamed)
 
 
 def _key_values(items: list[str]) -> dict:
@@ -164,21 +210,42 @@ def serve(
     level: str = typer.Option("1-1", help="W-S, a comma list (N moves on), or 'random'."),
     action_set: str = typer.Option("simple", help="right | simple | complex."),
     frame_skip: int = typer.Option(4, help="Emulator frames per recorded step."),
-    invites: Optional[Path] = typer.Option(None, help="Invites file (`mario-kit invite add`): a token is required to play."),
+    invites: Optional[Path] = typer.Option(
+        None, help="Invites file (`mario-kit invite add`): a token is required to play."
+    ),
     max_players: int = typer.Option(4, help="Players at once."),
-    keep_on_disconnect: bool = typer.Option(False, "--keep-on-disconnect", help="Keep a dropped player's episode in progress as end=cut (default: discard)."),
-    allow_origin: list[str] = typer.Option([], "--allow-origin", help="Another page origin allowed to connect (repeatable), "
-                                           "e.g. https://mario.example.org behind a reverse proxy; pages of other sites are refused."),
+    keep_on_disconnect: bool = typer.Option(
+        False, "--keep-on-disconnect", help="Keep a dropped player's episode in progress as end=cut (default: discard)."
+    ),
+    allow_origin: list[str] = typer.Option(
+        [],
+        "--allow-origin",
+        help="Another page origin allowed to connect (repeatable), "
+        "e.g. https://mario.example.org behind a reverse proxy; pages of other sites are refused.",
+    ),
 ) -> None:
     """Serve a page where people play in their browser; their episodes are recorded into --out."""
     from mario_kit.serve.app import ServeConfig, serve as run_server
 
-    run_server(ServeConfig(out=out_dir, host=host, port=port, level=level, action_set=action_set, frame_skip=frame_skip,
-                           invites=invites, max_players=max_players, keep_on_disconnect=keep_on_disconnect,
-                           allow_origins=tuple(allow_origin)))
+    run_server(
+        ServeConfig(
+            out=out_dir,
+            host=host,
+            port=port,
+            level=level,
+            action_set=action_set,
+            frame_skip=frame_skip,
+            invites=invites,
+            max_players=max_players,
+            keep_on_disconnect=keep_on_disconnect,
+            allow_origins=tuple(allow_origin),
+        )
+    )
 
 
-invite_app = typer.Typer(help="Invite tokens for `mario-kit serve --invites FILE` (stored hashed).", no_args_is_help=True)
+invite_app = typer.Typer(
+    help="Invite tokens for `mario-kit serve --invites FILE` (stored hashed).", no_args_is_help=True
+)
 app.add_typer(invite_app, name="invite")
 
 
@@ -228,8 +295,10 @@ def report(
 
     r = make_report(list(directories), out_dir, frames, sample)
     for name, s in r["stats"].items():
-        out.print(f"{name}: {s['episodes']} episodes, {s['steps']:,} steps, entropy {s['action_entropy_bits']} bits, "
-                  f"{s['scenario_keys']} scenario keys")
+        out.print(
+            f"{name}: {s['episodes']} episodes, {s['steps']:,} steps, entropy {s['action_entropy_bits']} bits, "
+            f"{s['scenario_keys']} scenario keys"
+        )
         for bad in s["skipped_files"]:  # the page lists them too
             err.print(f"[yellow]not indexed: {bad['file']}: {bad['reason']}")
     out.print(f"written: {r['html']}")
@@ -261,8 +330,10 @@ def balance(
     for a in r["before"]:
         t.add_row(a, f"{100 * r['before'][a]:.1f}%", f"{100 * r['after'][a]:.1f}%")
     out.print(t)
-    out.print(f"entropy {r['entropy_bits_before']} -> {r['entropy_bits_after']} bits; effective samples "
-              f"{r['effective_samples']:,.0f} of {r['steps']:,}; weights: {out_file}")
+    out.print(
+        f"entropy {r['entropy_bits_before']} -> {r['entropy_bits_after']} bits; effective samples "
+        f"{r['effective_samples']:,.0f} of {r['steps']:,}; weights: {out_file}"
+    )
 
 
 agent_app = typer.Typer(help="Train and evaluate PPO agents (stable-baselines3).", no_args_is_help=True)
@@ -273,7 +344,9 @@ app.add_typer(agent_app, name="agent")
 def agent_train(
     out_dir: Path = typer.Option(..., "--out", help="Run folder (agent.zip, checkpoints/, logs/, eval.csv)."),
     level: str = typer.Option("1-1", help="Level W-S."),
-    timesteps: Optional[int] = typer.Option(None, min=1, help="Agent steps in all (a resumed run counts on) [1,000,000]."),
+    timesteps: Optional[int] = typer.Option(
+        None, min=1, help="Agent steps in all (a resumed run counts on) [1,000,000]."
+    ),
     workers: Optional[int] = typer.Option(None, min=1, help="Parallel envs (subprocesses) [8]."),
     action_set: str = typer.Option("simple", help="right | simple | complex."),
     seed: int = typer.Option(0, **SEED, help="Seed."),
@@ -288,9 +361,16 @@ def agent_train(
     from mario_kit.agents.ppo import AgentConfig, train_agent
     from mario_kit.world_model.config import apply_override
 
-    given: dict[str, Any] = {"timesteps": timesteps, "workers": workers, "checkpoint_every": checkpoint_every, "eval_every": eval_every,
-             "eval_episodes": eval_episodes}
-    cfg = AgentConfig(level=level, action_set=action_set, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    given: dict[str, Any] = {
+        "timesteps": timesteps,
+        "workers": workers,
+        "checkpoint_every": checkpoint_every,
+        "eval_every": eval_every,
+        "eval_episodes": eval_episodes,
+    }
+    cfg = AgentConfig(
+        level=level, action_set=action_set, seed=seed, **{k: v for k, v in given.items() if v is not None}
+    )
     for item in overrides:
         apply_override(cfg, item)
     r = train_agent(cfg, out_dir, resume=resume, progress=not quiet)
@@ -371,10 +451,14 @@ def dataset_validate(
         for p, reason in rep.bad:
             out.print(f"[red]BAD[/red] {p.name}: {reason}")
         for p in rep.partial:
-            out.print(f"[yellow]INCOMPLETE[/yellow] {p.name}: temporary file of a killed or running writer (ignored by tools)")
+            out.print(
+                f"[yellow]INCOMPLETE[/yellow] {p.name}: temporary file of a killed or running writer (ignored by tools)"
+            )
         for p in rep.ignored:
             out.print(f"IGNORED {p.name}: not an episode file (every tool skips it)")
-        out.print(f"{len(rep.good)} good, {len(rep.bad)} bad, {len(rep.partial)} incomplete, {len(rep.ignored)} ignored")
+        out.print(
+            f"{len(rep.good)} good, {len(rep.bad)} bad, {len(rep.partial)} incomplete, {len(rep.ignored)} ignored"
+        )
     if not rep.ok:
         raise typer.Exit(1)
 
@@ -396,7 +480,9 @@ def dataset_split(
     n_test = sum(v == "test" for v in a.values())
     out.print(f"{len(a) - n_test} train, {n_test} test episodes ({directory}/mario-kit.split.json)")
     if n_test == 0 and percentage > 0:
-        err.print("warning: no test episode (a test split needs two episodes or more); training will report no test loss")
+        err.print(
+            "warning: no test episode (a test split needs two episodes or more); training will report no test loss"
+        )
 
 
 @dataset_app.command("merge")
@@ -409,7 +495,9 @@ def dataset_merge(
     from mario_kit.datasets.ops import merge
 
     c = merge(list(sources), out_dir, action_set)
-    out.print(f"merged into {out_dir}: {c['link']} linked, {c['copy']} copied, {c['mapped']} rewritten with mapped actions, {c['present']} already there")
+    out.print(
+        f"merged into {out_dir}: {c['link']} linked, {c['copy']} copied, {c['mapped']} rewritten with mapped actions, {c['present']} already there"
+    )
 
 
 @dataset_app.command("filter")
@@ -434,64 +522,75 @@ def dataset_filter(
 
 @dataset_app.command("import")
 def dataset_import(
-    directory: Path = typer.Argument(..., help="Folder of files in the foreign layout (replay: the export folder or its "
-                                     "replay.json.xz)."),
+    directory: Path = typer.Argument(
+        ..., help="Folder of files in the foreign layout (replay: the export folder or its replay.json.xz)."
+    ),
     out_dir: Path = typer.Option(..., "--out", help="Episode folder to import into."),
-    fmt: ImportFormat = typer.Option("seed", "--format", help="Layout: seed (Super Mario DIAMOND's HDF5 files), or replay "
-                                     "(a mario-kit dataset without frames: `dataset export --format replay`)."),
+    fmt: ImportFormat = typer.Option(
+        "seed",
+        "--format",
+        help="Layout: seed (Super Mario DIAMOND's HDF5 files), or replay "
+        "(a mario-kit dataset without frames: `dataset export --format replay`).",
+    ),
     action_set: Optional[str] = typer.Option(None, help="Seed layout: action set of the imported episodes [simple]."),
-    source: Optional[str] = typer.Option(None, help="Seed layout: source recorded in the imported episodes (e.g. human, "
-                                         "agent) [seed]."),
+    source: Optional[str] = typer.Option(
+        None, help="Seed layout: source recorded in the imported episodes (e.g. human, agent) [seed]."
+    ),
     level: Optional[str] = typer.Option(None, help="Seed layout: level the files were recorded on (W-S) [1-1]."),
     frame_skip: Optional[int] = typer.Option(None, help="Seed layout: frame skip the files were recorded with [4]."),
     player: Optional[str] = typer.Option(None, help="Seed layout: player name recorded in every episode."),
     workers: int = typer.Option(1, min=1, help="Replay: processes replaying episodes side by side."),
 ) -> None:
     """Import episodes from another layout: every file is checked first, then all land or none."""
-    seed_options = {"--action-set": action_set, "--source": source, "--level": level, "--frame-skip": frame_skip,
-                    "--player": player}
+    seed_options = {
+        "--action-set": action_set,
+        "--source": source,
+        "--level": level,
+        "--frame-skip": frame_skip,
+        "--player": player,
+    }
     if fmt is ImportFormat.replay:
-        from mario_kit.datasets.interop.replay import import_replay
-
-        given = [k for k, v in seed_options.items() if v is not None]
-        if given:
-            raise UserError(f"{given[0]} is for --format seed; a replay file records each episode's own")
-        r = import_replay(directory, out_dir, workers=workers, progress=True)
-        if not r.episodes:
-            out.print(f"nothing to replay: the {len(r.skipped)} episodes of the file are already in {out_dir}")
-            return
-        out.print(f"replayed {r.episodes} episode{'' if r.episodes == 1 else 's'} ({r.steps:,} steps) into {out_dir}, "
-                  f"every frame as recorded" + (f"; {len(r.skipped)} already there, skipped" if r.skipped else ""))
-        return
+        return _import_replay(directory, out_dir, workers, seed_options)
     from mario_kit.datasets.interop.seed import import_seed
 
     action_set = action_set or "simple"
-    s = import_seed(directory, out_dir, action_set, source or "seed", level or "1-1", 4 if frame_skip is None else frame_skip,
-                    player or "", progress=True)
-    layouts = ", ".join(f"{n} {k}" for k, n in sorted(s.layouts.items())) or "none"
-    out.print(f"imported {s.episodes} episode{'' if s.episodes == 1 else 's'} ({s.steps:,} steps) from "
-              f"{s.files - len(s.skipped)} of {s.files} files into {out_dir}; label layouts: {layouts}")
-    for name, why in s.skipped:
-        out.print(f"skipped {name}: {why}")
-    if s.remapped:
-        out.print("actions mapped to another action of the " + action_set + " set: "
-                  + ", ".join(f"{k} ({n:,})" for k, n in s.remapped.most_common()))
-    if s.short_segments:
-        out.print(f"{s.short_segments} piece{'' if s.short_segments == 1 else 's'} of one frame between resets left out")
+    s = import_seed(
+        directory,
+        out_dir,
+        action_set,
+        source or "seed",
+        level or "1-1",
+        4 if frame_skip is None else frame_skip,
+        player or "",
+        progress=True,
+    )
+    _print_seed_import(s, action_set, out_dir)
 
 
 @dataset_app.command("export")
 def dataset_export(
     directory: Path = EPISODE_DIR,
     out_dir: Path = typer.Option(..., "--out", help="Folder for the exported files."),
-    fmt: ExportFormat = typer.Option("seed", "--format", help="Layout: seed, or minari (a Minari dataset under --out)."),
-    dataset_id: Optional[str] = typer.Option(None, "--dataset-id", help="Minari: NAMESPACE/NAME-vN, e.g. mario/human-v0."),
-    pack: int = typer.Option(1000, min=0, help="Frames per file, episodes joined as the seed's generators write them "
-                             "(its loader reads 1000 a file); 0: one file per episode."),
-    labels: Optional[str] = typer.Option(None, help="Label layout: onehot7, wasd4 or wad3 [onehot7; with --pack 0, "
-                                         "an imported episode's own labels]."),
-    remainder: str = typer.Option("drop", help="The last file's frames when they are fewer than --pack: drop (every "
-                                  "file one the seed reads) or keep (a short last file the seed's loader fails on)."),
+    fmt: ExportFormat = typer.Option(
+        "seed", "--format", help="Layout: seed, or minari (a Minari dataset under --out)."
+    ),
+    dataset_id: Optional[str] = typer.Option(
+        None, "--dataset-id", help="Minari: NAMESPACE/NAME-vN, e.g. mario/human-v0."
+    ),
+    pack: int = typer.Option(
+        1000,
+        min=0,
+        help="Frames per file, episodes joined as the seed's generators write them "
+        "(its loader reads 1000 a file); 0: one file per episode.",
+    ),
+    labels: Optional[str] = typer.Option(
+        None, help="Label layout: onehot7, wasd4 or wad3 [onehot7; with --pack 0, an imported episode's own labels]."
+    ),
+    remainder: str = typer.Option(
+        "drop",
+        help="The last file's frames when they are fewer than --pack: drop (every "
+        "file one the seed reads) or keep (a short last file the seed's loader fails on).",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
 ) -> None:
     """Export episodes to another layout."""
@@ -501,26 +600,34 @@ def dataset_export(
         from mario_kit.datasets.interop.minari_export import export_minari
 
         r = export_minari(directory, out_dir, dataset_id or "", force)
-        out.print(f"exported {r['episodes']} episodes ({r['frames']:,} frames) as the Minari dataset {dataset_id} in "
-                  f"{r['path']}: {r['bytes'] / 1e6:,.1f} MB (frames are stored raw, about 184 KB each); open it with "
-                  f"MINARI_DATASETS_PATH={out_dir} and minari.load_dataset({dataset_id!r})")
+        out.print(
+            f"exported {r['episodes']} episodes ({r['frames']:,} frames) as the Minari dataset {dataset_id} in "
+            f"{r['path']}: {r['bytes'] / 1e6:,.1f} MB (frames are stored raw, about 184 KB each); open it with "
+            f"MINARI_DATASETS_PATH={out_dir} and minari.load_dataset({dataset_id!r})"
+        )
         return
     if fmt is ExportFormat.replay:
         from mario_kit.datasets.interop.replay import export_replay
 
         r = export_replay(directory, out_dir, force, progress=True)
-        out.print(f"exported {r['episodes']} episodes ({r['steps']:,} steps) without their frames to {r['path']}: "
-                  f"{r['bytes'] / 1e3:,.1f} KB; `mario-kit dataset import {out_dir} --format replay --out DIR` "
-                  f"rebuilds them by replay")
+        out.print(
+            f"exported {r['episodes']} episodes ({r['steps']:,} steps) without their frames to {r['path']}: "
+            f"{r['bytes'] / 1e3:,.1f} KB; `mario-kit dataset import {out_dir} --format replay --out DIR` "
+            f"rebuilds them by replay"
+        )
         return
     s = export_seed(directory, out_dir, force, pack, labels, remainder)
-    out.print(f"exported {s.episodes} episodes ({s.frames:,} frames) into {len(s.files)} files in {out_dir}"
-              + (f"; {s.dropped_frames} frames of a partial last file dropped" if s.dropped_frames else ""))
+    out.print(
+        f"exported {s.episodes} episodes ({s.frames:,} frames) into {len(s.files)} files in {out_dir}"
+        + (f"; {s.dropped_frames} frames of a partial last file dropped" if s.dropped_frames else "")
+    )
     for note in s.unread_by:
         err.print(f"note: {note}")
     if s.remapped:
-        out.print("actions the label layout cannot express, written as the nearest label: "
-                  + ", ".join(f"{k} ({n:,})" for k, n in s.remapped.most_common()))
+        out.print(
+            "actions the label layout cannot express, written as the nearest label: "
+            + ", ".join(f"{k} ({n:,})" for k, n in s.remapped.most_common())
+        )
 
 
 @dataset_app.command("build")
@@ -539,20 +646,26 @@ def dataset_build(
 
     r = build_store(directory, store, full_res, weights, force, verify, progress=not (as_json or quiet))
     if r.unweighted:
-        err.print(f"warning: {weights} has no weights for {len(r.unweighted)} episodes (e.g. {r.unweighted[0]}); they got weight 1")
+        err.print(
+            f"warning: {weights} has no weights for {len(r.unweighted)} episodes (e.g. {r.unweighted[0]}); they got weight 1"
+        )
     info = store_info(store) | {"added": r.added, "kept": r.kept}
     if as_json:
         print(json.dumps(info, indent=2))
     else:
-        out.print(f"{store}: {info['episodes']} episodes ({r.added} added), {info['frames']:,} frames, "
-                  f"{info['train_episodes']} train / {info['test_episodes']} test, {info['bytes'] / 1e6:.1f} MB")
+        out.print(
+            f"{store}: {info['episodes']} episodes ({r.added} added), {info['frames']:,} frames, "
+            f"{info['train_episodes']} train / {info['test_episodes']} test, {info['bytes'] / 1e6:.1f} MB"
+        )
 
 
 @dataset_app.command("spawn")
 def dataset_spawn(
     directory: Path = EPISODE_DIR,
     out_file: Path = typer.Option(..., "--out", help="Spawns file to write (.h5), or a folder with --format seed."),
-    fmt: str = typer.Option("h5", "--format", help="h5 (for `mario-kit play`) or seed (DIAMOND's folders of .npy files)."),
+    fmt: str = typer.Option(
+        "h5", "--format", help="h5 (for `mario-kit play`) or seed (DIAMOND's folders of .npy files)."
+    ),
     n: int = typer.Option(16, min=1, help="Number of spawns."),
     context: int = typer.Option(4, min=1, max=64, help="Past frames per spawn: at least the model's n_context."),
     seed: int = typer.Option(0, **SEED, help="Seed of the draw."),
@@ -560,24 +673,78 @@ def dataset_spawn(
     x_min: Optional[int] = typer.Option(None, help="Minimum x_pos."),
     x_max: Optional[int] = typer.Option(None, help="Maximum x_pos."),
     split: Optional[str] = typer.Option(None, help="Only episodes of this split (train/test)."),
-    labels: Optional[str] = typer.Option(None, help="With --format seed: the actions' label layout, onehot7, wasd4 "
-                                         "or wad3 [wad3, as the seed's spawns]."),
+    labels: Optional[str] = typer.Option(
+        None, help="With --format seed: the actions' label layout, onehot7, wasd4 or wad3 [wad3, as the seed's spawns]."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite the spawns file."),
 ) -> None:
     """Starting contexts for `mario-kit play` (--context frames and actions, and where they come from)."""
     from mario_kit.datasets.ops import make_spawns
 
-    p = make_spawns(directory, out_file, n=n, n_context=context, seed=seed, level=level, x_min=x_min, x_max=x_max, split=split, force=force,
-                    fmt=fmt, labels=labels)
+    p = make_spawns(
+        directory,
+        out_file,
+        n=n,
+        n_context=context,
+        seed=seed,
+        level=level,
+        x_min=x_min,
+        x_max=x_max,
+        split=split,
+        force=force,
+        fmt=fmt,
+        labels=labels,
+    )
     out.print(f"wrote spawns to {p}")
+
+
+def _import_replay(directory: Path, out_dir: Path, workers: int, seed_options: dict[str, Any]) -> None:
+    from mario_kit.datasets.interop.replay import import_replay
+
+    given = [k for k, v in seed_options.items() if v is not None]
+    if given:
+        raise UserError(f"{given[0]} is for --format seed; a replay file records each episode's own")
+    r = import_replay(directory, out_dir, workers=workers, progress=True)
+    if not r.episodes:
+        out.print(f"nothing to replay: the {len(r.skipped)} episodes of the file are already in {out_dir}")
+        return
+    out.print(
+        f"replayed {r.episodes} episode{'' if r.episodes == 1 else 's'} ({r.steps:,} steps) into {out_dir}, "
+        f"every frame as recorded" + (f"; {len(r.skipped)} already there, skipped" if r.skipped else "")
+    )
+
+
+def _print_seed_import(s: Any, action_set: str, out_dir: Path) -> None:
+    layouts = ", ".join(f"{n} {k}" for k, n in sorted(s.layouts.items())) or "none"
+    out.print(
+        f"imported {s.episodes} episode{'' if s.episodes == 1 else 's'} ({s.steps:,} steps) from "
+        f"{s.files - len(s.skipped)} of {s.files} files into {out_dir}; label layouts: {layouts}"
+    )
+    for name, why in s.skipped:
+        out.print(f"skipped {name}: {why}")
+    if s.remapped:
+        out.print(
+            "actions mapped to another action of the "
+            + action_set
+            + " set: "
+            + ", ".join(f"{k} ({n:,})" for k, n in s.remapped.most_common())
+        )
+    if s.short_segments:
+        out.print(
+            f"{s.short_segments} piece{'' if s.short_segments == 1 else 's'} of one frame between resets left out"
+        )
 
 
 @app.command()
 def train(
     store: Path = typer.Option(..., "--store", help="Training store (from `mario-kit dataset build`)."),
     out_dir: Path = typer.Option(..., "--out", help="Run folder (checkpoints, config, logs)."),
-    config: Optional[str] = typer.Option(None, "--config", help="Preset: seed (the seed project's settings), cpu, tiny "
-                                         "[a new run: cpu on a CPU, seed with CUDA; --resume: the run's own config.json]."),
+    config: Optional[str] = typer.Option(
+        None,
+        "--config",
+        help="Preset: seed (the seed project's settings), cpu, tiny "
+        "[a new run: cpu on a CPU, seed with CUDA; --resume: the run's own config.json].",
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting: key=value (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     force: bool = typer.Option(False, "--force", help="Start over in a folder that holds a run."),
@@ -609,8 +776,10 @@ def train(
             test = "no test split (run `mario-kit dataset split` before `dataset build`), "
         else:
             test = f"test loss {r['test_loss']:.4f}, "
-        out.print(f"{stage}: step {r.get('step')}, train loss {r.get('train_loss', float('nan')):.4f}, {test}"
-                  f"{r.get('samples_per_s', 0)} samples/s, {r.get('parameters', 0):,} parameters")
+        out.print(
+            f"{stage}: step {r.get('step')}, train loss {r.get('train_loss', float('nan')):.4f}, {test}"
+            f"{r.get('samples_per_s', 0)} samples/s, {r.get('parameters', 0):,} parameters"
+        )
     out.print(f"run: {out_dir}")
     if summary["interrupted"]:
         out.print("interrupted: checkpoint saved; continue with --resume")
@@ -624,27 +793,33 @@ MOVED_STEPS = typer.Option(None, "--steps", hidden=True)
 
 def _moved(value: Optional[int], new: str) -> None:
     if value is not None:
-        raise UserError(f"--steps here is now {new} (--steps means recorded steps, in `collect`): "
-                        f"use {new} {value}")
+        raise UserError(f"--steps here is now {new} (--steps means recorded steps, in `collect`): use {new} {value}")
 
 
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder (from `mario-kit train`)."),
     store: Path = typer.Option(..., "--store", help="Training store with a test split."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write evaluation.json and rollout_psnr.png here [RUN/eval]."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Write evaluation.json and rollout_psnr.png here [RUN/eval]."
+    ),
     windows: int = typer.Option(64, min=1, help="Test windows for next-frame scores."),
     rollouts: int = typer.Option(8, min=1, help="Rollouts per horizon."),
     horizons: str = typer.Option("1,8,32,64", help="Comma list of rollout lengths."),
     seed: int = typer.Option(0, **SEED, help="Seed of the window choice and the sampler."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", min=1, help="Denoising steps of the sampler "
-                                                 "(default: the run's)."),
+    sampling_steps: Optional[int] = typer.Option(
+        None, "--sampling-steps", min=1, help="Denoising steps of the sampler (default: the run's)."
+    ),
     upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's)."),
     old_steps: Optional[int] = MOVED_STEPS,
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Use the EMA weights when the run has them."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a sampler setting for this evaluation: "
-                                        "sampler.KEY=VALUE or upsampler_sampler.KEY=VALUE (repeatable)."),
+    overrides: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override a sampler setting for this evaluation: "
+        "sampler.KEY=VALUE or upsampler_sampler.KEY=VALUE (repeatable).",
+    ),
 ) -> None:
     """Score the world model on the test split against the copy-last-frame baseline (and the upsampler
     against bicubic; an upsampler-only run gets that part alone)."""
@@ -657,9 +832,22 @@ def evaluate(
             raise ValueError
     except ValueError:
         raise UserError(f"--horizons takes a comma list of integers >= 1, got {horizons!r}") from None
-    r = run_eval(EvaluateConfig(run=run, store=store, horizons=hs, windows=windows, rollouts=rollouts, seed=seed,
-                                device=device, out=out_dir or run / "eval", sampling_steps=sampling_steps, ema=ema,
-                                upsampler_steps=upsampler_steps, sampler_set=overrides))
+    r = run_eval(
+        EvaluateConfig(
+            run=run,
+            store=store,
+            horizons=hs,
+            windows=windows,
+            rollouts=rollouts,
+            seed=seed,
+            device=device,
+            out=out_dir or run / "eval",
+            sampling_steps=sampling_steps,
+            ema=ema,
+            upsampler_steps=upsampler_steps,
+            sampler_set=overrides,
+        )
+    )
     out.print(_evaluation_table(r))
     out.print(f"written: {(out_dir or run / 'eval') / 'evaluation.json'}")
 
@@ -676,11 +864,15 @@ def _evaluation_table(r: Evaluation) -> Table:
         if v is not None:
             m, c = v.model, v.copy_last
             for stat in ("mean", "median", "pooled"):
-                t.add_row(f"{label}: PSNR {stat}", str(v.windows), _num(getattr(m.psnr, stat)), _num(getattr(c.psnr, stat)))
+                t.add_row(
+                    f"{label}: PSNR {stat}", str(v.windows), _num(getattr(m.psnr, stat)), _num(getattr(c.psnr, stat))
+                )
             t.add_row(f"{label}: SSIM mean", str(v.windows), _num(m.ssim.mean), _num(c.ssim.mean))
     if (u := r.upsampler_alone) is not None:
         t.add_row("upsampler vs bicubic: PSNR pooled", str(u.windows), _num(u.upsampler.psnr), _num(u.bicubic.psnr))
-        t.add_row("upsampler vs bicubic: SSIM mean", str(u.windows), _num(u.upsampler.ssim.mean), _num(u.bicubic.ssim.mean))
+        t.add_row(
+            "upsampler vs bicubic: SSIM mean", str(u.windows), _num(u.upsampler.ssim.mean), _num(u.bicubic.ssim.mean)
+        )
     for h, ro in r.rollouts.items():
         _rollout_rows(t, f"rollout of {h}", ro)
     return t
@@ -694,12 +886,22 @@ def _rollout_rows(t: Table, name: str, v: RolloutScores) -> None:
     t.add_row(f"{name}: lead over copy-last dB [90% CI]", n, f"{v.model_gap_last:+.2f} [{lo:+.1f},{hi:+.1f}]", "")
     t.add_row(f"{name}: last-step PSNR vs scroll oracle", n, _num(v.model_psnr_last), _num(v.scroll_oracle_psnr_last))
     t.add_row(f"{name}: SSIM at the last step", n, _num(v.model_ssim_last), _num(v.copy_last_ssim_last))
-    t.add_row(f"{name}: PSNR where the game changed", n, _num(v.model_changed_psnr_last), _num(v.copy_last_changed_psnr_last))
-    t.add_row(f"{name}: scroll error px (real {v.real_scroll_px:.1f})", n, _num(v.scroll_error_px),
-              _num(v.copy_last_scroll_error_px))
+    t.add_row(
+        f"{name}: PSNR where the game changed", n, _num(v.model_changed_psnr_last), _num(v.copy_last_changed_psnr_last)
+    )
+    t.add_row(
+        f"{name}: scroll error px (real {v.real_scroll_px:.1f})",
+        n,
+        _num(v.scroll_error_px),
+        _num(v.copy_last_scroll_error_px),
+    )
     if v.model_psnr_last_full_res is not None:
-        t.add_row(f"{name}: PSNR at the last step, 256x240", n, _num(v.model_psnr_last_full_res),
-                  _num(v.copy_last_psnr_last_full_res))
+        t.add_row(
+            f"{name}: PSNR at the last step, 256x240",
+            n,
+            _num(v.model_psnr_last_full_res),
+            _num(v.copy_last_psnr_last_full_res),
+        )
 
 
 def _num(v: float | None) -> str:
@@ -708,25 +910,51 @@ def _num(v: float | None) -> str:
 
 @app.command()
 def play(
-    run: Optional[Path] = typer.Option(None, "--run", help="Run folder with a trained denoiser (and upsampler) "
-                                       "[the model shipped with mario-kit]."),
-    spawn: Optional[Path] = typer.Option(None, "--spawn", help="Spawns file (`mario-kit dataset spawn`) "
-                                         "[the spawns shipped with the model; with --run, required]."),
-    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", min=1, help="Denoising steps (default: the run's "
-                                                 "sampler, 3, on a GPU; 1 on a CPU, a higher frame rate at the same PSNR: "
-                                                 "docs/BENCHMARKS.md)."),
+    run: Optional[Path] = typer.Option(
+        None, "--run", help="Run folder with a trained denoiser (and upsampler) [the model shipped with mario-kit]."
+    ),
+    spawn: Optional[Path] = typer.Option(
+        None,
+        "--spawn",
+        help="Spawns file (`mario-kit dataset spawn`) [the spawns shipped with the model; with --run, required].",
+    ),
+    sampling_steps: Optional[int] = typer.Option(
+        None,
+        "--sampling-steps",
+        min=1,
+        help="Denoising steps (default: the run's "
+        "sampler, 3, on a GPU; 1 on a CPU, a higher frame rate at the same PSNR: "
+        "docs/BENCHMARKS.md).",
+    ),
     old_steps: Optional[int] = MOVED_STEPS,
-    upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Show the upsampler's 240x256 frames when the "
-                                   "run has one; without one (the shipped model has none) its 64x60 frames are shown enlarged."),
-    upsampler_steps: Optional[int] = typer.Option(None, min=1, help="Upsampler denoising steps (default: the run's; 1 is "
-                                                  "faster than the `cpu` preset's 2, and softer)."),
+    upsampler: bool = typer.Option(
+        True,
+        "--upsampler/--no-upsampler",
+        help="Show the upsampler's 240x256 frames when the "
+        "run has one; without one (the shipped model has none) its 64x60 frames are shown enlarged.",
+    ),
+    upsampler_steps: Optional[int] = typer.Option(
+        None,
+        min=1,
+        help="Upsampler denoising steps (default: the run's; 1 is faster than the `cpu` preset's 2, and softer).",
+    ),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bfloat16 autocast for generation (default: on a CPU with "
-                                        "bf16 instructions, AVX512-BF16 or AMX, where it is faster; off on CUDA, "
-                                        "where fp32 is faster at batch 1)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the models (faster on a CPU after a minute or so of compiling)."),
-    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Replay each model step as one "
-                                              "CUDA graph (default: on CUDA; a multiple of the eager frame rate, the same frames)."),
+    bf16: Optional[bool] = typer.Option(
+        None,
+        "--bf16/--fp32",
+        help="bfloat16 autocast for generation (default: on a CPU with "
+        "bf16 instructions, AVX512-BF16 or AMX, where it is faster; off on CUDA, "
+        "where fp32 is faster at batch 1).",
+    ),
+    compile: bool = typer.Option(
+        False, "--compile", help="torch.compile the models (faster on a CPU after a minute or so of compiling)."
+    ),
+    cuda_graph: Optional[bool] = typer.Option(
+        None,
+        "--cuda-graph/--no-cuda-graph",
+        help="Replay each model step as one "
+        "CUDA graph (default: on CUDA; a multiple of the eager frame rate, the same frames).",
+    ),
     fps: float = typer.Option(15.0, help="Target model frames/s (15 = NES speed at frame skip 4)."),
     scale: int = typer.Option(3, help="Window scale."),
     keymap: Optional[Path] = typer.Option(None, help="Key mapping JSON file."),
@@ -737,10 +965,11 @@ def play(
     from mario_kit.world_model.programs.play import PlayConfig, play as run_play
 
     _moved(old_steps, "--sampling-steps")
-    r = run_play(PlayConfig(run=run, spawns=spawn, upsampler=upsampler, sampling_steps=sampling_steps, device=device,
-                            bf16=bf16, fps=fps, scale=scale, keymap=keymap, record=record, seed=seed, compile=compile,
-                            cuda_graph=cuda_graph, upsampler_steps=upsampler_steps))
-    out.print(f"{r.frames} frames generated at {r.model_fps:.1f} frames/s" + (f"; recorded {len(r.episodes)} episodes into {record}" if record else ""))
+    r = run_play(_config(PlayConfig, locals(), spawns=spawn))
+    out.print(
+        f"{r.frames} frames generated at {r.model_fps:.1f} frames/s"
+        + (f"; recorded {len(r.episodes)} episodes into {record}" if record else "")
+    )
 
 
 @app.command()
@@ -748,12 +977,17 @@ def dream(
     run: Optional[Path] = typer.Option(None, "--run", help="Run folder [the model shipped with mario-kit]."),
     episode: Path = typer.Option(..., "--episode", help="An episode file (ideally from the test split)."),
     start: int = typer.Option(..., "--start", help="Step T to start from (>= 4)."),
-    length: int = typer.Option(32, "--length", min=1, help="Steps to dream (recorded steps of the real game beside it)."),
+    length: int = typer.Option(
+        32, "--length", min=1, help="Steps to dream (recorded steps of the real game beside it)."
+    ),
     old_steps: Optional[int] = MOVED_STEPS,
     out_file: Path = typer.Option(Path("dream.gif"), "--out", help="GIF to write (a .csv and .png land beside it)."),
     policy: str = typer.Option("recorded", help="recorded (the episode's actions) or random."),
-    upsampler: bool = typer.Option(True, "--upsampler/--no-upsampler", help="Full-res frames from the upsampler when the run "
-                                   "has one (else the 64x60 frames enlarged)."),
+    upsampler: bool = typer.Option(
+        True,
+        "--upsampler/--no-upsampler",
+        help="Full-res frames from the upsampler when the run has one (else the 64x60 frames enlarged).",
+    ),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     seed: int = typer.Option(0, **SEED, help="Seed of the sampler and the random policy."),
 ) -> None:
@@ -761,13 +995,28 @@ def dream(
     from mario_kit.world_model.programs.compare import CompareConfig, compare
 
     _moved(old_steps, "--length")
-    r = compare(CompareConfig(run=run, episode=episode, start=start, length=length, out=out_file, policy=policy,
-                              upsampler=upsampler, device=device, seed=seed))
+    r = compare(
+        CompareConfig(
+            run=run,
+            episode=episode,
+            start=start,
+            length=length,
+            out=out_file,
+            policy=policy,
+            upsampler=upsampler,
+            device=device,
+            seed=seed,
+        )
+    )
     if r.frames < r.requested:
-        err.print(f"note: dreamed {r.frames} of the {r.requested} steps asked for: the recorded episode "
-                  f"(or the real game) ends there")
-    out.print(f"{r.frames} steps: PSNR {r.psnr_low_res_pooled:.2f} dB (64x60), {r.psnr_full_res_pooled:.2f} dB (240x256), "
-              "pooled over the steps")
+        err.print(
+            f"note: dreamed {r.frames} of the {r.requested} steps asked for: the recorded episode "
+            f"(or the real game) ends there"
+        )
+    out.print(
+        f"{r.frames} steps: PSNR {r.psnr_low_res_pooled:.2f} dB (64x60), {r.psnr_full_res_pooled:.2f} dB (240x256), "
+        "pooled over the steps"
+    )
     out.print(f"written: {r.gif}, {r.csv}, {r.plot}")
 
 

@@ -8,12 +8,14 @@ Each stage prints where its artefact is. Minutes on a 2-core CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from mario_kit import UserError
 from mario_kit.collectors import CollectConfig, collect
@@ -49,19 +51,18 @@ def prepare_out(out: Path, force: bool) -> None:
 
 def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     from mario_kit.datasets.ops import make_spawns
-    from mario_kit.datasets.split import read_split, split_dataset
+    from mario_kit.datasets.split import split_dataset
     from mario_kit.datasets.store import build_store
     from mario_kit.world_model.model import shipped
     from mario_kit.world_model.training.presets import get_config
-    from mario_kit.world_model.programs.compare import CompareConfig, compare
     from mario_kit.world_model.training.trainer import train
 
     prepare_out(cfg.out, cfg.force)
     a: dict[str, Path] = {}
     episodes = a["episodes"] = cfg.out / "episodes"
     echo(f"[1/6] collect: {cfg.episodes} sticky-random episodes of 1-1 -> {episodes}")
-    res = collect(CollectConfig(out=episodes, policy="sticky", policy_kwargs={"p": 0.8}, episodes=cfg.episodes,
-                                max_steps=cfg.max_steps, seed=cfg.seed, workers=cfg.workers))
+    sticky = CollectConfig(out=episodes, policy="sticky", policy_kwargs={"p": 0.8}, episodes=cfg.episodes)
+    res = collect(dataclasses.replace(sticky, max_steps=cfg.max_steps, seed=cfg.seed, workers=cfg.workers))
     echo(f"      seed {res.seed}; `mario-kit dataset info {episodes}`:")
     for table in summary_tables(summary(Dataset(episodes))):
         echo(table)
@@ -83,20 +84,7 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     r = train(store, tcfg, run_dir)["stages"]["denoiser"]
     echo(f"      train loss {r['train_loss']:.4f}, test loss {r['test_loss']:.4f}, {r['samples_per_s']} samples/s")
 
-    split = read_split(episodes)
-    test = [p for p in Dataset(episodes).paths if split.get(p.name) == "test"]
-    ep = max(test, key=lambda p: p.stat().st_size)
-    gif = a["dream"] = cfg.out / "dream.gif"
-    echo(f"[5/6] dream: {ep.name} from step 4, real game | model | difference -> {gif}")
-    d = compare(CompareConfig(run=run_dir, episode=ep, length=cfg.dream_steps, out=gif, upsampler=False, seed=cfg.seed))
-    a["dream_psnr_csv"], a["dream_psnr_plot"] = d.csv, d.plot
-    echo(f"      {d.frames} steps, PSNR vs the real game {d.psnr_low_res_pooled:.2f} dB at 64x60 (a tiny model, briefly trained)")
-    if shipped.available():
-        gif2 = a["dream_shipped"] = cfg.out / "dream-shipped.gif"
-        echo(f"      the same with the model shipped with mario-kit -> {gif2}")
-        d2 = compare(CompareConfig(run=None, episode=ep, length=cfg.dream_steps, out=gif2, seed=cfg.seed))
-        a["dream_shipped_psnr_csv"], a["dream_shipped_psnr_plot"] = d2.csv, d2.plot
-        echo(f"      {d2.frames} steps, PSNR vs the real game {d2.psnr_low_res_pooled:.2f} dB at 64x60")
+    _dream(cfg, episodes, run_dir, a, echo)
 
     spawns = a["spawns"] = cfg.out / "spawns.h5"
     echo(f"[6/6] spawns for play -> {spawns}")
@@ -111,6 +99,30 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     if prog != "mario-kit":
         echo("(or `source .venv/bin/activate` first, and then type mario-kit)")
     return a
+
+
+def _dream(cfg: DemoConfig, episodes: Path, run_dir: Path, a: dict[str, Path], echo: Callable[..., Any]) -> None:
+    """Step 5: the largest test episode, real game beside the demo's model (and the shipped one)."""
+    from mario_kit.datasets.split import read_split
+    from mario_kit.world_model.model import shipped
+    from mario_kit.world_model.programs.compare import CompareConfig, compare
+
+    split = read_split(episodes)
+    test = [p for p in Dataset(episodes).paths if split.get(p.name) == "test"]
+    ep = max(test, key=lambda p: p.stat().st_size)
+    gif = a["dream"] = cfg.out / "dream.gif"
+    echo(f"[5/6] dream: {ep.name} from step 4, real game | model | difference -> {gif}")
+    d = compare(CompareConfig(run=run_dir, episode=ep, length=cfg.dream_steps, out=gif, upsampler=False, seed=cfg.seed))
+    a["dream_psnr_csv"], a["dream_psnr_plot"] = d.csv, d.plot
+    echo(
+        f"      {d.frames} steps, PSNR vs the real game {d.psnr_low_res_pooled:.2f} dB at 64x60 (a tiny model, briefly trained)"
+    )
+    if shipped.available():
+        gif2 = a["dream_shipped"] = cfg.out / "dream-shipped.gif"
+        echo(f"      the same with the model shipped with mario-kit -> {gif2}")
+        d2 = compare(CompareConfig(run=None, episode=ep, length=cfg.dream_steps, out=gif2, seed=cfg.seed))
+        a["dream_shipped_psnr_csv"], a["dream_shipped_psnr_plot"] = d2.csv, d2.plot
+        echo(f"      {d2.frames} steps, PSNR vs the real game {d2.psnr_low_res_pooled:.2f} dB at 64x60")
 
 
 def command_name() -> str:

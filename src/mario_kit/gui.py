@@ -18,7 +18,12 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 BUTTONS = ("right", "left", "down", "up", "A", "B")
 DEFAULT_KEYMAP: dict[str, list[str]] = {
-    "right": ["right"], "left": ["left"], "up": ["up"], "down": ["down"], "A": ["x"], "B": ["z"],
+    "right": ["right"],
+    "left": ["left"],
+    "up": ["up"],
+    "down": ["down"],
+    "A": ["x"],
+    "B": ["z"],
 }
 SESSION_KEYS = {"p": "pause", "backspace": "discard", "escape": "quit", "n": "next", "return": "start", "r": "restart"}
 # Joystick: buttons 0/1 are A/B on most pads (and 2/3 as alternatives), 7 (or 9) start; hat/axes move.
@@ -44,7 +49,7 @@ def load_keymap(path: Path | None) -> dict[str, list[str]]:
 
     user = read_json(path, max_bytes=1 << 20, what="key map")
     if not isinstance(user, dict):
-        raise UserError(f"key map {path} must be a JSON object like {{\"A\": [\"x\", \"space\"]}}")
+        raise UserError(f'key map {path} must be a JSON object like {{"A": ["x", "space"]}}')
     for button, keys in user.items():
         if button not in BUTTONS:
             raise UserError(f"key map {path}: unknown button {button!r}; buttons are {', '.join(BUTTONS)}")
@@ -55,7 +60,9 @@ def load_keymap(path: Path | None) -> dict[str, list[str]]:
             try:
                 key_code(k)
             except (ValueError, TypeError):
-                raise UserError(f"key map {path}: unknown key name {k!r} (pygame key names, e.g. 'x', 'space', 'left')") from None
+                raise UserError(
+                    f"key map {path}: unknown key name {k!r} (pygame key names, e.g. 'x', 'space', 'left')"
+                ) from None
         keymap[button] = list(keys)
     return keymap
 
@@ -173,7 +180,9 @@ class Screen:
         self._scaled: Any = None  # the scaled frame's surface, made at the first draw
         self.draw_ms: list[float] = []
 
-    def draw(self, frame: np.ndarray, lines: list[str], banners: tuple[str, ...] | list[str] = (), dot: bool = False) -> None:
+    def draw(
+        self, frame: np.ndarray, lines: list[str], banners: tuple[str, ...] | list[str] = (), dot: bool = False
+    ) -> None:
         pg = self.pg
         t = time.perf_counter()
         surf = pg.image.frombuffer(np.ascontiguousarray(frame), (frame.shape[1], frame.shape[0]), "RGB")
@@ -185,7 +194,9 @@ class Screen:
         if dot:
             pg.draw.circle(self.window, (220, 20, 20), (12, 14), 7)
         for i, text in enumerate(lines):
-            self.window.blit(self.font.render(text, True, (255, 255, 255), (0, 0, 0)), (24, 4 + i * self.font.get_linesize()))
+            self.window.blit(
+                self.font.render(text, True, (255, 255, 255), (0, 0, 0)), (24, 4 + i * self.font.get_linesize())
+            )
         for i, text in enumerate(b for b in banners if b):
             img = self.font.render(text, True, (255, 255, 0), (0, 0, 0))
             self.window.blit(img, img.get_rect(center=(self.size[0] // 2, self.size[1] // 2 + i * 30)))
@@ -232,7 +243,13 @@ def require_display(script: dict[int, list] | None, what: str) -> None:
         return
     driver = os.environ.get("SDL_VIDEODRIVER", "")
     headless = driver in ("dummy", "offscreen") or (
-        sys.platform.startswith("linux") and not driver and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
+        sys.platform.startswith("linux")
+        and not driver
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+    )
     if headless:
-        raise UserError(f"{what} needs a display (SDL_VIDEODRIVER={driver or 'unset'}, DISPLAY unset): run it on a desktop, "
-                        f"or over ssh -X")
+        raise UserError(
+            f"{what} needs a display (SDL_VIDEODRIVER={driver or 'unset'}, DISPLAY unset): run it on a desktop, "
+            f"or over ssh -X"
+        )

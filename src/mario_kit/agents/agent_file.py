@@ -35,17 +35,39 @@ OBS_SIZE = (84, 84)  # and the observation it was trained on (gray, OBS_SIZE, N_
 N_STACK = 4
 
 MAX_BYTES = 1 << 30  # uncompressed size of all parts together (far above a genuine agent's)
-PARTS = {"data", "policy.pth", "policy.optimizer.pth", "pytorch_variables.pth", "_stable_baselines3_version", "system_info.txt"}
+PARTS = {
+    "data",
+    "policy.pth",
+    "policy.optimizer.pth",
+    "pytorch_variables.pth",
+    "_stable_baselines3_version",
+    "system_info.txt",
+}
 
-_NUMPY = {("numpy", "dtype"), ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-          ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
-          ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray")}
-_RNG = {("numpy.random._pickle", "__generator_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
-        ("numpy.random._pcg64", "PCG64"), ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-        ("numpy.random.bit_generator", "SeedSequence"),
-        ("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random.mtrand", "RandomState"),
-        ("numpy.random._mt19937", "MT19937")}
-_SCHEDULES = {("stable_baselines3.common.utils", "FloatSchedule"), ("stable_baselines3.common.utils", "ConstantSchedule")}
+_NUMPY = {
+    ("numpy", "dtype"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+}
+_RNG = {
+    ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pcg64", "PCG64"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    ("numpy.random.bit_generator", "SeedSequence"),
+    ("numpy.random._pickle", "__randomstate_ctor"),
+    ("numpy.random.mtrand", "RandomState"),
+    ("numpy.random._mt19937", "MT19937"),
+}
+_SCHEDULES = {
+    ("stable_baselines3.common.utils", "FloatSchedule"),
+    ("stable_baselines3.common.utils", "ConstantSchedule"),
+}
 # The globals each pickled entry of a genuine PPO file may name (it is rebuilt, never unpickled).
 _PICKLED: dict[str, set[tuple[str, str]]] = {
     "policy_class": {("stable_baselines3.common.policies", "ActorCriticCnnPolicy")},
@@ -62,17 +84,48 @@ _PICKLED: dict[str, set[tuple[str, str]]] = {
 _NUM = (int, float)
 # Plain entries: the types they may have. SB3 applies them to the model as attributes.
 _PLAIN: dict[str, tuple] = {
-    "verbose": (int,), "policy_kwargs": (dict,), "num_timesteps": (int,), "_total_timesteps": (int,),
-    "_num_timesteps_at_start": (int,), "seed": (int, type(None)), "action_noise": (type(None),), "start_time": _NUM,
-    "learning_rate": _NUM, "tensorboard_log": (type(None),), "_last_original_obs": (type(None),), "_episode_num": (int,),
-    "use_sde": (bool,), "sde_sample_freq": (int,), "_current_progress_remaining": _NUM, "_stats_window_size": (int,),
-    "_n_updates": (int,), "n_envs": (int,), "n_steps": (int,), "gamma": _NUM, "gae_lambda": _NUM, "ent_coef": _NUM,
-    "vf_coef": _NUM, "max_grad_norm": _NUM, "rollout_buffer_kwargs": (dict,), "batch_size": (int,), "n_epochs": (int,),
-    "clip_range_vf": (type(None),) + _NUM, "normalize_advantage": (bool,), "target_kl": (type(None),) + _NUM,
+    "verbose": (int,),
+    "policy_kwargs": (dict,),
+    "num_timesteps": (int,),
+    "_total_timesteps": (int,),
+    "_num_timesteps_at_start": (int,),
+    "seed": (int, type(None)),
+    "action_noise": (type(None),),
+    "start_time": _NUM,
+    "learning_rate": _NUM,
+    "tensorboard_log": (type(None),),
+    "_last_original_obs": (type(None),),
+    "_episode_num": (int,),
+    "use_sde": (bool,),
+    "sde_sample_freq": (int,),
+    "_current_progress_remaining": _NUM,
+    "_stats_window_size": (int,),
+    "_n_updates": (int,),
+    "n_envs": (int,),
+    "n_steps": (int,),
+    "gamma": _NUM,
+    "gae_lambda": _NUM,
+    "ent_coef": _NUM,
+    "vf_coef": _NUM,
+    "max_grad_norm": _NUM,
+    "rollout_buffer_kwargs": (dict,),
+    "batch_size": (int,),
+    "n_epochs": (int,),
+    "clip_range_vf": (type(None),) + _NUM,
+    "normalize_advantage": (bool,),
+    "target_kl": (type(None),) + _NUM,
     "mario_kit": (dict,),
 }
-_POLICY_KWARGS = {"net_arch", "normalize_images", "share_features_extractor", "ortho_init", "log_std_init",
-                  "full_std", "use_expln", "squash_output"}
+_POLICY_KWARGS = {
+    "net_arch",
+    "normalize_images",
+    "share_features_extractor",
+    "ortho_init",
+    "log_std_init",
+    "full_std",
+    "use_expln",
+    "squash_output",
+}
 
 
 def pickle_globals(blob: bytes) -> set[tuple[str, str]]:
@@ -93,7 +146,15 @@ def pickle_globals(blob: bytes) -> set[tuple[str, str]]:
                 found.add((a, b) if isinstance(a, str) and isinstance(b, str) else ("?", "?"))
                 del stack[-2:]
                 stack.append(None)
-            elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"):
+            elif name in (
+                "SHORT_BINUNICODE",
+                "BINUNICODE",
+                "BINUNICODE8",
+                "UNICODE",
+                "SHORT_BINSTRING",
+                "BINSTRING",
+                "STRING",
+            ):
                 stack.append(str(arg))
             elif name == "MEMOIZE":
                 memo[len(memo)] = stack[-1] if stack else None
@@ -152,7 +213,9 @@ def _check_record(path: Path, rec: Any) -> dict[str, Any]:
             raise ValueError("action_buttons differ from the named action set")
         if not (isinstance(rec["frame_skip"], int) and 1 <= rec["frame_skip"] <= 16):
             raise ValueError(f"frame_skip {rec['frame_skip']!r}")
-        if rec.get("max_episode_steps") is not None and not (isinstance(rec["max_episode_steps"], int) and rec["max_episode_steps"] >= 1):
+        if rec.get("max_episode_steps") is not None and not (
+            isinstance(rec["max_episode_steps"], int) and rec["max_episode_steps"] >= 1
+        ):
             raise ValueError(f"max_episode_steps {rec['max_episode_steps']!r}")
     except (KeyError, TypeError, ValueError, UserError) as e:
         raise _refuse(path, f"bad mario_kit record ({e})") from None
@@ -200,8 +263,12 @@ def _too_big(net_arch: Any, plain: dict[str, Any]) -> str | None:
     """Why the networks or the rollout buffer a file asks for are beyond any agent of ours, checked
     before anything is built (building a policy of [30000, 30000] units took minutes)."""
     branches = [net_arch.get("pi", []), net_arch.get("vf", [])] if isinstance(net_arch, dict) else [net_arch or []]
-    if any(not isinstance(b, list) or len(b) > MAX_LAYERS or any(not isinstance(u, int) or not 0 < u <= MAX_UNITS for u in b)
-           for b in branches):
+    if any(
+        not isinstance(b, list)
+        or len(b) > MAX_LAYERS
+        or any(not isinstance(u, int) or not 0 < u <= MAX_UNITS for u in b)
+        for b in branches
+    ):
         return f"net_arch asks for layers beyond {MAX_LAYERS} of 1..{MAX_UNITS} units"
     if plain.get("n_steps", 1) * plain.get("n_envs", 1) > MAX_ROLLOUT or plain.get("batch_size", 1) > MAX_ROLLOUT:
         return f"a rollout of n_steps x n_envs or a batch beyond {MAX_ROLLOUT} steps"
@@ -239,10 +306,16 @@ def load_ppo(path: str | Path, device: str = "cpu", cls=None):
         clip = _constant(data.get("clip_range", {}), 0.2)
     rebuilt = {
         "policy_class": ActorCriticCnnPolicy,
-        "observation_space": gym.spaces.Box(0, 255, (N_STACK, *OBS_SIZE), np.uint8),  # channels first (VecTransposeImage)
+        "observation_space": gym.spaces.Box(
+            0, 255, (N_STACK, *OBS_SIZE), np.uint8
+        ),  # channels first (VecTransposeImage)
         "action_space": gym.spaces.Discrete(len(rec["action_buttons"])),
-        "rollout_buffer_class": None, "clip_range": float(clip),
-        "_last_obs": None, "_last_episode_starts": None, "ep_info_buffer": None, "ep_success_buffer": None,
+        "rollout_buffer_class": None,
+        "clip_range": float(clip),
+        "_last_obs": None,
+        "_last_episode_starts": None,
+        "ep_info_buffer": None,
+        "ep_success_buffer": None,
     }
     policy = _torch_part(path, parts, "policy.pth", device)
     params = {"policy": policy}
@@ -258,5 +331,7 @@ def load_ppo(path: str | Path, device: str = "cpu", cls=None):
         model._setup_model()
         model.set_parameters(params, exact_match="policy.optimizer" in params, device=device)
     except Exception as e:  # noqa: BLE001  (shapes or keys that do not fit the rebuilt policy)
-        raise _refuse(path, f"weights do not fit a PPO CNN policy ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise _refuse(
+            path, f"weights do not fit a PPO CNN policy ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     return model, rec

@@ -33,13 +33,12 @@ from mario_kit.interrupt import CtrlC
 from mario_kit.datasets import format as F
 
 
-
 @dataclass
 class AgentConfig:
     """PPO settings. Defaults follow common Mario PPO practice (gamma 0.9, 4-frame skip with max-pool,
     84x84 gray, 4-stack, 8 envs, 10 epochs an update, an extra death penalty, rewards scaled by 0.1)
     with SB3's PPO. Fewer epochs on longer rollouts and the env's own death penalty plateaued at the
-    pits of 1-1; with these defaults a 2-hour run on 2 cores clears it (docs/BENCHMARKS.md, "PPO agent")."""
+    pits of 1-1; with these defaults a CPU run clears it (docs/BENCHMARKS.md, "PPO agent")."""
 
     level: str = "1-1"
     action_set: str = "simple"
@@ -81,29 +80,62 @@ def check_agent_config(cfg: AgentConfig) -> None:
     if len(levels) != 1 or cfg.level != levels[0]:
         raise UserError(f"an agent trains on one level (W-S), got {cfg.level!r}")
     F.get_action_set(cfg.action_set)
-    for name in ("timesteps", "workers", "n_steps", "batch_size", "n_epochs", "checkpoint_every", "eval_every",
-                 "eval_episodes", "max_episode_steps"):
+    for name in (
+        "timesteps",
+        "workers",
+        "n_steps",
+        "batch_size",
+        "n_epochs",
+        "checkpoint_every",
+        "eval_every",
+        "eval_episodes",
+        "max_episode_steps",
+    ):
         v = getattr(cfg, name)
         if not isinstance(v, int) or v < 1:
             raise UserError(f"{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
     if not 1 <= cfg.frame_skip <= F.MAX_FRAME_SKIP:
         raise UserError(f"frame_skip must be in 1..{F.MAX_FRAME_SKIP}")
-    if not (cfg.learning_rate > 0 and 0 < cfg.gamma <= 1 and 0 <= cfg.gae_lambda <= 1 and cfg.clip_range > 0
-            and cfg.ent_coef >= 0 and cfg.reward_scale > 0 and cfg.death_penalty >= 0):
-        raise UserError("learning_rate, clip_range, reward_scale > 0; gamma in (0, 1]; gae_lambda in [0, 1]; "
-                        "ent_coef, death_penalty >= 0")
+    if not (
+        cfg.learning_rate > 0
+        and 0 < cfg.gamma <= 1
+        and 0 <= cfg.gae_lambda <= 1
+        and cfg.clip_range > 0
+        and cfg.ent_coef >= 0
+        and cfg.reward_scale > 0
+        and cfg.death_penalty >= 0
+    ):
+        raise UserError(
+            "learning_rate, clip_range, reward_scale > 0; gamma in (0, 1]; gae_lambda in [0, 1]; "
+            "ent_coef, death_penalty >= 0"
+        )
     if not 0 <= cfg.seed < 2**63:
         raise UserError(f"seed must be in 0..2**63-1, got {cfg.seed}")
 
 
 def spec(cfg: AgentConfig) -> dict[str, Any]:
     return {
-        "kind": KIND, "schema": SCHEMA, "level": cfg.level, "env_id": env_id(cfg.level), "action_set": cfg.action_set,
-        "action_buttons": [list(b) for b in F.get_action_set(cfg.action_set).buttons], "frame_skip": cfg.frame_skip,
-        "max_episode_steps": cfg.max_episode_steps, "clip_range": cfg.clip_range, "reward_scale": cfg.reward_scale, "death_penalty": cfg.death_penalty,
-        "wrappers": [f"JoypadSpace({cfg.action_set})", f"MaxAndSkipObservation(skip={cfg.frame_skip})",
-                     "GrayscaleObservation(keep_dim=True)", f"ResizeObservation({OBS_SIZE})", "Monitor",
-                     f"DeathPenalty({cfg.death_penalty}, training only)", f"TransformReward(x{cfg.reward_scale}, training only)", f"VecFrameStack({N_STACK})"],
+        "kind": KIND,
+        "schema": SCHEMA,
+        "level": cfg.level,
+        "env_id": env_id(cfg.level),
+        "action_set": cfg.action_set,
+        "action_buttons": [list(b) for b in F.get_action_set(cfg.action_set).buttons],
+        "frame_skip": cfg.frame_skip,
+        "max_episode_steps": cfg.max_episode_steps,
+        "clip_range": cfg.clip_range,
+        "reward_scale": cfg.reward_scale,
+        "death_penalty": cfg.death_penalty,
+        "wrappers": [
+            f"JoypadSpace({cfg.action_set})",
+            f"MaxAndSkipObservation(skip={cfg.frame_skip})",
+            "GrayscaleObservation(keep_dim=True)",
+            f"ResizeObservation({OBS_SIZE})",
+            "Monitor",
+            f"DeathPenalty({cfg.death_penalty}, training only)",
+            f"TransformReward(x{cfg.reward_scale}, training only)",
+            f"VecFrameStack({N_STACK})",
+        ],
     }
 
 
@@ -123,8 +155,15 @@ class DeathPenalty(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_env(level: str, action_set: str, frame_skip: int, max_episode_steps: int | None = None, monitor: bool = True,
-             reward_scale: float = 1.0, death_penalty: float = 0.0):
+def make_env(
+    level: str,
+    action_set: str,
+    frame_skip: int,
+    max_episode_steps: int | None = None,
+    monitor: bool = True,
+    reward_scale: float = 1.0,
+    death_penalty: float = 0.0,
+):
     """One wrapped env of the agent's pipeline (without the frame stack, which is vectorised). The
     reward shaping (death penalty, then scale) comes after the Monitor: training only, logs in game units."""
     import gym_super_mario_bros  # noqa: F401
@@ -241,14 +280,29 @@ def load_agent(path: str | Path, device: str = "cpu", for_training: bool = False
 
 
 # --- training --------------------------------------------------------------------------------------
-STOP_NOTICE = ("Ctrl-C: stopping after the PPO update in progress (on a CPU up to a minute), then saving the agent; "
-               "Ctrl-C again to stop sooner")
+STOP_NOTICE = (
+    "Ctrl-C: stopping after the PPO update in progress (on a CPU up to a minute), then saving the agent; "
+    "Ctrl-C again to stop sooner"
+)
 
 
 def _new_model(cfg: AgentConfig, venv):
-    return _cpu_ppo_class()("CnnPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
-                            n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-                            ent_coef=cfg.ent_coef, seed=cfg.seed, device="cpu", verbose=0, **cfg.hyperparameters)
+    return _cpu_ppo_class()(
+        "CnnPolicy",
+        venv,
+        learning_rate=cfg.learning_rate,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        seed=cfg.seed,
+        device="cpu",
+        verbose=0,
+        **cfg.hyperparameters,
+    )
 
 
 def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -263,7 +317,9 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
     model = None
     if start is not None:  # loaded (and refused, if hostile) before anything is started or written
         model, old = load_agent(start, for_training=True)
-        if {k: old[k] for k in ("level", "action_set", "frame_skip")} != {k: rec[k] for k in ("level", "action_set", "frame_skip")}:
+        if {k: old[k] for k in ("level", "action_set", "frame_skip")} != {
+            k: rec[k] for k in ("level", "action_set", "frame_skip")
+        }:
             raise UserError(f"{start} was trained with another level, action set or frame skip")
     try:
         ckdir.mkdir(parents=True, exist_ok=True)
@@ -325,7 +381,9 @@ def _callbacks(cfg: AgentConfig, rec: dict[str, Any], run: Path, ctrl_c: CtrlC, 
         def _on_step(self) -> bool:
             if self.model.num_timesteps - self.last >= cfg.eval_every:
                 self.last = self.model.num_timesteps
-                r = evaluate_agent(self.model, rec, cfg.eval_episodes, deterministic=cfg.eval_deterministic, seed=cfg.seed + 1)
+                r = evaluate_agent(
+                    self.model, rec, cfg.eval_episodes, deterministic=cfg.eval_deterministic, seed=cfg.seed + 1
+                )
                 for k, v in r.items():
                     self.logger.record(f"eval/{k}", v)
                 _append_csv(run / "eval.csv", {"timesteps": self.model.num_timesteps, **r})
@@ -400,19 +458,32 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         w.writerow(row)
 
 
-def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic: bool = True, seed: int = 0,
-                   progress: bool = False) -> dict[str, float]:
+def evaluate_agent(
+    model, rec: dict[str, Any], episodes: int = 10, deterministic: bool = True, seed: int = 0, progress: bool = False
+) -> dict[str, float]:
     """Mean return, mean and best max x_pos, and the rate of finishing the level."""
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
-    env = VecFrameStack(DummyVecEnv([lambda: make_env(rec["level"], rec["action_set"], rec["frame_skip"], rec["max_episode_steps"], monitor=False)]), N_STACK)
+    env = VecFrameStack(
+        DummyVecEnv(
+            [
+                lambda: make_env(
+                    rec["level"], rec["action_set"], rec["frame_skip"], rec["max_episode_steps"], monitor=False
+                )
+            ]
+        ),
+        N_STACK,
+    )
     env.seed(seed)
     import torch
 
     from mario_kit.progress import make_progress
 
     returns, xs, flags = [], [], []
-    with torch.random.fork_rng(), make_progress(enabled=progress, transient=True) as bar:  # seeded sampling; training's generator left alone
+    with (
+        torch.random.fork_rng(),
+        make_progress(enabled=progress, transient=True) as bar,
+    ):  # seeded sampling; training's generator left alone
         torch.manual_seed(seed)
         task = bar.add_task("evaluating", total=episodes)
         for _ in range(episodes):
@@ -430,5 +501,9 @@ def evaluate_agent(model, rec: dict[str, Any], episodes: int = 10, deterministic
             flags.append(flag)
             bar.update(task, advance=1)
     env.close()
-    return {"mean_return": round(float(np.mean(returns)), 2), "mean_max_x": round(float(np.mean(xs)), 1),
-            "best_max_x": int(np.max(xs)), "completion_rate": round(float(np.mean(flags)), 3)}
+    return {
+        "mean_return": round(float(np.mean(returns)), 2),
+        "mean_max_x": round(float(np.mean(xs)), 1),
+        "best_max_x": int(np.max(xs)),
+        "completion_rate": round(float(np.mean(flags)), 3),
+    }

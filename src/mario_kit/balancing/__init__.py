@@ -24,10 +24,16 @@ def make_strategy(name: str, policy: Any, action_set: Any, **params: Any) -> Str
     strategies = STRATEGIES
     if name not in strategies:
         raise UserError(f"unknown balancing strategy {name!r}; choose one of {', '.join(strategies)}")
-    accepted = [p for p in inspect.signature(strategies[name].__init__).parameters if p not in ("self", "policy", "action_set", "table_dir")]
+    accepted = [
+        p
+        for p in inspect.signature(strategies[name].__init__).parameters
+        if p not in ("self", "policy", "action_set", "table_dir")
+    ]
     unknown = sorted(set(params) - set(accepted) - {"table_dir"})
     if unknown:
-        raise UserError(f"--balance {name} has no parameter {', '.join(unknown)}; its parameters: {', '.join(accepted)}")
+        raise UserError(
+            f"--balance {name} has no parameter {', '.join(unknown)}; its parameters: {', '.join(accepted)}"
+        )
     try:
         return strategies[name](policy, action_set, **params)
     except TypeError as e:

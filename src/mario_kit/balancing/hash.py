@@ -53,8 +53,13 @@ def screen_signature(frame: np.ndarray) -> bytes:
     return (small // 32).astype(np.uint8).tobytes()
 
 
-def scenario_key(frame: np.ndarray | None, info: dict[str, Any], components: tuple[str, ...] = ("level", "x", "y", "status"),
-                 x_bucket: int = 32, y_bucket: int = 32) -> int:
+def scenario_key(
+    frame: np.ndarray | None,
+    info: dict[str, Any],
+    components: tuple[str, ...] = ("level", "x", "y", "status"),
+    x_bucket: int = 32,
+    y_bucket: int = 32,
+) -> int:
     h = xxhash.xxh3_64()
     for c in components:
         if c == "level":
@@ -72,21 +77,32 @@ def scenario_key(frame: np.ndarray | None, info: dict[str, Any], components: tup
     return h.intdigest()
 
 
-def episode_keys(info: dict[str, np.ndarray], components: tuple[str, ...] = ("level", "x", "y", "status"),
-                 x_bucket: int = 32, y_bucket: int = 32) -> list[int]:
+def episode_keys(
+    info: dict[str, np.ndarray],
+    components: tuple[str, ...] = ("level", "x", "y", "status"),
+    x_bucket: int = 32,
+    y_bucket: int = 32,
+) -> list[int]:
     """The scenario key of every step of a recorded episode, from its info columns: step t sees the
     info after step t-1 (step 0 uses row 0: the reset info is not recorded)."""
     prev = {k: np.r_[info[k][:1], info[k][:-1]] for k in ("world", "stage", "x_pos", "y_pos", "status")}
-    return [scenario_key(None, {k: v[t] for k, v in prev.items()}, components, x_bucket, y_bucket)
-            for t in range(len(info["x_pos"]))]
+    return [
+        scenario_key(None, {k: v[t] for k, v in prev.items()}, components, x_bucket, y_bucket)
+        for t in range(len(info["x_pos"]))
+    ]
 
 
 def _save(path: Path, table: dict[int, np.ndarray], meta: dict[str, Any], merged: list[str] | None = None) -> None:
     keys = np.fromiter(table.keys(), dtype=np.uint64, count=len(table))
     counts = np.stack(list(table.values())) if table else np.zeros((0, meta["n_actions"]), np.int64)
     with atomic_path(path, ".npz") as tmp:
-        np.savez(tmp, keys=keys, counts=counts, meta=np.array(json.dumps(meta, sort_keys=True)),
-                 merged=np.array(json.dumps(sorted(merged or []))))
+        np.savez(
+            tmp,
+            keys=keys,
+            counts=counts,
+            meta=np.array(json.dumps(meta, sort_keys=True)),
+            merged=np.array(json.dumps(sorted(merged or []))),
+        )
 
 
 def load_table(path: Path, with_merged: bool = False):
@@ -101,7 +117,12 @@ def load_table(path: Path, with_merged: bool = False):
                 meta = json.loads(str(z["meta"]))
                 merged = json.loads(str(z["merged"])) if "merged" in z.files else []
                 keys, counts = z["keys"], z["counts"]
-                if counts.ndim != 2 or len(keys) != len(counts) or counts.shape[1] != meta["n_actions"] or (counts < 0).any():
+                if (
+                    counts.ndim != 2
+                    or len(keys) != len(counts)
+                    or counts.shape[1] != meta["n_actions"]
+                    or (counts < 0).any()
+                ):
                     raise ValueError("keys and counts do not match")
                 table = {int(k): c.astype(np.int64) for k, c in zip(keys, counts)}
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
@@ -177,19 +198,34 @@ class TableExchange(Protocol):
 class HashStrategy(Strategy):
     name = "hash"
 
-    def __init__(self, policy: Any, action_set: Any, p: float = 0.5, components: str | list[str] = "level,x,y,status",
-                 x_bucket: int = 32, y_bucket: int = 32, table_dir: str | Path | None = None,
-                 exchange: TableExchange | None = None):
+    def __init__(
+        self,
+        policy: Any,
+        action_set: Any,
+        p: float = 0.5,
+        components: str | list[str] = "level,x,y,status",
+        x_bucket: int = 32,
+        y_bucket: int = 32,
+        table_dir: str | Path | None = None,
+        exchange: TableExchange | None = None,
+    ):
         super().__init__(policy, action_set)
         comps = tuple(c.strip() for c in components.split(",")) if isinstance(components, str) else tuple(components)
         bad = [c for c in comps if c not in COMPONENTS]
         if bad or not comps:
-            raise UserError(f"hash: unknown key component {bad[0] if bad else ''!r}; components: {', '.join(COMPONENTS)}")
+            raise UserError(
+                f"hash: unknown key component {bad[0] if bad else ''!r}; components: {', '.join(COMPONENTS)}"
+            )
         if not 0 <= p <= 1 or x_bucket < 1 or y_bucket < 1:
             raise UserError("hash: p must be in [0, 1] and the buckets >= 1")
         self.p, self.components, self.xb, self.yb = p, comps, x_bucket, y_bucket
-        self.meta = {"components": list(comps), "x_bucket": x_bucket, "y_bucket": y_bucket,
-                     "action_set": action_set.name, "n_actions": len(action_set)}
+        self.meta = {
+            "components": list(comps),
+            "x_bucket": x_bucket,
+            "y_bucket": y_bucket,
+            "action_set": action_set.name,
+            "n_actions": len(action_set),
+        }
         self.table: dict[int, np.ndarray] = {}  # base table (read) + own counts
         self.delta: dict[int, np.ndarray] = {}  # this worker's counts (written to its shard)
         self.dir = Path(table_dir) if table_dir else None
@@ -200,7 +236,9 @@ class HashStrategy(Strategy):
         elif self.dir is not None:
             self.table, meta = load_table(self.dir / TABLE)
             if meta is not None and meta != self.meta:
-                raise UserError(f"{self.dir / TABLE} uses another scenario key or action set ({meta}); use another folder")
+                raise UserError(
+                    f"{self.dir / TABLE} uses another scenario key or action set ({meta}); use another folder"
+                )
             self.shard = self.dir / f"mario-kit.balance-hash.shard-{uuid.uuid4().hex[:12]}.npz"
             # held while this collector runs: merges leave a live shard alone (released by close or death)
             self._lock = os.open(self.shard.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)

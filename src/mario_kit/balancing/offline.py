@@ -43,8 +43,9 @@ def effective_samples(w: np.ndarray) -> float:
     return float(w.sum() ** 2 / max((w**2).sum(), 1e-12))
 
 
-def balance_dataset(directory: str | Path, out: str | Path, strategy: str = "class", force: bool = False,
-                    **params: Any) -> dict[str, Any]:
+def balance_dataset(
+    directory: str | Path, out: str | Path, strategy: str = "class", force: bool = False, **params: Any
+) -> dict[str, Any]:
     ds = Dataset(directory).require_episodes()
     sets = set(ds.index["action_set"])
     if len(sets) > 1:
@@ -58,7 +59,13 @@ def balance_dataset(directory: str | Path, out: str | Path, strategy: str = "cla
     eps = []
     for p in ds.paths:
         with Episode(p) as ep:
-            eps.append((p.name, ep.actions.astype(np.int64), {k: ep.info[k] for k in ("world", "stage", "x_pos", "y_pos", "status")}))
+            eps.append(
+                (
+                    p.name,
+                    ep.actions.astype(np.int64),
+                    {k: ep.info[k] for k in ("world", "stage", "x_pos", "y_pos", "status")},
+                )
+            )
     aset = F.get_action_set(sets.pop())
     n = len(aset)
     acts = np.concatenate([a for _, a, _ in eps]) if eps else np.zeros(0, np.int64)
@@ -74,10 +81,13 @@ def balance_dataset(directory: str | Path, out: str | Path, strategy: str = "cla
     before = np.bincount(acts, minlength=n).astype(float)
     after = np.bincount(acts, weights=w, minlength=n)
     report = {
-        "strategy": strategy, "params": params, "steps": int(len(acts)),
+        "strategy": strategy,
+        "params": params,
+        "steps": int(len(acts)),
         "before": {aset.meaning(i): round(float(before[i] / max(before.sum(), 1)), 4) for i in range(n)},
         "after": {aset.meaning(i): round(float(after[i] / max(after.sum(), 1)), 4) for i in range(n)},
-        "entropy_bits_before": round(entropy_bits(before), 3), "entropy_bits_after": round(entropy_bits(after), 3),
+        "entropy_bits_before": round(entropy_bits(before), 3),
+        "entropy_bits_after": round(entropy_bits(after), 3),
         "effective_samples": round(effective_samples(w), 1),
     }
     arrays, pos = {}, 0
@@ -88,8 +98,9 @@ def balance_dataset(directory: str | Path, out: str | Path, strategy: str = "cla
     return report
 
 
-def save_weights(out: Path, weights: dict[str, np.ndarray], actions: dict[str, np.ndarray],
-                 report: dict[str, Any] | None = None) -> None:
+def save_weights(
+    out: Path, weights: dict[str, np.ndarray], actions: dict[str, np.ndarray], report: dict[str, Any] | None = None
+) -> None:
     """Write a weights file `dataset build --weights` reads: a float32 array per episode file name and
     the `__meta__` JSON (`report`, plus each episode's length and actions digest, which tie the file
     to the episodes it was computed for: build refuses it for others). Atomic."""
@@ -113,8 +124,9 @@ def _class(acts: np.ndarray, n: int, target: list[float] | None = None, max_weig
     return per_action[acts]
 
 
-def _hash(eps, n: int, cap: float = 0.5, components: str = "level,x,y,status", x_bucket: int = 32,
-          y_bucket: int = 32) -> np.ndarray:
+def _hash(
+    eps, n: int, cap: float = 0.5, components: str = "level,x,y,status", x_bucket: int = 32, y_bucket: int = 32
+) -> np.ndarray:
     if not 0 < cap < 1:
         raise UserError("hash: cap must be in (0, 1)")
     comps = tuple(c.strip() for c in components.split(","))

@@ -16,8 +16,16 @@ from mario_kit.balancing.base import Strategy, parse_actions
 class RepeatStrategy(Strategy):
     name = "repeat"
 
-    def __init__(self, policy: Any, action_set: Any, target: str | list = "NOOP", p: float = 0.05,
-                 k: int | list[int] = 8, on_target: bool = False, target_distribution: list[float] | None = None):
+    def __init__(
+        self,
+        policy: Any,
+        action_set: Any,
+        target: str | list = "NOOP",
+        p: float = 0.05,
+        k: int | list[int] = 8,
+        on_target: bool = False,
+        target_distribution: list[float] | None = None,
+    ):
         super().__init__(policy, action_set)
         if not 0 <= p <= 1:
             raise UserError(f"repeat: p must be in [0, 1], got {p}")
@@ -62,5 +70,10 @@ class RepeatStrategy(Strategy):
         return action, forced
 
     def own_params(self) -> dict[str, Any]:
-        return {"target": "least" if self.least else [self.action_set.meaning(i) for i in self.targets], "p": self.p,
-                "k": self.k, "on_target": self.on_target, "target_distribution": self.dist.round(4).tolist()}
+        return {
+            "target": "least" if self.least else [self.action_set.meaning(i) for i in self.targets],
+            "p": self.p,
+            "k": self.k,
+            "on_target": self.on_target,
+            "target_distribution": self.dist.round(4).tolist(),
+        }

@@ -43,16 +43,24 @@ class CollectOptions(TypedDict, total=False):
     ray_write: str
 
 
-def collect_random(out: Path, *, sticky: float | None = None, progress: bool = True,
-                   **options: Unpack[CollectOptions]) -> CollectResult:
+def collect_random(
+    out: Path, *, sticky: float | None = None, progress: bool = True, **options: Unpack[CollectOptions]
+) -> CollectResult:
     """Uniform random play, or sticky (the previous action kept with probability `sticky`)."""
     policy, kwargs = ("sticky", {"p": sticky}) if sticky is not None else ("random", {})
     return collect(CollectConfig(out=out, policy=policy, policy_kwargs=kwargs, **options), progress=progress)
 
 
-def collect_agent(out: Path, *, model: Path | None = None, random_factor: float = 0.0,
-                  random_factor_range: tuple[float, float] | None = None, deterministic: bool = True,
-                  progress: bool = True, **options: Unpack[CollectOptions]) -> CollectResult:
+def collect_agent(
+    out: Path,
+    *,
+    model: Path | None = None,
+    random_factor: float = 0.0,
+    random_factor_range: tuple[float, float] | None = None,
+    deterministic: bool = True,
+    progress: bool = True,
+    **options: Unpack[CollectOptions],
+) -> CollectResult:
     """The PPO agent with a random factor; the action set defaults to the agent's own."""
     from mario_kit.agents.ppo import load_agent
 
@@ -60,14 +68,28 @@ def collect_agent(out: Path, *, model: Path | None = None, random_factor: float 
         raise UserError("--agent ppo needs --model AGENT.zip (from `mario-kit agent train`)")
     _, rec = load_agent(model)
     options.setdefault("action_set", rec["action_set"])
-    kwargs = {"model": str(model), "random_factor": random_factor, "random_factor_range": random_factor_range,
-              "deterministic": deterministic, "action_set": options["action_set"], "frame_skip": options.get("frame_skip", 4)}
+    kwargs = {
+        "model": str(model),
+        "random_factor": random_factor,
+        "random_factor_range": random_factor_range,
+        "deterministic": deterministic,
+        "action_set": options["action_set"],
+        "frame_skip": options.get("frame_skip", 4),
+    }
     return collect(CollectConfig(out=out, policy="ppo", policy_kwargs=kwargs, **options), progress=progress)
 
 
-def collect_human(out: Path, *, scale: int = 3, keymap: Path | None = None, fps: float = 60.0,
-                  script: dict[int, list] | None = None, wait_for_start: bool = True, progress: bool = True,
-                  **options: Unpack[CollectOptions]) -> CollectResult:
+def collect_human(
+    out: Path,
+    *,
+    scale: int = 3,
+    keymap: Path | None = None,
+    fps: float = 60.0,
+    script: dict[int, list] | None = None,
+    wait_for_start: bool = True,
+    progress: bool = True,
+    **options: Unpack[CollectOptions],
+) -> CollectResult:
     """A person plays in a pygame window until Esc, the window closes, or `episodes` are saved.
     `script` (tests, benches; or MARIO_KIT_KEYS): key events posted at given frames, headless."""
     from mario_kit.collectors.human import session_summary
@@ -82,13 +104,24 @@ def collect_human(out: Path, *, scale: int = 3, keymap: Path | None = None, fps:
     keys = load_keymap(keymap)
     script = script if script is not None else script_from_env()
     require_display(script, "collect --human")
-    cfg.policy_kwargs = {"action_set": cfg.action_set, "keymap": keys, "scale": scale, "fps": fps, "script": script,
-                         "wait_for_start": wait_for_start, "random_levels": cfg.level == "random"}
+    cfg.policy_kwargs = {
+        "action_set": cfg.action_set,
+        "keymap": keys,
+        "scale": scale,
+        "fps": fps,
+        "script": script,
+        "wait_for_start": wait_for_start,
+        "random_levels": cfg.level == "random",
+    }
     result = collect(cfg, progress=progress)
     result.summary = session_summary(result.paths, F.get_action_set(cfg.action_set))
     return result
 
 
-COLLECTORS: dict[str, Callable[..., CollectResult]] = {"random": collect_random, "human": collect_human, "ppo": collect_agent}
+COLLECTORS: dict[str, Callable[..., CollectResult]] = {
+    "random": collect_random,
+    "human": collect_human,
+    "ppo": collect_agent,
+}
 
 __all__ = ["COLLECTORS", "CollectConfig", "CollectOptions", "CollectResult", "collect"]

@@ -47,7 +47,9 @@ class CollectConfig:
     frame_skip: int = DEFAULT_FRAME_SKIP  # emulator frames per recorded step
     max_steps: int = 1000  # recorded steps per episode before truncation
     episodes: int | None = None  # stop after this many episodes ...
-    steps: int | None = None  # ... or after this many recorded steps in all (an interactive policy: neither, until quit)
+    steps: int | None = (
+        None  # ... or after this many recorded steps in all (an interactive policy: neither, until quit)
+    )
     seed: int | None = None  # None: a fresh random seed, printed and stored
     workers: int = 1
     player: str = ""
@@ -56,7 +58,9 @@ class CollectConfig:
     ray: bool = False  # episodes as Ray tasks (collectors.distributed), on a local Ray or a cluster
     ray_address: str | None = None  # 'auto', HOST:PORT; None: RAY_ADDRESS, else a local instance
     ray_write: str = "driver"  # driver: episodes come back through the object store | shared: tasks write into out
-    ray_share_table: bool = True  # hash on Ray: steer by the whole cluster's counts (False: the folder's table and its own)
+    ray_share_table: bool = (
+        True  # hash on Ray: steer by the whole cluster's counts (False: the folder's table and its own)
+    )
     recorded: dict[int, int] = field(default_factory=dict)  # set by run_collection: index -> steps of this
     # collection's episodes already in `out` (the same command run before), which are not recorded again
     key: str = ""  # set by run_collection: collection_key, computed once (a Ray task rewrites policy_kwargs)
@@ -70,7 +74,9 @@ class CollectConfig:
         if interactive and (self.steps is not None or self.workers != 1):
             raise UserError(f"--{self.policy} records one player: --steps and --workers do not apply")
         if interactive and self.balance is not None:
-            raise UserError(f"--balance does not steer a {self.policy} player; balance the data afterwards with `mario-kit balance`")
+            raise UserError(
+                f"--balance does not steer a {self.policy} player; balance the data afterwards with `mario-kit balance`"
+            )
         if not interactive and (self.episodes is None) == (self.steps is None):
             raise UserError("give exactly one of --episodes N or --steps N")
         if self.episodes is not None and self.episodes < 1:
@@ -84,7 +90,9 @@ class CollectConfig:
         if self.max_steps < 1:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.ray and (interactive or self.workers != 1):
-            raise UserError("--ray runs episodes on every CPU of the cluster: not with --workers or an interactive player")
+            raise UserError(
+                "--ray runs episodes on every CPU of the cluster: not with --workers or an interactive player"
+            )
         if self.ray_write not in ("driver", "shared"):
             raise UserError(f"--ray-write must be driver or shared, got {self.ray_write!r}")
         if not 1 <= self.workers <= 64:
@@ -129,19 +137,35 @@ def pick_level(rng: np.random.Generator, levels: list[str]) -> str:
 
 
 def episode_meta(cfg: CollectConfig, policy, aset: F.ActionSet, seed: int, index: int, level: str) -> EpisodeMeta:
-    return EpisodeMeta(env_id=env_id(level), level=level, frame_skip=cfg.frame_skip, action_set=aset,
-                       source=policy.source, policy=policy.params(), seed=seed, player=cfg.player,
-                       rom_mode=ROM_MODE, extra={"episode_index": index, "collection": cfg.key or collection_key(cfg, seed)})
+    return EpisodeMeta(
+        env_id=env_id(level),
+        level=level,
+        frame_skip=cfg.frame_skip,
+        action_set=aset,
+        source=policy.source,
+        policy=policy.params(),
+        seed=seed,
+        player=cfg.player,
+        rom_mode=ROM_MODE,
+        extra={"episode_index": index, "collection": cfg.key or collection_key(cfg, seed)},
+    )
 
 
 def collection_key(cfg: CollectConfig, seed: int) -> str:
     """What makes episode i of a collection the same episode: everything but the totals and the workers."""
     import xxhash
 
-    what = {"policy": cfg.policy, "policy_kwargs": {k: str(v) for k, v in cfg.policy_kwargs.items()},
-            "balance": cfg.balance, "balance_kwargs": {k: str(v) for k, v in cfg.balance_kwargs.items()},
-            "level": cfg.level, "action_set": cfg.action_set, "frame_skip": cfg.frame_skip,
-            "max_steps": cfg.max_steps, "seed": seed}
+    what = {
+        "policy": cfg.policy,
+        "policy_kwargs": {k: str(v) for k, v in cfg.policy_kwargs.items()},
+        "balance": cfg.balance,
+        "balance_kwargs": {k: str(v) for k, v in cfg.balance_kwargs.items()},
+        "level": cfg.level,
+        "action_set": cfg.action_set,
+        "frame_skip": cfg.frame_skip,
+        "max_steps": cfg.max_steps,
+        "seed": seed,
+    }
     return xxhash.xxh3_64_hexdigest(json.dumps(what, sort_keys=True).encode())
 
 
@@ -214,8 +238,16 @@ def record_session(cfg: CollectConfig, policy, seed: int, report, interrupt: Ctr
     """Record episodes with a policy object the caller built and owns (the browser server's
     players: `serve`), through the one loop; `report` as in `run_worker`. Runs until the policy
     stops the collection (StopCollection) or `cfg.episodes` are kept."""
-    _episodes(cfg, 0, seed, report, interrupt or CtrlC(install=False), parse_levels(cfg.level),
-              F.get_action_set(cfg.action_set), policy)
+    _episodes(
+        cfg,
+        0,
+        seed,
+        report,
+        interrupt or CtrlC(install=False),
+        parse_levels(cfg.level),
+        F.get_action_set(cfg.action_set),
+        policy,
+    )
 
 
 def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: CtrlC, levels, aset, policy) -> None:
@@ -246,8 +278,11 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
         ended(path, writer.n_steps, end)
 
     try:
-        while not ((cfg.episodes is not None and index >= cfg.episodes) or (budget is not None and budget <= 0)
-                   or interrupt.requested):
+        while not (
+            (cfg.episodes is not None and index >= cfg.episodes)
+            or (budget is not None and budget <= 0)
+            or interrupt.requested
+        ):
             if index in cfg.recorded:  # the same command recorded it before: done
                 budget = None if budget is None else budget - cfg.recorded[index]
                 index += cfg.workers
@@ -257,7 +292,9 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
             env = envs.get(level) or envs.setdefault(level, MarioEnv(level))
             meta = episode_meta(cfg, policy, aset, seed, index, level)
             max_steps = cfg.max_steps if budget is None else min(cfg.max_steps, budget)
-            with EpisodeWriter(cfg.out, meta) as writer:  # an exception anywhere, finish() included (a full disk), discards the .partial
+            with EpisodeWriter(
+                cfg.out, meta
+            ) as writer:  # an exception anywhere, finish() included (a full disk), discards the .partial
                 end: str | None
                 try:
                     end = record_episode(env, policy, writer, rng, cfg.frame_skip, max_steps, on_step)
@@ -340,7 +377,9 @@ def run_collection(cfg: CollectConfig, progress: bool = True, backend=None) -> C
 
     with make_progress(enabled=progress) as bar:
         done = len(cfg.recorded) if cfg.episodes else sum(cfg.recorded.values())
-        task = bar.add_task("episodes" if cfg.episodes else "steps", total=total, completed=min(done, total) if total else 0)
+        task = bar.add_task(
+            "episodes" if cfg.episodes else "steps", total=total, completed=min(done, total) if total else 0
+        )
 
         def report(kind: str, value) -> None:
             if kind == "steps":  # progress, discarded episodes' steps included

@@ -109,8 +109,18 @@ def _agent_path(data: bytes) -> str:
 
 def _policy(cfg: CollectConfig, agent: bytes | None, table: Any, share: bool):
     """This worker's policy for the collection, built at its first episode and kept."""
-    key = repr((cfg.policy, cfg.policy_kwargs, cfg.balance, cfg.balance_kwargs, cfg.action_set, share,
-                None if agent is None else hashlib.sha256(agent).hexdigest(), table))
+    key = repr(
+        (
+            cfg.policy,
+            cfg.policy_kwargs,
+            cfg.balance,
+            cfg.balance_kwargs,
+            cfg.action_set,
+            share,
+            None if agent is None else hashlib.sha256(agent).hexdigest(),
+            table,
+        )
+    )
     if _WORKER.get("key") != key:
         given = cfg.policy_kwargs.get("model")
         if agent is not None:
@@ -138,8 +148,17 @@ def _scratch() -> Path:
     return folder
 
 
-def run_episode(cfg: CollectConfig, seed: int, index: int, max_steps: int, stamp: str, shared: bool,
-                agent: bytes | None = None, table: Any = None, share: bool = True) -> dict[str, Any]:
+def run_episode(
+    cfg: CollectConfig,
+    seed: int,
+    index: int,
+    max_steps: int,
+    stamp: str,
+    shared: bool,
+    agent: bytes | None = None,
+    table: Any = None,
+    share: bool = True,
+) -> dict[str, Any]:
     """Record episode `index` (a Ray task's body). Returns its name, steps, end and, unless `shared`
     (written into cfg.out), the file's bytes."""
     aset = F.get_action_set(cfg.action_set)
@@ -158,8 +177,14 @@ def run_episode(cfg: CollectConfig, seed: int, index: int, max_steps: int, stamp
             policy.flush()  # hand the episode's counts to the shared table before reporting it done
         import ray
 
-        out = {"index": index, "name": name, "steps": writer.n_steps, "end": end, "max_steps": max_steps,
-               "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None}
+        out = {
+            "index": index,
+            "name": name,
+            "steps": writer.n_steps,
+            "end": end,
+            "max_steps": max_steps,
+            "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
+        }
         if not shared:
             out["data"] = path.read_bytes()
         return out
@@ -181,7 +206,9 @@ class _HashTable:
         self.log: list[list[int]] = [list(self.table)]  # log[v - first]: the keys version v changed (0: the base)
         self.first = 0  # the version of log[0]
 
-    def exchange(self, packed: tuple[np.ndarray, np.ndarray], since: int | None) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
+    def exchange(
+        self, packed: tuple[np.ndarray, np.ndarray], since: int | None
+    ) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
         """Add the counts `packed` (see `pack`); return the new version and the counts of the keys
         changed after version `since` (-1: all; None: none), packed. The work is in the changes,
         not in the table's size."""
@@ -212,10 +239,17 @@ def init_ray(address: str | None):
     ray = require_ray()
     if not ray.is_initialized():
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                     configure_logging=True)
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=True,
+            )
         except (ConnectionError, ValueError, RuntimeError) as e:
-            raise UserError(f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: {e}") from None
+            raise UserError(
+                f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: {e}"
+            ) from None
     return ray
 
 
@@ -250,14 +284,18 @@ def check_shared_storage(ray, out: Path, sees=None) -> None:
     try:
         see = ray.remote(num_cpus=0)(sees or _sees)
         nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-        refs = [see.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(str(probe), token)
-                for n in nodes]
+        refs = [
+            see.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(str(probe), token)
+            for n in nodes
+        ]
         blind = [n[:8] for n, ok in zip(nodes, ray.get(refs)) if not ok]
     finally:
         probe.unlink(missing_ok=True)
     if blind:
-        raise UserError(f"--ray-write shared: node(s) {', '.join(blind)} do not see {out}; mount it on every node "
-                        "or leave --ray-write at driver")
+        raise UserError(
+            f"--ray-write shared: node(s) {', '.join(blind)} do not see {out}; mount it on every node "
+            "or leave --ray-write at driver"
+        )
 
 
 def _sees(path: str, token: str) -> bool:
@@ -307,15 +345,20 @@ class _Driver:
             self.table = ray.remote(num_cpus=0, max_restarts=0)(_HashTable).remote(base)
 
     def submit(self, index: int, max_steps: int) -> None:
-        ref = self.task.remote(self.cfg, self.seed, index, max_steps, self.stamp, self.shared, self.agent, self.table,
-                               self.share)
+        ref = self.task.remote(
+            self.cfg, self.seed, index, max_steps, self.stamp, self.shared, self.agent, self.table, self.share
+        )
         self.inflight[ref] = (index, max_steps)
 
     def run(self, interrupt: CtrlC) -> bool:
         cfg = self.cfg
         while True:
-            while (not self.stopping and len(self.inflight) < self.cap and (cfg.episodes is None or self.next_index < cfg.episodes)
-                   and not self._enough_in_flight()):
+            while (
+                not self.stopping
+                and len(self.inflight) < self.cap
+                and (cfg.episodes is None or self.next_index < cfg.episodes)
+                and not self._enough_in_flight()
+            ):
                 if self.next_index not in cfg.recorded:  # the same command recorded it before: done
                     self.submit(self.next_index, cfg.max_steps)
                 self.next_index += 1
@@ -357,7 +400,9 @@ class _Driver:
 
     def _commit(self) -> None:
         cfg = self.cfg
-        while (self.committed in self.done or self.committed in cfg.recorded) and not (cfg.steps is not None and self.total >= cfg.steps):
+        while (self.committed in self.done or self.committed in cfg.recorded) and not (
+            cfg.steps is not None and self.total >= cfg.steps
+        ):
             if self.committed in cfg.recorded:  # already in the folder: counted, not written again
                 self.total += cfg.recorded[self.committed]
                 self.committed += 1
@@ -423,7 +468,9 @@ class _Driver:
         from mario_kit.collectors.policies import RandomPolicy
 
         added = unpack(*self.ray.get(self.table.counts_added.remote()))
-        strategy: Any = make_strategy("hash", RandomPolicy(), F.get_action_set(self.cfg.action_set), **self.cfg.balance_kwargs)
+        strategy: Any = make_strategy(
+            "hash", RandomPolicy(), F.get_action_set(self.cfg.action_set), **self.cfg.balance_kwargs
+        )
         meta = strategy.meta  # a HashStrategy's: what the shared table is keyed by
         add_counts(self.cfg.out, added, meta)
 

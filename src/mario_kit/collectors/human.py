@@ -87,8 +87,16 @@ class HumanApp(Player):
     """The pygame window and the human 'policy': draws every emulator frame, reads keys, and
     returns the action for the next frame."""
 
-    def __init__(self, action_set: str, keymap: dict[str, list[str]], scale: int = 3, fps: float = 60.0,
-                 script: dict[int, list] | None = None, wait_for_start: bool = True, random_levels: bool = False):
+    def __init__(
+        self,
+        action_set: str,
+        keymap: dict[str, list[str]],
+        scale: int = 3,
+        fps: float = 60.0,
+        script: dict[int, list] | None = None,
+        wait_for_start: bool = True,
+        random_levels: bool = False,
+    ):
         self.screen = Screen(scale, "mario-kit: human collector")
         self.pg = self.screen.pg
         aset = F.get_action_set(action_set)
@@ -145,10 +153,15 @@ class HumanApp(Player):
 
     def _draw(self, screen: np.ndarray, banner: str = "") -> None:
         rec = self.started and not self.paused
-        self.screen.draw(screen, [
-            f"{'REC' if rec else '   '}  ep {self.episode_no}  step {self.step_no}  saved {self.session.episodes}",
-            f"{self.aset.meaning(self.action)}   {self.limiter.fps:4.1f} fps",
-        ], [banner, self.session.message], dot=rec)
+        self.screen.draw(
+            screen,
+            [
+                f"{'REC' if rec else '   '}  ep {self.episode_no}  step {self.step_no}  saved {self.session.episodes}",
+                f"{self.aset.meaning(self.action)}   {self.limiter.fps:4.1f} fps",
+            ],
+            [banner, self.session.message],
+            dot=rec,
+        )
 
     def close(self) -> None:
         self.screen.close()

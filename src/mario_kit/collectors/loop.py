@@ -75,7 +75,13 @@ def record_episode(
         if on_frame is not None:
             action = majority_action(r.joypad, joypad, action)
         writer.add_step(
-            action, r.frame, r.reward, r.terminated, r.truncated, r.info, r.joypad,
+            action,
+            r.frame,
+            r.reward,
+            r.terminated,
+            r.truncated,
+            r.info,
+            r.joypad,
             overridden=bool(getattr(policy, "overridden", False)),
         )
         frame, info = r.frame, r.info

@@ -78,8 +78,15 @@ class PPOPolicy:
     name = "ppo"
     source = "agent"
 
-    def __init__(self, model: str | Path, random_factor: float = 0.0, random_factor_range: tuple[float, float] | None = None,
-                 deterministic: bool = True, action_set: str | None = None, frame_skip: int | None = None):
+    def __init__(
+        self,
+        model: str | Path,
+        random_factor: float = 0.0,
+        random_factor_range: tuple[float, float] | None = None,
+        deterministic: bool = True,
+        action_set: str | None = None,
+        frame_skip: int | None = None,
+    ):
         lo, hi = random_factor_range or (random_factor, random_factor)
         if not (0 <= lo <= hi <= 1):
             raise UserError("random factors must lie in [0, 1] (range: low <= high)")
@@ -155,9 +162,15 @@ class PPOPolicy:
         return int(self.rng.integers(self.n)) if self.overridden else a
 
     def params(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.path, "random_factor": getattr(self, "eps", None),
-                "random_factor_range": list(self.range), "deterministic": self.deterministic,
-                "agent_level": self.rec["level"], "agent_wrappers": self.rec["wrappers"]}
+        return {
+            "name": self.name,
+            "model": self.path,
+            "random_factor": getattr(self, "eps", None),
+            "random_factor_range": list(self.range),
+            "deterministic": self.deterministic,
+            "agent_level": self.rec["level"],
+            "agent_wrappers": self.rec["wrappers"],
+        }
 
 
 POLICIES: dict[str, Any] = {"random": RandomPolicy, "sticky": StickyPolicy, "ppo": PPOPolicy, "human": HumanApp}

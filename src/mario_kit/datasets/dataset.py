@@ -83,8 +83,22 @@ def check_output_dir(out: Path, action_set: str, frame_skip: int) -> None:
 
 
 INDEX_COLUMNS = [
-    "file", "length", "frames", "bytes", "source", "player", "level", "action_set", "frame_skip",
-    "end", "return", "max_x", "seed", "created", "env_id", "schema_version",
+    "file",
+    "length",
+    "frames",
+    "bytes",
+    "source",
+    "player",
+    "level",
+    "action_set",
+    "frame_skip",
+    "end",
+    "return",
+    "max_x",
+    "seed",
+    "created",
+    "env_id",
+    "schema_version",
 ]
 
 
@@ -153,4 +167,3 @@ class Dataset:
         for p in self.paths:
             with Episode(p) as ep:
                 yield ep
-

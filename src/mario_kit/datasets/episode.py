@@ -134,8 +134,9 @@ class EpisodeWriter:
         info = f.create_group(F.INFO_GROUP)
         for name, dtype in F.INFO_COLUMNS.items():
             col(name, dtype, info)
-        f.create_dataset(F.ACTION_JOYPAD, data=meta.action_set.joypad).attrs[F.DESCRIPTION_ATTR] = \
-            F.DESCRIPTIONS[F.ACTION_JOYPAD]
+        f.create_dataset(F.ACTION_JOYPAD, data=meta.action_set.joypad).attrs[F.DESCRIPTION_ATTR] = F.DESCRIPTIONS[
+            F.ACTION_JOYPAD
+        ]
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mario-kit-zlib")
         self._ring = np.empty((self._RING, *F.FRAME_SHAPE), F.FRAME_DTYPE)
         self._inflight: deque[tuple[int, Future]] = deque()
@@ -393,23 +394,28 @@ class Episode:
         try:
             return self.frames[start:stop]
         except (OSError, RuntimeError, ValueError) as e:
-            raise UserError(f"{self.path}: frames {start}..{min(stop, self.length + 1) - 1} do not decode "
-                            f"({type(e).__name__}); run `mario-kit dataset validate` on its folder") from None
+            raise UserError(
+                f"{self.path}: frames {start}..{min(stop, self.length + 1) - 1} do not decode "
+                f"({type(e).__name__}); run `mario-kit dataset validate` on its folder"
+            ) from None
 
     def column(self, name: str) -> np.ndarray:
         return self._f[name][()]
 
     def raw_attrs(self) -> dict[str, Any]:
         """The root attributes as stored (JSON ones as their strings), as plain Python values."""
-        return {k: v.item() if isinstance(v, np.generic) else v.decode() if isinstance(v, bytes) else v
-                for k, v in self._f.attrs.items()}
+        return {
+            k: v.item() if isinstance(v, np.generic) else v.decode() if isinstance(v, bytes) else v
+            for k, v in self._f.attrs.items()
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every dataset of the file but the frames, by path (columns, info/, action_joypad, extra/):
         what a replay file keeps, since the frames follow from the joypad bytes."""
         out: dict[str, np.ndarray] = {}
-        self._f.visititems(lambda k, obj: out.__setitem__(k, obj[()]) if isinstance(obj, h5py.Dataset) and k != F.FRAMES
-                           else None)
+        self._f.visititems(
+            lambda k, obj: out.__setitem__(k, obj[()]) if isinstance(obj, h5py.Dataset) and k != F.FRAMES else None
+        )
         return out
 
     actions = _Column(F.ACTIONS)
@@ -433,7 +439,9 @@ class Episode:
         import pandas as pd
 
         cols: dict[str, Any] = {F.ACTIONS: self.actions}
-        cols["action_name"] = pd.Categorical.from_codes(self.actions.astype(np.int64), [self.action_set.meaning(i) for i in range(len(self.action_set))])
+        cols["action_name"] = pd.Categorical.from_codes(
+            self.actions.astype(np.int64), [self.action_set.meaning(i) for i in range(len(self.action_set))]
+        )
         cols |= {name.split("/")[-1]: self.column(name) for name in F.STEP_COLUMNS if name != F.ACTIONS}
         return pd.DataFrame(cols, index=pd.RangeIndex(self.length, name="step"))
 
@@ -463,7 +471,9 @@ def remap_actions(src: Path, dst: Path, target: F.ActionSet) -> None:
         old = F.ActionSet.from_attrs(f.attrs["action_set"], f.attrs["action_buttons"])
         f[F.ACTIONS][...] = F.map_actions(f[F.ACTIONS][()], old, target)
         del f[F.ACTION_JOYPAD]
-        f.create_dataset(F.ACTION_JOYPAD, data=target.joypad).attrs[F.DESCRIPTION_ATTR] = F.DESCRIPTIONS[F.ACTION_JOYPAD]
+        f.create_dataset(F.ACTION_JOYPAD, data=target.joypad).attrs[F.DESCRIPTION_ATTR] = F.DESCRIPTIONS[
+            F.ACTION_JOYPAD
+        ]
         extra = json.loads(f.attrs.get("extra", "{}"))
         extra["mapped_from_action_set"] = old.name
         f.attrs.update({"action_set": target.name, "action_buttons": target.to_json(), "extra": json.dumps(extra)})

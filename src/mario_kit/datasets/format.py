@@ -221,12 +221,28 @@ def _action_set(name: str, *actions: str) -> ActionSet:
 # gym-super-mario-bros's RIGHT_ONLY, SIMPLE_MOVEMENT and COMPLEX_MOVEMENT, written out here so that the
 # format (and the dataset and world-model tools) import without the emulator, e.g. on a GPU machine
 # that trains from a store; tests/test_datasets.py checks them against the library's lists.
-ACTION_SETS: dict[str, ActionSet] = {s.name: s for s in (
-    _action_set("right", "NOOP", "right", "right+A", "right+B", "right+A+B"),
-    _action_set("simple", "NOOP", "right", "right+A", "right+B", "right+A+B", "A", "left"),
-    _action_set("complex", "NOOP", "right", "right+A", "right+B", "right+A+B", "A", "left",
-                "left+A", "left+B", "left+A+B", "down", "up"),
-)}
+ACTION_SETS: dict[str, ActionSet] = {
+    s.name: s
+    for s in (
+        _action_set("right", "NOOP", "right", "right+A", "right+B", "right+A+B"),
+        _action_set("simple", "NOOP", "right", "right+A", "right+B", "right+A+B", "A", "left"),
+        _action_set(
+            "complex",
+            "NOOP",
+            "right",
+            "right+A",
+            "right+B",
+            "right+A+B",
+            "A",
+            "left",
+            "left+A",
+            "left+B",
+            "left+A+B",
+            "down",
+            "up",
+        ),
+    )
+}
 
 
 def get_action_set(name: str) -> ActionSet:

@@ -20,15 +20,21 @@ from mario_kit.envs import GAME_ENTRY, GAME_ID
 
 def game_spec(level: str, action_set: str, frame_skip: int) -> gym.envs.registration.EnvSpec:
     """The env spec of the game a dataset was recorded in (JSON-serialisable: Minari stores it)."""
-    return gym.envs.registration.EnvSpec(GAME_ID, GAME_ENTRY, kwargs={"level": level, "action_set": action_set,
-                                                                      "frame_skip": int(frame_skip)})
+    return gym.envs.registration.EnvSpec(
+        GAME_ID, GAME_ENTRY, kwargs={"level": level, "action_set": action_set, "frame_skip": int(frame_skip)}
+    )
 
 
 class GameEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 60 / DEFAULT_FRAME_SKIP}
 
-    def __init__(self, level: str = "1-1", action_set: str = "simple", frame_skip: int = DEFAULT_FRAME_SKIP,
-                 render_mode: str | None = None):
+    def __init__(
+        self,
+        level: str = "1-1",
+        action_set: str = "simple",
+        frame_skip: int = DEFAULT_FRAME_SKIP,
+        render_mode: str | None = None,
+    ):
         if not 1 <= int(frame_skip) <= F.MAX_FRAME_SKIP:
             raise ValueError(f"frame_skip must be in 1..{F.MAX_FRAME_SKIP}")
         self.action_set, self.frame_skip = F.get_action_set(action_set), int(frame_skip)

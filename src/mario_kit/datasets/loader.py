@@ -82,15 +82,19 @@ def _store_blocks(store: Path, n: int):
     chunk is a UserError."""
     low = store_array(store, "low")
     if low.dtype != np.uint8 or tuple(low.shape[1:]) != LOW_SHAPE or low.shape[0] < n:
-        raise UserError(f"{store}: the low-res array is not ({n}, {', '.join(map(str, LOW_SHAPE))}) uint8; "
-                        f"rebuild the store with --force")
+        raise UserError(
+            f"{store}: the low-res array is not ({n}, {', '.join(map(str, LOW_SHAPE))}) uint8; "
+            f"rebuild the store with --force"
+        )
     step = 8 * low.chunks[0]
     for i in range(0, n, step):
         try:
             yield i, low[i : min(n, i + step)]
         except Exception as e:  # noqa: BLE001  (zstd/codec errors of a damaged chunk)
-            raise UserError(f"{store}: low-res frames {i}..{min(n, i + step) - 1} are corrupt "
-                            f"({type(e).__name__}); rebuild the store with --force") from None
+            raise UserError(
+                f"{store}: low-res frames {i}..{min(n, i + step) - 1} are corrupt "
+                f"({type(e).__name__}); rebuild the store with --force"
+            ) from None
 
 
 def _matches_store(path: Path, store: Path, n: int) -> bool:
@@ -108,8 +112,14 @@ def _matches_store(path: Path, store: Path, n: int) -> bool:
 class WindowDataset(torch.utils.data.Dataset):
     """Windows over one split of a store (see the module docstring for the batch layout)."""
 
-    def __init__(self, store: str | Path, split: str | None = "train", n_context: int = 4, horizon: int = 1,
-                 full_res: bool = False):
+    def __init__(
+        self,
+        store: str | Path,
+        split: str | None = "train",
+        n_context: int = 4,
+        horizon: int = 1,
+        full_res: bool = False,
+    ):
         self.store = Path(store)
         self.m = read_manifest(self.store)
         if split not in ("train", "test", None):
@@ -123,19 +133,24 @@ class WindowDataset(torch.utils.data.Dataset):
         self._full: Any = None  # the zarr array of full-res frames, opened on first use
         actions, weights = store_array(self.store, "actions"), store_array(self.store, "weights")
         if actions.dtype != np.int16 or weights.dtype != np.float32:
-            raise UserError(f"{self.store}: actions must be int16 and weights float32, got {actions.dtype} and "
-                            f"{weights.dtype}; rebuild with --force")
+            raise UserError(
+                f"{self.store}: actions must be int16 and weights float32, got {actions.dtype} and "
+                f"{weights.dtype}; rebuild with --force"
+            )
         try:
             self.actions = np.asarray(actions[:], dtype=np.int64)
             self.weights = np.asarray(weights[:], dtype=np.float32)
         except Exception as e:  # noqa: BLE001  (zstd/codec errors of a damaged chunk)
-            raise UserError(f"{self.store}: the actions or weights do not decode ({type(e).__name__}); "
-                            f"rebuild with --force") from None
+            raise UserError(
+                f"{self.store}: the actions or weights do not decode ({type(e).__name__}); rebuild with --force"
+            ) from None
         n = sum(e["frames"] for e in self.m["episodes"])
         if len(self.actions) < n or len(self.weights) < n:
             raise UserError(f"{self.store}: arrays shorter than the manifest; rebuild with --force")
         if n and (self.actions[:n].max() >= self.n_actions or self.actions[:n].min() < -1):
-            raise UserError(f"{self.store}: actions outside the {self.m['action_set']} action set; rebuild with --force")
+            raise UserError(
+                f"{self.store}: actions outside the {self.m['action_set']} action set; rebuild with --force"
+            )
         if n and not (np.isfinite(self.weights[:n]).all() and self.weights[:n].min() >= 0):
             raise UserError(f"{self.store}: weights that are negative or not finite; rebuild with --force")
         starts, targets = [], []
@@ -202,8 +217,9 @@ def _to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-def epoch_batches(n_windows: int, batch: int, count: int, seed: int, epoch: int,
-                  weights: np.ndarray | None = None) -> np.ndarray:
+def epoch_batches(
+    n_windows: int, batch: int, count: int, seed: int, epoch: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     """`count` batches of window indices for one epoch: a pure function of (seed, epoch)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     need = count * batch

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -148,9 +149,20 @@ def filter_dataset(src: str | Path, out: str | Path, flt: Filter) -> dict[str, i
 SPAWN_SCHEMA = 1
 
 
-def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 4, seed: int = 0,
-                level: str | None = None, x_min: int | None = None, x_max: int | None = None,
-                split: str | None = None, force: bool = False, fmt: str = "h5", labels: str | None = None) -> Path:
+def make_spawns(
+    src: str | Path,
+    out: str | Path,
+    n: int = 16,
+    n_context: int = 4,
+    seed: int = 0,
+    level: str | None = None,
+    x_min: int | None = None,
+    x_max: int | None = None,
+    split: str | None = None,
+    force: bool = False,
+    fmt: str = "h5",
+    labels: str | None = None,
+) -> Path:
     """Starting contexts for play: at each chosen step t, frames t-n_context..t-1 (full and low res),
     the actions taken there, and (episode, t) so the real game can be rebuilt at t by replay.
     Steps are drawn at random (seeded) among those matching level and x_pos (at t-1).
@@ -171,6 +183,38 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
     check_writable(out)
     if n < 1:
         raise UserError("--n must be >= 1")
+    cands = _spawn_steps(ds, n_context, level, x_min, x_max, split)
+    if not cands:
+        raise UserError("no step matches the spawn filters")
+    rng = np.random.default_rng(seed)
+    chosen = [cands[i] for i in sorted(rng.choice(len(cands), size=min(n, len(cands)), replace=False))]
+    full, acts, nexts, refs = [], [], [], []
+    for p, t in chosen:
+        with Episode(p) as ep:
+            full.append(ep.read_frames(t - n_context, t))
+            acts.append(ep.actions[t - n_context : t])
+            nexts.append(ep.actions[t:])
+            refs.append({"file": p.name, "dataset": str(ds.dir.resolve()), "step": t, "level": ep.attrs["level"]})
+            aset = ep.action_set  # one action set: the dataset's files agree (require_episodes)
+    full_a = np.stack(full)
+    low_a = downsample(full_a.reshape(-1, *F.FRAME_SHAPE)).reshape(len(chosen), n_context, 60, 64, 3)
+    if fmt == "seed":
+        return seed_layout.write_spawns(out, full_a, low_a, acts, nexts, aset, labels or "wad3")
+    attrs = {
+        "action_set": aset.name,
+        "action_buttons": aset.to_json(),
+        "n_context": n_context,
+        "spawns": json.dumps(refs),
+    }
+    return _write_spawns(
+        out, full_a, low_a, np.stack(acts), attrs | {"frame_skip": int(ds.index["frame_skip"].iloc[0])}
+    )
+
+
+def _spawn_steps(
+    ds: Dataset, n_context: int, level: str | None, x_min: int | None, x_max: int | None, split: str | None
+) -> list[tuple[Path, int]]:
+    """Every (episode, t) with n_context frames before t that matches the filters (x_pos at t-1)."""
     split_map = read_split(ds.dir)
     cands = []
     for p, row in zip(ds.paths, ds.index.itertuples()):
@@ -189,30 +233,23 @@ def make_spawns(src: str | Path, out: str | Path, n: int = 16, n_context: int = 
         if x_max is not None:
             ok &= x[t - 1] <= x_max
         cands += [(p, int(s)) for s in t[ok]]
-    if not cands:
-        raise UserError("no step matches the spawn filters")
-    rng = np.random.default_rng(seed)
-    chosen = [cands[i] for i in sorted(rng.choice(len(cands), size=min(n, len(cands)), replace=False))]
-    full, acts, nexts, refs = [], [], [], []
-    for p, t in chosen:
-        with Episode(p) as ep:
-            full.append(ep.read_frames(t - n_context, t))
-            acts.append(ep.actions[t - n_context : t])
-            nexts.append(ep.actions[t:])
-            refs.append({"file": p.name, "dataset": str(ds.dir.resolve()), "step": t, "level": ep.attrs["level"]})
-            aset = ep.action_set  # one action set: the dataset's files agree (require_episodes)
-    full_a = np.stack(full)
-    low_a = downsample(full_a.reshape(-1, *F.FRAME_SHAPE)).reshape(len(chosen), n_context, 60, 64, 3)
-    if fmt == "seed":
-        return seed_layout.write_spawns(out, full_a, low_a, acts, nexts, aset, labels or "wad3")
+    return cands
+
+
+def _write_spawns(out: Path, full: np.ndarray, low: np.ndarray, actions: np.ndarray, attrs: dict[str, Any]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("full", data=full_a, chunks=(1, 1, *F.FRAME_SHAPE), compression="gzip", compression_opts=3)
-        f.create_dataset("low", data=low_a)
-        f.create_dataset("actions", data=np.stack(acts).astype(np.uint8))
-        f.attrs.update({"format": "mario-kit-spawns", "schema_version": SPAWN_SCHEMA, "action_set": aset.name,
-                        "action_buttons": aset.to_json(), "frame_skip": int(ds.index["frame_skip"].iloc[0]),
-                        "n_context": n_context, "spawns": json.dumps(refs), "created": datetime.now().isoformat()})
+        f.create_dataset("full", data=full, chunks=(1, 1, *F.FRAME_SHAPE), compression="gzip", compression_opts=3)
+        f.create_dataset("low", data=low)
+        f.create_dataset("actions", data=actions.astype(np.uint8))
+        f.attrs.update(
+            {
+                "format": "mario-kit-spawns",
+                "schema_version": SPAWN_SCHEMA,
+                **attrs,
+                "created": datetime.now().isoformat(),
+            }
+        )
     return out
 
 
@@ -236,14 +273,20 @@ def load_spawns(path: str | Path) -> Spawns:
             if f.attrs.get("format") != "mario-kit-spawns":
                 raise ValueError("no mario-kit-spawns format attribute")
             if int(f.attrs.get("schema_version", -1)) != SPAWN_SCHEMA:
-                raise ValueError(f"schema version {f.attrs.get('schema_version')} (this mario-kit reads {SPAWN_SCHEMA})")
+                raise ValueError(
+                    f"schema version {f.attrs.get('schema_version')} (this mario-kit reads {SPAWN_SCHEMA})"
+                )
             aset = F.ActionSet.from_attrs(f.attrs["action_set"], f.attrs["action_buttons"])
             if aset != F.get_action_set(aset.name):
                 raise ValueError(f"action_buttons differ from the {aset.name} action set")
             n = int(f.attrs["n_context"])
             full, low, acts = f["full"], f["low"], f["actions"]
             S = acts.shape[0] if acts.ndim == 2 else -1
-            shapes = {"full": (full, (S, n, *F.FRAME_SHAPE)), "low": (low, (S, n, 60, 64, 3)), "actions": (acts, (S, n))}
+            shapes = {
+                "full": (full, (S, n, *F.FRAME_SHAPE)),
+                "low": (low, (S, n, 60, 64, 3)),
+                "actions": (acts, (S, n)),
+            }
             for name, (ds, shape) in shapes.items():
                 if ds.shape != shape or ds.dtype != np.uint8:
                     raise ValueError(f"{name} of shape {ds.shape} {ds.dtype}, expected {shape} uint8")

@@ -44,13 +44,27 @@ def add_assignments(directory: Path, assign: dict[str, str]) -> None:
     the folder's own assignments win where both have one."""
     if assign:
         assign = {**assign, **read_split(directory)}
-        write_json_atomic(Path(directory) / SPLIT_FILE, {"schema_version": SPLIT_SCHEMA, "seed": None, "percentage": None,
-                                                        "stratify": [], "assignments": dict(sorted(assign.items()))},
-                          sort_keys=True)
+        write_json_atomic(
+            Path(directory) / SPLIT_FILE,
+            {
+                "schema_version": SPLIT_SCHEMA,
+                "seed": None,
+                "percentage": None,
+                "stratify": [],
+                "assignments": dict(sorted(assign.items())),
+            },
+            sort_keys=True,
+        )
 
 
-def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0, stratify: tuple[str, ...] = (),
-                  reset: bool = False, txt: Path | None = None) -> dict[str, str]:
+def split_dataset(
+    directory: str | Path,
+    percentage: float = 15.0,
+    seed: int = 0,
+    stratify: tuple[str, ...] = (),
+    reset: bool = False,
+    txt: Path | None = None,
+) -> dict[str, str]:
     if not 0 <= percentage < 100:
         raise UserError(f"--percentage must be in [0, 100), got {percentage}")
     bad = [s for s in stratify if s not in STRATA]
@@ -82,8 +96,15 @@ def split_dataset(directory: str | Path, percentage: float = 15.0, seed: int = 0
     if txt is not None:  # first: a failure here leaves the dataset's split as it was
         Path(txt).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(txt, "".join(f"{f}\n" for f, s in sorted(assign.items()) if s == "test"))
-    write_json_atomic(ds.dir / SPLIT_FILE, {
-        "schema_version": SPLIT_SCHEMA, "seed": seed, "percentage": percentage, "stratify": list(stratify),
-        "assignments": dict(sorted(assign.items())),
-    }, sort_keys=True)
+    write_json_atomic(
+        ds.dir / SPLIT_FILE,
+        {
+            "schema_version": SPLIT_SCHEMA,
+            "seed": seed,
+            "percentage": percentage,
+            "stratify": list(stratify),
+            "assignments": dict(sorted(assign.items())),
+        },
+        sort_keys=True,
+    )
     return assign

@@ -26,7 +26,7 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import xxhash
@@ -85,13 +85,13 @@ class BuildResult:
     unweighted: list[str] = field(default_factory=list)  # added episodes a --weights file had no entry for (weight 1)
 
 
-def store_array(store: str | Path, name: str) -> Any:
+def store_array(store: str | Path, name: str, mode: Literal["r", "r+"] = "r") -> Any:
     """The store's array `name` (a zarr.Array), refused in one line where the store holds a group
     or nothing of that name. Call read_manifest first: it checks the store before zarr reads it."""
     import zarr
 
     try:
-        a = zarr.open_group(str(store), mode="r")[name]
+        a = zarr.open_group(str(store), mode=mode)[name]
     except KeyError:
         raise UserError(f"{store} has no {name} array; rebuild it with --force") from None
     if not isinstance(a, zarr.Array):
@@ -153,8 +153,10 @@ def _load_weights(path: Path | None) -> tuple[dict[str, np.ndarray], dict[str, l
         raise UserError(f"cannot read weights file {path}: {e}") from None
     tied = meta.get("episodes") if isinstance(meta, dict) else None
     if not isinstance(tied, dict) or set(tied) != set(out):
-        raise UserError(f"weights file {path} does not say which episodes it was computed for; compute it with "
-                        f"`mario-kit balance DIR --out {path.name}` (or balancing.offline.save_weights)")
+        raise UserError(
+            f"weights file {path} does not say which episodes it was computed for; compute it with "
+            f"`mario-kit balance DIR --out {path.name}` (or balancing.offline.save_weights)"
+        )
     for k, w in out.items():
         if w.ndim != 1 or w.dtype.kind not in "fiu":
             raise UserError(f"weights file {path}: {k} is not a 1-D numeric array")
@@ -190,15 +192,24 @@ def store_lock(store: Path) -> Iterator[None]:
         os.close(fd)  # its holder removed that file as we opened it: take the lock on the new one
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        os.pwrite(
+            fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0
+        )
         yield
     finally:
         lock.unlink(missing_ok=True)  # while held: a build that opened it re-checks the inode and retries
         os.close(fd)
 
 
-def build_store(src: str | Path, out: str | Path, full_res: bool = False, weights: str | Path | None = None,
-                force: bool = False, verify: bool = False, progress: bool = True) -> BuildResult:
+def build_store(
+    src: str | Path,
+    out: str | Path,
+    full_res: bool = False,
+    weights: str | Path | None = None,
+    force: bool = False,
+    verify: bool = False,
+    progress: bool = True,
+) -> BuildResult:
     """Build or extend `out` from the episodes in `src`, holding the store's lock. See the module
     docstring. With `force` the new store is built beside the old one and replaces it only once
     complete: a failed or interrupted rebuild leaves the old store as it was."""
@@ -232,7 +243,9 @@ def build_store(src: str | Path, out: str | Path, full_res: bool = False, weight
         return BuildResult(added=r.added, kept=0, frames=r.frames, store=out, unweighted=r.unweighted)
 
 
-def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, verify: bool, progress: bool) -> BuildResult:
+def _build(
+    src: Path, out: Path, full_res: bool, weights: str | Path | None, verify: bool, progress: bool
+) -> BuildResult:
     from mario_kit.datasets.split import read_split
     from mario_kit.progress import make_progress
 
@@ -249,10 +262,14 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
             task = bar.add_task("building store", total=total)
             frames = dict(zip(ds.index["file"], ds.index["frames"]))
             for p in todo:
-                ensure_space(out, int(frames[p.name]) * (FULL_FRAME_BYTES if full_res else LOW_FRAME_BYTES),
-                             "the episodes added so far stay in the store; free space and build again to add the rest")
-                _append_episode(g, m, p, arrays, wmap.get(p.name), split.get(p.name, "train"),
-                                lambda n: bar.update(task, advance=n))
+                ensure_space(
+                    out,
+                    int(frames[p.name]) * (FULL_FRAME_BYTES if full_res else LOW_FRAME_BYTES),
+                    "the episodes added so far stay in the store; free space and build again to add the rest",
+                )
+                _append_episode(
+                    g, m, p, arrays, wmap.get(p.name), split.get(p.name, "train"), lambda n: bar.update(task, advance=n)
+                )
                 if time.monotonic() - committed_at >= COMMIT_EVERY_S:  # the commit point of these episodes
                     g.attrs[ATTR] = m
                     committed_at = time.monotonic()
@@ -263,15 +280,18 @@ def _build(src: Path, out: Path, full_res: bool, weights: str | Path | None, ver
     return BuildResult(added=len(todo), kept=len(known), frames=total, store=out, unweighted=unweighted)
 
 
-def _check_episodes(src: Path, ds: Dataset, out: Path,
-                    weights: str | Path | None) -> tuple[F.ActionSet, int, dict[str, np.ndarray]]:
+def _check_episodes(
+    src: Path, ds: Dataset, out: Path, weights: str | Path | None
+) -> tuple[F.ActionSet, int, dict[str, np.ndarray]]:
     """Every episode to add is checked before the store is created or changed; returns the one
     action set and frame skip of the dataset, and the weights by file. The episodes themselves were
     checked when the dataset was indexed (`require_episodes` refuses one with a file that failed)."""
     sets = set(ds.index["action_set"])
     skips = set(ds.index["frame_skip"])
     if len(sets) > 1 or len(skips) > 1:
-        raise UserError(f"{src} mixes action sets {sorted(sets)} or frame skips {sorted(skips)}; a store needs one of each")
+        raise UserError(
+            f"{src} mixes action sets {sorted(sets)} or frame skips {sorted(skips)}; a store needs one of each"
+        )
     with Episode(ds.paths[0]) as first:
         aset, frame_skip = first.action_set, int(first.attrs["frame_skip"])
     wmap, tied = _load_weights(Path(weights) if weights else None)
@@ -280,10 +300,14 @@ def _check_episodes(src: Path, ds: Dataset, out: Path,
         if p.name in wmap and p.name not in old_files:
             _check_tied(p, tied[p.name], Path(weights or ""))
             if len(wmap[p.name]) < tied[p.name][0]:
-                raise UserError(f"weights file {weights}: {p.name} has {len(wmap[p.name])} weights for {tied[p.name][0]} steps")
+                raise UserError(
+                    f"weights file {weights}: {p.name} has {len(wmap[p.name])} weights for {tied[p.name][0]} steps"
+                )
     if wmap and not set(wmap) & {p.name for p in ds.paths}:
-        raise UserError(f"weights file {weights} was computed for another dataset: none of its {len(wmap)} episodes "
-                        f"is in {src}; compute weights for it with `mario-kit balance {src} --out FILE.npz`")
+        raise UserError(
+            f"weights file {weights} was computed for another dataset: none of its {len(wmap)} episodes "
+            f"is in {src}; compute weights for it with `mario-kit balance {src} --out FILE.npz`"
+        )
     return aset, frame_skip, wmap
 
 
@@ -292,8 +316,10 @@ def _check_tied(p: Path, tie: list, weights: Path) -> None:
     with Episode(p) as ep:
         ok = isinstance(tie, list) and len(tie) == 2 and tie[0] == ep.length and tie[1] == F.actions_digest(ep.actions)
     if not ok:
-        raise UserError(f"weights file {weights} was computed for another dataset: {p.name} is not the episode it "
-                        f"weighted (its length or actions differ); compute weights again with `mario-kit balance`")
+        raise UserError(
+            f"weights file {weights} was computed for another dataset: {p.name} is not the episode it "
+            f"weighted (its length or actions differ); compute weights again with `mario-kit balance`"
+        )
 
 
 def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_res: bool):
@@ -307,35 +333,55 @@ def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_r
             raise UserError(f"{out} was built from {m['action_set']}/frame skip {m['frame_skip']} episodes")
         if m["full_res"] != full_res:
             hint = "add --full-res to extend it" if m["full_res"] else "leave out --full-res to extend it"
-            raise UserError(f"{out} was built {'with' if m['full_res'] else 'without'} --full-res: {hint} "
-                            f"(--force rebuilds it {'with' if full_res else 'without'} full-res frames)")
+            raise UserError(
+                f"{out} was built {'with' if m['full_res'] else 'without'} --full-res: {hint} "
+                f"(--force rebuilds it {'with' if full_res else 'without'} full-res frames)"
+            )
         g = zarr.open_group(str(out), mode="r+")
     else:
         g = zarr.open_group(str(out), mode="w")
-        g.create_array("low", shape=(0, *LOW_SHAPE), chunks=(LOW_CHUNK, *LOW_SHAPE), dtype="uint8", compressors=_codecs())
+        g.create_array(
+            "low", shape=(0, *LOW_SHAPE), chunks=(LOW_CHUNK, *LOW_SHAPE), dtype="uint8", compressors=_codecs()
+        )
         if full_res:
             # flat chunk names ("c.N.0.0.0"): zarr's default nests each one-frame chunk three folders
             # deep, and those folders cost more disk than the data (docs/BENCHMARKS.md)
-            g.create_array("full", shape=(0, *F.FRAME_SHAPE), chunks=(1, *F.FRAME_SHAPE), dtype="uint8", compressors=_codecs(),
-                           chunk_key_encoding={"name": "default", "separator": "."})
+            g.create_array(
+                "full",
+                shape=(0, *F.FRAME_SHAPE),
+                chunks=(1, *F.FRAME_SHAPE),
+                dtype="uint8",
+                compressors=_codecs(),
+                chunk_key_encoding={"name": "default", "separator": "."},
+            )
         g.create_array("actions", shape=(0,), chunks=(1 << 16,), dtype="int16", compressors=_codecs())
         g.create_array("weights", shape=(0,), chunks=(1 << 16,), dtype="float32", compressors=_codecs())
         m = {
-            "schema_version": STORE_SCHEMA, "action_set": aset.name, "action_buttons": [list(b) for b in aset.buttons],
-            "frame_skip": frame_skip, "low_shape": list(LOW_SHAPE), "resize": RESIZE, "full_res": full_res,
-            "source": str(src.resolve()), "sums": [0.0] * 3, "sumsq": [0.0] * 3, "count": 0, "episodes": [],
+            "schema_version": STORE_SCHEMA,
+            "action_set": aset.name,
+            "action_buttons": [list(b) for b in aset.buttons],
+            "frame_skip": frame_skip,
+            "low_shape": list(LOW_SHAPE),
+            "resize": RESIZE,
+            "full_res": full_res,
+            "source": str(src.resolve()),
+            "sums": [0.0] * 3,
+            "sumsq": [0.0] * 3,
+            "count": 0,
+            "episodes": [],
         }
         g.attrs[ATTR] = m
     committed = sum(e["frames"] for e in m["episodes"])
     for name in ["low", "actions", "weights"] + (["full"] if full_res else []):
-        a = store_array(out, name)
+        a = store_array(out, name, mode="r+")
         if a.shape[0] != committed:
             a.resize((committed, *a.shape[1:]))
     return g, m
 
 
-def _reconcile(ds: Dataset, m: dict[str, Any], out: Path, split: dict[str, str],
-               verify: bool) -> tuple[dict[str, dict], list[Path]]:
+def _reconcile(
+    ds: Dataset, m: dict[str, Any], out: Path, split: dict[str, str], verify: bool
+) -> tuple[dict[str, dict], list[Path]]:
     """The manifest against the folder: (episodes already in the store, episodes to add). A stored
     episode whose size or time changed (or every one, `verify`) must still match its checksum;
     the split is re-read for all."""
@@ -356,8 +402,9 @@ def _reconcile(ds: Dataset, m: dict[str, Any], out: Path, split: dict[str, str],
     return known, todo
 
 
-def _append_episode(g, m: dict[str, Any], p: Path, arrays: list[str], weights: np.ndarray | None, split: str,
-                    advance) -> None:
+def _append_episode(
+    g, m: dict[str, Any], p: Path, arrays: list[str], weights: np.ndarray | None, split: str, advance
+) -> None:
     """Episode `p` appended to every array, block by block, and to the manifest (not yet committed)."""
     with Episode(p) as ep:
         n = ep.length + 1
@@ -383,10 +430,19 @@ def _append_episode(g, m: dict[str, Any], p: Path, arrays: list[str], weights: n
         g["weights"][start : start + n] = w
         source, level = ep.attrs["source"], ep.attrs["level"]
     st = p.stat()
-    m["episodes"].append({
-        "file": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "checksum": file_checksum(p),
-        "start": start, "frames": n, "split": split, "source": source, "level": level,
-    })
+    m["episodes"].append(
+        {
+            "file": p.name,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "checksum": file_checksum(p),
+            "start": start,
+            "frames": n,
+            "split": split,
+            "source": source,
+            "level": level,
+        }
+    )
     m["sums"] = (np.array(m["sums"]) + sums).tolist()
     m["sumsq"] = (np.array(m["sumsq"]) + sumsq).tolist()
     m["count"] += n * LOW_SHAPE[0] * LOW_SHAPE[1]
@@ -405,13 +461,19 @@ def store_info(store: Path) -> dict[str, Any]:
     mean, std = channel_stats(m)
     eps = m["episodes"]
     return {
-        "store": str(store), "episodes": len(eps), "frames": sum(e["frames"] for e in eps),
-        "train_episodes": sum(e["split"] == "train" for e in eps), "test_episodes": sum(e["split"] == "test" for e in eps),
-        "action_set": m["action_set"], "frame_skip": m["frame_skip"], "full_res": m["full_res"],
-        "channel_mean": mean, "channel_std": std, "bytes": _du(store),
+        "store": str(store),
+        "episodes": len(eps),
+        "frames": sum(e["frames"] for e in eps),
+        "train_episodes": sum(e["split"] == "train" for e in eps),
+        "test_episodes": sum(e["split"] == "test" for e in eps),
+        "action_set": m["action_set"],
+        "frame_skip": m["frame_skip"],
+        "full_res": m["full_res"],
+        "channel_mean": mean,
+        "channel_std": std,
+        "bytes": _du(store),
     }
 
 
 def _du(path: Path) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-

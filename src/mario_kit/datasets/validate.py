@@ -16,7 +16,9 @@ class ValidationReport:
     good: list[Path] = field(default_factory=list)
     bad: list[tuple[Path, str]] = field(default_factory=list)
     partial: list[Path] = field(default_factory=list)  # temp files of killed or running writers
-    ignored: list[Path] = field(default_factory=list)  # files that are not episodes (notes, weights): every tool skips them
+    ignored: list[Path] = field(
+        default_factory=list
+    )  # files that are not episodes (notes, weights): every tool skips them
 
     @property
     def ok(self) -> bool:

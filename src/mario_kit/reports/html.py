@@ -71,6 +71,23 @@ PAGE = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_s
 """)
 
 
+CATEGORIES = (
+    ("sources", "episodes per source"),
+    ("players", "episodes per player"),
+    ("levels", "episodes per level"),
+    ("ends", "how episodes end"),
+)
+
+
+def _category_table(stats: dict[str, dict[str, Any]], key: str) -> Markup:
+    """Counts per value of one category (source, player, level, end) in each dataset."""
+    keys = sorted({k for s in stats.values() for k in s[key]})
+    frame = pd.DataFrame(
+        {n: [s[key].get(k, 0) for k in keys] for n, s in stats.items()}, index=[k or "(none)" for k in keys]
+    )
+    return _table(frame)
+
+
 def render(stats: dict[str, dict[str, Any]], figs: dict[str, Path]) -> str:
     names = list(stats)
     col = lambda key: [stats[n][key] for n in names]  # noqa: E731
@@ -83,7 +100,9 @@ def render(stats: dict[str, dict[str, Any]], figs: dict[str, Path]) -> str:
         "bytes on disk": col("bytes"),
         "bytes / frame": col("bytes_per_frame"),
         "action entropy (bits)": col("action_entropy_bits"),
-        "rarest action": [f"{stats[n]['rarest_action']} ({100 * stats[n]['rarest_action_share']:.1f} %)" for n in names],
+        "rarest action": [
+            f"{stats[n]['rarest_action']} ({100 * stats[n]['rarest_action_share']:.1f} %)" for n in names
+        ],
         "mean run length": [stats[n]["run_length"].get("mean") for n in names],
         "distinct scenario keys": col("scenario_keys"),
         "steps per scenario key": col("steps_per_scenario_key"),
@@ -92,21 +111,36 @@ def render(stats: dict[str, dict[str, Any]], figs: dict[str, Path]) -> str:
         "balancing weights": [", ".join(stats[n].get("weights_files", [])) or "none" for n in names],
     }
     acts = stats[names[0]]["action_names"]
-    shares = pd.DataFrame({n: [f"{100 * stats[n]['action_shares'].get(a, 0):.1f} %" for a in acts] for n in names}, index=acts)
-    cats = []
-    for key, title in (("sources", "episodes per source"), ("players", "episodes per player"), ("levels", "episodes per level"),
-                       ("ends", "how episodes end")):
-        keys = sorted({k for n in names for k in stats[n][key]})
-        cats.append((title, _table(pd.DataFrame({n: [stats[n][key].get(k, 0) for k in keys] for n in names},
-                                                index=[k or "(none)" for k in keys]))))
-    dist = pd.DataFrame({f"{n}: {what}": stats[n][field] for n in names
-                         for what, field in (("length", "episode_length"), ("return", "episode_return"))})
-    by = [(f"{n}: actions per {title}", _table(pd.DataFrame(stats[n][key], index=acts)))
-          for n in names for key, title in (("actions_by_source", "source"), ("actions_by_level", "level"))]
-    alts = {"actions": "action histogram", "transitions": "transition matrices", "lengths": "episode and run lengths",
-            "coverage": "coverage by x_pos"}
+    shares = pd.DataFrame(
+        {n: [f"{100 * stats[n]['action_shares'].get(a, 0):.1f} %" for a in acts] for n in names}, index=acts
+    )
+    cats = [(title, _category_table(stats, key)) for key, title in CATEGORIES]
+    dist = pd.DataFrame(
+        {
+            f"{n}: {what}": stats[n][field]
+            for n in names
+            for what, field in (("length", "episode_length"), ("return", "episode_return"))
+        }
+    )
+    by = [
+        (f"{n}: actions per {title}", _table(pd.DataFrame(stats[n][key], index=acts)))
+        for n in names
+        for key, title in (("actions_by_source", "source"), ("actions_by_level", "level"))
+    ]
+    alts = {
+        "actions": "action histogram",
+        "transitions": "transition matrices",
+        "lengths": "episode and run lengths",
+        "coverage": "coverage by x_pos",
+    }
     return PAGE.render(
-        names=names, css=Markup(CSS), totals=_table(pd.DataFrame(rows, index=names).T), shares=_table(shares),
-        by=by, cats=cats, dist=_table(dist), figs={k: _img(figs[k], alt) for k, alt in alts.items()},
+        names=names,
+        css=Markup(CSS),
+        totals=_table(pd.DataFrame(rows, index=names).T),
+        shares=_table(shares),
+        by=by,
+        cats=cats,
+        dist=_table(dist),
+        figs={k: _img(figs[k], alt) for k, alt in alts.items()},
         frames=[_img(p, k) for k, p in figs.items() if k.startswith("frames_")],
     )

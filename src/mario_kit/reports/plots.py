@@ -29,8 +29,12 @@ def _save(fig, path: Path) -> Path:
 def plot_all(stats: dict[str, dict[str, Any]], out: Path) -> dict[str, Path]:
     """Every figure of the report, one PNG each, for one or more datasets side by side."""
     names = list(stats)
-    figs = {"actions": _actions(stats, names, out), "transitions": _transitions(stats, names, out),
-            "lengths": _lengths(stats, names, out), "coverage": _coverage(stats, names, out)}
+    figs = {
+        "actions": _actions(stats, names, out),
+        "transitions": _transitions(stats, names, out),
+        "lengths": _lengths(stats, names, out),
+        "coverage": _coverage(stats, names, out),
+    }
     for k, n in enumerate(names):
         path = _sample_frames(stats[n], n, out / f"frames_{k}.png")
         if path is not None:

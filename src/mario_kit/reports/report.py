@@ -13,8 +13,9 @@ from mario_kit.reports.plots import plot_all
 from mario_kit.reports.stats import dataset_stats
 
 
-def make_report(dirs: list[str | Path], out: str | Path, frames: bool = True, sample: int | None = None,
-                progress: bool = True) -> dict[str, Any]:
+def make_report(
+    dirs: list[str | Path], out: str | Path, frames: bool = True, sample: int | None = None, progress: bool = True
+) -> dict[str, Any]:
     from mario_kit.progress import make_progress
 
     if not dirs:
@@ -29,7 +30,9 @@ def make_report(dirs: list[str | Path], out: str | Path, frames: bool = True, sa
             while name in stats:
                 name += "'"
             task = bar.add_task(f"frames of {name}", total=int(ds.index["frames"].sum()) if frames else 0)
-            stats[name] = dataset_stats(ds, frames=frames, sample=sample, progress=lambda n, t=task: bar.update(t, advance=n))
+            stats[name] = dataset_stats(
+                ds, frames=frames, sample=sample, progress=lambda n, t=task: bar.update(t, advance=n)
+            )
     if len({tuple(s["action_names"]) for s in stats.values()}) > 1:
         raise UserError("the datasets use different action sets; report them separately")
     with output_dir(out):

@@ -58,8 +58,14 @@ def _quantiles(v: np.ndarray) -> dict[str, float]:
     if len(v) == 0:
         return {}
     q = np.quantile(v, [0, 0.25, 0.5, 0.75, 1])
-    return {"mean": round(float(np.mean(v)), 3), "min": float(q[0]), "p25": float(q[1]), "median": float(q[2]),
-            "p75": float(q[3]), "max": float(q[4])}
+    return {
+        "mean": round(float(np.mean(v)), 3),
+        "min": float(q[0]),
+        "p25": float(q[1]),
+        "median": float(q[2]),
+        "p75": float(q[3]),
+        "max": float(q[4]),
+    }
 
 
 @dataclass
@@ -123,11 +129,15 @@ class _Tally:
             "actions_by_level": {k: v.tolist() for k, v in self.per_level.items()},
             "transitions": trans.tolist(),
             "run_length": _quantiles(run_all),
-            "run_length_histogram": {str(k): int(v) for k, v in zip(*np.unique(np.minimum(run_all, 30).astype(int), return_counts=True))},
+            "run_length_histogram": {
+                str(k): int(v) for k, v in zip(*np.unique(np.minimum(run_all, 30).astype(int), return_counts=True))
+            },
         }
 
 
-def dataset_stats(ds: Dataset, frames: bool = True, sample: int | None = None, seed: int = 0, progress=None) -> dict[str, Any]:
+def dataset_stats(
+    ds: Dataset, frames: bool = True, sample: int | None = None, seed: int = 0, progress=None
+) -> dict[str, Any]:
     """Every figure of the report for one dataset (see docs/REPORTS.md for the list)."""
     from mario_kit.datasets.split import read_split
 
@@ -139,16 +149,18 @@ def dataset_stats(ds: Dataset, frames: bool = True, sample: int | None = None, s
         t.add(ep, row)
     s["frame_skip"] = int(idx["frame_skip"].iloc[0])
     s.update(t.action_figures())
-    s.update({
-        "episode_length": _quantiles(np.array(t.lengths)),
-        "episode_return": _quantiles(np.array(t.returns)),
-        "episode_lengths": t.lengths,
-        "coverage_x": {lv: dict(sorted(c.items())) for lv, c in t.coverage.items()},
-        "death_x": {lv: dict(sorted(c.items())) for lv, c in t.death_x.items()},
-        "max_x": {lv: int(idx[idx["level"] == lv]["max_x"].max()) for lv in t.coverage},
-        "scenario_keys": len(set(t.keys)),
-        "steps_per_scenario_key": round(len(t.keys) / max(len(set(t.keys)), 1), 2),
-    })
+    s.update(
+        {
+            "episode_length": _quantiles(np.array(t.lengths)),
+            "episode_return": _quantiles(np.array(t.returns)),
+            "episode_lengths": t.lengths,
+            "coverage_x": {lv: dict(sorted(c.items())) for lv, c in t.coverage.items()},
+            "death_x": {lv: dict(sorted(c.items())) for lv, c in t.death_x.items()},
+            "max_x": {lv: int(idx[idx["level"] == lv]["max_x"].max()) for lv in t.coverage},
+            "scenario_keys": len(set(t.keys)),
+            "steps_per_scenario_key": round(len(t.keys) / max(len(set(t.keys)), 1), 2),
+        }
+    )
     split = read_split(ds.dir)
     if split:
         s["split"] = dict(Counter(split.get(f, "train") for f in idx["file"]))
@@ -187,5 +199,10 @@ def _frame_stats(ds: Dataset, sample: int | None, seed: int, progress) -> dict[s
                 t = ep.length // 2
                 strip.append(ep.read_frames(t, t + 1)[0])
                 captions.append(f"{ep.attrs['source']} {ep.attrs['level']}\nstep {t} of {ep.length}")
-    return {"frames_scanned": pairs + len(paths), "episodes_scanned": len(paths),
-            "duplicate_frame_rate": round(dups / max(pairs, 1), 4), "_sample_frames": strip, "_sample_captions": captions}
+    return {
+        "frames_scanned": pairs + len(paths),
+        "episodes_scanned": len(paths),
+        "duplicate_frame_rate": round(dups / max(pairs, 1), 4),
+        "_sample_frames": strip,
+        "_sample_captions": captions,
+    }

@@ -106,8 +106,12 @@ def parse_message(text: Any, max_bytes: int) -> dict[str, Any]:
         raise ValueError("not an object")
     if m.get("t") == "keys" and set(m) <= {"t", "held", "c"}:
         held, c = m.get("held"), m.get("c")
-        if (isinstance(held, list) and len(held) <= len(BUTTONS) and all(b in BUTTONS for b in held)
-                and (c is None or (isinstance(c, (int, float)) and not isinstance(c, bool) and abs(c) < MAX_CLOCK))):
+        if (
+            isinstance(held, list)
+            and len(held) <= len(BUTTONS)
+            and all(b in BUTTONS for b in held)
+            and (c is None or (isinstance(c, (int, float)) and not isinstance(c, bool) and abs(c) < MAX_CLOCK))
+        ):
             return m
     elif m.get("t") == "cmd" and set(m) == {"t", "cmd"} and m["cmd"] in COMMANDS:
         return m
@@ -154,8 +158,10 @@ class Server:
         self.say(f"{name}: saved {Path(path).name} ({steps:,} steps; {self.saved} this run)")
 
     def summary(self) -> str:
-        return (f"stopped: {self.saved} episode{'' if self.saved == 1 else 's'} ({self.steps:,} steps) saved by "
-                f"{len(self.names)} player{'' if len(self.names) == 1 else 's'} into {self.out}")
+        return (
+            f"stopped: {self.saved} episode{'' if self.saved == 1 else 's'} ({self.steps:,} steps) saved by "
+            f"{len(self.names)} player{'' if len(self.names) == 1 else 's'} into {self.out}"
+        )
 
     def admit(self, token: str | None) -> tuple[int, str, str] | int:
         """(connection id, digest, invite's player) or the close code that refuses the connection."""
@@ -176,8 +182,15 @@ class Server:
 
     def session_config(self, player: str) -> CollectConfig:
         c = self.cfg
-        return CollectConfig(out=self.out, policy="human", level=c.level, action_set=c.action_set, frame_skip=c.frame_skip,
-                             max_steps=c.max_steps, player=player)
+        return CollectConfig(
+            out=self.out,
+            policy="human",
+            level=c.level,
+            action_set=c.action_set,
+            frame_skip=c.frame_skip,
+            max_steps=c.max_steps,
+            player=player,
+        )
 
 
 async def play(ws, server: Server) -> None:
@@ -211,14 +224,26 @@ async def play(ws, server: Server) -> None:
             frames[0] += 1
         loop.call_soon_threadsafe(outq.put_nowait, (kind, payload))
 
-    player = BrowserPlayer(cfg.action_set, send, lambda: frames[0], cfg.fps, cfg.keep_on_disconnect, cfg.level == "random")
+    player = BrowserPlayer(
+        cfg.action_set, send, lambda: frames[0], cfg.fps, cfg.keep_on_disconnect, cfg.level == "random"
+    )
     thread = threading.Thread(target=_session, args=(server, player, name, send), daemon=True, name=f"player-{name}")
     try:
-        await ws.send_json({"t": "hello", "player": name, "level": cfg.level, "action_set": cfg.action_set,
-                            "invite": cfg.invites is not None})
+        await ws.send_json(
+            {
+                "t": "hello",
+                "player": name,
+                "level": cfg.level,
+                "action_set": cfg.action_set,
+                "invite": cfg.invites is not None,
+            }
+        )
         thread.start()
         server.threads = [t for t in server.threads if t.is_alive()] + [thread]
-        tasks = [asyncio.create_task(_receive(ws, player, cfg)), asyncio.create_task(_send(ws, outq, frames, server, digest))]
+        tasks = [
+            asyncio.create_task(_receive(ws, player, cfg)),
+            asyncio.create_task(_send(ws, outq, frames, server, digest)),
+        ]
         done, rest = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in rest:
             t.cancel()
@@ -237,8 +262,12 @@ async def play(ws, server: Server) -> None:
 def _session(server: Server, player: BrowserPlayer, name: str, send) -> None:
     """The emulator thread: episodes until the player quits or the connection drops."""
     try:
-        record_session(server.session_config(name), player, secrets.randbits(31),
-                       lambda kind, value: server.episode_saved(name, *value) if kind == "episode" else None)
+        record_session(
+            server.session_config(name),
+            player,
+            secrets.randbits(31),
+            lambda kind, value: server.episode_saved(name, *value) if kind == "episode" else None,
+        )
     except Exception as e:  # noqa: BLE001  (a full disk or a bug ends this player, not the server)
         send("event", {"t": "error", "msg": str(e).splitlines()[0][:200]})
     finally:
@@ -296,12 +325,16 @@ def make_app(cfg: ServeConfig):
     from starlette.routing import Route, WebSocketRoute
 
     server = Server(cfg)
-    headers = {"Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:",
-               "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+    headers = {
+        "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+    }
 
     def static(name: str, media: str):
         async def endpoint(request):
             return FileResponse(STATIC / name, media_type=media, headers=headers)
+
         return endpoint
 
     async def ws_endpoint(ws):
@@ -310,9 +343,15 @@ def make_app(cfg: ServeConfig):
     async def config(request):
         return JSONResponse({"invites": cfg.invites is not None, "level": cfg.level}, headers=headers)
 
-    app = Starlette(routes=[Route("/", static("index.html", "text/html")), Route("/app.js", static("app.js", "text/javascript")),
-                            Route("/app.css", static("app.css", "text/css")), Route("/config.json", config),
-                            WebSocketRoute("/ws", ws_endpoint)])
+    app = Starlette(
+        routes=[
+            Route("/", static("index.html", "text/html")),
+            Route("/app.js", static("app.js", "text/javascript")),
+            Route("/app.css", static("app.css", "text/css")),
+            Route("/config.json", config),
+            WebSocketRoute("/ws", ws_endpoint),
+        ]
+    )
     app.state.server = server
     return app
 
@@ -329,7 +368,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(info[4])
     except OSError as e:
         sock.close()
-        raise UserError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose another --port)") from None
+        raise UserError(
+            f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose another --port)"
+        ) from None
     return sock
 
 
@@ -341,8 +382,11 @@ def serve(cfg: ServeConfig) -> None:
     sock = bind(cfg.host, cfg.port)
     try:
         app = make_app(cfg)
-        print(f"mario-kit serve: http://{cfg.host}:{cfg.port}/ -> {Path(cfg.out).resolve()}"
-              + ("" if cfg.invites else " (no invites: anyone who reaches this address can play)"), flush=True)
+        print(
+            f"mario-kit serve: http://{cfg.host}:{cfg.port}/ -> {Path(cfg.out).resolve()}"
+            + ("" if cfg.invites else " (no invites: anyone who reaches this address can play)"),
+            flush=True,
+        )
         try:  # uvicorn shuts down on Ctrl-C, then raises it again: stopping a server that way is its normal end
             uvicorn.Server(uvicorn.Config(app, ws_max_size=cfg.max_message, log_level="warning")).run(sockets=[sock])
         except KeyboardInterrupt:

@@ -72,8 +72,10 @@ def revoke(path: Path, player: str) -> int:
 
 
 def listing(path: Path) -> list[dict[str, Any]]:
-    return [{"player": r["player"], "revoked": r["revoked"], "max_connections": r["max_connections"], "id": h[:8]}
-            for h, r in _read(path)["invites"].items()]
+    return [
+        {"player": r["player"], "revoked": r["revoked"], "max_connections": r["max_connections"], "id": h[:8]}
+        for h, r in _read(path)["invites"].items()
+    ]
 
 
 class Invites:

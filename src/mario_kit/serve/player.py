@@ -76,8 +76,15 @@ class BrowserPlayer(Player):
     """One player's policy. `send(kind, payload)` is called from the emulator thread: ('frame',
     bytes) or ('event', dict); `pending()` says how many frames are still queued for the page."""
 
-    def __init__(self, action_set: str, send: Callable[[str, Any], None], pending: Callable[[], int],
-                 fps: float = 60.0, keep_on_disconnect: bool = False, random_levels: bool = False) -> None:
+    def __init__(
+        self,
+        action_set: str,
+        send: Callable[[str, Any], None],
+        pending: Callable[[], int],
+        fps: float = 60.0,
+        keep_on_disconnect: bool = False,
+        random_levels: bool = False,
+    ) -> None:
         self.aset = F.get_action_set(action_set)
         self.table = F.action_table(self.aset)
         self.send, self.pending = send, pending
@@ -148,9 +155,18 @@ class BrowserPlayer(Player):
         if self.pending() >= 2:  # the page is behind: skip this frame (display only; the recording has it)
             return
         rec = self.started and not self.paused
-        header = {"f": self.frame_no, "ep": self.episode_no, "step": self.step_no, "rec": rec, "saved": self.saved,
-                  "act": self.aset.meaning(self.action), "fps": round(self.pacer.fps, 1), "banner": banner,
-                  "msg": self.message, "c": clock}
+        header = {
+            "f": self.frame_no,
+            "ep": self.episode_no,
+            "step": self.step_no,
+            "rec": rec,
+            "saved": self.saved,
+            "act": self.aset.meaning(self.action),
+            "fps": round(self.pacer.fps, 1),
+            "banner": banner,
+            "msg": self.message,
+            "c": clock,
+        }
         key = self.base is None or self.frame_no % 300 == 0
         self.send("frame", encode_frame(screen, None if key else self.base, header))
         self.base = screen.copy()

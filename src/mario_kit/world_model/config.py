@@ -61,8 +61,13 @@ class SamplerConfig:
 
 def upsampler_model() -> ModelConfig:
     """DIAMOND-style upsampler (about 51 M parameters): x4, attention at the deepest level."""
-    return ModelConfig(channels=[64, 64, 128, 256], depths=[2, 2, 2, 2], attn=[False, False, False, True],
-                       cond_channels=2048, upsampler=True)
+    return ModelConfig(
+        channels=[64, 64, 128, 256],
+        depths=[2, 2, 2, 2],
+        attn=[False, False, False, True],
+        cond_channels=2048,
+        upsampler=True,
+    )
 
 
 @dataclass
@@ -153,8 +158,10 @@ def set_sampler(cfg: TrainConfig, items: list[str]) -> TrainConfig:
     check them: the sampler is chosen at sampling time, the rest of a trained model is not."""
     for item in items:
         if not item.split("=", 1)[0].strip().startswith(("sampler.", "upsampler_sampler.")):
-            raise UserError(f"only the samplers of a trained model can change (sampler.KEY=VALUE or "
-                            f"upsampler_sampler.KEY=VALUE), got {item!r}")
+            raise UserError(
+                f"only the samplers of a trained model can change (sampler.KEY=VALUE or "
+                f"upsampler_sampler.KEY=VALUE), got {item!r}"
+            )
         apply_override(cfg, item)
     check(cfg)
     return cfg
@@ -176,34 +183,28 @@ MAX_CHANNELS, MAX_LEVELS, MAX_DEPTH, MAX_CONTEXT, MAX_COND_CHANNELS = 1024, 8, 1
 def check(cfg: TrainConfig) -> None:
     if cfg.stage not in ("denoiser", "upsampler", "both"):
         raise UserError(f"stage must be denoiser, upsampler or both, got {cfg.stage!r}")
-    _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "horizon",
-              "steps_first_epoch", "steps_per_epoch", "upsampler_steps_per_epoch", "log_every", "test_batches")
-    _at_least(cfg, 0, "epochs", "max_steps", "warmup_steps", "decay_steps", "threads", "seed", "weight_decay", "grad_clip")
+    _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "horizon")
+    _at_least(cfg, 1, "steps_first_epoch", "steps_per_epoch", "upsampler_steps_per_epoch", "log_every", "test_batches")
+    _at_least(
+        cfg, 0, "epochs", "max_steps", "warmup_steps", "decay_steps", "threads", "seed", "weight_decay", "grad_clip"
+    )
     if cfg.decay_steps and cfg.decay_fraction:
         raise UserError("decay_steps and decay_fraction both say how long the decay is: set one of them")
     if not (0 <= cfg.decay_fraction <= 1 and math.isfinite(cfg.time_limit) and cfg.time_limit >= 0):
-        raise UserError(f"decay_fraction must be in [0, 1] and time_limit >= 0, got {cfg.decay_fraction} and {cfg.time_limit}")
+        raise UserError(
+            f"decay_fraction must be in [0, 1] and time_limit >= 0, got {cfg.decay_fraction} and {cfg.time_limit}"
+        )
     if cfg.decay_steps > cfg.max_steps:
-        raise UserError(f"decay_steps ({cfg.decay_steps}) needs max_steps at least as large (the decay ends there), "
-                        f"got max_steps={cfg.max_steps}")
+        raise UserError(
+            f"decay_steps ({cfg.decay_steps}) needs max_steps at least as large (the decay ends there), "
+            f"got max_steps={cfg.max_steps}"
+        )
     if not (math.isfinite(cfg.lr) and cfg.lr > 0):
         raise UserError(f"lr must be a positive number, got {cfg.lr}")
     if cfg.seed >= 2**63:
         raise UserError("seed must be < 2**63")
     for name, m in (("denoiser", cfg.denoiser), ("upsampler", cfg.upsampler)):
-        if not (len(m.channels) == len(m.depths) == len(m.attn)) or not m.channels:
-            raise UserError("channels, depths and attn must have the same length")
-        if any(not isinstance(c, int) or c < 1 for c in m.channels + m.depths) or m.n_context < 1 or m.cond_channels < 2:
-            raise UserError(f"{name}: channels, depths, n_context and cond_channels must be positive integers")
-        if (len(m.channels) > MAX_LEVELS or max(m.channels) > MAX_CHANNELS or max(m.depths) > MAX_DEPTH
-                or m.n_context > MAX_CONTEXT or m.cond_channels > MAX_COND_CHANNELS):
-            raise UserError(f"{name}: at most {MAX_LEVELS} levels of at most {MAX_CHANNELS} channels and {MAX_DEPTH} "
-                            f"blocks, n_context <= {MAX_CONTEXT}, cond_channels <= {MAX_COND_CHANNELS} (what a run or "
-                            f"file may ask to build is bounded before anything is built)")
-        if m.cond_channels % max(m.n_context, 1) or m.cond_channels % 2:
-            raise UserError("cond_channels must be even and divisible by n_context")
-        if not (m.sigma_data > 0 and m.upsampling_factor >= 1):
-            raise UserError(f"{name}: sigma_data > 0 and upsampling_factor >= 1 must hold")
+        _check_model(name, m)
     for name, n in (("noise", cfg.noise), ("upsampler_noise", cfg.upsampler_noise)):
         if not (0 < n.sigma_min < n.sigma_max and n.scale > 0 and n.cond_scale > 0):
             raise UserError(f"{name}: 0 < sigma_min < sigma_max, scale > 0 and cond_scale > 0 must hold")
@@ -215,6 +216,30 @@ def check(cfg: TrainConfig) -> None:
     for flag in ("bf16", "channels_last", "compile"):
         if getattr(cfg, flag) not in ("auto", "on", "off"):
             raise UserError(f"{flag} must be auto, on or off")
+
+
+def _check_model(name: str, m: ModelConfig) -> None:
+    """An architecture that can be built, and within the bounds a run or a file may ask for."""
+    if not (len(m.channels) == len(m.depths) == len(m.attn)) or not m.channels:
+        raise UserError("channels, depths and attn must have the same length")
+    if any(not isinstance(c, int) or c < 1 for c in m.channels + m.depths) or m.n_context < 1 or m.cond_channels < 2:
+        raise UserError(f"{name}: channels, depths, n_context and cond_channels must be positive integers")
+    if (
+        len(m.channels) > MAX_LEVELS
+        or max(m.channels) > MAX_CHANNELS
+        or max(m.depths) > MAX_DEPTH
+        or m.n_context > MAX_CONTEXT
+        or m.cond_channels > MAX_COND_CHANNELS
+    ):
+        raise UserError(
+            f"{name}: at most {MAX_LEVELS} levels of at most {MAX_CHANNELS} channels and {MAX_DEPTH} "
+            f"blocks, n_context <= {MAX_CONTEXT}, cond_channels <= {MAX_COND_CHANNELS} (what a run or "
+            f"file may ask to build is bounded before anything is built)"
+        )
+    if m.cond_channels % max(m.n_context, 1) or m.cond_channels % 2:
+        raise UserError("cond_channels must be even and divisible by n_context")
+    if not (m.sigma_data > 0 and m.upsampling_factor >= 1):
+        raise UserError(f"{name}: sigma_data > 0 and upsampling_factor >= 1 must hold")
 
 
 def _at_least(cfg: TrainConfig, lo: int, *names: str) -> None:
@@ -230,15 +255,28 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 def from_dict(d: dict[str, Any]) -> TrainConfig:
     d = _upgrade(dict(d))
-    for k, cls in (("denoiser", ModelConfig), ("upsampler", ModelConfig), ("sampler", SamplerConfig),
-                   ("upsampler_sampler", SamplerConfig), ("noise", NoiseConfig), ("upsampler_noise", NoiseConfig)):
+    for k, cls in (
+        ("denoiser", ModelConfig),
+        ("upsampler", ModelConfig),
+        ("sampler", SamplerConfig),
+        ("upsampler_sampler", SamplerConfig),
+        ("noise", NoiseConfig),
+        ("upsampler_noise", NoiseConfig),
+    ):
         d[k] = cls(**d[k])
     return TrainConfig(**d)
 
 
 # Training noise used to sit in each ModelConfig; runs and checkpoints written then still load.
-_NOISE_KEYS = {"loc": "loc", "scale": "scale", "cond_loc": "cond_loc", "cond_scale": "cond_scale",
-               "sigma_min_train": "sigma_min", "sigma_max_train": "sigma_max", "noise_previous_obs": "noise_previous_obs"}
+_NOISE_KEYS = {
+    "loc": "loc",
+    "scale": "scale",
+    "cond_loc": "cond_loc",
+    "cond_scale": "cond_scale",
+    "sigma_min_train": "sigma_min",
+    "sigma_max_train": "sigma_max",
+    "noise_previous_obs": "noise_previous_obs",
+}
 _REMOVED = ("self_ctx", "changed_weight")  # experiments that lost (docs/BENCHMARKS_LOG.md); 0 meant off
 
 
@@ -255,5 +293,3 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
         d[noise] = {new: m.pop(old) for old, new in _NOISE_KEYS.items() if old in m}
         d[model] = m
     return d
-
-

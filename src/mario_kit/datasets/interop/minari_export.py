@@ -57,9 +57,15 @@ def _buffer(ep: Episode, k: int):
     from minari.data_collector import EpisodeBuffer
 
     infos = {name: np.r_[col[:1], col] for name, col in ep.info.items()}  # T+1 rows: the reset row repeats the first
-    return EpisodeBuffer(id=k, observations=ep.frames[()], actions=ep.actions.astype(np.int64), rewards=list(ep.rewards.astype(float)),
-                         terminations=list(ep.column(F.TERMINATED).astype(bool)), truncations=list(ep.column(F.TRUNCATED).astype(bool)),
-                         infos=infos)
+    return EpisodeBuffer(
+        id=k,
+        observations=ep.frames[()],
+        actions=ep.actions.astype(np.int64),
+        rewards=list(ep.rewards.astype(float)),
+        terminations=list(ep.column(F.TERMINATED).astype(bool)),
+        truncations=list(ep.column(F.TRUNCATED).astype(bool)),
+        infos=infos,
+    )
 
 
 def _write_buffers(ds: Dataset, dataset_id: str, root: Path, spec, n_actions: int, description: str) -> None:
@@ -77,9 +83,16 @@ def _write_buffers(ds: Dataset, dataset_id: str, root: Path, spec, n_actions: in
             ensure_space(root, frames * RAW_FRAME_BYTES, "nothing was written (Minari keeps frames raw)")
             if dataset is None:
                 dataset = minari.create_dataset_from_buffers(
-                    dataset_id, chunk, env=spec, eval_env=spec, action_space=gym.spaces.Discrete(n_actions),
-                    observation_space=gym.spaces.Box(0, 255, F.FRAME_SHAPE, np.uint8), jpeg_encoding=False,
-                    algorithm_name="mario-kit", description=description)
+                    dataset_id,
+                    chunk,
+                    env=spec,
+                    eval_env=spec,
+                    action_space=gym.spaces.Discrete(n_actions),
+                    observation_space=gym.spaces.Box(0, 255, F.FRAME_SHAPE, np.uint8),
+                    jpeg_encoding=False,
+                    algorithm_name="mario-kit",
+                    description=description,
+                )
             else:
                 dataset.update_dataset_from_buffer(chunk)
             chunk, frames = [], 0
@@ -105,8 +118,13 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
     with Episode(ds.paths[0]) as ep:
         aset, frame_skip = ep.action_set, int(ep.attrs["frame_skip"])
     levels = sorted(set(ds.index["level"]))
-    record = {"action_set": aset.name, "action_buttons": [list(b) for b in aset.buttons], "frame_skip": frame_skip,
-              "levels": levels, "source_dataset": Path(src).resolve().name}  # a name, never a local path
+    record = {
+        "action_set": aset.name,
+        "action_buttons": [list(b) for b in aset.buttons],
+        "frame_skip": frame_skip,
+        "levels": levels,
+        "source_dataset": Path(src).resolve().name,
+    }  # a name, never a local path
     spec = game_spec(levels[0], aset.name, frame_skip)
     tmp = root / f".mario-kit-minari-{os.getpid()}"  # built aside, moved into place when complete
     shutil.rmtree(tmp, ignore_errors=True)
@@ -114,7 +132,9 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
     try:
         with _datasets_path(tmp), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # Minari's advice on author, code link and env spec
-            _write_buffers(ds, dataset_id, root, spec, len(aset), "Super Mario Bros episodes from mario-kit: " + json.dumps(record))
+            _write_buffers(
+                ds, dataset_id, root, spec, len(aset), "Super Mario Bros episodes from mario-kit: " + json.dumps(record)
+            )
         meta_path = tmp / dataset_id / "data" / "metadata.json"
         meta = json.loads(meta_path.read_text())
         meta["mario_kit"] = record
@@ -134,5 +154,10 @@ def export_minari(src: str | Path, root: str | Path, dataset_id: str, force: boo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     total = int(ds.index["frames"].sum())
-    return {"path": target, "episodes": len(ds.paths), "steps": int(ds.index["length"].sum()), "frames": total,
-            "bytes": sum(f.stat().st_size for f in target.rglob("*") if f.is_file())}
+    return {
+        "path": target,
+        "episodes": len(ds.paths),
+        "steps": int(ds.index["length"].sum()),
+        "frames": total,
+        "bytes": sum(f.stat().st_size for f in target.rglob("*") if f.is_file()),
+    }

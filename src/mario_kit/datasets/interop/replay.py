@@ -78,9 +78,14 @@ def export_replay(src: str | Path, out: str | Path, force: bool = False, progres
                 episodes.append(_export_episode(ep, split.get(p.name)))
                 steps += ep.length
             bar.update(task, advance=1)
-    doc = {"format": REPLAY_FORMAT, "schema_version": REPLAY_SCHEMA, "mario_kit_version": __version__,
-           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "package_versions": package_versions(), "episodes": episodes}
+    doc = {
+        "format": REPLAY_FORMAT,
+        "schema_version": REPLAY_SCHEMA,
+        "mario_kit_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "package_versions": package_versions(),
+        "episodes": episodes,
+    }
     with output_dir(target.parent), atomic_path(target) as tmp:
         tmp.write_bytes(lzma.compress(json.dumps(doc, separators=(",", ":")).encode(), preset=9))
     return {"episodes": len(episodes), "steps": steps, "path": target, "bytes": target.stat().st_size}
@@ -167,8 +172,13 @@ def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
 
     attrs, a = e["attrs"], e["arrays"]
     T = int(attrs["length"])
-    meta = EpisodeMeta(env_id=attrs["env_id"], level=attrs["level"], frame_skip=int(attrs["frame_skip"]),
-                       action_set=F.get_action_set(attrs["action_set"]), source=attrs["source"])
+    meta = EpisodeMeta(
+        env_id=attrs["env_id"],
+        level=attrs["level"],
+        frame_skip=int(attrs["frame_skip"]),
+        action_set=F.get_action_set(attrs["action_set"]),
+        source=attrs["source"],
+    )
     h = xxhash.xxh3_128()
     jp, sf = a[F.JOYPAD], a[F.STEP_FRAMES]
     info = {k: a[f"{F.INFO_GROUP}/{k}"] for k in F.INFO_COLUMNS}
@@ -180,14 +190,23 @@ def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
         pos = 0
         for t, (frame, _) in enumerate(frames):
             n = int(sf[t])
-            w.add_step(int(a[F.ACTIONS][t]), frame, float(a[F.REWARDS][t]), bool(a[F.TERMINATED][t]),
-                       bool(a[F.TRUNCATED][t]), {k: v[t] for k, v in info.items()}, jp[pos : pos + n].tolist(),
-                       bool(a[F.OVERRIDDEN][t]))
+            w.add_step(
+                int(a[F.ACTIONS][t]),
+                frame,
+                float(a[F.REWARDS][t]),
+                bool(a[F.TERMINATED][t]),
+                bool(a[F.TRUNCATED][t]),
+                {k: v[t] for k, v in info.items()},
+                jp[pos : pos + n].tolist(),
+                bool(a[F.OVERRIDDEN][t]),
+            )
             h.update(frame.data)
             pos += n
         if h.hexdigest() != e["frames_xxh3_128"]:
-            raise UserError(f"{e['file']}: the replayed frames differ from the recorded ones (recorded with "
-                            f"{attrs.get('package_versions', '?')}); nothing was imported")
+            raise UserError(
+                f"{e['file']}: the replayed frames differ from the recorded ones (recorded with "
+                f"{attrs.get('package_versions', '?')}); nothing was imported"
+            )
         for k, v in a.items():
             if k.startswith(F.EXTRA_GROUP + "/"):
                 w.add_extra(k.split("/", 1)[1], v)
@@ -220,6 +239,7 @@ def parse_replay(doc: Any, path: Path) -> list[dict[str, Any]]:
     in it is trusted: names are plain file names, attributes pass the episode schema's check, arrays
     have the schema's dtypes (`extra/` ones: numeric), exactly their declared bytes, and agree with
     the episode's length."""
+
     def bad(why: str) -> UserError:
         return UserError(f"{path} is not a valid replay file ({why}); nothing was imported")
 
@@ -257,9 +277,14 @@ def _parse_episode(e: dict, names: set[str]) -> dict[str, Any]:
     for s in e["arrays"]:
         dt, shape = np.dtype(s["dtype"]), [int(n) for n in s["shape"]]
         known = _DTYPES.get(s["name"])
-        if (dt != known if known is not None else not _EXTRA.fullmatch(s["name"]) or dt.kind not in "uifb") \
-                or dt.itemsize > 8 or len(shape) > 4 or min(shape, default=0) < 0 \
-                or math.prod(shape) > 1 << 31 or any(k == s["name"] for k, _, _ in specs):
+        if (
+            (dt != known if known is not None else not _EXTRA.fullmatch(s["name"]) or dt.kind not in "uifb")
+            or dt.itemsize > 8
+            or len(shape) > 4
+            or min(shape, default=0) < 0
+            or math.prod(shape) > 1 << 31
+            or any(k == s["name"] for k, _, _ in specs)
+        ):
             raise ValueError(f"array {s['name']!r} ({s['dtype']}, {s['shape']}) is not allowed")
         specs.append((s["name"], dt, shape))
         sizes.append(math.prod(shape) * dt.itemsize)
@@ -277,5 +302,10 @@ def _parse_episode(e: dict, names: set[str]) -> dict[str, Any]:
     sf = arrays[F.STEP_FRAMES].astype(np.int64)
     if F.JOYPAD not in arrays or arrays[F.JOYPAD].shape != (int(sf.sum()),):
         raise ValueError("joypad length differs from the sum of step_frames")
-    return {"file": name, "split": e.get("split"), "attrs": attrs, "frames_xxh3_128": e["frames_xxh3_128"],
-            "arrays": arrays}
+    return {
+        "file": name,
+        "split": e.get("split"),
+        "attrs": attrs,
+        "frames_xxh3_128": e["frames_xxh3_128"],
+        "arrays": arrays,
+    }

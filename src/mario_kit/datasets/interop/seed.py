@@ -76,7 +76,9 @@ def _y_to_buttons(y: np.ndarray) -> tuple[str, ...]:
         return F.ACTION_SETS["simple"].buttons[int(np.argmax(y))]
     names = {4: WASD, 3: WAD}.get(y.shape[0]) if y.ndim == 1 else None
     if names is None:
-        raise ValueError(f"frame_y of shape {y.shape}: expected (7,) one-hot, (4,) [W, A, S, D] or (3,) [jump, left, right]")
+        raise ValueError(
+            f"frame_y of shape {y.shape}: expected (7,) one-hot, (4,) [W, A, S, D] or (3,) [jump, left, right]"
+        )
     held = tuple(b for b, on in zip(names, y) if on and b is not None)
     # order as the action sets write buttons: direction first, then A
     return tuple(sorted(held, key=lambda b: b == "A")) or ("NOOP",)
@@ -167,8 +169,16 @@ def _emulator(level: str):
         return None
 
 
-def import_seed(src: str | Path, out: str | Path, action_set: str = "simple", source: str = "seed", level: str = LEVEL,
-                frame_skip: int = FRAME_SKIP, player: str = "", progress: bool = False) -> ImportSummary:
+def import_seed(
+    src: str | Path,
+    out: str | Path,
+    action_set: str = "simple",
+    source: str = "seed",
+    level: str = LEVEL,
+    frame_skip: int = FRAME_SKIP,
+    player: str = "",
+    progress: bool = False,
+) -> ImportSummary:
     """Import every seed-layout file of `src` as episodes into `out` (see the module docstring)."""
     from mario_kit.emulator import parse_levels
     from mario_kit.progress import make_progress
@@ -221,8 +231,17 @@ def _closing(env) -> Iterator[None]:
             env.close()
 
 
-def _write_file(sf: SeedFile, out: Path, aset: F.ActionSet, source: str, level: str, frame_skip: int, player: str,
-                summary: ImportSummary, env=None) -> None:
+def _write_file(
+    sf: SeedFile,
+    out: Path,
+    aset: F.ActionSet,
+    source: str,
+    level: str,
+    frame_skip: int,
+    player: str,
+    summary: ImportSummary,
+    env=None,
+) -> None:
     """Write the episodes of one checked file (see `_write_segment`)."""
     with open_h5(sf.path) as f:
         ys_all = [f[f"frame_{i}_y"][()] for i in range(sf.n)]
@@ -238,27 +257,64 @@ def _write_file(sf: SeedFile, out: Path, aset: F.ActionSet, source: str, level: 
             for b, a in zip(labels[:-1], actions[:-1]):
                 if tuple(x for x in aset.buttons[a]) != b:
                     summary.remapped[f"{'+'.join(b)} -> {aset.meaning(a)}"] += 1
-            meta = EpisodeMeta(env_id=f"SuperMarioBros-{level}-v0", level=level, frame_skip=frame_skip, action_set=aset,
-                               source=source, policy={"name": "unknown"}, player=player,
-                               extra={"imported_from": "seed", "seed_file": sf.path.name, "seed_file_hash": sf.digest,
-                                      "seed_segment": k, "seed_frames": [s, e], "replayable": False,
-                                      "helper_array": sf.helper, "y_kind": sf.layout, "death_step_replayed": False})
+            meta = EpisodeMeta(
+                env_id=f"SuperMarioBros-{level}-v0",
+                level=level,
+                frame_skip=frame_skip,
+                action_set=aset,
+                source=source,
+                policy={"name": "unknown"},
+                player=player,
+                extra={
+                    "imported_from": "seed",
+                    "seed_file": sf.path.name,
+                    "seed_file_hash": sf.digest,
+                    "seed_segment": k,
+                    "seed_frames": [s, e],
+                    "replayable": False,
+                    "helper_array": sf.helper,
+                    "y_kind": sf.layout,
+                    "death_step_replayed": False,
+                },
+            )
             flag = helper_all is not None and bool(helper_all[e][1] if e < sf.n else helper_all[e - 1][1])
             reset_reward = float(helper_all[e][0]) if helper_all is not None and e < sf.n else 0.0
             with EpisodeWriter(out, meta) as w:
                 w.add_extra("seed_y", ys)
                 if helper is not None:
                     w.add_extra("seed_helperarr", helper)
-                died, steps = _write_segment(w, f, s, e, actions, helper, aset, frame_skip, env,
-                                             replay_death=e < sf.n and not sf.ours, reset_reward=reset_reward)
+                died, steps = _write_segment(
+                    w,
+                    f,
+                    s,
+                    e,
+                    actions,
+                    helper,
+                    aset,
+                    frame_skip,
+                    env,
+                    replay_death=e < sf.n and not sf.ours,
+                    reset_reward=reset_reward,
+                )
                 summary.replayable += bool(meta.extra["replayable"])
                 summary.paths.append(w.finish("terminated" if died or flag else "cut"))
             summary.episodes += 1
             summary.steps += steps
 
 
-def _write_segment(w: EpisodeWriter, f: h5py.File, s: int, e: int, actions: list[int], helper: np.ndarray | None,
-                   aset: F.ActionSet, frame_skip: int, env, replay_death: bool, reset_reward: float) -> tuple[bool, int]:
+def _write_segment(
+    w: EpisodeWriter,
+    f: h5py.File,
+    s: int,
+    e: int,
+    actions: list[int],
+    helper: np.ndarray | None,
+    aset: F.ActionSet,
+    frame_skip: int,
+    env,
+    replay_death: bool,
+    reset_reward: float,
+) -> tuple[bool, int]:
     """The steps of frames s..e-1, replayed alongside in the emulator (when there is one): while the
     replay reproduces the recorded frames, the step's joypad bytes, info and deaths are the
     emulator's, and an episode reproduced to its end is marked replayable. The seed's recorders reset
@@ -321,8 +377,14 @@ def label(buttons: tuple[str, ...], layout: str) -> tuple[np.ndarray, bool]:
     return y, held <= {b for b in names if b is not None}
 
 
-def export_seed(src: str | Path, out: str | Path, force: bool = False, pack: int = SEED_PACK, labels: str | None = None,
-                remainder: str = "drop") -> ExportSummary:
+def export_seed(
+    src: str | Path,
+    out: str | Path,
+    force: bool = False,
+    pack: int = SEED_PACK,
+    labels: str | None = None,
+    remainder: str = "drop",
+) -> ExportSummary:
     """Write the episodes of `src` in the seed layout into `out`.
 
     `pack` N > 0: files of exactly N frames, `mario_episode_data_{k}.hdf5`, episodes joined one after
@@ -339,15 +401,19 @@ def export_seed(src: str | Path, out: str | Path, force: bool = False, pack: int
     ds = Dataset(src).require_episodes()
     bad = ds.index[ds.index["frame_skip"] != FRAME_SKIP]
     if len(bad):
-        raise UserError(f"{bad['file'].iloc[0]} has frame skip {bad['frame_skip'].iloc[0]}; the seed layout is frame skip 4")
+        raise UserError(
+            f"{bad['file'].iloc[0]} has frame skip {bad['frame_skip'].iloc[0]}; the seed layout is frame skip 4"
+        )
     out = Path(out)
     n_frames = int(ds.index["frames"].sum())
     summary = ExportSummary(unread_by=_unread_by(pack, remainder, n_frames))
     if pack:
         n_files = n_frames // pack + (1 if n_frames % pack and remainder == "keep" else 0)
         if not n_files:
-            raise UserError(f"{src} has {n_frames} frames, not one whole file of --pack {pack}; pass --remainder keep "
-                            f"(one short file, which the seed's loader cannot read) or a smaller --pack")
+            raise UserError(
+                f"{src} has {n_frames} frames, not one whole file of --pack {pack}; pass --remainder keep "
+                f"(one short file, which the seed's loader cannot read) or a smaller --pack"
+            )
         names = [out / f"mario_episode_data_{k}.hdf5" for k in range(n_files)]
     else:
         names = [out / (p.stem + ".hdf5") for p in ds.paths]
@@ -370,12 +436,22 @@ def check_labels(labels: str | None) -> None:
 def labels_of(actions: np.ndarray, aset: F.ActionSet, layout: str) -> np.ndarray:
     """(n, width) int64 labels of action indices in a label layout (nearest label where it lacks a button)."""
     width = {v: k for k, v in LAYOUTS.items()}[layout]
-    return np.stack([label(aset.buttons[int(a)], layout)[0] for a in actions]) if len(actions) else \
-        np.zeros((0, width), np.int64)
+    return (
+        np.stack([label(aset.buttons[int(a)], layout)[0] for a in actions])
+        if len(actions)
+        else np.zeros((0, width), np.int64)
+    )
 
 
-def write_spawns(out: Path, full: np.ndarray, low: np.ndarray, acts: list[np.ndarray], nexts: list[np.ndarray],
-                 aset: F.ActionSet, layout: str = "wad3") -> Path:
+def write_spawns(
+    out: Path,
+    full: np.ndarray,
+    low: np.ndarray,
+    acts: list[np.ndarray],
+    nexts: list[np.ndarray],
+    aset: F.ActionSet,
+    layout: str = "wad3",
+) -> Path:
     """DIAMOND's spawn layout as the seed's spawn.py writes it and its play script loads it:
     `out/<k>/low_res.npy` (n, 3, 60, 64) and `full_res.npy` (n, 3, 240, 256) uint8 channels first in BGR
     order (what DIAMOND's loader makes of the seed's RGB files, so what a model trained on them saw),
@@ -386,8 +462,12 @@ def write_spawns(out: Path, full: np.ndarray, low: np.ndarray, acts: list[np.nda
         for k in range(len(full)):
             d = out / str(k)
             d.mkdir(exist_ok=True)
-            arrays = {"low_res": low[k][..., ::-1].transpose(0, 3, 1, 2), "full_res": full[k][..., ::-1].transpose(0, 3, 1, 2),
-                      "act": labels_of(acts[k], aset, layout), "next_act": labels_of(nexts[k], aset, layout)}
+            arrays = {
+                "low_res": low[k][..., ::-1].transpose(0, 3, 1, 2),
+                "full_res": full[k][..., ::-1].transpose(0, 3, 1, 2),
+                "act": labels_of(acts[k], aset, layout),
+                "next_act": labels_of(nexts[k], aset, layout),
+            }
             for name, a in arrays.items():
                 with atomic_path(d / f"{name}.npy", ".npy") as tmp:
                     np.save(tmp, np.ascontiguousarray(a))
@@ -399,16 +479,22 @@ def _unread_by(pack: int, remainder: str, n_frames: int) -> list[str]:
     the integer after the last underscore of their names), its process_dataset_hdf5.py (segment 0..1000
     of each file) and spawn.py (frames up to 803) will not read among the files these options write."""
     if pack == 0:
-        return ["--pack 0 writes one file per episode: the seed's loader and process_dataset_hdf5.py read "
-                f"{SEED_PACK} frames a file and DIAMOND's loader orders files by a number their names lack; "
-                "neither reads these files as they are (they are for mario-kit and h5py)"]
+        return [
+            "--pack 0 writes one file per episode: the seed's loader and process_dataset_hdf5.py read "
+            f"{SEED_PACK} frames a file and DIAMOND's loader orders files by a number their names lack; "
+            "neither reads these files as they are (they are for mario-kit and h5py)"
+        ]
     notes = []
     if pack != SEED_PACK:
-        notes.append(f"files of {pack} frames: the seed's loader and process_dataset_hdf5.py read {SEED_PACK} a file "
-                     f"(change its episode length to {pack} to read them)")
+        notes.append(
+            f"files of {pack} frames: the seed's loader and process_dataset_hdf5.py read {SEED_PACK} a file "
+            f"(change its episode length to {pack} to read them)"
+        )
     if remainder == "keep" and n_frames % pack:
-        notes.append(f"the last file has {n_frames % pack} frames: the seed's loader and process_dataset_hdf5.py read "
-                     f"{pack} from every file and fail on it (the default --remainder drop leaves it out)")
+        notes.append(
+            f"the last file has {n_frames % pack} frames: the seed's loader and process_dataset_hdf5.py read "
+            f"{pack} from every file and fail on it (the default --remainder drop leaves it out)"
+        )
     return notes
 
 
@@ -453,7 +539,9 @@ def _export_each(ds: Dataset, names: list[Path], labels: str | None, summary: Ex
         for p, target in zip(ds.paths, names):
             with Episode(p) as ep:
                 ys, helper = ep.extra("seed_y"), ep.extra("seed_helperarr")
-                kept = labels is None and ys is not None and (helper is not None or not ep.attrs["extra"]["helper_array"])
+                kept = (
+                    labels is None and ys is not None and (helper is not None or not ep.attrs["extra"]["helper_array"])
+                )
                 if not kept:  # labels anew
                     ys, helper = _episode_arrays(ep, labels or "onehot7", summary)
                 # kept originals: the file's own frames (a death step the import replayed is not one of them)

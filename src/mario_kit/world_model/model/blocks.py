@@ -106,9 +106,11 @@ class UNet(nn.Module):
         for i, n in enumerate(depths):
             c1, c2 = channels[max(0, i - 1)], channels[i]
             self.down_blocks.append(nn.ModuleList(ResBlock(c1 if j == 0 else c2, c2, cond, attn[i]) for j in range(n)))
-            ups.append(nn.ModuleList(
-                [ResBlock(2 * c2, c2, cond, attn[i]) for _ in range(n)] + [ResBlock(c1 + c2, c1, cond, attn[i])]
-            ))
+            ups.append(
+                nn.ModuleList(
+                    [ResBlock(2 * c2, c2, cond, attn[i]) for _ in range(n)] + [ResBlock(c1 + c2, c1, cond, attn[i])]
+                )
+            )
         self.up_blocks = nn.ModuleList(reversed(ups))
         c = channels[-1]
         self.mid = nn.ModuleList([ResBlock(c, c, cond, True), ResBlock(c, c, cond, True)])

@@ -30,15 +30,32 @@ def path_of(run: str | Path, stage: str) -> Path:
     return Path(run) / f"{stage}.pt"
 
 
-def make_checkpoint(stage: str, cfg: TrainConfig, model: nn.Module, action_set: str, action_buttons: list,
-                    ema: nn.Module | None = None, step: int = 0, epoch: int = 0,
-                    train_state: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_checkpoint(
+    stage: str,
+    cfg: TrainConfig,
+    model: nn.Module,
+    action_set: str,
+    action_buttons: list,
+    ema: nn.Module | None = None,
+    step: int = 0,
+    epoch: int = 0,
+    train_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """What a checkpoint holds. `ema`: the averaged copy (its `.module` for swa_utils.AveragedModel)."""
     averaged = getattr(ema, "module", ema)
-    ck = {"kind": KIND, "schema": SCHEMA, "stage": stage, "config": json.dumps(to_dict(cfg)),
-          "n_actions": len(action_buttons), "action_set": action_set, "action_buttons": json.dumps(action_buttons),
-          "model": model.state_dict(), "ema": averaged.state_dict() if averaged is not None else None,
-          "step": step, "epoch": epoch}
+    ck = {
+        "kind": KIND,
+        "schema": SCHEMA,
+        "stage": stage,
+        "config": json.dumps(to_dict(cfg)),
+        "n_actions": len(action_buttons),
+        "action_set": action_set,
+        "action_buttons": json.dumps(action_buttons),
+        "model": model.state_dict(),
+        "ema": averaged.state_dict() if averaged is not None else None,
+        "step": step,
+        "epoch": epoch,
+    }
     ck.update(train_state or {})
     return ck
 
@@ -84,7 +101,9 @@ def checkpoint_config(ck: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
-def load_model(run: str | Path, stage: str = "denoiser", ema: bool = True, device: str = "cpu") -> tuple[Denoiser, TrainConfig, dict]:
+def load_model(
+    run: str | Path, stage: str = "denoiser", ema: bool = True, device: str = "cpu"
+) -> tuple[Denoiser, TrainConfig, dict]:
     """The trained model of a run (EMA weights when present), ready for sampling."""
     ck = load_checkpoint(path_of(run, stage))
     try:
@@ -96,7 +115,9 @@ def load_model(run: str | Path, stage: str = "denoiser", ema: bool = True, devic
         meta = {k: ck[k] for k in META_KEYS}
         state = ck["ema"] if ema and ck.get("ema") else ck["model"]
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
-        raise UserError(f"{run}/{stage}.pt holds a config this mario-kit cannot build ({type(e).__name__}: {e})") from None
+        raise UserError(
+            f"{run}/{stage}.pt holds a config this mario-kit cannot build ({type(e).__name__}: {e})"
+        ) from None
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:

@@ -49,14 +49,16 @@ class Denoiser(nn.Module):
 
         return v(c_in), v(c_skip), v(c_out), c_noise
 
-    def forward(self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None,
-                sigma_cond: Tensor | None = None) -> Tensor:
+    def forward(
+        self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None, sigma_cond: Tensor | None = None
+    ) -> Tensor:
         """D(noisy; sigma): the denoised frame (or residual), clamped to [-limit, limit]."""
         out, c_skip, c_out = self.denoise(noisy, sigma, ctx, act, sigma_cond)
         return (c_skip * noisy + c_out * out).clamp(-self.limit, self.limit)
 
-    def denoise(self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None,
-                sigma_cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def denoise(
+        self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None, sigma_cond: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """F's raw output with the scalings that make D of it: D = c_skip noisy + c_out F. Training
         regresses F on its target (x - c_skip noisy) / c_out, EDM's loss weighting built in."""
         c_in, c_skip, c_out, c_noise = self.conditioners(sigma)
@@ -68,7 +70,7 @@ def _flat_keys_to_inner(module: nn.Module, state: dict[str, Any], prefix: str, *
     """Checkpoints written before the inner network was its own module name its weights without
     `inner.`; they load unchanged (the shipped model is one)."""
     for key in [k for k in state if k.startswith(prefix) and not k.startswith(prefix + "inner.")]:
-        state[prefix + "inner." + key[len(prefix):]] = state.pop(key)
+        state[prefix + "inner." + key[len(prefix) :]] = state.pop(key)
 
 
 def bicubic(low: Tensor, factor: int) -> Tensor:

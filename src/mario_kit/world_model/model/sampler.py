@@ -19,8 +19,15 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float, de
 
 
 @torch.no_grad()
-def sample(model: Denoiser, ctx: Tensor, act: Tensor | None, cfg: SamplerConfig, gen: torch.Generator | None = None,
-           shape: tuple[int, ...] | None = None, noise: Tensor | None = None) -> Tensor:
+def sample(
+    model: Denoiser,
+    ctx: Tensor,
+    act: Tensor | None,
+    cfg: SamplerConfig,
+    gen: torch.Generator | None = None,
+    shape: tuple[int, ...] | None = None,
+    noise: Tensor | None = None,
+) -> Tensor:
     """Draw a frame (B, C, H, W) in [-1, 1] given context frames ctx (B, n*C, H, W) and actions (B, n)
     (a residual upsampler's draw is a residual, in [-2, 2]). `noise`: the unit Gaussian to start from
     (default: drawn from `gen`); with it given, nothing here syncs with the host, so a CUDA graph can
@@ -46,8 +53,9 @@ def sample(model: Denoiser, ctx: Tensor, act: Tensor | None, cfg: SamplerConfig,
 
 
 @torch.no_grad()
-def upsample(model: Denoiser, low: Tensor, cfg: SamplerConfig, gen: torch.Generator | None = None,
-             noise: Tensor | None = None) -> Tensor:
+def upsample(
+    model: Denoiser, low: Tensor, cfg: SamplerConfig, gen: torch.Generator | None = None, noise: Tensor | None = None
+) -> Tensor:
     """Low-res frames (B, C, h, w) -> full-res (B, C, 4h, 4w) with the upsampler."""
     up = bicubic(low, model.cfg.upsampling_factor)
     x = sample(model, up, None, cfg, gen, noise=noise)
@@ -55,8 +63,14 @@ def upsample(model: Denoiser, low: Tensor, cfg: SamplerConfig, gen: torch.Genera
 
 
 @torch.no_grad()
-def rollout(model: Denoiser, ctx_frames: Tensor, ctx_actions: Tensor, actions: Tensor, cfg: SamplerConfig,
-            gen: torch.Generator | None = None) -> Tensor:
+def rollout(
+    model: Denoiser,
+    ctx_frames: Tensor,
+    ctx_actions: Tensor,
+    actions: Tensor,
+    cfg: SamplerConfig,
+    gen: torch.Generator | None = None,
+) -> Tensor:
     """Generate len(actions[0]) frames autoregressively.
 
     ctx_frames (B, n, C, H, W), ctx_actions (B, n): the last n frames and the actions taken at them;

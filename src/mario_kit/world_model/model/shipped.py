@@ -41,14 +41,21 @@ def available(folder: Path | None = None) -> bool:
 @lru_cache(maxsize=4)
 def _verified(folder: Path, stamp: tuple) -> dict[str, Any]:
     m = read_json(folder / MANIFEST, what="shipped model manifest")
-    if not isinstance(m, dict) or m.get("kind") != KIND or m.get("schema") != SCHEMA or not isinstance(m.get("files"), dict):
+    if (
+        not isinstance(m, dict)
+        or m.get("kind") != KIND
+        or m.get("schema") != SCHEMA
+        or not isinstance(m.get("files"), dict)
+    ):
         raise UserError(f"{folder / MANIFEST} is not a mario-kit shipped-model manifest")
     for name, digest in m["files"].items():
         p = folder / str(name)
         if "/" in str(name) or not p.is_file():
             raise UserError(f"the shipped model lacks {name}; reinstall mario-kit")
         if sha256(p) != digest:
-            raise UserError(f"the shipped model's {name} does not match its checksum (changed or damaged); reinstall mario-kit")
+            raise UserError(
+                f"the shipped model's {name} does not match its checksum (changed or damaged); reinstall mario-kit"
+            )
     return m
 
 
@@ -113,7 +120,10 @@ def slim(src: Path, dst: Path, config: dict[str, Any] | None = None) -> None:
     ck = load_checkpoint(Path(src))
     state = ck["ema"] if ck.get("ema") else ck["model"]
     small = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-    keep = {k: ck[k] for k in ("kind", "schema", "stage", "config", "n_actions", "action_set", "action_buttons", "step", "epoch")}
+    keep = {
+        k: ck[k]
+        for k in ("kind", "schema", "stage", "config", "n_actions", "action_set", "action_buttons", "step", "epoch")
+    }
     if config is not None:
         keep["config"] = json.dumps(config)
     save_atomic({**keep, "model": small, "ema": None}, Path(dst))

@@ -68,7 +68,9 @@ def compare(cfg: CompareConfig) -> Comparison:
     model = WorldModelEnv(cfg.run, cfg.upsampler, cfg.sampling_steps, cfg.device, seed=cfg.seed)
     ctx = _start(cfg.episode, cfg.start, cfg.length, model.n_context, cfg.policy)
     if model.meta["action_set"] != ctx["aset"].name:
-        raise UserError(f"the run was trained on the {model.meta['action_set']} action set, the episode uses {ctx['aset'].name}")
+        raise UserError(
+            f"the run was trained on the {model.meta['action_set']} action set, the episode uses {ctx['aset'].name}"
+        )
     actions = _actions(ctx, cfg)
     model.reset(downsample(ctx["frames"]), ctx["actions"])
     real_a, fake_a, low_a = _side_by_side(model, ctx, cfg.start, actions, cfg.progress)
@@ -84,7 +86,9 @@ def compare(cfg: CompareConfig) -> Comparison:
         for k in range(len(real_a)):
             w.writerow([k + 1, cfg.start + k, ctx["aset"].meaning(actions[k]), f"{p_low[k]:.3f}", f"{p_full[k]:.3f}"])
     _plot(p_low, p_full, png_path)
-    return Comparison(out, csv_path, png_path, len(real_a), cfg.length, real_a, pooled_psnr(lo_f, lo_r), pooled_psnr(hi_f, hi_r))
+    return Comparison(
+        out, csv_path, png_path, len(real_a), cfg.length, real_a, pooled_psnr(lo_f, lo_r), pooled_psnr(hi_f, hi_r)
+    )
 
 
 def _actions(ctx: dict[str, Any], cfg: CompareConfig) -> list[int]:
@@ -109,13 +113,22 @@ def _start(episode: str | Path, start: int, steps: int, n_ctx: int, policy: str)
             steps = min(steps, T - start + 1)
         if steps < 1:
             raise UserError("--steps must be >= 1")
-        return {"frames": ep.read_frames(start - n_ctx, start), "actions": ep.actions[start - n_ctx : start],
-                "aset": ep.action_set, "frame_skip": int(ep.attrs["frame_skip"]), "level": ep.attrs["level"],
-                "joypad": ep.joypad, "step_frames": ep.step_frames, "recorded": ep.actions, "steps": steps}
+        return {
+            "frames": ep.read_frames(start - n_ctx, start),
+            "actions": ep.actions[start - n_ctx : start],
+            "aset": ep.action_set,
+            "frame_skip": int(ep.attrs["frame_skip"]),
+            "level": ep.attrs["level"],
+            "joypad": ep.joypad,
+            "step_frames": ep.step_frames,
+            "recorded": ep.actions,
+            "steps": steps,
+        }
 
 
-def _side_by_side(model: WorldModelEnv, ctx: dict[str, Any], start: int, actions: list[int],
-                  progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _side_by_side(
+    model: WorldModelEnv, ctx: dict[str, Any], start: int, actions: list[int], progress: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same actions in the real game (rebuilt at frame start-1 by replay) and in the model:
     (real full-res, model full-res, model low-res) frames, up to the real game's end."""
     from mario_kit.progress import make_progress

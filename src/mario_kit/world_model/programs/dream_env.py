@@ -32,16 +32,34 @@ from mario_kit.world_model.programs.world_model_env import WorldModelEnv
 class DreamEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
 
-    def __init__(self, run: str | Path | None = None, spawns: str | Path | None = None, upsampler: bool = True,
-                 steps: int | None = None, device: str = "auto", max_steps: int = 1000, render_mode: str | None = None,
-                 threads: int = 1):
+    def __init__(
+        self,
+        run: str | Path | None = None,
+        spawns: str | Path | None = None,
+        upsampler: bool = True,
+        steps: int | None = None,
+        device: str = "auto",
+        max_steps: int = 1000,
+        render_mode: str | None = None,
+        threads: int = 1,
+    ):
         from mario_kit.world_model.model import shipped
 
         if threads < 0:
             raise ValueError("threads must be >= 1 (0: torch's default)")
-        self.spec = gym.envs.registration.EnvSpec(DREAM_ID, DREAM_ENTRY, kwargs={  # gym.make sets its own
-            "run": None if run is None else str(run), "spawns": None if spawns is None else str(spawns),
-            "upsampler": upsampler, "steps": steps, "device": device, "max_steps": max_steps, "threads": threads})
+        self.spec = gym.envs.registration.EnvSpec(
+            DREAM_ID,
+            DREAM_ENTRY,
+            kwargs={  # gym.make sets its own
+                "run": None if run is None else str(run),
+                "spawns": None if spawns is None else str(spawns),
+                "upsampler": upsampler,
+                "steps": steps,
+                "device": device,
+                "max_steps": max_steps,
+                "threads": threads,
+            },
+        )
 
         run = shipped.run_folder() if run is None else run
         spawns = shipped.spawns_file() if spawns is None else spawns
@@ -50,8 +68,10 @@ class DreamEnv(gym.Env):
         if self.dream.meta["action_set"] != self.spawns.action_set.name:
             from mario_kit import UserError
 
-            raise UserError(f"the run was trained on the {self.dream.meta['action_set']} action set, "
-                            f"the spawns use {self.spawns.action_set.name}")
+            raise UserError(
+                f"the run was trained on the {self.dream.meta['action_set']} action set, "
+                f"the spawns use {self.spawns.action_set.name}"
+            )
         self.action_set = self.spawns.action_set
         self.action_space = gym.spaces.Discrete(len(self.action_set))
         self.observation_space = gym.spaces.Box(0, 255, self.spawns.full.shape[2:], np.uint8)

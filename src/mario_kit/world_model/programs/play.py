@@ -79,7 +79,9 @@ def play(cfg: PlayConfig) -> PlayResult:
     require_display(script, "play")
     dream = _world_model(cfg)
     if dream.meta["n_actions"] != len(sp.action_set) or dream.meta["action_set"] != sp.action_set.name:
-        raise UserError(f"the run was trained on the {dream.meta['action_set']} action set, the spawns use {sp.action_set.name}")
+        raise UserError(
+            f"the run was trained on the {dream.meta['action_set']} action set, the spawns use {sp.action_set.name}"
+        )
     if cfg.record is not None:
         check_output_dir(Path(cfg.record), sp.action_set.name, sp.frame_skip)
     state = _Session(dream, sp, cfg.record, cfg.seed)
@@ -101,8 +103,17 @@ def _world_model(cfg: PlayConfig) -> WorldModelEnv:
     device = resolve_device(cfg.device)
     steps = CPU_PLAY_STEPS if cfg.sampling_steps is None and device == "cpu" else cfg.sampling_steps
     bf16 = device == "cpu" and fast_bf16("cpu") if cfg.bf16 is None else cfg.bf16
-    dream = WorldModelEnv(cfg.run, cfg.upsampler, steps, device, bf16, cfg.seed, cfg.compile, cfg.cuda_graph,
-                          upsampler_steps=cfg.upsampler_steps)
+    dream = WorldModelEnv(
+        cfg.run,
+        cfg.upsampler,
+        steps,
+        device,
+        bf16,
+        cfg.seed,
+        cfg.compile,
+        cfg.cuda_graph,
+        upsampler_steps=cfg.upsampler_steps,
+    )
     if cfg.upsampler and dream.up is None:
         print("this model has no upsampler: its 64x60 frames are shown enlarged", flush=True)
     if cfg.compile:
@@ -110,8 +121,15 @@ def _world_model(cfg: PlayConfig) -> WorldModelEnv:
     return dream
 
 
-def _window(state: "_Session", keys: dict[str, list[str]], scale: int, fps: float, sync: bool, script: dict[int, list],
-            max_frames: int | None) -> None:
+def _window(
+    state: "_Session",
+    keys: dict[str, list[str]],
+    scale: int,
+    fps: float,
+    sync: bool,
+    script: dict[int, list],
+    max_frames: int | None,
+) -> None:
     """The window's loop at 60 Hz: keys to the session's action and commands, the newest frame drawn."""
     from mario_kit.gui import Controls, FrameLimiter, Screen
 
@@ -143,11 +161,18 @@ def _window(state: "_Session", keys: dict[str, list[str]], scale: int, fps: floa
             slow = state.model_fps < 0.9 * fps and not sync and n > 2
             compiling = not n and state.dream.compiled  # until the first frame: torch.compile at work
             model = f"model {state.model_fps:4.1f} fps" if n else "model compiling" if compiling else "model starting"
-            banner = "PAUSED (P)" if state.paused else "compiling the model: a minute or more on a CPU" if compiling else ""
-            screen.draw(frame, [
-                f"spawn {state.spawn % len(sp) + 1}/{len(sp)}  step {state.steps}  {sp.action_set.meaning(state.action)}",
-                f"window {limiter.fps:4.1f} fps  {model}" + ("  (model slower than target)" if slow else ""),
-            ], [banner], dot=state.record is not None)
+            banner = (
+                "PAUSED (P)" if state.paused else "compiling the model: a minute or more on a CPU" if compiling else ""
+            )
+            screen.draw(
+                frame,
+                [
+                    f"spawn {state.spawn % len(sp) + 1}/{len(sp)}  step {state.steps}  {sp.action_set.meaning(state.action)}",
+                    f"window {limiter.fps:4.1f} fps  {model}" + ("  (model slower than target)" if slow else ""),
+                ],
+                [banner],
+                dot=state.record is not None,
+            )
             shown += 1
             if not sync:
                 limiter.wait()
@@ -183,9 +208,15 @@ class _Session:
             self.frame = self.sp.full[self.spawn, -1]
         if self.record is not None:
             ref = self.sp.refs[self.spawn]
-            meta = EpisodeMeta(env_id=f"SuperMarioBros-{ref['level']}-v0", level=ref["level"], frame_skip=self.sp.frame_skip,
-                               action_set=self.sp.action_set, source="world_model", policy={"name": "human-in-model"},
-                               extra={"spawn": ref, "replayable": False, "run_step": self.dream.meta["step"]})
+            meta = EpisodeMeta(
+                env_id=f"SuperMarioBros-{ref['level']}-v0",
+                level=ref["level"],
+                frame_skip=self.sp.frame_skip,
+                action_set=self.sp.action_set,
+                source="world_model",
+                policy={"name": "human-in-model"},
+                extra={"spawn": ref, "replayable": False, "run_step": self.dream.meta["step"]},
+            )
             self.writer = EpisodeWriter(self.record, meta)
             self.writer.add_frame(self.frame)
 
@@ -238,4 +269,3 @@ class _Session:
             else:
                 self.writer.discard()
             self.writer = None
-

@@ -27,11 +27,21 @@ class WorldModelEnv:
 
     On CUDA the whole step (every denoising step and the upsampler) is one captured CUDA graph by
     default: at batch 1 these small U-Nets are bound by kernel launches, not arithmetic (the same
-    frames, about twice the rate: docs/BENCHMARKS.md, "On a GPU")."""
+    frames, faster: docs/BENCHMARKS.md, "On a GPU")."""
 
-    def __init__(self, run: str | Path | None = None, upsampler: bool = True, steps: int | None = None, device: str = "auto",
-                 bf16: bool = False, seed: int = 0, compile: bool = False, cuda_graph: bool | None = None,
-                 channels_last: bool | None = None, upsampler_steps: int | None = None):
+    def __init__(
+        self,
+        run: str | Path | None = None,
+        upsampler: bool = True,
+        steps: int | None = None,
+        device: str = "auto",
+        bf16: bool = False,
+        seed: int = 0,
+        compile: bool = False,
+        cuda_graph: bool | None = None,
+        channels_last: bool | None = None,
+        upsampler_steps: int | None = None,
+    ):
         device = resolve_device(device)
         run = shipped.run_folder() if run is None else run  # verified against its checksums
         self.model, cfg, self.meta = load_model(run, "denoiser", device=device)
@@ -64,7 +74,9 @@ class WorldModelEnv:
             raise UserError("CUDA graphs need a CUDA device")
         self._graph: tuple | None = None  # (graph, static inputs, static outputs), captured at the first step
         # autocast's weight-cast cache must be off while a graph is captured (torch.cuda.graphs' notes)
-        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graph) if bf16 else None
+        self.amp = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graph) if bf16 else None
+        )
         self.gen = torch.Generator(device).manual_seed(seed)
 
     @property
@@ -76,14 +88,17 @@ class WorldModelEnv:
         """Start from context frames (n, 60, 64, 3) uint8 and the actions taken at them; the last
         `n_context` are used, and fewer than that are refused."""
         if len(low) < self.n_context or len(actions) < len(low):
-            raise UserError(f"the model conditions on {self.n_context} past frames; this start gives {len(low)} "
-                            f"(make spawns with `dataset spawn --context {self.n_context}`)")
+            raise UserError(
+                f"the model conditions on {self.n_context} past frames; this start gives {len(low)} "
+                f"(make spawns with `dataset spawn --context {self.n_context}`)"
+            )
         low, actions = low[-self.n_context :], actions[len(actions) - self.n_context :]
         self.frames = to_model(torch.from_numpy(np.ascontiguousarray(low))).to(self.device)[None]  # (1, n, C, H, W)
         self.actions = torch.as_tensor(actions, dtype=torch.long, device=self.device)[None]
 
-    def _generate(self, ctx: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor,
-                  noise_up: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _generate(
+        self, ctx: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, noise_up: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         with self.amp or torch.autocast("cpu", enabled=False):
             nxt = sample(self.model, ctx, actions, self.cfg, noise=noise).float()
             full = upsample(self.up, nxt, self.up_cfg, noise=noise_up).float() if self.up is not None else None
@@ -126,5 +141,9 @@ class WorldModelEnv:
         self.frames = torch.cat((self.frames[:, 1:], nxt[:, None]), dim=1)
         self.actions = torch.cat((self.actions[:, 1:], self.actions[:, -1:]), dim=1)
         low = to_uint8(nxt[0]).cpu().numpy()
-        full_np = to_uint8(full[0]).cpu().numpy() if full is not None else np.repeat(np.repeat(low, self.upsampling_factor, 0), self.upsampling_factor, 1)
+        full_np = (
+            to_uint8(full[0]).cpu().numpy()
+            if full is not None
+            else np.repeat(np.repeat(low, self.upsampling_factor, 0), self.upsampling_factor, 1)
+        )
         return low, full_np

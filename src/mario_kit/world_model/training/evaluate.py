@@ -9,8 +9,7 @@ side with the copy-last-frame baseline (predict that nothing changes) on the sam
   the game changed, and the scroll against the real game's (metrics.py), so that a model that
   copies the scene cannot score well; with an upsampler, the last frame at full res too. The lead
   over copy-last at the last step comes with a 90% bootstrap interval over the rollouts
-  (`model_gap_last_ci90`): at 64 rollouts of 32 steps it is about 1.8 dB wide, so a lead read off
-  one evaluation is that unsure.
+  (`model_gap_last_ci90`): a lead read off one evaluation is as unsure as that interval is wide.
 """
 
 from __future__ import annotations
@@ -28,13 +27,33 @@ from mario_kit.datasets.loader import WindowDataset
 from mario_kit.datasets.store import store_array
 from mario_kit.progress import make_progress
 from mario_kit.world_model.model.denoiser import bicubic
-from mario_kit.world_model.training.metrics import changed_psnr, finite_stats, mse, pooled_gap_interval, pooled_psnr, psnr_stats, scroll_error, scroll_oracle, scroll_so_far, ssim, to_img
+from mario_kit.world_model.training.metrics import (
+    changed_psnr,
+    finite_stats,
+    mse,
+    pooled_gap_interval,
+    pooled_psnr,
+    psnr_stats,
+    scroll_error,
+    scroll_oracle,
+    scroll_so_far,
+    ssim,
+    to_img,
+)
 from mario_kit.world_model.model.sampler import rollout, sample, to_model, upsample
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.model.checkpoint import load_model, path_of
 from mario_kit.world_model.config import TrainConfig, set_sampler
-from mario_kit.world_model.training.scores import (Evaluation, FrameScores, PooledScores, PsnrStats, RolloutScores, Scores,
-                                                   SsimStats, UpsamplerScores)
+from mario_kit.world_model.training.scores import (
+    Evaluation,
+    FrameScores,
+    PooledScores,
+    PsnrStats,
+    RolloutScores,
+    Scores,
+    SsimStats,
+    UpsamplerScores,
+)
 
 
 def _pick(ds: WindowDataset, n: int, seed: int, full_context: bool = True) -> np.ndarray:
@@ -117,25 +136,33 @@ def _scores(pred: torch.Tensor, target: torch.Tensor, last: torch.Tensor) -> Fra
     def scores(x: torch.Tensor) -> Scores:
         return Scores(PsnrStats(**psnr_stats(x, target, moving)), SsimStats(**finite_stats(ssim(x, target))))
 
-    return FrameScores(windows=len(target), static_windows=int((~moving).sum()), model=scores(pred), copy_last=scores(last))
+    return FrameScores(
+        windows=len(target), static_windows=int((~moving).sum()), model=scores(pred), copy_last=scores(last)
+    )
 
 
-def _next_frame(model, cfg, test: WindowDataset, idx: np.ndarray, gen,
-                device: str) -> tuple[torch.Tensor, torch.Tensor, FrameScores]:
+def _next_frame(
+    model, cfg, test: WindowDataset, idx: np.ndarray, gen, device: str
+) -> tuple[torch.Tensor, torch.Tensor, FrameScores]:
     """One sampled next frame per test window, scored at low res; with the scores, the windows'
     frames (B, n+1, C, H, W) and the predictions (B, C, H, W), in model units, for the upsampler."""
     n = model.cfg.n_context
     b = test.gather(test.fetch(idx))
     obs = to_model(torch.from_numpy(b["obs"])).to(device)
     act = torch.from_numpy(b["act"]).to(device)
-    pred = torch.cat([sample(model, obs[i : i + 16, :n].flatten(1, 2), act[i : i + 16], cfg.sampler, gen)
-                      for i in range(0, len(idx), 16)])
+    pred = torch.cat(
+        [
+            sample(model, obs[i : i + 16, :n].flatten(1, 2), act[i : i + 16], cfg.sampler, gen)
+            for i in range(0, len(idx), 16)
+        ]
+    )
     target, last = torch.from_numpy(b["obs"][:, n]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
     return obs, pred, _scores(to_img(pred.cpu()), target, last)
 
 
-def _rollouts(model, tcfg: TrainConfig, cfg: EvaluateConfig, gen, device: str, report: Evaluation,
-              up=None) -> dict[int, tuple[list[float], list[float], list[float]]]:
+def _rollouts(
+    model, tcfg: TrainConfig, cfg: EvaluateConfig, gen, device: str, report: Evaluation, up=None
+) -> dict[int, tuple[list[float], list[float], list[float]]]:
     """From test windows, h frames generated autoregressively with the recorded actions (the real
     game's frames, as replay rebuilds them), scored per step against copy-last on the same windows.
     With an upsampler `up` (its model and config), each rollout's last frame is scored at full res too."""
@@ -176,27 +203,40 @@ def _score_rollout(img: torch.Tensor, real: torch.Tensor, last: torch.Tensor) ->
     c = [pooled_psnr(last, real[:, t]) for t in range(h)]
     o = [pooled_psnr(oracle[:, t], real[:, t]) for t in range(h)]
     r3 = lambda v: round(float(v), 3)  # noqa: E731
-    return {"model_curve": m, "copy_last_curve": c, "scroll_oracle_curve": o,
-            "model_psnr_last": r3(m[-1]), "model_psnr_mean": r3(np.mean(m)),
-            "copy_last_psnr_last": r3(c[-1]), "copy_last_psnr_mean": r3(np.mean(c)),
-            "scroll_oracle_psnr_last": r3(o[-1]), "scroll_oracle_psnr_mean": r3(np.mean(o)),
-            "model_gap_last": r3(m[-1] - c[-1]),
-            "model_gap_last_ci90": [r3(v) for v in pooled_gap_interval(img[:, -1], last, real[:, -1])],
-            "model_ssim_last": r3(ssim(img[:, -1], real[:, -1]).mean()), "copy_last_ssim_last": r3(ssim(last, real[:, -1]).mean()),
-            "model_changed_psnr_last": r3(changed_psnr(img[:, -1], real[:, -1], last)),
-            "copy_last_changed_psnr_last": r3(changed_psnr(last, real[:, -1], last)),
-            **scroll_error(img, real, last, real_scroll)}
+    return {
+        "model_curve": m,
+        "copy_last_curve": c,
+        "scroll_oracle_curve": o,
+        "model_psnr_last": r3(m[-1]),
+        "model_psnr_mean": r3(np.mean(m)),
+        "copy_last_psnr_last": r3(c[-1]),
+        "copy_last_psnr_mean": r3(np.mean(c)),
+        "scroll_oracle_psnr_last": r3(o[-1]),
+        "scroll_oracle_psnr_mean": r3(np.mean(o)),
+        "model_gap_last": r3(m[-1] - c[-1]),
+        "model_gap_last_ci90": [r3(v) for v in pooled_gap_interval(img[:, -1], last, real[:, -1])],
+        "model_ssim_last": r3(ssim(img[:, -1], real[:, -1]).mean()),
+        "copy_last_ssim_last": r3(ssim(last, real[:, -1]).mean()),
+        "model_changed_psnr_last": r3(changed_psnr(img[:, -1], real[:, -1], last)),
+        "copy_last_changed_psnr_last": r3(changed_psnr(last, real[:, -1], last)),
+        **scroll_error(img, real, last, real_scroll),
+    }
 
 
 def _full_res_last(up, low: torch.Tensor, store: Path, targets: np.ndarray, h: int, gen) -> dict[str, Any]:
     """The rollouts' last frames upsampled and scored against the real full-res frames, with
     copy-last at full res (the last context frame) on the same windows."""
     model, ucfg = up
-    hi = to_img(torch.cat([upsample(model, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, len(low), 4)]).cpu())
+    hi = to_img(
+        torch.cat([upsample(model, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, len(low), 4)]).cpu()
+    )
     tgt, last = _full_frames(store, targets + h - 1), _full_frames(store, targets - 1)
-    return {"model_psnr_last_full_res": round(pooled_psnr(hi, tgt), 3), "copy_last_psnr_last_full_res": round(pooled_psnr(last, tgt), 3),
-            "model_ssim_last_full_res": round(float(ssim(hi, tgt).mean()), 3),
-            "copy_last_ssim_last_full_res": round(float(ssim(last, tgt).mean()), 3)}
+    return {
+        "model_psnr_last_full_res": round(pooled_psnr(hi, tgt), 3),
+        "copy_last_psnr_last_full_res": round(pooled_psnr(last, tgt), 3),
+        "model_ssim_last_full_res": round(float(ssim(hi, tgt).mean()), 3),
+        "copy_last_ssim_last_full_res": round(float(ssim(last, tgt).mean()), 3),
+    }
 
 
 UPSAMPLER_WINDOWS = 16  # full-res frames scored (each costs a full-res denoising pass on a CPU)
@@ -216,8 +256,11 @@ def _full_frames(store: Path, rows: np.ndarray) -> torch.Tensor:
 
 def _upsampler_alone(up, ucfg, low: torch.Tensor, tgt: torch.Tensor, gen) -> UpsamplerScores:
     """The recorded low-res targets lifted to full res by the upsampler, against plain bicubic."""
-    ups = to_img(torch.cat([upsample(up, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, len(low), 4)]).cpu())
+    ups = to_img(
+        torch.cat([upsample(up, low[i : i + 4], ucfg.upsampler_sampler, gen) for i in range(0, len(low), 4)]).cpu()
+    )
     bic = to_img(bicubic(low, up.cfg.upsampling_factor).cpu())
+
     def scores(x: torch.Tensor) -> PooledScores:
         return PooledScores(round(pooled_psnr(x, tgt), 3), SsimStats(**finite_stats(ssim(x, tgt))))
 
@@ -241,8 +284,13 @@ def _evaluate_upsampler_only(cfg: EvaluateConfig, device: str) -> Evaluation:
     idx = _pick(test, cfg.windows, cfg.seed)[:UPSAMPLER_WINDOWS]  # the frames a full evaluation scores
     low = to_model(torch.from_numpy(test.gather(test.fetch(idx))["obs"][:, -1])).to(device)
     gen = torch.Generator(device).manual_seed(cfg.seed)
-    report = Evaluation(run=str(run), store=str(store), step=meta["step"], sampler=vars(ucfg.upsampler_sampler),
-                        upsampler_alone=_upsampler_alone(up, ucfg, low, _full_frames(store, test.targets[idx]), gen))
+    report = Evaluation(
+        run=str(run),
+        store=str(store),
+        step=meta["step"],
+        sampler=vars(ucfg.upsampler_sampler),
+        upsampler_alone=_upsampler_alone(up, ucfg, low, _full_frames(store, test.targets[idx]), gen),
+    )
     _write(cfg.out, report, None)
     return report
 
@@ -268,6 +316,3 @@ def _plot(curves: dict[int, tuple[list[float], list[float], list[float]]], path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-

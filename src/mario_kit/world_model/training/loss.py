@@ -16,8 +16,9 @@ from mario_kit.world_model.config import NoiseConfig
 from mario_kit.world_model.model.denoiser import Denoiser, bicubic
 
 
-def sample_sigma(noise: NoiseConfig, n: int, gen: torch.Generator | None, device: torch.device | str,
-                 context: bool = False) -> Tensor:
+def sample_sigma(
+    noise: NoiseConfig, n: int, gen: torch.Generator | None, device: torch.device | str, context: bool = False
+) -> Tensor:
     """Training noise levels: log-normal (loc, scale), or (cond_loc, cond_scale) for the context."""
     loc, scale = (noise.cond_loc, noise.cond_scale) if context else (noise.loc, noise.scale)
     s = torch.randn(n, generator=gen, device=device) * scale + loc
@@ -30,8 +31,9 @@ def add_noise(x: Tensor, sigma: Tensor, offset: float, gen: torch.Generator | No
     return x + shift + torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype) * sigma[:, None, None, None]
 
 
-def denoiser_loss(model: Denoiser, noise: NoiseConfig, frames: Tensor, act: Tensor, mask: Tensor,
-                  gen: torch.Generator | None = None) -> Tensor:
+def denoiser_loss(
+    model: Denoiser, noise: NoiseConfig, frames: Tensor, act: Tensor, mask: Tensor, gen: torch.Generator | None = None
+) -> Tensor:
     """frames (B, n + h, C, H, W) in [-1, 1]; act (B, n + h - 1); mask (B, n + h). For each of the h
     targets the context is the n frames before it, earlier targets replaced by the model's denoising."""
     n = model.cfg.n_context
@@ -40,24 +42,41 @@ def denoiser_loss(model: Denoiser, noise: NoiseConfig, frames: Tensor, act: Tens
     h = frames.shape[1] - n
     for i in range(h):
         ctx = frames[:, i : i + n].flatten(1, 2)
-        loss, denoised = _loss_one(model, noise, frames[:, n + i], ctx, act[:, i : i + n], mask[:, n + i], gen,
-                                   noise_ctx=noise.noise_previous_obs)
+        loss, denoised = _loss_one(
+            model,
+            noise,
+            frames[:, n + i],
+            ctx,
+            act[:, i : i + n],
+            mask[:, n + i],
+            gen,
+            noise_ctx=noise.noise_previous_obs,
+        )
         total = total + loss
         if i + 1 < h:
             frames[:, n + i] = denoised.detach()
     return total / h
 
 
-def upsampler_loss(model: Denoiser, noise: NoiseConfig, frames: Tensor, low: Tensor, mask: Tensor,
-                   gen: torch.Generator | None = None) -> Tensor:
+def upsampler_loss(
+    model: Denoiser, noise: NoiseConfig, frames: Tensor, low: Tensor, mask: Tensor, gen: torch.Generator | None = None
+) -> Tensor:
     """frames (B, 1, C, H, W) full-res targets, low (B, C, h, w) the same frames low-res."""
     up = bicubic(low, model.cfg.upsampling_factor)
     target = frames[:, 0] - up if model.cfg.residual else frames[:, 0]
     return _loss_one(model, noise, target, up, None, mask[:, -1], gen, noise_ctx=False)[0]
 
 
-def _loss_one(model: Denoiser, noise: NoiseConfig, target: Tensor, ctx: Tensor, act: Tensor | None, mask: Tensor,
-              gen: torch.Generator | None, noise_ctx: bool) -> tuple[Tensor, Tensor]:
+def _loss_one(
+    model: Denoiser,
+    noise: NoiseConfig,
+    target: Tensor,
+    ctx: Tensor,
+    act: Tensor | None,
+    mask: Tensor,
+    gen: torch.Generator | None,
+    noise_ctx: bool,
+) -> tuple[Tensor, Tensor]:
     """The masked mean loss over a batch of targets, and D's output (the denoised targets)."""
     b, offset = target.shape[0], model.cfg.sigma_offset_noise
     sigma_cond = None
@@ -74,8 +93,15 @@ def _loss_one(model: Denoiser, noise: NoiseConfig, target: Tensor, ctx: Tensor, 
     return loss, (c_skip * noisy + c_out * out).clamp(-1, 1)
 
 
-def window_loss(model: Denoiser, noise: NoiseConfig, frames: Tensor, act: Tensor | None, mask: Tensor,
-                gen: torch.Generator | None = None, low: Tensor | None = None) -> Tensor:
+def window_loss(
+    model: Denoiser,
+    noise: NoiseConfig,
+    frames: Tensor,
+    act: Tensor | None,
+    mask: Tensor,
+    gen: torch.Generator | None = None,
+    low: Tensor | None = None,
+) -> Tensor:
     """The loss of a batch from the loader: the upsampler's when `model` is one (then `low` is given)."""
     if model.cfg.upsampler:
         assert low is not None, "the upsampler's loss needs the low-res frames"

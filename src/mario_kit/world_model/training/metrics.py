@@ -34,13 +34,14 @@ def pooled_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(255.0**2 / mse(a, b).mean()))
 
 
-def pooled_gap_interval(pred: torch.Tensor, base: torch.Tensor, real: torch.Tensor, level: float = 0.9,
-                        n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+def pooled_gap_interval(
+    pred: torch.Tensor, base: torch.Tensor, real: torch.Tensor, level: float = 0.9, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """How sure a pooled PSNR lead is: the `level` bootstrap interval of pooled_psnr(pred) -
     pooled_psnr(base) against `real` (B, H, W, C), resampling the B pairs (rollouts) with replacement,
     model and baseline together. A lead read off one set of rollouts moves with which rollouts were
-    drawn and with the sampler's noise (0.3 dB between two sampler seeds on the same 64 rollouts of
-    32 steps: docs/BENCHMARKS.md); a target such as "+3 dB" is met when the interval's low end is."""
+    drawn and with the sampler's noise (how much: docs/BENCHMARKS_LOG.md, "World model quality"); a
+    target such as "+3 dB" is met when the interval's low end is."""
     ep, eb = mse(pred, real).double().cpu(), mse(base, real).double().cpu()
     idx = torch.from_numpy(np.random.default_rng(seed).integers(0, len(ep), (n_boot, len(ep))))
     gaps = 10 * torch.log10(eb[idx].mean(1) / ep[idx].mean(1).clamp(min=1e-12))
@@ -54,8 +55,11 @@ def psnr_stats(pred: torch.Tensor, target: torch.Tensor, moving: torch.Tensor) -
     copy-last baseline is exact and its PSNR infinite), `median` over all windows, and `pooled`
     (PSNR of the mean squared error over all windows)."""
     p = psnr(pred, target)
-    return {"mean": round(float(p[moving].mean()), 3) if moving.any() else float("nan"),
-            "median": round(float(p.median()), 3), "pooled": round(pooled_psnr(pred, target), 3)}
+    return {
+        "mean": round(float(p[moving].mean()), 3) if moving.any() else float("nan"),
+        "median": round(float(p.median()), 3),
+        "pooled": round(pooled_psnr(pred, target), 3),
+    }
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -118,8 +122,9 @@ def scroll_so_far(frames: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return horizontal_shift(prev.flatten(0, 1), frames.flatten(0, 1)).view(frames.shape[:2]).cumsum(1)
 
 
-def scroll_error(pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor,
-                 real_scroll: torch.Tensor | None = None) -> dict[str, float]:
+def scroll_error(
+    pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor, real_scroll: torch.Tensor | None = None
+) -> dict[str, float]:
     """How far the dream scrolled against the real game over a rollout (`scroll_so_far` of each).
     pred, real (B, T, H, W, C), last (B, H, W, C); `real_scroll`, (B, T), is `scroll_so_far(real,
     last)` when the caller has it already. Returns the real game's mean scroll and the mean
@@ -127,10 +132,12 @@ def scroll_error(pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor,
     scores the real scroll itself as its error."""
     sr = (scroll_so_far(real, last) if real_scroll is None else real_scroll)[:, -1]
     sp = scroll_so_far(pred, last)[:, -1]
-    return {"real_scroll_px": round(float(sr.float().mean()), 2),
-            "model_scroll_px": round(float(sp.float().mean()), 2),
-            "scroll_error_px": round(float((sp - sr).abs().float().mean()), 2),
-            "copy_last_scroll_error_px": round(float(sr.abs().float().mean()), 2)}
+    return {
+        "real_scroll_px": round(float(sr.float().mean()), 2),
+        "model_scroll_px": round(float(sp.float().mean()), 2),
+        "scroll_error_px": round(float((sp - sr).abs().float().mean()), 2),
+        "copy_last_scroll_error_px": round(float(sr.abs().float().mean()), 2),
+    }
 
 
 def shift_frames(frames: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
@@ -152,7 +159,7 @@ def scroll_oracle(real: torch.Tensor, last: torch.Tensor, real_scroll: torch.Ten
     place as a perfect scroller would, but cannot draw the level that scrolls in, nor Mario's or the
     enemies' moves (it carries Mario along with the scene). A model that scores below it at a horizon
     loses more to its own scroll error and the scenery it draws than the oracle loses by stretching
-    the border (docs/BENCHMARKS.md, "What the long rollouts ask for"). `real_scroll` as in
+    the border (docs/BENCHMARKS_LOG.md, "What the long rollouts ask for"). `real_scroll` as in
     `scroll_error`."""
     dx = scroll_so_far(real, last) if real_scroll is None else real_scroll
     return torch.stack([shift_frames(last, dx[:, t]) for t in range(real.shape[1])], 1)

@@ -7,16 +7,30 @@ from typing import Any
 
 from mario_kit import UserError
 from mario_kit.hardware import fast_bf16
-from mario_kit.world_model.config import (ModelConfig, NoiseConfig, SamplerConfig, TrainConfig, apply_override, check,
-                                          from_dict, to_dict)
+from mario_kit.world_model.config import (
+    ModelConfig,
+    NoiseConfig,
+    SamplerConfig,
+    TrainConfig,
+    apply_override,
+    check,
+    from_dict,
+    to_dict,
+)
 
 
 def small_upsampler_model() -> ModelConfig:
     """A CPU-playable upsampler: half DIAMOND's channels, one block per level. Residual (see
     model/denoiser.py): it starts at bicubic, where DIAMOND's parametrisation stayed below bicubic
     after the same short CPU training (docs/BENCHMARKS.md, "Residual upsampler")."""
-    return ModelConfig(channels=[32, 32, 64, 128], depths=[1, 1, 1, 1], attn=[False, False, False, True],
-                       cond_channels=256, upsampler=True, residual=True)
+    return ModelConfig(
+        channels=[32, 32, 64, 128],
+        depths=[1, 1, 1, 1],
+        attn=[False, False, False, True],
+        cond_channels=256,
+        upsampler=True,
+        residual=True,
+    )
 
 
 def tiny() -> TrainConfig:
@@ -25,24 +39,44 @@ def tiny() -> TrainConfig:
     return TrainConfig(
         denoiser=ModelConfig(**small),  # type: ignore[arg-type]
         upsampler=ModelConfig(**small, attn=[False, False, False, True], upsampler=True, residual=True),  # type: ignore[arg-type]
-        batch_size=8, grad_accum=1, upsampler_batch_size=2, epochs=2, steps_first_epoch=20, steps_per_epoch=20,
-        upsampler_steps_per_epoch=10, warmup_steps=5, lr=1e-3, log_every=5, test_batches=2,
+        batch_size=8,
+        grad_accum=1,
+        upsampler_batch_size=2,
+        epochs=2,
+        steps_first_epoch=20,
+        steps_per_epoch=20,
+        upsampler_steps_per_epoch=10,
+        warmup_steps=5,
+        lr=1e-3,
+        log_every=5,
+        test_batches=2,
     )
 
 
 def cpu() -> TrainConfig:
     """The 2-hour CPU run. What differs from DIAMOND, each won an A/B at equal CPU time
-    (docs/BENCHMARKS.md, "Recipes at equal budget" and "Training noise for the 1-step sampler"):
+    (docs/BENCHMARKS.md, "World-model recipes at equal budget"; the runs: docs/BENCHMARKS_LOG.md, "Training noise for the 1-step sampler"):
     a 48-channel denoiser (more samples per second beat more channels), context frames noised little
     (cond_loc -3) and the sampler saying so (s_cond 0.05), training noise centred on the 1-step
     sampler's sigma (loc 1.6, scale 0.5) and 1-step sampling, batch 32, EMA weights, bf16 where the
     CPU has it, and the small residual upsampler in 2 steps (DIAMOND's is too slow to play on a CPU)."""
-    return TrainConfig(denoiser=ModelConfig(channels=[48, 48, 48, 48]),
-                       noise=NoiseConfig(loc=1.6, scale=0.5, cond_loc=-3.0, cond_scale=1.0),
-                       sampler=SamplerConfig(steps=1, s_cond=0.05),
-                       upsampler=small_upsampler_model(), upsampler_sampler=SamplerConfig(steps=2, sigma_max=5.0, s_cond=0.0),
-                       batch_size=32, grad_accum=1, lr=3e-4, warmup_steps=100, epochs=0, steps_first_epoch=200,
-                       steps_per_epoch=200, ema=0.999, bf16="on" if fast_bf16("cpu") else "off", channels_last="on")
+    return TrainConfig(
+        denoiser=ModelConfig(channels=[48, 48, 48, 48]),
+        noise=NoiseConfig(loc=1.6, scale=0.5, cond_loc=-3.0, cond_scale=1.0),
+        sampler=SamplerConfig(steps=1, s_cond=0.05),
+        upsampler=small_upsampler_model(),
+        upsampler_sampler=SamplerConfig(steps=2, sigma_max=5.0, s_cond=0.0),
+        batch_size=32,
+        grad_accum=1,
+        lr=3e-4,
+        warmup_steps=100,
+        epochs=0,
+        steps_first_epoch=200,
+        steps_per_epoch=200,
+        ema=0.999,
+        bf16="on" if fast_bf16("cpu") else "off",
+        channels_last="on",
+    )
 
 
 def gpu() -> TrainConfig:
@@ -52,11 +86,27 @@ def gpu() -> TrainConfig:
     short leases: epochs of 500 steps, each saved, and with max_steps or time_limit the learning rate
     decays over the last quarter (`bench/device.sh` trains it with --set time_limit=SECONDS)."""
     c = cpu()
-    return TrainConfig(denoiser=dataclasses.replace(c.denoiser, channels=[64, 64, 64, 64]), noise=c.noise,
-                       sampler=c.sampler, upsampler=small_upsampler_model(), upsampler_sampler=c.upsampler_sampler,
-                       batch_size=128, grad_accum=1, upsampler_batch_size=32, lr=6e-4, warmup_steps=200, decay_fraction=0.25,
-                       epochs=0, steps_first_epoch=500, steps_per_epoch=500, upsampler_steps_per_epoch=500, ema=0.999,
-                       bf16="off", channels_last="off", compile="off")
+    return TrainConfig(
+        denoiser=dataclasses.replace(c.denoiser, channels=[64, 64, 64, 64]),
+        noise=c.noise,
+        sampler=c.sampler,
+        upsampler=small_upsampler_model(),
+        upsampler_sampler=c.upsampler_sampler,
+        batch_size=128,
+        grad_accum=1,
+        upsampler_batch_size=32,
+        lr=6e-4,
+        warmup_steps=200,
+        decay_fraction=0.25,
+        epochs=0,
+        steps_first_epoch=500,
+        steps_per_epoch=500,
+        upsampler_steps_per_epoch=500,
+        ema=0.999,
+        bf16="off",
+        channels_last="off",
+        compile="off",
+    )
 
 
 CONFIGS = {"seed": TrainConfig, "default": TrainConfig, "tiny": tiny, "cpu": cpu, "gpu": gpu}
@@ -78,6 +128,7 @@ SAFE_ON_RESUME = ("max_steps", "time_limit", "epochs", "log_every", "test_batche
 
 def differences(a: TrainConfig, b: TrainConfig) -> list[str]:
     """Dotted names of the settings in which two configs differ."""
+
     def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in d.items():
@@ -94,8 +145,10 @@ def check_resume(saved: TrainConfig, cfg: TrainConfig) -> None:
     bad = [k for k in differences(saved, cfg) if k not in SAFE_ON_RESUME]
     if bad:
         shown = ", ".join(f"{k}: {_get(flat_saved, k)!r} -> {_get(flat_new, k)!r}" for k in bad[:3])
-        raise UserError(f"resuming would change {shown}{' ...' if len(bad) > 3 else ''}; on --resume only "
-                        f"{', '.join(SAFE_ON_RESUME)} may change (start another run with --force or another --out)")
+        raise UserError(
+            f"resuming would change {shown}{' ...' if len(bad) > 3 else ''}; on --resume only "
+            f"{', '.join(SAFE_ON_RESUME)} may change (start another run with --force or another --out)"
+        )
 
 
 def _get(d: Any, dotted: str) -> Any:

@@ -117,8 +117,14 @@ def batch_tensors(batch: dict[str, np.ndarray], stage: str, rt: Runtime):
 
 
 # --- the loop ---------------------------------------------------------------------------------------
-def train(store: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+def train(
+    store: str | Path,
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train the configured stage(s) on `store` into the run folder `out`; returns the summary."""
     check(cfg)
     out, store = Path(out), Path(store)
@@ -189,7 +195,9 @@ def _check_inputs(store: Path, cfg: TrainConfig) -> None:
         for stage in _stages(cfg):
             path, ck = _init_checkpoint(cfg.init, stage)
             if ck["action_set"] != m["action_set"] or int(ck["n_actions"]) != len(m["action_buttons"]):
-                raise UserError(f"init: {path} was trained on action set {ck['action_set']}, this store has {m['action_set']}")
+                raise UserError(
+                    f"init: {path} was trained on action set {ck['action_set']}, this store has {m['action_set']}"
+                )
 
 
 def _stages(cfg: TrainConfig) -> list[str]:
@@ -279,8 +287,10 @@ def _resume(st: _Stage, ck_path: Path, cfg: TrainConfig, rt: Runtime) -> dict[st
         st.gen.set_state(ck["gen_states"][rt.rank])
         st.step, st.epoch, st.k = int(ck["step"]), int(ck["epoch"]), int(ck["batch_in_epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-        raise UserError(f"{ck_path} does not hold this run's training state ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else 'missing'}); start it again with --force") from None
+        raise UserError(
+            f"{ck_path} does not hold this run's training state ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'missing'}); start it again with --force"
+        ) from None
     if ck.get("done") and not ((cfg.max_steps == 0 or st.step < cfg.max_steps) and _epochs_left(cfg, st.epoch)):
         return ck.get("result", {"step": st.step})
     return None
@@ -318,11 +328,29 @@ def _save(st: _Stage, cfg: TrainConfig, rt: Runtime, path: Path, result: dict[st
         dist.all_gather_object(gathered, gens[0])
         gens = gathered
     if rt.main:
-        resume_state = {"ema_full": st.ema.state_dict() if st.ema is not None else None,
-                        "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(), "gen_states": gens,
-                        "batch_in_epoch": st.k, "done": result is not None, "result": result}
-        save_atomic(make_checkpoint(st.name, cfg, st.model, st.ds.m["action_set"], st.ds.m["action_buttons"],
-                                    st.ema, st.step, st.epoch, resume_state), path)
+        resume_state = {
+            "ema_full": st.ema.state_dict() if st.ema is not None else None,
+            "optimizer": st.opt.state_dict(),
+            "scheduler": st.sched.state_dict(),
+            "gen_states": gens,
+            "batch_in_epoch": st.k,
+            "done": result is not None,
+            "result": result,
+        }
+        save_atomic(
+            make_checkpoint(
+                st.name,
+                cfg,
+                st.model,
+                st.ds.m["action_set"],
+                st.ds.m["action_buttons"],
+                st.ema,
+                st.step,
+                st.epoch,
+                resume_state,
+            ),
+            path,
+        )
 
 
 def _optimiser_step(st: _Stage, loss_mod: Any, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, amp) -> float:
@@ -331,7 +359,7 @@ def _optimiser_step(st: _Stage, loss_mod: Any, rows: np.ndarray, cfg: TrainConfi
     for a, idx in enumerate(rows):
         frames, act, mask, cond = batch_tensors(st.ds.gather(st.ds.fetch(idx)), st.name, rt)
         sync = rt.world > 1 and a < accum - 1
-        with (loss_mod.no_sync() if sync else nullcontext()), amp:
+        with loss_mod.no_sync() if sync else nullcontext(), amp:
             loss: torch.Tensor = loss_mod(frames, act, mask, st.gen, cond) / accum
         loss.backward()
         total += loss.item()
@@ -350,14 +378,19 @@ def _wrap(model: Denoiser, noise: NoiseConfig, rt: Runtime) -> Any:
     """The loss module as the loop calls it: DDP across ranks, compiled when asked."""
     loss_mod: nn.Module = _Loss(model, noise)
     if rt.world > 1:
-        loss_mod = nn.parallel.DistributedDataParallel(loss_mod, device_ids=[rt.device] if rt.device.type == "cuda" else None)
-    if rt.compile:  # static shapes: the denoiser and upsampler stages share the U-Net's code (see programs/world_model_env.py)
+        loss_mod = nn.parallel.DistributedDataParallel(
+            loss_mod, device_ids=[rt.device] if rt.device.type == "cuda" else None
+        )
+    if (
+        rt.compile
+    ):  # static shapes: the denoiser and upsampler stages share the U-Net's code (see programs/world_model_env.py)
         return torch.compile(loss_mod, dynamic=False)
     return loss_mod
 
 
-def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runtime, resume: bool, stop: CtrlC,
-                 progress: bool) -> dict[str, Any]:
+def _train_stage(
+    store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runtime, resume: bool, stop: CtrlC, progress: bool
+) -> dict[str, Any]:
     from mario_kit.progress import make_progress
 
     cfg = dataclasses.replace(cfg)  # a time_limit sets this stage's max_steps
@@ -376,8 +409,8 @@ def _train_stage(store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runti
     amp = torch.autocast(rt.device.type, dtype=torch.bfloat16) if rt.bf16 else nullcontext()
     weights = st.ds.target_weights.astype(np.float64) if cfg.weighted else None
     bs, accum = (cfg.upsampler_batch_size, cfg.upsampler_grad_accum) if st.up else (cfg.batch_size, cfg.grad_accum)
-    result: dict[str, Any] = {"parameters": count_parameters(st.model), "device": str(rt.device), "bf16": rt.bf16,
-                              "channels_last": rt.channels_last, "compile": rt.compile, "world_size": rt.world}
+    result: dict[str, Any] = {"parameters": count_parameters(st.model), "device": str(rt.device), "bf16": rt.bf16}
+    result |= {"channels_last": rt.channels_last, "compile": rt.compile, "world_size": rt.world}
     loss, t0, seen, step0 = float("nan"), time.perf_counter(), 0, st.step
     planned = not cfg.time_limit
     sps = lambda: round(seen * rt.world / (time.perf_counter() - t0), 2)  # noqa: E731
@@ -461,8 +494,17 @@ class _Log:
     def row(self, st: _Stage, loss: float, sps: float, test_loss: float | None = None) -> None:
         if self.file is None:
             return
-        self.writer.writerow([self.stage, st.step, st.epoch, f"{loss:.6f}", f"{st.sched.get_last_lr()[0]:.3g}", f"{sps:.2f}",
-                              "" if test_loss is None else f"{test_loss:.6f}"])
+        self.writer.writerow(
+            [
+                self.stage,
+                st.step,
+                st.epoch,
+                f"{loss:.6f}",
+                f"{st.sched.get_last_lr()[0]:.3g}",
+                f"{sps:.2f}",
+                "" if test_loss is None else f"{test_loss:.6f}",
+            ]
+        )
         self.file.flush()
 
     def __exit__(self, *exc: Any) -> None:
@@ -506,7 +548,9 @@ def _agreed(value: int, rt: Runtime) -> int:
 
 def _replicas_identical(model: nn.Module) -> bool:
     flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
-    digest = torch.tensor([flat.double().sum().item(), (flat.double() ** 2).sum().item(), flat[::997].double().sum().item()])
+    digest = torch.tensor(
+        [flat.double().sum().item(), (flat.double() ** 2).sum().item(), flat[::997].double().sum().item()]
+    )
     gathered = [torch.zeros_like(digest) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, digest)
     return all(torch.equal(g, gathered[0]) for g in gathered)
