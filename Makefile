@@ -1,5 +1,5 @@
-# mario-kit: `make demo` runs the main job on small defaults, `make test` runs the test suite.
-# Both create .venv with Python 3.13 on first use and reuse it afterwards.
+# mario-kit: `make demo` runs the main job on small defaults, `make test` runs the test suite,
+# `make check` its fast tier. All create .venv with Python 3.13 on first use and reuse it afterwards.
 
 PYTHON ?= python3.13
 VENV   := .venv
@@ -10,7 +10,7 @@ export SDL_AUDIODRIVER ?= dummy
 export MPLBACKEND ?= Agg
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser demo lint check test bench clean
 
 setup: $(VENV)/.installed
 
@@ -38,12 +38,24 @@ browser:
 # clock of a 2-core machine; a file's module fixtures (a Ray cluster, a trained model) are built once.
 # `make test WORKERS=0` runs serially.
 WORKERS ?= 2
-test: setup browser
+XDIST = $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
+
+# Lint, layout and types (rules in pyproject.toml).
+lint: setup
 	$(PY) -m ruff check src tests bench
-	$(PY) -m pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
+	$(PY) -m ruff format --check src tests bench
+	$(PY) -m mypy
+
+# The fast tier while working: lint, then the tests that start no process and train nothing
+# (tests/conftest.py marks the others `slow` from their source).
+check: lint
+	$(PY) -m pytest $(XDIST) -m "not slow"
+
+test: lint browser
+	$(PY) -m pytest $(XDIST)
 
 bench: setup
 	$(PY) bench/collect.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache
+	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache

@@ -1,3 +1,4 @@
+import inspect
 import os
 import subprocess
 import sys
@@ -24,7 +25,54 @@ from mario_kit.collectors import CollectConfig, collect  # noqa: E402
 LONGEST_FIRST = ("test_world_model.py", "test_readme.py", "test_ray.py", "test_ppo.py", "test_play_dream.py")
 
 
+# `make check`, the fast tier, runs the tests not marked slow. A test is slow when it or a fixture it uses
+# (in turn) starts a process or trains: its source holds one of these. Read from the source, so that a
+# new test lands in the right tier without anyone remembering to mark it.
+SLOW_WORDS = (
+    "run_cli(",
+    "subprocess",
+    "Popen",
+    "torchrun",
+    "webdriver",
+    "train(",
+    "train_agent(",
+    "workers=2",
+    "import_replay(",
+    "import ray",
+    "ray.init",
+    "--ray",
+    "_server(",
+    "multiprocessing",
+    "optim.",
+)
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    funcs = [getattr(item, "function", None)]
+    seen: set[str] = set()
+    names = list(getattr(item, "fixturenames", []))
+    while names:
+        name = names.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for fixdef in item._fixtureinfo.name2fixturedefs.get(name, ()):  # type: ignore[attr-defined]
+            funcs.append(fixdef.func)
+            names.extend(fixdef.argnames)
+    for f in funcs:
+        try:
+            src = inspect.getsource(f) if f is not None else ""
+        except (OSError, TypeError):
+            continue
+        if any(w in src for w in SLOW_WORDS):
+            return True
+    return False
+
+
 def pytest_collection_modifyitems(items: list) -> None:
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
 
