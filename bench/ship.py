@@ -1,4 +1,4 @@
-"""Write the model that ships with mario-kit (src/mario_kit/world_model/shipped/) from a trained run.
+"""Write the model that ships with mario-kit (src/mario_kit/world_model/model/shipped/) from a trained run.
 
     .venv/bin/python bench/ship.py RUN --spawns SPAWNS.h5 --evaluation RUN/eval/evaluation.json [--evaluation ...] \
         --recipe "..." --command "..." [--upsampler] [--set sampler.s_cond=0.05]

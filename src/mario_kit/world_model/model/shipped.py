@@ -1,7 +1,7 @@
 """The trained world model that ships inside the package, so that `mario-kit play`, `mario-kit
 dream` and `DreamEnv()` work on first run, with no dataset and no training.
 
-`world_model/shipped/` is a run folder like any other (`denoiser.pt`, and `upsampler.pt` when the
+`world_model/model/shipped/` is a run folder like any other (`denoiser.pt`, and `upsampler.pt` when the
 shipped upsampler beats bicubic) plus `spawns.h5` (starting contexts for play) and `model.json`:
 the config, the data recipe, the training command, the commit, the evaluation figures and the
 SHA-256 of every file. Weights are stored in 16 bits (checkpoint.shrink); loading verifies every
