@@ -1,6 +1,7 @@
 """The figures have one home: docs/BENCHMARKS.md is what bench/results/ renders, every area has its
 result file and its section in the log, and the README points there instead of repeating figures."""
 
+import contextlib
 import importlib.util
 import json
 import re
@@ -22,6 +23,7 @@ def _load_generator() -> Any:
 
 
 tables = _load_generator()
+
 
 # a measured figure: a number with a unit of speed, size or quality
 FIGURE = re.compile(r"\b\d[\d,.]*\s?(dB|frames/s|samples/s|steps/s|KB/s|MB/s|KB a frame|B a step)\b")
@@ -64,3 +66,29 @@ def test_the_readme_links_to_figures_instead_of_repeating_them():
     text = (ROOT / "README.md").read_text()
     assert not FIGURE.findall(text.replace("60 frames/s", "")), FIGURE.findall(text)  # NES speed is not measured
     assert "docs/BENCHMARKS.md" in text
+
+
+def test_the_readmes_python_blocks_run(tmp_path):
+    """Every ```python block of the README, in order, in one namespace, in a folder where `make demo`
+    has run (a store and a briefly trained run at demo/, as the demo writes them)."""
+    from conftest import make_store, run_cli
+
+    make_store(tmp_path / "demo", episodes=6, seed=3)
+    (tmp_path / "demo" / "s.zarr").rename(tmp_path / "demo" / "store.zarr")
+    train = run_cli(
+        "train",
+        "--store",
+        tmp_path / "demo" / "store.zarr",
+        "--out",
+        tmp_path / "demo" / "run",
+        *"--config tiny --set max_steps=2 -q".split(),
+    )
+    assert train.returncode == 0, train.stderr
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    namespace: dict[str, Any] = {}
+    with contextlib.chdir(tmp_path):
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["ev"].rollouts[8].rollouts >= 1 and namespace["obs"].shape == (240, 256, 3)
+    assert len(namespace["steps"]) == namespace["ep"].length
