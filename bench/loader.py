@@ -1,11 +1,12 @@
 """Training-window loader speed against an in-memory numpy baseline (same run), store sizes, build speed.
 
-    .venv/bin/python bench/loader.py [--steps 4000] [--batches 300]
+    .venv/bin/python bench/loader.py [--steps 4000] [--batches 300] [--record]
 
 Collects a sticky-random dataset, builds the store (with full-res frames), then times batches of
 32 windows (4 context frames + 1 target at 64x60) read as training reads them (`epoch_batches`,
 then `fetch` and `gather`), and how long a process takes to verify the store's cache against the
-store (`materialize_low` on a cache it has not checked) per 1,000 frames. Prints JSON.
+store (`materialize_low` on a cache it has not checked) per 1,000 frames. Prints JSON; `--record`
+also writes bench/results/loader.json (docs/BENCHMARKS.md, through bench/tables.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batches", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--record", action="store_true", help="write bench/results/loader.json")
     args = ap.parse_args()
     B = args.batch_size
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,22 +71,46 @@ def main() -> None:
         t = time.perf_counter()
         loader.materialize_low(store)
         verify_ms = (time.perf_counter() - t) * 1000
-        print(
-            json.dumps(
-                {
-                    "frames": n,
-                    "build_frames_per_s_low_res_only": round(n / build_low_s),
-                    "build_frames_per_s_with_full_res": round(n / build_s),
-                    "store_low_bytes_per_frame": round(_du(store / "low") / n, 1),
-                    "store_full_bytes_per_frame": round(_du(store / "full") / n, 1),
-                    "baseline_numpy_windows_per_s": round(baseline),
-                    "training_path_windows_per_s": round(training),
-                    "ratio_training_path_to_baseline": round(training / baseline, 3),
-                    "cache_verify_ms_per_1000_frames": round(verify_ms / n * 1000, 2),
-                },
-                indent=2,
-            )
-        )
+        r = {"frames": n, "build_frames_per_s_low_res_only": round(n / build_low_s)}
+        r |= {"build_frames_per_s_with_full_res": round(n / build_s)}
+        r |= {"store_low_bytes_per_frame": round(_du(store / "low") / n, 1)}
+        r |= {"store_full_bytes_per_frame": round(_du(store / "full") / n, 1)}
+        r |= {"baseline_numpy_windows_per_s": round(baseline), "training_path_windows_per_s": round(training)}
+        r |= {"ratio_training_path_to_baseline": round(training / baseline, 3)}
+        r |= {"cache_verify_ms_per_1000_frames": round(verify_ms / n * 1000, 2)}
+    print(json.dumps(r, indent=2))
+    if args.record:
+        _record(r, args)
+
+
+def _record(r: dict, args: argparse.Namespace) -> None:
+    from tables import record
+
+    rows = [
+        [
+            "plain numpy array in RAM, same indexing (baseline, same run)",
+            f"{r['baseline_numpy_windows_per_s']:,} windows/s",
+            "",
+        ],
+        [
+            "training's batch path",
+            f"{r['training_path_windows_per_s']:,} windows/s (**{r['ratio_training_path_to_baseline']:.2f}** of baseline)",
+            ">= 0.5",
+        ],
+        ["store size, low-res", f"{r['store_low_bytes_per_frame']:,} B/frame (raw 11,520)", ""],
+        ["store size, full-res", f"{r['store_full_bytes_per_frame']:,} B/frame (raw 184,320)", ""],
+        ["build speed, low-res only", f"{r['build_frames_per_s_low_res_only']:,} frames/s", ""],
+        ["build speed, with full-res", f"{r['build_frames_per_s_with_full_res']:,} frames/s", ""],
+        [
+            "a process verifying the store's cache against the store",
+            f"{r['cache_verify_ms_per_1000_frames']} ms per 1,000 frames",
+            "",
+        ],
+    ]
+    command = f".venv/bin/python bench/loader.py --steps {args.steps} --batches {args.batches} --record"
+    headline = f"training's batch path at {r['ratio_training_path_to_baseline']:.2f} of an in-memory array"
+    note = f"{r['frames']:,} frames of sticky-random play; batches of {args.batch_size} windows, read as training reads them"
+    record("loader", ["figure", "value", "target"], rows, command, headline, note)
 
 
 if __name__ == "__main__":

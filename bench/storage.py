@@ -1,8 +1,9 @@
 """Frame storage choices: bytes/frame, write and random-read frames/s per HDF5 filter.
 
-    .venv/bin/python bench/storage.py [--steps 1000]
+    .venv/bin/python bench/storage.py [--steps 1000] [--record]
 
-Frames come from a real sticky-random collection (1-1, frame skip 4). Prints JSON.
+Frames come from a real sticky-random collection (1-1, frame skip 4). Prints JSON; `--record` also
+writes bench/results/storage.json (docs/BENCHMARKS.md, through bench/tables.py).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import h5py
 import numpy as np
 
 from mario_kit.collectors import CollectConfig, collect
+from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import Episode
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--record", action="store_true", help="write bench/results/storage.json")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,6 +74,31 @@ def main() -> None:
                 }
             )
     print(json.dumps({"frames": n, "raw_bytes_per_frame": 240 * 256 * 3, "rows": rows}, indent=2))
+    if args.record:
+        _record(rows, n, args.steps)
+
+
+def _record(rows: list[dict], n: int, steps: int) -> None:
+    from tables import record
+
+    chosen = f"{F.FRAME_COMPRESSION}-{F.FRAME_COMPRESSION_OPTS}"  # what episode files use
+
+    def name(r: dict) -> str:
+        label = r["filter"].replace("-", " ")
+        return f"**{label} (chosen)**" if r["filter"] == chosen else label
+
+    table = [
+        [name(r), f"{r['bytes_per_frame']:,}", f"{r['write_frames_per_s']:,}", f"{r['random_read_frames_per_s']:,}"]
+        for r in rows
+    ]
+    pick = next(r for r in rows if r["filter"] == chosen)
+    record(
+        "storage",
+        ["filter", "bytes/frame", "write frames/s", "random-read frames/s"],
+        table,
+        f".venv/bin/python bench/storage.py --steps {steps} --record",
+        f"{pick['bytes_per_frame']:,} B a frame (gzip 3)",
+    )
 
 
 if __name__ == "__main__":

@@ -95,12 +95,14 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
-def record(area: str, columns: list[str], rows: list[list[Any]], command: str, headline: str | None = None) -> Path:
+def record(
+    area: str, columns: list[str], rows: list[list[Any]], command: str, headline: str | None = None, note: str = ""
+) -> Path:
     """A bench's fresh figures as its area's result file (keeping the area's title, headline and log
-    section unless given): the measured line names this machine, today and the command."""
+    section unless given): the measured line names this machine, today, the command and `note`."""
     path = RESULTS / f"{area}.json"
     r = json.loads(path.read_text()) if path.exists() else {"area": area, "log": area, "command": command}
-    r["measured"] = f"{machine()}, {datetime.date.today().isoformat()}: `{command}`."
+    r["measured"] = f"{machine()}, {datetime.date.today().isoformat()}: `{command}`" + (f" ({note})." if note else ".")
     r["table"] = {"columns": columns, "rows": [[str(c) for c in row] for row in rows]}
     r["headline"] = headline or r.get("headline", "")
     r["source"] = "recorded by the bench (--record)"
