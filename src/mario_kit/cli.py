@@ -769,19 +769,19 @@ def train(
     summary = run(store, cfg, out_dir, resume=resume, force=force, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports for all
         return
-    for stage, r in summary["stages"].items():
-        if "test_loss" not in r:
+    for stage, r in summary.stages.items():
+        if r.test_loss is None:
             test = "no test loss yet (first epoch end), "
-        elif math.isnan(r["test_loss"]):
+        elif math.isnan(r.test_loss):
             test = "no test split (run `mario-kit dataset split` before `dataset build`), "
         else:
-            test = f"test loss {r['test_loss']:.4f}, "
+            test = f"test loss {r.test_loss:.4f}, "
         out.print(
-            f"{stage}: step {r.get('step')}, train loss {r.get('train_loss', float('nan')):.4f}, {test}"
-            f"{r.get('samples_per_s', 0)} samples/s, {r.get('parameters', 0):,} parameters"
+            f"{stage}: step {r.step}, train loss {r.train_loss:.4f}, {test}"
+            f"{r.samples_per_s} samples/s, {r.parameters:,} parameters"
         )
     out.print(f"run: {out_dir}")
-    if summary["interrupted"]:
+    if summary.interrupted:
         out.print("interrupted: checkpoint saved; continue with --resume")
         raise typer.Exit(130)
 

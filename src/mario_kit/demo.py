@@ -81,8 +81,10 @@ def run(cfg: DemoConfig, echo=print) -> dict[str, Path]:
     run_dir = a["run"] = cfg.out / "run"
     echo(f"[4/6] train a tiny denoiser for {cfg.train_steps} steps -> {run_dir}")
     tcfg = get_config("tiny", [f"max_steps={cfg.train_steps}", "epochs=1000", f"seed={cfg.seed}"])
-    r = train(store, tcfg, run_dir)["stages"]["denoiser"]
-    echo(f"      train loss {r['train_loss']:.4f}, test loss {r['test_loss']:.4f}, {r['samples_per_s']} samples/s")
+    r = train(store, tcfg, run_dir).stages["denoiser"]
+    echo(
+        f"      train loss {r.train_loss:.4f}, test loss {r.test_loss if r.test_loss is not None else float('nan'):.4f}, {r.samples_per_s} samples/s"
+    )
 
     _dream(cfg, episodes, run_dir, a, echo)
 

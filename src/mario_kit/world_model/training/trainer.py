@@ -124,7 +124,7 @@ def train(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Train the configured stage(s) on `store` into the run folder `out`; returns the summary."""
     check(cfg)
     out, store = Path(out), Path(store)
@@ -160,10 +160,47 @@ def train(
         finally:
             if rt.main and aside.exists() and any(out.glob("*.pt")):
                 shutil.rmtree(aside, ignore_errors=True)
-    summary["interrupted"] = stop.requested
+    result = TrainSummary({k: StageResult.from_dict(v) for k, v in summary["stages"].items()}, stop.requested)
     if rt.main:
-        write_json_atomic(out / "summary.json", summary)
-    return summary
+        write_json_atomic(out / "summary.json", result.to_json())
+    return result
+
+
+@dataclass
+class StageResult:
+    """One stage's figures (summary.json's `stages`): where it ran, where it stopped, its losses. A
+    stage resumed after it had finished may know only its step."""
+
+    step: int = 0
+    epoch: int = 0
+    train_loss: float = float("nan")
+    test_loss: float | None = None  # None before the first epoch's end; nan without a test split
+    samples_per_s: float = 0.0
+    parameters: int = 0
+    device: str = ""
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    world_size: int = 1
+    max_steps: int | None = None  # set from the measured rate under time_limit
+    interrupted: bool = False
+    ddp_replicas_identical: bool | None = None  # checked at each epoch's end under DDP
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class TrainSummary:
+    stages: dict[str, StageResult]
+    interrupted: bool  # Ctrl-C stopped the run (a checkpoint was saved; --resume continues)
+
+    def to_json(self) -> dict[str, Any]:
+        """summary.json: a stage's figures that are not known are left out."""
+        stages = {k: {f: v for f, v in dataclasses.asdict(r).items() if v is not None} for k, r in self.stages.items()}
+        return {"stages": stages, "interrupted": self.interrupted}
 
 
 def _check_run_folder(out: Path, cfg: TrainConfig, resume: bool, force: bool) -> bool:
