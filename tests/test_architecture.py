@@ -120,3 +120,14 @@ def test_inference_does_not_enter_the_training_module():
 
     for m in ("programs.play", "programs.compare", "programs.dream_env", "training.evaluate"):
         assert "mario_kit.world_model.training.trainer" not in reach(f"mario_kit.world_model.{m}", set()), m
+
+
+def test_no_function_is_longer_than_70_lines():
+    """Small functions (DEVELOPERS.md): every function of the package, decorators aside, at most 70
+    lines as the formatter lays it out."""
+    long = []
+    for m, p in modules().items():
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 70:
+                long.append(f"{m}.{n.name}: {n.end_lineno - n.lineno + 1} lines")
+    assert not long, long
