@@ -348,6 +348,7 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
         model.save(ckdir / f"ppo_{model.num_timesteps}_steps.zip", include=["mario_kit"])
         model.save(out / "agent.zip", include=["mario_kit"])
         close_vec_env(venv)
+        model.logger.close()  # progress.csv (and TensorBoard's file) flushed and closed
     return {"timesteps": int(model.num_timesteps), "agent": str(out / "agent.zip"), "interrupted": interrupted}
 
 
