@@ -76,6 +76,9 @@ def collect(
         None, help="Keep the previous action with probability P (random collector)."
     ),
     human: bool = typer.Option(False, "--human", help="Play with the keyboard in a pygame window."),
+    frontier: bool = typer.Option(
+        False, "--frontier", help="Return to the edge of what was seen, explore from there (--sticky P: how)."
+    ),
     agent: Optional[str] = typer.Option(None, "--agent", help="Agent collector: ppo (needs --model)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Agent file (`mario-kit agent train`)."),
     random_factor: float = typer.Option(0.0, help="Agent: probability of replacing its action by a random one."),
@@ -116,14 +119,17 @@ def collect(
     fps: float = typer.Option(60.0, help="Display and emulation rate (human); NES speed is 60."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Record episodes with a collector: --random, --human or --agent ppo."""
+    """Record episodes with a collector: --random, --frontier, --human or --agent ppo."""
     from mario_kit.collectors import COLLECTORS
 
     if agent is not None and agent != "ppo":
         raise UserError(f"unknown agent {agent!r}; agents: ppo")
-    chosen = [name for name, on in (("random", random or sticky is not None), ("human", human), ("ppo", agent)) if on]
+    picks = (("frontier", frontier), ("random", (random or sticky is not None) and not frontier), ("human", human))
+    chosen = [name for name, on in (*picks, ("ppo", agent)) if on]
     if len(chosen) != 1:
-        raise UserError("choose one collector: --random (optionally --sticky P), --human, or --agent ppo --model M")
+        raise UserError(
+            "choose one collector: --random (optionally --sticky P), --frontier, --human, or --agent ppo --model M"
+        )
     options = _collector_options(chosen[0], locals())
     result = COLLECTORS[chosen[0]](out_dir, progress=not quiet, **options)
     _print_collection(result, out_dir)
@@ -134,6 +140,7 @@ def collect(
 COMMON_COLLECT = ("level", "action_set", "frame_skip", "max_steps", "episodes", "steps", "seed", "workers", "player")
 OWN_COLLECT = {
     "random": ("sticky",),
+    "frontier": ("sticky",),
     "human": ("scale", "keymap", "fps"),
     "ppo": ("model", "random_factor", "random_factor_range", "deterministic"),
 }

@@ -6,6 +6,7 @@ replay, so a replay is bit-exact by construction. Frame skip is ours (nes-py has
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -35,6 +36,31 @@ def parse_levels(spec: str) -> list[str]:
 
 def env_id(level: str) -> str:
     return f"SuperMarioBros-{level}-v0"
+
+
+# The game env's Python-side state: what its rewards and `x_pos_max` are computed from. A snapshot
+# carries it with the emulator's own, so a restored state steps exactly as the original did.
+_TRACKERS = (
+    "_time_last",
+    "_x_position_max",
+    "_score_last",
+    "_coins_last",
+    "_status_last",
+    "_completion_rewarded",
+    "_last_reward_components",
+    "_last_reward_unclipped",
+    "_last_reward_clipped",
+)
+
+
+@dataclass
+class Snapshot:
+    """The whole game at one frame (nes-py's native state and the env's reward trackers): a cache,
+    never the truth; an episode that starts from one records how to get there from reset."""
+
+    native: Any
+    trackers: dict[str, Any]
+    frame_count: int
 
 
 @dataclass
@@ -97,6 +123,18 @@ class MarioEnv:
                     byte = new
         return StepResult(self._env.screen, total, terminated, truncated, info, joypad)
 
+    def snapshot(self) -> Snapshot:
+        trackers = {k: copy.copy(getattr(self._env, k)) for k in _TRACKERS if hasattr(self._env, k)}
+        return Snapshot(self._env.dump_state(), trackers, self.frame_count)
+
+    def restore(self, snap: Snapshot) -> np.ndarray:
+        """Put the game back where `snap` was taken; returns its screen (a copy)."""
+        self._env.load_state(snap.native)
+        for k, v in snap.trackers.items():
+            setattr(self._env, k, copy.copy(v))
+        self.frame_count = snap.frame_count
+        return self._env.screen.copy()
+
     def step_frame(self, byte: int) -> tuple[float, bool, bool, dict[str, Any]]:
         """One emulator frame; used by replay."""
         _, reward, terminated, truncated, info = self._env.step(byte)
@@ -107,25 +145,41 @@ class MarioEnv:
         self._env.close()
 
 
-def replay_to(level: str, joypad: np.ndarray, step_frames: np.ndarray, steps: int) -> MarioEnv:
+def run_start(env: MarioEnv, start: np.ndarray | None) -> dict[str, Any] | None:
+    """Step a reset env through an episode's start prefix (the joypad bytes from the stage's reset to
+    the episode's frame 0; None or empty for an episode that starts at reset); the last info, if any."""
+    info = None
+    for byte in start if start is not None else ():
+        _, _, _, info = env.step_frame(int(byte))
+    return info
+
+
+def replay_to(
+    level: str, joypad: np.ndarray, step_frames: np.ndarray, steps: int, start: np.ndarray | None = None
+) -> MarioEnv:
     """A fresh env replayed through the first `steps` steps of an episode (the real game at frame `steps`)."""
     env = MarioEnv(level)
     env.reset()
+    run_start(env, start)
     n = int(np.sum(step_frames[:steps]))
     for byte in joypad[:n]:
         env.step_frame(int(byte))
     return env
 
 
-def replay(level: str, joypad: np.ndarray, step_frames: np.ndarray) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-    """Rebuild an episode in the real emulator: yields (frame, info) for frame 0..T.
+def replay(
+    level: str, joypad: np.ndarray, step_frames: np.ndarray, start: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Rebuild an episode in the real emulator: yields (frame, info) for frame 0..T. `start`: the
+    episode's start prefix (`run_start`), for an episode that began where another left off.
 
     The emulator is deterministic from reset, so the joypad bytes of every frame reproduce
     every frame and every info value exactly."""
     env = MarioEnv(level)
     try:
         frame, info = env.reset()
-        yield frame, info
+        info = run_start(env, start) or info
+        yield env.screen.copy(), info
         pos = 0
         for n in step_frames:
             for byte in joypad[pos : pos + int(n)]:

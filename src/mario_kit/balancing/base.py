@@ -20,8 +20,9 @@ class Strategy:
         self.policy, self.action_set = policy, action_set
         self.source = policy.source
         self.overridden = False
-        if hasattr(policy, "on_frame"):
-            self.on_frame = policy.on_frame
+        for hook in ("on_frame", "begin", "before_step", "after_step"):  # the loop's optional hooks pass through
+            if hasattr(policy, hook):
+                setattr(self, hook, getattr(policy, hook))
 
     def reset(self, rng: np.random.Generator, n_actions: int) -> None:
         self.rng, self.n = rng, n_actions
@@ -44,6 +45,9 @@ class Strategy:
 
     def close(self) -> None:
         """Called when the worker ends (persist state)."""
+        close = getattr(self.policy, "close", None)
+        if close is not None:
+            close()
 
 
 def parse_actions(spec: str | list, action_set) -> list[int]:

@@ -276,6 +276,7 @@ class HashStrategy(Strategy):
         if lock is not None:
             os.close(lock)
             del self._lock
+        super().close()
 
     def own_params(self) -> dict[str, Any]:
         return {"p": self.p, "components": list(self.components), "x_bucket": self.xb, "y_bucket": self.yb}

@@ -24,6 +24,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
     return run_collection(cfg, progress, backend)
 
 
+FRONTIER_MAX_STEPS = 100  # a frontier episode: the return, then this many steps of exploration at most
+
+
 class CollectOptions(TypedDict, total=False):
     """The options of `CollectConfig` every collector takes (see its field comments)."""
 
@@ -49,6 +52,17 @@ def collect_random(
     """Uniform random play, or sticky (the previous action kept with probability `sticky`)."""
     policy, kwargs = ("sticky", {"p": sticky}) if sticky is not None else ("random", {})
     return collect(CollectConfig(out=out, policy=policy, policy_kwargs=kwargs, **options), progress=progress)
+
+
+def collect_frontier(
+    out: Path, *, sticky: float | None = None, progress: bool = True, **options: Unpack[CollectOptions]
+) -> CollectResult:
+    """Return to the edge of what was seen and explore from there (collectors/frontier.py): whole
+    stages without an agent. Its archive grows in `out` over runs; an episode is the return (a few
+    steps) and `max_steps` of sticky-random exploration (`sticky`, default 0.8)."""
+    options.setdefault("max_steps", FRONTIER_MAX_STEPS)
+    kwargs = {"archive": str(out), "p": 0.8 if sticky is None else sticky}
+    return collect(CollectConfig(out=out, policy="frontier", policy_kwargs=kwargs, **options), progress=progress)
 
 
 def collect_agent(
@@ -122,6 +136,7 @@ COLLECTORS: dict[str, Callable[..., CollectResult]] = {
     "random": collect_random,
     "human": collect_human,
     "ppo": collect_agent,
+    "frontier": collect_frontier,
 }
 
 __all__ = ["COLLECTORS", "CollectConfig", "CollectOptions", "CollectResult", "collect"]

@@ -89,6 +89,8 @@ class CollectConfig:
             raise UserError(f"--seed must be in 0..2**63-1, got {self.seed}")
         if self.max_steps < 1:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.policy == "frontier" and (self.workers != 1 or self.ray):
+            raise UserError("--frontier grows one archive in one process: --workers and --ray do not apply to it yet")
         if self.ray and (interactive or self.workers != 1):
             raise UserError(
                 "--ray runs episodes on every CPU of the cluster: not with --workers or an interactive player"

@@ -5,7 +5,11 @@ A policy may also implement:
   collector draws the screen and reads keys there). A changed action takes effect on the next
   emulator frame; the `joypad` column has every frame, and the step's recorded action is the one
   held for most of its frames (ties: the later one);
-- `overridden: bool`: whether its last action replaced the base policy's (balancing, random factor).
+- `overridden: bool`: whether its last action replaced the base policy's (balancing, random factor);
+- `begin(env, action_set, frame_skip) -> Begin | None`: start the episode somewhere other than the
+  stage's reset (the frontier collector): a restored state, the joypad bytes from reset to it
+  (stored as `extra/start_joypad`: the episode stays replayable) and steps to walk first;
+- `before_step(env, info, action, byte)` and `after_step(joypad, info, ended)`: see each step.
 Control flow from the policy: raise `DiscardEpisode`, `CutEpisode` or `StopCollection`.
 """
 
@@ -16,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mario_kit.emulator import MarioEnv
+from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import EpisodeWriter
 
 
@@ -45,6 +50,18 @@ def majority_action(frame_bytes: list[int], joypad: np.ndarray, default: int) ->
     return int(hits[0]) if len(hits) else default
 
 
+def _begin(env: MarioEnv, policy: Any, writer: EpisodeWriter, frame_skip: int) -> tuple[np.ndarray, dict, list]:
+    """The episode's first frame and info, and the steps the policy wants walked before it acts."""
+    begin = getattr(policy, "begin", None)
+    start = begin(env, writer.meta.action_set.name, frame_skip) if begin is not None else None
+    if start is None:
+        frame, info = env.reset()
+        return frame, info, []
+    writer.add_extra(F.START_JOYPAD, start.start_joypad)
+    writer.meta.extra["prefix_steps"] = len(start.steps)
+    return start.frame, start.info, start.steps
+
+
 def record_episode(
     env: MarioEnv,
     policy: Any,
@@ -57,10 +74,11 @@ def record_episode(
     """Play one episode into `writer` (not finished here). Returns how it ended:
     'terminated' (death), 'flag' (level cleared), or 'truncated' (max_steps)."""
     joypad = writer.meta.action_set.joypad
-    frame, info = env.reset()
-    writer.add_frame(frame)
     policy.reset(rng, len(joypad))
+    frame, info, prefix = _begin(env, policy, writer, frame_skip)
+    writer.add_frame(frame)
     writer.meta.policy = policy.params()  # may hold per-episode draws (e.g. PPO's random factor)
+    before, after = getattr(policy, "before_step", None), getattr(policy, "after_step", None)
     policy_on_frame: Any = getattr(policy, "on_frame", None)
 
     def joypad_on_frame(screen: np.ndarray) -> int | None:
@@ -70,8 +88,10 @@ def record_episode(
     on_frame = joypad_on_frame if policy_on_frame is not None else None
 
     for t in range(max_steps):
-        action = int(policy.act(frame, info))
-        r = env.step(int(joypad[action]), frame_skip, on_frame)
+        action = int(policy.act(frame, info)) if t >= len(prefix) else prefix[t][0]
+        if before is not None:
+            before(env, info, action, int(joypad[action]))
+        r = env.step(int(joypad[action]), frame_skip, on_frame if t >= len(prefix) else None)
         if on_frame is not None:
             action = majority_action(r.joypad, joypad, action)
         writer.add_step(
@@ -85,6 +105,8 @@ def record_episode(
             overridden=bool(getattr(policy, "overridden", False)),
         )
         frame, info = r.frame, r.info
+        if after is not None:
+            after(r.joypad, info, r.terminated or r.truncated)
         if on_step is not None:
             on_step(t + 1, info)
         if r.terminated or r.truncated:

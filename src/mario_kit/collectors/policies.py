@@ -11,6 +11,7 @@ import numpy as np
 
 from mario_kit import UserError
 from mario_kit.agents.ppo import N_STACK, OBS_SIZE, load_agent, make_env, one_torch_thread
+from mario_kit.collectors.frontier import FrontierPolicy
 from mario_kit.collectors.human import HumanApp
 
 
@@ -173,4 +174,10 @@ class PPOPolicy:
         }
 
 
-POLICIES: dict[str, Any] = {"random": RandomPolicy, "sticky": StickyPolicy, "ppo": PPOPolicy, "human": HumanApp}
+POLICIES: dict[str, Any] = {
+    "random": RandomPolicy,
+    "sticky": StickyPolicy,
+    "ppo": PPOPolicy,
+    "human": HumanApp,
+    "frontier": FrontierPolicy,
+}

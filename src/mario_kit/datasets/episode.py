@@ -325,6 +325,14 @@ def check_data(f: h5py.File, attrs: dict, frames: bool = True) -> str | None:
     jp = f.get(F.JOYPAD)
     if not isinstance(jp, h5py.Dataset) or jp.ndim != 1 or jp.shape[0] != int(sf.sum()):
         return "joypad length differs from the sum of step_frames"
+    start = f.get(f"{F.EXTRA_GROUP}/{F.START_JOYPAD}")
+    if start is not None and (
+        not isinstance(start, h5py.Dataset)
+        or start.ndim != 1
+        or start.dtype != np.uint8
+        or start.shape[0] > F.MAX_START_FRAMES
+    ):
+        return f"extra/{F.START_JOYPAD}: expected (n,) uint8 with n <= {F.MAX_START_FRAMES}, got {_describe(start)}"
     if frames:
         buf = np.empty((64, *F.FRAME_SHAPE), np.uint8)
         for start in range(0, T + 1, 64):
@@ -431,6 +439,12 @@ class Episode:
     def extra(self, name: str) -> np.ndarray | None:
         key = f"{F.EXTRA_GROUP}/{name}"
         return self._f[key][()] if key in self._f else None
+
+    @property
+    def start_joypad(self) -> np.ndarray | None:
+        """The joypad bytes from the stage's reset to frame 0 (None: the episode starts at reset);
+        `emulator.replay(level, joypad, step_frames, start)` rebuilds the episode with them."""
+        return self.extra(F.START_JOYPAD)
 
     def to_dataframe(self) -> pd.DataFrame:
         """The per-step columns as a DataFrame, a row per step t (index `step`), named as in the file:

@@ -92,7 +92,11 @@ DESCRIPTIONS: dict[str, str] = {
     f"{INFO_GROUP}/flag_get": "(T,) Mario reached the flag at step t",
 }
 
+START_JOYPAD = "start_joypad"  # under extra/: how an episode that starts mid-stage is reached from reset
+MAX_START_FRAMES = 1 << 20  # a start prefix longer than any stage's time limit (400 s x 60 frames) is refused
 EXTRA_DESCRIPTIONS: dict[str, str] = {  # the `extra/` arrays mario-kit writes
+    START_JOYPAD: "(n,) uint8 joypad byte of each emulator frame from the stage's reset to frame 0 of this "
+    "episode (an episode that starts where another left off: the frontier collector); absent: frame 0 is the reset",
     "seed_y": "(T+1, width) the seed layout's frame_{i}_y labels of this episode's frames, as imported (dtype kept)",
     "seed_helperarr": "(T+1, 2) the seed layout's frame_{i}_helperarr [reward, life lost] of its frames, as imported",
 }

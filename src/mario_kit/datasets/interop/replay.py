@@ -183,7 +183,8 @@ def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
     jp, sf = a[F.JOYPAD], a[F.STEP_FRAMES]
     info = {k: a[f"{F.INFO_GROUP}/{k}"] for k in F.INFO_COLUMNS}
     with EpisodeWriter(out, meta, name=e["file"]) as w:
-        frames = replay(attrs["level"], jp, sf)
+        start = a.get(f"{F.EXTRA_GROUP}/{F.START_JOYPAD}")
+        frames = replay(attrs["level"], jp, sf, None if start is None else np.asarray(start, np.uint8))
         first, _ = next(frames)
         w.add_frame(first)
         h.update(first.data)

@@ -120,6 +120,7 @@ def _start(episode: str | Path, start: int, steps: int, n_ctx: int, policy: str)
             "frame_skip": int(ep.attrs["frame_skip"]),
             "level": ep.attrs["level"],
             "joypad": ep.joypad,
+            "start_joypad": ep.start_joypad,
             "step_frames": ep.step_frames,
             "recorded": ep.actions,
             "steps": steps,
@@ -134,7 +135,7 @@ def _side_by_side(
     from mario_kit.progress import make_progress
 
     aset = ctx["aset"]
-    env = replay_to(ctx["level"], ctx["joypad"], ctx["step_frames"], start - 1)
+    env = replay_to(ctx["level"], ctx["joypad"], ctx["step_frames"], start - 1, ctx["start_joypad"])
     real, fake, fake_low = [], [], []
     try:
         with make_progress(enabled=progress, transient=True) as bar:

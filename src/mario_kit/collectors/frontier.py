@@ -1,0 +1,220 @@
+"""The frontier collector: Go-Explore's "first return, then explore" (Ecoffet et al., Nature 2021) on
+the emulator, so that a dataset covers whole stages without training an agent.
+
+An archive keeps a *cell* for each place Mario has stood: the stage, his x and y in 32-pixel buckets
+(`cell_key`). For each cell it keeps the shortest way found there from the stage's reset (joypad
+bytes, one per emulator frame), how often it was visited and chosen, and, as a cache, an emulator
+snapshot. An episode picks a cell (`Archive.choose`: rarely chosen and farther along weigh more),
+returns to the state CONTEXT_STEPS steps before it, walks those steps again (so the world model's
+context frames are real ones), then explores with the base policy (sticky random by default).
+
+Every episode stays replayable from reset: it stores the joypad bytes from the reset to its frame 0
+(`extra/start_joypad`, docs/FORMAT.md) and `extra.prefix_steps`, the steps that returned to the
+cell. Snapshots are never written: the archive file (`mario-kit.frontier.json` in the dataset
+folder) holds the paths, and a cell without a snapshot is reached again by replaying its path.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mario_kit import UserError
+from mario_kit.atomic import write_json_atomic
+from mario_kit.emulator import MarioEnv, Snapshot, run_start
+from mario_kit.trust import read_json
+
+ARCHIVE = "mario-kit.frontier.json"
+SCHEMA = 1
+CONTEXT_STEPS = 4  # steps walked again before the cell: the context a world-model window needs
+CELL_PX = 32  # x and y buckets of a cell, in pixels (two blocks)
+SAVE_EVERY = 10  # episodes between archive writes (and at the end)
+
+
+def cell_key(level: str, info: dict[str, Any]) -> str:
+    """Where Mario is, coarsely: the stage and his position in 32-pixel buckets. y matters where x
+    alone does not tell places apart (a pipe's top and its foot, the castles' upper and lower ways)."""
+    return f"{level}:{int(info.get('x_pos', 0)) // CELL_PX}:{int(info.get('y_pos', 0)) // CELL_PX}"
+
+
+@dataclass
+class Cell:
+    key: str
+    start: bytes  # joypad bytes from the stage's reset to the state the return begins at
+    tail: list[tuple[int, int]]  # (action, joypad byte) of the steps from there to the cell
+    x: int
+    visits: int = 0
+    chosen: int = 0
+    snap: Snapshot | None = field(default=None, repr=False)  # cache of the state at the end of `start`
+    info: dict[str, Any] | None = field(default=None, repr=False)
+
+    def length(self, frame_skip: int) -> int:
+        """Emulator frames from reset to the cell: shorter ways replace longer ones."""
+        return len(self.start) + frame_skip * len(self.tail)
+
+
+@dataclass
+class Begin:
+    """Where an episode starts: the restored frame and info, the joypad bytes that lead there from
+    reset, and the steps that walk on to the chosen cell."""
+
+    frame: np.ndarray
+    info: dict[str, Any]
+    start_joypad: np.ndarray
+    steps: list[tuple[int, int]]
+
+
+class Archive:
+    """The cells of one collection folder (all its levels), with the settings they were found under."""
+
+    def __init__(self, action_set: str, frame_skip: int):
+        self.action_set, self.frame_skip = action_set, frame_skip
+        self.cells: dict[str, Cell] = {}
+
+    def choose(self, rng: np.random.Generator, level: str) -> Cell | None:
+        """A cell of `level` to return to, or None for the stage's reset (always a candidate, with
+        the weight of one cell never chosen, so that the start keeps being explored too)."""
+        cells = [c for c in self.cells.values() if c.key.startswith(level + ":")]
+        if not cells:
+            return None
+        far = max(c.x for c in cells) or 1
+        w = np.array([1.0] + [(1 + 2 * c.x / far) / math.sqrt(1 + c.chosen) for c in cells])
+        i = int(rng.choice(len(w), p=w / w.sum()))
+        if i == 0:
+            return None
+        cells[i - 1].chosen += 1
+        return cells[i - 1]
+
+    def offer(self, cell: Cell) -> bool:
+        """Keep `cell` if its place is new or the way there is shorter; counts the visit either way."""
+        old = self.cells.get(cell.key)
+        if old is not None:
+            old.visits += 1
+            if old.length(self.frame_skip) <= cell.length(self.frame_skip):
+                return False
+            cell.visits, cell.chosen = old.visits, old.chosen
+        else:
+            cell.visits = 1
+        self.cells[cell.key] = cell
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        cells = [
+            {"key": c.key, "start": base64.b64encode(zlib.compress(c.start)).decode(), "tail": c.tail, "x": c.x,
+             "visits": c.visits, "chosen": c.chosen}
+            for c in self.cells.values()
+        ]  # fmt: skip
+        return {"kind": "mario-kit-frontier-archive", "schema": SCHEMA, "action_set": self.action_set,
+                "frame_skip": self.frame_skip, "cells": cells}  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path, action_set: str, frame_skip: int) -> Archive:
+        """The folder's archive, or an empty one; refused in one line when it was made under other
+        settings or is not an archive (the paths it holds are checked as they are replayed)."""
+        archive = cls(action_set, frame_skip)
+        if not path.exists():
+            return archive
+        d = read_json(path, what="frontier archive")
+        if not isinstance(d, dict) or d.get("kind") != "mario-kit-frontier-archive" or d.get("schema") != SCHEMA:
+            raise UserError(f"{path} is not a mario-kit frontier archive (schema {SCHEMA})")
+        if (d.get("action_set"), d.get("frame_skip")) != (action_set, frame_skip):
+            raise UserError(
+                f"{path} was grown with action set {d.get('action_set')} and frame skip {d.get('frame_skip')}; "
+                f"collect into another folder or use those"
+            )
+        try:
+            for c in d["cells"]:
+                start = zlib.decompress(base64.b64decode(c["start"]), bufsize=1 << 16)
+                tail = [(int(a), int(b)) for a, b in c["tail"]]
+                archive.cells[str(c["key"])] = Cell(str(c["key"]), start, tail, int(c["x"]), int(c["visits"]),
+                                                    int(c["chosen"]))  # fmt: skip
+        except (KeyError, TypeError, ValueError, zlib.error) as e:
+            raise UserError(f"{path}: a cell that does not parse ({type(e).__name__}); move the file aside") from None
+        return archive
+
+
+@dataclass
+class _Step:
+    """What the return needs of a step taken: the state before it and how it was taken."""
+
+    snap: Snapshot
+    info: dict[str, Any]
+    offset: int  # joypad bytes from reset before the step
+    action: int
+    byte: int
+
+
+class FrontierPolicy:
+    """Returns to a cell of the archive, then explores with a base policy; grows the archive."""
+
+    name = "frontier"
+    source = "frontier"
+
+    def __init__(self, archive: str = "", p: float = 0.8):
+        from mario_kit.collectors.policies import StickyPolicy
+
+        self.base = StickyPolicy(p)
+        self.folder = Path(archive) if archive else None
+        self.archive: Archive | None = None
+        self.episodes = 0
+
+    def reset(self, rng: np.random.Generator, n_actions: int) -> None:
+        self.base.reset(rng, n_actions)
+        self.rng = rng
+        self.episodes += 1
+        if self.episodes % SAVE_EVERY == 0:  # a killed collection loses at most this many episodes' cells
+            self.save()
+
+    def act(self, frame: np.ndarray, info: dict[str, Any]) -> int:
+        return self.base.act(frame, info)
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, "base": self.base.params(), "cell_px": CELL_PX, "context_steps": CONTEXT_STEPS}
+
+    def begin(self, env: MarioEnv, action_set: str, frame_skip: int) -> Begin | None:
+        """Restore a chosen cell's return state (None: the episode starts at the stage's reset)."""
+        if self.archive is None:
+            path = self.folder / ARCHIVE if self.folder else Path("/nonexistent")
+            self.archive = Archive.load(path, action_set, frame_skip)
+        self.frame_skip, self.level = frame_skip, env.level
+        self.path = bytearray()
+        self.recent: deque[_Step] = deque(maxlen=CONTEXT_STEPS)
+        cell = self.archive.choose(self.rng, env.level)
+        if cell is None:
+            return None
+        if cell.snap is None:  # not reached in this process yet: replay its way from reset, once
+            _, info = env.reset()
+            cell.info = run_start(env, np.frombuffer(cell.start, np.uint8)) or info
+            cell.snap = env.snapshot()
+        frame = env.restore(cell.snap)
+        self.path = bytearray(cell.start)
+        assert cell.info is not None
+        return Begin(frame, dict(cell.info), np.frombuffer(cell.start, np.uint8).copy(), list(cell.tail))
+
+    def before_step(self, env: MarioEnv, info: dict[str, Any], action: int, byte: int) -> None:
+        self.recent.append(_Step(env.snapshot(), dict(info), len(self.path), action, byte))
+
+    def after_step(self, joypad: list[int], info: dict[str, Any], ended: bool) -> None:
+        """Count the step's bytes into the way from reset; offer the place reached to the archive."""
+        self.path.extend(joypad)
+        if ended or info.get("is_dying") or self.archive is None or not self.recent:
+            return
+        first = self.recent[0]
+        tail = [(s.action, s.byte) for s in self.recent]
+        cell = Cell(cell_key(self.level, info), bytes(self.path[: first.offset]), tail, int(info.get("x_pos", 0)))
+        cell.snap, cell.info = first.snap, first.info
+        self.archive.offer(cell)
+
+    def save(self) -> None:
+        if self.archive is not None and self.folder is not None:
+            write_json_atomic(self.folder / ARCHIVE, self.archive.to_json())
+
+    def close(self) -> None:
+        self.save()
