@@ -31,6 +31,7 @@ LOG = "BENCHMARKS_LOG.md"
 # the page's order
 AREAS = [
     "collect",
+    "frontier",
     "ray",
     "serve",
     "storage",

@@ -41,7 +41,8 @@ def test_frontier_episodes_replay_from_reset_and_the_archive_grows_over_runs(tmp
             if start is None:
                 continue
             returned += 1
-            assert ep.attrs["extra"]["prefix_steps"] == CONTEXT_STEPS
+            k = ep.attrs["extra"]["prefix_steps"]  # fewer only for a cell reached in the stage's first steps
+            assert k == CONTEXT_STEPS or (1 <= k < CONTEXT_STEPS and len(start) == 0), (k, len(start))
             rebuilt = list(replay(ep.attrs["level"], ep.joypad, ep.step_frames, start))
             assert len(rebuilt) == ep.length + 1
             for t, (frame, info) in enumerate(rebuilt):

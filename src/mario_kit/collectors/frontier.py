@@ -4,7 +4,7 @@ the emulator, so that a dataset covers whole stages without training an agent.
 An archive keeps a *cell* for each place Mario has stood: the stage, his x and y in 32-pixel buckets
 (`cell_key`). For each cell it keeps the shortest way found there from the stage's reset (joypad
 bytes, one per emulator frame), how often it was visited and chosen, and, as a cache, an emulator
-snapshot. An episode picks a cell (`Archive.choose`: rarely chosen and farther along weigh more),
+snapshot. An episode picks a cell (`Archive.choose`: farther along and rarely chosen weigh more),
 returns to the state CONTEXT_STEPS steps before it, walks those steps again (so the world model's
 context frames are real ones), then explores with the base policy (sticky random by default).
 
@@ -36,6 +36,9 @@ SCHEMA = 1
 CONTEXT_STEPS = 4  # steps walked again before the cell: the context a world-model window needs
 CELL_PX = 32  # x and y buckets of a cell, in pixels (two blocks)
 SAVE_EVERY = 10  # episodes between archive writes (and at the end)
+# How much farther cells weigh (Archive.choose): chosen against a weight linear in x and one in x^2 on
+# 1-1 at equal budgets (docs/BENCHMARKS_LOG.md, "Frontier collector").
+FORWARD = 3.0
 
 
 def cell_key(level: str, info: dict[str, Any]) -> str:
@@ -80,12 +83,14 @@ class Archive:
 
     def choose(self, rng: np.random.Generator, level: str) -> Cell | None:
         """A cell of `level` to return to, or None for the stage's reset (always a candidate, with
-        the weight of one cell never chosen, so that the start keeps being explored too)."""
+        the weight of a cell at x 0 never chosen, so that the start keeps being explored too). A
+        cell weighs exp(FORWARD x / farthest x) / sqrt(1 + times chosen): the frontier is e^3 = 20
+        times a fresh cell at the start, and a cell chosen often gives way to others."""
         cells = [c for c in self.cells.values() if c.key.startswith(level + ":")]
         if not cells:
             return None
         far = max(c.x for c in cells) or 1
-        w = np.array([1.0] + [(1 + 2 * c.x / far) / math.sqrt(1 + c.chosen) for c in cells])
+        w = np.array([1.0] + [math.exp(FORWARD * c.x / far) / math.sqrt(1 + c.chosen) for c in cells])
         i = int(rng.choice(len(w), p=w / w.sum()))
         if i == 0:
             return None
@@ -157,10 +162,8 @@ class FrontierPolicy:
     name = "frontier"
     source = "frontier"
 
-    def __init__(self, archive: str = "", p: float = 0.8):
-        from mario_kit.collectors.policies import StickyPolicy
-
-        self.base = StickyPolicy(p)
+    def __init__(self, base: Any, archive: str = ""):
+        self.base = base  # what explores after the return (collectors.policies: sticky random)
         self.folder = Path(archive) if archive else None
         self.archive: Archive | None = None
         self.episodes = 0

@@ -174,10 +174,15 @@ class PPOPolicy:
         }
 
 
+def frontier(archive: str = "", p: float = 0.8) -> FrontierPolicy:
+    """The frontier collector's policy: return to a cell of the archive in `archive`, then sticky random."""
+    return FrontierPolicy(StickyPolicy(p), archive)
+
+
 POLICIES: dict[str, Any] = {
     "random": RandomPolicy,
     "sticky": StickyPolicy,
     "ppo": PPOPolicy,
     "human": HumanApp,
-    "frontier": FrontierPolicy,
+    "frontier": frontier,
 }

@@ -1,0 +1,115 @@
+"""How much of each stage the collectors reach at equal recorded-step budgets: sticky random, sticky
+random with `hash` balancing, and the frontier collector, in the same run on the same machine.
+
+    .venv/bin/python bench/frontier.py [--levels 1-1] [--steps 20000] [--seed 0] [--record]
+
+Per stage and collector: the farthest x reached, whether and after how many recorded steps the flag
+(or axe) was first reached (episodes in index order), distinct cells (the frontier's `cell_key`,
+counted the same way for every collector), action entropy, and recorded steps/s with its ratio to
+sticky random's. Prints JSON; `--record` also writes bench/results/frontier.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mario_kit.collectors import collect_frontier, collect_random
+from mario_kit.collectors.frontier import cell_key
+from mario_kit.datasets.dataset import Dataset
+from mario_kit.datasets.episode import Episode
+
+COLLECTORS = ("sticky", "sticky+hash", "frontier")
+
+
+def run(name: str, out: Path, level: str, steps: int, seed: int) -> float:
+    """Seconds the collection took."""
+    t = time.perf_counter()
+    common: dict[str, Any] = dict(level=level, steps=steps, seed=seed, progress=False)
+    if name == "frontier":
+        collect_frontier(out, **common)
+    else:
+        balance = dict(balance="hash", balance_kwargs={"p": 0.5}) if name == "sticky+hash" else {}
+        collect_random(out, sticky=0.8, **common, **balance)
+    return time.perf_counter() - t
+
+
+def measure(out: Path, level: str) -> dict[str, Any]:
+    eps = []
+    for p in Dataset(out).paths:
+        with Episode(p) as ep:
+            info = {k: ep.info[k] for k in ("x_pos", "y_pos")}
+            eps.append((ep.attrs["extra"]["episode_index"], ep.length, ep.attrs["end"], info, ep.actions))
+    eps.sort(key=lambda e: e[0])
+    total, first_flag, cells = 0, None, set()
+    counts = np.zeros(16, np.int64)
+    for _, n, end, info, actions in eps:
+        total += n
+        if end == "flag" and first_flag is None:
+            first_flag = total
+        cells |= {cell_key(level, {"x_pos": x, "y_pos": y}) for x, y in zip(info["x_pos"], info["y_pos"])}
+        counts += np.bincount(actions, minlength=16)[:16]
+    share = counts[counts > 0] / counts.sum()
+    return {
+        "steps": total,
+        "farthest_x": int(max(int(e[3]["x_pos"].max()) for e in eps)),
+        "flags": sum(e[2] == "flag" for e in eps),
+        "steps_to_first_flag": first_flag,
+        "cells": len(cells),
+        "action_entropy_bits": round(float(-(share * np.log2(share)).sum()), 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--levels", default="1-1")
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--record", action="store_true", help="write bench/results/frontier.json")
+    args = ap.parse_args()
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for level in args.levels.split(","):
+            for name in COLLECTORS:
+                out = Path(tmp) / f"{level}-{name}"
+                seconds = run(name, out, level, args.steps, args.seed)
+                r = measure(out, level)
+                r["steps_per_s"] = round(r["steps"] / seconds, 1)
+                rows[f"{level} {name}"] = r
+            base = rows[f"{level} sticky"]["steps_per_s"]
+            for name in COLLECTORS:
+                rows[f"{level} {name}"]["ratio_to_sticky"] = round(rows[f"{level} {name}"]["steps_per_s"] / base, 3)
+    print(json.dumps({"steps_per_collector": args.steps, "seed": args.seed, "rows": rows}, indent=1))
+    if args.record:
+        _record(rows, args)
+
+
+def _record(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    from tables import record
+
+    cols = ["stage, collector", "farthest x", "flag first reached after (steps)", "flags", "cells",
+            "action entropy (bits)", "steps/s (ratio to sticky)"]  # fmt: skip
+    table = [
+        [k, r["farthest_x"], r["steps_to_first_flag"] or "not reached", r["flags"], r["cells"],
+         r["action_entropy_bits"], f"{r['steps_per_s']} ({r['ratio_to_sticky']})"]
+        for k, r in rows.items()
+    ]  # fmt: skip
+    front = {k: r for k, r in rows.items() if k.endswith("frontier")}
+    reached = [k.split()[0] for k, r in front.items() if r["steps_to_first_flag"]]
+    headline = f"frontier: the flag in {len(reached)} of {len(front)} stages within {args.steps:,} steps" + (
+        f" ({', '.join(reached)})" if reached else ""
+    )
+    command = (
+        f".venv/bin/python bench/frontier.py --levels {args.levels} --steps {args.steps} --seed {args.seed} --record"
+    )
+    record("frontier", cols, table, command, headline, f"{args.steps:,} recorded steps per collector and stage")
+
+
+if __name__ == "__main__":
+    main()
