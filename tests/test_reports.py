@@ -49,6 +49,13 @@ def test_report_figures_equal_independent_values(tmp_path, small_dataset):
         x = np.concatenate([e.info["x_pos"] for e in eps])
         cov = {str(int(b) * 64): int(n) for b, n in zip(*np.unique(x // 64, return_counts=True))}
         assert s["coverage_x"]["1-1"] == cov
+        ends = [e.attrs["end"] for e in eps]
+        stage = s["stages"]["1-1"]
+        assert (stage["episodes"], stage["frames"]) == (len(eps), sum(e.length + 1 for e in eps))
+        assert stage["max_x"] == int(x.max())
+        assert (stage["deaths"], stage["flags"]) == (ends.count("terminated"), ends.count("flag"))
+        half = np.sort(x)[(len(x) - 1) // 2]  # the bin of the median frame, its upper edge
+        assert stage["x_half_of_frames"] >= half and stage["x_half_of_frames"] - 64 <= half
         p = np.bincount(acts, minlength=7) / len(acts)
         assert s["action_entropy_bits"] == round(float(-(p[p > 0] * np.log2(p[p > 0])).sum()), 4)
         frames = np.concatenate([e.frames[()] for e in eps])
@@ -61,6 +68,7 @@ def test_report_figures_equal_independent_values(tmp_path, small_dataset):
     assert all(s.startswith("data:image/png;base64,") for s in chk.srcs) and len(chk.srcs) >= 5
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", page)  # opens offline
     assert small_dataset.name in page and "other" in page
+    assert "1-1: farthest x" in page and "1-1: deaths" in page  # the per-stage coverage table
     for png in ("actions", "transitions", "lengths", "coverage"):
         assert (tmp_path / "rep" / f"{png}.png").stat().st_size > 1000
     # one number format: thousands separators, fixed decimals

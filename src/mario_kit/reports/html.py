@@ -62,6 +62,8 @@ PAGE = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_s
 {{ dist }}
 {{ img(figs.lengths) }}
 <h2>Coverage</h2>
+<h3>per stage</h3>
+{{ stages }}
 {{ img(figs.coverage) }}
 <h2>Sample frames</h2>
 {% for i in frames %}
@@ -77,6 +79,22 @@ CATEGORIES = (
     ("levels", "episodes per level"),
     ("ends", "how episodes end"),
 )
+
+
+STAGE_ROWS = (("episodes", "episodes"), ("frames", "frames"), ("max_x", "farthest x"),
+              ("x_half_of_frames", "half the frames before x"), ("x_nine_tenths_of_frames", "9/10 of the frames before x"),
+              ("deaths", "deaths"), ("flags", "flags (stage cleared)"))  # fmt: skip
+
+
+def _stages_table(stats: dict[str, dict[str, Any]]) -> Markup:
+    """How far into each stage each dataset goes, and how its episodes there ended."""
+    stages = sorted({lv for s in stats.values() for lv in s.get("stages", {})})
+    rows = [f"{lv}: {label}" for lv in stages for _, label in STAGE_ROWS]
+    cols = {
+        n: [s.get("stages", {}).get(lv, {}).get(k, "") for lv in stages for k, _ in STAGE_ROWS]
+        for n, s in stats.items()
+    }
+    return _table(pd.DataFrame(cols, index=rows))
 
 
 def _category_table(stats: dict[str, dict[str, Any]], key: str) -> Markup:
@@ -141,6 +159,7 @@ def render(stats: dict[str, dict[str, Any]], figs: dict[str, Path]) -> str:
         by=by,
         cats=cats,
         dist=_table(dist),
+        stages=_stages_table(stats),
         figs={k: _img(figs[k], alt) for k, alt in alts.items()},
         frames=[_img(p, k) for k, p in figs.items() if k.startswith("frames_")],
     )

@@ -157,6 +157,7 @@ def dataset_stats(
             "coverage_x": {lv: dict(sorted(c.items())) for lv, c in t.coverage.items()},
             "death_x": {lv: dict(sorted(c.items())) for lv, c in t.death_x.items()},
             "max_x": {lv: int(idx[idx["level"] == lv]["max_x"].max()) for lv in t.coverage},
+            "stages": _stage_coverage(idx, t.coverage),
             "scenario_keys": len(set(t.keys)),
             "steps_per_scenario_key": round(len(t.keys) / max(len(set(t.keys)), 1), 2),
         }
@@ -170,6 +171,24 @@ def dataset_stats(
     if frames:
         s.update(_frame_stats(ds, sample, seed, progress))
     return s
+
+
+def _stage_coverage(idx: Any, coverage: dict[str, dict[int, int]]) -> dict[str, dict[str, Any]]:
+    """Per stage: how much of it the data shows (episodes, frames, the farthest x, the x that half and
+    nine tenths of the frames lie before) and how its episodes ended (deaths, flags)."""
+    out = {}
+    for lv, cov in coverage.items():
+        rows = idx[idx["level"] == lv]
+        bins = np.array(sorted(cov))
+        cum = np.cumsum([cov[b] for b in bins]) / max(sum(cov.values()), 1)
+
+        def below(q: float, bins: np.ndarray = bins, cum: np.ndarray = cum) -> int:
+            return int(bins[int(np.searchsorted(cum, q))] + X_BIN) if len(bins) else 0
+
+        out[lv] = {"episodes": len(rows), "frames": int((rows["length"] + 1).sum()), "max_x": int(rows["max_x"].max()),
+                   "x_half_of_frames": below(0.5), "x_nine_tenths_of_frames": below(0.9),
+                   "deaths": int((rows["end"] == "terminated").sum()), "flags": int((rows["end"] == "flag").sum())}  # fmt: skip
+    return dict(sorted(out.items()))
 
 
 def _frame_stats(ds: Dataset, sample: int | None, seed: int, progress) -> dict[str, Any]:
