@@ -21,13 +21,14 @@ from mario_kit.datasets.interop.replay import import_replay
 from mario_kit.datasets.store import build_store, store_info
 
 DATA = Path(__file__).resolve().parent / "data"
-SETS = {"eval": True, "eval-fresh": True, "mix": False}  # name -> full-res frames in the store
+# name -> full-res frames in the store; world1 and world1-eval: the whole-stage recipe (frontier collector)
+SETS = {"eval": True, "eval-fresh": True, "mix": False, "world1": False, "world1-eval": True}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, default=Path("runs"))
-    ap.add_argument("--only", default=",".join(SETS), help="comma list of " + ", ".join(SETS))
+    ap.add_argument("--only", default="eval,eval-fresh,mix", help="comma list of " + ", ".join(SETS))
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     out = {}

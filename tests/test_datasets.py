@@ -692,7 +692,17 @@ def test_replay_export_and_import_give_back_every_episode_exactly(tmp_path, eigh
     assert packed.read_bytes() == before
 
 
-@pytest.mark.parametrize("name", ["eval", "eval-fresh", "mix"])
+ONE_ONE, WORLD_ONE = {"1-1"}, {"1-1", "1-2", "1-3", "1-4"}
+FROZEN = {  # name: (sources, levels, steps, splits), as bench/data/README.md says
+    "eval": ({"random", "agent"}, ONE_ONE, 9_000, {"test"}),
+    "eval-fresh": ({"random", "agent"}, ONE_ONE, 9_000, {"test"}),
+    "mix": ({"random", "agent"}, ONE_ONE, 80_000, {"train", "test"}),
+    "world1": ({"frontier"}, WORLD_ONE, 80_000, {"train", "test"}),
+    "world1-eval": ({"frontier"}, WORLD_ONE, 80_000, {"test"}),
+}
+
+
+@pytest.mark.parametrize("name", list(FROZEN))
 def test_the_frozen_world_model_data_replays_on_this_emulator(tmp_path, name):
     """bench/data keeps the world model's evaluation sets and training mix as replay files, rebuilt by
     bench/wm_data.py on any machine. Each parses, holds what docs/BENCHMARKS.md says it holds, and its
@@ -705,14 +715,16 @@ def test_the_frozen_world_model_data_replays_on_this_emulator(tmp_path, name):
     path = Path(__file__).resolve().parents[1] / "bench" / "data" / name / "replay.json.xz"
     eps = parse_replay(read_replay(path), path)
     steps = sum(e["attrs"]["length"] for e in eps)
-    sources = {e["attrs"]["source"] for e in eps}
-    assert sources == {"random", "agent"}
-    assert {e["attrs"]["level"] for e in eps} == {"1-1"}
-    if name == "mix":
-        assert steps == 80_000 and {e["split"] for e in eps} == {"train", "test"}
-    else:
-        assert steps == 9_000 and {e["split"] for e in eps} == {"test"}
-    for source in sorted(sources):
-        e = min((e for e in eps if e["attrs"]["source"] == source), key=lambda e: e["attrs"]["length"])
+    sources, levels, total, splits = FROZEN[name]
+    assert {e["attrs"]["source"] for e in eps} == sources
+    assert {e["attrs"]["level"] for e in eps} == levels
+    assert steps == total and {e["split"] for e in eps} == splits
+    starts = [e for e in eps if "extra/start_joypad" in e["arrays"] and len(e["arrays"]["extra/start_joypad"])]
+    assert bool(starts) == (sources == {"frontier"})  # frontier episodes start where others left off
+    picks = [min((e for e in eps if e["attrs"]["source"] == s), key=lambda e: e["attrs"]["length"]) for s in sources]
+    if starts:  # and the farthest start of them all: the longest way from reset, replayed
+        picks.append(max(starts, key=lambda e: len(e["arrays"]["extra/start_joypad"])))
+    for e in picks:
         p, n = replay_episode(e, tmp_path)
         assert n == e["attrs"]["length"] and Episode(p).frames.shape[0] == n + 1
+        p.unlink()
