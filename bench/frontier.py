@@ -1,7 +1,7 @@
 """How much of each stage the collectors reach at equal recorded-step budgets: sticky random, sticky
 random with `hash` balancing, and the frontier collector, in the same run on the same machine.
 
-    .venv/bin/python bench/frontier.py [--levels 1-1] [--steps 20000] [--seed 0] [--record]
+    .venv/bin/python bench/frontier.py [--levels 1-1|all] [--steps 20000] [--seed 0] [--collectors ...] [--record]
 
 Per stage and collector: the farthest x reached, whether and after how many recorded steps the flag
 (or axe) was first reached (episodes in index order), distinct cells (the frontier's `cell_key`,
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from mario_kit.collectors import collect_frontier, collect_random
 from mario_kit.collectors.frontier import cell_key
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
+from mario_kit.emulator import ALL_LEVELS
 
 COLLECTORS = ("sticky", "sticky+hash", "frontier")
 
@@ -68,23 +70,28 @@ def measure(out: Path, level: str) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--levels", default="1-1")
+    ap.add_argument("--levels", default="1-1", help="comma list of stages, or all (the 32)")
+    ap.add_argument("--collectors", default=",".join(COLLECTORS), help="comma list of " + ", ".join(COLLECTORS))
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--record", action="store_true", help="write bench/results/frontier.json")
     args = ap.parse_args()
     rows: dict[str, dict[str, Any]] = {}
+    names = args.collectors.split(",")
+    levels = list(ALL_LEVELS) if args.levels == "all" else args.levels.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        for level in args.levels.split(","):
-            for name in COLLECTORS:
+        for level in levels:
+            for name in names:
                 out = Path(tmp) / f"{level}-{name}"
                 seconds = run(name, out, level, args.steps, args.seed)
                 r = measure(out, level)
                 r["steps_per_s"] = round(r["steps"] / seconds, 1)
                 rows[f"{level} {name}"] = r
-            base = rows[f"{level} sticky"]["steps_per_s"]
-            for name in COLLECTORS:
-                rows[f"{level} {name}"]["ratio_to_sticky"] = round(rows[f"{level} {name}"]["steps_per_s"] / base, 3)
+            base = rows[f"{level} sticky"]["steps_per_s"] if "sticky" in names else None
+            for name in names:
+                r = rows[f"{level} {name}"]
+                r["ratio_to_sticky"] = round(r["steps_per_s"] / base, 3) if base else None
+            print(json.dumps({level: {n: rows[f"{level} {n}"] for n in names}}), file=sys.stderr, flush=True)
     print(json.dumps({"steps_per_collector": args.steps, "seed": args.seed, "rows": rows}, indent=1))
     if args.record:
         _record(rows, args)
@@ -97,7 +104,7 @@ def _record(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
             "action entropy (bits)", "steps/s (ratio to sticky)"]  # fmt: skip
     table = [
         [k, r["farthest_x"], r["steps_to_first_flag"] or "not reached", r["flags"], r["cells"],
-         r["action_entropy_bits"], f"{r['steps_per_s']} ({r['ratio_to_sticky']})"]
+         r["action_entropy_bits"], f"{r['steps_per_s']}" + (f" ({r['ratio_to_sticky']})" if r["ratio_to_sticky"] else "")]
         for k, r in rows.items()
     ]  # fmt: skip
     front = {k: r for k, r in rows.items() if k.endswith("frontier")}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from conftest import run_cli
-from mario_kit.collectors.frontier import ARCHIVE, CELL_PX, CONTEXT_STEPS, cell_key
+from mario_kit.collectors.frontier import ARCHIVE, CELL_PX, CONTEXT_STEPS, archive_name, cell_key
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 from mario_kit.emulator import MarioEnv, replay
@@ -57,10 +57,23 @@ def test_frontier_episodes_replay_from_reset_and_the_archive_grows_over_runs(tmp
     assert run_cli("dataset", "validate", out).returncode == 0
 
 
-def test_the_same_seed_gives_the_same_frontier_episodes(tmp_path):
+def test_the_same_seed_gives_the_same_frontier_episodes_with_one_worker_or_two(tmp_path):
+    """Two workers grow an archive each (their episodes depend on the seed and the worker count, not
+    on timing): the same command gives the same episodes, and every episode replays from reset."""
     _collect(tmp_path / "a", 300)
     _collect(tmp_path / "b", 300)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    for d in ("c", "d"):
+        _collect(tmp_path / d, 600, "--workers", "2")
+        assert {p.name for p in (tmp_path / d).glob("mario-kit.frontier*.json")} == {
+            archive_name(0, 2),
+            archive_name(1, 2),
+        }
+    assert _digest(tmp_path / "c") == _digest(tmp_path / "d") != _digest(tmp_path / "a")
+    for p in Dataset(tmp_path / "c").paths:
+        with Episode(p) as ep:
+            frames = [f for f, _ in replay(ep.attrs["level"], ep.joypad, ep.step_frames, ep.start_joypad)]
+            assert all(np.array_equal(f, ep.frames[t]) for t, f in enumerate(frames)), p.name
 
 
 def test_a_frontier_dataset_travels_as_a_replay_file(tmp_path):
@@ -81,7 +94,7 @@ def test_bad_archives_and_options_are_refused_in_one_line(tmp_path):
     (out / ARCHIVE).write_text("{not json")
     for extra, says in (
         ([], "frontier archive"),
-        (["--workers", "2"], "one archive in one process"),
+        (["--ray"], "--ray does not apply"),
     ):
         res = run_cli("collect", "--frontier", "--steps", "50", "--out", out, *extra)
         assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr

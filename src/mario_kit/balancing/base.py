@@ -20,7 +20,13 @@ class Strategy:
         self.policy, self.action_set = policy, action_set
         self.source = policy.source
         self.overridden = False
-        for hook in ("on_frame", "begin", "before_step", "after_step"):  # the loop's optional hooks pass through
+        for hook in (
+            "on_frame",
+            "begin",
+            "before_step",
+            "after_step",
+            "share",
+        ):  # the loop's optional hooks pass through
             if hasattr(policy, hook):
                 setattr(self, hook, getattr(policy, hook))
 

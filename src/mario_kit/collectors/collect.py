@@ -89,8 +89,8 @@ class CollectConfig:
             raise UserError(f"--seed must be in 0..2**63-1, got {self.seed}")
         if self.max_steps < 1:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
-        if self.policy == "frontier" and (self.workers != 1 or self.ray):
-            raise UserError("--frontier grows one archive in one process: --workers and --ray do not apply to it yet")
+        if self.policy == "frontier" and self.ray:
+            raise UserError("--frontier keeps its archives in --out: --ray does not apply to it yet (use --workers)")
         if self.ray and (interactive or self.workers != 1):
             raise UserError(
                 "--ray runs episodes on every CPU of the cluster: not with --workers or an interactive player"
@@ -228,6 +228,9 @@ def _run_worker(cfg: CollectConfig, worker: int, seed: int, report, interrupt: C
     levels = parse_levels(cfg.level)
     aset = F.get_action_set(cfg.action_set)
     policy = make_collect_policy(cfg, aset, table_dir=cfg.out)
+    share = getattr(policy, "share", None)
+    if share is not None:  # a policy that keeps state per worker (the frontier's archive)
+        share(worker, cfg.workers)
     try:
         _episodes(cfg, worker, seed, report, interrupt, levels, aset, policy)
     finally:

@@ -11,7 +11,8 @@ context frames are real ones), then explores with the base policy (sticky random
 Every episode stays replayable from reset: it stores the joypad bytes from the reset to its frame 0
 (`extra/start_joypad`, docs/FORMAT.md) and `extra.prefix_steps`, the steps that returned to the
 cell. Snapshots are never written: the archive file (`mario-kit.frontier.json` in the dataset
-folder) holds the paths, and a cell without a snapshot is reached again by replaying its path.
+folder; one a worker with several, `share`) holds the paths, and a cell without a snapshot is reached
+again by replaying its path.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ SAVE_EVERY = 10  # episodes between archive writes (and at the end)
 # How much farther cells weigh (Archive.choose): chosen against a weight linear in x and one in x^2 on
 # 1-1 at equal budgets (docs/BENCHMARKS_LOG.md, "Frontier collector").
 FORWARD = 3.0
+
+
+def archive_name(worker: int, workers: int) -> str:
+    return f"mario-kit.frontier.{worker + 1}-of-{workers}.json"
 
 
 def cell_key(level: str, info: dict[str, Any]) -> str:
@@ -165,8 +170,14 @@ class FrontierPolicy:
     def __init__(self, base: Any, archive: str = ""):
         self.base = base  # what explores after the return (collectors.policies: sticky random)
         self.folder = Path(archive) if archive else None
+        self.file = ARCHIVE
         self.archive: Archive | None = None
         self.episodes = 0
+
+    def share(self, worker: int, workers: int) -> None:
+        """With several workers each grows its own archive (`mario-kit.frontier.W-of-N.json`): what a
+        worker records depends on the seed and the worker count alone, not on timing."""
+        self.file = ARCHIVE if workers == 1 else archive_name(worker, workers)
 
     def reset(self, rng: np.random.Generator, n_actions: int) -> None:
         self.base.reset(rng, n_actions)
@@ -184,7 +195,7 @@ class FrontierPolicy:
     def begin(self, env: MarioEnv, action_set: str, frame_skip: int) -> Begin | None:
         """Restore a chosen cell's return state (None: the episode starts at the stage's reset)."""
         if self.archive is None:
-            path = self.folder / ARCHIVE if self.folder else Path("/nonexistent")
+            path = self.folder / self.file if self.folder else Path("/nonexistent")
             self.archive = Archive.load(path, action_set, frame_skip)
         self.frame_skip, self.level = frame_skip, env.level
         self.path = bytearray()
@@ -217,7 +228,7 @@ class FrontierPolicy:
 
     def save(self) -> None:
         if self.archive is not None and self.folder is not None:
-            write_json_atomic(self.folder / ARCHIVE, self.archive.to_json())
+            write_json_atomic(self.folder / self.file, self.archive.to_json())
 
     def close(self) -> None:
         self.save()
