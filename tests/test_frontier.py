@@ -102,6 +102,31 @@ def test_bad_archives_and_options_are_refused_in_one_line(tmp_path):
                                            "frame_skip": 4, "cells": []}))  # fmt: skip
     res = run_cli("collect", "--frontier", "--steps", "50", "--out", out)
     assert res.returncode == 2 and "action set right" in res.stderr
+    import base64
+    import zlib
+
+    bomb = base64.b64encode(zlib.compress(bytes(1 << 22))).decode()  # 4 MiB of joypad bytes from 4 KB
+    empty = base64.b64encode(zlib.compress(b"")).decode()
+    for cell, says in (
+        ({"key": "1-1:3:5", "start": bomb, "tail": [], "x": 100, "visits": 1, "chosen": 0}, "longer than"),
+        ({"key": "1-1:3:5", "start": empty, "tail": [[9, 0]], "x": 100, "visits": 1, "chosen": 0}, "action set"),
+        ({"key": "../x", "start": empty, "tail": [], "x": 100, "visits": 1, "chosen": 0}, "cell key"),
+        ({"key": "1-1:3:5", "start": bomb[:40], "tail": [], "x": 100, "visits": 1, "chosen": 0}, "cut short"),
+    ):
+        doc = {
+            "kind": "mario-kit-frontier-archive",
+            "schema": 1,
+            "action_set": "simple",
+            "frame_skip": 4,
+            "cells": [cell],
+        }
+        (out / ARCHIVE).write_text(json.dumps(doc))
+        res = run_cli("collect", "--frontier", "--steps", "50", "--out", out)
+        assert res.returncode == 2 and says in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    (out / ARCHIVE).unlink()
+    (out / ARCHIVE).symlink_to(tmp_path / "elsewhere.json")
+    res = run_cli("collect", "--frontier", "--steps", "50", "--out", out)
+    assert res.returncode == 2 and "symbolic link" in res.stderr
     assert not Dataset(out).paths  # nothing recorded
 
 

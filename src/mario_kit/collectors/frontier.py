@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,13 +31,15 @@ import numpy as np
 from mario_kit import UserError
 from mario_kit.atomic import write_json_atomic
 from mario_kit.emulator import MarioEnv, Snapshot, run_start
-from mario_kit.trust import read_json
+from mario_kit.datasets import format as F
+from mario_kit.trust import read_json, regular_file_problem
 
 ARCHIVE = "mario-kit.frontier.json"
 SCHEMA = 1
 CONTEXT_STEPS = 4  # steps walked again before the cell: the context a world-model window needs
 CELL_PX = 32  # x and y buckets of a cell, in pixels (two blocks)
 SAVE_EVERY = 10  # episodes between archive writes (and at the end)
+MAX_ARCHIVE_BYTES = 64 << 20  # a file larger than this is refused before it is parsed
 # How much farther cells weigh (Archive.choose): chosen against a weight linear in x and one in x^2 on
 # 1-1 at equal budgets (docs/BENCHMARKS_LOG.md, "Frontier collector").
 FORWARD = 3.0
@@ -129,9 +132,12 @@ class Archive:
         """The folder's archive, or an empty one; refused in one line when it was made under other
         settings or is not an archive (the paths it holds are checked as they are replayed)."""
         archive = cls(action_set, frame_skip)
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             return archive
-        d = read_json(path, what="frontier archive")
+        problem = regular_file_problem(path)
+        if problem:
+            raise UserError(f"{path}: {problem}")
+        d = read_json(path, max_bytes=MAX_ARCHIVE_BYTES, what="frontier archive")
         if not isinstance(d, dict) or d.get("kind") != "mario-kit-frontier-archive" or d.get("schema") != SCHEMA:
             raise UserError(f"{path} is not a mario-kit frontier archive (schema {SCHEMA})")
         if (d.get("action_set"), d.get("frame_skip")) != (action_set, frame_skip):
@@ -139,15 +145,30 @@ class Archive:
                 f"{path} was grown with action set {d.get('action_set')} and frame skip {d.get('frame_skip')}; "
                 f"collect into another folder or use those"
             )
+        n_actions = len(F.get_action_set(action_set))
         try:
             for c in d["cells"]:
-                start = zlib.decompress(base64.b64decode(c["start"]), bufsize=1 << 16)
-                tail = [(int(a), int(b)) for a, b in c["tail"]]
-                archive.cells[str(c["key"])] = Cell(str(c["key"]), start, tail, int(c["x"]), int(c["visits"]),
-                                                    int(c["chosen"]))  # fmt: skip
+                cell = _cell(c, n_actions)
+                archive.cells[cell.key] = cell
         except (KeyError, TypeError, ValueError, zlib.error) as e:
-            raise UserError(f"{path}: a cell that does not parse ({type(e).__name__}); move the file aside") from None
+            raise UserError(f"{path}: a cell that does not parse ({e}); move the file aside") from None
         return archive
+
+
+def _cell(c: dict[str, Any], n_actions: int) -> Cell:
+    """A cell of an archive file, its sizes and ranges checked before anything of them is used."""
+    z = zlib.decompressobj()
+    start = z.decompress(base64.b64decode(c["start"], validate=True), F.MAX_START_FRAMES)
+    if z.unconsumed_tail:
+        raise ValueError(f"a way from reset longer than {F.MAX_START_FRAMES} frames")
+    if not z.eof:
+        raise ValueError("a way from reset cut short (not a whole zlib stream)")
+    tail = [(int(a), int(b)) for a, b in c["tail"]]
+    if len(tail) > CONTEXT_STEPS or any(not (0 <= a < n_actions and 0 <= b < 256) for a, b in tail):
+        raise ValueError(f"a return of more than {CONTEXT_STEPS} steps or an action outside the action set")
+    if not re.fullmatch(r"[1-8]-[1-4]:\d{1,4}:\d{1,3}", str(c["key"])):
+        raise ValueError(f"cell key {str(c['key'])[:40]!r}")
+    return Cell(str(c["key"]), start, tail, int(c["x"]), int(c["visits"]), int(c["chosen"]))
 
 
 @dataclass
