@@ -839,22 +839,7 @@ def evaluate(
             raise ValueError
     except ValueError:
         raise UserError(f"--horizons takes a comma list of integers >= 1, got {horizons!r}") from None
-    r = run_eval(
-        EvaluateConfig(
-            run=run,
-            store=store,
-            horizons=hs,
-            windows=windows,
-            rollouts=rollouts,
-            seed=seed,
-            device=device,
-            out=out_dir or run / "eval",
-            sampling_steps=sampling_steps,
-            ema=ema,
-            upsampler_steps=upsampler_steps,
-            sampler_set=overrides,
-        )
-    )
+    r = run_eval(_config(EvaluateConfig, locals(), horizons=hs, out=out_dir or run / "eval", sampler_set=overrides))
     out.print(_evaluation_table(r))
     out.print(f"written: {(out_dir or run / 'eval') / 'evaluation.json'}")
 
@@ -1002,19 +987,7 @@ def dream(
     from mario_kit.world_model.programs.compare import CompareConfig, compare
 
     _moved(old_steps, "--length")
-    r = compare(
-        CompareConfig(
-            run=run,
-            episode=episode,
-            start=start,
-            length=length,
-            out=out_file,
-            policy=policy,
-            upsampler=upsampler,
-            device=device,
-            seed=seed,
-        )
-    )
+    r = compare(_config(CompareConfig, locals(), out=out_file))
     if r.frames < r.requested:
         err.print(
             f"note: dreamed {r.frames} of the {r.requested} steps asked for: the recorded episode "
