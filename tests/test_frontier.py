@@ -86,6 +86,17 @@ def test_a_frontier_dataset_travels_as_a_replay_file(tmp_path):
     for p in Dataset(tmp_path / "fr").paths:
         with Episode(p) as a, Episode(tmp_path / "back" / p.name) as b:
             assert np.array_equal(a.frames[()], b.frames[()])
+    # a way from reset that ends the game before it ends (a garbled file) is refused, nothing imported
+    import h5py
+
+    victim = next(p for p in Dataset(tmp_path / "fr").paths if Episode(p).start_joypad is not None)
+    with h5py.File(victim, "r+") as f:
+        del f["extra/start_joypad"]
+        f.create_dataset("extra/start_joypad", data=np.full(5000, 0x80, np.uint8))  # runs into the first Goomba
+    assert run_cli("dataset", "export", tmp_path / "fr", "--format", "replay", "--out", tmp_path / "y").returncode == 0
+    res = run_cli("dataset", "import", tmp_path / "y", "--format", "replay", "--out", tmp_path / "bad")
+    assert res.returncode == 2 and "ends the game" in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").glob("*.h5"))
 
 
 def test_bad_archives_and_options_are_refused_in_one_line(tmp_path):

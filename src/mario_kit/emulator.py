@@ -149,8 +149,11 @@ def run_start(env: MarioEnv, start: np.ndarray | None) -> dict[str, Any] | None:
     """Step a reset env through an episode's start prefix (the joypad bytes from the stage's reset to
     the episode's frame 0; None or empty for an episode that starts at reset); the last info, if any."""
     info = None
-    for byte in start if start is not None else ():
-        _, _, _, info = env.step_frame(int(byte))
+    start = start if start is not None else np.zeros(0, np.uint8)
+    for k, byte in enumerate(start):
+        _, terminated, truncated, info = env.step_frame(int(byte))
+        if (terminated or truncated) and k + 1 < len(start):
+            raise UserError(f"the way from reset ends the game at frame {k + 1} of its {len(start)}: not a start")
     return info
 
 

@@ -215,9 +215,11 @@ class FrontierPolicy:
 
     def begin(self, env: MarioEnv, action_set: str, frame_skip: int) -> Begin | None:
         """Restore a chosen cell's return state (None: the episode starts at the stage's reset)."""
-        if self.archive is None:
-            path = self.folder / self.file if self.folder else Path("/nonexistent")
-            self.archive = Archive.load(path, action_set, frame_skip)
+        if self.archive is None:  # the folder's (or, built without one, a fresh one in memory)
+            folder = self.folder
+            self.archive = (
+                Archive.load(folder / self.file, action_set, frame_skip) if folder else Archive(action_set, frame_skip)
+            )
         self.frame_skip, self.level = frame_skip, env.level
         self.path = bytearray()
         self.recent: deque[_Step] = deque(maxlen=CONTEXT_STEPS)
