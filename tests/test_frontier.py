@@ -120,7 +120,7 @@ def test_bad_archives_and_options_are_refused_in_one_line(tmp_path):
     empty = base64.b64encode(zlib.compress(b"")).decode()
     for cell, says in (
         ({"key": "1-1:3:5", "start": bomb, "tail": [], "x": 100, "visits": 1, "chosen": 0}, "longer than"),
-        ({"key": "1-1:3:5", "start": empty, "tail": [[9, 0]], "x": 100, "visits": 1, "chosen": 0}, "action set"),
+        ({"key": "1-1:3:5", "start": empty, "tail": [9], "x": 100, "visits": 1, "chosen": 0}, "action set"),
         ({"key": "../x", "start": empty, "tail": [], "x": 100, "visits": 1, "chosen": 0}, "cell key"),
         ({"key": "1-1:3:5", "start": bomb[:40], "tail": [], "x": 100, "visits": 1, "chosen": 0}, "cut short"),
     ):

@@ -59,7 +59,7 @@ def cell_key(level: str, info: dict[str, Any]) -> str:
 class Cell:
     key: str
     start: bytes  # joypad bytes from the stage's reset to the state the return begins at
-    tail: list[tuple[int, int]]  # (action, joypad byte) of the steps from there to the cell
+    tail: list[int]  # the actions of the steps from there to the cell (each held for the frame skip)
     x: int
     visits: int = 0
     chosen: int = 0
@@ -79,7 +79,7 @@ class Begin:
     frame: np.ndarray
     info: dict[str, Any]
     start_joypad: np.ndarray
-    steps: list[tuple[int, int]]
+    steps: list[int]
 
 
 class Archive:
@@ -163,8 +163,8 @@ def _cell(c: dict[str, Any], n_actions: int) -> Cell:
         raise ValueError(f"a way from reset longer than {F.MAX_START_FRAMES} frames")
     if not z.eof:
         raise ValueError("a way from reset cut short (not a whole zlib stream)")
-    tail = [(int(a), int(b)) for a, b in c["tail"]]
-    if len(tail) > CONTEXT_STEPS or any(not (0 <= a < n_actions and 0 <= b < 256) for a, b in tail):
+    tail = [int(a) for a in c["tail"]]
+    if len(tail) > CONTEXT_STEPS or any(not 0 <= a < n_actions for a in tail):
         raise ValueError(f"a return of more than {CONTEXT_STEPS} steps or an action outside the action set")
     if not re.fullmatch(r"[1-8]-[1-4]:\d{1,4}:\d{1,3}", str(c["key"])):
         raise ValueError(f"cell key {str(c['key'])[:40]!r}")
@@ -179,7 +179,6 @@ class _Step:
     info: dict[str, Any]
     offset: int  # joypad bytes from reset before the step
     action: int
-    byte: int
 
 
 class FrontierPolicy:
@@ -220,7 +219,7 @@ class FrontierPolicy:
             self.archive = (
                 Archive.load(folder / self.file, action_set, frame_skip) if folder else Archive(action_set, frame_skip)
             )
-        self.frame_skip, self.level = frame_skip, env.level
+        self.level = env.level
         self.path = bytearray()
         self.recent: deque[_Step] = deque(maxlen=CONTEXT_STEPS)
         cell = self.archive.choose(self.rng, env.level)
@@ -235,8 +234,8 @@ class FrontierPolicy:
         assert cell.info is not None
         return Begin(frame, dict(cell.info), np.frombuffer(cell.start, np.uint8).copy(), list(cell.tail))
 
-    def before_step(self, env: MarioEnv, info: dict[str, Any], action: int, byte: int) -> None:
-        self.recent.append(_Step(env.snapshot(), dict(info), len(self.path), action, byte))
+    def before_step(self, env: MarioEnv, info: dict[str, Any], action: int) -> None:
+        self.recent.append(_Step(env.snapshot(), dict(info), len(self.path), action))
 
     def after_step(self, joypad: list[int], info: dict[str, Any], ended: bool) -> None:
         """Count the step's bytes into the way from reset; offer the place reached to the archive."""
@@ -244,7 +243,7 @@ class FrontierPolicy:
         if ended or info.get("is_dying") or self.archive is None or not self.recent:
             return
         first = self.recent[0]
-        tail = [(s.action, s.byte) for s in self.recent]
+        tail = [s.action for s in self.recent]
         cell = Cell(cell_key(self.level, info), bytes(self.path[: first.offset]), tail, int(info.get("x_pos", 0)))
         cell.snap, cell.info = first.snap, first.info
         self.archive.offer(cell)

@@ -9,7 +9,7 @@ A policy may also implement:
 - `begin(env, action_set, frame_skip) -> Begin | None`: start the episode somewhere other than the
   stage's reset (the frontier collector): a restored state, the joypad bytes from reset to it
   (stored as `extra/start_joypad`: the episode stays replayable) and steps to walk first;
-- `before_step(env, info, action, byte)` and `after_step(joypad, info, ended)`: see each step.
+- `before_step(env, info, action)` and `after_step(joypad, info, ended)`: see each step.
 Control flow from the policy: raise `DiscardEpisode`, `CutEpisode` or `StopCollection`.
 """
 
@@ -88,9 +88,9 @@ def record_episode(
     on_frame = joypad_on_frame if policy_on_frame is not None else None
 
     for t in range(max_steps):
-        action = int(policy.act(frame, info)) if t >= len(prefix) else prefix[t][0]
+        action = int(policy.act(frame, info)) if t >= len(prefix) else prefix[t]
         if before is not None:
-            before(env, info, action, int(joypad[action]))
+            before(env, info, action)
         r = env.step(int(joypad[action]), frame_skip, on_frame if t >= len(prefix) else None)
         if on_frame is not None:
             action = majority_action(r.joypad, joypad, action)
