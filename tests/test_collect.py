@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import make_dataset, run_cli
-from mario_kit.emulator import MarioEnv, replay
+from mario_kit.emulator import MarioEnv, replay, replay_to
 from mario_kit.collectors.policies import RandomPolicy, StickyPolicy
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset
@@ -30,7 +30,7 @@ def test_roundtrip_matches_an_independent_env(small_dataset):
             env = JoypadSpace(gym.make("SuperMarioBros-1-1-v0"), SIMPLE_MOVEMENT)
             obs, _ = env.reset()
             assert np.array_equal(ep.frames[0], obs)
-            for t, a in enumerate(ep.actions):
+            for t, a in enumerate(ep.actions[: ep.played_steps]):  # gym's env stops at the end: no ending
                 total = 0.0
                 for _ in range(4):
                     obs, r, term, trunc, info = env.step(int(a))
@@ -41,7 +41,8 @@ def test_roundtrip_matches_an_independent_env(small_dataset):
                 assert ep.rewards[t] == pytest.approx(total)
                 assert ep.info["x_pos"][t] == info["x_pos"] and ep.info["time"][t] == info["time"]
                 assert ep.info["status"][t] == F.STATUS_CODES[info["status"]]
-            assert bool(term) == bool(ep.column(F.TERMINATED)[-1]) or ep.attrs["end"] == "truncated"
+                assert ep.info["left_x_pos"][t] == info["left_x_pos"]
+            assert bool(term) == bool(ep.column(F.TERMINATED)[ep.played_steps - 1]) or ep.attrs["end"] == "truncated"
             env.close()
 
 
@@ -141,4 +142,81 @@ def test_env_frame_skip_stops_at_episode_end():
     r = env.step(0, 4)
     assert len(r.joypad) == 4 and r.frame.shape == F.FRAME_SHAPE
     assert np.shares_memory(r.frame, env.screen)  # a view: no copy per step
+    env.close()
+
+
+def test_a_death_is_recorded_through_its_animation_and_replays(tmp_path):
+    """By default the recording goes on after the first dying frame until the game leaves the stage:
+    the end step is where `terminated` turns true, the ending's steps carry no reward, the frames move
+    (Mario's death jump), and the replay export and import rebuild every frame. --ending-steps 0 gives
+    the same episodes cut at the end step, as gym-super-mario-bros' stage envs end them."""
+    paths = make_dataset(tmp_path / "d", episodes=3, max_steps=300, seed=3)
+    cut = make_dataset(tmp_path / "cut", episodes=3, max_steps=300, seed=3, ending_steps=0)
+    for p, q in zip(paths, cut):
+        with Episode(p) as ep, Episode(q) as old:
+            assert ep.attrs["end"] == old.attrs["end"] == "terminated" and old.ending_steps == 0
+            T, n = ep.length, ep.ending_steps
+            assert 0 < n < 64 and ep.played_steps == old.length == T - n
+            term = ep.column(F.TERMINATED)
+            assert not term[: T - n - 1].any() and term[T - n - 1 :].all()
+            assert (ep.rewards[T - n :] == 0).all() and ep.rewards[T - n - 1] < 0  # the death's penalty
+            assert np.array_equal(ep.frames[: T - n + 1], old.frames[()]) and np.array_equal(
+                ep.actions[: T - n], old.actions
+            )
+            ending = ep.frames[T - n :]
+            assert len({f.tobytes() for f in ending}) > 10  # the animation moves (it also pauses)
+            env = replay_to(ep.attrs["level"], ep.joypad, ep.step_frames, T)
+            assert env.ended and env.ending_over()  # it stopped because the game left the stage
+            env.close()
+    exported = run_cli("dataset", "export", tmp_path / "d", "--format", "replay", "--out", tmp_path / "r")
+    assert exported.returncode == 0, exported.stderr
+    back = run_cli("dataset", "import", tmp_path / "r", "--format", "replay", "--out", tmp_path / "back")
+    assert back.returncode == 0, back.stderr  # the import replays every frame and checks its digest
+    for p in paths:
+        with Episode(p) as ep, Episode(tmp_path / "back" / p.name) as again:
+            assert again.ending_steps == ep.ending_steps and np.array_equal(again.frames[()], ep.frames[()])
+
+
+def _flag_begin(env: MarioEnv, index: int):
+    """The frozen world-1 data's episode `index` as a start: its way from reset and its steps."""
+    from pathlib import Path
+
+    from mario_kit.collectors.frontier import Begin
+    from mario_kit.datasets.interop.replay import parse_replay, read_replay
+    from mario_kit.emulator import run_start
+
+    path = Path(__file__).parents[1] / "bench/data/world1/replay.json.xz"
+    e = parse_replay(read_replay(path), path)[index]
+    assert e["attrs"]["end"] == "flag" and e["attrs"]["level"] == "1-1"
+    start = np.asarray(e["arrays"][f"{F.EXTRA_GROUP}/{F.START_JOYPAD}"], np.uint8)
+    _, info = env.reset()
+    info = run_start(env, start) or info
+    return Begin(env.screen.copy(), info, start, [int(a) for a in e["arrays"][F.ACTIONS]])
+
+
+@pytest.mark.parametrize("limit", [64, 200])
+def test_the_flag_is_recorded_through_the_walk_into_the_castle(tmp_path, limit):
+    """From a frozen episode that reaches 1-1's flag in 6 steps: the slide and the walk into the castle
+    follow (x grows past the pole), `end` is still `flag`, the limit caps the ending, and with room the
+    ending stops where the game leaves the stage. Replay rebuilds it frame for frame."""
+    from mario_kit.collectors.loop import record_episode
+    from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
+
+    class WalkToFlag(RandomPolicy):
+        def begin(self, env, action_set, frame_skip):
+            return _flag_begin(env, 175)
+
+    env = MarioEnv("1-1")
+    meta = EpisodeMeta(env.env_id, "1-1", 4, F.get_action_set("simple"), "test")
+    with EpisodeWriter(tmp_path, meta) as w:
+        end = record_episode(env, WalkToFlag(), w, np.random.default_rng(0), 4, 50, ending_steps=limit)
+        path = w.finish(end)
+    with Episode(path) as ep:
+        n, T = ep.ending_steps, ep.length
+        assert end == ep.attrs["end"] == "flag" and ep.played_steps == 6
+        assert ep.info["flag_get"][5] and ep.info["x_pos"][-1] > ep.info["x_pos"][5] + 16  # walked on to the castle
+        assert n == 64 if limit == 64 else 64 < n < limit
+        replayed = replay_to("1-1", ep.joypad, ep.step_frames, T, ep.start_joypad)
+        assert np.array_equal(replayed.screen, ep.frames[T]) and replayed.ending_over() == (limit == 200)
+        replayed.close()
     env.close()

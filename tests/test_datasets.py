@@ -566,7 +566,7 @@ def test_a_death_the_seeds_recorder_dropped_comes_back_from_the_replay(tmp_path)
     """The seed's recorders reset after the step that dies and never record its frame, nor set the life
     flag on a stage env: the import replays the action at the frame before the reset, and the death it
     shows is the episode's last step (terminated, end=terminated), the frame the real game showed."""
-    make_dataset(tmp_path / "real", episodes=2, max_steps=300, seed=1)  # both die (48 and 44 steps)
+    make_dataset(tmp_path / "real", episodes=2, max_steps=300, seed=1, ending_steps=0)  # both die (48, 44 steps)
     eps = [Episode(p) for p in Dataset(tmp_path / "real").paths]
     assert [e.attrs["end"] for e in eps] == ["terminated", "terminated"]
     frames = np.concatenate([e.frames[:-1] for e in eps])  # the dying frames were never recorded

@@ -80,8 +80,13 @@ def test_ray_gives_the_episodes_of_one_worker(tmp_path, cluster):
         progress=False,
     )
     assert assert_same_episodes(tmp_path / "ray", tmp_path / "one") == 500
-    ends = [v[0]["end"] for v in episodes_by_index(tmp_path / "ray").values()]
-    assert ends.count("truncated") == 1  # the budget cut the last one
+    ray = episodes_by_index(tmp_path / "ray")
+    whole = CollectConfig(out=tmp_path / "whole", policy="sticky", policy_kwargs={"p": 0.8}, max_steps=300, seed=11)
+    whole.episodes = len(ray)
+    collect(whole, progress=False)  # the same episodes, no budget to cut the last one
+    lengths = {i: v[0]["length"] for i, v in episodes_by_index(tmp_path / "whole").items()}
+    last = max(ray)
+    assert all(ray[i][0]["length"] == lengths[i] for i in ray if i != last) and ray[last][0]["length"] < lengths[last]
     # the same command again: every episode is already there, none is recorded twice
     r = run_cli("collect", *STEPS, "--out", tmp_path / "ray", "--ray", "--ray-address", cluster)
     assert r.returncode == 0 and "collected 0 episodes" in r.stdout and "already held" in r.stdout, r.stdout + r.stderr

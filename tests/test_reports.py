@@ -54,6 +54,9 @@ def test_report_figures_equal_independent_values(tmp_path, small_dataset):
         assert (stage["episodes"], stage["frames"]) == (len(eps), sum(e.length + 1 for e in eps))
         assert stage["max_x"] == int(x.max())
         assert (stage["deaths"], stage["flags"]) == (ends.count("terminated"), ends.count("flag"))
+        left = np.concatenate([e.info["left_x_pos"] for e in eps])
+        assert stage["left_edge_share"] == round(float((left < 24).mean()), 4)
+        assert stage["ending_steps"] == sum(e.ending_steps for e in eps)
         half = np.sort(x)[(len(x) - 1) // 2]  # the bin of the median frame, its upper edge
         assert stage["x_half_of_frames"] >= half and stage["x_half_of_frames"] - 64 <= half
         p = np.bincount(acts, minlength=7) / len(acts)
@@ -68,7 +71,7 @@ def test_report_figures_equal_independent_values(tmp_path, small_dataset):
     assert all(s.startswith("data:image/png;base64,") for s in chk.srcs) and len(chk.srcs) >= 5
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", page)  # opens offline
     assert small_dataset.name in page and "other" in page
-    assert "1-1: farthest x" in page and "1-1: deaths" in page  # the per-stage coverage table
+    assert "1-1: farthest x" in page and "1-1: deaths" in page and "left edge" in page  # the per-stage coverage table
     for png in ("actions", "transitions", "lengths", "coverage"):
         assert (tmp_path / "rep" / f"{png}.png").stat().st_size > 1000
     # one number format: thousands separators, fixed decimals

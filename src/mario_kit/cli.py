@@ -98,7 +98,12 @@ def collect(
     action_set: Optional[str] = typer.Option(None, help="right | simple | complex [simple; an agent's own set]."),
     frame_skip: int = typer.Option(4, help="Emulator frames per recorded step (the action is held; rewards summed)."),
     max_steps: Optional[int] = typer.Option(
-        None, help="Recorded steps per episode before truncation [random: 1000, human: 100000]."
+        None, help="Steps per episode up to the game's end before truncation [random: 1000, human: 100000]."
+    ),
+    ending_steps: Optional[int] = typer.Option(
+        None,
+        help="Steps recorded past a death or the flag while the game plays its ending, stopping when it "
+        "leaves the stage (0: stop at the first dying frame, as gym-super-mario-bros does) [64].",
     ),
     seed: Optional[int] = typer.Option(None, **SEED, help="Seed; episode i uses default_rng([seed, i])."),
     workers: int = typer.Option(1, help="Worker processes."),
@@ -122,6 +127,35 @@ def collect(
     """Record episodes with a collector: --random, --frontier, --human or --agent ppo."""
     from mario_kit.collectors import COLLECTORS
 
+    chosen = _chosen_collector(random, sticky, frontier, human, agent)
+    result = COLLECTORS[chosen](out_dir, progress=not quiet, **_collector_options(chosen, locals()))
+    _print_collection(result, out_dir)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+COMMON_COLLECT = (
+    "level",
+    "action_set",
+    "frame_skip",
+    "max_steps",
+    "ending_steps",
+    "episodes",
+    "steps",
+    "seed",
+    "workers",
+    "player",
+)
+OWN_COLLECT = {
+    "random": ("sticky",),
+    "frontier": ("sticky",),
+    "human": ("scale", "keymap", "fps"),
+    "ppo": ("model", "random_factor", "random_factor_range", "deterministic"),
+}
+
+
+def _chosen_collector(random: bool, sticky: float | None, frontier: bool, human: bool, agent: str | None) -> str:
+    """The one collector `collect`'s flags name (--sticky alone means --random)."""
     if agent is not None and agent != "ppo":
         raise UserError(f"unknown agent {agent!r}; agents: ppo")
     picks = (("frontier", frontier), ("random", (random or sticky is not None) and not frontier), ("human", human))
@@ -130,20 +164,7 @@ def collect(
         raise UserError(
             "choose one collector: --random (optionally --sticky P), --frontier, --human, or --agent ppo --model M"
         )
-    options = _collector_options(chosen[0], locals())
-    result = COLLECTORS[chosen[0]](out_dir, progress=not quiet, **options)
-    _print_collection(result, out_dir)
-    if result.interrupted:
-        raise typer.Exit(130)
-
-
-COMMON_COLLECT = ("level", "action_set", "frame_skip", "max_steps", "episodes", "steps", "seed", "workers", "player")
-OWN_COLLECT = {
-    "random": ("sticky",),
-    "frontier": ("sticky",),
-    "human": ("scale", "keymap", "fps"),
-    "ppo": ("model", "random_factor", "random_factor_range", "deterministic"),
-}
+    return chosen[0]
 
 
 def _collector_options(name: str, p: dict[str, Any]) -> dict[str, Any]:

@@ -73,6 +73,11 @@ class StepResult:
     joypad: list[int]  # the joypad byte of each emulator frame actually run
 
 
+# RAM addresses of the game's main loop: OperMode (1 playing a stage, 2 the end of a world) and
+# OperMode_Task (3 while a stage runs; it moves on when the game leaves for a transition screen).
+_OPER_MODE, _OPER_TASK, _STAGE_RUNS = 0x0770, 0x0772, 3
+
+
 class MarioEnv:
     """One Super Mario Bros stage, stepped with joypad bytes and a frame skip."""
 
@@ -85,6 +90,7 @@ class MarioEnv:
         self.env_id = env_id(level)
         self._env: Any = gym.make(self.env_id).unwrapped  # nes-py's env: .screen, dump_state, load_state
         self.frame_count = 0
+        self._end_mode = 0  # OperMode on the frame the game ended the episode (see `ending_over`)
 
     @property
     def screen(self) -> np.ndarray:
@@ -102,26 +108,41 @@ class MarioEnv:
         frame_skip: int,
         on_frame: Callable[[np.ndarray], int | None] | None = None,
     ) -> StepResult:
-        """Run up to `frame_skip` emulator frames, stopping early when the episode ends.
+        """Run up to `frame_skip` emulator frames, stopping early when the episode ends (or, once it
+        has, when its ending sequence is over: see `ended`).
 
         `on_frame(screen)` is called after every emulator frame but the last; it may return a
         new joypad byte for the following frames (a human changing keys mid-step)."""
         total = 0.0
         joypad: list[int] = []
+        was_ended = self.ended
         terminated = truncated = False
         info: dict[str, Any] = {}
         for k in range(frame_skip):
-            _, reward, terminated, truncated, info = self._env.step(byte)
-            self.frame_count += 1
+            reward, terminated, truncated, info = self.step_frame(byte)
             joypad.append(byte)
-            total += float(reward)
-            if terminated or truncated:
+            total += reward
+            if self.ending_over() if was_ended else terminated or truncated:
                 break
             if on_frame is not None and k < frame_skip - 1:
                 new = on_frame(self._env.screen)
                 if new is not None:
                     byte = new
         return StepResult(self._env.screen, total, terminated, truncated, info, joypad)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the game has ended the episode (a death or the flag). The emulator still runs
+        after that: each frame plays on the ending sequence (the death animation, the flag and the
+        walk into the castle) with no reward, until `ending_over()`."""
+        return bool(self._env.done)
+
+    def ending_over(self) -> bool:
+        """After the end: whether the game has left the stage for a transition screen (the lives
+        count, the next stage or world). A death or a flag plays in the stage's own game mode and
+        task; the end of a world (the axe) plays in mode 2 until the next world loads."""
+        mode, task = int(self._env.ram[_OPER_MODE]), int(self._env.ram[_OPER_TASK])
+        return mode != self._end_mode or (mode == 1 and task != _STAGE_RUNS)
 
     def snapshot(self) -> Snapshot:
         trackers = {k: copy.copy(getattr(self._env, k)) for k in _TRACKERS if hasattr(self._env, k)}
@@ -136,9 +157,15 @@ class MarioEnv:
         return self._env.screen.copy()
 
     def step_frame(self, byte: int) -> tuple[float, bool, bool, dict[str, Any]]:
-        """One emulator frame; used by replay."""
-        _, reward, terminated, truncated, info = self._env.step(byte)
+        """One emulator frame: (reward, terminated, truncated, info). After the end (`ended`) the
+        frame plays the ending sequence: no reward, terminated stays true. Replay uses it too."""
         self.frame_count += 1
+        if self.ended:
+            self._env._frame_advance(byte)
+            return 0.0, True, False, self._env._get_info()
+        _, reward, terminated, truncated, info = self._env.step(byte)
+        if terminated:
+            self._end_mode = int(self._env.ram[_OPER_MODE])
         return float(reward), terminated, truncated, info
 
     def close(self) -> None:

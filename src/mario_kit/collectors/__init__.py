@@ -34,6 +34,7 @@ class CollectOptions(TypedDict, total=False):
     action_set: str
     frame_skip: int
     max_steps: int
+    ending_steps: int
     episodes: int
     steps: int
     seed: int

@@ -6,7 +6,7 @@ Ctrl-C: each worker discards the episode it is recording; every finished episode
 
 Running the same command into the same folder again continues it: every episode records its
 collection's key (`collection_key`: the policy, its parameters, balancing, levels, action set, frame
-skip, step limit and seed; not the totals or the worker count) and its index, and the episodes of
+skip, step limits and seed; not the totals or the worker count) and its index, and the episodes of
 that key already in the folder are counted as done, not recorded again. Raising --episodes or
 --steps adds the episodes after them; another --seed adds other episodes. Interactive players
 (human, browser) always add.
@@ -28,7 +28,14 @@ import numpy as np
 
 from mario_kit import UserError
 from mario_kit.emulator import DEFAULT_FRAME_SKIP, ROM_MODE, MarioEnv, env_id, parse_levels
-from mario_kit.collectors.loop import CutEpisode, DiscardEpisode, StopCollection, record_episode
+from mario_kit.collectors.loop import (
+    DEFAULT_ENDING_STEPS,
+    MAX_ENDING_STEPS,
+    CutEpisode,
+    DiscardEpisode,
+    StopCollection,
+    record_episode,
+)
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import check_output_dir
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
@@ -45,7 +52,8 @@ class CollectConfig:
     level: str = "1-1"  # 'W-S', a comma list, or 'random' (one drawn per episode)
     action_set: str = "simple"  # right | simple | complex
     frame_skip: int = DEFAULT_FRAME_SKIP  # emulator frames per recorded step
-    max_steps: int = 1000  # recorded steps per episode before truncation
+    max_steps: int = 1000  # steps per episode, up to the game's end, before truncation
+    ending_steps: int = DEFAULT_ENDING_STEPS  # steps recorded past a death or the flag (0: stop at its first frame)
     episodes: int | None = None  # stop after this many episodes ...
     steps: int | None = (
         None  # ... or after this many recorded steps in all (an interactive policy: neither, until quit)
@@ -89,6 +97,8 @@ class CollectConfig:
             raise UserError(f"--seed must be in 0..2**63-1, got {self.seed}")
         if self.max_steps < 1:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if not 0 <= self.ending_steps <= MAX_ENDING_STEPS:
+            raise UserError(f"--ending-steps must be in 0..{MAX_ENDING_STEPS}, got {self.ending_steps}")
         if self.policy == "frontier" and self.ray:
             raise UserError("--frontier keeps its archives in --out: --ray does not apply to it yet (use --workers)")
         if self.ray and (interactive or self.workers != 1):
@@ -166,6 +176,7 @@ def collection_key(cfg: CollectConfig, seed: int) -> str:
         "action_set": cfg.action_set,
         "frame_skip": cfg.frame_skip,
         "max_steps": cfg.max_steps,
+        "ending_steps": cfg.ending_steps,
         "seed": seed,
     }
     return xxhash.xxh3_64_hexdigest(json.dumps(what, sort_keys=True).encode())
@@ -296,13 +307,14 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
             level = choose(rng, levels) if choose else pick_level(rng, levels)
             env = envs.get(level) or envs.setdefault(level, MarioEnv(level))
             meta = episode_meta(cfg, policy, aset, seed, index, level)
-            max_steps = cfg.max_steps if budget is None else min(cfg.max_steps, budget)
             with EpisodeWriter(
                 cfg.out, meta
             ) as writer:  # an exception anywhere, finish() included (a full disk), discards the .partial
                 end: str | None
                 try:
-                    end = record_episode(env, policy, writer, rng, cfg.frame_skip, max_steps, on_step)
+                    end = record_episode(
+                        env, policy, writer, rng, cfg.frame_skip, cfg.max_steps, on_step, cfg.ending_steps, budget
+                    )
                 except (DiscardEpisode, CutEpisode) as e:
                     end = "cut" if isinstance(e, CutEpisode) and writer.n_steps > 0 else None
                 except StopCollection as stop:

@@ -152,7 +152,7 @@ def run_episode(
     cfg: CollectConfig,
     seed: int,
     index: int,
-    max_steps: int,
+    budget: int | None,
     stamp: str,
     shared: bool,
     agent: bytes | None = None,
@@ -171,7 +171,9 @@ def run_episode(
     folder = Path(cfg.out) if shared else _scratch()
     try:
         with EpisodeWriter(folder, episode_meta(cfg, policy, aset, seed, index, level), name=name) as writer:
-            end = record_episode(env, policy, writer, rng, cfg.frame_skip, max_steps)
+            end = record_episode(
+                env, policy, writer, rng, cfg.frame_skip, cfg.max_steps, None, cfg.ending_steps, budget
+            )
             path = writer.finish(end)
         if hasattr(policy, "flush"):
             policy.flush()  # hand the episode's counts to the shared table before reporting it done
@@ -182,7 +184,7 @@ def run_episode(
             "name": name,
             "steps": writer.n_steps,
             "end": end,
-            "max_steps": max_steps,
+            "budget": budget,
             "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
         }
         if not shared:
@@ -326,7 +328,7 @@ class _Driver:
         self.shared = write == "shared"
         self.stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         self.task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(run_episode)
-        self.inflight: dict[Any, tuple[int, int]] = {}
+        self.inflight: dict[Any, tuple[int, int | None]] = {}
         self.done: dict[int, dict[str, Any]] = {}
         self.next_index = self.committed = self.total = 0
         self.stopping = False
@@ -344,11 +346,12 @@ class _Driver:
             base, _ = load_table(cfg.out / TABLE)
             self.table = ray.remote(num_cpus=0, max_restarts=0)(_HashTable).remote(base)
 
-    def submit(self, index: int, max_steps: int) -> None:
+    def submit(self, index: int, budget: int | None = None) -> None:
+        """Episode `index` as a task; `budget`: the steps left, where one worker would cut it there."""
         ref = self.task.remote(
-            self.cfg, self.seed, index, max_steps, self.stamp, self.shared, self.agent, self.table, self.share
+            self.cfg, self.seed, index, budget, self.stamp, self.shared, self.agent, self.table, self.share
         )
-        self.inflight[ref] = (index, max_steps)
+        self.inflight[ref] = (index, budget)
 
     def run(self, interrupt: CtrlC) -> bool:
         cfg = self.cfg
@@ -360,7 +363,7 @@ class _Driver:
                 and not self._enough_in_flight()
             ):
                 if self.next_index not in cfg.recorded:  # the same command recorded it before: done
-                    self.submit(self.next_index, cfg.max_steps)
+                    self.submit(self.next_index)
                 self.next_index += 1
             if not self.inflight or interrupt.requested:
                 break

@@ -9,7 +9,8 @@ A policy may also implement:
 - `begin(env, action_set, frame_skip) -> Begin | None`: start the episode somewhere other than the
   stage's reset (the frontier collector): a restored state, the joypad bytes from reset to it
   (stored as `extra/start_joypad`: the episode stays replayable) and steps to walk first;
-- `before_step(env, info, action)` and `after_step(joypad, info, ended)`: see each step.
+- `before_step(env, info, action)` and `after_step(joypad, info, ended)`: see each step up to the
+  game's end (not the ending sequence recorded after it).
 Control flow from the policy: raise `DiscardEpisode`, `CutEpisode` or `StopCollection`.
 """
 
@@ -19,9 +20,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mario_kit.emulator import MarioEnv
+from mario_kit.emulator import MarioEnv, StepResult
 from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import EpisodeWriter
+
+
+# Steps recorded past a death or the flag by default: at frame skip 4, a death's whole animation and
+# the flag, the walk into the castle and the start of the score count.
+DEFAULT_ENDING_STEPS = 64
+MAX_ENDING_STEPS = 4096  # above the longest ending at frame skip 1 (the end of a world)
 
 
 class DiscardEpisode(Exception):
@@ -70,45 +77,77 @@ def record_episode(
     frame_skip: int,
     max_steps: int,
     on_step: Callable[[int, dict[str, Any]], None] | None = None,
+    ending_steps: int = 0,
+    budget: int | None = None,
 ) -> str:
     """Play one episode into `writer` (not finished here). Returns how it ended:
-    'terminated' (death), 'flag' (level cleared), or 'truncated' (max_steps)."""
+    'terminated' (death), 'flag' (level cleared), or 'truncated' (max_steps).
+
+    After a death or the flag, up to `ending_steps` more steps record the game's ending sequence
+    (the policy still acts; the game ignores it), stopping when the game leaves the stage; the
+    writer's `meta.ending_steps` says how many. `max_steps` bounds the steps up to the end, `budget`
+    (None: no bound) all the steps recorded."""
     joypad = writer.meta.action_set.joypad
     policy.reset(rng, len(joypad))
     frame, info, prefix = _begin(env, policy, writer, frame_skip)
     writer.add_frame(frame)
     writer.meta.policy = policy.params()  # may hold per-episode draws (e.g. PPO's random factor)
     before, after = getattr(policy, "before_step", None), getattr(policy, "after_step", None)
-    policy_on_frame: Any = getattr(policy, "on_frame", None)
-
-    def joypad_on_frame(screen: np.ndarray) -> int | None:
-        a = policy_on_frame(screen)
-        return None if a is None else int(joypad[a])
-
-    on_frame = joypad_on_frame if policy_on_frame is not None else None
-
-    for t in range(max_steps):
+    on_frame = _joypad_on_frame(policy, joypad)
+    for t in range(max_steps if budget is None else min(max_steps, budget)):
         action = int(policy.act(frame, info)) if t >= len(prefix) else prefix[t]
         if before is not None:
             before(env, info, action)
-        r = env.step(int(joypad[action]), frame_skip, on_frame if t >= len(prefix) else None)
-        if on_frame is not None:
-            action = majority_action(r.joypad, joypad, action)
-        writer.add_step(
-            action,
-            r.frame,
-            r.reward,
-            r.terminated,
-            r.truncated,
-            r.info,
-            r.joypad,
-            overridden=bool(getattr(policy, "overridden", False)),
-        )
+        r = _step(env, policy, writer, action, frame_skip, on_frame if t >= len(prefix) else None)
         frame, info = r.frame, r.info
         if after is not None:
             after(r.joypad, info, r.terminated or r.truncated)
         if on_step is not None:
             on_step(t + 1, info)
         if r.terminated or r.truncated:
-            return "flag" if info.get("flag_get") else "terminated"
+            end = "flag" if info.get("flag_get") else "terminated"
+            if r.terminated:
+                limit = ending_steps if budget is None else min(ending_steps, budget - writer.n_steps)
+                _record_ending(env, policy, writer, (frame, info), frame_skip, limit, on_frame, on_step)
+            return end
     return "truncated"
+
+
+def _joypad_on_frame(policy: Any, joypad: np.ndarray) -> Callable[[np.ndarray], int | None] | None:
+    """The policy's `on_frame`, answering joypad bytes instead of action indices (None: it has none)."""
+    policy_on_frame: Any = getattr(policy, "on_frame", None)
+    if policy_on_frame is None:
+        return None
+
+    def on_frame(screen: np.ndarray) -> int | None:
+        a = policy_on_frame(screen)
+        return None if a is None else int(joypad[a])
+
+    return on_frame
+
+
+def _step(env: MarioEnv, policy: Any, writer: EpisodeWriter, action: int, frame_skip: int, on_frame) -> StepResult:
+    """One recorded step: the action held for most of its frames (a human may change keys inside it)."""
+    joypad = writer.meta.action_set.joypad
+    r = env.step(int(joypad[action]), frame_skip, on_frame)
+    if on_frame is not None:
+        action = majority_action(r.joypad, joypad, action)
+    overridden = bool(getattr(policy, "overridden", False))
+    writer.add_step(action, r.frame, r.reward, r.terminated, r.truncated, r.info, r.joypad, overridden=overridden)
+    return r
+
+
+def _record_ending(
+    env: MarioEnv, policy: Any, writer: EpisodeWriter, last: tuple, frame_skip: int, limit: int, on_frame, on_step
+) -> None:
+    """Steps past the end while the game plays its ending, up to `limit` of them. `last`: the end
+    step's (frame, info), what the policy sees first."""
+    frame, info = last
+    for _ in range(limit):
+        if env.ending_over():
+            break
+        r = _step(env, policy, writer, int(policy.act(frame, info)), frame_skip, on_frame)
+        writer.meta.ending_steps += 1
+        frame, info = r.frame, r.info
+        if on_step is not None:
+            on_step(writer.n_steps, info)

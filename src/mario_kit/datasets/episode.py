@@ -73,6 +73,7 @@ class EpisodeMeta:
     player: str = ""
     rom_mode: str = "vanilla"
     extra: dict[str, Any] = field(default_factory=dict)
+    ending_steps: int = 0  # the last steps, recorded after the game ended the episode (format.ENDING_STEPS)
 
 
 def new_episode_name(source: str, level: str, now: datetime | None = None) -> str:
@@ -262,6 +263,7 @@ class EpisodeWriter:
             "package_versions": json.dumps(package_versions(), sort_keys=True),
             "length": self.n_steps,
             "end": end,
+            F.ENDING_STEPS: m.ending_steps,
             "extra": json.dumps(m.extra, sort_keys=True),
         }
         self._f.attrs.update(attrs if recorded is None else recorded)
@@ -307,6 +309,8 @@ def check_data(f: h5py.File, attrs: dict, frames: bool = True) -> str | None:
         return f"frames: {T + 1} declared, {stored} stored (one chunk a frame): the length is not the file's"
     for name, dtype in F.STEP_COLUMNS.items():
         ds = f.get(name)
+        if ds is None and name in F.OPTIONAL_COLUMNS:
+            continue
         if not isinstance(ds, h5py.Dataset) or ds.shape != (T,) or ds.dtype != dtype:
             return f"{name}: expected ({T},) {np.dtype(dtype)}, got {_describe(ds)}"
     aset = F.ACTION_SETS[attrs["action_set"]]
@@ -320,8 +324,9 @@ def check_data(f: h5py.File, attrs: dict, frames: bool = True) -> str | None:
         return "rewards: not all finite (NaN or infinity)"
     fs = int(attrs["frame_skip"])
     sf = f[F.STEP_FRAMES][()].astype(np.int64)
-    if T and (sf.min() < 1 or sf.max() > fs or (sf[:-1] != fs).any()):
-        return f"step_frames disagree with frame_skip {fs} (every step but the last takes {fs} frames)"
+    inner = np.delete(sf, [T - 1, T - 1 - int(attrs.get(F.ENDING_STEPS, 0))]) if T else sf  # may be short: the
+    if T and (sf.min() < 1 or sf.max() > fs or (inner != fs).any()):  # step the game ended in, and the last
+        return f"step_frames disagree with frame_skip {fs} (every step takes {fs} frames but the end step and the last)"
     jp = f.get(F.JOYPAD)
     if not isinstance(jp, h5py.Dataset) or jp.ndim != 1 or jp.shape[0] != int(sf.sum()):
         return "joypad length differs from the sum of step_frames"
@@ -387,6 +392,16 @@ class Episode:
     @property
     def length(self) -> int:
         return int(self.attrs["length"])
+
+    @property
+    def ending_steps(self) -> int:
+        """The last steps, recorded after the game ended the episode (the death animation, the flag)."""
+        return int(self.attrs.get(F.ENDING_STEPS, 0))
+
+    @property
+    def played_steps(self) -> int:
+        """The steps up to the game's end: what an RL or imitation-learning consumer takes."""
+        return self.length - self.ending_steps
 
     @property
     def frames(self) -> h5py.Dataset:
@@ -456,7 +471,8 @@ class Episode:
         cols["action_name"] = pd.Categorical.from_codes(
             self.actions.astype(np.int64), [self.action_set.meaning(i) for i in range(len(self.action_set))]
         )
-        cols |= {name.split("/")[-1]: self.column(name) for name in F.STEP_COLUMNS if name != F.ACTIONS}
+        names = [n for n in F.STEP_COLUMNS if n != F.ACTIONS and n in self._f]  # an older file lacks an optional one
+        cols |= {name.split("/")[-1]: self.column(name) for name in names}
         return pd.DataFrame(cols, index=pd.RangeIndex(self.length, name="step"))
 
     def close(self) -> None:

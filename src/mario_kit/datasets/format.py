@@ -53,7 +53,10 @@ INFO_COLUMNS: dict[str, np.dtype] = {
     "score": np.dtype(np.int32),
     "coins": np.dtype(np.int16),
     "flag_get": np.dtype(np.bool_),
+    "left_x_pos": np.dtype(np.uint8),
 }
+# Columns a reader does without: files written before they existed lack them.
+OPTIONAL_COLUMNS = frozenset({f"{INFO_GROUP}/left_x_pos"})
 STATUS_CODES = {"small": 0, "tall": 1, "fireball": 2}
 
 # Every per-step (T,) dataset with its on-disk dtype, info columns by their path.
@@ -74,7 +77,8 @@ DESCRIPTIONS: dict[str, str] = {
     FRAMES: "(T+1, 240, 256, 3) uint8 RGB screens; frame t is what the player saw before action t, frame T the last",
     ACTIONS: "(T,) action taken at frame t: an index into the action set (root attribute action_buttons)",
     REWARDS: "(T,) gym-super-mario-bros reward of step t, summed over its emulator frames (game units)",
-    TERMINATED: "(T,) the episode ended at step t: a death or the flag",
+    TERMINATED: "(T,) the game had ended the episode by step t (a death or the flag); the steps after the first "
+    "true one are its ending sequence (root attribute ending_steps)",
     TRUNCATED: "(T,) the episode was cut at step t by a step limit",
     STEP_FRAMES: "(T,) emulator frames step t ran (the frame skip, fewer when the episode ended inside it)",
     JOYPAD: "(sum of step_frames,) the joypad byte of every emulator frame, in order: replays the episode from reset",
@@ -90,6 +94,7 @@ DESCRIPTIONS: dict[str, str] = {
     f"{INFO_GROUP}/score": "(T,) score after step t (points)",
     f"{INFO_GROUP}/coins": "(T,) coins after step t",
     f"{INFO_GROUP}/flag_get": "(T,) Mario reached the flag at step t",
+    f"{INFO_GROUP}/left_x_pos": "(T,) Mario's x from the screen's left edge after step t (pixels, 0-255)",
 }
 
 START_JOYPAD = "start_joypad"  # under extra/: how an episode that starts mid-stage is reached from reset
@@ -121,6 +126,10 @@ REQUIRED_ATTRS = (
     "end",
 )
 JSON_ATTRS = ("action_buttons", "policy", "package_versions", "extra")
+# Optional: the steps recorded after the game ended the episode (a death or the flag), while it played
+# its ending sequence (the death animation; the flag, the walk into the castle). They are the last
+# `ending_steps` steps: terminated is true from the end step on, rewards are 0. Absent (older files): 0.
+ENDING_STEPS = "ending_steps"
 
 END_REASONS = ("terminated", "flag", "truncated", "cut")  # how an episode ended
 
@@ -294,7 +303,13 @@ def check_attrs(attrs: dict) -> None:
     if integer("schema_version", 0, 1 << 31) != SCHEMA_VERSION:
         raise ValueError(f"schema version {attrs['schema_version']} (this mario-kit reads {SCHEMA_VERSION})")
     integer("frame_skip", 1, MAX_FRAME_SKIP)
-    integer("length", 0, 1 << 40)
+    length = integer("length", 0, 1 << 40)
+    if ENDING_STEPS in attrs and integer(ENDING_STEPS, 0, 1 << 40) > max(length - 1, 0):
+        raise ValueError(
+            f"attribute {ENDING_STEPS}={attrs[ENDING_STEPS]} with {length} steps: the end step comes first"
+        )
+    if int(attrs.get(ENDING_STEPS, 0)) and attrs["end"] not in ("terminated", "flag"):
+        raise ValueError(f"attribute {ENDING_STEPS} on an episode that ended {attrs['end']!r}, not by the game")
     integer("seed", -1, (1 << 64) - 1)
     for key in ("env_id", "rom_mode", "level", "action_set", "source", "created", "end"):
         if not isinstance(attrs[key], str):

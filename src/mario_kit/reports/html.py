@@ -83,7 +83,8 @@ CATEGORIES = (
 
 STAGE_ROWS = (("episodes", "episodes"), ("frames", "frames"), ("max_x", "farthest x"),
               ("x_half_of_frames", "half the frames before x"), ("x_nine_tenths_of_frames", "9/10 of the frames before x"),
-              ("deaths", "deaths"), ("flags", "flags (stage cleared)"))  # fmt: skip
+              ("left_edge_share", "share of steps at the screen's left edge"), ("deaths", "deaths"),
+              ("flags", "flags (stage cleared)"), ("ending_steps", "steps after a death or flag"))  # fmt: skip
 
 
 def _stages_table(stats: dict[str, dict[str, Any]]) -> Markup:

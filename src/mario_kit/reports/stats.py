@@ -17,6 +17,7 @@ from mario_kit.balancing.offline import entropy_bits
 from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
 
 X_BIN = 64  # px per coverage bin
+EDGE_PX = 24  # Mario this close to the screen's left edge (pixels of info/left_x_pos) counts as at the edge
 
 
 def summary(ds: Dataset) -> dict[str, Any]:
@@ -80,6 +81,10 @@ class _Tally:
     keys: list = field(default_factory=list)
     coverage: dict[str, dict[int, int]] = field(default_factory=dict)
     death_x: dict[str, dict[int, int]] = field(default_factory=dict)
+    edge: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # per stage: [steps at the left edge, steps with the column]
+    ending: dict[str, int] = field(default_factory=dict)  # per stage: steps recorded after a death or the flag
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
 
@@ -103,8 +108,13 @@ class _Tally:
             cov[int(b) * X_BIN] = cov.get(int(b) * X_BIN, 0) + int(n)
         if row.end == "terminated" and len(x):
             dx = self.death_x.setdefault(row.level, {})
-            b = int(x[-1] // X_BIN) * X_BIN
+            b = int(x[ep.played_steps - 1] // X_BIN) * X_BIN
             dx[b] = dx.get(b, 0) + 1
+        self.ending[row.level] = self.ending.get(row.level, 0) + ep.ending_steps
+        if "left_x_pos" in info:  # files from before it was recorded lack it
+            e = self.edge.setdefault(row.level, [0, 0])
+            e[0] += int((info["left_x_pos"] < EDGE_PX).sum())
+            e[1] += len(x)
         self.keys += episode_keys(info)
         self.returns.append(float(ep.rewards.sum()))
         self.lengths.append(len(a))
@@ -157,7 +167,7 @@ def dataset_stats(
             "coverage_x": {lv: dict(sorted(c.items())) for lv, c in t.coverage.items()},
             "death_x": {lv: dict(sorted(c.items())) for lv, c in t.death_x.items()},
             "max_x": {lv: int(idx[idx["level"] == lv]["max_x"].max()) for lv in t.coverage},
-            "stages": _stage_coverage(idx, t.coverage),
+            "stages": _stage_coverage(idx, t),
             "scenario_keys": len(set(t.keys)),
             "steps_per_scenario_key": round(len(t.keys) / max(len(set(t.keys)), 1), 2),
         }
@@ -173,11 +183,12 @@ def dataset_stats(
     return s
 
 
-def _stage_coverage(idx: Any, coverage: dict[str, dict[int, int]]) -> dict[str, dict[str, Any]]:
+def _stage_coverage(idx: Any, t: _Tally) -> dict[str, dict[str, Any]]:
     """Per stage: how much of it the data shows (episodes, frames, the farthest x, the x that half and
-    nine tenths of the frames lie before) and how its episodes ended (deaths, flags)."""
+    nine tenths of the frames lie before, the share of steps with Mario at the screen's left edge),
+    how its episodes ended (deaths, flags) and how many steps show the ending after them."""
     out = {}
-    for lv, cov in coverage.items():
+    for lv, cov in t.coverage.items():
         rows = idx[idx["level"] == lv]
         bins = np.array(sorted(cov))
         cum = np.cumsum([cov[b] for b in bins]) / max(sum(cov.values()), 1)
@@ -185,9 +196,12 @@ def _stage_coverage(idx: Any, coverage: dict[str, dict[int, int]]) -> dict[str, 
         def below(q: float, bins: np.ndarray = bins, cum: np.ndarray = cum) -> int:
             return int(bins[int(np.searchsorted(cum, q))] + X_BIN) if len(bins) else 0
 
+        edge = t.edge.get(lv)
         out[lv] = {"episodes": len(rows), "frames": int((rows["length"] + 1).sum()), "max_x": int(rows["max_x"].max()),
                    "x_half_of_frames": below(0.5), "x_nine_tenths_of_frames": below(0.9),
-                   "deaths": int((rows["end"] == "terminated").sum()), "flags": int((rows["end"] == "flag").sum())}  # fmt: skip
+                   "left_edge_share": round(edge[0] / edge[1], 4) if edge and edge[1] else None,
+                   "deaths": int((rows["end"] == "terminated").sum()), "flags": int((rows["end"] == "flag").sum()),
+                   "ending_steps": t.ending.get(lv, 0)}  # fmt: skip
     return dict(sorted(out.items()))
 
 

@@ -54,16 +54,19 @@ def _datasets_path(root: Path) -> Iterator[None]:
 
 
 def _buffer(ep: Episode, k: int):
+    """Episode `k` as Minari's buffer: its steps up to the game's end (an RL episode stops there; the
+    ending sequence recorded after a death or the flag is not a transition an agent takes)."""
     from minari.data_collector import EpisodeBuffer
 
-    infos = {name: np.r_[col[:1], col] for name, col in ep.info.items()}  # T+1 rows: the reset row repeats the first
+    T = ep.played_steps
+    infos = {name: np.r_[col[:1], col[:T]] for name, col in ep.info.items()}  # T+1 rows: the reset repeats row 0
     return EpisodeBuffer(
         id=k,
-        observations=ep.frames[()],
-        actions=ep.actions.astype(np.int64),
-        rewards=list(ep.rewards.astype(float)),
-        terminations=list(ep.column(F.TERMINATED).astype(bool)),
-        truncations=list(ep.column(F.TRUNCATED).astype(bool)),
+        observations=ep.frames[: T + 1],
+        actions=ep.actions[:T].astype(np.int64),
+        rewards=list(ep.rewards[:T].astype(float)),
+        terminations=list(ep.column(F.TERMINATED)[:T].astype(bool)),
+        truncations=list(ep.column(F.TRUNCATED)[:T].astype(bool)),
         infos=infos,
     )
 
@@ -78,7 +81,7 @@ def _write_buffers(ds: Dataset, dataset_id: str, root: Path, spec, n_actions: in
     for k, p in enumerate(ds.paths):
         with Episode(p) as ep:
             chunk.append(_buffer(ep, k))
-            frames += ep.length + 1
+            frames += ep.played_steps + 1
         if frames >= CHUNK_FRAMES or k == len(ds.paths) - 1:
             ensure_space(root, frames * RAW_FRAME_BYTES, "nothing was written (Minari keeps frames raw)")
             if dataset is None:

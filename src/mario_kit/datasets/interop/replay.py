@@ -181,7 +181,7 @@ def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
     )
     h = xxhash.xxh3_128()
     jp, sf = a[F.JOYPAD], a[F.STEP_FRAMES]
-    info = {k: a[f"{F.INFO_GROUP}/{k}"] for k in F.INFO_COLUMNS}
+    info = {k: a[f"{F.INFO_GROUP}/{k}"] for k in F.INFO_COLUMNS if f"{F.INFO_GROUP}/{k}" in a}
     with EpisodeWriter(out, meta, name=e["file"]) as w:
         start = a.get(f"{F.EXTRA_GROUP}/{F.START_JOYPAD}")
         frames = replay(attrs["level"], jp, sf, None if start is None else np.asarray(start, np.uint8))
@@ -189,7 +189,7 @@ def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
         w.add_frame(first)
         h.update(first.data)
         pos = 0
-        for t, (frame, _) in enumerate(frames):
+        for t, (frame, game) in enumerate(frames):  # the game's info fills a column the file lacks
             n = int(sf[t])
             w.add_step(
                 int(a[F.ACTIONS][t]),
@@ -197,7 +197,7 @@ def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
                 float(a[F.REWARDS][t]),
                 bool(a[F.TERMINATED][t]),
                 bool(a[F.TRUNCATED][t]),
-                {k: v[t] for k, v in info.items()},
+                game | {k: v[t] for k, v in info.items()},
                 jp[pos : pos + n].tolist(),
                 bool(a[F.OVERRIDDEN][t]),
             )
@@ -298,6 +298,8 @@ def _parse_episode(e: dict, names: set[str]) -> dict[str, Any]:
         pos += n
     T = int(attrs["length"])
     for k in F.STEP_COLUMNS:
+        if k not in arrays and k in F.OPTIONAL_COLUMNS:
+            continue
         if k not in arrays or arrays[k].shape != (T,):
             raise ValueError(f"{k}: expected {T} values")
     sf = arrays[F.STEP_FRAMES].astype(np.int64)

@@ -500,8 +500,9 @@ def _unread_by(pack: int, remainder: str, n_frames: int) -> list[str]:
 
 def _episode_arrays(ep: Episode, layout: str, summary: ExportSummary) -> tuple[np.ndarray, np.ndarray]:
     """(y, helperarr) of every frame of an episode: frame t's label is action t (the last frame: no
-    action, NOOP); helperarr[t] = [reward of step t-1, terminated of step t-1]."""
-    T = ep.length
+    action, NOOP); helperarr[t] = [reward of step t-1, terminated of step t-1]. The ending sequence
+    recorded after a death or the flag is left out: the seed's recorders reset on the game's end."""
+    T = ep.played_steps
     ys = []
     for t in range(T + 1):
         buttons = ep.action_set.buttons[int(ep.actions[t])] if t < T else ("NOOP",)
@@ -510,8 +511,8 @@ def _episode_arrays(ep: Episode, layout: str, summary: ExportSummary) -> tuple[n
             summary.remapped[f"{'+'.join(buttons)} -> {layout} {y.tolist()}"] += 1
         ys.append(y)
     helper = np.zeros((T + 1, 2), dtype=np.float64)
-    helper[1:, 0] = ep.rewards
-    helper[1:, 1] = ep.column(F.TERMINATED)
+    helper[1:, 0] = ep.rewards[:T]
+    helper[1:, 1] = ep.column(F.TERMINATED)[:T]
     return np.stack(ys), helper
 
 
@@ -579,7 +580,7 @@ def _export_packed(ds: Dataset, names: list[Path], pack: int, layout: str, summa
                 y, helper = _episode_arrays(ep, layout, summary)
                 helper[0] = [0.0, float(died)]
                 died = ep.attrs["end"] == "terminated"
-                for t in range(ep.length + 1):
+                for t in range(ep.played_steps + 1):
                     frames.append(ep.read_frames(t, t + 1)[0])
                     ys.append(y[t])
                     helpers.append(helper[t])
