@@ -103,7 +103,7 @@ def collect(
     ending_steps: Optional[int] = typer.Option(
         None,
         help="Steps recorded past a death or the flag while the game plays its ending, stopping when it "
-        "leaves the stage (0: stop at the first dying frame, as gym-super-mario-bros does) [64].",
+        "leaves the stage (0: stop at the first dying frame, as gym-super-mario-bros does) [32].",
     ),
     seed: Optional[int] = typer.Option(None, **SEED, help="Seed; episode i uses default_rng([seed, i])."),
     workers: int = typer.Option(1, help="Worker processes."),

@@ -25,9 +25,10 @@ from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import EpisodeWriter
 
 
-# Steps recorded past a death or the flag by default: at frame skip 4, a death's whole animation and
-# the flag, the walk into the castle and the start of the score count.
-DEFAULT_ENDING_STEPS = 64
+# Steps recorded past a death or the flag by default: at frame skip 4, a death's animation until Mario
+# has left the screen, and the slide down the pole and most of the walk into the castle. Longer ones
+# add frames of a still screen; in the frontier's data deaths end most episodes, so each step here costs.
+DEFAULT_ENDING_STEPS = 32
 MAX_ENDING_STEPS = 4096  # above the longest ending at frame skip 1 (the end of a world)
 
 
