@@ -57,23 +57,31 @@ def test_frontier_episodes_replay_from_reset_and_the_archive_grows_over_runs(tmp
     assert run_cli("dataset", "validate", out).returncode == 0
 
 
-def test_the_same_seed_gives_the_same_frontier_episodes_with_one_worker_or_two(tmp_path):
-    """Two workers grow an archive each (their episodes depend on the seed and the worker count, not
-    on timing): the same command gives the same episodes, and every episode replays from reset."""
+def test_one_worker_repeats_its_episodes_and_two_workers_share_their_cells(tmp_path):
+    """The same seed gives the same episodes with one worker. Two workers write an archive file each
+    and take in each other's: a worker's archive holds places that only the other worker's episodes
+    reached, and every episode (some start at the other's cells) replays from reset."""
     _collect(tmp_path / "a", 300)
     _collect(tmp_path / "b", 300)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    for d in ("c", "d"):
-        _collect(tmp_path / d, 600, "--workers", "2")
-        assert {p.name for p in (tmp_path / d).glob("mario-kit.frontier*.json")} == {
-            archive_name(0, 2),
-            archive_name(1, 2),
-        }
-    assert _digest(tmp_path / "c") == _digest(tmp_path / "d") != _digest(tmp_path / "a")
-    for p in Dataset(tmp_path / "c").paths:
+    out = tmp_path / "c"
+    _collect(out, 1600, "--workers", "2")  # at least 6 episodes each: both save at the 5th and at the end
+    names = [archive_name(0, 2), archive_name(1, 2)]
+    assert {p.name for p in out.glob("mario-kit.frontier*.json")} == set(names)
+    visited: list[set[str]] = [set(), set()]
+    for p in Dataset(out).paths:
         with Episode(p) as ep:
-            frames = [f for f, _ in replay(ep.attrs["level"], ep.joypad, ep.step_frames, ep.start_joypad)]
+            level, info = ep.attrs["level"], ep.info
+            seen = {cell_key(level, {"x_pos": x, "y_pos": y}) for x, y in zip(info["x_pos"], info["y_pos"])}
+            visited[ep.attrs["extra"]["episode_index"] % 2] |= seen
+            frames = [f for f, _ in replay(level, ep.joypad, ep.step_frames, ep.start_joypad)]
             assert all(np.array_equal(f, ep.frames[t]) for t, f in enumerate(frames)), p.name
+    taken = []
+    for w in (0, 1):
+        keys = {c["key"] for c in json.loads((out / names[w]).read_text())["cells"]}
+        taken.append(keys - visited[w])
+        assert taken[w] <= visited[1 - w], w  # what it did not reach itself, the other did
+    assert any(taken)  # the worker that finished last took in the other's final archive
 
 
 def test_a_frontier_dataset_travels_as_a_replay_file(tmp_path):

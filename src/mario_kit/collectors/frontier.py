@@ -11,8 +11,8 @@ context frames are real ones), then explores with the base policy (sticky random
 Every episode stays replayable from reset: it stores the joypad bytes from the reset to its frame 0
 (`extra/start_joypad`, docs/FORMAT.md) and `extra.prefix_steps`, the steps that returned to the
 cell. Snapshots are never written: the archive file (`mario-kit.frontier.json` in the dataset
-folder; one a worker with several, `share`) holds the paths, and a cell without a snapshot is reached
-again by replaying its path.
+folder; one a worker with several, which take in each other's: `share`) holds the paths, and a cell
+without a snapshot (found by another worker, or in an earlier run) is reached again by replaying its path.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ ARCHIVE = "mario-kit.frontier.json"
 SCHEMA = 1
 CONTEXT_STEPS = 4  # steps walked again before the cell: the context a world-model window needs
 CELL_PX = 32  # x and y buckets of a cell, in pixels (two blocks)
-SAVE_EVERY = 10  # episodes between archive writes (and at the end)
+SAVE_EVERY = 5  # episodes between archive writes (and at the end); with several workers, exchanges
 MAX_ARCHIVE_BYTES = 64 << 20  # a file larger than this is refused before it is parsed
 # How much farther cells weigh (Archive.choose): chosen against a weight linear in x and one in x^2 on
 # 1-1 at equal budgets (docs/BENCHMARKS_LOG.md, "Frontier collector").
@@ -118,6 +118,19 @@ class Archive:
         self.cells[cell.key] = cell
         return True
 
+    def merge(self, other: Archive) -> int:
+        """Take in the cells of another archive (a peer worker's): places new here, and shorter ways to
+        places known here. Repeated merges of the same cells change nothing. Returns the cells taken."""
+        taken = 0
+        for cell in other.cells.values():
+            old = self.cells.get(cell.key)
+            if old is None or cell.length(self.frame_skip) < old.length(self.frame_skip):
+                if old is not None:
+                    cell.visits, cell.chosen = max(old.visits, cell.visits), max(old.chosen, cell.chosen)
+                self.cells[cell.key] = cell
+                taken += 1
+        return taken
+
     def to_json(self) -> dict[str, Any]:
         cells = [
             {"key": c.key, "start": base64.b64encode(zlib.compress(c.start)).decode(), "tail": c.tail, "x": c.x,
@@ -195,8 +208,9 @@ class FrontierPolicy:
         self.episodes = 0
 
     def share(self, worker: int, workers: int) -> None:
-        """With several workers each grows its own archive (`mario-kit.frontier.W-of-N.json`): what a
-        worker records depends on the seed and the worker count alone, not on timing."""
+        """With several workers each writes its own file (`mario-kit.frontier.W-of-N.json`) and takes in
+        the others' every SAVE_EVERY episodes: one archive in effect, shared through the folder. What a
+        worker records then depends on when the others saved; one worker is reproducible from its seed."""
         self.file = ARCHIVE if workers == 1 else archive_name(worker, workers)
 
     def reset(self, rng: np.random.Generator, n_actions: int) -> None:
@@ -205,6 +219,7 @@ class FrontierPolicy:
         self.episodes += 1
         if self.episodes % SAVE_EVERY == 0:  # a killed collection loses at most this many episodes' cells
             self.save()
+            self.take_in()
 
     def act(self, frame: np.ndarray, info: dict[str, Any]) -> int:
         return self.base.act(frame, info)
@@ -219,6 +234,7 @@ class FrontierPolicy:
             self.archive = (
                 Archive.load(folder / self.file, action_set, frame_skip) if folder else Archive(action_set, frame_skip)
             )
+            self.take_in()
         self.level = env.level
         self.path = bytearray()
         self.recent: deque[_Step] = deque(maxlen=CONTEXT_STEPS)
@@ -248,9 +264,20 @@ class FrontierPolicy:
         cell.snap, cell.info = first.snap, first.info
         self.archive.offer(cell)
 
+    def take_in(self) -> None:
+        """Merge the folder's other archive files (other workers', now or in an earlier run) into ours."""
+        if self.archive is None or self.folder is None:
+            return
+        a = self.archive
+        for path in sorted(self.folder.glob("mario-kit.frontier*.json")):
+            if path.name != self.file:
+                a.merge(Archive.load(path, a.action_set, a.frame_skip))
+
     def save(self) -> None:
         if self.archive is not None and self.folder is not None:
             write_json_atomic(self.folder / self.file, self.archive.to_json())
 
     def close(self) -> None:
+        """Write the archive with what the other workers have saved taken in: the last to finish holds all."""
+        self.take_in()
         self.save()
