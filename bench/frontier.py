@@ -1,10 +1,12 @@
 """How much of each stage the collectors reach at equal recorded-step budgets: sticky random, sticky
 random with `hash` balancing, and the frontier collector, in the same run on the same machine.
 
-    .venv/bin/python bench/frontier.py [--levels 1-1|all] [--steps 20000] [--seed 0] [--collectors ...] [--record]
+    .venv/bin/python bench/frontier.py [--levels 1-1|all] [--steps 20000] [--seed 0] [--collectors ...]
+        [--ending-steps N] [--record] [--from-log STDERR_OF_A_RUN]
 
 Per stage and collector: the farthest x reached, whether and after how many recorded steps the flag
-(or axe) was first reached (episodes in index order), distinct cells (the frontier's `cell_key`,
+(or axe) was first reached (episodes in index order), the steps recorded after deaths and flags
+(`--ending-steps`), distinct cells (the frontier's `cell_key`,
 counted the same way for every collector), action entropy, and recorded steps/s with its ratio to
 sticky random's. Prints JSON; `--record` also writes bench/results/frontier.json.
 """
@@ -30,10 +32,12 @@ from mario_kit.emulator import ALL_LEVELS
 COLLECTORS = ("sticky", "sticky+hash", "frontier")
 
 
-def run(name: str, out: Path, level: str, steps: int, seed: int) -> float:
+def run(name: str, out: Path, level: str, steps: int, seed: int, ending_steps: int | None) -> float:
     """Seconds the collection took."""
     t = time.perf_counter()
     common: dict[str, Any] = dict(level=level, steps=steps, seed=seed, progress=False)
+    if ending_steps is not None:
+        common["ending_steps"] = ending_steps
     if name == "frontier":
         collect_frontier(out, **common)
     else:
@@ -47,21 +51,25 @@ def measure(out: Path, level: str) -> dict[str, Any]:
     for p in Dataset(out).paths:
         with Episode(p) as ep:
             info = {k: ep.info[k] for k in ("x_pos", "y_pos")}
-            eps.append((ep.attrs["extra"]["episode_index"], ep.length, ep.attrs["end"], info, ep.actions))
+            eps.append(
+                (ep.attrs["extra"]["episode_index"], ep.length, ep.played_steps, ep.attrs["end"], info, ep.actions)
+            )
     eps.sort(key=lambda e: e[0])
-    total, first_flag, cells = 0, None, set()
+    total, first_flag, cells, ending = 0, None, set(), 0
     counts = np.zeros(16, np.int64)
-    for _, n, end, info, actions in eps:
-        total += n
+    for _, n, played, end, info, actions in eps:
         if end == "flag" and first_flag is None:
-            first_flag = total
+            first_flag = total + played  # the step the flag was reached in
+        total += n
+        ending += n - played
         cells |= {cell_key(level, {"x_pos": x, "y_pos": y}) for x, y in zip(info["x_pos"], info["y_pos"])}
         counts += np.bincount(actions, minlength=16)[:16]
     share = counts[counts > 0] / counts.sum()
     return {
         "steps": total,
-        "farthest_x": int(max(int(e[3]["x_pos"].max()) for e in eps)),
-        "flags": sum(e[2] == "flag" for e in eps),
+        "ending_steps": ending,
+        "farthest_x": int(max(int(e[4]["x_pos"].max()) for e in eps)),
+        "flags": sum(e[3] == "flag" for e in eps),
         "steps_to_first_flag": first_flag,
         "cells": len(cells),
         "action_entropy_bits": round(float(-(share * np.log2(share)).sum()), 3),
@@ -74,16 +82,23 @@ def main() -> None:
     ap.add_argument("--collectors", default=",".join(COLLECTORS), help="comma list of " + ", ".join(COLLECTORS))
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ending-steps", type=int, default=None, help="collect's --ending-steps [its default]")
     ap.add_argument("--record", action="store_true", help="write bench/results/frontier.json")
+    ap.add_argument("--from-log", type=Path, help="rebuild the rows from the per-stage lines of a run's stderr")
     args = ap.parse_args()
     rows: dict[str, dict[str, Any]] = {}
     names = args.collectors.split(",")
     levels = list(ALL_LEVELS) if args.levels == "all" else args.levels.split(",")
+    if args.from_log:  # a long run cut short (or run in parts): its finished stages
+        for line in args.from_log.read_text().splitlines():
+            if line.startswith("{"):
+                rows |= {f"{lv} {n}": r for lv, per in json.loads(line).items() for n, r in per.items()}
+        levels = []
     with tempfile.TemporaryDirectory() as tmp:
         for level in levels:
             for name in names:
                 out = Path(tmp) / f"{level}-{name}"
-                seconds = run(name, out, level, args.steps, args.seed)
+                seconds = run(name, out, level, args.steps, args.seed, args.ending_steps)
                 r = measure(out, level)
                 r["steps_per_s"] = round(r["steps"] / seconds, 1)
                 rows[f"{level} {name}"] = r
@@ -101,9 +116,9 @@ def _record(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     from tables import record
 
     cols = ["stage, collector", "farthest x", "flag first reached after (steps)", "flags", "cells",
-            "action entropy (bits)", "steps/s (ratio to sticky)"]  # fmt: skip
+            "steps of endings", "action entropy (bits)", "steps/s (ratio to sticky)"]  # fmt: skip
     table = [
-        [k, r["farthest_x"], r["steps_to_first_flag"] or "not reached", r["flags"], r["cells"],
+        [k, r["farthest_x"], r["steps_to_first_flag"] or "not reached", r["flags"], r["cells"], r.get("ending_steps", ""),
          r["action_entropy_bits"], f"{r['steps_per_s']}" + (f" ({r['ratio_to_sticky']})" if r["ratio_to_sticky"] else "")]
         for k, r in rows.items()
     ]  # fmt: skip

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from conftest import run_cli
-from mario_kit.collectors.frontier import ARCHIVE, CELL_PX, CONTEXT_STEPS, archive_name, cell_key
+from mario_kit.collectors.frontier import ARCHIVE, CELL_PX, CONTEXT_STEPS, DEATH_ENDINGS, archive_name, cell_key
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 from mario_kit.emulator import MarioEnv, replay
@@ -49,6 +49,17 @@ def test_frontier_episodes_replay_from_reset_and_the_archive_grows_over_runs(tmp
                 assert np.array_equal(frame, ep.frames[t]), (p.name, t)
                 assert info["x_pos"] == ep.info["x_pos"][t - 1] if t else True
     assert returned >= 3  # most episodes return to a cell; the stage's reset stays a candidate
+    # a death's ending is recorded once a place: the archive counts them, the episodes agree
+    deaths: dict[str, int] = {}
+    for p in Dataset(out).paths:
+        with Episode(p) as ep:
+            if ep.attrs["end"] == "terminated" and ep.ending_steps:
+                t = ep.played_steps - 1
+                key = cell_key(ep.attrs["level"], {"x_pos": ep.info["x_pos"][t], "y_pos": ep.info["y_pos"][t]})
+                deaths[key] = deaths.get(key, 0) + 1
+    assert deaths and deaths == archive["deaths"] and set(deaths.values()) == {DEATH_ENDINGS}
+    died = sum(Episode(p).attrs["end"] == "terminated" for p in Dataset(out).paths)
+    assert died > len(deaths)  # the others' endings were not recorded
     # a second run of a longer budget: the first run's episodes kept, the archive grows from where it was
     res = _collect(out, 1200)
     assert "already held" in res.stdout
@@ -126,18 +137,24 @@ def test_bad_archives_and_options_are_refused_in_one_line(tmp_path):
 
     bomb = base64.b64encode(zlib.compress(bytes(1 << 22))).decode()  # 4 MiB of joypad bytes from 4 KB
     empty = base64.b64encode(zlib.compress(b"")).decode()
-    for cell, says in (
+    ok = {"key": "1-1:3:5", "start": empty, "tail": [], "x": 100, "visits": 1, "chosen": 0}
+    for cell, says, deaths in (
+        (ok, "deaths at '../x'", {"../x": 1}),
+        (ok, "deaths at '1-1:3:5'", {"1-1:3:5": -1}),
+        (ok, "deaths at '1-1:3:5'", {"1-1:3:5": "many"}),
+    ) + tuple((c, says, {}) for c, says in (
         ({"key": "1-1:3:5", "start": bomb, "tail": [], "x": 100, "visits": 1, "chosen": 0}, "longer than"),
         ({"key": "1-1:3:5", "start": empty, "tail": [9], "x": 100, "visits": 1, "chosen": 0}, "action set"),
         ({"key": "../x", "start": empty, "tail": [], "x": 100, "visits": 1, "chosen": 0}, "cell key"),
         ({"key": "1-1:3:5", "start": bomb[:40], "tail": [], "x": 100, "visits": 1, "chosen": 0}, "cut short"),
-    ):
+    )):  # fmt: skip
         doc = {
             "kind": "mario-kit-frontier-archive",
             "schema": 1,
             "action_set": "simple",
             "frame_skip": 4,
             "cells": [cell],
+            "deaths": deaths,
         }
         (out / ARCHIVE).write_text(json.dumps(doc))
         res = run_cli("collect", "--frontier", "--steps", "50", "--out", out)

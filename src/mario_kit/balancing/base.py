@@ -25,6 +25,7 @@ class Strategy:
             "begin",
             "before_step",
             "after_step",
+            "ending_limit",
             "share",
         ):  # the loop's optional hooks pass through
             if hasattr(policy, hook):

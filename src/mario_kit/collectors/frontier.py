@@ -43,6 +43,9 @@ MAX_ARCHIVE_BYTES = 64 << 20  # a file larger than this is refused before it is 
 # How much farther cells weigh (Archive.choose): chosen against a weight linear in x and one in x^2 on
 # 1-1 at equal budgets (docs/BENCHMARKS_LOG.md, "Frontier collector").
 FORWARD = 3.0
+# Deaths whose ending (collect --ending-steps) is recorded per cell: most frontier episodes end in a
+# death at the same few gaps, and recording each would fill the data with one animation.
+DEATH_ENDINGS = 1
 
 
 def archive_name(worker: int, workers: int) -> str:
@@ -88,6 +91,7 @@ class Archive:
     def __init__(self, action_set: str, frame_skip: int):
         self.action_set, self.frame_skip = action_set, frame_skip
         self.cells: dict[str, Cell] = {}
+        self.deaths: dict[str, int] = {}  # cell key -> deaths recorded there with their ending
 
     def choose(self, rng: np.random.Generator, level: str) -> Cell | None:
         """A cell of `level` to return to, or None for the stage's reset (always a candidate, with
@@ -129,6 +133,8 @@ class Archive:
                     cell.visits, cell.chosen = max(old.visits, cell.visits), max(old.chosen, cell.chosen)
                 self.cells[cell.key] = cell
                 taken += 1
+        for key, n in other.deaths.items():
+            self.deaths[key] = max(self.deaths.get(key, 0), n)
         return taken
 
     def to_json(self) -> dict[str, Any]:
@@ -138,7 +144,7 @@ class Archive:
             for c in self.cells.values()
         ]  # fmt: skip
         return {"kind": "mario-kit-frontier-archive", "schema": SCHEMA, "action_set": self.action_set,
-                "frame_skip": self.frame_skip, "cells": cells}  # fmt: skip
+                "frame_skip": self.frame_skip, "cells": cells, "deaths": self.deaths}  # fmt: skip
 
     @classmethod
     def load(cls, path: Path, action_set: str, frame_skip: int) -> Archive:
@@ -163,9 +169,16 @@ class Archive:
             for c in d["cells"]:
                 cell = _cell(c, n_actions)
                 archive.cells[cell.key] = cell
-        except (KeyError, TypeError, ValueError, zlib.error) as e:
-            raise UserError(f"{path}: a cell that does not parse ({e}); move the file aside") from None
+            for key, n in d.get("deaths", {}).items():  # absent in archives from before it was kept
+                if not _KEY.fullmatch(key) or type(n) is not int or not 0 <= n < 1 << 31:
+                    raise ValueError(f"deaths at {key[:40]!r}: {str(n)[:20]!r}")
+                archive.deaths[key] = n
+        except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as e:
+            raise UserError(f"{path}: an entry that does not parse ({e}); move the file aside") from None
         return archive
+
+
+_KEY = re.compile(r"[1-8]-[1-4]:\d{1,4}:\d{1,3}")  # what cell_key writes
 
 
 def _cell(c: dict[str, Any], n_actions: int) -> Cell:
@@ -179,7 +192,7 @@ def _cell(c: dict[str, Any], n_actions: int) -> Cell:
     tail = [int(a) for a in c["tail"]]
     if len(tail) > CONTEXT_STEPS or any(not 0 <= a < n_actions for a in tail):
         raise ValueError(f"a return of more than {CONTEXT_STEPS} steps or an action outside the action set")
-    if not re.fullmatch(r"[1-8]-[1-4]:\d{1,4}:\d{1,3}", str(c["key"])):
+    if not _KEY.fullmatch(str(c["key"])):
         raise ValueError(f"cell key {str(c['key'])[:40]!r}")
     return Cell(str(c["key"]), start, tail, int(c["x"]), int(c["visits"]), int(c["chosen"]))
 
@@ -263,6 +276,18 @@ class FrontierPolicy:
         cell = Cell(cell_key(self.level, info), bytes(self.path[: first.offset]), tail, int(info.get("x_pos", 0)))
         cell.snap, cell.info = first.snap, first.info
         self.archive.offer(cell)
+
+    def ending_limit(self, info: dict[str, Any], limit: int) -> int:
+        """The ending steps to record after this episode's end: all of a flag's; a death's only where
+        fewer than DEATH_ENDINGS deaths were recorded with theirs."""
+        if info.get("flag_get") or self.archive is None or limit <= 0:
+            return limit
+        key = cell_key(self.level, info)
+        n = self.archive.deaths.get(key, 0)
+        if n >= DEATH_ENDINGS:
+            return 0
+        self.archive.deaths[key] = n + 1
+        return limit
 
     def take_in(self) -> None:
         """Merge the folder's other archive files (other workers', now or in an earlier run) into ours."""

@@ -10,7 +10,9 @@ A policy may also implement:
   stage's reset (the frontier collector): a restored state, the joypad bytes from reset to it
   (stored as `extra/start_joypad`: the episode stays replayable) and steps to walk first;
 - `before_step(env, info, action)` and `after_step(joypad, info, ended)`: see each step up to the
-  game's end (not the ending sequence recorded after it).
+  game's end (not the ending sequence recorded after it);
+- `ending_limit(info, limit) -> int`: how many of the `limit` ending steps to record after this end
+  (the frontier records the endings of deaths at places it has few of).
 Control flow from the policy: raise `DiscardEpisode`, `CutEpisode` or `StopCollection`.
 """
 
@@ -109,6 +111,7 @@ def record_episode(
             end = "flag" if info.get("flag_get") else "terminated"
             if r.terminated:
                 limit = ending_steps if budget is None else min(ending_steps, budget - writer.n_steps)
+                limit = policy.ending_limit(info, limit) if hasattr(policy, "ending_limit") else limit
                 _record_ending(env, policy, writer, (frame, info), frame_skip, limit, on_frame, on_step)
             return end
     return "truncated"
