@@ -13,6 +13,11 @@ Every episode stays replayable from reset: it stores the joypad bytes from the r
 cell. Snapshots are never written: the archive file (`mario-kit.frontier.json` in the dataset
 folder; one a worker with several, which take in each other's: `share`) holds the paths, and a cell
 without a snapshot (found by another worker, or in an earlier run) is reached again by replaying its path.
+
+What the cell key does not tell apart: places where x stops measuring progress. The castle mazes
+(4-4, 7-4, 8-4) send Mario back to an earlier x when he takes the wrong way, so the archive sees no
+new cell where the game has moved on; a bonus room reached by a pipe shares x with the stage above
+it. The benchmark names the stages this leaves unfinished (docs/BENCHMARKS_LOG.md).
 """
 
 from __future__ import annotations
