@@ -3,6 +3,7 @@ DDP with 2 gloo processes, refusing bad checkpoints."""
 
 import csv
 import json
+from pathlib import Path
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from conftest import make_store, run_cli
+from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.world_model.training.presets import get_config
 from mario_kit import UserError
@@ -439,6 +441,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     lo, hi = r8["model_gap_last_ci90"]
     assert lo - 2e-3 <= r8["model_gap_last"] <= hi + 2e-3
     assert "lead over" in res.stdout  # the table row (rich wraps the rest of the label at 80 columns)
+    _check_by_place(r["by_place"], store)
     assert r["upsampler_sampler"]["steps"] == 1  # the tiny preset's
     # the samplers are chosen at evaluation: --set overrides them for this evaluation alone
     samplers = "--set sampler.s_cond=0.5 --set sampler.steps=1 --set upsampler_sampler.steps=2".split()
@@ -492,6 +495,29 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     (tmp_path / "r" / "upsampler.pt").unlink()
     res = run_cli("evaluate", tmp_path / "r", "--store", store)
     assert res.returncode == 2 and "neither" in res.stderr
+
+
+def _check_by_place(rows: list[dict], store) -> None:
+    """The store keeps Mario's x of every frame (frame t: after step t-1), and evaluate scores each
+    stage and 512-px bucket of the test windows, next frame and 32-step rollouts, beside copy-last."""
+    import zarr
+
+    from mario_kit.datasets.store import read_manifest
+
+    m = read_manifest(store)
+    x = zarr.open_group(str(store), mode="r")["x_pos"][:]
+    for e in m["episodes"]:
+        with Episode(Path(m["source"]) / e["file"]) as ep:
+            assert np.array_equal(x[e["start"] + 1 : e["start"] + e["frames"]], ep.info["x_pos"])
+    test = [e for e in m["episodes"] if e["split"] == "test"]
+    places = {(e["level"], int(v) // 512 * 512) for e in test for v in x[e["start"] : e["start"] + e["frames"]]}
+    assert rows and {(r["level"], r["x_from"]) for r in rows} <= places
+    for r in rows:
+        assert (
+            1 <= r["windows"] <= 16 and r["next_frame_copy_last_psnr"] > 10 and np.isfinite(r["next_frame_model_psnr"])
+        )
+        assert r["rollouts"] == 0 or (r["rollouts"] <= 2 and r["rollout_copy_last_psnr_last"] > 5)
+    assert any(r["rollouts"] for r in rows)  # the test episodes are long enough for 32 steps somewhere
 
 
 def test_ema_warms_up(tmp_path, store):

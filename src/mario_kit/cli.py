@@ -832,8 +832,11 @@ def evaluate(
         None, "--out", help="Write evaluation.json and rollout_psnr.png here [RUN/eval]."
     ),
     windows: int = typer.Option(64, min=1, help="Test windows for next-frame scores."),
-    rollouts: int = typer.Option(8, min=1, help="Rollouts per horizon."),
+    rollouts: int = typer.Option(8, min=1, help="Rollouts per horizon (and per place, --place-windows)."),
     horizons: str = typer.Option("1,8,32,64", help="Comma list of rollout lengths."),
+    place_windows: int = typer.Option(
+        16, min=0, help="Next-frame windows per stage and 512-px x bucket (and 32-step rollouts; 0: none)."
+    ),
     seed: int = typer.Option(0, **SEED, help="Seed of the window choice and the sampler."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     sampling_steps: Optional[int] = typer.Option(

@@ -129,6 +129,8 @@ def _check_manifest(m: dict[str, Any]) -> None:
         raise ValueError("action_buttons differ from the named action set")
     if not isinstance(m["frame_skip"], int) or not isinstance(m["full_res"], bool):
         raise ValueError("frame_skip or full_res")
+    if not isinstance(m.get("x_pos", False), bool):
+        raise ValueError("x_pos")
     at = 0
     for e in m["episodes"]:
         if not (isinstance(e["start"], int) and isinstance(e["frames"], int)) or e["start"] != at or e["frames"] < 1:
@@ -254,7 +256,7 @@ def _build(
     split = read_split(src)
     g, m = _open_store(out, src, aset, frame_skip, full_res)
     known, todo = _reconcile(ds, m, out, split, verify)
-    arrays = ["low", "actions", "weights"] + (["full"] if full_res else [])
+    arrays = _arrays(m)
     committed_at = time.monotonic()
     try:
         with make_progress(enabled=progress) as bar:
@@ -322,6 +324,11 @@ def _check_tied(p: Path, tie: list, weights: Path) -> None:
         )
 
 
+def _arrays(m: dict[str, Any]) -> list[str]:
+    """The per-frame arrays of a store, by its manifest."""
+    return ["low", "actions", "weights"] + (["full"] if m["full_res"] else []) + (["x_pos"] if m.get("x_pos") else [])
+
+
 def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_res: bool):
     """(zarr group, manifest) of the store to extend, or of a new empty one; arrays cut back to
     what the manifest commits (a killed build may have written beyond it)."""
@@ -356,6 +363,7 @@ def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_r
             )
         g.create_array("actions", shape=(0,), chunks=(1 << 16,), dtype="int16", compressors=_codecs())
         g.create_array("weights", shape=(0,), chunks=(1 << 16,), dtype="float32", compressors=_codecs())
+        g.create_array("x_pos", shape=(0,), chunks=(1 << 16,), dtype="int32", compressors=_codecs())
         m = {
             "schema_version": STORE_SCHEMA,
             "action_set": aset.name,
@@ -364,6 +372,7 @@ def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_r
             "low_shape": list(LOW_SHAPE),
             "resize": RESIZE,
             "full_res": full_res,
+            "x_pos": True,  # Mario's x at each frame (stores built before it was kept lack it)
             "source": str(src.resolve()),
             "sums": [0.0] * 3,
             "sumsq": [0.0] * 3,
@@ -372,7 +381,7 @@ def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_r
         }
         g.attrs[ATTR] = m
     committed = sum(e["frames"] for e in m["episodes"])
-    for name in ["low", "actions", "weights"] + (["full"] if full_res else []):
+    for name in _arrays(m):
         a = store_array(out, name, mode="r+")
         if a.shape[0] != committed:
             a.resize((committed, *a.shape[1:]))
@@ -428,6 +437,9 @@ def _append_episode(
         w = np.zeros(n, np.float32)
         w[:-1] = (weights if weights is not None else np.ones(ep.length, np.float32))[: ep.length]
         g["weights"][start : start + n] = w
+        if "x_pos" in arrays:  # frame t follows step t-1; frame 0 takes the first step's x
+            x = ep.info["x_pos"].astype(np.int32)
+            g["x_pos"][start : start + n] = np.r_[x[:1], x] if len(x) else np.zeros(1, np.int32)
         source, level = ep.attrs["source"], ep.attrs["level"]
     st = p.stat()
     m["episodes"].append(

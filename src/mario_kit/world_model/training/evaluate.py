@@ -9,7 +9,9 @@ side with the copy-last-frame baseline (predict that nothing changes) on the sam
   the game changed, and the scroll against the real game's (metrics.py), so that a model that
   copies the scene cannot score well; with an upsampler, the last frame at full res too. The lead
   over copy-last at the last step comes with a 90% bootstrap interval over the rollouts
-  (`model_gap_last_ci90`): a lead read off one evaluation is as unsure as that interval is wide.
+  (`model_gap_last_ci90`): a lead read off one evaluation is as unsure as that interval is wide;
+- by place (places.py): the next frame and 32-step rollouts per stage and 512-px x bucket, where
+  the store keeps Mario's x.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from mario_kit.world_model.model.sampler import rollout, sample, to_model, upsam
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.model.checkpoint import load_model, path_of
 from mario_kit.world_model.config import TrainConfig, set_sampler
+from mario_kit.world_model.training.places import by_place
 from mario_kit.world_model.training.scores import (
     Evaluation,
     FrameScores,
@@ -75,7 +78,8 @@ class EvaluateConfig:
     store: Path
     horizons: tuple[int, ...] = (1, 8, 32, 64)
     windows: int = 64  # test windows for the next-frame scores
-    rollouts: int = 8  # rollouts per horizon
+    rollouts: int = 8  # rollouts per horizon, and per place
+    place_windows: int = 16  # next-frame windows per stage and x bucket (places.py; 0: no scores by place)
     seed: int = 0
     device: str = "auto"
     out: Path | None = None
@@ -117,6 +121,8 @@ def evaluate(cfg: EvaluateConfig) -> Evaluation:
         report.next_frame_full_res = _scores(to_img(hi.cpu()), tgt, prev)
         report.upsampler_alone = _upsampler_alone(up, ucfg, obs[:k, -1], tgt, gen)
     curves = _rollouts(model, tcfg, cfg, gen, device, report, (up, ucfg) if up is not None else None)
+    if cfg.place_windows:
+        report.by_place = by_place(model, tcfg, store, cfg.place_windows, cfg.rollouts, cfg.seed, gen, device)
     _write(cfg.out, report, curves)
     return report
 

@@ -44,7 +44,9 @@ def pooled_gap_interval(
     target such as "+3 dB" is met when the interval's low end is."""
     ep, eb = mse(pred, real).double().cpu(), mse(base, real).double().cpu()
     idx = torch.from_numpy(np.random.default_rng(seed).integers(0, len(ep), (n_boot, len(ep))))
-    gaps = 10 * torch.log10(eb[idx].mean(1) / ep[idx].mean(1).clamp(min=1e-12))
+    # a resample of pairs that copy-last gets exactly (a still screen: the end of a death) has a zero
+    # MSE: clamped like the model's, so that the interval stays finite
+    gaps = 10 * torch.log10(eb[idx].mean(1).clamp(min=1e-12) / ep[idx].mean(1).clamp(min=1e-12))
     lo, hi = torch.quantile(gaps, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=gaps.dtype)).tolist()
     return lo, hi
 

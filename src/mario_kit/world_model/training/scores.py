@@ -88,6 +88,25 @@ class RolloutScores:
     copy_last_ssim_last_full_res: float | None = None
 
 
+PLACE_PX = 512  # width of an x bucket of `by_place` (two screens)
+PLACE_HORIZON = 32  # the rollout length scored per place
+
+
+@dataclass
+class PlaceScores:
+    """One stage's x bucket [x_from, x_from + PLACE_PX): pooled PSNR (dB) of the sampled next frame
+    and of the last frame of PLACE_HORIZON-step rollouts, each beside copy-last on the same windows."""
+
+    level: str
+    x_from: int
+    windows: int
+    next_frame_model_psnr: float
+    next_frame_copy_last_psnr: float
+    rollouts: int = 0  # windows with PLACE_HORIZON real frames after them (0: none this long here)
+    rollout_model_psnr_last: float | None = None
+    rollout_copy_last_psnr_last: float | None = None
+
+
 @dataclass
 class Evaluation:
     run: str
@@ -100,11 +119,14 @@ class Evaluation:
     upsampler_alone: UpsamplerScores | None = None
     rollouts: dict[int, RolloutScores] = field(default_factory=dict)
     rollouts_skipped: list[int] = field(default_factory=list)  # horizons no test episode is long enough for
+    by_place: list[PlaceScores] = field(default_factory=list)  # per stage and x bucket (places.py)
 
     def to_json(self) -> dict[str, Any]:
         d = {k: _drop_none(v) for k, v in dataclasses.asdict(self).items() if v is not None and k != "rollouts"}
-        if not self.rollouts_skipped:
-            d.pop("rollouts_skipped")
+        d["by_place"] = [_drop_none(r) for r in d["by_place"]]
+        for key in ("rollouts_skipped", "by_place"):
+            if not d[key]:
+                d.pop(key)
         d.update({f"rollout_{h}": _drop_none(dataclasses.asdict(r)) for h, r in self.rollouts.items()})
         return d
 
