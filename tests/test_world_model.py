@@ -442,6 +442,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert lo - 2e-3 <= r8["model_gap_last"] <= hi + 2e-3
     assert "lead over" in res.stdout  # the table row (rich wraps the rest of the label at 80 columns)
     _check_by_place(r["by_place"], store)
+    assert "1-1 x 0-511" in res.stdout, res.stdout  # the by-place rows of the table
     assert r["upsampler_sampler"]["steps"] == 1  # the tiny preset's
     # the samplers are chosen at evaluation: --set overrides them for this evaluation alone
     samplers = "--set sampler.s_cond=0.5 --set sampler.steps=1 --set upsampler_sampler.steps=2".split()

@@ -872,6 +872,8 @@ def _evaluation_table(r: Evaluation) -> Table:
     """The evaluation as one table: each measure for the model and its baseline (the copy-last
     frame; bicubic for the upsampler alone; the scroll oracle, the last frame moved by the real
     scroll, where its row says so)."""
+    from mario_kit.world_model.training.scores import PLACE_HORIZON, PLACE_PX
+
     t = Table(title=f"step {r.step}, test split: model vs baseline")
     t.add_column("measure", justify="left")
     for name in ("n", "model", "baseline"):
@@ -891,6 +893,11 @@ def _evaluation_table(r: Evaluation) -> Table:
         )
     for h, ro in r.rollouts.items():
         _rollout_rows(t, f"rollout of {h}", ro)
+    for p in r.by_place:
+        where = f"{p.level} x {p.x_from}-{p.x_from + PLACE_PX - 1}"
+        t.add_row(f"{where}: next frame PSNR pooled", str(p.windows), _num(p.next_frame_model_psnr), _num(p.next_frame_copy_last_psnr))  # fmt: skip
+        if p.rollouts:
+            t.add_row(f"{where}: rollout of {PLACE_HORIZON}, last step", str(p.rollouts), _num(p.rollout_model_psnr_last), _num(p.rollout_copy_last_psnr_last))  # fmt: skip
     return t
 
 
