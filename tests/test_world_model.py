@@ -501,12 +501,10 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
 def _check_by_place(rows: list[dict], store) -> None:
     """The store keeps Mario's x of every frame (frame t: after step t-1), and evaluate scores each
     stage and 512-px bucket of the test windows, next frame and 32-step rollouts, beside copy-last."""
-    import zarr
-
-    from mario_kit.datasets.store import read_manifest
+    from mario_kit.datasets.store import read_manifest, store_array
 
     m = read_manifest(store)
-    x = zarr.open_group(str(store), mode="r")["x_pos"][:]
+    x = np.asarray(store_array(store, "x_pos")[:])
     for e in m["episodes"]:
         with Episode(Path(m["source"]) / e["file"]) as ep:
             assert np.array_equal(x[e["start"] + 1 : e["start"] + e["frames"]], ep.info["x_pos"])
