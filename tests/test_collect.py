@@ -226,3 +226,37 @@ def test_the_flag_is_recorded_through_the_walk_into_the_castle(tmp_path, limit):
         assert np.array_equal(replayed.screen, ep.frames[T]) and replayed.ending_over() == (limit == 200)
         replayed.close()
     env.close()
+
+
+@pytest.mark.parametrize("stop", ["cut", "quit"])
+def test_a_player_who_stops_during_the_ending_keeps_the_whole_episode(tmp_path, stop):
+    """The game had ended the episode: cutting or quitting during its ending keeps it as it ended
+    (end=terminated, the ending so far), never as 'cut' with ending steps (a file no reader opens)."""
+    from mario_kit.collectors.loop import CutEpisode, StopCollection, record_episode
+    from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
+
+    class RightThenStop(RandomPolicy):
+        def act(self, frame, info):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.dead and self.calls - self.dead == 3:
+                raise CutEpisode() if stop == "cut" else StopCollection(keep=False)
+            if info.get("is_dying") and not self.dead:
+                self.dead = self.calls
+            return 1  # right: into the first Goomba
+
+        def reset(self, rng, n):
+            super().reset(rng, n)
+            self.dead = 0
+
+    env = MarioEnv("1-1")
+    meta = EpisodeMeta(env.env_id, "1-1", 4, F.get_action_set("simple"), "test")
+    with EpisodeWriter(tmp_path, meta) as w:
+        try:
+            end = record_episode(env, RightThenStop(), w, np.random.default_rng(0), 4, 500, ending_steps=32)
+        except StopCollection as e:
+            assert stop == "quit" and e.end == "terminated"
+            end = e.end
+        path = w.finish(end)
+    env.close()
+    with Episode(path) as ep:  # opens: the attributes agree
+        assert ep.attrs["end"] == "terminated" and ep.ending_steps == 3  # the acts before the stop

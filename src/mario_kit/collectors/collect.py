@@ -318,7 +318,9 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
                 except (DiscardEpisode, CutEpisode) as e:
                     end = "cut" if isinstance(e, CutEpisode) and writer.n_steps > 0 else None
                 except StopCollection as stop:
-                    if stop.keep and writer.n_steps > 0:
+                    if stop.end is not None:  # stopped during the ending: the episode is whole
+                        keep(writer, stop.end)
+                    elif stop.keep and writer.n_steps > 0:
                         keep(writer, "cut")
                     else:
                         writer.discard()

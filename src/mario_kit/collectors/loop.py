@@ -43,11 +43,14 @@ class CutEpisode(Exception):
 
 
 class StopCollection(Exception):
-    """Raised by a policy to end the session; `keep` says whether the current episode is saved (as 'cut')."""
+    """Raised by a policy to end the session; `keep` says whether the current episode is saved (as 'cut').
+    `end`: set by the loop when the game had already ended the episode (it stopped during the
+    ending): the episode is whole and is kept so, with the ending recorded until then."""
 
     def __init__(self, keep: bool = False):
         super().__init__("stop")
         self.keep = keep
+        self.end: str | None = None
 
 
 def majority_action(frame_bytes: list[int], joypad: np.ndarray, default: int) -> int:
@@ -112,7 +115,13 @@ def record_episode(
             if r.terminated:
                 limit = ending_steps if budget is None else min(ending_steps, budget - writer.n_steps)
                 limit = policy.ending_limit(info, limit) if hasattr(policy, "ending_limit") else limit
-                _record_ending(env, policy, writer, (frame, info), frame_skip, limit, on_frame, on_step)
+                try:
+                    _record_ending(env, policy, writer, (frame, info), frame_skip, limit, on_frame, on_step)
+                except CutEpisode:  # the game had ended it: kept as it ended, with the ending so far
+                    pass
+                except StopCollection as stop:
+                    stop.end = end
+                    raise
             return end
     return "truncated"
 
