@@ -307,9 +307,7 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
             level = choose(rng, levels) if choose else pick_level(rng, levels)
             env = envs.get(level) or envs.setdefault(level, MarioEnv(level))
             meta = episode_meta(cfg, policy, aset, seed, index, level)
-            with EpisodeWriter(
-                cfg.out, meta
-            ) as writer:  # an exception anywhere, finish() included (a full disk), discards the .partial
+            with EpisodeWriter(cfg.out, meta) as writer:  # any exception (finish's too) discards the .partial
                 end: str | None
                 try:
                     end = record_episode(
@@ -318,10 +316,8 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
                 except (DiscardEpisode, CutEpisode) as e:
                     end = "cut" if isinstance(e, CutEpisode) and writer.n_steps > 0 else None
                 except StopCollection as stop:
-                    if stop.end is not None:  # stopped during the ending: the episode is whole
-                        keep(writer, stop.end)
-                    elif stop.keep and writer.n_steps > 0:
-                        keep(writer, "cut")
+                    if (kept := _kept_end(stop, writer.n_steps)) is not None:
+                        keep(writer, kept)
                     else:
                         writer.discard()
                     break
@@ -338,6 +334,14 @@ def _episodes(cfg: CollectConfig, worker: int, seed: int, report, interrupt: Ctr
             report("steps", pending)
         for env in envs.values():
             env.close()
+
+
+def _kept_end(stop: StopCollection, steps: int) -> str | None:
+    """How the episode a stop came in is kept: as the game ended it (the stop came during its ending),
+    as 'cut' (the player asked to keep it), or not (None)."""
+    if stop.end is not None:
+        return stop.end
+    return "cut" if stop.keep and steps > 0 else None
 
 
 def _die_with_parent() -> None:
