@@ -42,11 +42,11 @@ from mario_kit.world_model.training.metrics import (
     ssim,
     to_img,
 )
-from mario_kit.world_model.model.sampler import rollout, sample, to_model, upsample
+from mario_kit.world_model.model.sampler import rollout, to_model, upsample
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.model.checkpoint import load_model, path_of
 from mario_kit.world_model.config import TrainConfig, set_sampler
-from mario_kit.world_model.training.places import by_place
+from mario_kit.world_model.training.places import by_place, next_frames
 from mario_kit.world_model.training.scores import (
     Evaluation,
     FrameScores,
@@ -152,17 +152,7 @@ def _next_frame(
 ) -> tuple[torch.Tensor, torch.Tensor, FrameScores]:
     """One sampled next frame per test window, scored at low res; with the scores, the windows'
     frames (B, n+1, C, H, W) and the predictions (B, C, H, W), in model units, for the upsampler."""
-    n = model.cfg.n_context
-    b = test.gather(test.fetch(idx))
-    obs = to_model(torch.from_numpy(b["obs"])).to(device)
-    act = torch.from_numpy(b["act"]).to(device)
-    pred = torch.cat(
-        [
-            sample(model, obs[i : i + 16, :n].flatten(1, 2), act[i : i + 16], cfg.sampler, gen)
-            for i in range(0, len(idx), 16)
-        ]
-    )
-    target, last = torch.from_numpy(b["obs"][:, n]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
+    obs, pred, target, last = next_frames(model, cfg.sampler, test, idx, gen, device)
     return obs, pred, _scores(to_img(pred.cpu()), target, last)
 
 

@@ -43,6 +43,23 @@ def _groups(ds: WindowDataset, places: tuple[np.ndarray, np.ndarray]) -> dict[tu
     return {k: np.array(v) for k, v in sorted(out.items())}
 
 
+def next_frames(model, sampler, ds: WindowDataset, idx: np.ndarray, gen, device: str):
+    """One sampled next frame per window `idx` of `ds`: (the windows' frames (B, n+1, C, H, W) and the
+    predictions (B, C, H, W), in model units; the real next frames and the last context frames,
+    (B, H, W, C) uint8-range floats). `evaluate` and the scores by place sample the same way."""
+    n = model.cfg.n_context
+    b = ds.gather(ds.fetch(idx))
+    obs = to_model(torch.from_numpy(b["obs"])).to(device)
+    act = torch.from_numpy(b["act"]).to(device)
+    pred = torch.cat(
+        [
+            sample(model, obs[i : i + 16, :n].flatten(1, 2), act[i : i + 16], sampler, gen)
+            for i in range(0, len(idx), 16)
+        ]
+    )
+    return obs, pred, torch.from_numpy(b["obs"][:, n]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
+
+
 def _draw(idx: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False))
 
@@ -59,16 +76,7 @@ def by_place(model, tcfg, store: Path, windows: int, rollouts: int, seed: int, g
     far_groups = _groups(far, places) if len(far) else {}
     out = []
     for (level, x0), idx in _groups(near, places).items():
-        b = near.gather(near.fetch(_draw(idx, windows, rng)))
-        obs = to_model(torch.from_numpy(b["obs"])).to(device)
-        act = torch.from_numpy(b["act"]).to(device)
-        pred = torch.cat(
-            [
-                sample(model, obs[i : i + 16, :n].flatten(1, 2), act[i : i + 16], tcfg.sampler, gen)
-                for i in range(0, len(obs), 16)
-            ]
-        )
-        real, last = torch.from_numpy(b["obs"][:, n]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
+        obs, pred, real, last = next_frames(model, tcfg.sampler, near, _draw(idx, windows, rng), gen, device)
         s = PlaceScores(
             level, x0, len(obs), round(pooled_psnr(to_img(pred.cpu()), real), 3), round(pooled_psnr(last, real), 3)
         )
