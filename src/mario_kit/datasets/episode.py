@@ -324,8 +324,9 @@ def check_data(f: h5py.File, attrs: dict, frames: bool = True) -> str | None:
         return "rewards: not all finite (NaN or infinity)"
     fs = int(attrs["frame_skip"])
     sf = f[F.STEP_FRAMES][()].astype(np.int64)
-    inner = np.delete(sf, [T - 1, T - 1 - int(attrs.get(F.ENDING_STEPS, 0))]) if T else sf  # may be short: the
-    if T and (sf.min() < 1 or sf.max() > fs or (inner != fs).any()):  # step the game ended in, and the last
+    # every step runs the frame skip but two that may stop early: the one the game ended in, and the last
+    inner = np.delete(sf, [T - 1, T - 1 - int(attrs.get(F.ENDING_STEPS, 0))]) if T else sf
+    if T and (sf.min() < 1 or sf.max() > fs or (inner != fs).any()):
         return f"step_frames disagree with frame_skip {fs} (every step takes {fs} frames but the end step and the last)"
     jp = f.get(F.JOYPAD)
     if not isinstance(jp, h5py.Dataset) or jp.ndim != 1 or jp.shape[0] != int(sf.sum()):

@@ -81,9 +81,7 @@ class _Tally:
     keys: list = field(default_factory=list)
     coverage: dict[str, dict[int, int]] = field(default_factory=dict)
     death_x: dict[str, dict[int, int]] = field(default_factory=dict)
-    edge: dict[str, list[int]] = field(
-        default_factory=dict
-    )  # per stage: [steps at the left edge, steps with the column]
+    edge: dict[str, list[int]] = field(default_factory=dict)  # per stage: [at the left edge, with left_x_pos]
     ending: dict[str, int] = field(default_factory=dict)  # per stage: steps recorded after a death or the flag
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
