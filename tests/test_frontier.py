@@ -122,12 +122,8 @@ def test_bad_archives_and_options_are_refused_in_one_line(tmp_path):
     out = tmp_path / "fr"
     out.mkdir()
     (out / ARCHIVE).write_text("{not json")
-    for extra, says in (
-        ([], "frontier archive"),
-        (["--ray"], "--ray does not apply"),
-    ):
-        res = run_cli("collect", "--frontier", "--steps", "50", "--out", out, *extra)
-        assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+    res = run_cli("collect", "--frontier", "--steps", "50", "--out", out)
+    assert res.returncode == 2 and "frontier archive" in res.stderr and "Traceback" not in res.stderr, res.stderr
     (out / ARCHIVE).write_text(json.dumps({"kind": "mario-kit-frontier-archive", "schema": 1, "action_set": "right",
                                            "frame_skip": 4, "cells": []}))  # fmt: skip
     res = run_cli("collect", "--frontier", "--steps", "50", "--out", out)

@@ -258,6 +258,35 @@ def test_hash_counts_of_a_ray_collection_reach_the_folder_table(tmp_path, cluste
     assert not list((tmp_path / "h").glob("mario-kit.balance-hash.shard-*"))
 
 
+def test_frontier_on_ray_grows_one_archive_and_its_episodes_replay(tmp_path, cluster):
+    """--frontier --ray: the tasks hand their cells to one actor and take each other's; the driver
+    writes the cluster's archive into the folder (seeded from it on the next run). Every episode,
+    some starting at cells another task found, replays from the stage's reset bit for bit."""
+    from mario_kit.collectors.frontier import ARCHIVE, cell_key
+    from mario_kit.datasets.dataset import Dataset
+    from mario_kit.datasets.episode import Episode
+    from mario_kit.emulator import replay
+
+    out = tmp_path / "fr"
+    common = ["--frontier", "--seed", "1", "--out", out, "--ray", "--ray-address", cluster, "-q"]
+    assert (r := run_cli("collect", "--steps", "800", *common)).returncode == 0, r.stderr
+    assert [p.name for p in out.glob("mario-kit.frontier*.json")] == [ARCHIVE]
+    first = {c["key"] for c in json.loads((out / ARCHIVE).read_text())["cells"]}
+    visited, returned = set(), 0
+    for path in Dataset(out).paths:
+        with Episode(path) as ep:
+            level, x, y = ep.attrs["level"], ep.info["x_pos"], ep.info["y_pos"]
+            visited |= {cell_key(level, {"x_pos": x[t], "y_pos": y[t]}) for t in range(ep.played_steps - 1)}
+            returned += ep.start_joypad is not None
+            frames = [f for f, _ in replay(level, ep.joypad, ep.step_frames, ep.start_joypad)]
+            assert len(frames) == ep.length + 1
+            assert all(np.array_equal(f, ep.frames[t]) for t, f in enumerate(frames)), path.name
+    assert returned >= 3 and visited <= first  # every place any task reached is in the one archive
+    assert (r := run_cli("collect", "--steps", "1600", *common)).returncode == 0, r.stderr
+    assert "already held" in r.stdout
+    assert first < {c["key"] for c in json.loads((out / ARCHIVE).read_text())["cells"]}
+
+
 def test_without_ray_the_flag_says_how_to_get_it(tmp_path):
     fake = tmp_path / "site"
     (fake / "ray").mkdir(parents=True)

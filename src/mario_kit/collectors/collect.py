@@ -99,8 +99,6 @@ class CollectConfig:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
         if not 0 <= self.ending_steps <= MAX_ENDING_STEPS:
             raise UserError(f"--ending-steps must be in 0..{MAX_ENDING_STEPS}, got {self.ending_steps}")
-        if self.policy == "frontier" and self.ray:
-            raise UserError("--frontier keeps its archives in --out: --ray does not apply to it yet (use --workers)")
         if self.ray and (interactive or self.workers != 1):
             raise UserError(
                 "--ray runs episodes on every CPU of the cluster: not with --workers or an interactive player"

@@ -16,6 +16,12 @@ episode and has the same file name (seed, index), so nothing is doubled and noth
 killed writer's `.partial` is ignored like any other. Ctrl-C cancels the cluster's tasks and keeps
 every finished episode.
 
+`--frontier`: one actor holds the archive (`_ArchiveHub`, seeded with the folder's archive files);
+each task hands in the cells its episode found and takes the others' at its end, and the driver
+writes the whole archive into the folder as `mario-kit.frontier.json` every ARCHIVE_SAVE_EVERY
+episodes and at the end. Which cells a task knows depends on when the others handed theirs in, so a
+frontier collection on Ray is not the same episodes as one worker's (nor from run to run).
+
 `hash` balancing: one actor holds the counts (`_HashTable`); each task hands in its counts and takes
 the others' at the start and end of its episode (`share=False`: only at the end, each episode
 steering by the table as it was when the collection started; bench/ray.py compares the two).
@@ -52,6 +58,7 @@ from mario_kit.emulator import MarioEnv, parse_levels
 from mario_kit.interrupt import CtrlC
 
 MAX_RETRIES = 5  # per episode task, when its worker or node dies
+ARCHIVE_SAVE_EVERY = 25  # --frontier: kept episodes between writes of the cluster's archive
 WRITE_MODES = ("driver", "shared")
 
 
@@ -107,7 +114,21 @@ def _agent_path(data: bytes) -> str:
     return str(path)
 
 
-def _policy(cfg: CollectConfig, agent: bytes | None, table: Any, share: bool):
+class _ArchiveExchange:
+    """A worker's side of the frontier's shared archive: hands in its changes, takes the others' since
+    its last call (the whole archive at the first)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor, self.version = actor, -1
+
+    def __call__(self, change: dict[str, Any]) -> dict[str, Any]:
+        import ray
+
+        self.version, theirs = ray.get(self.actor.exchange.remote(change, self.version))
+        return theirs
+
+
+def _policy(cfg: CollectConfig, agent: bytes | None, table: Any, share: bool, archive: Any = None):
     """This worker's policy for the collection, built at its first episode and kept."""
     key = repr(
         (
@@ -119,6 +140,7 @@ def _policy(cfg: CollectConfig, agent: bytes | None, table: Any, share: bool):
             share,
             None if agent is None else hashlib.sha256(agent).hexdigest(),
             table,
+            archive,
         )
     )
     if _WORKER.get("key") != key:
@@ -129,6 +151,9 @@ def _policy(cfg: CollectConfig, agent: bytes | None, table: Any, share: bool):
         policy = make_collect_policy(cfg, F.get_action_set(cfg.action_set), **table_opt)
         if agent is not None:  # the episode names the agent file the user gave, not this machine's copy
             getattr(policy, "policy", policy).path = str(given)
+        if archive is not None:  # the frontier: the cluster's archive, not files in cfg.out
+            inner = getattr(policy, "policy", policy)
+            inner.folder, inner.exchange = None, _ArchiveExchange(archive)
         _WORKER.update(key=key, policy=policy)
     return _WORKER["policy"]
 
@@ -158,11 +183,12 @@ def run_episode(
     agent: bytes | None = None,
     table: Any = None,
     share: bool = True,
+    archive: Any = None,
 ) -> dict[str, Any]:
     """Record episode `index` (a Ray task's body). Returns its name, steps, end and, unless `shared`
     (written into cfg.out), the file's bytes."""
     aset = F.get_action_set(cfg.action_set)
-    policy = _policy(cfg, agent, table, share)
+    policy = _policy(cfg, agent, table, share, archive)
     rng = episode_rng(seed, index)
     level = pick_level(rng, parse_levels(cfg.level))
     envs = _WORKER.setdefault("envs", {})
@@ -175,8 +201,10 @@ def run_episode(
                 env, policy, writer, rng, cfg.frame_skip, cfg.max_steps, None, cfg.ending_steps, budget
             )
             path = writer.finish(end)
-        if hasattr(policy, "flush"):
-            policy.flush()  # hand the episode's counts to the shared table before reporting it done
+        inner = getattr(policy, "policy", policy)  # a balancing strategy's, or the policy itself
+        for p in [policy] + ([inner] if inner is not policy else []):
+            if hasattr(p, "flush"):  # hand the episode's counts (or cells) in before reporting it done
+                p.flush()
         import ray
 
         out = {
@@ -233,6 +261,40 @@ class _HashTable:
 
     def counts_added(self) -> tuple[np.ndarray, np.ndarray]:
         return pack(self.added)
+
+
+class _ArchiveHub:
+    """The frontier's archive for the whole cluster (a Ray actor): the folder's archive the collection
+    started from plus every change handed in, with a log of the keys each version changed (as
+    `_HashTable`), so that a worker takes only what is new to it."""
+
+    KEEP = 20_000  # versions of change log kept; a caller further behind gets the whole archive
+
+    def __init__(self, base: dict[str, Any]) -> None:
+        from mario_kit.collectors.frontier import Archive
+
+        self.archive = Archive.from_json(base, base["action_set"], base["frame_skip"])
+        self.log: list[set[str]] = [set(self.archive.cells) | set(self.archive.deaths)]
+        self.first = 0
+
+    def exchange(self, change: dict[str, Any], since: int) -> tuple[int, dict[str, Any]]:
+        """Take in a worker's `change`; return the new version and the cells changed after `since`."""
+        from mario_kit.collectors.frontier import Archive
+
+        a = self.archive
+        changed = a.merge(Archive.from_json(change, a.action_set, a.frame_skip, "a worker's cells"))
+        if changed:
+            self.log.append(changed)
+            if len(self.log) > 2 * self.KEEP:
+                self.first += len(self.log) - self.KEEP
+                self.log = self.log[-self.KEEP :]
+        version = self.first + len(self.log) - 1
+        if since < self.first:
+            return version, a.to_json()
+        return version, a.to_json(set().union(*self.log[since + 1 - self.first :]))
+
+    def whole(self) -> dict[str, Any]:
+        return self.archive.to_json()
 
 
 # --- driver side ---------------------------------------------------------------------------------
@@ -345,12 +407,20 @@ class _Driver:
 
             base, _ = load_table(cfg.out / TABLE)
             self.table = ray.remote(num_cpus=0, max_restarts=0)(_HashTable).remote(base)
+        self.archive = None
+        if cfg.policy == "frontier":  # the folder's archive files, merged, seed the cluster's
+            from mario_kit.collectors.frontier import Archive, take_in_folder
+
+            folder = Archive(cfg.action_set, cfg.frame_skip)
+            take_in_folder(folder, cfg.out)
+            self.archive = ray.remote(num_cpus=0, max_restarts=0)(_ArchiveHub).remote(folder.to_json())
 
     def submit(self, index: int, budget: int | None = None) -> None:
         """Episode `index` as a task; `budget`: the steps left, where one worker would cut it there."""
         ref = self.task.remote(
-            self.cfg, self.seed, index, budget, self.stamp, self.shared, self.agent, self.table, self.share
-        )
+            self.cfg, self.seed, index, budget, self.stamp, self.shared, self.agent, self.table, self.share,
+            self.archive,
+        )  # fmt: skip
         self.inflight[ref] = (index, budget)
 
     def run(self, interrupt: CtrlC) -> bool:
@@ -431,6 +501,8 @@ class _Driver:
         path = self.cfg.out / r["name"] if self.shared else write_episode(self.cfg.out, r["name"], r["data"])
         self.total += r["steps"]
         self.nodes[r["node"]] = self.nodes.get(r["node"], 0) + 1
+        if sum(self.nodes.values()) % ARCHIVE_SAVE_EVERY == 0:
+            self.save_archive()
         self.report("steps", r["steps"])
         self.report("episode", (str(path), r["steps"]))
 
@@ -462,6 +534,15 @@ class _Driver:
             level = pick_level(episode_rng(self.seed, i), levels)
             (self.cfg.out / episode_name(self.stamp, source, level, self.seed, i)).unlink(missing_ok=True)
 
+    def save_archive(self) -> None:
+        """The frontier: write the cluster's archive into the folder (a killed driver loses at most
+        ARCHIVE_SAVE_EVERY episodes' cells; the episodes themselves are written as they come)."""
+        if self.archive is not None:
+            from mario_kit.atomic import write_json_atomic
+            from mario_kit.collectors.frontier import ARCHIVE
+
+            write_json_atomic(self.cfg.out / ARCHIVE, self.ray.get(self.archive.whole.remote()))
+
     def finish_table(self) -> None:
         """Add the counts the cluster handed in to the folder's table (as a shard, merged)."""
         if self.table is None:
@@ -491,5 +572,6 @@ def collect_on_ray(cfg: CollectConfig, seed: int, report) -> bool:
             stopped = driver.run(interrupt)
         finally:
             driver.finish_table()
+            driver.save_archive()
             report("nodes", driver.nodes)
     return stopped

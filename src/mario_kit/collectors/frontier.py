@@ -29,7 +29,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -127,48 +127,54 @@ class Archive:
         self.cells[cell.key] = cell
         return True
 
-    def merge(self, other: Archive) -> int:
+    def merge(self, other: Archive) -> set[str]:
         """Take in the cells of another archive (a peer worker's): places new here, and shorter ways to
-        places known here. Repeated merges of the same cells change nothing. Returns the cells taken."""
-        taken = 0
+        places known here; and its death counts where higher. Repeated merges of the same cells change
+        nothing. Returns the keys that changed."""
+        changed = set()
         for cell in other.cells.values():
             old = self.cells.get(cell.key)
             if old is None or cell.length(self.frame_skip) < old.length(self.frame_skip):
                 if old is not None:
                     cell.visits, cell.chosen = max(old.visits, cell.visits), max(old.chosen, cell.chosen)
                 self.cells[cell.key] = cell
-                taken += 1
+                changed.add(cell.key)
         for key, n in other.deaths.items():
-            self.deaths[key] = max(self.deaths.get(key, 0), n)
-        return taken
+            if n > self.deaths.get(key, 0):
+                self.deaths[key] = n
+                changed.add(key)
+        return changed
 
-    def to_json(self) -> dict[str, Any]:
-        cells = [
-            {"key": c.key, "start": base64.b64encode(zlib.compress(c.start)).decode(), "tail": c.tail, "x": c.x,
-             "visits": c.visits, "chosen": c.chosen}
-            for c in self.cells.values()
-        ]  # fmt: skip
+    def to_json(self, keys: Any = None) -> dict[str, Any]:
+        """The archive as JSON (its file's form); `keys`: only these cells and deaths (a change handed on)."""
+        cells = [_cell_json(c) for k, c in self.cells.items() if keys is None or k in keys]
+        deaths = {k: n for k, n in self.deaths.items() if keys is None or k in keys}
         return {"kind": "mario-kit-frontier-archive", "schema": SCHEMA, "action_set": self.action_set,
-                "frame_skip": self.frame_skip, "cells": cells, "deaths": self.deaths}  # fmt: skip
+                "frame_skip": self.frame_skip, "cells": cells, "deaths": deaths}  # fmt: skip
 
     @classmethod
     def load(cls, path: Path, action_set: str, frame_skip: int) -> Archive:
         """The folder's archive, or an empty one; refused in one line when it was made under other
         settings or is not an archive (the paths it holds are checked as they are replayed)."""
-        archive = cls(action_set, frame_skip)
         if not path.exists() and not path.is_symlink():
-            return archive
+            return cls(action_set, frame_skip)
         problem = regular_file_problem(path)
         if problem:
             raise UserError(f"{path}: {problem}")
         d = read_json(path, max_bytes=MAX_ARCHIVE_BYTES, what="frontier archive")
+        return cls.from_json(d, action_set, frame_skip, str(path))
+
+    @classmethod
+    def from_json(cls, d: Any, action_set: str, frame_skip: int, where: str = "the archive") -> Archive:
+        """An archive from `to_json`'s form (a file's, or cells a peer handed in), every entry checked."""
         if not isinstance(d, dict) or d.get("kind") != "mario-kit-frontier-archive" or d.get("schema") != SCHEMA:
-            raise UserError(f"{path} is not a mario-kit frontier archive (schema {SCHEMA})")
+            raise UserError(f"{where} is not a mario-kit frontier archive (schema {SCHEMA})")
         if (d.get("action_set"), d.get("frame_skip")) != (action_set, frame_skip):
             raise UserError(
-                f"{path} was grown with action set {d.get('action_set')} and frame skip {d.get('frame_skip')}; "
+                f"{where} was grown with action set {d.get('action_set')} and frame skip {d.get('frame_skip')}; "
                 f"collect into another folder or use those"
             )
+        archive = cls(action_set, frame_skip)
         n_actions = len(F.get_action_set(action_set))
         try:
             for c in d["cells"]:
@@ -179,11 +185,16 @@ class Archive:
                     raise ValueError(f"deaths at {key[:40]!r}: {str(n)[:20]!r}")
                 archive.deaths[key] = n
         except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as e:
-            raise UserError(f"{path}: an entry that does not parse ({e}); move the file aside") from None
+            raise UserError(f"{where}: an entry that does not parse ({e}); move the file aside") from None
         return archive
 
 
 _KEY = re.compile(r"[1-8]-[1-4]:\d{1,4}:\d{1,3}")  # what cell_key writes
+
+
+def _cell_json(c: Cell) -> dict[str, Any]:
+    start = base64.b64encode(zlib.compress(c.start)).decode()
+    return {"key": c.key, "start": start, "tail": c.tail, "x": c.x, "visits": c.visits, "chosen": c.chosen}
 
 
 def _cell(c: dict[str, Any], n_actions: int) -> Cell:
@@ -200,6 +211,13 @@ def _cell(c: dict[str, Any], n_actions: int) -> Cell:
     if not _KEY.fullmatch(str(c["key"])):
         raise ValueError(f"cell key {str(c['key'])[:40]!r}")
     return Cell(str(c["key"]), start, tail, int(c["x"]), int(c["visits"]), int(c["chosen"]))
+
+
+def take_in_folder(archive: Archive, folder: Path, but: str = "") -> None:
+    """Merge every archive file of `folder` (but the one named `but`) into `archive`."""
+    for path in sorted(folder.glob("mario-kit.frontier*.json")):
+        if path.name != but:
+            archive.merge(Archive.load(path, archive.action_set, archive.frame_skip))
 
 
 @dataclass
@@ -224,6 +242,10 @@ class FrontierPolicy:
         self.file = ARCHIVE
         self.archive: Archive | None = None
         self.episodes = 0
+        # A shared archive's exchange (a Ray actor's, collectors.distributed): hands in a change of this
+        # archive (`Archive.to_json(keys)`), returns the changes the others handed in since the last call.
+        self.exchange: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self.changed: set[str] = set()  # cells and deaths changed here since the last exchange
 
     def share(self, worker: int, workers: int) -> None:
         """With several workers each writes its own file (`mario-kit.frontier.W-of-N.json`) and takes in
@@ -280,7 +302,8 @@ class FrontierPolicy:
         tail = [s.action for s in self.recent]
         cell = Cell(cell_key(self.level, info), bytes(self.path[: first.offset]), tail, int(info.get("x_pos", 0)))
         cell.snap, cell.info = first.snap, first.info
-        self.archive.offer(cell)
+        if self.archive.offer(cell):
+            self.changed.add(cell.key)
 
     def ending_limit(self, info: dict[str, Any], limit: int) -> int:
         """The ending steps to record after this episode's end: all of a flag's; a death's only where
@@ -292,16 +315,26 @@ class FrontierPolicy:
         if n >= DEATH_ENDINGS:
             return 0
         self.archive.deaths[key] = n + 1
+        self.changed.add(key)
         return limit
 
     def take_in(self) -> None:
-        """Merge the folder's other archive files (other workers', now or in an earlier run) into ours."""
-        if self.archive is None or self.folder is None:
+        """Merge the folder's other archive files (other workers', now or in an earlier run) into ours;
+        with an `exchange`, what the others handed in."""
+        if self.exchange is not None:
+            self.flush()
+        if self.archive is not None and self.folder is not None:
+            take_in_folder(self.archive, self.folder, but=self.file)
+
+    def flush(self) -> None:
+        """With an `exchange`: hand in the cells found or bettered here since the last call, take in
+        the others'. A cell taken in has no snapshot here: it is replayed from reset when chosen."""
+        if self.exchange is None or self.archive is None:
             return
         a = self.archive
-        for path in sorted(self.folder.glob("mario-kit.frontier*.json")):
-            if path.name != self.file:
-                a.merge(Archive.load(path, a.action_set, a.frame_skip))
+        theirs = self.exchange(a.to_json(self.changed))
+        self.changed = set()
+        a.merge(Archive.from_json(theirs, a.action_set, a.frame_skip, "the shared archive"))
 
     def save(self) -> None:
         if self.archive is not None and self.folder is not None:
