@@ -2,7 +2,7 @@
 random with `hash` balancing, and the frontier collector, in the same run on the same machine.
 
     .venv/bin/python bench/frontier.py [--levels 1-1|all] [--steps 20000] [--seed 0] [--collectors ...]
-        [--ending-steps N] [--record] [--from-log STDERR_OF_A_RUN]
+        [--ending-steps N] [--ppo-data runs/mix/episodes] [--record] [--from-log STDERR_OF_A_RUN]
 
 Per stage and collector: the farthest x reached, whether and after how many recorded steps the flag
 (or axe) was first reached (episodes in index order), the steps recorded after deaths and flags
@@ -24,12 +24,17 @@ from typing import Any
 import numpy as np
 
 from mario_kit.collectors import collect_frontier, collect_random
-from mario_kit.collectors.frontier import cell_key
+from mario_kit.collectors.frontier import cell_key, is_place
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
-from mario_kit.emulator import ALL_LEVELS
+from mario_kit.emulator import ALL_LEVELS, X_WRAPPED
 
 COLLECTORS = ("sticky", "sticky+hash", "frontier")
+# The PPO agent is not trained here (hours on 2 cores): its row measures the frozen agent episodes of the
+# shipped model's data, bench/data/mix, seed 300 (`collect --agent ppo --random-factor 0.1 --steps 20000
+# --max-steps 1000`, bench/data/README.md: recorded before endings were, with an agent of 155k steps).
+# Its steps/s is bench/agent.py's.
+PPO_SEED = 300
 
 
 def run(name: str, out: Path, level: str, steps: int, seed: int, ending_steps: int | None) -> float:
@@ -46,10 +51,13 @@ def run(name: str, out: Path, level: str, steps: int, seed: int, ending_steps: i
     return time.perf_counter() - t
 
 
-def measure(out: Path, level: str) -> dict[str, Any]:
+def measure(out: Path, level: str, seed: int | None = None) -> dict[str, Any]:
+    """The row of the episodes in `out` (`seed`: only those recorded with it)."""
     eps = []
     for p in Dataset(out).paths:
         with Episode(p) as ep:
+            if seed is not None and ep.attrs["seed"] != seed:
+                continue
             info = {k: ep.info[k] for k in ("x_pos", "y_pos")}
             eps.append(
                 (ep.attrs["extra"]["episode_index"], ep.length, ep.played_steps, ep.attrs["end"], info, ep.actions)
@@ -62,13 +70,14 @@ def measure(out: Path, level: str) -> dict[str, Any]:
             first_flag = total + played  # the step the flag was reached in
         total += n
         ending += n - played
-        cells |= {cell_key(level, {"x_pos": x, "y_pos": y}) for x, y in zip(info["x_pos"], info["y_pos"])}
+        places = [{"x_pos": x, "y_pos": y} for x, y in zip(info["x_pos"], info["y_pos"])]
+        cells |= {cell_key(level, p) for p in places if is_place(p)}
         counts += np.bincount(actions, minlength=16)[:16]
     share = counts[counts > 0] / counts.sum()
     return {
         "steps": total,
         "ending_steps": ending,
-        "farthest_x": int(max(int(e[4]["x_pos"].max()) for e in eps)),
+        "farthest_x": int(max(int(x[x < X_WRAPPED].max(initial=0)) for x in (e[4]["x_pos"] for e in eps))),
         "flags": sum(e[3] == "flag" for e in eps),
         "steps_to_first_flag": first_flag,
         "cells": len(cells),
@@ -85,6 +94,11 @@ def main() -> None:
     ap.add_argument("--ending-steps", type=int, default=None, help="collect's --ending-steps [its default]")
     ap.add_argument("--record", action="store_true", help="write bench/results/frontier.json")
     ap.add_argument("--from-log", type=Path, help="rebuild the rows from the per-stage lines of a run's stderr")
+    ap.add_argument(
+        "--ppo-data",
+        type=Path,
+        help="1-1's PPO row from these episodes: bench/data/mix replayed (its seed-300 agent half, see PPO_NOTE)",
+    )
     args = ap.parse_args()
     rows: dict[str, dict[str, Any]] = {}
     names = args.collectors.split(",")
@@ -107,9 +121,18 @@ def main() -> None:
                 r = rows[f"{level} {name}"]
                 r["ratio_to_sticky"] = round(r["steps_per_s"] / base, 3) if base else None
             print(json.dumps({level: {n: rows[f"{level} {n}"] for n in names}}), file=sys.stderr, flush=True)
+    if args.ppo_data:  # beside 1-1's other rows
+        ppo = measure(args.ppo_data, "1-1", seed=PPO_SEED) | {"steps_per_s": None, "ratio_to_sticky": None}
+        rows = dict(sorted((rows | {"1-1 ppo": ppo}).items(), key=lambda kv: ALL_LEVELS.index(kv[0].split()[0])))
     print(json.dumps({"steps_per_collector": args.steps, "seed": args.seed, "rows": rows}, indent=1))
     if args.record:
         _record(rows, args)
+
+
+def _speed(r: dict[str, Any]) -> str:
+    if r["steps_per_s"] is None:
+        return "frozen episodes (bench/agent.py)"
+    return f"{r['steps_per_s']}" + (f" ({r['ratio_to_sticky']})" if r["ratio_to_sticky"] else "")
 
 
 def _record(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
@@ -119,7 +142,7 @@ def _record(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
             "steps of endings", "action entropy (bits)", "steps/s (ratio to sticky)"]  # fmt: skip
     table = [
         [k, r["farthest_x"], r["steps_to_first_flag"] or "not reached", r["flags"], r["cells"], r.get("ending_steps", ""),
-         r["action_entropy_bits"], f"{r['steps_per_s']}" + (f" ({r['ratio_to_sticky']})" if r["ratio_to_sticky"] else "")]
+         r["action_entropy_bits"], _speed(r)]
         for k, r in rows.items()
     ]  # fmt: skip
     front = {k: r for k, r in rows.items() if k.endswith("frontier")}
@@ -128,7 +151,9 @@ def _record(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
         f" ({', '.join(reached)})" if reached else ""
     )
     command = (
-        f".venv/bin/python bench/frontier.py --levels {args.levels} --steps {args.steps} --seed {args.seed} --record"
+        f".venv/bin/python bench/frontier.py --levels {args.levels} --steps {args.steps} --seed {args.seed}"
+        + (f" --ppo-data {args.ppo_data}" if args.ppo_data else "")
+        + " --record"
     )
     record("frontier", cols, table, command, headline, f"{args.steps:,} recorded steps per collector and stage")
 

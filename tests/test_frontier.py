@@ -7,7 +7,15 @@ import json
 import numpy as np
 
 from conftest import run_cli
-from mario_kit.collectors.frontier import ARCHIVE, CELL_PX, CONTEXT_STEPS, DEATH_ENDINGS, archive_name, cell_key
+from mario_kit.collectors.frontier import (
+    ARCHIVE,
+    CELL_PX,
+    CONTEXT_STEPS,
+    DEATH_ENDINGS,
+    archive_name,
+    cell_key,
+    is_place,
+)
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 from mario_kit.emulator import MarioEnv, replay
@@ -167,6 +175,7 @@ def test_a_cell_is_the_stage_and_32_pixel_buckets():
     _, info = env.reset()
     key = cell_key("1-1", info)
     assert key == f"1-1:{info['x_pos'] // CELL_PX}:{info['y_pos'] // CELL_PX}"
+    assert is_place(info) and not is_place({**info, "x_pos": 0xFFFF})  # a maze's loop, for a frame
     env.close()
 
 

@@ -18,6 +18,9 @@ from mario_kit import UserError
 ALL_LEVELS: tuple[str, ...] = tuple(f"{w}-{s}" for w in range(1, 9) for s in range(1, 5))
 ROM_MODE = "vanilla"  # gym-super-mario-bros 9 registers only the vanilla (v0) ROM for stages
 DEFAULT_FRAME_SKIP = 4
+# gym's x_pos is the screen page times 256 plus x on it; a castle maze's loop sends the page below 0 for
+# a frame (x 65,535 in 4-4): an x from here up is no place in the stage.
+X_WRAPPED = 0xFF00
 
 
 def parse_levels(spec: str) -> list[str]:

@@ -35,7 +35,7 @@ import numpy as np
 
 from mario_kit import UserError
 from mario_kit.atomic import write_json_atomic
-from mario_kit.emulator import MarioEnv, Snapshot, run_start
+from mario_kit.emulator import X_WRAPPED, MarioEnv, Snapshot, run_start
 from mario_kit.datasets import format as F
 from mario_kit.trust import read_json, regular_file_problem
 
@@ -61,6 +61,12 @@ def cell_key(level: str, info: dict[str, Any]) -> str:
     """Where Mario is, coarsely: the stage and his position in 32-pixel buckets. y matters where x
     alone does not tell places apart (a pipe's top and its foot, the castles' upper and lower ways)."""
     return f"{level}:{int(info.get('x_pos', 0)) // CELL_PX}:{int(info.get('y_pos', 0)) // CELL_PX}"
+
+
+def is_place(info: dict[str, Any]) -> bool:
+    """Whether `info` says where Mario is: not the frame of a castle maze's loop (emulator.X_WRAPPED);
+    as "the farthest" cell it would flatten every other cell's weight."""
+    return int(info.get("x_pos", 0)) < X_WRAPPED
 
 
 @dataclass
@@ -297,6 +303,8 @@ class FrontierPolicy:
         """Count the step's bytes into the way from reset; offer the place reached to the archive."""
         self.path.extend(joypad)
         if ended or info.get("is_dying") or self.archive is None or not self.recent:
+            return
+        if not is_place(info):
             return
         first = self.recent[0]
         tail = [s.action for s in self.recent]

@@ -14,6 +14,7 @@ from mario_kit import UserError
 from mario_kit.trust import h5_problems, regular_file_problem
 from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import Episode
+from mario_kit.emulator import X_WRAPPED
 
 SIDE_PREFIX = "mario-kit."  # side files mario-kit keeps beside the episodes (splits, tables, ...)
 # Files people and mario-kit keep beside episodes (weights from `balance`, notes, split lists): a
@@ -125,6 +126,7 @@ class Dataset:
         with Episode(path) as ep:
             a = ep.attrs
             x = ep.info.get("x_pos", np.zeros(1))
+            x = x[x < X_WRAPPED]  # a castle maze's loop, a frame at page -1: no place
             return {
                 "file": path.name,
                 "length": int(a["length"]),

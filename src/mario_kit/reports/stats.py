@@ -15,6 +15,7 @@ import xxhash
 
 from mario_kit.balancing.offline import entropy_bits
 from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
+from mario_kit.emulator import X_WRAPPED
 
 X_BIN = 64  # px per coverage bin
 EDGE_PX = 24  # Mario this close to the screen's left edge (pixels of info/left_x_pos) counts as at the edge
@@ -102,7 +103,7 @@ class _Tally:
         info = ep.info
         x = info["x_pos"].astype(np.int64)
         cov = self.coverage.setdefault(row.level, {})
-        for b, n in zip(*np.unique(x // X_BIN, return_counts=True)):
+        for b, n in zip(*np.unique(x[x < X_WRAPPED] // X_BIN, return_counts=True)):
             cov[int(b) * X_BIN] = cov.get(int(b) * X_BIN, 0) + int(n)
         if row.end == "terminated" and len(x):
             dx = self.death_x.setdefault(row.level, {})
