@@ -9,6 +9,7 @@ import numpy as np
 from conftest import run_cli
 from mario_kit.collectors.frontier import (
     ARCHIVE,
+    Archive,
     CELL_PX,
     CONTEXT_STEPS,
     DEATH_ENDINGS,
@@ -176,6 +177,13 @@ def test_a_cell_is_the_stage_and_32_pixel_buckets():
     key = cell_key("1-1", info)
     assert key == f"1-1:{info['x_pos'] // CELL_PX}:{info['y_pos'] // CELL_PX}"
     assert is_place(info) and not is_place({**info, "x_pos": 0xFFFF})  # a maze's loop, for a frame
+    assert env.maze() == (0, 0) and cell_key("1-1", info, env.maze()) == key  # no maze: the key as ever
+    maze_key = cell_key("7-4", info, (1, 2))
+    assert maze_key == f"7-4:{info['x_pos'] // CELL_PX}:{info['y_pos'] // CELL_PX}:1-2"
+    cell = {"key": maze_key, "start": "eJwDAAAAAAE=", "tail": [], "x": 40, "visits": 1, "chosen": 0}  # zlib of b""
+    doc = {"kind": "mario-kit-frontier-archive", "schema": 1, "action_set": "simple", "frame_skip": 4,
+           "cells": [cell], "deaths": {maze_key: 1}}  # fmt: skip
+    assert list(Archive.from_json(doc, "simple", 4).cells) == [maze_key]  # an archive file holds such keys
     env.close()
 
 

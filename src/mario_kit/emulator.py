@@ -79,6 +79,9 @@ class StepResult:
 # RAM addresses of the game's main loop: OperMode (1 playing a stage, 2 the end of a world) and
 # OperMode_Task (3 while a stage runs; it moves on when the game leaves for a transition screen).
 _OPER_MODE, _OPER_TASK, _STAGE_RUNS = 0x0770, 0x0772, 3
+# The castle mazes' checkpoints (7-4, 8-4): ways taken right, and checkpoints passed, of the current
+# loop (the SMB disassembly's MultiLoopCorrectCntr and MultiLoopPassCntr); both 0 elsewhere.
+_MAZE_CORRECT, _MAZE_PASSED = 0x06D9, 0x06DA
 
 
 class MarioEnv:
@@ -146,6 +149,12 @@ class MarioEnv:
         task; the end of a world (the axe) plays in mode 2 until the next world loads."""
         mode, task = int(self._env.ram[_OPER_MODE]), int(self._env.ram[_OPER_TASK])
         return mode != self._end_mode or (mode == 1 and task != _STAGE_RUNS)
+
+    def maze(self) -> tuple[int, int]:
+        """In a castle maze: (checkpoints passed the right way, checkpoints passed) of the loop Mario is
+        in; a wrong way sends him back once the loop's checkpoints are passed. (0, 0) elsewhere."""
+        ram = self._env.ram
+        return int(ram[_MAZE_CORRECT]), int(ram[_MAZE_PASSED])
 
     def snapshot(self) -> Snapshot:
         trackers = {k: copy.copy(getattr(self._env, k)) for k in _TRACKERS if hasattr(self._env, k)}

@@ -14,10 +14,12 @@ cell. Snapshots are never written: the archive file (`mario-kit.frontier.json` i
 folder; one a worker with several, which take in each other's: `share`) holds the paths, and a cell
 without a snapshot (found by another worker, or in an earlier run) is reached again by replaying its path.
 
-What the cell key does not tell apart: places where x stops measuring progress. The castle mazes
-(4-4, 7-4, 8-4) send Mario back to an earlier x when he takes the wrong way, so the archive sees no
-new cell where the game has moved on; a bonus room reached by a pipe shares x with the stage above
-it. The benchmark names the stages this leaves unfinished (docs/BENCHMARKS_LOG.md).
+Where x stops measuring progress: the castle mazes send Mario back to an earlier x when he takes
+a wrong way. 4-4 checks one way at a time, so the way on shows as new x; 7-4 and 8-4 check several
+before they send him back, so a cell there also holds the loop's checkpoint counters (`MarioEnv.maze`).
+A frame of a loop reads x 65,535 (`is_place`). Still told apart by nothing: a bonus room reached by
+a pipe shares x with the stage above it. The benchmark names the stages left unfinished and why
+(docs/BENCHMARKS_LOG.md, "Frontier collector").
 """
 
 from __future__ import annotations
@@ -57,10 +59,13 @@ def archive_name(worker: int, workers: int) -> str:
     return f"mario-kit.frontier.{worker + 1}-of-{workers}.json"
 
 
-def cell_key(level: str, info: dict[str, Any]) -> str:
+def cell_key(level: str, info: dict[str, Any], maze: tuple[int, int] = (0, 0)) -> str:
     """Where Mario is, coarsely: the stage and his position in 32-pixel buckets. y matters where x
-    alone does not tell places apart (a pipe's top and its foot, the castles' upper and lower ways)."""
-    return f"{level}:{int(info.get('x_pos', 0)) // CELL_PX}:{int(info.get('y_pos', 0)) // CELL_PX}"
+    alone does not tell places apart (a pipe's top and its foot, the castles' upper and lower ways);
+    in a castle maze's loop, `maze` (`MarioEnv.maze`: checkpoints passed right, passed) tells the
+    same x on the way on from the same x on a way that will be sent back."""
+    key = f"{level}:{int(info.get('x_pos', 0)) // CELL_PX}:{int(info.get('y_pos', 0)) // CELL_PX}"
+    return key + (f":{maze[0]}-{maze[1]}" if maze[1] else "")
 
 
 def is_place(info: dict[str, Any]) -> bool:
@@ -195,7 +200,7 @@ class Archive:
         return archive
 
 
-_KEY = re.compile(r"[1-8]-[1-4]:\d{1,4}:\d{1,3}")  # what cell_key writes
+_KEY = re.compile(r"[1-8]-[1-4]:\d{1,4}:\d{1,3}(:\d{1,3}-\d{1,3})?")  # what cell_key writes
 
 
 def _cell_json(c: Cell) -> dict[str, Any]:
@@ -281,7 +286,7 @@ class FrontierPolicy:
                 Archive.load(folder / self.file, action_set, frame_skip) if folder else Archive(action_set, frame_skip)
             )
             self.take_in()
-        self.level = env.level
+        self.level, self.env = env.level, env
         self.path = bytearray()
         self.recent: deque[_Step] = deque(maxlen=CONTEXT_STEPS)
         cell = self.archive.choose(self.rng, env.level)
@@ -304,11 +309,13 @@ class FrontierPolicy:
         self.path.extend(joypad)
         if ended or info.get("is_dying") or self.archive is None or not self.recent:
             return
-        if not is_place(info):
+        maze = self.env.maze()
+        if not is_place(info) or maze[0] < maze[1]:  # a wrong way in a maze: the game will send him back
             return
         first = self.recent[0]
         tail = [s.action for s in self.recent]
-        cell = Cell(cell_key(self.level, info), bytes(self.path[: first.offset]), tail, int(info.get("x_pos", 0)))
+        key = cell_key(self.level, info, maze)
+        cell = Cell(key, bytes(self.path[: first.offset]), tail, int(info.get("x_pos", 0)))
         cell.snap, cell.info = first.snap, first.info
         if self.archive.offer(cell):
             self.changed.add(cell.key)
@@ -318,7 +325,7 @@ class FrontierPolicy:
         fewer than DEATH_ENDINGS deaths were recorded with theirs."""
         if info.get("flag_get") or self.archive is None or limit <= 0:
             return limit
-        key = cell_key(self.level, info)
+        key = cell_key(self.level, info, self.env.maze())
         n = self.archive.deaths.get(key, 0)
         if n >= DEATH_ENDINGS:
             return 0
