@@ -79,8 +79,8 @@ class StepResult:
 # RAM addresses of the game's main loop: OperMode (1 playing a stage, 2 the end of a world) and
 # OperMode_Task (3 while a stage runs; it moves on when the game leaves for a transition screen).
 _OPER_MODE, _OPER_TASK, _STAGE_RUNS = 0x0770, 0x0772, 3
-# The castle mazes' checkpoints (7-4, 8-4): ways taken right, and checkpoints passed, of the current
-# loop (the SMB disassembly's MultiLoopCorrectCntr and MultiLoopPassCntr); both 0 elsewhere.
+# A castle maze's checkpoints: ways taken right, and checkpoints passed, of the current loop (the SMB
+# disassembly's MultiLoopCorrectCntr and MultiLoopPassCntr; only world 7 counts them, 0 elsewhere).
 _MAZE_CORRECT, _MAZE_PASSED = 0x06D9, 0x06DA
 
 

@@ -411,9 +411,9 @@ class _Driver:
         if cfg.policy == "frontier":  # the folder's archive files, merged, seed the cluster's
             from mario_kit.collectors.frontier import Archive, take_in_folder
 
-            folder = Archive(cfg.action_set, cfg.frame_skip)
-            take_in_folder(folder, cfg.out)
-            self.archive = ray.remote(num_cpus=0, max_restarts=0)(_ArchiveHub).remote(folder.to_json())
+            known = Archive(cfg.action_set, cfg.frame_skip)
+            take_in_folder(known, cfg.out)
+            self.archive = ray.remote(num_cpus=0, max_restarts=0)(_ArchiveHub).remote(known.to_json())
 
     def submit(self, index: int, budget: int | None = None) -> None:
         """Episode `index` as a task; `budget`: the steps left, where one worker would cut it there."""

@@ -15,10 +15,11 @@ folder; one a worker with several, which take in each other's: `share`) holds th
 without a snapshot (found by another worker, or in an earlier run) is reached again by replaying its path.
 
 Where x stops measuring progress: the castle mazes send Mario back to an earlier x when he takes
-a wrong way. 4-4 checks one way at a time, so the way on shows as new x; 7-4 and 8-4 check several
-before they send him back, so a cell there also holds the loop's checkpoint counters (`MarioEnv.maze`).
-A frame of a loop reads x 65,535 (`is_place`). Still told apart by nothing: a bonus room reached by
-a pipe shares x with the stage above it. The benchmark names the stages left unfinished and why
+a wrong way. 4-4 checks one way at a time, so the way on shows as new x; 7-4 checks three before
+it sends him back, so a cell there also holds the loop's checkpoint counters (`MarioEnv.maze`), and a
+place on a way already wrong is not offered. A frame of a loop reads x 65,535 (`is_place`). 8-4's way
+on is down pipes, which the `simple` action set cannot press. Still told apart by nothing: a bonus
+room reached by a pipe shares x with the stage above it. The benchmark names the stages left unfinished and why
 (docs/BENCHMARKS_LOG.md, "Frontier collector").
 """
 
@@ -156,7 +157,7 @@ class Archive:
                 changed.add(key)
         return changed
 
-    def to_json(self, keys: Any = None) -> dict[str, Any]:
+    def to_json(self, keys: set[str] | None = None) -> dict[str, Any]:
         """The archive as JSON (its file's form); `keys`: only these cells and deaths (a change handed on)."""
         cells = [_cell_json(c) for k, c in self.cells.items() if keys is None or k in keys]
         deaths = {k: n for k, n in self.deaths.items() if keys is None or k in keys}
