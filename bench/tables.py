@@ -42,6 +42,7 @@ AREAS = [
     "play",
     "dream_env",
     "upsampler",
+    "tiles",
     "gpu",
     "agent",
     "balance",

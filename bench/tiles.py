@@ -1,0 +1,161 @@
+"""The tile upsampler (world_model/model/tiles.py) against nearest and bicubic on held-out real frames:
+fit on frames of one dataset, measure PSNR at 256x240 on frames of another, and the time to upsample
+one frame (the play path) against bicubic's, in the same run.
+
+    .venv/bin/python bench/tiles.py [--train runs/world1/episodes] [--test runs/world1-eval/episodes]
+        [--frames 4000] [--test-frames 500] [--seed 0] [--out runs/tiles.h5] [--record]
+
+The two default folders are the frozen whole-stage recipe replayed (bench/data/README.md,
+`bench/wm_data.py --only world1,world1-eval`). Prints JSON; `--record` writes bench/results/tiles.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mario_kit.datasets.dataset import Dataset
+from mario_kit.datasets.episode import Episode
+from mario_kit.datasets.store import downsample
+from mario_kit.world_model.model import tiles
+
+PER_EPISODE = 8  # frames drawn from one episode at most, so that many episodes (places) are in the sample
+
+
+def sample_frames(folder: Path, n: int, seed: int) -> np.ndarray:
+    """Up to PER_EPISODE random frames from each of randomly ordered episodes, n in all."""
+    rng = np.random.default_rng(seed)
+    paths = Dataset(folder).paths
+    out: list[np.ndarray] = []
+    for i in rng.permutation(len(paths)):
+        with Episode(paths[i]) as ep:
+            frames = ep.frames[:]
+        out.append(frames[np.sort(rng.choice(len(frames), size=min(len(frames), PER_EPISODE), replace=False))])
+        if sum(len(o) for o in out) >= n:
+            break
+    return np.concatenate(out)[:n]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pooled over all frames: 10 log10(255^2 / the mean squared error of every pixel)."""
+    mse = float(((a.astype(np.float64) - b) ** 2).mean())
+    return round(10 * np.log10(255**2 / mse), 2)
+
+
+def per_frame_ms(fn, low: np.ndarray, repeat: int = 64) -> float:
+    t = time.perf_counter()
+    for i in range(repeat):
+        fn(low[i % len(low)])
+    return round(1000 * (time.perf_counter() - t) / repeat, 2)
+
+
+def dream_psnr(up: tiles.TileUpsampler, folder: Path, episodes: int, steps: int) -> dict[str, Any]:
+    """The shipped model dreams `steps` frames of 1-1 episodes (from their first 4 frames, with their
+    actions); its 64x60 frames upsampled by tiles and by bicubic, each against the real game's frames."""
+    from mario_kit.world_model.programs.world_model_env import WorldModelEnv
+
+    dream = WorldModelEnv(upsampler=False, device="cpu", seed=0)
+    ours, base, real = [], [], []
+    for path in Dataset(folder).paths:
+        with Episode(path) as ep:
+            if ep.attrs["level"] != "1-1" or ep.played_steps < steps + 4 or ep.info["x_pos"][0] > 1500:
+                continue
+            frames, actions = ep.frames[: steps + 5], ep.actions[: steps + 4]
+        dream.reset(downsample(frames[:4]), actions[:4])
+        low = np.stack([dream.step(int(actions[t]))[0] for t in range(3, 3 + steps)])
+        ours.append(up(low))
+        base.append(tiles.bicubic(low))
+        real.append(frames[4 : 4 + steps])
+        if len(real) == episodes:
+            break
+    first = [x[:1] for x in real]
+    return {
+        "dream_frames": sum(map(len, real)),
+        "dream_psnr_bicubic": psnr(np.concatenate(base), np.concatenate(real)),
+        "dream_psnr_tiles": psnr(np.concatenate(ours), np.concatenate(real)),
+        "dream_next_psnr_bicubic": psnr(np.concatenate([x[:1] for x in base]), np.concatenate(first)),
+        "dream_next_psnr_tiles": psnr(np.concatenate([x[:1] for x in ours]), np.concatenate(first)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train", type=Path, default=Path("runs/world1/episodes"))
+    ap.add_argument("--test", type=Path, default=Path("runs/world1-eval/episodes"))
+    ap.add_argument("--frames", type=int, default=4000, help="training frames")
+    ap.add_argument("--test-frames", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, help="write the fitted tables here (a tiles file)")
+    ap.add_argument("--record", action="store_true", help="write bench/results/tiles.json")
+    ap.add_argument("--ship", action="store_true", help="put the fitted tables into the shipped model (with --out)")
+    ap.add_argument("--dream-episodes", type=int, default=8, help="1-1 test episodes the shipped model dreams")
+    ap.add_argument("--dream-steps", type=int, default=32, help="steps of each dream, from 4 real frames")
+    args = ap.parse_args()
+    train = sample_frames(args.train, args.frames, args.seed)
+    test = sample_frames(args.test, args.test_frames, args.seed + 1)
+    low = downsample(test)
+    t = time.perf_counter()
+    up = tiles.fit(downsample(train), train)
+    fit_s = round(time.perf_counter() - t, 1)
+    full, known = up.upsample(low)
+    r: dict[str, Any] = {
+        "train_frames": len(train),
+        "test_frames": len(test),
+        "psnr_nearest": psnr(np.repeat(np.repeat(low, 4, 1), 4, 2), test),
+        "psnr_bicubic": psnr(tiles.bicubic(low), test),
+        "psnr_tiles": psnr(full, test),
+        "known_share": round(known, 4),
+        "entries_per_tier": {f"q{q} r{r_}": len(k) for (q, r_), k in zip(up.tiers, up.keys)},
+        "fit_s": fit_s,
+        "ms_per_frame_tiles": per_frame_ms(up, low),
+        "ms_per_frame_bicubic": per_frame_ms(lambda x: tiles.bicubic(x[None]), low),
+    }
+    if args.dream_episodes:
+        r |= dream_psnr(up, args.test, args.dream_episodes, args.dream_steps)
+    if args.out:
+        up.save(args.out)
+        r["file_bytes"] = args.out.stat().st_size
+    print(json.dumps(r, indent=1))
+    if args.record:
+        _record(r, args)
+    if args.ship and args.out:
+        from mario_kit.world_model.model.shipped import ship_tiles
+
+        fitted = f"{len(train):,} frames of {args.train} (seed {args.seed}), {PER_EPISODE} at most an episode"
+        ship_tiles(args.out, {"fit_on": fitted, "command": _command(args), "figures": r})
+
+
+def _command(args: argparse.Namespace) -> str:
+    return f".venv/bin/python bench/tiles.py --frames {args.frames} --test-frames {args.test_frames} --seed {args.seed}"
+
+
+def _record(r: dict[str, Any], args: argparse.Namespace) -> None:
+    from tables import record
+
+    dream = r.get("dream_frames")
+    rows = [
+        ["nearest (each pixel 4x4)", r["psnr_nearest"], "", "", ""],
+        ["bicubic", r["psnr_bicubic"], f"{r['dream_next_psnr_bicubic']} / {r['dream_psnr_bicubic']}" if dream else "",
+         "", r["ms_per_frame_bicubic"]],
+        ["**tiles**", f"**{r['psnr_tiles']}**", f"{r['dream_next_psnr_tiles']} / {r['dream_psnr_tiles']}" if dream else "",
+         f"{100 * r['known_share']:.1f} %", r["ms_per_frame_tiles"]],
+    ]  # fmt: skip
+    cols = ["upsampler", "real 64x60 frames: PSNR at 256x240 (dB)",
+            f"the shipped model's dream, 1 step / {args.dream_steps} steps (dB)", "real pixels a tier knew",
+            "ms a frame (1 core)"]  # fmt: skip
+    headline = f"tiles: {r['psnr_tiles'] - r['psnr_bicubic']:+.1f} dB over bicubic on held-out real frames"
+    command = _command(args) + " --record"
+    note = (
+        f"fit on {r['train_frames']:,} frames of {args.train}, tested on {r['test_frames']} of {args.test}; the dream: "
+        f"{args.dream_episodes} of its 1-1 episodes from x < 1,500, 4 real frames then their actions"
+    )
+    record("tiles", cols, rows, command, headline, note)
+
+
+if __name__ == "__main__":
+    main()
