@@ -107,16 +107,28 @@ def test_play_without_run_or_spawns_plays_the_shipped_model():
     assert r.frames == 4 and r.actions == [1, 1, 1, 1]
 
 
-def test_play_says_what_it_shows_of_a_model_without_an_upsampler(capsys):
-    """The shipped model has no upsampler: play's help and play itself say its 64x60 frames are enlarged."""
-    from mario_kit.world_model.model import shipped
+def test_the_shipped_model_shows_full_resolution_through_its_tiles(tmp_path, capsys):
+    """The shipped model has no diffusion upsampler but a tile upsampler: play, dream and DreamEnv
+    show 240x256 frames drawn from tiles, not the 64x60 frame enlarged; without the tiles file,
+    play says it shows the frames enlarged."""
+    from mario_kit.world_model.model import tiles
     from mario_kit.world_model.model.checkpoint import path_of
     from mario_kit.world_model.programs.play import PlayConfig, play
+    from mario_kit.world_model.programs.world_model_env import WorldModelEnv
+    from mario_kit.datasets.ops import load_spawns
 
-    from conftest import run_cli
-
-    assert not path_of(shipped.run_folder(), "upsampler").exists()
-    assert "64x60 frames are shown enlarged" in " ".join(run_cli("play", "--help").stdout.split())
+    assert not path_of(shipped.run_folder(), "upsampler").exists() and tiles.FILE in shipped.manifest()["files"]
+    sp = load_spawns(shipped.spawns_file())
+    dream = WorldModelEnv(device="cpu")
+    assert dream.tiles is not None
+    dream.reset(sp.low[0], sp.actions[0])
+    low, full = dream.step(1)
+    enlarged = np.repeat(np.repeat(low, 4, 0), 4, 1)
+    assert full.shape == (240, 256, 3) and np.array_equal(full, dream.tiles(low))
+    assert (full != enlarged).mean() > 0.05  # sharper than the blocks: tile edges, the HUD's letters
+    bare = tmp_path / "bare"
+    shutil.copytree(shipped.FOLDER, bare)
+    (bare / tiles.FILE).unlink()
     keys = {0: [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE)]}
-    play(PlayConfig(sync=True, script=keys, device="cpu"))
-    assert "no upsampler: its 64x60 frames are shown enlarged" in capsys.readouterr().out
+    play(PlayConfig(run=bare, spawns=bare / "spawns.h5", sync=True, script=keys, device="cpu"))
+    assert "no upsampler (nor tiles): its 64x60 frames are shown enlarged" in capsys.readouterr().out

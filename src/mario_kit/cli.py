@@ -953,8 +953,8 @@ def play(
     upsampler: bool = typer.Option(
         True,
         "--upsampler/--no-upsampler",
-        help="Show the upsampler's 240x256 frames when the "
-        "run has one; without one (the shipped model has none) its 64x60 frames are shown enlarged.",
+        help="Show 240x256 frames: the run's diffusion upsampler, else its tile upsampler (tiles.h5, "
+        "the shipped model's); with neither, or --no-upsampler, the 64x60 frames enlarged.",
     ),
     upsampler_steps: Optional[int] = typer.Option(
         None,
@@ -1009,7 +1009,7 @@ def dream(
     upsampler: bool = typer.Option(
         True,
         "--upsampler/--no-upsampler",
-        help="Full-res frames from the upsampler when the run has one (else the 64x60 frames enlarged).",
+        help="Full-res frames from the run's upsampler, diffusion or tiles (else the 64x60 frames enlarged).",
     ),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     seed: int = typer.Option(0, **SEED, help="Seed of the sampler and the random policy."),

@@ -109,6 +109,29 @@ def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: 
     return m
 
 
+def ship_tiles(tiles_file: Path, record: dict[str, Any], folder: Path | None = None) -> dict[str, Any]:
+    """Add (or replace) the tile upsampler (world_model/model/tiles.py) in a shipped folder: the file,
+    its checksum, and `record` (what it was fit on, the command, its figures) as the manifest's
+    "tiles". Refuses more than MAX_BYTES in all."""
+    import shutil
+
+    from mario_kit.atomic import atomic_path, write_json_atomic
+    from mario_kit.world_model.model import tiles
+
+    folder = folder or FOLDER
+    m = dict(manifest(folder))
+    tiles.load(tiles_file)  # a file that loads, or one line
+    total = sum((folder / n).stat().st_size for n in m["files"] if n != tiles.FILE) + tiles_file.stat().st_size
+    if total > MAX_BYTES:
+        raise UserError(f"the shipped model would take {total / 2**20:.1f} MiB (at most {MAX_BYTES / 2**20:.0f})")
+    with atomic_path(folder / tiles.FILE) as tmp:
+        shutil.copyfile(tiles_file, tmp)
+    m["files"] = {**m["files"], tiles.FILE: sha256(folder / tiles.FILE)}
+    m.update(bytes=total, tiles=record)
+    write_json_atomic(folder / MANIFEST, m)
+    return m
+
+
 def slim(src: Path, dst: Path, config: dict[str, Any] | None = None) -> None:
     """A checkpoint's weights alone (EMA when present) in 16 bits, without optimiser or resume state:
     about a quarter of a training checkpoint, still loadable by every command (and as `init`).

@@ -3,7 +3,7 @@
 `DreamEnv()` uses the model and spawns that ship with mario-kit; `DreamEnv(run, spawns)` any
 trained run. Reset starts from a spawn (`options={"spawn": i}`, else one drawn with the env's
 seeded generator); a step takes an action index of the run's action set and returns the generated
-frame (240x256x3 uint8: the upsampler's, or the 64x60 frame enlarged when there is none).
+frame (240x256x3 uint8: the run's upsampler's, diffusion or tiles, or the 64x60 frame enlarged).
 The model predicts frames only: the reward is 0 and an episode never terminates; it is truncated
 after `max_steps` steps. Reward and end models are future work.
 

@@ -114,8 +114,8 @@ def _world_model(cfg: PlayConfig) -> WorldModelEnv:
         cfg.cuda_graph,
         upsampler_steps=cfg.upsampler_steps,
     )
-    if cfg.upsampler and dream.up is None:
-        print("this model has no upsampler: its 64x60 frames are shown enlarged", flush=True)
+    if cfg.upsampler and dream.up is None and dream.tiles is None:
+        print("this model has no upsampler (nor tiles): its 64x60 frames are shown enlarged", flush=True)
     if cfg.compile:
         print("compiling the model (torch.compile): the first frames come after a minute or more on a CPU", flush=True)
     return dream

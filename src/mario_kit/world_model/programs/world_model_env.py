@@ -15,7 +15,7 @@ import torch
 
 from mario_kit import UserError
 from mario_kit.hardware import resolve_device
-from mario_kit.world_model.model import shipped
+from mario_kit.world_model.model import shipped, tiles
 from mario_kit.world_model.model.checkpoint import load_model, path_of
 from mario_kit.world_model.model.denoiser import Denoiser
 from mario_kit.world_model.config import SamplerConfig
@@ -47,11 +47,14 @@ class WorldModelEnv:
         self.model, cfg, self.meta = load_model(run, "denoiser", device=device)
         self.n_context = self.model.cfg.n_context  # past frames (and actions) each step conditions on
         self.up = None
+        self.tiles: tiles.TileUpsampler | None = None  # without a diffusion upsampler: the tile lookup
         if upsampler and path_of(run, "upsampler").exists():
             self.up, ucfg, _ = load_model(run, "upsampler", device=device)
             self.up_cfg = ucfg.upsampler_sampler
             if upsampler_steps:
                 self.up_cfg.steps = upsampler_steps
+        elif upsampler and (Path(run) / tiles.FILE).exists():
+            self.tiles = tiles.load(Path(run) / tiles.FILE)
         if channels_last is None:  # faster on the CPU, the same results; on CUDA the default stays the
             channels_last = device == "cpu"  # layout of the measured configuration (docs/BENCHMARKS.md)
         if channels_last:
@@ -141,9 +144,8 @@ class WorldModelEnv:
         self.frames = torch.cat((self.frames[:, 1:], nxt[:, None]), dim=1)
         self.actions = torch.cat((self.actions[:, 1:], self.actions[:, -1:]), dim=1)
         low = to_uint8(nxt[0]).cpu().numpy()
-        full_np = (
-            to_uint8(full[0]).cpu().numpy()
-            if full is not None
-            else np.repeat(np.repeat(low, self.upsampling_factor, 0), self.upsampling_factor, 1)
-        )
-        return low, full_np
+        if full is not None:
+            return low, to_uint8(full[0]).cpu().numpy()
+        if self.tiles is not None:
+            return low, self.tiles(low)
+        return low, np.repeat(np.repeat(low, self.upsampling_factor, 0), self.upsampling_factor, 1)
