@@ -3,7 +3,11 @@ fit on frames of one dataset, measure PSNR at 256x240 on frames of another, and 
 one frame (the play path) against bicubic's, in the same run.
 
     .venv/bin/python bench/tiles.py [--train runs/world1/episodes] [--test runs/world1-eval/episodes]
-        [--frames 4000] [--test-frames 500] [--seed 0] [--out runs/tiles.h5] [--record]
+        [--frames 4000] [--test-frames 500] [--predicted 3000] [--seed 0] [--out runs/tiles.h5] [--record]
+
+The tables: the exact 3x3 tier of real frames, then (`--predicted N`) coarse tiers fit on real frames
+and N one-step predictions of the shipped model on 1-1 frames of `--train` paired with the real
+frames they predicted, then the real pixel alone; bicubic where none knows a pixel.
 
 The two default folders are the frozen whole-stage recipe replayed (bench/data/README.md,
 `bench/wm_data.py --only world1,world1-eval`). Prints JSON; `--record` writes bench/results/tiles.json.
@@ -39,6 +43,47 @@ def sample_frames(folder: Path, n: int, seed: int) -> np.ndarray:
         if sum(len(o) for o in out) >= n:
             break
     return np.concatenate(out)[:n]
+
+
+def predictions(folder: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to n one-step predictions (64x60) of the shipped model from 4 real frames of 1-1 episodes,
+    PER_EPISODE an episode at most, and the real full frames they predicted."""
+    import torch
+
+    from mario_kit.world_model.model import shipped
+    from mario_kit.world_model.model.checkpoint import load_model
+    from mario_kit.world_model.model.sampler import sample, to_model, to_uint8
+
+    model, cfg, _ = load_model(shipped.run_folder(), "denoiser")
+    rng = np.random.default_rng(seed)
+    lows, fulls = [], []
+    paths = Dataset(folder).paths
+    for i in rng.permutation(len(paths)):
+        with Episode(paths[i]) as ep:
+            if ep.attrs["level"] != "1-1" or ep.length < 5:
+                continue
+            frames, actions = ep.frames[:], ep.actions[:]
+        low = downsample(frames)
+        ts = np.sort(rng.choice(np.arange(4, len(frames)), size=min(len(frames) - 4, PER_EPISODE), replace=False))
+        ctx = to_model(torch.from_numpy(np.stack([low[t - 4 : t] for t in ts]))).flatten(1, 2)
+        act = torch.from_numpy(np.stack([actions[t - 4 : t] for t in ts])).long()
+        with torch.no_grad():
+            pred = sample(model, ctx, act, cfg.sampler, torch.Generator().manual_seed(int(i)))
+        lows.append(np.stack([to_uint8(x).numpy() for x in pred]))
+        fulls.append(frames[ts])
+        if sum(map(len, lows)) >= n:
+            break
+    return np.concatenate(lows)[:n], np.concatenate(fulls)[:n]
+
+
+def fit_tables(train: np.ndarray, args: argparse.Namespace) -> tuple[tiles.TileUpsampler, int]:
+    """The chained tables, and how many predictions they were fit on."""
+    low = downsample(train)
+    if not args.predicted:
+        return tiles.fit(low, train), 0
+    pred_low, pred_full = predictions(args.train, args.predicted, args.seed)
+    both = tiles.fit(np.concatenate([low, pred_low]), np.concatenate([train, pred_full]), tiles.PREDICTED_TIERS, 2)
+    return tiles.fit(low, train, ((1, 1),)).then(both).then(tiles.fit(low, train, ((1, 0),))), len(pred_low)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -89,6 +134,7 @@ def main() -> None:
     ap.add_argument("--test", type=Path, default=Path("runs/world1-eval/episodes"))
     ap.add_argument("--frames", type=int, default=4000, help="training frames")
     ap.add_argument("--test-frames", type=int, default=500)
+    ap.add_argument("--predicted", type=int, default=3000, help="the shipped model's predictions to fit on (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the fitted tables here (a tiles file)")
     ap.add_argument("--record", action="store_true", help="write bench/results/tiles.json")
@@ -100,11 +146,12 @@ def main() -> None:
     test = sample_frames(args.test, args.test_frames, args.seed + 1)
     low = downsample(test)
     t = time.perf_counter()
-    up = tiles.fit(downsample(train), train)
+    up, n_predicted = fit_tables(train, args)
     fit_s = round(time.perf_counter() - t, 1)
     full, known = up.upsample(low)
     r: dict[str, Any] = {
         "train_frames": len(train),
+        "predictions": n_predicted,
         "test_frames": len(test),
         "psnr_nearest": psnr(np.repeat(np.repeat(low, 4, 1), 4, 2), test),
         "psnr_bicubic": psnr(tiles.bicubic(low), test),
@@ -126,12 +173,18 @@ def main() -> None:
     if args.ship and args.out:
         from mario_kit.world_model.model.shipped import ship_tiles
 
-        fitted = f"{len(train):,} frames of {args.train} (seed {args.seed}), {PER_EPISODE} at most an episode"
+        fitted = (
+            f"{len(train):,} frames of {args.train} (seed {args.seed}), {PER_EPISODE} at most an episode, and "
+            f"{r['predictions']:,} one-step predictions of the shipped model on its 1-1 frames"
+        )
         ship_tiles(args.out, {"fit_on": fitted, "command": _command(args), "figures": r})
 
 
 def _command(args: argparse.Namespace) -> str:
-    return f".venv/bin/python bench/tiles.py --frames {args.frames} --test-frames {args.test_frames} --seed {args.seed}"
+    return (
+        f".venv/bin/python bench/tiles.py --frames {args.frames} --test-frames {args.test_frames} "
+        f"--predicted {args.predicted} --seed {args.seed}"
+    )
 
 
 def _record(r: dict[str, Any], args: argparse.Namespace) -> None:
@@ -151,7 +204,8 @@ def _record(r: dict[str, Any], args: argparse.Namespace) -> None:
     headline = f"tiles: {r['psnr_tiles'] - r['psnr_bicubic']:+.1f} dB over bicubic on held-out real frames"
     command = _command(args) + " --record"
     note = (
-        f"fit on {r['train_frames']:,} frames of {args.train}, tested on {r['test_frames']} of {args.test}; the dream: "
+        f"fit on {r['train_frames']:,} frames of {args.train} and {r['predictions']:,} one-step predictions of the "
+        f"shipped model on its 1-1 frames, tested on {r['test_frames']} of {args.test}; the dream: "
         f"{args.dream_episodes} of its 1-1 episodes from x < 1,500, 4 real frames then their actions"
     )
     record("tiles", cols, rows, command, headline, note)

@@ -44,6 +44,21 @@ def test_tiles_draw_unseen_frames_closer_to_the_game_than_bicubic(frames):
     assert _psnr(seen, train[:4]) > _psnr(full, test)  # what it was fit on it draws best
 
 
+def test_chained_tables_and_keys_seen_once_dropped(frames):
+    """`then` looks a pixel up in the second tables only where the first know nothing; `min_count`
+    drops keys seen fewer times (what a model's noise makes)."""
+    low, full = downsample(frames[:60]), frames[:60]
+    once, twice = tiles.fit(low, full, ((1, 1),)), tiles.fit(low, full, ((1, 1),), min_count=2)
+    assert 0 < len(twice.keys[0]) < len(once.keys[0]) and np.isin(twice.keys[0], once.keys[0]).all()
+    alone = tiles.fit(low, full, ((1, 0),))
+    chained = twice.then(alone)
+    assert chained.tiers == ((1, 1), (1, 0))
+    out, known = chained.upsample(low)
+    _, known_first = twice.upsample(low)
+    assert known == 1.0 and known_first < 1.0  # every pixel of these frames is in the pixel-alone tier
+    assert _psnr(out, full) > _psnr(alone(low), full)  # the 3x3 tier first is closer than the pixel alone
+
+
 def test_a_tiles_file_round_trips_and_bad_ones_are_refused(frames, tmp_path):
     up = tiles.fit(downsample(frames[:40]), frames[:40])
     up.save(tmp_path / "t.h5")

@@ -6,7 +6,9 @@ nearly always names one 4x4 block of the full frame: the same bricks, digits and
 back at the same scroll phases. `fit` keeps, for every neighbourhood seen in real frames, the mean
 of the blocks it stood for; `TileUpsampler.__call__` looks each pixel up, tier by tier (the exact
 3x3 neighbourhood, then coarser keys a dream's inexact pixels still match, then the pixel alone),
-and leaves bicubic where no tier knows the pixel. Measured against bicubic and the diffusion
+and leaves bicubic where no tier knows the pixel. A world model's frames are near, not equal, to the
+game's: coarse tiers fit on its own predictions paired with the real frames they predicted
+(`then` chains tables; bench/tiles.py `--predicted`) draw its dreams sharp. Measured against bicubic and the diffusion
 upsamplers: docs/BENCHMARKS.md, "Tile upsampler".
 
 Files (`tiles.h5` in a run folder): attributes kind/schema/tiers, per tier `keys_i` (n,) uint64,
@@ -34,6 +36,8 @@ BLOCK = FACTOR * FACTOR * 3  # bytes of one full-res block: 4x4 RGB
 # (q, r): pixel values divided by q, a (2r+1)^2 neighbourhood. Exact first; the coarser ones catch
 # a dream's pixels that are near, not equal, to what the game draws.
 TIERS: tuple[tuple[int, int], ...] = ((1, 1), (16, 1), (1, 0))
+# For tables fit on a model's predictions: coarse, so that its near values meet.
+PREDICTED_TIERS: tuple[tuple[int, int], ...] = ((32, 1), (16, 0))
 MAX_ENTRIES = 4_000_000  # per tier, in a file: above it a file is refused before it is read
 _FNV_OFFSET, _FNV_PRIME = np.uint64(14695981039346656037), np.uint64(1099511628211)
 
@@ -98,6 +102,10 @@ class TileUpsampler:
         full = from_blocks(out)
         return (full[0] if one else full), float(known.mean())
 
+    def then(self, other: TileUpsampler) -> TileUpsampler:
+        """This one's tiers, then `other`'s where none of these knows a pixel."""
+        return TileUpsampler(self.tiers + other.tiers, self.keys + other.keys, self.blocks + other.blocks)
+
     def save(self, path: str | Path) -> None:
         import h5py
 
@@ -108,17 +116,22 @@ class TileUpsampler:
                 f.create_dataset(f"blocks_{i}", data=b, compression="gzip", shuffle=True)
 
 
-def fit(low: np.ndarray, full: np.ndarray, tiers: tuple[tuple[int, int], ...] = TIERS) -> TileUpsampler:
-    """The tables of real frames: `low` (n, 60, 64, 3) uint8 and the full frames (n, 240, 256, 3) they
-    were made from. Each key keeps the mean (rounded) of its blocks: the least squared error."""
+def fit(
+    low: np.ndarray, full: np.ndarray, tiers: tuple[tuple[int, int], ...] = TIERS, min_count: int = 1
+) -> TileUpsampler:
+    """The tables of `low` (n, 60, 64, 3) uint8 frames and the full frames (n, 240, 256, 3) they stand
+    for (the real frame they were made from, or that a model predicted them for). Each key keeps the
+    mean (rounded) of its blocks, the least squared error; keys seen fewer than `min_count` times are
+    dropped (a model's noise makes many keys that never come back)."""
     b = to_blocks(full).reshape(-1, BLOCK)
     keys, blocks = [], []
     for q, r in tiers:
         u, inv, count = np.unique(neighbourhood_keys(low, q, r).ravel(), return_inverse=True, return_counts=True)
         s = np.zeros((len(u), BLOCK), np.float64)
         np.add.at(s, inv, b)
-        keys.append(u)
-        blocks.append(np.rint(s / count[:, None]).astype(np.uint8))
+        keep = count >= min_count
+        keys.append(u[keep])
+        blocks.append(np.rint(s[keep] / count[keep, None]).astype(np.uint8))
     return TileUpsampler(tuple(tiers), keys, blocks)
 
 
