@@ -27,6 +27,7 @@ from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.store import downsample
 from mario_kit.world_model.model import tiles
+from mario_kit.world_model.programs.world_model_env import WorldModelEnv
 
 PER_EPISODE = 8  # frames drawn from one episode at most, so that many episodes (places) are in the sample
 
@@ -102,8 +103,6 @@ def per_frame_ms(fn, low: np.ndarray, repeat: int = 64) -> float:
 def dream_psnr(up: tiles.TileUpsampler, folder: Path, episodes: int, steps: int) -> dict[str, Any]:
     """The shipped model dreams `steps` frames of 1-1 episodes (from their first 4 frames, with their
     actions); its 64x60 frames upsampled by tiles and by bicubic, each against the real game's frames."""
-    from mario_kit.world_model.programs.world_model_env import WorldModelEnv
-
     dream = WorldModelEnv(upsampler=False, device="cpu", seed=0)
     ours, base, real = [], [], []
     for path in Dataset(folder).paths:
@@ -126,6 +125,25 @@ def dream_psnr(up: tiles.TileUpsampler, folder: Path, episodes: int, steps: int)
         "dream_next_psnr_bicubic": psnr(np.concatenate([x[:1] for x in base]), np.concatenate(first)),
         "dream_next_psnr_tiles": psnr(np.concatenate([x[:1] for x in ours]), np.concatenate(first)),
     }
+
+
+def play_fps(frames: int = 100) -> dict[str, float]:
+    """Model frames/s of the shipped model's `WorldModelEnv.step` as `play` runs it on this CPU (1
+    sampling step, bf16 where the CPU has it), with the tiles and without (64x60 enlarged), same run."""
+    from mario_kit.hardware import fast_bf16
+    from mario_kit.world_model.programs.play import CPU_PLAY_STEPS
+
+    out = {}
+    for name, up in (("play_fps_enlarged", False), ("play_fps_tiles", True)):
+        dream = WorldModelEnv(upsampler=up, steps=CPU_PLAY_STEPS, device="cpu", bf16=fast_bf16("cpu"))
+        rng = np.random.default_rng(0)
+        dream.reset(rng.integers(0, 256, (4, 60, 64, 3), dtype=np.uint8), np.zeros(4, np.int64))
+        dream.step(1)
+        t = time.perf_counter()
+        for _ in range(frames):
+            dream.step(1)
+        out[name] = round(frames / (time.perf_counter() - t), 1)
+    return out
 
 
 def main() -> None:
@@ -164,6 +182,7 @@ def main() -> None:
     }
     if args.dream_episodes:
         r |= dream_psnr(up, args.test, args.dream_episodes, args.dream_steps)
+    r |= play_fps()
     if args.out:
         up.save(args.out)
         r["file_bytes"] = args.out.stat().st_size
@@ -192,15 +211,16 @@ def _record(r: dict[str, Any], args: argparse.Namespace) -> None:
 
     dream = r.get("dream_frames")
     rows = [
-        ["nearest (each pixel 4x4)", r["psnr_nearest"], "", "", ""],
+        ["nearest (each pixel 4x4)", r["psnr_nearest"], "", "", "", ""],
         ["bicubic", r["psnr_bicubic"], f"{r['dream_next_psnr_bicubic']} / {r['dream_psnr_bicubic']}" if dream else "",
-         "", r["ms_per_frame_bicubic"]],
+         "", r["ms_per_frame_bicubic"], ""],
         ["**tiles**", f"**{r['psnr_tiles']}**", f"{r['dream_next_psnr_tiles']} / {r['dream_psnr_tiles']}" if dream else "",
-         f"{100 * r['known_share']:.1f} %", r["ms_per_frame_tiles"]],
+         f"{100 * r['known_share']:.1f} %", r["ms_per_frame_tiles"],
+         f"{r['play_fps_tiles']} ({r['play_fps_tiles'] / r['play_fps_enlarged']:.2f} of {r['play_fps_enlarged']} enlarged)"],
     ]  # fmt: skip
     cols = ["upsampler", "real 64x60 frames: PSNR at 256x240 (dB)",
             f"the shipped model's dream, 1 step / {args.dream_steps} steps (dB)", "real pixels a tier knew",
-            "ms a frame (1 core)"]  # fmt: skip
+            "ms a frame (1 core)", "play: the shipped model's frames/s"]  # fmt: skip
     headline = f"tiles: {r['psnr_tiles'] - r['psnr_bicubic']:+.1f} dB over bicubic on held-out real frames"
     command = _command(args) + " --record"
     note = (
