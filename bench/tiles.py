@@ -4,9 +4,11 @@ one frame (the play path) against bicubic's, in the same run.
 
     .venv/bin/python bench/tiles.py [--train runs/world1/episodes] [--test runs/world1-eval/episodes]
         [--frames 4000] [--test-frames 500] [--predicted 3000] [--seed 0] [--out runs/tiles.h5] [--record]
+        [--run RUN --predict-levels 1-1,1-2 --out RUN/tiles.h5] [--ship]
 
 The tables: the exact 3x3 tier of real frames, then (`--predicted N`) coarse tiers fit on real frames
-and N one-step predictions of the shipped model on 1-1 frames of `--train` paired with the real
+and N one-step predictions of the model (`--run`, else the shipped one) on frames of `--train` of the
+stages it knows (`--predict-levels`, 1-1) paired with the real
 frames they predicted, then the real pixel alone; bicubic where none knows a pixel.
 
 The two default folders are the frozen whole-stage recipe replayed (bench/data/README.md,
@@ -46,8 +48,8 @@ def sample_frames(folder: Path, n: int, seed: int) -> np.ndarray:
     return np.concatenate(out)[:n]
 
 
-def predictions(folder: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to n one-step predictions (64x60) of the shipped model from 4 real frames of 1-1 episodes,
+def predictions(folder: Path, n: int, seed: int, run: Path | None, levels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Up to n one-step predictions (64x60) of the model from 4 real frames of episodes of `levels`,
     PER_EPISODE an episode at most, and the real full frames they predicted."""
     import torch
 
@@ -55,13 +57,13 @@ def predictions(folder: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray
     from mario_kit.world_model.model.checkpoint import load_model
     from mario_kit.world_model.model.sampler import sample, to_model, to_uint8
 
-    model, cfg, _ = load_model(shipped.run_folder(), "denoiser")
+    model, cfg, _ = load_model(run or shipped.run_folder(), "denoiser")
     rng = np.random.default_rng(seed)
     lows, fulls = [], []
     paths = Dataset(folder).paths
     for i in rng.permutation(len(paths)):
         with Episode(paths[i]) as ep:
-            if ep.attrs["level"] != "1-1" or ep.length < 5:
+            if ep.attrs["level"] not in levels or ep.length < 5:
                 continue
             frames, actions = ep.frames[:], ep.actions[:]
         low = downsample(frames)
@@ -82,7 +84,7 @@ def fit_tables(train: np.ndarray, args: argparse.Namespace) -> tuple[tiles.TileU
     low = downsample(train)
     if not args.predicted:
         return tiles.fit(low, train), 0
-    pred_low, pred_full = predictions(args.train, args.predicted, args.seed)
+    pred_low, pred_full = predictions(args.train, args.predicted, args.seed, args.run, args.predict_levels.split(","))
     both = tiles.fit(np.concatenate([low, pred_low]), np.concatenate([train, pred_full]), tiles.PREDICTED_TIERS, 2)
     return tiles.fit(low, train, ((1, 1),)).then(both).then(tiles.fit(low, train, ((1, 0),))), len(pred_low)
 
@@ -100,10 +102,10 @@ def per_frame_ms(fn, low: np.ndarray, repeat: int = 64) -> float:
     return round(1000 * (time.perf_counter() - t) / repeat, 2)
 
 
-def dream_psnr(up: tiles.TileUpsampler, folder: Path, episodes: int, steps: int) -> dict[str, Any]:
-    """The shipped model dreams `steps` frames of 1-1 episodes (from their first 4 frames, with their
-    actions); its 64x60 frames upsampled by tiles and by bicubic, each against the real game's frames."""
-    dream = WorldModelEnv(upsampler=False, device="cpu", seed=0)
+def dream_psnr(up: tiles.TileUpsampler, folder: Path, episodes: int, steps: int, run: Path | None) -> dict[str, Any]:
+    """The model dreams `steps` frames of 1-1 episodes (from their first 4 frames, with their actions);
+    its 64x60 frames upsampled by tiles and by bicubic, each against the real game's frames."""
+    dream = WorldModelEnv(run, upsampler=False, device="cpu", seed=0)
     ours, base, real = [], [], []
     for path in Dataset(folder).paths:
         with Episode(path) as ep:
@@ -152,7 +154,9 @@ def main() -> None:
     ap.add_argument("--test", type=Path, default=Path("runs/world1-eval/episodes"))
     ap.add_argument("--frames", type=int, default=4000, help="training frames")
     ap.add_argument("--test-frames", type=int, default=500)
-    ap.add_argument("--predicted", type=int, default=3000, help="the shipped model's predictions to fit on (0: none)")
+    ap.add_argument("--predicted", type=int, default=3000, help="the model's predictions to fit on (0: none)")
+    ap.add_argument("--run", type=Path, help="the model whose frames the tables are for (default: the shipped one)")
+    ap.add_argument("--predict-levels", default="1-1", help="stages to predict frames of (those the model knows)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the fitted tables here (a tiles file)")
     ap.add_argument("--record", action="store_true", help="write bench/results/tiles.json")
@@ -160,6 +164,8 @@ def main() -> None:
     ap.add_argument("--dream-episodes", type=int, default=8, help="1-1 test episodes the shipped model dreams")
     ap.add_argument("--dream-steps", type=int, default=32, help="steps of each dream, from 4 real frames")
     args = ap.parse_args()
+    if args.ship and (args.run or not args.out):
+        ap.error("--ship puts tables for the shipped model into it: with --out, without --run")
     train = sample_frames(args.train, args.frames, args.seed)
     test = sample_frames(args.test, args.test_frames, args.seed + 1)
     low = downsample(test)
@@ -181,15 +187,16 @@ def main() -> None:
         "ms_per_frame_bicubic": per_frame_ms(lambda x: tiles.bicubic(x[None]), low),
     }
     if args.dream_episodes:
-        r |= dream_psnr(up, args.test, args.dream_episodes, args.dream_steps)
-    r |= play_fps()
+        r |= dream_psnr(up, args.test, args.dream_episodes, args.dream_steps, args.run)
+    if args.run is None:  # the shipped model with its shipped tables
+        r |= play_fps()
     if args.out:
         up.save(args.out)
         r["file_bytes"] = args.out.stat().st_size
     print(json.dumps(r, indent=1))
     if args.record:
         _record(r, args)
-    if args.ship and args.out:
+    if args.ship:
         from mario_kit.world_model.model.shipped import ship_tiles
 
         fitted = (
@@ -216,7 +223,8 @@ def _record(r: dict[str, Any], args: argparse.Namespace) -> None:
          "", r["ms_per_frame_bicubic"], ""],
         ["**tiles**", f"**{r['psnr_tiles']}**", f"{r['dream_next_psnr_tiles']} / {r['dream_psnr_tiles']}" if dream else "",
          f"{100 * r['known_share']:.1f} %", r["ms_per_frame_tiles"],
-         f"{r['play_fps_tiles']} ({r['play_fps_tiles'] / r['play_fps_enlarged']:.2f} of {r['play_fps_enlarged']} enlarged)"],
+         f"{r['play_fps_tiles']} ({r['play_fps_tiles'] / r['play_fps_enlarged']:.2f} of {r['play_fps_enlarged']} enlarged)"
+         if "play_fps_tiles" in r else ""],
     ]  # fmt: skip
     cols = ["upsampler", "real 64x60 frames: PSNR at 256x240 (dB)",
             f"the shipped model's dream, 1 step / {args.dream_steps} steps (dB)", "real pixels a tier knew",
