@@ -59,7 +59,7 @@ def test_chained_tables_and_keys_seen_once_dropped(frames):
     assert _psnr(out, full) > _psnr(alone(low), full)  # the 3x3 tier first is closer than the pixel alone
 
 
-def test_a_tiles_file_round_trips_and_bad_ones_are_refused(frames, tmp_path):
+def test_a_tiles_file_round_trips_and_bad_ones_are_refused(frames, tmp_path, monkeypatch):
     up = tiles.fit(downsample(frames[:40]), frames[:40])
     up.save(tmp_path / "t.h5")
     back = tiles.load(tmp_path / "t.h5")
@@ -82,8 +82,13 @@ def test_a_tiles_file_round_trips_and_bad_ones_are_refused(frames, tmp_path):
         del f["blocks_1"]
         f["blocks_1"] = np.zeros((len(f["keys_1"]), 47), np.uint8)
 
+    def group(f):
+        del f["keys_0"]
+        f.create_group("keys_0")
+
     cases = [
         (broken("kind.h5", lambda f: f.attrs.__setitem__("kind", "other")), "not a mario-kit tiles file"),
+        (broken("group.h5", group), "lacks keys_0"),
         (broken("tiers.h5", lambda f: f.attrs.__setitem__("tiers", "[[0, 9]]")), "tiers out of range"),
         (broken("sorted.h5", unsort), "not sorted"),
         (broken("blocks.h5", widen), "want (n,), (n, 48)"),
@@ -94,3 +99,6 @@ def test_a_tiles_file_round_trips_and_bad_ones_are_refused(frames, tmp_path):
         with pytest.raises(UserError, match=None) as e:
             tiles.load(path)
         assert says in str(e.value) and "\n" not in str(e.value), (path.name, str(e.value))
+    monkeypatch.setattr(tiles, "MAX_ENTRIES", len(up.keys[0]))  # the first tier fits, the second not
+    with pytest.raises(UserError, match="entries in all"):
+        tiles.load(tmp_path / "t.h5")

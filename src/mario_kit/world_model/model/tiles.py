@@ -38,7 +38,7 @@ BLOCK = FACTOR * FACTOR * 3  # bytes of one full-res block: 4x4 RGB
 TIERS: tuple[tuple[int, int], ...] = ((1, 1), (16, 1), (1, 0))
 # For tables fit on a model's predictions: coarse, so that its near values meet.
 PREDICTED_TIERS: tuple[tuple[int, int], ...] = ((32, 1), (16, 0))
-MAX_ENTRIES = 4_000_000  # per tier, in a file: above it a file is refused before it is read
+MAX_ENTRIES = 4_000_000  # all tiers of a file together (56 bytes each): above it a file is refused unread
 _FNV_OFFSET, _FNV_PRIME = np.uint64(14695981039346656037), np.uint64(1099511628211)
 
 
@@ -137,6 +137,8 @@ def fit(
 
 def load(path: str | Path) -> TileUpsampler:
     """A tiles file, refused in one line unless every array has the size and dtype it should."""
+    import h5py
+
     with open_h5(path) as f:
         if f.attrs.get("kind") != KIND or f.attrs.get("schema") != SCHEMA:
             raise UserError(f"{path} is not a mario-kit tiles file (schema {SCHEMA})")
@@ -147,12 +149,18 @@ def load(path: str | Path) -> TileUpsampler:
         if not 1 <= len(tiers) <= 8 or any(not (1 <= q <= 255 and 0 <= r <= 3) for q, r in tiers):
             raise UserError(f"{path}: tiers out of range: {tiers}")
         keys, blocks = [], []
+        total = 0
         for i in range(len(tiers)):
             k, b = f.get(f"keys_{i}"), f.get(f"blocks_{i}")
-            if k is None or b is None or k.dtype != np.uint64 or b.dtype != np.uint8:
+            if not isinstance(k, h5py.Dataset) or not isinstance(b, h5py.Dataset):
+                raise UserError(f"{path}: tier {i} lacks keys_{i} (uint64) or blocks_{i} (uint8)")
+            if k.dtype != np.uint64 or b.dtype != np.uint8:
                 raise UserError(f"{path}: tier {i} lacks keys_{i} (uint64) or blocks_{i} (uint8)")
             n = k.shape[0] if k.ndim == 1 else -1
-            if not 0 <= n <= MAX_ENTRIES or b.shape != (n, BLOCK):
+            total += max(n, 0)
+            if total > MAX_ENTRIES:
+                raise UserError(f"{path}: more than {MAX_ENTRIES:,} entries in all: not a tiles file mario-kit reads")
+            if n < 0 or b.shape != (n, BLOCK):
                 raise UserError(f"{path}: tier {i} has keys {k.shape} and blocks {b.shape}; want (n,), (n, {BLOCK})")
             keys.append(k[()])
             blocks.append(b[()])
