@@ -269,7 +269,9 @@ class FrontierPolicy:
         self.base.reset(rng, n_actions)
         self.rng = rng
         self.episodes += 1
-        if self.episodes % SAVE_EVERY == 0:  # a killed collection loses at most this many episodes' cells
+        # a killed collection loses at most this many episodes' cells (on Ray, `flush` after every
+        # episode already exchanges them)
+        if self.episodes % SAVE_EVERY == 0 and self.exchange is None:
             self.save()
             self.take_in()
 

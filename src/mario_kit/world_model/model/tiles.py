@@ -7,9 +7,9 @@ back at the same scroll phases. `fit` keeps, for every neighbourhood seen in rea
 of the blocks it stood for; `TileUpsampler.__call__` looks each pixel up, tier by tier (the exact
 3x3 neighbourhood, then coarser keys a dream's inexact pixels still match, then the pixel alone),
 and leaves bicubic where no tier knows the pixel. A world model's frames are near, not equal, to the
-game's: coarse tiers fit on its own predictions paired with the real frames they predicted
-(`then` chains tables; bench/tiles.py `--predicted`) draw its dreams sharp. Measured against bicubic and the diffusion
-upsamplers: docs/BENCHMARKS.md, "Tile upsampler".
+game's: coarse tiers fit on its own predictions paired with the real frames they predicted (`then`
+chains tables; bench/tiles.py `--predicted`) draw its dreams sharp. Measured against bicubic and the
+diffusion upsamplers: docs/BENCHMARKS.md, "Tile upsampler".
 
 Files (`tiles.h5` in a run folder): attributes kind/schema/tiers, per tier `keys_i` (n,) uint64,
 sorted, and `blocks_i` (n, 48) uint8; every size and dtype is checked before anything is read.
@@ -89,7 +89,7 @@ class TileUpsampler:
         """The full-res frame(s) and the share of pixels a tier knew (the rest is bicubic)."""
         one = low.ndim == 3
         low = low[None] if one else low
-        out = to_blocks(bicubic(low))
+        out = np.zeros((*low.shape[:3], BLOCK), np.uint8)
         known = np.zeros(low.shape[:3], bool)
         for (q, r), keys, blocks in zip(self.tiers, self.keys, self.blocks):
             if not len(keys):
@@ -99,6 +99,8 @@ class TileUpsampler:
             hit = (keys[i] == k) & ~known
             out[hit] = blocks[i[hit]]
             known |= hit
+        if not known.all():  # bicubic only where it is needed: the play path usually knows every pixel
+            out[~known] = to_blocks(bicubic(low))[~known]
         full = from_blocks(out)
         return (full[0] if one else full), float(known.mean())
 
