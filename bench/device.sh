@@ -12,6 +12,8 @@
 #      weights), config.json, log.csv and the evaluations come back in $OUT/wm/. What to carry is
 #      made by bench/device_carry.sh (.whl/ and runs/carry/, about 20 MB):
 #        carry [".whl", "runs/carry"], command: PARTS=wm OUT=$OUT bash bench/device.sh
+#   6. diamond: DIAMOND's own denoiser training step beside ours at batch 32 and 128
+#      (bench/diamond_step.py; carry ".diamond" too), into device.log.
 # Each part has its own time limit, so a slow one cannot take the others' results with it.
 #
 #   OUT=out/device bash bench/device.sh    # defaults: PY=python3 DEV=cuda T_UP=120 PARTS=play,up,train,compile
@@ -35,6 +37,7 @@ WM_EVAL=${WM_EVAL:-runs/carry/eval.zarr}     # evaluation store for part 5 (benc
 WM_FRESH=${WM_FRESH:-runs/carry/fresh.zarr}  # fresh episodes for part 5's 256 rollouts (bench/device_carry.sh)
 WM_EVAL_ARGS=${WM_EVAL_ARGS:---windows 256 --rollouts 64 --horizons 8,32,64}  # part 5's full evaluation
 WM_ROLL_ARGS=${WM_ROLL_ARGS:---windows 16 --rollouts 256 --horizons 32}      # and its set and fresh 32-step ones
+DIAMOND=${DIAMOND:-.diamond}  # part diamond: a checkout of github.com/eloialonso/diamond (carried, not vendored)
 TMP=${TMP_DIR:-/tmp/mk-device}
 mkdir -p "$OUT" "$TMP"
 if ! $PY -c "import zarr" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
@@ -97,6 +100,14 @@ if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
     done
 elif want wm; then
     echo "== wm: skipped, $WM_STORE or $WM_EVAL is missing (make them with bench/device_carry.sh)" | tee -a "$LOG"
+fi
+
+# DIAMOND's own training step beside ours (bench/diamond_step.py), from a checkout carried in .diamond/
+# (not vendored: `git -C <diamond checkout> archive HEAD src config LICENSE | tar -x -C .diamond`); into
+# device.log, as the files that come back from $OUT are at most 8
+if want diamond && [ -d "$DIAMOND" ]; then
+    part diamond 90 sh -c "$PY bench/diamond_step.py --diamond $DIAMOND --device $DEV --batch 32,128 --steps $STEPS > $TMP/diamond.json"
+    { echo "-- diamond.json"; cat "$TMP/diamond.json"; } >>"$LOG" 2>&1
 fi
 
 for f in "$OUT"/*.json "$OUT"/wm/*.json; do [ -f "$f" ] && { echo "-- $f"; cat "$f"; }; done

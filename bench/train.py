@@ -3,6 +3,8 @@ against a plain eager fp32 baseline of the same model measured in the same run.
 
     .venv/bin/python bench/train.py [--steps 6] [--batch 6,32] [--device cpu|cuda] [--variants eager,cl,bf16,cl+bf16,compile]
 
+A variant is '+'-joined settings: cl (channels_last), bf16 (autocast), compile, tf32 (TF32 matmuls).
+
 Synthetic batches (data loading is measured by bench/loader.py). Prints JSON.
 """
 
@@ -19,18 +21,26 @@ from contextlib import nullcontext
 import torch
 
 from mario_kit.hardware import resolve_device
-from mario_kit.world_model.model.denoiser import Denoiser
-from mario_kit.world_model.config import ModelConfig
+from mario_kit.world_model.model.denoiser import Denoiser, count_parameters
+from mario_kit.world_model.training.loss import window_loss
+from mario_kit.world_model.training.presets import get_config
+
+CFG = get_config("gpu")  # the 64-channel denoiser and the noise `mario-kit train --config gpu` trains with
 
 
 def run(variant: str, batch: int, steps: int, device: str) -> float:
     torch.manual_seed(0)
-    model = Denoiser(ModelConfig(), n_actions=7).to(device)
+    model = Denoiser(CFG.denoiser, n_actions=7).to(device)
     cl, bf16, comp = "cl" in variant, "bf16" in variant, "compile" in variant
+    torch.backends.cuda.matmul.allow_tf32 = "tf32" in variant  # as `mario-kit train` sets it on CUDA
     if cl:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-2)
-    fn = torch.compile(model.loss) if comp else model.loss
+
+    def loss(frames, act, mask, gen):
+        return window_loss(model, CFG.noise, frames, act, mask, gen, None)
+
+    fn = torch.compile(loss) if comp else loss
     amp = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else nullcontext()
     frames = torch.rand(batch, 5, 3, 60, 64, device=device) * 2 - 1
     act = torch.randint(0, 7, (batch, 4), device=device)
@@ -79,7 +89,8 @@ def main() -> None:
                 if args.device.startswith("cuda")
                 else f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
                 "torch": torch.__version__,
-                "model": "denoiser default (4,406,147 parameters), 64x60, 4 context frames",
+                "model": f"denoiser of --config gpu ({count_parameters(Denoiser(CFG.denoiser, 7)):,} parameters), 64x60, "
+                f"{CFG.denoiser.n_context} context frames",
                 "results": rows,
             },
             indent=2,

@@ -24,7 +24,7 @@ from mario_kit.world_model.model.denoiser import Denoiser, count_parameters
 from mario_kit.world_model.training.loss import _loss_one, denoiser_loss, sample_sigma, upsampler_loss
 from mario_kit.world_model.training.metrics import pooled_psnr, psnr, ssim
 from mario_kit.world_model.model.sampler import karras_sigmas, sample, to_model, to_uint8, upsample
-from mario_kit.world_model.training.trainer import lr_factor, plan_steps, setup_runtime
+from mario_kit.world_model.training.trainer import ema_update, lr_factor, plan_steps, setup_runtime
 
 
 @pytest.fixture(scope="module")
@@ -824,3 +824,18 @@ def test_scroll_oracle_moves_the_last_frame_by_the_real_scroll():
     real, last = frames[1:][None], frames[0][None]
     assert torch.equal(scroll_oracle(real, last), real)  # frames 1..4: scrolled 1..4 px, all exact
     assert pooled_psnr(scroll_oracle(real, last)[:, -1], real[:, -1]) == float("inf")
+
+
+def test_ema_copies_first_then_averages_with_its_warm_up():
+    """decay_n = min(decay, (1 + n) / (10 + n)) after n updates, the first update a copy."""
+    model = torch.nn.Linear(2, 1)
+    ema = torch.optim.swa_utils.AveragedModel(model)
+    expected = None
+    for n, value in enumerate([1.0, 3.0, -2.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema_update(ema, model, 0.999, n)
+        d = min(0.999, (1 + n) / (10 + n))
+        expected = value if expected is None else expected * d + value * (1 - d)
+        assert ema.module.weight[0, 0].item() == pytest.approx(expected, rel=1e-6)
+    assert int(ema.n_averaged) == 3 and model.weight.requires_grad

@@ -44,15 +44,18 @@ from mario_kit.world_model.training.loss import window_loss
 from mario_kit.world_model.model.sampler import to_model
 
 
-def ema_avg_fn(decay: float):
-    """EMA with warm-up: decay_n = min(decay, (1 + n) / (10 + n)) after n updates. Without the
-    warm-up a 0.999 EMA still holds two thirds of the random initial weights after 400 steps."""
-
-    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1 + float(n)) / (10 + float(n)))
-        return averaged * d + current * (1 - d)
-
-    return avg
+@torch.no_grad()
+def ema_update(ema: torch.optim.swa_utils.AveragedModel, model: nn.Module, decay: float, n: int) -> None:
+    """One EMA step after `n` earlier ones, with warm-up: decay_n = min(decay, (1 + n) / (10 + n)).
+    Without the warm-up a 0.999 EMA still holds two thirds of the random initial weights after 400
+    steps. One fused lerp over all parameters, and `n` comes from the host: reading the averaged
+    model's counter would wait for the device every step."""
+    avg, cur = list(ema.module.parameters()), list(model.parameters())
+    if n == 0:
+        torch._foreach_copy_(avg, cur)
+    else:
+        torch._foreach_lerp_(avg, cur, 1.0 - min(decay, (1 + n) / (10 + n)))
+    ema.n_averaged += 1
 
 
 # --- device and distribution ------------------------------------------------------------------------
@@ -106,8 +109,10 @@ class _Loss(nn.Module):
 
 def batch_tensors(batch: dict[str, np.ndarray], stage: str, rt: Runtime):
     """Numpy batch -> (frames, act, mask, cond) on the device, floats in [-1, 1], channels first."""
-    nb = rt.device.type == "cuda"
-    t = lambda a: torch.from_numpy(a).to(rt.device, non_blocking=nb)  # noqa: E731
+    if rt.device.type == "cuda":  # from pinned memory the copy overlaps the step before it
+        t = lambda a: torch.from_numpy(a).pin_memory().to(rt.device, non_blocking=True)  # noqa: E731
+    else:
+        t = lambda a: torch.from_numpy(a).to(rt.device)  # noqa: E731
     mask = t(batch["mask"])
     if stage == "upsampler":
         frames = to_model(t(batch["full"]))
@@ -268,6 +273,7 @@ class _Stage:
     step: int = 0
     epoch: int = 0
     k: int = 0  # batches of the current epoch already used
+    ema_n: int | None = None  # the EMA's update count, kept on the host (read once from ema.n_averaged)
 
     @property
     def up(self) -> bool:
@@ -286,7 +292,7 @@ def _build_stage(store: Path, cfg: TrainConfig, stage: str, rt: Runtime) -> _Sta
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(cfg.ema)) if cfg.ema else None
+    ema = torch.optim.swa_utils.AveragedModel(model) if cfg.ema else None
     gen = torch.Generator(rt.device).manual_seed(cfg.seed * 7919 + rt.rank)
     return _Stage(stage, ds, model, opt, sched, ema, gen)
 
@@ -390,23 +396,27 @@ def _save(st: _Stage, cfg: TrainConfig, rt: Runtime, path: Path, result: dict[st
         )
 
 
-def _optimiser_step(st: _Stage, loss_mod: Any, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, amp) -> float:
-    """One optimiser step over `rows` (grad_accum, batch) of window indices; returns the loss."""
-    accum, total = len(rows), 0.0
+def _optimiser_step(st: _Stage, loss_mod: Any, rows: np.ndarray, cfg: TrainConfig, rt: Runtime, amp) -> torch.Tensor:
+    """One optimiser step over `rows` (grad_accum, batch) of window indices; returns the loss as a
+    tensor on the device (read it only to log it: each read waits for the device)."""
+    accum, total = len(rows), torch.zeros((), device=rt.device)
     for a, idx in enumerate(rows):
         frames, act, mask, cond = batch_tensors(st.ds.gather(st.ds.fetch(idx)), st.name, rt)
         sync = rt.world > 1 and a < accum - 1
         with loss_mod.no_sync() if sync else nullcontext(), amp:
             loss: torch.Tensor = loss_mod(frames, act, mask, st.gen, cond) / accum
         loss.backward()
-        total += loss.item()
+        total += loss.detach().float()
     if cfg.grad_clip:
         nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
     st.opt.step()
     st.sched.step()
     st.opt.zero_grad(set_to_none=True)
     if st.ema is not None:
-        st.ema.update_parameters(st.model)
+        if st.ema_n is None:
+            st.ema_n = int(st.ema.n_averaged)
+        ema_update(st.ema, st.model, cfg.ema, st.ema_n)
+        st.ema_n += 1
     st.step += 1
     return total
 
@@ -431,24 +441,18 @@ def _train_stage(
     from mario_kit.progress import make_progress
 
     cfg = dataclasses.replace(cfg)  # a time_limit sets this stage's max_steps
-    st = _build_stage(store, cfg, stage, rt)
+    st, ended = _start_stage(store, cfg, out, stage, rt, resume)
+    if ended is not None:
+        return ended
     test = WindowDataset(store, "test", n_context=st.ds.n_context, horizon=st.ds.horizon, full_res=st.up)
     ck_path = path_of(out, stage)
-    if resume and ck_path.exists():
-        ended = _resume(st, ck_path, cfg, rt)
-        if rt.main:  # the checkpoint fits: now the run's config takes the resume's safe changes
-            write_json_atomic(out / "config.json", to_dict(cfg))
-        if ended is not None:
-            return ended
-    elif cfg.init:
-        _warm_start(st, cfg.init)
     loss_mod = _wrap(st.model, noise_of(cfg, stage), rt)
     amp = torch.autocast(rt.device.type, dtype=torch.bfloat16) if rt.bf16 else nullcontext()
     weights = st.ds.target_weights.astype(np.float64) if cfg.weighted else None
     bs, accum = (cfg.upsampler_batch_size, cfg.upsampler_grad_accum) if st.up else (cfg.batch_size, cfg.grad_accum)
     result: dict[str, Any] = {"parameters": count_parameters(st.model), "device": str(rt.device), "bf16": rt.bf16}
     result |= {"channels_last": rt.channels_last, "compile": rt.compile, "world_size": rt.world}
-    loss, t0, seen, step0 = float("nan"), time.perf_counter(), 0, st.step
+    loss_t, t0, seen, step0 = torch.tensor(float("nan")), time.perf_counter(), 0, st.step
     planned = not cfg.time_limit
     sps = lambda: round(seen * rt.world / (time.perf_counter() - t0), 2)  # noqa: E731
     with _Log(out / "log.csv", stage, st.step, rt.main) as log, make_progress(enabled=progress and rt.main) as bar:
@@ -460,12 +464,13 @@ def _train_stage(
             st.model.train()
             done = False
             while st.k < n_steps and not done:
-                loss = _optimiser_step(st, loss_mod, order[st.k], cfg, rt, amp)
+                loss_t = _optimiser_step(st, loss_mod, order[st.k], cfg, rt, amp)
                 st.k += 1
                 seen += bs * accum
-                bar.update(task, advance=1, description=f"{stage} loss {loss:.4f} {sps():.1f} samples/s")
+                bar.update(task, advance=1)
                 if st.step % cfg.log_every == 0:
-                    log.row(st, loss, sps())
+                    log.row(st, loss_t.item(), sps())
+                    bar.update(task, description=f"{stage} loss {loss_t.item():.4f} {sps():.1f} samples/s")
                 elapsed = time.perf_counter() - t0
                 if not planned and _any(elapsed >= cfg.time_limit / 4, rt):
                     planned = True
@@ -477,10 +482,11 @@ def _train_stage(
                 if not done and _any(stop.requested, rt):
                     stop.requested = True
                     _save(st, cfg, rt, ck_path, None)
-                    return {**result, "step": st.step, "train_loss": loss, "samples_per_s": sps(), "interrupted": True}
+                    return dict(result, step=st.step, train_loss=loss_t.item(), samples_per_s=sps(), interrupted=True)
             if st.k >= n_steps:
                 st.epoch, st.k = st.epoch + 1, 0
             test_loss = _test_loss(st.model, test, cfg, stage, rt, amp) if rt.main else float("nan")
+            loss = loss_t.item()
             result.update(step=st.step, epoch=st.epoch, train_loss=loss, test_loss=test_loss, samples_per_s=sps())
             log.row(st, loss, result["samples_per_s"], test_loss)
             if rt.world > 1:
@@ -490,6 +496,23 @@ def _train_stage(
             if finished:
                 break
     return result
+
+
+def _start_stage(
+    store: Path, cfg: TrainConfig, out: Path, stage: str, rt: Runtime, resume: bool
+) -> tuple[_Stage, dict[str, Any] | None]:
+    """The stage built, resumed from its checkpoint or warm-started from `init`; with the result
+    when the checkpoint says the stage already finished."""
+    st = _build_stage(store, cfg, stage, rt)
+    ck_path = path_of(out, stage)
+    if resume and ck_path.exists():
+        ended = _resume(st, ck_path, cfg, rt)
+        if rt.main:  # the checkpoint fits: now the run's config takes the resume's safe changes
+            write_json_atomic(out / "config.json", to_dict(cfg))
+        return st, ended
+    if cfg.init:
+        _warm_start(st, cfg.init)
+    return st, None
 
 
 def _steps_in(cfg: TrainConfig, epoch: int, up: bool) -> int:
