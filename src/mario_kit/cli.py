@@ -383,10 +383,16 @@ def agent_train(
     eval_episodes: Optional[int] = typer.Option(None, min=1, help="Episodes per evaluation [5]."),
     overrides: list[str] = typer.Option([], "--set", help="Any AgentConfig field: key=value."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    dream: bool = typer.Option(False, "--dream", help="Learn inside the world model's dream, not the game."),
+    run: Optional[Path] = typer.Option(None, "--run", help="With --dream: world-model run [the shipped model]."),
+    spawns: Optional[Path] = typer.Option(None, "--spawns", help="With --dream: spawns file [the shipped one]."),
+    device: str = typer.Option("cpu", help="With --dream: the world model's device (cpu, cuda, auto)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train a PPO agent on one level (defaults: AgentConfig in mario_kit.agents.ppo)."""
+    """Train a PPO agent on one level (defaults: AgentConfig in mario_kit.agents.ppo); with --dream,
+    inside the world model (--workers dreams in one batch), scored in the real game."""
     from mario_kit.agents.ppo import AgentConfig, train_agent
+    from mario_kit.hardware import resolve_device
     from mario_kit.world_model.config import apply_override
 
     given: dict[str, Any] = {
@@ -401,7 +407,14 @@ def agent_train(
     )
     for item in overrides:
         apply_override(cfg, item)
-    r = train_agent(cfg, out_dir, resume=resume, progress=not quiet)
+    if dream:
+        from mario_kit.world_model.programs.dream_agent import train_in_dream
+
+        r = train_in_dream(cfg, out_dir, run, spawns, resolve_device(device), resume=resume, progress=not quiet)
+    elif run is not None or spawns is not None:
+        raise UserError("--run and --spawns go with --dream")
+    else:
+        r = train_agent(cfg, out_dir, resume=resume, progress=not quiet)
     out.print(f"agent after {r['timesteps']:,} steps: {r['agent']}")
     if r["interrupted"]:
         out.print("interrupted: agent and checkpoint saved; continue with --resume")
@@ -763,6 +776,24 @@ def _print_seed_import(s: Any, action_set: str, out_dir: Path) -> None:
         )
 
 
+def _train_rewend(store: Path, cfg: Any, out_dir: Path, resume: bool, force: bool, quiet: bool) -> None:
+    from mario_kit.world_model.training.rewend import SCORES_FILE, train_rewend
+
+    if resume:
+        raise UserError("--resume does not apply to the reward and end model (it trains in minutes): run it again")
+    r = train_rewend(store, cfg, out_dir, force=force, progress=not quiet)
+    t = r["test"]
+    out.print(f"rewend: {r['steps']} steps on {r['train_steps']:,} training steps of the store")
+    if t:
+        f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731  (none predicted, or none there)
+        out.print(
+            f"test ({t['steps']:,} steps): reward error {t['reward_mae']:.3f} (always 0: {t['zero_reward_mae']:.3f}), "
+            f"death precision/recall {f(t['death_precision'])}/{f(t['death_recall'])} of {t['deaths']}, "
+            f"flag {f(t['flag_precision'])}/{f(t['flag_recall'])} of {t['flags']}"
+        )
+    out.print(f"run: {out_dir} ({SCORES_FILE})")
+
+
 @app.command()
 def train(
     store: Path = typer.Option(..., "--store", help="Training store (from `mario-kit dataset build`)."),
@@ -794,6 +825,9 @@ def train(
             config, why = default_preset()
             out.print(f"config: {config} ({why})")
         cfg = get_config(config, overrides)
+    if cfg.stage == "rewend":
+        _train_rewend(store, cfg, out_dir, resume, force, quiet)
+        return
     summary = run(store, cfg, out_dir, resume=resume, force=force, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports for all
         return

@@ -216,6 +216,20 @@ class FastGrayscaleObservation(GrayscaleObservation):
         return g[..., None] if self.keep_dim else g
 
 
+def frame_observation(frame_shape: tuple[int, ...] = F.FRAME_SHAPE):
+    """The agent's observation of one game frame, through the very wrappers `make_env` stacks after
+    the frame skip (gray, then 84x84): for envs that hand frames over themselves (the dream)."""
+    from gymnasium.wrappers import ResizeObservation
+
+    class Frames(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, frame_shape, np.uint8)
+        action_space = gym.spaces.Discrete(1)
+
+    gray = FastGrayscaleObservation(Frames(), keep_dim=True)
+    resize = ResizeObservation(gray, OBS_SIZE)
+    return lambda frame: resize.observation(gray.observation(frame)), resize.observation_space
+
+
 def _worker_env(*args, **kwargs):
     """make_env in a SubprocVecEnv worker. Ctrl-C (and `timeout -s INT`) signals the whole process
     group: the learner alone handles it (saves, then closes the workers), so the workers ignore it;
@@ -305,7 +319,11 @@ def _new_model(cfg: AgentConfig, venv):
     )
 
 
-def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def train_agent(
+    cfg: AgentConfig, out: str | Path, resume: bool = False, progress: bool = True, make_venv: Any = None
+) -> dict[str, Any]:
+    """Train (or resume) a PPO agent into the run folder `out`. `make_venv(cfg)`: the vectorised env
+    it learns in, frame-stacked, instead of the game's (the dream: programs/dream_agent.py)."""
     check_agent_config(cfg)
     out = Path(out)
     ckdir = out / "checkpoints"
@@ -325,7 +343,7 @@ def train_agent(cfg: AgentConfig, out: str | Path, resume: bool = False, progres
         ckdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the run folder {out}: {e.strerror or e}") from None
-    venv = _vec_env(cfg, cfg.workers, cfg.seed)
+    venv = make_venv(cfg) if make_venv is not None else _vec_env(cfg, cfg.workers, cfg.seed)
     if model is not None:
         model.set_env(venv)
     else:

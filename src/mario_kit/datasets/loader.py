@@ -229,3 +229,22 @@ def epoch_batches(
         perms = [torch.randperm(n_windows, generator=g) for _ in range(math.ceil(need / n_windows))]
         idx = torch.cat(perms)[:need]
     return idx.numpy().reshape(count, batch)
+
+
+def store_outcomes(store: Path, m: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The store's `rewards` (float32) and `ends` (uint8) of every frame's step, checked: finite
+    rewards within what frame_skip frames of nes-py's clip can sum to, ends a known class."""
+    if not m.get("rewend"):
+        raise UserError(f"{store} holds no rewards and ends (built before they were kept); rebuild it with --force")
+    n = sum(e["frames"] for e in m["episodes"])
+    r, e = store_array(store, "rewards"), store_array(store, "ends")
+    if r.dtype != np.float32 or e.dtype != np.uint8 or r.shape[0] < n or e.shape[0] < n:
+        raise UserError(f"{store}: rewards must be float32 and ends uint8, one a frame; rebuild with --force")
+    try:
+        rewards, ends = np.asarray(r[:n], np.float32), np.asarray(e[:n], np.uint8)
+    except Exception as err:  # noqa: BLE001  (damaged chunks)
+        raise UserError(f"{store}: the rewards or ends do not decode ({type(err).__name__}); rebuild with --force")
+    bound = 15.0 * max(1, int(m["frame_skip"]))
+    if n and not (np.isfinite(rewards).all() and np.abs(rewards).max() <= bound and ends.max() <= 2):
+        raise UserError(f"{store}: rewards outside +-{bound:g} or ends outside 0..2; rebuild with --force")
+    return rewards, ends

@@ -129,8 +129,8 @@ def _check_manifest(m: dict[str, Any]) -> None:
         raise ValueError("action_buttons differ from the named action set")
     if not isinstance(m["frame_skip"], int) or not isinstance(m["full_res"], bool):
         raise ValueError("frame_skip or full_res")
-    if not isinstance(m.get("x_pos", False), bool):
-        raise ValueError("x_pos")
+    if not isinstance(m.get("x_pos", False), bool) or not isinstance(m.get("rewend", False), bool):
+        raise ValueError("x_pos or rewend")
     at = 0
     for e in m["episodes"]:
         if not (isinstance(e["start"], int) and isinstance(e["frames"], int)) or e["start"] != at or e["frames"] < 1:
@@ -324,9 +324,28 @@ def _check_tied(p: Path, tie: list, weights: Path) -> None:
         )
 
 
+END_NONE, END_DEATH, END_FLAG = 0, 1, 2  # `ends`: what the step taken at a frame did to the episode
+
+
+def step_outcomes(ep: Episode) -> tuple[np.ndarray, np.ndarray]:
+    """(rewards float32, ends uint8) per frame of the episode, for the step taken at the frame (the
+    last frame takes none: 0). The end step (the first step the game ended the episode on) is a
+    death or the flag; the steps of the ending after it are none, as they are in the game's eyes."""
+    n = ep.length + 1
+    rewards, ends = np.zeros(n, np.float32), np.zeros(n, np.uint8)
+    rewards[:-1] = ep.column("rewards")
+    terminated = ep.column("terminated").astype(bool)
+    if terminated.any():
+        t = int(np.argmax(terminated))
+        flag = ep.attrs.get("end") == "flag" or bool(ep.info["flag_get"][t])
+        ends[t] = END_FLAG if flag else END_DEATH
+    return rewards, ends
+
+
 def _arrays(m: dict[str, Any]) -> list[str]:
     """The per-frame arrays of a store, by its manifest."""
-    return ["low", "actions", "weights"] + (["full"] if m["full_res"] else []) + (["x_pos"] if m.get("x_pos") else [])
+    names = ["low", "actions", "weights"] + (["full"] if m["full_res"] else []) + (["x_pos"] if m.get("x_pos") else [])
+    return names + (["rewards", "ends"] if m.get("rewend") else [])
 
 
 def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_res: bool):
@@ -364,6 +383,8 @@ def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_r
         g.create_array("actions", shape=(0,), chunks=(1 << 16,), dtype="int16", compressors=_codecs())
         g.create_array("weights", shape=(0,), chunks=(1 << 16,), dtype="float32", compressors=_codecs())
         g.create_array("x_pos", shape=(0,), chunks=(1 << 16,), dtype="int32", compressors=_codecs())
+        g.create_array("rewards", shape=(0,), chunks=(1 << 16,), dtype="float32", compressors=_codecs())
+        g.create_array("ends", shape=(0,), chunks=(1 << 16,), dtype="uint8", compressors=_codecs())
         m = {
             "schema_version": STORE_SCHEMA,
             "action_set": aset.name,
@@ -373,6 +394,7 @@ def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_r
             "resize": RESIZE,
             "full_res": full_res,
             "x_pos": True,  # Mario's x at each frame (stores built before it was kept lack it)
+            "rewend": True,  # `rewards` and `ends` of each step (stores built before they were kept lack them)
             "source": str(src.resolve()),
             "sums": [0.0] * 3,
             "sumsq": [0.0] * 3,
@@ -440,6 +462,8 @@ def _append_episode(
         if "x_pos" in arrays:  # frame t follows step t-1; frame 0 takes the first step's x
             x = ep.info["x_pos"].astype(np.int32)
             g["x_pos"][start : start + n] = np.r_[x[:1], x] if len(x) else np.zeros(1, np.int32)
+        if "rewards" in arrays:
+            g["rewards"][start : start + n], g["ends"][start : start + n] = step_outcomes(ep)
         source, level = ep.attrs["source"], ep.attrs["level"]
     st = p.stat()
     m["episodes"].append(

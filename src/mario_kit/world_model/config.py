@@ -71,18 +71,31 @@ def upsampler_model() -> ModelConfig:
 
 
 @dataclass
+class RewEndConfig:
+    """The reward and end model (model/rewend.py, trained by training/rewend.py): a small CNN on the
+    frames around a step. Apart from the denoiser: it trains in minutes on a CPU, from the same store."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64, 128])  # stride-2 convolutions
+    n_context: int = 2  # frames up to the one the action was taken at; the frame after it is added
+    batch_size: int = 128
+    lr: float = 1e-3
+    steps: int = 3000  # optimiser steps (the learning rate falls linearly to 0 over the last quarter)
+
+
+@dataclass
 class TrainConfig:
     """Everything `mario-kit train` uses. Defaults are the seed project's settings with DIAMOND's
     optimiser; presets (`--config`) are in training/presets.py. Override with --set key=value
     (nested: denoiser.channels=[32,32,32,32]; values are JSON, bare words are strings)."""
 
-    stage: str = "denoiser"  # denoiser | upsampler | both (denoiser first, then upsampler)
+    stage: str = "denoiser"  # denoiser | upsampler | both (denoiser first, then upsampler) | rewend
     denoiser: ModelConfig = field(default_factory=ModelConfig)  # 64x60, [64]*4, cond 256: 4.4 M parameters
     upsampler: ModelConfig = field(default_factory=upsampler_model)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)  # 3 Euler steps
     upsampler_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=1, sigma_max=5.0, s_cond=0.0))
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # the denoiser's training noise
     upsampler_noise: NoiseConfig = field(default_factory=lambda: NoiseConfig(noise_previous_obs=False))
+    rewend: RewEndConfig = field(default_factory=RewEndConfig)  # the reward and end model (stage rewend)
     horizon: int = 1  # > 1: multi-step autoregressive training (the model's own frames become context)
     weighted: bool = False  # sample windows by the store's balancing weights
     # optimisation (DIAMOND: AdamW lr 1e-4, weight decay 1e-2, 100 warm-up steps, grad-norm clip 1)
@@ -181,8 +194,13 @@ MAX_CHANNELS, MAX_LEVELS, MAX_DEPTH, MAX_CONTEXT, MAX_COND_CHANNELS = 1024, 8, 1
 
 
 def check(cfg: TrainConfig) -> None:
-    if cfg.stage not in ("denoiser", "upsampler", "both"):
-        raise UserError(f"stage must be denoiser, upsampler or both, got {cfg.stage!r}")
+    if cfg.stage not in ("denoiser", "upsampler", "both", "rewend"):
+        raise UserError(f"stage must be denoiser, upsampler, both or rewend, got {cfg.stage!r}")
+    r = cfg.rewend
+    if not (r.channels and all(isinstance(c, int) and 1 <= c <= 512 for c in r.channels) and len(r.channels) <= 6):
+        raise UserError("rewend.channels: 1 to 6 integers in 1..512")
+    if not (1 <= r.n_context <= MAX_CONTEXT and r.batch_size >= 1 and r.steps >= 1 and r.lr > 0):
+        raise UserError(f"rewend: n_context in 1..{MAX_CONTEXT}; batch_size, steps >= 1; lr > 0")
     _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "horizon")
     _at_least(cfg, 1, "steps_first_epoch", "steps_per_epoch", "upsampler_steps_per_epoch", "log_every", "test_batches")
     _at_least(
@@ -264,6 +282,7 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
         ("upsampler_noise", NoiseConfig),
     ):
         d[k] = cls(**d[k])
+    d["rewend"] = RewEndConfig(**d.get("rewend", {}))  # configs written before it hold none
     return TrainConfig(**d)
 
 

@@ -4,8 +4,11 @@
 trained run. Reset starts from a spawn (`options={"spawn": i}`, else one drawn with the env's
 seeded generator); a step takes an action index of the run's action set and returns the generated
 frame (240x256x3 uint8: the run's upsampler's, diffusion or tiles, or the 64x60 frame enlarged).
-The model predicts frames only: the reward is 0 and an episode never terminates; it is truncated
-after `max_steps` steps. Reward and end models are future work.
+With a reward and end model in the run (`rewend.pt`: `mario-kit train --set stage=rewend`) a step
+returns its predicted reward (gym-super-mario-bros' units) and terminates on a predicted death or
+flag; `info["predicted"]` says so and `info["end"]` names the end. Without one the reward is 0 and
+an episode never terminates. Either way it is truncated after `max_steps` steps. `DreamVecEnv`
+(programs/dream_vec_env.py) steps N dreams in one forward pass for agents that learn inside them.
 
 Registered with Gymnasium as `mario_kit/Dream-v0` (`mario_kit.envs`): `gym.make("mario_kit/Dream-v0")`
 after `import mario_kit.envs`, or `gym.make("mario_kit.envs:mario_kit/Dream-v0")` alone.
@@ -26,7 +29,8 @@ import numpy as np
 
 from mario_kit.datasets.ops import load_spawns
 from mario_kit.envs import DREAM_ENTRY, DREAM_ID
-from mario_kit.world_model.programs.world_model_env import WorldModelEnv
+from mario_kit.world_model.model.rewend import END_NAMES
+from mario_kit.world_model.programs.world_model_env import DreamStep, WorldModelEnv
 
 
 class DreamEnv(gym.Env):
@@ -94,12 +98,21 @@ class DreamEnv(gym.Env):
         if not self.action_space.contains(int(action)):
             raise ValueError(f"action {action!r} outside Discrete({len(self.action_set)})")
         with _torch_threads(self.threads):
-            _, self._frame = self.dream.step(int(action))
-        self._t += 1
-        return self._frame.copy(), 0.0, False, self._t >= self.max_steps, {"step": self._t}
+            out = self.dream.step_batch(np.array([int(action)]))
+        self._frame, self._t = out.full[0], self._t + 1
+        reward, end = outcome(out, 0)
+        info = {"step": self._t, "predicted": out.reward is not None, "end": end, "flag_get": end == "flag"}
+        return self._frame.copy(), reward, end is not None, self._t >= self.max_steps, info
 
     def render(self) -> np.ndarray | None:
         return self._frame.copy() if self.render_mode == "rgb_array" else None
+
+
+def outcome(out: DreamStep, i: int) -> tuple[float, str | None]:
+    """Dream i's predicted reward and end ("death", "flag" or None); 0 and None without a model."""
+    if out.reward is None or out.end is None:
+        return 0.0, None
+    return float(out.reward[i]), END_NAMES[int(out.end[i])]
 
 
 @contextmanager
@@ -117,4 +130,4 @@ def _torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(old)
 
 
-__all__ = ["DreamEnv"]
+__all__ = ["DreamEnv", "outcome"]

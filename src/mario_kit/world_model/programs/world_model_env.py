@@ -7,6 +7,7 @@ model needs (how many past frames, the upsampling factor) comes from the loaded 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,15 +16,27 @@ import torch
 
 from mario_kit import UserError
 from mario_kit.hardware import resolve_device
-from mario_kit.world_model.model import shipped, tiles
+from mario_kit.world_model.model import rewend, shipped, tiles
 from mario_kit.world_model.model.checkpoint import load_model, path_of
 from mario_kit.world_model.model.denoiser import Denoiser
 from mario_kit.world_model.config import SamplerConfig
 from mario_kit.world_model.model.sampler import sample, to_model, to_uint8, upsample
 
 
+@dataclass
+class DreamStep:
+    """What one step of N dreams gave: frames (N, 60, 64, 3) and (N, 240, 256, 3) uint8; with the
+    run's reward and end model, the predicted reward (N,) float32 and end class (N,) (rewend.END_*)."""
+
+    low: np.ndarray
+    full: np.ndarray
+    reward: np.ndarray | None = None
+    end: np.ndarray | None = None
+
+
 class WorldModelEnv:
-    """The model as a game: `step(action)` -> the next frame (low res, and full res).
+    """The model as a game: `step(action)` -> the next frame (low res, and full res); `step_batch`
+    steps N dreams (`reset_batch`, `reset_row`) in one forward pass.
 
     On CUDA the whole step (every denoising step and the upsampler) is one captured CUDA graph by
     default: at batch 1 these small U-Nets are bound by kernel launches, not arithmetic (the same
@@ -41,6 +54,7 @@ class WorldModelEnv:
         cuda_graph: bool | None = None,
         channels_last: bool | None = None,
         upsampler_steps: int | None = None,
+        rewards: bool = True,
     ):
         device = resolve_device(device)
         run = shipped.run_folder() if run is None else run  # verified against its checksums
@@ -81,6 +95,11 @@ class WorldModelEnv:
             torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graph) if bf16 else None
         )
         self.gen = torch.Generator(device).manual_seed(seed)
+        self.rewend: rewend.RewEndModel | None = None  # the run's reward and end model, when it has one
+        if rewards and rewend.path_of(run, rewend.STAGE).exists():
+            self.rewend, rmeta = rewend.load_rewend(run, device)
+            if rmeta["action_set"] != self.meta["action_set"] or self.rewend.cfg.n_context > self.n_context:
+                raise UserError(f"{run}/rewend.pt does not fit its denoiser (action set, or more context frames)")
 
     @property
     def upsampling_factor(self) -> int:
@@ -95,9 +114,25 @@ class WorldModelEnv:
                 f"the model conditions on {self.n_context} past frames; this start gives {len(low)} "
                 f"(make spawns with `dataset spawn --context {self.n_context}`)"
             )
-        low, actions = low[-self.n_context :], actions[len(actions) - self.n_context :]
-        self.frames = to_model(torch.from_numpy(np.ascontiguousarray(low))).to(self.device)[None]  # (1, n, C, H, W)
-        self.actions = torch.as_tensor(actions, dtype=torch.long, device=self.device)[None]
+        self.reset_batch(np.asarray(low)[None], np.asarray(actions)[None])
+
+    def reset_batch(self, low: np.ndarray, actions: np.ndarray) -> None:
+        """Start N dreams: context frames (N, n, 60, 64, 3) uint8 and actions (N, n), as `reset`."""
+        if low.shape[1] < self.n_context or actions.shape[1] < low.shape[1]:
+            raise UserError(f"the model conditions on {self.n_context} past frames; these starts give {low.shape[1]}")
+        low, actions = low[:, -self.n_context :], actions[:, actions.shape[1] - self.n_context :]
+        frames = to_model(torch.from_numpy(np.ascontiguousarray(low)).flatten(0, 1)).to(self.device)
+        if self._graph is not None and self._graph[1][0].shape[0] != len(low):
+            self._graph = None  # captured for another number of dreams
+        self.frames = frames.reshape(len(low), self.n_context, *frames.shape[1:])  # (N, n, C, H, W)
+        self.actions = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=self.device)
+
+    @torch.inference_mode()
+    def reset_row(self, i: int, low: np.ndarray, actions: np.ndarray) -> None:
+        """Start dream i of the batch again from context frames (n, 60, 64, 3) and their actions."""
+        low, actions = low[-self.n_context :], np.asarray(actions)[len(actions) - self.n_context :]
+        self.frames[i] = to_model(torch.from_numpy(np.ascontiguousarray(low))).to(self.device)
+        self.actions[i] = torch.as_tensor(actions, dtype=torch.long, device=self.device)
 
     def _generate(
         self, ctx: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, noise_up: torch.Tensor | None
@@ -132,7 +167,13 @@ class WorldModelEnv:
     @torch.inference_mode()
     def step(self, action: int) -> tuple[np.ndarray, np.ndarray]:
         """The player takes `action` at the newest frame; returns the frame that follows (low, full)."""
-        self.actions[0, -1] = action
+        out = self.step_batch(np.array([action]))
+        return out.low[0], out.full[0]
+
+    @torch.inference_mode()
+    def step_batch(self, actions: np.ndarray) -> DreamStep:
+        """Each dream takes its action (N,) at its newest frame; one forward pass for all of them."""
+        self.actions[:, -1] = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=self.device)
         ctx = self.frames.flatten(1, 2)
         b, _, c, h, w = self.frames.shape
         noise = torch.randn((b, c, h, w), generator=self.gen, device=self.device)
@@ -141,11 +182,19 @@ class WorldModelEnv:
             f = self.upsampling_factor
             noise_up = torch.randn((b, c, h * f, w * f), generator=self.gen, device=self.device)
         nxt, full = (self._replay if self.cuda_graph else self._generate)(ctx, self.actions, noise, noise_up)
+        reward = end = None
+        if self.rewend is not None:
+            k = self.rewend.cfg.n_context
+            r, e = self.rewend.predict(torch.cat((self.frames[:, -k:], nxt[:, None]), dim=1), self.actions[:, -1])
+            reward, end = r.float().cpu().numpy(), e.cpu().numpy()
         self.frames = torch.cat((self.frames[:, 1:], nxt[:, None]), dim=1)
         self.actions = torch.cat((self.actions[:, 1:], self.actions[:, -1:]), dim=1)
-        low = to_uint8(nxt[0]).cpu().numpy()
+        low = to_uint8(nxt).cpu().numpy()
         if full is not None:
-            return low, to_uint8(full[0]).cpu().numpy()
-        if self.tiles is not None:
-            return low, self.tiles(low)
-        return low, np.repeat(np.repeat(low, self.upsampling_factor, 0), self.upsampling_factor, 1)
+            big = to_uint8(full).cpu().numpy()
+        elif self.tiles is not None:
+            big = np.stack([self.tiles(x) for x in low])
+        else:
+            f = self.upsampling_factor
+            big = np.repeat(np.repeat(low, f, 1), f, 2)
+        return DreamStep(low, big, reward, end)

@@ -50,7 +50,8 @@ def ema_update(ema: torch.optim.swa_utils.AveragedModel, model: nn.Module, decay
     Without the warm-up a 0.999 EMA still holds two thirds of the random initial weights after 400
     steps. One fused lerp over all parameters, and `n` comes from the host: reading the averaged
     model's counter would wait for the device every step."""
-    avg, cur = list(ema.module.parameters()), list(model.parameters())
+    avg: list[torch.Tensor] = list(ema.module.parameters())
+    cur: list[torch.Tensor] = list(model.parameters())
     if n == 0:
         torch._foreach_copy_(avg, cur)
     else:
