@@ -66,6 +66,11 @@ def test_rewend_trains_from_the_cli_and_predicts_rewards_better_than_zero(setup)
     train = split_steps(setup / "s.zarr", "train", model.cfg.n_context)
     fitted = score(model, train, torch.device("cpu"))
     assert fitted.reward_mae < fitted.zero_reward_mae  # it learned the reward of the steps it saw
+    res = run_cli("evaluate", setup / "run", "--store", setup / "s.zarr", "--windows", "2", "--rollouts", "1",
+                  "--horizons", "1", "--place-windows", "0", "--out", setup / "ev", "--device", "cpu")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    scored = json.loads((setup / "ev" / "evaluation.json").read_text())["rewend"]
+    assert scored == {k: v for k, v in t.items() if v is not None}  # the same test steps (nulls left out)
     # a second model into the same run is refused without --force; a model of a store built
     # before rewards were kept is refused with what to do
     res = run_cli("train", "--store", setup / "s.zarr", "--out", setup / "run", "--config", "tiny",
@@ -152,7 +157,7 @@ def test_dream_vec_env_steps_n_dreams_resets_on_ends_and_is_seeded(setup, tmp_pa
 def test_a_ppo_agent_trained_in_the_dream_loads_in_agent_eval_and_plain_sb3(setup, tmp_path):
     from stable_baselines3 import PPO
 
-    res = run_cli("agent", "train", "--dream", "--run", setup / "run", "--spawns", setup / "spawns.h5",
+    res = run_cli("agent", "train", "--dream", "--run", setup / "run", "--spawn", setup / "spawns.h5",
                   "--out", tmp_path / "ag", "--timesteps", "64", "--workers", "4", "--set", "n_steps=16",
                   "--set", "batch_size=32", "--set", "n_epochs=1", "--eval-every", "100000", "-q")  # fmt: skip
     assert res.returncode == 0, res.stderr
@@ -170,5 +175,5 @@ def test_a_ppo_agent_trained_in_the_dream_loads_in_agent_eval_and_plain_sb3(setu
     bare.mkdir()
     (bare / "denoiser.pt").write_bytes((setup / "run" / "denoiser.pt").read_bytes())
     (bare / "config.json").write_text((setup / "run" / "config.json").read_text())
-    res = run_cli("agent", "train", "--dream", "--run", bare, "--spawns", setup / "spawns.h5", "--out", tmp_path / "y")
+    res = run_cli("agent", "train", "--dream", "--run", bare, "--spawn", setup / "spawns.h5", "--out", tmp_path / "y")
     assert res.returncode == 2 and "stage=rewend" in res.stderr

@@ -385,7 +385,7 @@ def agent_train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     dream: bool = typer.Option(False, "--dream", help="Learn inside the world model's dream, not the game."),
     run: Optional[Path] = typer.Option(None, "--run", help="With --dream: world-model run [the shipped model]."),
-    spawns: Optional[Path] = typer.Option(None, "--spawns", help="With --dream: spawns file [the shipped one]."),
+    spawns: Optional[Path] = typer.Option(None, "--spawn", help="With --dream: spawns file [the shipped one]."),
     device: str = typer.Option("cpu", help="With --dream: the world model's device (cpu, cuda, auto)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -412,7 +412,7 @@ def agent_train(
 
         r = train_in_dream(cfg, out_dir, run, spawns, resolve_device(device), resume=resume, progress=not quiet)
     elif run is not None or spawns is not None:
-        raise UserError("--run and --spawns go with --dream")
+        raise UserError("--run and --spawn go with --dream")
     else:
         r = train_agent(cfg, out_dir, resume=resume, progress=not quiet)
     out.print(f"agent after {r['timesteps']:,} steps: {r['agent']}")

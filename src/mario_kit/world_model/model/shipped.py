@@ -110,24 +110,47 @@ def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: 
 
 
 def ship_tiles(tiles_file: Path, record: dict[str, Any], folder: Path | None = None) -> dict[str, Any]:
-    """Add (or replace) the tile upsampler (world_model/model/tiles.py) in a shipped folder: the file,
-    its checksum, and `record` (what it was fit on, the command, its figures) as the manifest's
-    "tiles". Refuses more than MAX_BYTES in all."""
+    """Add (or replace) the tile upsampler (world_model/model/tiles.py) in a shipped folder, with
+    `record` (what it was fit on, the command, its figures) as the manifest's "tiles"."""
+    from mario_kit.world_model.model import tiles
+
+    tiles.load(tiles_file)  # a file that loads, or one line
+    return _ship_file(tiles_file, tiles.FILE, "tiles", record, folder)
+
+
+def ship_rewend(run: Path, record: dict[str, Any], folder: Path | None = None) -> dict[str, Any]:
+    """Add (or replace) a run's reward and end model in a shipped folder, its weights in 16 bits,
+    with `record` (data, command, its held-out scores) as the manifest's "rewend"."""
+    import tempfile
+
+    from mario_kit.world_model.model import rewend
+    from mario_kit.world_model.model.checkpoint import load_checkpoint, save_atomic
+
+    rewend.load_rewend(run)  # a model that loads, or one line
+    ck = load_checkpoint(rewend.path_of(run, rewend.STAGE))
+    ck["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ck["model"].items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        small = Path(tmp) / "rewend.pt"
+        save_atomic(ck, small)
+        return _ship_file(small, small.name, "rewend", record, folder)
+
+
+def _ship_file(src: Path, name: str, key: str, record: dict[str, Any], folder: Path | None) -> dict[str, Any]:
+    """Copy `src` into the shipped folder as `name`, its checksum and `record` (under `key`) into the
+    manifest. Refuses more than MAX_BYTES in all."""
     import shutil
 
     from mario_kit.atomic import atomic_path, write_json_atomic
-    from mario_kit.world_model.model import tiles
 
     folder = folder or FOLDER
     m = dict(manifest(folder))
-    tiles.load(tiles_file)  # a file that loads, or one line
-    total = sum((folder / n).stat().st_size for n in m["files"] if n != tiles.FILE) + tiles_file.stat().st_size
+    total = sum((folder / n).stat().st_size for n in m["files"] if n != name) + src.stat().st_size
     if total > MAX_BYTES:
         raise UserError(f"the shipped model would take {total / 2**20:.1f} MiB (at most {MAX_BYTES / 2**20:.0f})")
-    with atomic_path(folder / tiles.FILE) as tmp:
-        shutil.copyfile(tiles_file, tmp)
-    m["files"] = {**m["files"], tiles.FILE: sha256(folder / tiles.FILE)}
-    m.update(bytes=total, tiles=record)
+    with atomic_path(folder / name) as tmp:
+        shutil.copyfile(src, tmp)
+    m["files"] = {**m["files"], name: sha256(folder / name)}
+    m.update(bytes=total, **{key: record})
     write_json_atomic(folder / MANIFEST, m)
     return m
 

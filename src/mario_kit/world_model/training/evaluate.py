@@ -45,6 +45,8 @@ from mario_kit.world_model.training.metrics import (
 from mario_kit.world_model.model.sampler import rollout, to_model, upsample
 from mario_kit.hardware import resolve_device
 from mario_kit.world_model.model.checkpoint import load_model, path_of
+from mario_kit.world_model.model.rewend import STAGE, load_rewend
+from mario_kit.world_model.training.rewend import score, split_steps
 from mario_kit.world_model.config import TrainConfig, set_sampler
 from mario_kit.world_model.training.places import by_place, next_frames
 from mario_kit.world_model.training.scores import (
@@ -123,6 +125,10 @@ def evaluate(cfg: EvaluateConfig) -> Evaluation:
     curves = _rollouts(model, tcfg, cfg, gen, device, report, (up, ucfg) if up is not None else None)
     if cfg.place_windows:
         report.by_place = by_place(model, tcfg, store, cfg.place_windows, cfg.rollouts, cfg.seed, gen, device)
+    if path_of(run, STAGE).exists() and test.m.get("rewend"):  # the reward and end model, on every test step
+        rewend_model, _ = load_rewend(run, device)
+        steps = split_steps(store, "test", rewend_model.cfg.n_context)
+        report.rewend = score(rewend_model, steps, torch.device(device)).to_json()
     _write(cfg.out, report, curves)
     return report
 

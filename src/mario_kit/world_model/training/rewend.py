@@ -11,6 +11,7 @@ Batches are drawn uniformly from the steps with the run's seed: the same seed, t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -98,6 +99,9 @@ class RewEndScores:
     no_end_accuracy: float  # the baseline "never an end": its share of right end classes
     end_accuracy: float
 
+    def to_json(self) -> dict[str, Any]:
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
+
 
 def _sign(r: np.ndarray) -> np.ndarray:
     return np.where(np.abs(r) < 0.5, 0, np.sign(r))
@@ -157,17 +161,15 @@ def train_rewend(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = RewEndModel(rc, len(m["action_buttons"])).to(device)
-    step, interrupted = _fit(model, train, rc, cfg.seed, device, progress)
+    steps = min(rc.steps, cfg.max_steps) if cfg.max_steps else rc.steps  # max_steps caps every stage
+    step, interrupted = _fit(model, train, dataclasses.replace(rc, steps=steps), cfg.seed, device, progress)
     result: dict[str, Any] = {
         "steps": step,
         "interrupted": interrupted,
         "train_steps": len(train),
         "config": asdict(rc),
     }
-    scores = asdict(score(model.eval(), test, device)) if len(test) else None
-    result["test"] = (
-        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in scores.items()} if scores else None
-    )
+    result["test"] = score(model.eval(), test, device).to_json() if len(test) else None
     out.mkdir(parents=True, exist_ok=True)
     ck = make_checkpoint(STAGE, cfg, model, m["action_set"], m["action_buttons"], step=step)
     save_atomic({**ck, "result": {k: v for k, v in result.items() if k != "test"}}, path_of(out, STAGE))

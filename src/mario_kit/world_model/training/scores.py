@@ -120,6 +120,7 @@ class Evaluation:
     rollouts: dict[int, RolloutScores] = field(default_factory=dict)
     rollouts_skipped: list[int] = field(default_factory=list)  # horizons no test episode is long enough for
     by_place: list[PlaceScores] = field(default_factory=list)  # per stage and x bucket (places.py)
+    rewend: dict[str, Any] | None = None  # the reward and end model's test scores (rewend.RewEndScores)
 
     def to_json(self) -> dict[str, Any]:
         d = {k: _drop_none(v) for k, v in dataclasses.asdict(self).items() if v is not None and k != "rollouts"}
