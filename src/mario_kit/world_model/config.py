@@ -80,6 +80,9 @@ class RewEndConfig:
     batch_size: int = 128
     lr: float = 1e-3
     steps: int = 3000  # optimiser steps (the learning rate falls linearly to 0 over the last quarter)
+    # share of each batch drawn from the steps that ended an episode (about 1 in 100 steps; the rest
+    # drawn uniformly): more deaths and flags seen; the end head is shifted back to the true prior
+    end_share: float = 0.125
 
 
 @dataclass
@@ -201,6 +204,8 @@ def check(cfg: TrainConfig) -> None:
         raise UserError("rewend.channels: 1 to 6 integers in 1..512")
     if not (1 <= r.n_context <= MAX_CONTEXT and r.batch_size >= 1 and r.steps >= 1 and r.lr > 0):
         raise UserError(f"rewend: n_context in 1..{MAX_CONTEXT}; batch_size, steps >= 1; lr > 0")
+    if not 0 <= r.end_share < 1:
+        raise UserError("rewend.end_share must be in [0, 1)")
     _at_least(cfg, 1, "batch_size", "grad_accum", "upsampler_batch_size", "upsampler_grad_accum", "horizon")
     _at_least(cfg, 1, "steps_first_epoch", "steps_per_epoch", "upsampler_steps_per_epoch", "log_every", "test_batches")
     _at_least(

@@ -30,6 +30,8 @@ class RewEndModel(nn.Module):
     """frames (B, n_context + 1, 3, H, W) in [-1, 1] (the last is the frame after the step) and the
     step's actions (B,) -> (reward (B,) in game units, end logits (B, 3): none, death, flag)."""
 
+    end_shift: torch.Tensor
+
     def __init__(self, cfg: RewEndConfig, n_actions: int):
         super().__init__()
         self.cfg, layers, prev = cfg, [], 3 * (cfg.n_context + 1)
@@ -39,6 +41,9 @@ class RewEndModel(nn.Module):
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d((4, 4)), nn.Flatten())
         self.act_emb = nn.Embedding(n_actions, 32)
         self.head = nn.Sequential(nn.Linear(prev * 16 + 32, 256), nn.SiLU(), nn.Linear(256, 4))
+        # log(true prior / training prior) of each end class: training draws ends more often than
+        # the game has them (RewEndConfig.end_share); predictions are shifted back (logit adjustment)
+        self.register_buffer("end_shift", torch.zeros(3))
 
     def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.features(frames.flatten(1, 2))
@@ -47,9 +52,9 @@ class RewEndModel(nn.Module):
 
     @torch.inference_mode()
     def predict(self, frames: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reward (B,), end class (B,)): the most likely end of each step."""
+        """(reward (B,), end class (B,)): the most likely end of each step under the game's prior."""
         reward, logits = self(frames, actions)
-        return reward, logits.argmax(1)
+        return reward, (logits + self.end_shift).argmax(1)
 
 
 def load_rewend(run: str | Path, device: str | torch.device = "cpu") -> tuple[RewEndModel, dict]:

@@ -177,6 +177,17 @@ def train_rewend(
     return result
 
 
+def _prior_shift(ends: np.ndarray, share: float) -> torch.Tensor:
+    """log(p / q) per end class: p the classes' shares among the steps, q their shares in batches
+    whose `share` is drawn from the ending steps alone (0 for a class no step has)."""
+    p = np.bincount(ends, minlength=3)[:3] / max(len(ends), 1)
+    end_p = p.copy()
+    end_p[0] = 0.0
+    q = (1 - share) * p + share * end_p / max(end_p.sum(), 1e-12)
+    shift = np.where((p > 0) & (q > 0), np.log(np.maximum(p, 1e-12) / np.maximum(q, 1e-12)), 0.0)
+    return torch.tensor(shift, dtype=torch.float32)
+
+
 def _fit(
     model: RewEndModel, train: Steps, rc: Any, seed: int, device: torch.device, progress: bool
 ) -> tuple[int, bool]:
@@ -188,11 +199,15 @@ def _fit(
     decay = max(1, rc.steps // 4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (rc.steps - s) / decay))
     rng = np.random.default_rng(seed)
+    ends = np.flatnonzero(train.ends)
+    k = round(rc.batch_size * rc.end_share) if len(ends) else 0
+    model.end_shift.copy_(_prior_shift(train.ends, k / rc.batch_size))
     step = 0
     with CtrlC() as stop, make_progress(enabled=progress) as bar:
         task = bar.add_task("rewend", total=rc.steps)
         while step < rc.steps and not stop.requested:
-            frames, act, r, c = train.batch(rng.integers(0, len(train), rc.batch_size), device)
+            rows = np.concatenate([rng.choice(ends, k), rng.integers(0, len(train), rc.batch_size - k)])
+            frames, act, r, c = train.batch(rows, device)
             r_hat, logits = model(frames, act)
             loss = Fn.smooth_l1_loss(r_hat / REWARD_SCALE, r / REWARD_SCALE, beta=0.1) + Fn.cross_entropy(
                 logits, c.long()
