@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import types
 from pathlib import Path
 
 import torch
 
-from train import run as ours
+from train import run as ours, timed
 
 
 def load_diamond(path: Path):
@@ -72,16 +71,7 @@ def diamond_rate(path: Path, batch: int, steps: int, device: str) -> tuple[float
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(2):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t), sum(p.numel() for p in model.parameters())
+    return batch * steps / timed(step, steps, device), sum(p.numel() for p in model.parameters())
 
 
 def main() -> None:

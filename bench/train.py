@@ -55,7 +55,12 @@ def run(variant: str, batch: int, steps: int, device: str) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(2 if not comp else 3):
+    return batch * steps / timed(step, steps, device, warm_up=3 if comp else 2)
+
+
+def timed(step, steps: int, device: str, warm_up: int = 2) -> float:
+    """Seconds for `steps` calls of `step` after `warm_up` untimed ones, the device's queue drained."""
+    for _ in range(warm_up):
         step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -64,7 +69,7 @@ def run(variant: str, batch: int, steps: int, device: str) -> float:
         step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t)
+    return time.perf_counter() - t
 
 
 def main() -> None:
