@@ -9,7 +9,10 @@
 #      seconds (at most 8 minutes; `time_limit` ends its learning-rate decay there), evaluated with the
 #      arguments of the CPU figures (docs/BENCHMARKS.md): the carried evaluation set (bench/evalset.py)
 #      in full, then 256 rollouts of 32 steps on it and on the fresh episodes; its denoiser.pt (16-bit
-#      weights), config.json, log.csv and the evaluations come back in $OUT/wm/. What to carry is
+#      weights), the reward and end model (rewend.pt), run.tar (config.json, log.csv, summary.json,
+#      rewend.json) and the evaluations come back in $OUT/wm/; device.log holds the synthetic rate
+#      of the recipe's step (bench/train.py, variant tf32) beside the run's own; WM_BASE=RUN scores
+#      another model (the shipped one) on the same set in the same call. What to carry is
 #      made by bench/device_carry.sh (.whl/ and runs/carry/, about 20 MB):
 #        carry [".whl", "runs/carry"], command: PARTS=wm OUT=$OUT bash bench/device.sh
 #   6. diamond: DIAMOND's own denoiser training step beside ours at batch 32 and 128
@@ -36,7 +39,8 @@ WM_STORE=${WM_STORE:-runs/carry/train.zarr}  # training store for part 5 (bench/
 WM_EVAL=${WM_EVAL:-runs/carry/eval.zarr}     # evaluation store for part 5 (bench/device_carry.sh)
 WM_FRESH=${WM_FRESH:-runs/carry/fresh.zarr}  # fresh episodes for part 5's 256 rollouts (bench/device_carry.sh)
 WM_EVAL_ARGS=${WM_EVAL_ARGS:---windows 256 --rollouts 64 --horizons 8,32,64}  # part 5's full evaluation
-WM_ROLL_ARGS=${WM_ROLL_ARGS:---windows 16 --rollouts 256 --horizons 32}      # and its set and fresh 32-step ones
+WM_ROLL_ARGS=${WM_ROLL_ARGS:---windows 16 --rollouts 256 --horizons 32 --place-windows 0}  # and its set and fresh 32-step ones
+WM_BASE=${WM_BASE:-}    # a run (or the shipped folder) scored with WM_EVAL_ARGS on the same set, the baseline of the same call
 DIAMOND=${DIAMOND:-.diamond}  # part diamond: a checkout of github.com/eloialonso/diamond (carried, not vendored)
 TMP=${TMP_DIR:-/tmp/mk-device}
 mkdir -p "$OUT" "$TMP"
@@ -83,13 +87,21 @@ want compile && part train-compile 90 sh -c "$PY bench/train.py --device $DEV --
 
 if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
     mkdir -p "$OUT/wm"
+    # the synthetic rate of the recipe's own step (fp32 with TF32, batch 128), for train/synthetic
+    part wm-synth 60 sh -c "$PY bench/train.py --device $DEV --batch 128 --steps $STEPS --variants tf32 > $TMP/synth.json"
+    { echo "-- synth.json"; cat "$TMP/synth.json"; } >>"$LOG" 2>&1
     part wm-train $((T_WM + 120)) $MK train --store "$WM_STORE" --config gpu --set device=$DEV \
         --set time_limit=$T_WM $WM_SET --out "$TMP/wm" --force -q
     # the weights alone in 16 bits (~9 MB; a training checkpoint, ~70 MB, is over what comes back from
     # $OUT), copied before the evaluations so that a failed one cannot take them with it
     $PY -c "import sys; from mario_kit.world_model.model.shipped import slim; slim(sys.argv[1], sys.argv[2])" \
         "$TMP/wm/denoiser.pt" "$OUT/wm/denoiser.pt" 2>>"$LOG"
-    cp "$TMP/wm/log.csv" "$TMP/wm/summary.json" "$TMP/wm/config.json" "$OUT/wm/" 2>>"$LOG"
+    # the reward and end model from the same store (issue 44), beside the denoiser
+    part wm-rewend 120 $MK train --store "$WM_STORE" --config gpu --set device=$DEV --set stage=rewend \
+        --out "$TMP/rewend" --force -q
+    cp "$TMP/rewend/rewend.pt" "$OUT/wm/" 2>>"$LOG"
+    # the small files in one archive: what comes back from $OUT is at most 8 files
+    tar -cf "$OUT/wm/run.tar" -C "$TMP" wm/log.csv wm/summary.json wm/config.json rewend/rewend.json 2>>"$LOG"
     part wm-eval 150 $MK evaluate "$TMP/wm" --store "$WM_EVAL" --device $DEV $WM_EVAL_ARGS --out "$TMP/wm-eval"
     cp "$TMP/wm-eval/evaluation.json" "$OUT/wm/" 2>>"$LOG"
     for pair in "eval:$WM_EVAL" "fresh:$WM_FRESH"; do  # the 32-step target's figure: 256 rollouts, set and fresh
@@ -98,6 +110,10 @@ if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
         part wm-$s-256 120 $MK evaluate "$TMP/wm" --store "$store" --device $DEV $WM_ROLL_ARGS --out "$TMP/wm-$s-256"
         cp "$TMP/wm-$s-256/evaluation.json" "$OUT/wm/evaluation-$s-256.json" 2>>"$LOG"
     done
+    if [ -n "$WM_BASE" ]; then
+        part wm-base 150 $MK evaluate "$WM_BASE" --store "$WM_EVAL" --device $DEV $WM_EVAL_ARGS --out "$TMP/wm-base"
+        cp "$TMP/wm-base/evaluation.json" "$OUT/wm/evaluation-base.json" 2>>"$LOG"
+    fi
 elif want wm; then
     echo "== wm: skipped, $WM_STORE or $WM_EVAL is missing (make them with bench/device_carry.sh)" | tee -a "$LOG"
 fi

@@ -201,7 +201,7 @@ def main() -> None:
 
         fitted = (
             f"{len(train):,} frames of {args.train} (seed {args.seed}), {PER_EPISODE} at most an episode, and "
-            f"{r['predictions']:,} one-step predictions of the shipped model on its 1-1 frames"
+            f"{r['predictions']:,} one-step predictions of the shipped model on frames of {args.predict_levels}"
         )
         ship_tiles(args.out, {"fit_on": fitted, "command": _command(args), "figures": r})
 
@@ -209,7 +209,7 @@ def main() -> None:
 def _command(args: argparse.Namespace) -> str:
     return (
         f".venv/bin/python bench/tiles.py --frames {args.frames} --test-frames {args.test_frames} "
-        f"--predicted {args.predicted} --seed {args.seed}"
+        f"--predicted {args.predicted} --predict-levels {args.predict_levels} --seed {args.seed}"
     )
 
 
@@ -233,7 +233,7 @@ def _record(r: dict[str, Any], args: argparse.Namespace) -> None:
     command = _command(args) + " --record"
     note = (
         f"fit on {r['train_frames']:,} frames of {args.train} and {r['predictions']:,} one-step predictions of the "
-        f"shipped model on its 1-1 frames, tested on {r['test_frames']} of {args.test}; the dream: "
+        f"shipped model on frames of {args.predict_levels}, tested on {r['test_frames']} of {args.test}; the dream: "
         f"{args.dream_episodes} of its 1-1 episodes from x < 1,500, 4 real frames then their actions"
     )
     record("tiles", cols, rows, command, headline, note)
