@@ -45,6 +45,7 @@ AREAS = [
     "tiles",
     "gpu",
     "agent",
+    "dream_vec_env",
     "balance",
     "report",
     "world_model",

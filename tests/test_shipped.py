@@ -91,9 +91,14 @@ def test_dream_env_without_arguments_runs_the_shipped_model():
     env = DreamEnv(max_steps=10, device="cpu")
     obs, info = env.reset(seed=0)
     assert obs.shape == (240, 256, 3) and "spawn" in info
-    for t in range(10):
-        obs, reward, terminated, truncated, _ = env.step(1)  # right
-    assert truncated and not terminated and reward == 0.0 and obs.dtype == np.uint8
+    rewards, terminated, truncated = [], False, False
+    while not (terminated or truncated):
+        obs, reward, terminated, truncated, info = env.step(1)  # right
+        rewards.append(reward)
+    # the shipped reward and end model: rewards in the game's units, predicted, never made up
+    assert info["predicted"] and len(rewards) <= 10 and obs.dtype == np.uint8
+    assert all(-15.0 <= r <= 15.0 for r in rewards) and any(r != 0.0 for r in rewards)
+    assert truncated == (len(rewards) == 10 and not terminated)
 
 
 def test_play_without_run_or_spawns_plays_the_shipped_model():
