@@ -75,7 +75,6 @@ class DreamVecEnv(VecEnv):
             self.dream.gen.manual_seed(int(self._seeds[0]))
         self._reset_seeds()
         self._draw()
-        self.t[:] = 0
         return np.stack([self.observation(f) for f in self.spawns.full[self.spawn, -1]])
 
     def step_async(self, actions: np.ndarray) -> None:
