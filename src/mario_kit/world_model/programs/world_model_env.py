@@ -109,17 +109,15 @@ class WorldModelEnv:
     def reset(self, low: np.ndarray, actions: np.ndarray) -> None:
         """Start from context frames (n, 60, 64, 3) uint8 and the actions taken at them; the last
         `n_context` are used, and fewer than that are refused."""
-        if len(low) < self.n_context or len(actions) < len(low):
-            raise UserError(
-                f"the model conditions on {self.n_context} past frames; this start gives {len(low)} "
-                f"(make spawns with `dataset spawn --context {self.n_context}`)"
-            )
         self.reset_batch(np.asarray(low)[None], np.asarray(actions)[None])
 
     def reset_batch(self, low: np.ndarray, actions: np.ndarray) -> None:
         """Start N dreams: context frames (N, n, 60, 64, 3) uint8 and actions (N, n), as `reset`."""
         if low.shape[1] < self.n_context or actions.shape[1] < low.shape[1]:
-            raise UserError(f"the model conditions on {self.n_context} past frames; these starts give {low.shape[1]}")
+            raise UserError(
+                f"the model conditions on {self.n_context} past frames; this start gives {low.shape[1]} "
+                f"(make spawns with `dataset spawn --context {self.n_context}`)"
+            )
         low, actions = low[:, -self.n_context :], actions[:, actions.shape[1] - self.n_context :]
         frames = to_model(torch.from_numpy(np.ascontiguousarray(low)).flatten(0, 1)).to(self.device)
         if self._graph is not None and self._graph[1][0].shape[0] != len(low):
