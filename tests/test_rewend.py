@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_here
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.ops import make_spawns
 from mario_kit.datasets.store import END_DEATH, END_FLAG, read_manifest, store_array
@@ -89,7 +89,7 @@ def test_a_store_without_rewards_is_refused_in_one_line(setup, tmp_path):
     m = dict(g.attrs["mario_kit_store"])
     del m["rewend"]
     g.attrs["mario_kit_store"] = m
-    res = run_cli("train", "--store", old, "--out", tmp_path / "r", "--set", "stage=rewend", "--set", "rewend.steps=1")
+    res = run_here("train", "--store", old, "--out", tmp_path / "r", "--set", "stage=rewend", "--set", "rewend.steps=1")
     assert res.returncode == 2 and "rebuild it with --force" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -139,6 +139,11 @@ def test_dream_vec_env_steps_n_dreams_resets_on_ends_and_is_seeded(setup, tmp_pa
 
     a, b = rollout(setup / "run"), rollout(setup / "run")
     assert a[0].shape == (3, 240, 256, 3) and np.array_equal(a[0], b[0])
+    # bfloat16 by default where the CPU has bf16 arithmetic (several times faster there), fp32 on request
+    from mario_kit.hardware import fast_bf16
+
+    v = lambda **kw: DreamVecEnv(1, setup / "run", setup / "spawns.h5", device="cpu", **kw).dream  # noqa: E731
+    assert (v().amp is not None) == fast_bf16("cpu") and v(bf16=False).amp is None and v(bf16=True).amp is not None
     for (oa, ra, da, ia), (ob, rb, db, _) in zip(a[1:], b[1:]):
         assert np.array_equal(oa, ob) and np.array_equal(ra, rb) and np.array_equal(da, db)  # same seed, same dreams
         assert all(i["predicted"] for i in ia)
@@ -169,11 +174,11 @@ def test_a_ppo_agent_trained_in_the_dream_loads_in_agent_eval_and_plain_sb3(setu
     model = PPO.load(tmp_path / "ag" / "agent.zip", device="cpu")
     assert model.observation_space.shape == (4, 84, 84) and model.num_timesteps == 64  # channels first in SB3
     # --run without --dream is refused; a run without a reward and end model too
-    res = run_cli("agent", "train", "--run", setup / "run", "--out", tmp_path / "x")
+    res = run_here("agent", "train", "--run", setup / "run", "--out", tmp_path / "x")
     assert res.returncode == 2 and "--dream" in res.stderr
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "denoiser.pt").write_bytes((setup / "run" / "denoiser.pt").read_bytes())
     (bare / "config.json").write_text((setup / "run" / "config.json").read_text())
-    res = run_cli("agent", "train", "--dream", "--run", bare, "--spawn", setup / "spawns.h5", "--out", tmp_path / "y")
+    res = run_here("agent", "train", "--dream", "--run", bare, "--spawn", setup / "spawns.h5", "--out", tmp_path / "y")
     assert res.returncode == 2 and "stage=rewend" in res.stderr

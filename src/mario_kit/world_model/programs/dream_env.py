@@ -15,7 +15,8 @@ after `import mario_kit.envs`, or `gym.make("mario_kit.envs:mario_kit/Dream-v0")
 On the CPU a step runs on `threads` torch threads (1 by default, a rate that holds when other
 processes want the cores, as an agent's env workers do; 0, torch's default, is faster on a machine
 the dream has to itself: docs/BENCHMARKS.md, "DreamEnv threads"). The setting is restored after each
-step, so an agent's own torch work keeps its threads.
+step, so an agent's own torch work keeps its threads. `bf16` None: bfloat16 autocast on a CPU with
+bf16 arithmetic (`hardware.fast_bf16`), as `play`; False for fp32.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class DreamEnv(gym.Env):
         max_steps: int = 1000,
         render_mode: str | None = None,
         threads: int = 1,
+        bf16: bool | None = None,
     ):
         from mario_kit.world_model.model import shipped
 
@@ -62,13 +64,14 @@ class DreamEnv(gym.Env):
                 "device": device,
                 "max_steps": max_steps,
                 "threads": threads,
+                "bf16": bf16,
             },
         )
 
         run = shipped.run_folder() if run is None else run
         spawns = shipped.spawns_file() if spawns is None else spawns
         self.spawns = load_spawns(spawns)
-        self.dream = WorldModelEnv(run, upsampler=upsampler, steps=steps, device=device)
+        self.dream = WorldModelEnv(run, upsampler=upsampler, steps=steps, device=device, bf16=bf16)
         if self.dream.meta["action_set"] != self.spawns.action_set.name:
             from mario_kit import UserError
 

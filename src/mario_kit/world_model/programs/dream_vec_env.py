@@ -6,6 +6,7 @@ from a spawn drawn with the env's seeded generator and starts again from another
 predicted death or flag, or `max_steps`): SB3's auto-reset, the last frame in
 `info["terminal_observation"]`. `observation` maps each 240x256x3 frame to what the agent sees
 (by default the frame itself, as `DreamEnv` gives it; `agent train --dream` passes its own pipeline).
+`bf16` None: bfloat16 autocast on a CPU with bf16 arithmetic (`hardware.fast_bf16`), as `play`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class DreamVecEnv(VecEnv):
         threads: int = 0,
         observation: Callable[[np.ndarray], np.ndarray] | None = None,
         observation_space: gym.spaces.Box | None = None,
+        bf16: bool | None = None,
     ):
         from mario_kit.world_model.model import shipped
 
@@ -44,7 +46,7 @@ class DreamVecEnv(VecEnv):
             raise UserError("n_envs and max_steps must be >= 1")
         run = shipped.run_folder() if run is None else run
         self.spawns = load_spawns(shipped.spawns_file() if spawns is None else spawns)
-        self.dream = WorldModelEnv(run, device=device, seed=seed)
+        self.dream = WorldModelEnv(run, device=device, seed=seed, bf16=bf16)
         if self.dream.meta["action_set"] != self.spawns.action_set.name:
             raise UserError(
                 f"the run was trained on {self.dream.meta['action_set']}, the spawns use another action set"

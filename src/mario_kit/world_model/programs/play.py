@@ -22,7 +22,7 @@ from mario_kit import UserError
 from mario_kit.datasets import format as F
 from mario_kit.datasets.episode import EpisodeMeta, EpisodeWriter
 from mario_kit.datasets.ops import Spawns, load_spawns
-from mario_kit.hardware import fast_bf16, resolve_device
+from mario_kit.hardware import resolve_device
 from mario_kit.world_model.model import shipped
 from mario_kit.world_model.programs.world_model_env import WorldModelEnv
 
@@ -102,13 +102,12 @@ def play(cfg: PlayConfig) -> PlayResult:
 def _world_model(cfg: PlayConfig) -> WorldModelEnv:
     device = resolve_device(cfg.device)
     steps = CPU_PLAY_STEPS if cfg.sampling_steps is None and device == "cpu" else cfg.sampling_steps
-    bf16 = device == "cpu" and fast_bf16("cpu") if cfg.bf16 is None else cfg.bf16
     dream = WorldModelEnv(
         cfg.run,
         cfg.upsampler,
         steps,
         device,
-        bf16,
+        cfg.bf16,  # None: WorldModelEnv's rule (a CPU with bf16 arithmetic)
         cfg.seed,
         cfg.compile,
         cfg.cuda_graph,

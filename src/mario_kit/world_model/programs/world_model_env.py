@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mario_kit import UserError
-from mario_kit.hardware import resolve_device
+from mario_kit.hardware import fast_bf16, resolve_device
 from mario_kit.world_model.model import rewend, shipped, tiles
 from mario_kit.world_model.model.checkpoint import load_model, path_of
 from mario_kit.world_model.model.denoiser import Denoiser
@@ -40,7 +40,8 @@ class WorldModelEnv:
 
     On CUDA the whole step (every denoising step and the upsampler) is one captured CUDA graph by
     default: at batch 1 these small U-Nets are bound by kernel launches, not arithmetic (the same
-    frames, faster: docs/BENCHMARKS.md, "On a GPU")."""
+    frames, faster: docs/BENCHMARKS.md, "On a GPU"). `bf16` None: bfloat16 autocast on a CPU with
+    bf16 arithmetic (`hardware.fast_bf16`), fp32 elsewhere (`play`, `DreamEnv`, `DreamVecEnv`)."""
 
     def __init__(
         self,
@@ -48,7 +49,7 @@ class WorldModelEnv:
         upsampler: bool = True,
         steps: int | None = None,
         device: str = "auto",
-        bf16: bool = False,
+        bf16: bool | None = False,
         seed: int = 0,
         compile: bool = False,
         cuda_graph: bool | None = None,
@@ -57,6 +58,8 @@ class WorldModelEnv:
         rewards: bool = True,
     ):
         device = resolve_device(device)
+        if bf16 is None:
+            bf16 = device == "cpu" and fast_bf16("cpu")
         run = shipped.run_folder() if run is None else run  # verified against its checksums
         self.model, cfg, self.meta = load_model(run, "denoiser", device=device)
         self.n_context = self.model.cfg.n_context  # past frames (and actions) each step conditions on
@@ -191,7 +194,7 @@ class WorldModelEnv:
         if full is not None:
             big = to_uint8(full).cpu().numpy()
         elif self.tiles is not None:
-            big = np.stack([self.tiles(x) for x in low])
+            big = self.tiles(low)  # the whole batch in one lookup
         else:
             f = self.upsampling_factor
             big = np.repeat(np.repeat(low, f, 1), f, 2)
