@@ -84,6 +84,30 @@ def run_cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProce
     )
 
 
+def run_here(*args: str) -> subprocess.CompletedProcess:
+    """`mario-kit ARGS` through the same entry point in this process, for refusals: what `run_cli`
+    shows (exit code, stdout, stderr; an escaped exception as exit 1 with its traceback) without
+    starting a process that imports torch again for a one-line error."""
+    import traceback
+    from contextlib import redirect_stderr, redirect_stdout
+    from io import StringIO
+
+    out, err, old = StringIO(), StringIO(), sys.argv
+    sys.argv = ["mario-kit", *map(str, args)]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception:  # noqa: BLE001 - what a process would print before dying
+        err.write(traceback.format_exc())
+        code = 1
+    finally:
+        sys.argv = old
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def make_dataset(out: Path, episodes: int = 2, max_steps: int = 60, seed: int = 7, **kw) -> list[Path]:
     cfg = CollectConfig(
         out=out, policy="sticky", policy_kwargs={"p": 0.8}, episodes=episodes, max_steps=max_steps, seed=seed, **kw
@@ -111,16 +135,7 @@ def small_dataset(tmp_path_factory) -> Path:
     return d
 
 
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    """mario-kit ARGS through the console entry point, in this process."""
-    old = sys.argv
-    sys.argv = ["mario-kit", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
+def run_main(*args: str) -> tuple[int, str, str]:
+    """`run_here` as (exit code, stdout, stderr)."""
+    r = run_here(*args)
+    return r.returncode, r.stdout, r.stderr

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import make_dataset, run_cli, run_main
+from conftest import make_dataset, run_cli, run_here, run_main
 
 MARKER = "PWNED"
 
@@ -149,14 +149,14 @@ def agent_commands(ctx: Path, evil: Path) -> list[list]:
 
 
 @pytest.mark.parametrize("part", SERIALIZED + PTH)
-def test_agent_files_are_never_unpickled(ctx, capsys, part):
+def test_agent_files_are_never_unpickled(ctx, part):
     marker = ctx / MARKER
     agent = ctx / "agent" / "agent.zip"
     blob = evil_data_entry(agent, part, marker) if part in SERIALIZED else evil_pth(marker)
     evil = zip_with(agent, ctx / "evil.zip", **{("data" if part in SERIALIZED else part): blob})
     for args in agent_commands(ctx, evil):
         before = snapshot(ctx)
-        code, _, err = run_main(capsys, *args)
+        code, _, err = run_main(*args)
         assert not marker.exists(), f"payload in {part} ran through {args[:2]}"
         assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and "refused" in err, (args, err)
         assert snapshot(ctx) == before, args
@@ -987,11 +987,11 @@ ROWS = [
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
-def test_hostile_and_faulty_inputs(ctx, capsys, row):
+def test_hostile_and_faulty_inputs(ctx, row):
     _, prepare, want, word = row
     args = prepare(ctx)
     before = snapshot(ctx)
-    code, out, err = run_main(capsys, *args)
+    code, out, err = run_main(*args)
     assert code == want, (code, out, err)
     assert "Traceback" not in err + out and not (ctx / MARKER).exists()
     if want == 2:
@@ -1173,10 +1173,10 @@ def immutable(ctx):
 
 
 @pytest.mark.parametrize("command", list(OUTPUT_COMMANDS))
-def test_outputs_in_an_immutable_folder(ctx, immutable, capsys, command):
+def test_outputs_in_an_immutable_folder(ctx, immutable, command):
     args = OUTPUT_COMMANDS[command](ctx, immutable)
     before = snapshot(ctx)
-    code, out, err = run_main(capsys, *args)
+    code, out, err = run_main(*args)
     assert code == 2 and err.startswith("error: cannot write") and err.count("\n") == 1, (code, out, err)
     assert snapshot(ctx) == before
 
@@ -1257,7 +1257,7 @@ def test_a_live_shard_is_never_merged(tmp_path):
 
 def test_train_force_with_a_mistyped_store_keeps_the_run(ctx):
     before = snapshot(ctx / "run")
-    res = run_cli("train", "--store", ctx / "typo.zarr", "--out", ctx / "run", "--config", "tiny", "--force")
+    res = run_here("train", "--store", ctx / "typo.zarr", "--out", ctx / "run", "--config", "tiny", "--force")
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert snapshot(ctx / "run") == before
 
@@ -1286,7 +1286,7 @@ def _tiny():
 
 
 def test_a_failed_first_train_leaves_nothing_behind(ctx):
-    res = run_cli(
+    res = run_here(
         "train", "--store", ctx / "s.zarr", "--out", ctx / "fresh", "--config", "tiny", "--set", "stage=upsampler"
     )
     assert res.returncode == 2 and "full-res" in res.stderr

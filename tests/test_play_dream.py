@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_store, run_cli
+from conftest import make_store, run_cli, run_here
 from mario_kit import UserError
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
@@ -108,7 +108,7 @@ def test_dream_real_half_is_exact_and_gif_has_the_frames(setup, tmp_path):
     assert first[:12].any()  # the captions are drawn
     rows = (tmp_path / "d.csv").read_text().strip().splitlines()
     assert len(rows) == steps + 1 and (tmp_path / "d.png").exists()
-    res = run_cli("dream", "--run", setup / "run", "--episode", p, "--start", "2", "--out", tmp_path / "x.gif")
+    res = run_here("dream", "--run", setup / "run", "--episode", p, "--start", "2", "--out", tmp_path / "x.gif")
     assert res.returncode == 2 and "--start" in res.stderr
 
 
@@ -159,7 +159,7 @@ def test_a_run_with_another_n_context_plays_and_dreams_or_is_refused(setup, tmp_
     d = WorldModelEnv(tmp_path / "run2", upsampler=False, device="cpu")
     with pytest.raises(UserError, match="2 past frames.*--context 2"):
         d.reset(sp.low[0][:1], sp.actions[0][:1])
-    res = run_cli("dream", "--run", tmp_path / "run2", "--episode", p, "--start", "1", "--out", tmp_path / "x.gif")
+    res = run_here("dream", "--run", tmp_path / "run2", "--episode", p, "--start", "1", "--out", tmp_path / "x.gif")
     assert res.returncode == 2 and "--start must be in 2.." in res.stderr
 
 

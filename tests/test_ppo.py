@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_here
 from mario_kit.collectors import COLLECTORS
 from mario_kit.agents.ppo import AgentConfig, load_agent, train_agent
 from mario_kit.datasets.dataset import Dataset
@@ -106,7 +106,7 @@ def test_eval_cli_and_bad_models(agent_run, tmp_path):
     assert set(r) == {"mean_return", "mean_max_x", "best_max_x", "completion_rate"} and r["best_max_x"] >= 40
     (tmp_path / "x.zip").write_bytes(b"PK\x03\x04junk")
     for path in (tmp_path / "x.zip", tmp_path / "missing.zip"):
-        res = run_cli("agent", "eval", path)
+        res = run_here("agent", "eval", path)
         assert res.returncode == 2 and res.stderr.startswith("error:")
     res = run_cli(
         "collect",

@@ -71,7 +71,7 @@ def test_the_shipped_model_beats_copy_last_on_an_episode_recorded_here(tmp_path)
     assert model_db > copy_db + 1.0, (model_db, copy_db)
 
 
-def test_a_changed_shipped_file_is_refused_with_exit_2(tmp_path, monkeypatch, capsys):
+def test_a_changed_shipped_file_is_refused_with_exit_2(tmp_path, monkeypatch):
     copy = tmp_path / "shipped"
     shutil.copytree(shipped.FOLDER, copy)
     data = bytearray((copy / "denoiser.pt").read_bytes())
@@ -81,7 +81,7 @@ def test_a_changed_shipped_file_is_refused_with_exit_2(tmp_path, monkeypatch, ca
         shipped.manifest(copy)
     monkeypatch.setattr(shipped, "FOLDER", copy)
     monkeypatch.setenv("MARIO_KIT_KEYS", "escape@1")
-    code, _, err = run_main(capsys, "play", "--no-upsampler")
+    code, _, err = run_main("play", "--no-upsampler")
     assert code == 2 and "does not match its checksum" in err and err.count("\n") == 1 and "Traceback" not in err
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_store, run_cli
+from conftest import make_store, run_cli, run_here
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.loader import WindowDataset
 from mario_kit.world_model.training.presets import get_config
@@ -408,19 +408,19 @@ def test_bad_checkpoints_are_refused(tmp_path, store):
     res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "--set", "max_steps=2", "-q")
     assert res.returncode == 0, res.stderr
     assert (
-        run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q").returncode == 2
+        run_here("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q").returncode == 2
     )  # exists
     ck = tmp_path / "r" / "denoiser.pt"
     ck.write_bytes(b"not a checkpoint")
-    res = run_cli("evaluate", tmp_path / "r", "--store", store)
+    res = run_here("evaluate", tmp_path / "r", "--store", store)
     assert res.returncode == 2 and "not a readable mario-kit checkpoint" in res.stderr and "Traceback" not in res.stderr
     torch.save(torch.nn.Linear(2, 2), ck)  # a pickled module: weights_only loading refuses it
-    res = run_cli("evaluate", tmp_path / "r", "--store", store)
+    res = run_here("evaluate", tmp_path / "r", "--store", store)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     torch.save({"kind": "something-else"}, ck)
-    assert run_cli("evaluate", tmp_path / "r", "--store", store).returncode == 2
+    assert run_here("evaluate", tmp_path / "r", "--store", store).returncode == 2
     for bad in (["--set", "nope=1"], ["--set", "lr=fast"], ["--config", "huge"]):
-        res = run_cli("train", "--store", store, "--out", tmp_path / "x", "--config", "tiny", *bad)
+        res = run_here("train", "--store", store, "--out", tmp_path / "x", "--config", "tiny", *bad)
         assert res.returncode == 2 and res.stderr.startswith("error:")
 
 
@@ -460,7 +460,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
         (["--set", "sampler.steps=0"], "steps >= 1"),
         (["--set", "sampler.nope=1"], "unknown setting"),
     ):
-        res = run_cli("evaluate", tmp_path / "r", "--store", store, "--out", tmp_path / "bad", *bad)
+        res = run_here("evaluate", tmp_path / "r", "--store", store, "--out", tmp_path / "bad", *bad)
         assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not (tmp_path / "bad").exists()
     # an upsampler-only run: evaluate scores the upsampler against bicubic, the same frames as above
@@ -491,10 +491,10 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     assert res.returncode == 0 and u2["sampler"]["steps"] == 2
     assert u2["upsampler_alone"]["upsampler"] != u["upsampler_alone"]["upsampler"]
     assert u2["upsampler_alone"]["bicubic"] == u["upsampler_alone"]["bicubic"]
-    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--upsampler-steps", "0")
+    res = run_here("evaluate", tmp_path / "r", "--store", store, "--upsampler-steps", "0")
     assert res.returncode == 2 and "--upsampler-steps" in res.stderr
     (tmp_path / "r" / "upsampler.pt").unlink()
-    res = run_cli("evaluate", tmp_path / "r", "--store", store)
+    res = run_here("evaluate", tmp_path / "r", "--store", store)
     assert res.returncode == 2 and "neither" in res.stderr
 
 
@@ -547,7 +547,7 @@ def test_resume_reads_the_runs_config_and_allows_only_safe_changes(tmp_path, sto
     run = tmp_path / "r"
     res = run_cli("train", "--store", store, "--out", run, "--config", "tiny", "--set", "max_steps=2", "-q")
     assert res.returncode == 0, res.stderr
-    res = run_cli("train", "--store", store, "--out", run, "--resume", "--set", "lr=0.01", "-q")
+    res = run_here("train", "--store", store, "--out", run, "--resume", "--set", "lr=0.01", "-q")
     assert res.returncode == 2 and "lr: 0.001 -> 0.01" in res.stderr, res.stderr
     res = run_cli(
         "train", "--store", store, "--out", run, "--resume", "--set", "max_steps=3", "-q"
@@ -606,10 +606,10 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path, store):
         (tmp_path / "a" / "config.json", "not a readable"),
         (tmp_path / "other.pt", "action set right_only"),
     ):
-        res = run_cli("train", "--out", tmp_path / "c", *tiny, "--set", f"init={bad}")
+        res = run_here("train", "--out", tmp_path / "c", *tiny, "--set", f"init={bad}")
         assert res.returncode == 2 and why in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not (tmp_path / "c").exists()
-    res = run_cli(
+    res = run_here(
         "train",
         "--out",
         tmp_path / "c",
@@ -655,7 +655,7 @@ def test_learning_rate_warms_up_holds_and_decays_to_zero_at_max_steps(tmp_path, 
         (5, 0.000333),
         (6, 0.0),
     ]
-    res = run_cli("train", "--store", store, "--out", tmp_path / "s", "--config", "tiny", "--set", "decay_steps=3")
+    res = run_here("train", "--store", store, "--out", tmp_path / "s", "--config", "tiny", "--set", "decay_steps=3")
     assert res.returncode == 2 and "decay_steps (3) needs max_steps" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "s").exists()
 
@@ -668,7 +668,7 @@ def test_decay_fraction_and_the_steps_a_time_limit_plans():
     assert lr_factor(5, get_config("tiny", ["warmup_steps=1", "decay_fraction=0.25"])) == 1  # no max_steps: no decay
     assert plan_steps(120, 100, 25.0, get_config("tiny", ["time_limit=100"])) == 420
     assert plan_steps(120, 100, 125.0, get_config("tiny", ["time_limit=100"])) == 121  # past the limit: one more
-    res = run_cli(
+    res = run_here(
         "train",
         "--store",
         "x",
