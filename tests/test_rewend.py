@@ -162,9 +162,32 @@ def test_dream_vec_env_steps_n_dreams_resets_on_ends_and_is_seeded(setup, tmp_pa
 def test_a_ppo_agent_trained_in_the_dream_loads_in_agent_eval_and_plain_sb3(setup, tmp_path):
     from stable_baselines3 import PPO
 
-    res = run_cli("agent", "train", "--dream", "--run", setup / "run", "--spawn", setup / "spawns.h5",
-                  "--out", tmp_path / "ag", "--timesteps", "64", "--workers", "4", "--set", "n_steps=16",
-                  "--set", "batch_size=32", "--set", "n_epochs=1", "--eval-every", "100000", "-q")  # fmt: skip
+    res = run_cli(
+        "agent",
+        "train",
+        "--dream",
+        "--run",
+        setup / "run",
+        "--spawn",
+        setup / "spawns.h5",
+        "--out",
+        tmp_path / "ag",
+        "--timesteps",
+        "64",
+        "--workers",
+        "4",
+        "--set",
+        "n_steps=16",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "n_epochs=1",
+        "--eval-every",
+        "100000",
+        "--set",
+        "max_episode_steps=6",
+        "-q",
+    )  # fmt: skip  (episodes end: the file keeps their records)
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "ag" / "dream.json").read_text())["run"] == str(setup / "run")
     res = run_cli("agent", "eval", tmp_path / "ag" / "agent.zip", "--episodes", "1", "--json")
@@ -173,6 +196,7 @@ def test_a_ppo_agent_trained_in_the_dream_loads_in_agent_eval_and_plain_sb3(setu
     assert r["mean_max_x"] > 0  # scored in the real game
     model = PPO.load(tmp_path / "ag" / "agent.zip", device="cpu")
     assert model.observation_space.shape == (4, 84, 84) and model.num_timesteps == 64  # channels first in SB3
+    assert len(model.ep_info_buffer) >= 4 and all(isinstance(e["r"], float) for e in model.ep_info_buffer)
     # --run without --dream is refused; a run without a reward and end model too
     res = run_here("agent", "train", "--run", setup / "run", "--out", tmp_path / "x")
     assert res.returncode == 2 and "--dream" in res.stderr

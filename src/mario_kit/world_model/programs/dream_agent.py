@@ -28,7 +28,7 @@ DREAM_FILE = "dream.json"  # beside the agent: which world model it learned in
 
 class DreamShaping(VecEnvWrapper):
     """`make_env`'s training-only shaping for the dream: the death penalty on a predicted death, then
-    the reward scale (after VecMonitor, so logs stay in game units)."""
+    the reward scale (after VecMonitor, so logs stay in game units); episode records as plain numbers."""
 
     def __init__(self, venv: VecEnv, penalty: float, scale: float):
         super().__init__(venv)
@@ -40,6 +40,9 @@ class DreamShaping(VecEnvWrapper):
     def step_wait(self) -> Any:
         obs, rewards, dones, infos = self.venv.step_wait()
         rewards = rewards - self.penalty * np.array([i.get("end") == "death" for i in infos], np.float32)
+        for info in infos:  # VecMonitor's episode record holds numpy scalars; SB3 saves the last 100 of
+            if "episode" in info:  # them in the agent file, whose loader refuses pickled objects
+                info["episode"] = {k: v.item() if isinstance(v, np.generic) else v for k, v in info["episode"].items()}
         return obs, rewards * self.scale, dones, infos
 
 
