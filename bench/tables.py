@@ -46,6 +46,7 @@ AREAS = [
     "gpu",
     "agent",
     "dream_vec_env",
+    "dream_budget",
     "balance",
     "report",
     "world_model",
