@@ -40,8 +40,9 @@ class WorldModelEnv:
 
     On CUDA the whole step (every denoising step and the upsampler) is one captured CUDA graph by
     default: at batch 1 these small U-Nets are bound by kernel launches, not arithmetic (the same
-    frames, faster: docs/BENCHMARKS.md, "On a GPU"). `bf16` None: bfloat16 autocast on a CPU with
-    bf16 arithmetic (`hardware.fast_bf16`), fp32 elsewhere (`play`, `DreamEnv`, `DreamVecEnv`)."""
+    frames, faster: docs/BENCHMARKS.md, "On a GPU"). `bf16` None, what `play`, `DreamEnv` and
+    `DreamVecEnv` pass by default: bfloat16 autocast on a CPU with bf16 arithmetic
+    (`hardware.fast_bf16`), fp32 elsewhere."""
 
     def __init__(
         self,
