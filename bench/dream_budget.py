@@ -61,7 +61,9 @@ def tree_cpu(root: int, seen: dict[int, float]) -> float:
 
 
 def shown(cmd: list[str]) -> str:
-    return " ".join(cmd[:3] == MK and ["mario-kit", *cmd[3:]] or [Path(cmd[0]).name, *cmd[1:]])
+    """The command as a user types it: `mario-kit ...`, or the script's name and arguments."""
+    words = ["mario-kit", *cmd[3:]] if cmd[:3] == MK else [Path(cmd[0]).name, *cmd[1:]]
+    return " ".join(words)
 
 
 def run(cmd: list[str], log: Path, cpu_limit: float | None = None, watch: Path | None = None) -> dict[str, Any]:
