@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_here
 from mario_kit import UserError
 from mario_kit.balancing import make_strategy
 from mario_kit.balancing.hash import TABLE, load_table, merge_shards, scenario_key
@@ -112,16 +112,17 @@ def test_table_survives_restart_and_workers_merge(tmp_path):
         make_strategy("hash", Fixed([1]), SIMPLE, p=1.0, table_dir=tmp_path, x_bucket=16)  # another key
 
 
-def _synthetic(d, actions_per_episode):
+def _synthetic(d, actions_per_episode, level: str = "1-1", x0: int = 40):
+    """Episodes of the given actions, Mario moving 8 px a step from x0."""
     d.mkdir(parents=True, exist_ok=True)
     frame = np.zeros(F.FRAME_SHAPE, np.uint8)
+    world, stage = map(int, level.split("-"))
     for acts in actions_per_episode:
-        w = EpisodeWriter(d, EpisodeMeta("SuperMarioBros-1-1-v0", "1-1", 4, SIMPLE, "random"))
+        w = EpisodeWriter(d, EpisodeMeta(f"SuperMarioBros-{level}-v0", level, 4, SIMPLE, "random"))
         w.add_frame(frame)
         for t, a in enumerate(acts):
-            w.add_step(
-                int(a), frame, 0.0, False, False, {"world": 1, "stage": 1, "x_pos": 40 + 8 * t, "y_pos": 79}, [0] * 4
-            )
+            info = {"world": world, "stage": stage, "x_pos": x0 + 8 * t, "y_pos": 79}
+            w.add_step(int(a), frame, 0.0, False, False, info, [0] * 4)
         w.finish("truncated")
 
 
@@ -142,12 +143,47 @@ def test_balance_moves_a_skewed_dataset_toward_the_target(tmp_path):
     assert r["after"]["right"] == pytest.approx(0.7, abs=1e-3)
 
 
+def test_place_weights_give_every_stage_and_x_bucket_an_even_share(tmp_path):
+    """The place strategy: a stage's start played over and over, its far part and another stage once;
+    weighted, each place (stage, 512-px bucket of x) draws the same share, within max_weight."""
+    rng = np.random.default_rng(0)
+    d = tmp_path / "d"
+    _synthetic(d, [rng.choice(7, 64) for _ in range(6)], x0=0)  # 1-1 x 0-511: 384 steps
+    _synthetic(d, [rng.choice(7, 64)], x0=2048)  # 1-1 x 2048-2559: 64 steps
+    _synthetic(d, [rng.choice(7, 32)], level="1-2", x0=512)  # 1-2 x 512-767: 32 steps
+    r = balance_dataset(d, tmp_path / "w.npz", "place")
+    places = {(p["level"], p["x_from"]): p for p in r["places"]}
+    assert set(places) == {("1-1", 0), ("1-1", 2048), ("1-2", 512)}
+    assert [places[k]["steps"] for k in sorted(places)] == [384, 64, 32]
+    assert places["1-1", 0]["before"] == pytest.approx(0.8)
+    assert all(p["after"] == pytest.approx(1 / 3, abs=1e-3) for p in r["places"])
+    with np.load(tmp_path / "w.npz") as z:
+        w = np.concatenate([z[k] for k in sorted(z.files) if k != "__meta__"])
+    assert w.mean() == pytest.approx(1, abs=1e-5) and w.max() == pytest.approx(480 / 3 / 32, rel=1e-4)
+    # capped: no step above twice the mean, so the rare places gain, but less than evenly
+    capped = {
+        (p["level"], p["x_from"]): p["after"]
+        for p in balance_dataset(d, tmp_path / "c.npz", "place", max_weight=2.0)["places"]
+    }
+    assert capped["1-2", 512] == pytest.approx(2 * 32 / 480, abs=1e-3) and capped["1-1", 0] < 0.8
+    soft = balance_dataset(d, tmp_path / "s.npz", "place", power=0.5, max_weight=100.0)["places"]
+    assert [p["after"] for p in soft] == sorted(p["after"] for p in soft)[::-1]  # more steps, still more samples
+    assert balance_dataset(d, tmp_path / "b.npz", "place", x_bucket=4096)["places"][0]["steps"] == 448
+    # through the command: the table of places and the one-line summary
+    res = run_here("balance", d, "--strategy", "place", "--out", tmp_path / "cli.npz")
+    assert res.returncode == 0 and "place: step shares" in res.stdout, res.stderr
+    assert "3 places; after weighting each holds 33.3-33.3% of the samples" in res.stdout
+
+
 def test_bad_strategies_and_parameters_exit_2(tmp_path):
     _synthetic(tmp_path / "d", [[1, 2, 3]])
     for args in (
         ["balance", tmp_path / "d", "--strategy", "nope", "--out", tmp_path / "w.npz"],
         ["balance", tmp_path / "d", "--strategy", "hash", "--set", "cap=2", "--out", tmp_path / "w.npz"],
         ["balance", tmp_path / "d", "--strategy", "class", "--set", "bogus=1", "--out", tmp_path / "w.npz"],
+        ["balance", tmp_path / "d", "--strategy", "place", "--set", "power=2", "--out", tmp_path / "w.npz"],
+        ["balance", tmp_path / "d", "--strategy", "place", "--set", "x_bucket=0", "--out", tmp_path / "w.npz"],
+        ["balance", tmp_path / "d", "--strategy", "place", "--set", "max_weight=0.5", "--out", tmp_path / "w.npz"],
         ["collect", "--random", "--steps", "5", "--balance", "nope", "--out", tmp_path / "c"],
         [
             "collect",
@@ -162,7 +198,7 @@ def test_bad_strategies_and_parameters_exit_2(tmp_path):
             tmp_path / "c",
         ],
     ):
-        res = run_cli(*args)
+        res = run_here(*args)
         assert res.returncode == 2 and res.stderr.startswith("error:") and "Traceback" not in res.stderr, (
             args,
             res.stderr,

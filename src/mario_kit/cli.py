@@ -335,7 +335,7 @@ def report(
 @app.command()
 def balance(
     directory: Path = EPISODE_DIR,
-    strategy: str = typer.Option("class", "--strategy", help="class | hash | repeat."),
+    strategy: str = typer.Option("class", "--strategy", help="class | hash | repeat | place."),
     out_file: Path = typer.Option(..., "--out", help="Weights file to write (.npz), for `dataset build --weights`."),
     params: list[str] = typer.Option([], "--set", help="Strategy parameter key=value, e.g. cap=0.4, target=NOOP."),
     force: bool = typer.Option(False, "--force", help="Overwrite the weights file."),
@@ -358,10 +358,34 @@ def balance(
     for a in r["before"]:
         t.add_row(a, f"{100 * r['before'][a]:.1f}%", f"{100 * r['after'][a]:.1f}%")
     out.print(t)
+    if "places" in r:
+        _print_places(r["places"])
     out.print(
         f"entropy {r['entropy_bits_before']} -> {r['entropy_bits_after']} bits; effective samples "
         f"{r['effective_samples']:,.0f} of {r['steps']:,}; weights: {out_file}"
     )
+
+
+def _print_places(places: list[dict]) -> None:
+    """The place strategy's shares: a row a place where there are at most 40, then their range after."""
+    if not places:
+        return
+    if len(places) <= 40:
+        t = Table(title="place: step shares before and after weighting")
+        for c in ("stage", "x", "steps", "before", "after"):
+            t.add_column(c, justify="left" if c == "stage" else "right")
+        for p in places:
+            row = (
+                p["level"],
+                str(p["x_from"]),
+                f"{p['steps']:,}",
+                f"{100 * p['before']:.1f}%",
+                f"{100 * p['after']:.1f}%",
+            )
+            t.add_row(*row)
+        out.print(t)
+    a = [p["after"] for p in places]
+    out.print(f"{len(places)} places; after weighting each holds {100 * min(a):.1f}-{100 * max(a):.1f}% of the samples")
 
 
 agent_app = typer.Typer(help="Train and evaluate PPO agents (stable-baselines3).", no_args_is_help=True)

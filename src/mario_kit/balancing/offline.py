@@ -11,6 +11,10 @@ histograms). Weights have mean 1 over all steps.
           steps are down-weighted so that its share is at most `cap`.
 - repeat: steps inside held runs (>= `min_run` steps) of the target actions are up-weighted so that
           the target actions' weighted share reaches `share` (default: uniform share per target).
+- place:  weight = 1 / (steps of the step's place)^`power`, a place being a stage and an `x_bucket`-px
+          span of Mario's x (`evaluate`'s by-place buckets), so that a stage's well-trodden start
+          does not take most of the training samples from its far parts; no step's weight above
+          `max_weight` times the mean (a place of a few steps would otherwise be sampled endlessly).
 """
 
 from __future__ import annotations
@@ -75,8 +79,10 @@ def balance_dataset(
         w = _hash(eps, n, **params)
     elif strategy == "repeat":
         w = _repeat(eps, aset, **params)
+    elif strategy == "place":
+        w = _place(eps, **params)
     else:
-        raise UserError(f"unknown strategy {strategy!r}; choose class, hash or repeat")
+        raise UserError(f"unknown strategy {strategy!r}; choose class, hash, repeat or place")
     w = (w / w.mean()).astype(np.float32) if len(w) else w.astype(np.float32)
     before = np.bincount(acts, minlength=n).astype(float)
     after = np.bincount(acts, weights=w, minlength=n)
@@ -90,6 +96,8 @@ def balance_dataset(
         "entropy_bits_after": round(entropy_bits(after), 3),
         "effective_samples": round(effective_samples(w), 1),
     }
+    if strategy == "place":
+        report["places"] = place_shares(eps, w, int(params.get("x_bucket", F.PLACE_PX)))
     arrays, pos = {}, 0
     for name, a, _ in eps:
         arrays[name] = w[pos : pos + len(a)]
@@ -145,6 +153,49 @@ def _hash(
         if cd / N > cap and N > cd:
             w[idx[acts[idx] == d]] = cap * (N - cd) / ((1 - cap) * cd)
     return w
+
+
+def _place_keys(eps, x_bucket: int) -> np.ndarray:
+    """Each step's place as one integer: (world, stage, x // x_bucket)."""
+    return np.concatenate(
+        [
+            (np.asarray(i["world"], np.int64) * 16 + np.asarray(i["stage"], np.int64)) << 20
+            | np.asarray(i["x_pos"], np.int64) // x_bucket
+            for _, _, i in eps
+        ]
+    )
+
+
+def _place(eps, x_bucket: int = F.PLACE_PX, power: float = 1.0, max_weight: float = 10.0) -> np.ndarray:
+    if not isinstance(x_bucket, int) or x_bucket < 1:
+        raise UserError("place: x_bucket must be a whole number of pixels >= 1")
+    if not 0 <= power <= 1 or max_weight < 1:
+        raise UserError("place: power must be in [0, 1] and max_weight >= 1")
+    _, inverse, counts = np.unique(_place_keys(eps, x_bucket), return_inverse=True, return_counts=True)
+    w = counts[inverse].astype(float) ** -power
+    for _ in range(50):  # no step above max_weight times the mean: a rare place's few frames not repeated endlessly
+        w = w / w.mean() if len(w) else w
+        if not len(w) or w.max() <= max_weight * (1 + 1e-6):
+            break
+        w = np.minimum(w, max_weight)
+    return w
+
+
+def place_shares(eps, w: np.ndarray, x_bucket: int) -> list[dict[str, Any]]:
+    """Per place (stage, x from): its steps and its share of the steps before and after weighting."""
+    keys = _place_keys(eps, x_bucket)
+    uk, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    after = np.bincount(inverse, weights=w, minlength=len(uk))
+    return [
+        {
+            "level": f"{k >> 20 >> 4}-{(k >> 20) & 15}",
+            "x_from": int(k & ((1 << 20) - 1)) * x_bucket,
+            "steps": int(c),
+            "before": round(float(c / max(len(keys), 1)), 4),
+            "after": round(float(a / max(w.sum(), 1e-12)), 4),
+        }
+        for k, c, a in zip(uk.tolist(), counts, after)
+    ]
 
 
 def _repeat(eps, aset, target: str | list = "NOOP", min_run: int = 4, share: float | None = None) -> np.ndarray:

@@ -58,6 +58,8 @@ INFO_COLUMNS: dict[str, np.dtype] = {
 # Columns a reader does without: files written before they existed lack them.
 OPTIONAL_COLUMNS = frozenset({f"{INFO_GROUP}/left_x_pos"})
 STATUS_CODES = {"small": 0, "tall": 1, "fireball": 2}
+PLACE_PX = 512  # a place: a stage and an x bucket of this width (two screens), as `evaluate --place-windows`
+# scores the model and `balance --strategy place` evens out the data
 
 # Every per-step (T,) dataset with its on-disk dtype, info columns by their path.
 STEP_COLUMNS: dict[str, np.dtype] = {

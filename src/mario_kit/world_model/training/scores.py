@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mario_kit.datasets import format as F
+
 
 @dataclass
 class PsnrStats:
@@ -88,7 +90,7 @@ class RolloutScores:
     copy_last_ssim_last_full_res: float | None = None
 
 
-PLACE_PX = 512  # width of an x bucket of `by_place` (two screens)
+PLACE_PX = F.PLACE_PX  # width of an x bucket of `by_place` (two screens)
 PLACE_HORIZON = 32  # the rollout length scored per place
 
 
