@@ -9,10 +9,14 @@
 #      seconds (at most 8 minutes; `time_limit` ends its learning-rate decay there), evaluated with the
 #      arguments of the CPU figures (docs/BENCHMARKS.md): the carried evaluation set (bench/evalset.py)
 #      in full, then 256 rollouts of 32 steps on it and on the fresh episodes; its denoiser.pt (16-bit
-#      weights), the reward and end model (rewend.pt), run.tar (config.json, log.csv, summary.json,
-#      rewend.json) and the evaluations come back in $OUT/wm/; device.log holds the synthetic rate
-#      of the recipe's step (bench/train.py, variant tf32) beside the run's own; WM_BASE=RUN scores
-#      another model (the shipped one) on the same set in the same call. What to carry is
+#      weights) and the reward and end model (rewend.pt) come back in $OUT/wm/, with run.tar: wm/
+#      (config.json, log.csv, summary.json), rewend/rewend.json and the evaluations (eval-*/
+#      evaluation.json; what comes back from $OUT is at most 8 files); device.log holds the synthetic
+#      rate of the recipe's step (bench/train.py, variant tf32) beside the run's own; WM_BASE=RUN
+#      scores another model (the shipped one) on the same set in the same call; WM_B_SET="--set ..."
+#      trains a second run beside the first for the same time, differing only by these settings
+#      (an A/B at equal GPU time: e.g. `--set weighted=true` on a store built with place weights),
+#      scored on the same set (its denoiser.pt in $OUT/wm-b/). What to carry is
 #      made by bench/device_carry.sh (.whl/ and runs/carry/, about 20 MB):
 #        carry [".whl", "runs/carry"], command: PARTS=wm OUT=$OUT bash bench/device.sh
 #   6. diamond: DIAMOND's own denoiser training step beside ours at batch 32 and 128
@@ -41,6 +45,8 @@ WM_FRESH=${WM_FRESH:-runs/carry/fresh.zarr}  # fresh episodes for part 5's 256 r
 WM_EVAL_ARGS=${WM_EVAL_ARGS:---windows 256 --rollouts 64 --horizons 8,32,64}  # part 5's full evaluation
 WM_ROLL_ARGS=${WM_ROLL_ARGS:---windows 16 --rollouts 256 --horizons 32 --place-windows 0}  # and its set and fresh 32-step ones
 WM_BASE=${WM_BASE:-}    # a run (or the shipped folder) scored with WM_EVAL_ARGS on the same set, the baseline of the same call
+WM_B_SET=${WM_B_SET:-}  # a second run trained at the same time with these --set overrides on top of WM_SET (A/B)
+WM_REWEND=${WM_REWEND:-1}  # 0: no reward and end model in part 5 (two minutes of the call kept for the rest)
 DIAMOND=${DIAMOND:-.diamond}  # part diamond: a checkout of github.com/eloialonso/diamond (carried, not vendored)
 TMP=${TMP_DIR:-/tmp/mk-device}
 mkdir -p "$OUT" "$TMP"
@@ -90,29 +96,49 @@ if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
     # the synthetic rate of the recipe's own step (fp32 with TF32, batch 128), for train/synthetic
     part wm-synth 60 sh -c "$PY bench/train.py --device $DEV --batch 128 --steps $STEPS --variants tf32 > $TMP/synth.json"
     { echo "-- synth.json"; cat "$TMP/synth.json"; } >>"$LOG" 2>&1
-    part wm-train $((T_WM + 120)) $MK train --store "$WM_STORE" --config gpu --set device=$DEV \
-        --set time_limit=$T_WM $WM_SET --out "$TMP/wm" --force -q
+    # the stores' frames decoded once, before runs that would each decode them at the same time
+    $PY -c "import sys; from pathlib import Path; from mario_kit.datasets.loader import materialize_low as m; [m(Path(a)) for a in sys.argv[1:]]" \
+        "$WM_STORE" "$WM_EVAL" >>"$LOG" 2>&1
+    train="$MK train --store $WM_STORE --config gpu --set device=$DEV --set time_limit=$T_WM $WM_SET --force -q"
+    runs="wm"
+    if [ -n "$WM_B_SET" ]; then
+        runs="wm wm-b"
+        part wm-train $((T_WM + 120)) sh -c "$train --out $TMP/wm & $train $WM_B_SET --out $TMP/wm-b & wait"
+    else
+        part wm-train $((T_WM + 120)) $train --out "$TMP/wm"
+    fi
     # the weights alone in 16 bits (~9 MB; a training checkpoint, ~70 MB, is over what comes back from
     # $OUT), copied before the evaluations so that a failed one cannot take them with it
-    $PY -c "import sys; from mario_kit.world_model.model.shipped import slim; slim(sys.argv[1], sys.argv[2])" \
-        "$TMP/wm/denoiser.pt" "$OUT/wm/denoiser.pt" 2>>"$LOG"
+    for r in $runs; do
+        mkdir -p "$OUT/$r"
+        $PY -c "import sys; from mario_kit.world_model.model.shipped import slim; slim(sys.argv[1], sys.argv[2])" \
+            "$TMP/$r/denoiser.pt" "$OUT/$r/denoiser.pt" 2>>"$LOG"
+    done
+    pack() {  # the small files in one archive, remade after each part (a later part may not finish)
+        (cd "$TMP" && tar -cf "$OUT/wm/run.tar" $(ls -d wm*/log.csv wm*/summary.json wm*/config.json \
+            rewend/rewend.json eval-*/evaluation.json 2>/dev/null) 2>>"$LOG")
+    }
+    pack
     # the reward and end model from the same store (issue 44), beside the denoiser
-    part wm-rewend 120 $MK train --store "$WM_STORE" --config gpu --set device=$DEV --set stage=rewend \
-        --out "$TMP/rewend" --force -q
-    cp "$TMP/rewend/rewend.pt" "$OUT/wm/" 2>>"$LOG"
-    # the small files in one archive: what comes back from $OUT is at most 8 files
-    tar -cf "$OUT/wm/run.tar" -C "$TMP" wm/log.csv wm/summary.json wm/config.json rewend/rewend.json 2>>"$LOG"
-    part wm-eval 150 $MK evaluate "$TMP/wm" --store "$WM_EVAL" --device $DEV $WM_EVAL_ARGS --out "$TMP/wm-eval"
-    cp "$TMP/wm-eval/evaluation.json" "$OUT/wm/" 2>>"$LOG"
+    if [ "$WM_REWEND" != 0 ]; then
+        part wm-rewend 120 $MK train --store "$WM_STORE" --config gpu --set device=$DEV --set stage=rewend \
+            --out "$TMP/rewend" --force -q
+        cp "$TMP/rewend/rewend.pt" "$OUT/wm/" 2>>"$LOG"
+        pack
+    fi
+    evals=""
+    for r in $runs; do evals="$evals $MK evaluate $TMP/$r --store $WM_EVAL --device $DEV $WM_EVAL_ARGS --out $TMP/eval-$r &"; done
+    part wm-eval 150 sh -c "$evals wait"
+    pack
     for pair in "eval:$WM_EVAL" "fresh:$WM_FRESH"; do  # the 32-step target's figure: 256 rollouts, set and fresh
         s=${pair%%:*} store=${pair#*:}
         [ -d "$store" ] || continue
-        part wm-$s-256 120 $MK evaluate "$TMP/wm" --store "$store" --device $DEV $WM_ROLL_ARGS --out "$TMP/wm-$s-256"
-        cp "$TMP/wm-$s-256/evaluation.json" "$OUT/wm/evaluation-$s-256.json" 2>>"$LOG"
+        part wm-$s-256 120 $MK evaluate "$TMP/wm" --store "$store" --device $DEV $WM_ROLL_ARGS --out "$TMP/eval-$s-256"
+        pack
     done
     if [ -n "$WM_BASE" ]; then
-        part wm-base 150 $MK evaluate "$WM_BASE" --store "$WM_EVAL" --device $DEV $WM_EVAL_ARGS --out "$TMP/wm-base"
-        cp "$TMP/wm-base/evaluation.json" "$OUT/wm/evaluation-base.json" 2>>"$LOG"
+        part wm-base 150 $MK evaluate "$WM_BASE" --store "$WM_EVAL" --device $DEV $WM_EVAL_ARGS --out "$TMP/eval-base"
+        pack
     fi
 elif want wm; then
     echo "== wm: skipped, $WM_STORE or $WM_EVAL is missing (make them with bench/device_carry.sh)" | tee -a "$LOG"

@@ -12,16 +12,21 @@
 #       defaults: runs/mix/episodes runs/eval/episodes runs/eval-fresh/episodes (the frozen training
 #       mix, the evaluation set and the fresh episodes:
 #       .venv/bin/python bench/wm_data.py rebuilds them from bench/data/)
+#   WEIGHTS=W.npz builds the training store with sampling weights of TRAIN_EPISODES (`mario-kit balance
+#   TRAIN_EPISODES --strategy place --out W.npz`), which a run uses with `--set weighted=true`.
 # Then, with the device tool: carry [".whl", "runs/carry"], command
 #   PARTS=wm OUT=$OUT bash bench/device.sh
+# or the place-weights A/B at equal GPU time (docs/BENCHMARKS_LOG.md, "On a GPU"):
+#   PARTS=wm WM_B_SET="--set weighted=true" OUT=$OUT bash bench/device.sh
 set -eu
 TRAIN=${1:-runs/mix/episodes}
 EVAL=${2:-runs/eval/episodes}
 FRESH=${3:-runs/eval-fresh/episodes}
 PY=${PY:-.venv/bin/python}
+WEIGHTS=${WEIGHTS:-}
 MK="$PY -m mario_kit"
 mkdir -p runs/carry .whl
-$MK dataset build "$TRAIN" --out runs/carry/train.zarr -q
+$MK dataset build "$TRAIN" --out runs/carry/train.zarr -q --force ${WEIGHTS:+--weights "$WEIGHTS"}
 $MK dataset build "$EVAL" --out runs/carry/eval.zarr -q
 $MK dataset build "$FRESH" --out runs/carry/fresh.zarr -q
 # the versions this checkout runs with, as wheels for the lent machine's Python (numpy comes with its torch)
