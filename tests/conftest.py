@@ -30,6 +30,8 @@ LONGEST_FIRST = ("test_world_model.py", "test_readme.py", "test_ray.py", "test_p
 # new test lands in the right tier without anyone remembering to mark it.
 SLOW_WORDS = (
     "run_cli(",
+    '"train"',  # run_here("train", ...): training in this process
+    '"evaluate"',
     "subprocess",
     "Popen",
     "torchrun",
@@ -85,13 +87,17 @@ def run_cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProce
 
 
 def run_here(*args: str) -> subprocess.CompletedProcess:
-    """`mario-kit ARGS` through the same entry point in this process, for refusals: what `run_cli`
-    shows (exit code, stdout, stderr; an escaped exception as exit 1 with its traceback) without
-    starting a process that imports torch again for a one-line error."""
+    """`mario-kit ARGS` through the same entry point in this process: what `run_cli` shows (exit code,
+    stdout, stderr; an escaped exception as exit 1 with its traceback) without starting a process that
+    imports torch again (seconds each: torch, then torch._dynamo on the first optimizer). For refusals
+    and for commands whose subject is not the process itself; signals, kills, torchrun and the
+    README's commands keep a real process (`run_cli`). torch's thread count is put back after."""
     import traceback
     from contextlib import redirect_stderr, redirect_stdout
     from io import StringIO
 
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
     out, err, old = StringIO(), StringIO(), sys.argv
     sys.argv = ["mario-kit", *map(str, args)]
     try:
@@ -105,6 +111,8 @@ def run_here(*args: str) -> subprocess.CompletedProcess:
         code = 1
     finally:
         sys.argv = old
+        if threads is not None and sys.modules["torch"].get_num_threads() != threads:
+            sys.modules["torch"].set_num_threads(threads)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 

@@ -71,11 +71,11 @@ def test_the_readme_links_to_figures_instead_of_repeating_them():
 def test_the_readmes_python_blocks_run(tmp_path):
     """Every ```python block of the README, in order, in one namespace, in a folder where `make demo`
     has run (a store and a briefly trained run at demo/, as the demo writes them)."""
-    from conftest import make_store, run_cli
+    from conftest import make_store, run_here
 
     make_store(tmp_path / "demo", episodes=6, seed=3)
     (tmp_path / "demo" / "s.zarr").rename(tmp_path / "demo" / "store.zarr")
-    train = run_cli(
+    train = run_here(
         "train",
         "--store",
         tmp_path / "demo" / "store.zarr",

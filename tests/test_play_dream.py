@@ -31,7 +31,7 @@ def dream(run, episode, start, length, out, **kw):
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("play")
     make_store(d, episodes=3, seed=4)
-    res = run_cli(
+    res = run_here(
         "train",
         "--store",
         d / "s.zarr",
@@ -133,7 +133,7 @@ def test_dream_steps_are_seeded_and_cuda_graphs_replay_the_eager_step(setup):
 def test_a_run_with_another_n_context_plays_and_dreams_or_is_refused(setup, tmp_path):
     """n_context comes from the loaded model, not a constant: a 2-frame model dreams from step 2 and
     plays from 4-frame spawns (their last 2 frames); a start with fewer frames than it needs is refused."""
-    res = run_cli(
+    res = run_here(
         "train",
         "--store",
         setup / "s.zarr",

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli, run_here
+from conftest import run_here
 from mario_kit.collectors import COLLECTORS
 from mario_kit.agents.ppo import AgentConfig, load_agent, train_agent
 from mario_kit.datasets.dataset import Dataset
@@ -100,7 +100,7 @@ def test_ctrl_c_saves_the_agent_and_exits_130(tmp_path):
 
 
 def test_eval_cli_and_bad_models(agent_run, tmp_path):
-    res = run_cli("agent", "eval", agent_run / "agent.zip", "--episodes", "1", "--json")
+    res = run_here("agent", "eval", agent_run / "agent.zip", "--episodes", "1", "--json")
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
     assert set(r) == {"mean_return", "mean_max_x", "best_max_x", "completion_rate"} and r["best_max_x"] >= 40
@@ -108,7 +108,7 @@ def test_eval_cli_and_bad_models(agent_run, tmp_path):
     for path in (tmp_path / "x.zip", tmp_path / "missing.zip"):
         res = run_here("agent", "eval", path)
         assert res.returncode == 2 and res.stderr.startswith("error:")
-    res = run_cli(
+    res = run_here(
         "collect",
         "--agent",
         "ppo",

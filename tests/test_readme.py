@@ -8,7 +8,7 @@ How a README line becomes a test command (the documented substitution; nothing e
 - sizes: `--episodes N` -> 2, collect's `--steps N` -> 120 and `--max-steps 60` on every collect
   (episodes of at most 60 steps), `dream --length N` -> 8, `--n N` -> 2, `--min-length N` -> 10,
   `dataset export --pack N` -> 50;
-  `agent train --timesteps N` -> 256 on one env with 128-step rollouts;
+  `agent train --timesteps N` -> 128 on one env with 128-step rollouts (one update);
   `train` gets `--config tiny --set max_steps=4` (a resume: `--set max_steps=8`, which a resume may
   change); `torchrun --nproc-per-node N` -> 2; `evaluate` scores 4 windows, 1 rollout of 1 and 4 steps;
 - `EP.h5` is the longest episode of the folder named before it;
@@ -77,7 +77,7 @@ def substitute(line: str, cwd: Path) -> list[str]:
     elif cmd == "dataset" and rest[1] == "export":
         set_value("--pack", "50")  # files of 1000 frames need more than the test's small datasets hold
     elif cmd == "agent" and rest[1] == "train":
-        set_value("--timesteps", "256")
+        set_value("--timesteps", "128")  # one rollout, one update
         rest += ["--workers", "1", "--set", "n_steps=128", "--set", "batch_size=64", "--set", "n_epochs=1"]
     elif cmd == "train":
         rest += ["--set", "max_steps=8"] if "--resume" in rest else ["--config", "tiny", "--set", "max_steps=4"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, run_here
+from conftest import run_here
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.ops import make_spawns
 from mario_kit.datasets.store import END_DEATH, END_FLAG, read_manifest, store_array
@@ -21,16 +21,16 @@ from mario_kit.world_model.training.rewend import score, split_steps
 def setup(tmp_path_factory):
     """Sticky-random 1-1 episodes with deaths, a store, a tiny denoiser and a reward and end model."""
     d = tmp_path_factory.mktemp("rewend")
-    res = run_cli("collect", "--random", "--sticky", "0.8", "--steps", "600", "--max-steps", "200", "--seed", "3",
+    res = run_here("collect", "--random", "--sticky", "0.8", "--steps", "600", "--max-steps", "200", "--seed", "3",
                   "--out", d / "eps", "-q")  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert run_cli("dataset", "split", d / "eps", "--percentage", "34", "--seed", "0").returncode == 0
-    assert run_cli("dataset", "build", d / "eps", "--out", d / "s.zarr", "-q").returncode == 0
-    res = run_cli(
+    assert run_here("dataset", "split", d / "eps", "--percentage", "34", "--seed", "0").returncode == 0
+    assert run_here("dataset", "build", d / "eps", "--out", d / "s.zarr", "-q").returncode == 0
+    res = run_here(
         "train", "--store", d / "s.zarr", "--out", d / "run", "--config", "tiny", "--set", "max_steps=2", "-q"
     )
     assert res.returncode == 0, res.stderr
-    res = run_cli("train", "--store", d / "s.zarr", "--out", d / "run", "--config", "tiny", "--set", "stage=rewend",
+    res = run_here("train", "--store", d / "s.zarr", "--out", d / "run", "--config", "tiny", "--set", "stage=rewend",
                   "--set", "rewend.steps=150", "--set", "rewend.batch_size=32", "--set", "rewend.channels=[16,32,32]")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "rewend: 150 steps" in res.stdout and "death precision/recall" in res.stdout
@@ -66,14 +66,14 @@ def test_rewend_trains_from_the_cli_and_predicts_rewards_better_than_zero(setup)
     train = split_steps(setup / "s.zarr", "train", model.cfg.n_context)
     fitted = score(model, train, torch.device("cpu"))
     assert fitted.reward_mae < fitted.zero_reward_mae  # it learned the reward of the steps it saw
-    res = run_cli("evaluate", setup / "run", "--store", setup / "s.zarr", "--windows", "2", "--rollouts", "1",
+    res = run_here("evaluate", setup / "run", "--store", setup / "s.zarr", "--windows", "2", "--rollouts", "1",
                   "--horizons", "1", "--place-windows", "0", "--out", setup / "ev", "--device", "cpu")  # fmt: skip
     assert res.returncode == 0, res.stderr
     scored = json.loads((setup / "ev" / "evaluation.json").read_text())["rewend"]
     assert scored == {k: v for k, v in t.items() if v is not None}  # the same test steps (nulls left out)
     # a second model into the same run is refused without --force; a model of a store built
     # before rewards were kept is refused with what to do
-    res = run_cli("train", "--store", setup / "s.zarr", "--out", setup / "run", "--config", "tiny",
+    res = run_here("train", "--store", setup / "s.zarr", "--out", setup / "run", "--config", "tiny",
                   "--set", "stage=rewend", "--set", "rewend.steps=1")  # fmt: skip
     assert res.returncode == 2 and "--force replaces it" in res.stderr
 
@@ -162,7 +162,7 @@ def test_dream_vec_env_steps_n_dreams_resets_on_ends_and_is_seeded(setup, tmp_pa
 def test_a_ppo_agent_trained_in_the_dream_loads_in_agent_eval_and_plain_sb3(setup, tmp_path):
     from stable_baselines3 import PPO
 
-    res = run_cli(
+    res = run_here(
         "agent",
         "train",
         "--dream",
@@ -190,7 +190,7 @@ def test_a_ppo_agent_trained_in_the_dream_loads_in_agent_eval_and_plain_sb3(setu
     )  # fmt: skip  (episodes end: the file keeps their records)
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "ag" / "dream.json").read_text())["run"] == str(setup / "run")
-    res = run_cli("agent", "eval", tmp_path / "ag" / "agent.zip", "--episodes", "1", "--json")
+    res = run_here("agent", "eval", tmp_path / "ag" / "agent.zip", "--episodes", "1", "--json")
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
     assert r["mean_max_x"] > 0  # scored in the real game

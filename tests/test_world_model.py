@@ -405,7 +405,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path, 
 
 
 def test_bad_checkpoints_are_refused(tmp_path, store):
-    res = run_cli("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "--set", "max_steps=2", "-q")
+    res = run_here("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "--set", "max_steps=2", "-q")
     assert res.returncode == 0, res.stderr
     assert (
         run_here("train", "--store", store, "--out", tmp_path / "r", "--config", "tiny", "-q").returncode == 2
@@ -426,9 +426,9 @@ def test_bad_checkpoints_are_refused(tmp_path, store):
 
 def test_train_both_stages_and_evaluate(tmp_path, store):
     tiny_both = "--config tiny --set stage=both --set max_steps=4 --set ema=0.9 -q".split()
-    res = run_cli("train", "--store", store, "--out", tmp_path / "r", *tiny_both)
+    res = run_here("train", "--store", store, "--out", tmp_path / "r", *tiny_both)
     assert res.returncode == 0, res.stderr
-    res = run_cli("evaluate", tmp_path / "r", "--store", store, *"--windows 8 --rollouts 2 --horizons 1,8".split())
+    res = run_here("evaluate", tmp_path / "r", "--store", store, *"--windows 8 --rollouts 2 --horizons 1,8".split())
     assert res.returncode == 0, res.stderr
     r = json.loads((tmp_path / "r" / "eval" / "evaluation.json").read_text())
     assert r["next_frame_low_res"]["windows"] == 8 and "next_frame_full_res" in r
@@ -447,7 +447,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
     # the samplers are chosen at evaluation: --set overrides them for this evaluation alone
     samplers = "--set sampler.s_cond=0.5 --set sampler.steps=1 --set upsampler_sampler.steps=2".split()
     small = "--windows 8 --rollouts 2 --horizons 1".split()
-    res = run_cli("evaluate", tmp_path / "r", "--store", store, *small, "--out", tmp_path / "s", *samplers)
+    res = run_here("evaluate", tmp_path / "r", "--store", store, *small, "--out", tmp_path / "s", *samplers)
     assert res.returncode == 0, res.stderr
     s = json.loads((tmp_path / "s" / "evaluation.json").read_text())
     assert s["sampler"]["s_cond"] == 0.5 and s["upsampler_sampler"]["steps"] == 2 and r["sampler"]["s_cond"] == 0.005
@@ -465,7 +465,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
         assert not (tmp_path / "bad").exists()
     # an upsampler-only run: evaluate scores the upsampler against bicubic, the same frames as above
     (tmp_path / "r" / "denoiser.pt").unlink()
-    res = run_cli("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--out", tmp_path / "u")
+    res = run_here("evaluate", tmp_path / "r", "--store", store, "--windows", "8", "--out", tmp_path / "u")
     assert res.returncode == 0, res.stderr
     u = json.loads((tmp_path / "u" / "evaluation.json").read_text())
     assert set(u) >= {"upsampler_alone", "step"} and "next_frame_low_res" not in u
@@ -475,7 +475,7 @@ def test_train_both_stages_and_evaluate(tmp_path, store):
         "upsampler vs bicubic: PSNR pooled" in res.stdout
         and f"{u['upsampler_alone']['bicubic']['psnr']:.2f}" in res.stdout
     ), res.stdout
-    res = run_cli(
+    res = run_here(
         "evaluate",
         tmp_path / "r",
         "--store",
@@ -520,7 +520,7 @@ def _check_by_place(rows: list[dict], store) -> None:
 
 
 def test_ema_warms_up(tmp_path, store):
-    res = run_cli(
+    res = run_here(
         "train",
         "--store",
         store,
@@ -545,16 +545,16 @@ def test_ema_warms_up(tmp_path, store):
 
 def test_resume_reads_the_runs_config_and_allows_only_safe_changes(tmp_path, store):
     run = tmp_path / "r"
-    res = run_cli("train", "--store", store, "--out", run, "--config", "tiny", "--set", "max_steps=2", "-q")
+    res = run_here("train", "--store", store, "--out", run, "--config", "tiny", "--set", "max_steps=2", "-q")
     assert res.returncode == 0, res.stderr
     res = run_here("train", "--store", store, "--out", run, "--resume", "--set", "lr=0.01", "-q")
     assert res.returncode == 2 and "lr: 0.001 -> 0.01" in res.stderr, res.stderr
-    res = run_cli(
+    res = run_here(
         "train", "--store", store, "--out", run, "--resume", "--set", "max_steps=3", "-q"
     )  # no --config repeated
     assert res.returncode == 0 and "step 3" in res.stdout, res.stdout + res.stderr
     assert torch.load(run / "denoiser.pt", weights_only=True)["step"] == 3
-    res = run_cli(
+    res = run_here(
         "train",
         "--store",
         store,
@@ -574,8 +574,8 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path, store):
     """`--set init=RUN` (fine-tuning): the new run's step 0 is the old run's model and EMA; with lr ~0 the
     weights stay the old ones and the EMA averages on from the old EMA. Bad inits: exit 2, no run folder."""
     tiny = ["--store", store, "--config", "tiny", "-q", "--set", "ema=0.9"]
-    assert run_cli("train", "--out", tmp_path / "a", *tiny, "--set", "max_steps=4").returncode == 0
-    res = run_cli(
+    assert run_here("train", "--out", tmp_path / "a", *tiny, "--set", "max_steps=4").returncode == 0
+    res = run_here(
         "train",
         "--out",
         tmp_path / "b",
@@ -625,7 +625,7 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path, store):
 def test_learning_rate_warms_up_holds_and_decays_to_zero_at_max_steps(tmp_path, store):
     """decay_steps: the last steps before max_steps fall linearly to 0 (the log's lr column is the
     rate of the next step); without max_steps it is refused with exit 2 and no run folder."""
-    res = run_cli(
+    res = run_here(
         "train",
         "--store",
         store,
@@ -703,7 +703,7 @@ def test_an_open_ended_run_shows_no_made_up_total():
 def test_a_time_limit_stops_training_after_a_decay_it_planned(tmp_path, store):
     """--set time_limit=S: training stops within S seconds of its start whatever the epochs say,
     having set max_steps from its rate at S/4 and decayed the learning rate towards it."""
-    res = run_cli(
+    res = run_here(
         "train",
         "--store",
         store,
@@ -734,7 +734,7 @@ def test_a_new_run_without_config_picks_the_machines_preset(tmp_path, store):
 
     name, why = default_preset()
     assert name == ("seed" if torch.cuda.is_available() else "cpu") and why
-    res = run_cli(
+    res = run_here(
         "train",
         "--store",
         store,
@@ -754,10 +754,10 @@ def test_a_new_run_without_config_picks_the_machines_preset(tmp_path, store):
 def test_a_resume_after_a_crash_logs_each_step_once(tmp_path, store):
     run = tmp_path / "r"
     args = ["--store", store, "--out", run, "-q"]
-    assert run_cli("train", *args, "--config", "tiny", "--set", "max_steps=4", "--set", "log_every=1").returncode == 0
+    assert run_here("train", *args, "--config", "tiny", "--set", "max_steps=4", "--set", "log_every=1").returncode == 0
     with open(run / "log.csv", "a") as f:  # a run killed after its checkpoint at step 4 had logged steps 5 and 6
         f.write("denoiser,5,0,9.9,0.001,1.0,\ndenoiser,6,0,9.9,0.001,1.0,\n")
-    res = run_cli("train", *args, "--resume", "--set", "max_steps=6")
+    res = run_here("train", *args, "--resume", "--set", "max_steps=6")
     assert res.returncode == 0, res.stderr
     rows = [r for r in csv.DictReader(open(run / "log.csv")) if not r["test_loss"]]
     steps = [int(r["step"]) for r in rows]
