@@ -1,7 +1,7 @@
 """Play speed: model frames/s of `WorldModelEnv.step` (denoise 64x60, optionally upsample to 240x256) on this
-device, for the default denoiser (4.4 M) and the two upsamplers (DIAMOND's 51 M sampled in 1 step, the
-`cpu` preset's 3.5 M in its 2 steps, or 1 where the name says up1), per setting. Random weights: speed
-does not depend on them.
+device, for the default denoiser (4.4 M) and the upsamplers (DIAMOND's 51 M sampled in 1 step, the
+`cpu` preset's 3.5 M in its 2 steps, or 1 where the name says up1; the shipped tile lookup, `tiles_`),
+per setting. Random weights: speed does not depend on them.
 
     .venv/bin/python bench/play.py [--frames 20] [--device cpu] [--compile] [--only compile,up_]
 
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import tempfile
@@ -30,12 +31,20 @@ from mario_kit.world_model.model.denoiser import Denoiser
 from mario_kit.world_model.programs.world_model_env import WorldModelEnv
 from mario_kit.world_model.model.checkpoint import make_checkpoint, save_atomic
 from mario_kit.datasets.format import ACTION_SETS
+from mario_kit.world_model.model import shipped
+from mario_kit.world_model.model.tiles import FILE as TILES_FILE
 
 
-def fake_run(d: Path, small_upsampler: bool = False) -> None:
+def fake_run(d: Path, small_upsampler: bool = False, tiles: bool = False) -> None:
+    """Random weights of the default denoiser and an upsampler; with tiles, the shipped tile upsampler
+    (a lookup: its speed depends on the table, not on weights) in place of a diffusion one."""
     cfg = cpu() if small_upsampler else TrainConfig()
     d.mkdir(parents=True, exist_ok=True)
-    for stage, m in (("denoiser", cfg.denoiser), ("upsampler", cfg.upsampler)):
+    if tiles:
+        shutil.copyfile(shipped.FOLDER / TILES_FILE, d / TILES_FILE)
+    for stage, m in (
+        (("denoiser", cfg.denoiser),) if tiles else (("denoiser", cfg.denoiser), ("upsampler", cfg.upsampler))
+    ):
         torch.manual_seed(0)
         model = Denoiser(m, 7)
         buttons = [list(b) for b in ACTION_SETS["simple"].buttons]
@@ -52,11 +61,11 @@ def fps(
     steps: int,
     up: bool,
     bf16: bool,
-    cl: bool,
+    cl: bool | None,
     mode: str = "",
     up_steps: int | None = None,
 ) -> float:
-    """mode: "" (eager), "compile" (torch.compile) or "graph" (the step as one CUDA graph)."""
+    """mode: "" (eager), "compile" (torch.compile) or "graph" (the step as one CUDA graph); cl None: play's layout."""
     graph = (mode == "graph") if device.startswith("cuda") else None
     dr = WorldModelEnv(
         run,
@@ -124,9 +133,10 @@ def main() -> None:
     PAUSE = args.pause_group
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        run, small = Path(tmp) / "big", Path(tmp) / "small"
+        run, small, tiled = Path(tmp) / "big", Path(tmp) / "small", Path(tmp) / "tiles"
         fake_run(run)
         fake_run(small, small_upsampler=True)
+        fake_run(tiled, tiles=True)
         variants = [
             ("low_3steps_fp32", 3, False, False, False),
             ("low_3steps_bf16", 3, False, True, False),
@@ -141,6 +151,9 @@ def main() -> None:
             ("small_up_2steps_bf16_channels_last", 2, "small", True, True),
             ("small_up_1step_bf16_channels_last", 1, "small", True, True),  # play's CPU default
             ("small_up1_1step_bf16_channels_last", 1, "small", True, True, "", 1),
+            ("tiles_1step_bf16", 1, "tiles", True, None),  # play with the shipped model (bf16 where fast, its layout)
+            ("tiles_1step_fp32", 1, "tiles", False, None),  # the same on a CPU without bf16 arithmetic
+            ("tiles_3steps_fp32", 3, "tiles", False, None),  # play on CUDA (there as a CUDA graph: _graph)
         ]
         if args.compile:
             variants += [
@@ -155,10 +168,8 @@ def main() -> None:
             variants = [v for v in variants if any(k in v[0] for k in args.only.split(","))]
         base = None
         for name, steps, up, bf16, cl, *more in variants:  # more: mode, upsampler steps
-            r, n = (
-                (small, args.frames // 2)
-                if up == "small"
-                else (run, args.frames if not up else max(4, args.frames // 4))
+            r, n = {"small": (small, args.frames // 2), "tiles": (tiled, args.frames)}.get(
+                str(up), (run, args.frames if not up else max(4, args.frames // 4))
             )
             try:
                 v = fps(r, n, args.device, steps, bool(up), bf16, cl, *more)
