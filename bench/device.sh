@@ -128,7 +128,8 @@ if want wm && [ -d "$WM_STORE" ] && [ -d "$WM_EVAL" ]; then
     fi
     evals=""
     for r in $runs; do evals="$evals $MK evaluate $TMP/$r --store $WM_EVAL --device $DEV $WM_EVAL_ARGS --out $TMP/eval-$r &"; done
-    part wm-eval 150 sh -c "$evals wait"
+    lim=150; [ -n "$WM_B_SET" ] && lim=240  # two evaluations share the GPU
+    part wm-eval $lim sh -c "$evals wait"
     pack
     for pair in "eval:$WM_EVAL" "fresh:$WM_FRESH"; do  # the 32-step target's figure: 256 rollouts, set and fresh
         s=${pair%%:*} store=${pair#*:}

@@ -26,7 +26,8 @@ PY=${PY:-.venv/bin/python}
 WEIGHTS=${WEIGHTS:-}
 MK="$PY -m mario_kit"
 mkdir -p runs/carry .whl
-$MK dataset build "$TRAIN" --out runs/carry/train.zarr -q --force ${WEIGHTS:+--weights "$WEIGHTS"}
+# a store already there takes in new episodes; with weights it is built anew (--force), as they change
+$MK dataset build "$TRAIN" --out runs/carry/train.zarr -q ${WEIGHTS:+--force --weights "$WEIGHTS"}
 $MK dataset build "$EVAL" --out runs/carry/eval.zarr -q
 $MK dataset build "$FRESH" --out runs/carry/fresh.zarr -q
 # the versions this checkout runs with, as wheels for the lent machine's Python (numpy comes with its torch)
