@@ -42,9 +42,8 @@ def fake_run(d: Path, small_upsampler: bool = False, tiles: bool = False) -> Non
     d.mkdir(parents=True, exist_ok=True)
     if tiles:
         shutil.copyfile(shipped.FOLDER / TILES_FILE, d / TILES_FILE)
-    for stage, m in (
-        (("denoiser", cfg.denoiser),) if tiles else (("denoiser", cfg.denoiser), ("upsampler", cfg.upsampler))
-    ):
+    stages = [("denoiser", cfg.denoiser)] + ([] if tiles else [("upsampler", cfg.upsampler)])
+    for stage, m in stages:
         torch.manual_seed(0)
         model = Denoiser(m, 7)
         buttons = [list(b) for b in ACTION_SETS["simple"].buttons]

@@ -111,8 +111,8 @@ def run_here(*args: str) -> subprocess.CompletedProcess:
         code = 1
     finally:
         sys.argv = old
-        if threads is not None and sys.modules["torch"].get_num_threads() != threads:
-            sys.modules["torch"].set_num_threads(threads)
+        if torch is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
