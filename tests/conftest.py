@@ -1,5 +1,6 @@
 import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,9 @@ from mario_kit.collectors import CollectConfig, collect  # noqa: E402
 LONGEST_FIRST = ("test_world_model.py", "test_readme.py", "test_ray.py", "test_ppo.py", "test_play_dream.py")
 
 
-# `make check`, the fast tier, runs the tests not marked slow. A test is slow when it or a fixture it uses
-# (in turn) starts a process or trains: its source holds one of these. Read from the source, so that a
-# new test lands in the right tier without anyone remembering to mark it.
+# `make check`, the fast tier, runs the tests not marked slow. A test is slow when it, a fixture it uses or
+# a helper of its module they call (in turn) starts a process or trains: its source holds one of these.
+# Read from the source, so that a new test lands in the right tier without anyone remembering to mark it.
 SLOW_WORDS = (
     "run_cli(",
     '"train"',  # run_here("train", ...): training in this process
@@ -61,13 +62,23 @@ def _is_slow(item: pytest.Item) -> bool:
         for fixdef in item._fixtureinfo.name2fixturedefs.get(name, ()):  # type: ignore[attr-defined]
             funcs.append(fixdef.func)
             names.extend(fixdef.argnames)
-    for f in funcs:
+    module = getattr(item, "module", None)
+    done: set[object] = set()
+    while funcs:  # the test, its fixtures and the helpers of its own module they call, in turn
+        f = funcs.pop()
+        if f is None or f in done:
+            continue
+        done.add(f)
         try:
-            src = inspect.getsource(f) if f is not None else ""
+            src = inspect.getsource(f)
         except (OSError, TypeError):
             continue
         if any(w in src for w in SLOW_WORDS):
             return True
+        for name in re.findall(r"\b(\w+)\(", src):
+            helper = getattr(module, name, None)
+            if inspect.isfunction(helper) and helper.__module__ == getattr(module, "__name__", None):
+                funcs.append(helper)
     return False
 
 
