@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mario_kit.world_model.training.places import frame_places
-from mario_kit.world_model.training.scores import PLACE_PX
+from mario_kit.datasets.format import PLACE_PX
 
 
 def place_table(store: Path, evaluation: Path) -> pd.DataFrame:

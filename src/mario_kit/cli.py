@@ -930,7 +930,8 @@ def _evaluation_table(r: Evaluation) -> Table:
     """The evaluation as one table: each measure for the model and its baseline (the copy-last
     frame; bicubic for the upsampler alone; the scroll oracle, the last frame moved by the real
     scroll, where its row says so)."""
-    from mario_kit.world_model.training.scores import PLACE_HORIZON, PLACE_PX
+    from mario_kit.datasets.format import PLACE_PX
+    from mario_kit.world_model.training.scores import PLACE_HORIZON
 
     t = Table(title=f"step {r.step}, test split: model vs baseline")
     t.add_column("measure", justify="left")

@@ -11,10 +11,11 @@ import torch
 
 from mario_kit import UserError
 from mario_kit.datasets.loader import WindowDataset
+from mario_kit.datasets.format import PLACE_PX
 from mario_kit.datasets.store import read_manifest, store_array
 from mario_kit.world_model.model.sampler import rollout, sample, to_model
 from mario_kit.world_model.training.metrics import pooled_psnr, to_img
-from mario_kit.world_model.training.scores import PLACE_HORIZON, PLACE_PX, PlaceScores
+from mario_kit.world_model.training.scores import PLACE_HORIZON, PlaceScores
 
 
 def frame_places(store: Path) -> tuple[np.ndarray, np.ndarray] | None:

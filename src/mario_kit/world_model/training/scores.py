@@ -10,8 +10,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mario_kit.datasets import format as F
-
 
 @dataclass
 class PsnrStats:
@@ -90,14 +88,14 @@ class RolloutScores:
     copy_last_ssim_last_full_res: float | None = None
 
 
-PLACE_PX = F.PLACE_PX  # width of an x bucket of `by_place` (two screens)
 PLACE_HORIZON = 32  # the rollout length scored per place
 
 
 @dataclass
 class PlaceScores:
-    """One stage's x bucket [x_from, x_from + PLACE_PX): pooled PSNR (dB) of the sampled next frame
-    and of the last frame of PLACE_HORIZON-step rollouts, each beside copy-last on the same windows."""
+    """One stage's x bucket [x_from, x_from + PLACE_PX) (`datasets.format`): pooled PSNR (dB) of the
+    sampled next frame and of the last frame of PLACE_HORIZON-step rollouts, each beside copy-last on
+    the same windows."""
 
     level: str
     x_from: int
