@@ -162,32 +162,10 @@ def test_dream_vec_env_steps_n_dreams_resets_on_ends_and_is_seeded(setup, tmp_pa
 def test_a_ppo_agent_trained_in_the_dream_loads_in_agent_eval_and_plain_sb3(setup, tmp_path):
     from stable_baselines3 import PPO
 
-    res = run_here(
-        "agent",
-        "train",
-        "--dream",
-        "--run",
-        setup / "run",
-        "--spawn",
-        setup / "spawns.h5",
-        "--out",
-        tmp_path / "ag",
-        "--timesteps",
-        "64",
-        "--workers",
-        "4",
-        "--set",
-        "n_steps=16",
-        "--set",
-        "batch_size=32",
-        "--set",
-        "n_epochs=1",
-        "--eval-every",
-        "100000",
-        "--set",
-        "max_episode_steps=6",
-        "-q",
-    )  # fmt: skip  (episodes end: the file keeps their records)
+    small = "--timesteps 64 --workers 4 --set n_steps=16 --set batch_size=32 --set n_epochs=1 --eval-every 100000"
+    short = "--set max_episode_steps=6"  # episodes end: the file keeps their records
+    dream = ["--dream", "--run", setup / "run", "--spawn", setup / "spawns.h5", "--out", tmp_path / "ag"]
+    res = run_here("agent", "train", *dream, *small.split(), *short.split(), "-q")
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "ag" / "dream.json").read_text())["run"] == str(setup / "run")
     res = run_here("agent", "eval", tmp_path / "ag" / "agent.zip", "--episodes", "1", "--json")
