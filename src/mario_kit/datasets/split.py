@@ -1,6 +1,8 @@
 """Train/test split by episode, stored in the dataset as `mario-kit.split.json`.
 
-Deterministic for a seed: episodes are ranked by xxh3_64(seed, file name). Within each stratum
+Deterministic for a seed: episodes are ranked by xxh3_64 of the seed and the episode's play (its stage,
+its way from reset and its joypad bytes, which rebuild it in the emulator), then by file name; so the same
+seed splits a re-collection of the same episodes the same way, whatever their files are called. Within each stratum
 (optionally source and/or level), the first round(p * n) not yet assigned episodes in that order
 go to test until the stratum's test share reaches p; the rest go to train. With p > 0 and two or more
 episodes, at least one goes to test (15 % of 3 episodes rounds to none, and training then has no
@@ -18,6 +20,7 @@ from mario_kit import UserError
 from mario_kit.atomic import check_writable, write_json_atomic, write_text_atomic
 from mario_kit.trust import read_json
 from mario_kit.datasets.dataset import SIDE_PREFIX, Dataset
+from mario_kit.datasets.episode import Episode
 
 SPLIT_FILE = SIDE_PREFIX + "split.json"
 SPLIT_SCHEMA = 1
@@ -57,6 +60,19 @@ def add_assignments(directory: Path, assign: dict[str, str]) -> None:
         )
 
 
+def play_digest(path: Path) -> bytes:
+    """The identity of what was played in an episode file: its stage, its joypad bytes from the stage's
+    reset to its first frame and through it. Two files with the same play hold the same episode."""
+    with Episode(path) as ep:
+        h = xxhash.xxh3_64(str(ep.attrs["level"]).encode())
+        start = ep.start_joypad
+        h.update(len(start).to_bytes(8, "little") if start is not None else b"-")
+        for part in (start, ep.joypad):
+            if part is not None:
+                h.update(part.astype("u1").tobytes())
+        return h.digest()
+
+
 def split_dataset(
     directory: str | Path,
     percentage: float = 15.0,
@@ -79,7 +95,8 @@ def split_dataset(
     old = {} if reset else read_split(ds.dir)
     present = set(ds.index["file"])
     assign = {f: s for f, s in old.items() if f in present}
-    rank = lambda f: xxhash.xxh3_64_intdigest(f"{seed}:{f}".encode())  # noqa: E731
+    digests = {f: play_digest(ds.dir / f) for f in present if f not in assign}
+    rank = lambda f: (xxhash.xxh3_64_intdigest(f"{seed}:".encode() + digests[f]), f)  # noqa: E731
     groups = ds.index.groupby(list(stratify)) if stratify else [((), ds.index)]
     for _, g in groups:
         files = list(g["file"])
