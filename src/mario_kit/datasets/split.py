@@ -1,13 +1,13 @@
 """Train/test split by episode, stored in the dataset as `mario-kit.split.json`.
 
-Deterministic for a seed: episodes are ranked by xxh3_64 of the seed and the episode's play (its stage,
-its way from reset and its joypad bytes, which rebuild it in the emulator), then by file name; so the same
-seed splits a re-collection of the same episodes the same way, whatever their files are called. Within each stratum
-(optionally source and/or level), the first round(p * n) not yet assigned episodes in that order
-go to test until the stratum's test share reaches p; the rest go to train. With p > 0 and two or more
-episodes, at least one goes to test (15 % of 3 episodes rounds to none, and training then has no
-test loss). Existing assignments are
-never changed (unless `--reset`), so adding episodes later keeps them: only new ones are assigned.
+Deterministic for a seed: episodes are ranked by xxh3_64 of the seed and the episode's play (its
+stage, its way from reset and its joypad bytes, which rebuild it in the emulator), then by file name,
+so that the same seed splits a re-collection of the same episodes the same way, whatever their files
+are called. Within each stratum (optionally source and/or level), the first round(p * n) not yet
+assigned episodes in that order go to test until the stratum's test share reaches p; the rest go to
+train. With p > 0 and two or more episodes, at least one goes to test (15 % of 3 episodes rounds to
+none, and training then has no test loss). Existing assignments are never changed (unless `--reset`),
+so adding episodes later keeps them: only new ones are assigned.
 """
 
 from __future__ import annotations
