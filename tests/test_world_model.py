@@ -134,6 +134,7 @@ def test_context_noise_has_its_own_level():
 def test_horizon_loss_feeds_each_target_the_models_denoising_of_the_one_before():
     """horizon 2: the loss is the mean of the first target's loss on real context and the second's on
     a context whose last frame is the model's (detached) denoising of the first, noise drawn in turn."""
+    torch.manual_seed(0)  # the model and the frames: not whatever the tests before left in torch's generator
     m = Denoiser(ModelConfig(channels=[8] * 4, depths=[1] * 4, cond_channels=8), 7)
     torch.nn.init.normal_(m.inner.conv_out.weight, std=0.1)
     n, noise = 4, NoiseConfig()
@@ -152,7 +153,8 @@ def test_horizon_loss_feeds_each_target_the_models_denoising_of_the_one_before()
     real, _ = _loss_one(
         m, noise, frames[:, n + 1], frames[:, 1 : n + 1].flatten(1, 2), act[:, 1 : n + 1], mask[:, n + 1], g, True
     )
-    assert abs(real.item() - second.item()) > 1e-4  # the model's frame is not the real one
+    assert (denoised - frames[:, n]).abs().mean() > 0.05  # the model's frame is not the real one
+    assert real.item() != second.item()  # and the second target's loss saw it
 
 
 def test_a_run_of_the_layout_before_noise_config_loads_and_samples_the_same(tmp_path):
@@ -327,44 +329,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, store):
     assert all(a[s] == b[s] for s in a), [(s, a[s], b[s]) for s in a if a[s] != b[s]][:3]
 
 
-def test_ddp_two_gloo_processes_end_identical(tmp_path, store):
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    res = subprocess.run(
-        [
-            torchrun,
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29533",
-            "-m",
-            "mario_kit",
-            "train",
-            "--store",
-            str(store),
-            "--out",
-            str(tmp_path / "ddp"),
-            "--config",
-            "tiny",
-            "--set",
-            "max_steps=6",
-            "--set",
-            "threads=1",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    s = json.loads((tmp_path / "ddp" / "summary.json").read_text())["stages"]["denoiser"]
-    assert s["world_size"] == 2 and s["ddp_replicas_identical"] is True and s["step"] == 6
-    assert res.stdout.count("run: ") == 1  # rank 0 reports, rank 1 is silent
-
-
 def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path, store):
     """Ctrl-C in a terminal signals torchrun and every rank (one process group; torchrun passes it on
-    too): the ranks agree on a step, rank 0 saves a checkpoint there, and the run resumes."""
+    too): the ranks agree on a step, rank 0 saves a checkpoint there, and the run resumes on two ranks
+    whose replicas end identical, rank 0 alone reporting."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     args = ["--store", str(store), *"--config tiny --set epochs=1000 --set threads=1 --set log_every=1 -q".split()]
     two_ranks = [torchrun, "--nproc-per-node", "2", "--master-port"]
@@ -401,7 +369,8 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path, 
     )
     assert res.returncode == 0, res.stderr[-2000:]
     s = json.loads((tmp_path / "r" / "summary.json").read_text())["stages"]["denoiser"]
-    assert s["step"] == stopped_at + 2 and s["ddp_replicas_identical"] is True
+    assert s["step"] == stopped_at + 2 and s["world_size"] == 2 and s["ddp_replicas_identical"] is True
+    assert res.stdout.count("run: ") == 1  # rank 0 reports, rank 1 is silent
 
 
 def test_bad_checkpoints_are_refused(tmp_path, store):
