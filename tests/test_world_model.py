@@ -242,7 +242,7 @@ def test_overfitting_a_few_windows(store):
 
     before, loss0 = quality(), fixed_loss()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(200):
+    for _ in range(120):  # seed 0: loss x0.32 and +8.9 dB here (x0.25 and +9.5 after 200)
         loss = denoiser_loss(model, cfg.noise, frames, act, mask, gen)
         opt.zero_grad()
         loss.backward()
