@@ -154,7 +154,7 @@ def test_horizon_loss_feeds_each_target_the_models_denoising_of_the_one_before()
         m, noise, frames[:, n + 1], frames[:, 1 : n + 1].flatten(1, 2), act[:, 1 : n + 1], mask[:, n + 1], g, True
     )
     assert (denoised - frames[:, n]).abs().mean() > 0.05  # the model's frame is not the real one
-    assert real.item() != second.item()  # and the second target's loss saw it
+    assert abs(real.item() - second.item()) > 1e-4  # and the second target's loss saw it (seed 0: 0.0026)
 
 
 def test_a_run_of_the_layout_before_noise_config_loads_and_samples_the_same(tmp_path):
