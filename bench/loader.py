@@ -5,7 +5,9 @@
 Collects a sticky-random dataset, builds the store (with full-res frames), then times batches of
 32 windows (4 context frames + 1 target at 64x60) read as training reads them (`epoch_batches`,
 then `fetch` and `gather`), and how long a process takes to verify the store's cache against the
-store (`materialize_low` on a cache it has not checked) per 1,000 frames. Prints JSON; `--record`
+store (`materialize_low` on a cache it has not checked) per 1,000 frames; and low-res stores at zstd
+levels 3 (the default) and 19 (`--compression-level`, for carrying a store): size, build speed, and the
+one-time decode of every frame into the cache. Prints JSON; `--record`
 also writes bench/results/loader.json (docs/BENCHMARKS.md, through bench/tables.py).
 """
 
@@ -29,6 +31,19 @@ def _du(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
+LEVELS = (3, 19)
+
+
+def _low_only(eps: Path, store: Path, level: int) -> tuple[float, int, float]:
+    """(build seconds, bytes of the low-res frames, seconds to decode them all into the cache)."""
+    t = time.perf_counter()
+    build_store(eps, store, progress=False, compression_level=level)
+    build_s = time.perf_counter() - t
+    t = time.perf_counter()
+    loader.materialize_low(store)
+    return build_s, _du(store / "low"), time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=4000)
@@ -43,9 +58,7 @@ def main() -> None:
             CollectConfig(out=eps, policy="sticky", policy_kwargs={"p": 0.8}, steps=args.steps, seed=0, workers=2),
             progress=False,
         )
-        t = time.perf_counter()
-        build_store(eps, Path(tmp) / "low-only.zarr", progress=False)
-        build_low_s = time.perf_counter() - t
+        levels = {level: _low_only(eps, Path(tmp) / f"low-{level}.zarr", level) for level in LEVELS}
         t = time.perf_counter()
         build_store(eps, store, full_res=True, progress=False)
         build_s = time.perf_counter() - t
@@ -71,9 +84,11 @@ def main() -> None:
         t = time.perf_counter()
         loader.materialize_low(store)
         verify_ms = (time.perf_counter() - t) * 1000
-        r = {"frames": n, "build_frames_per_s_low_res_only": round(n / build_low_s)}
-        r |= {"build_frames_per_s_with_full_res": round(n / build_s)}
-        r |= {"store_low_bytes_per_frame": round(_du(store / "low") / n, 1)}
+        r: dict = {"frames": n, "build_frames_per_s_with_full_res": round(n / build_s)}
+        for level, (build_low_s, nbytes, decode_s) in levels.items():
+            r |= {f"zstd{level}_build_frames_per_s_low_res_only": round(n / build_low_s)}
+            r |= {f"zstd{level}_low_bytes_per_frame": round(nbytes / n, 1)}
+            r |= {f"zstd{level}_cache_decode_ms_per_1000_frames": round(decode_s / n * 1e6, 1)}
         r |= {"store_full_bytes_per_frame": round(_du(store / "full") / n, 1)}
         r |= {"baseline_numpy_windows_per_s": round(baseline), "training_path_windows_per_s": round(training)}
         r |= {"ratio_training_path_to_baseline": round(training / baseline, 3)}
@@ -97,10 +112,20 @@ def _record(r: dict, args: argparse.Namespace) -> None:
             f"{r['training_path_windows_per_s']:,} windows/s (**{r['ratio_training_path_to_baseline']:.2f}** of baseline)",
             ">= 0.5",
         ],
-        ["store size, low-res", f"{r['store_low_bytes_per_frame']:,} B/frame (raw 11,520)", ""],
         ["store size, full-res", f"{r['store_full_bytes_per_frame']:,} B/frame (raw 184,320)", ""],
-        ["build speed, low-res only", f"{r['build_frames_per_s_low_res_only']:,} frames/s", ""],
         ["build speed, with full-res", f"{r['build_frames_per_s_with_full_res']:,} frames/s", ""],
+    ]
+    for level in LEVELS:
+        name = "the default" if level == 3 else "`--compression-level`"
+        rows.append(
+            [
+                f"low-res only, zstd level {level} ({name}): size / build / decoding into the cache",
+                f"{r[f'zstd{level}_low_bytes_per_frame']:,} B/frame (raw 11,520) / {r[f'zstd{level}_build_frames_per_s_low_res_only']:,} "
+                f"frames/s / {r[f'zstd{level}_cache_decode_ms_per_1000_frames']} ms per 1,000 frames",
+                "",
+            ]
+        )
+    rows += [
         [
             "a process verifying the store's cache against the store",
             f"{r['cache_verify_ms_per_1000_frames']} ms per 1,000 frames",

@@ -12,7 +12,7 @@ import zarr
 import gymnasium as gym
 from pathlib import Path
 
-from conftest import make_dataset, run_cli
+from conftest import make_dataset, run_cli, run_here
 from mario_kit import UserError
 from mario_kit.emulator import replay
 from mario_kit.datasets import format as F
@@ -256,6 +256,27 @@ def test_incremental_and_resumed_builds_equal_a_full_build(tmp_path, eight, monk
         f.attrs["player"] = "changed"
     with pytest.raises(UserError, match="changed since"):
         build_store(d, tmp_path / "inc.zarr", progress=False)
+
+
+def test_a_store_built_at_a_higher_compression_level_holds_the_same_frames_in_fewer_bytes(tmp_path, eight):
+    fast, small = tmp_path / "fast.zarr", tmp_path / "small.zarr"
+    info = {}
+    for store, extra in ((fast, []), (small, ["--compression-level", "19"])):
+        r = run_here("dataset", "build", eight, "--out", store, "--json", *extra)
+        assert r.returncode == 0, r.stderr
+        info[store] = json.loads(r.stdout)
+    assert (info[fast]["compression_level"], info[small]["compression_level"]) == (3, 19)
+    low = lambda s: sum(f.stat().st_size for f in (s / "low").rglob("*") if f.is_file())  # noqa: E731
+    assert low(small) < 0.9 * low(fast)
+    for a, b in zip(_arrays(small), _arrays(fast)):
+        assert np.array_equal(np.asarray(a), np.asarray(b)) if isinstance(a, np.ndarray) else a == b
+    # a store is extended at its own level: another one is refused in one line, --force rebuilds at it
+    r = run_here("dataset", "build", eight, "--out", small, "--compression-level", "3")
+    assert r.returncode == 2 and "built at compression level 19 (--force rebuilds it at 3)" in r.stderr, r.stderr
+    assert run_here("dataset", "build", eight, "--out", small).returncode == 0  # no level: its own
+    r = run_here("dataset", "build", eight, "--out", small, "--compression-level", "3", "--force", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["compression_level"] == 3
+    assert run_here("dataset", "build", eight, "--out", small, "--compression-level", "23").returncode == 2
 
 
 def test_corrupted_store_chunk_is_reported(tmp_path, eight):

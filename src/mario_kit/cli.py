@@ -705,11 +705,26 @@ def dataset_build(
     verify: bool = typer.Option(False, "--verify", help="Checksum every episode, not only changed-looking ones."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    compression_level: Optional[int] = typer.Option(
+        None,
+        min=1,
+        max=22,
+        help="zstd level of a new store's chunks [3]; higher: smaller, slower to build, as fast to read.",
+    ),
 ) -> None:
     """Build (or extend, or resume) the zarr training store."""
     from mario_kit.datasets.store import build_store, store_info
 
-    r = build_store(directory, store, full_res, weights, force, verify, progress=not (as_json or quiet))
+    r = build_store(
+        directory,
+        store,
+        full_res,
+        weights,
+        force,
+        verify,
+        progress=not (as_json or quiet),
+        compression_level=compression_level,
+    )
     if r.unweighted:
         err.print(
             f"warning: {weights} has no weights for {len(r.unweighted)} episodes (e.g. {r.unweighted[0]}); they got weight 1"

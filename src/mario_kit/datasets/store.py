@@ -47,6 +47,7 @@ LOW_SHAPE = (F.FRAME_SHAPE[0] // FACTOR, F.FRAME_SHAPE[1] // FACTOR, 3)  # (60, 
 LOW_CHUNK = 512
 RESIZE = "area: mean of each 4x4 block per channel, rounded half up (exact, integer)"
 _BLOCK = 256  # frames read from an episode at a time
+ZSTD_LEVEL = 3  # a new store's default: fast to build; higher levels make a smaller store (--compression-level)
 COMMIT_EVERY_S = 2.0  # manifest writes: at most every 2 s (it lists every episode, so one per episode is quadratic)
 
 
@@ -70,10 +71,18 @@ def file_checksum(path: Path) -> str:
     return h.hexdigest()
 
 
-def _codecs():
+def _codecs(level: int = ZSTD_LEVEL):
     from zarr.codecs import ZstdCodec
 
-    return [ZstdCodec(level=3, checksum=True)]
+    return [ZstdCodec(level=level, checksum=True)]
+
+
+def store_zstd_level(store: Path) -> int | None:
+    """The zstd level of the store's frame chunks as created (a build extends it at that level);
+    None where they are not compressed by zstd alone (a store mario-kit did not build)."""
+    codecs = store_array(store, "low").compressors
+    level = getattr(codecs[0], "level", None) if len(codecs) == 1 and type(codecs[0]).__name__ == "ZstdCodec" else None
+    return level if isinstance(level, int) else None
 
 
 @dataclass
@@ -211,10 +220,14 @@ def build_store(
     force: bool = False,
     verify: bool = False,
     progress: bool = True,
+    compression_level: int | None = None,
 ) -> BuildResult:
     """Build or extend `out` from the episodes in `src`, holding the store's lock. See the module
     docstring. With `force` the new store is built beside the old one and replaces it only once
-    complete: a failed or interrupted rebuild leaves the old store as it was."""
+    complete: a failed or interrupted rebuild leaves the old store as it was. `compression_level`:
+    zstd's level for a new store's chunks (None: ZSTD_LEVEL); a store is extended at its own level."""
+    if compression_level is not None and not 1 <= compression_level <= 22:
+        raise UserError(f"compression level {compression_level}: zstd's levels are 1 to 22")
     src, out = Path(src), Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
@@ -223,7 +236,7 @@ def build_store(
         if not (force and out.exists()):
             created = not out.exists()
             try:
-                return _build(src, out, full_res, weights, verify, progress)
+                return _build(src, out, full_res, weights, verify, progress, compression_level)
             except Exception:  # a damaged episode: a store this build created goes (Ctrl-C keeps it, to resume)
                 if created:
                     shutil.rmtree(out, ignore_errors=True)
@@ -234,7 +247,7 @@ def build_store(
         for leftover in (new, old):  # of a rebuild killed earlier: ours to remove
             shutil.rmtree(leftover, ignore_errors=True)
         try:
-            r = _build(src, new, full_res, weights, verify, progress)
+            r = _build(src, new, full_res, weights, verify, progress, compression_level)
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
             raise
@@ -246,7 +259,13 @@ def build_store(
 
 
 def _build(
-    src: Path, out: Path, full_res: bool, weights: str | Path | None, verify: bool, progress: bool
+    src: Path,
+    out: Path,
+    full_res: bool,
+    weights: str | Path | None,
+    verify: bool,
+    progress: bool,
+    level: int | None = None,
 ) -> BuildResult:
     from mario_kit.datasets.split import read_split
     from mario_kit.progress import make_progress
@@ -254,7 +273,7 @@ def _build(
     ds = Dataset(src).require_episodes()
     aset, frame_skip, wmap = _check_episodes(src, ds, out, weights)
     split = read_split(src)
-    g, m = _open_store(out, src, aset, frame_skip, full_res)
+    g, m = _open_store(out, src, aset, frame_skip, full_res, level)
     known, todo = _reconcile(ds, m, out, split, verify)
     arrays = _arrays(m)
     committed_at = time.monotonic()
@@ -348,7 +367,7 @@ def _arrays(m: dict[str, Any]) -> list[str]:
     return names + (["rewards", "ends"] if m.get("rewend") else [])
 
 
-def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_res: bool):
+def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_res: bool, level: int | None):
     """(zarr group, manifest) of the store to extend, or of a new empty one; arrays cut back to
     what the manifest commits (a killed build may have written beyond it)."""
     import zarr
@@ -363,28 +382,11 @@ def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_r
                 f"{out} was built {'with' if m['full_res'] else 'without'} --full-res: {hint} "
                 f"(--force rebuilds it {'with' if full_res else 'without'} full-res frames)"
             )
+        if level is not None and level != (had := store_zstd_level(out)):
+            raise UserError(f"{out} was built at compression level {had} (--force rebuilds it at {level})")
         g = zarr.open_group(str(out), mode="r+")
     else:
-        g = zarr.open_group(str(out), mode="w")
-        g.create_array(
-            "low", shape=(0, *LOW_SHAPE), chunks=(LOW_CHUNK, *LOW_SHAPE), dtype="uint8", compressors=_codecs()
-        )
-        if full_res:
-            # flat chunk names ("c.N.0.0.0"): zarr's default nests each one-frame chunk three folders
-            # deep, and those folders cost more disk than the data (docs/BENCHMARKS.md)
-            g.create_array(
-                "full",
-                shape=(0, *F.FRAME_SHAPE),
-                chunks=(1, *F.FRAME_SHAPE),
-                dtype="uint8",
-                compressors=_codecs(),
-                chunk_key_encoding={"name": "default", "separator": "."},
-            )
-        g.create_array("actions", shape=(0,), chunks=(1 << 16,), dtype="int16", compressors=_codecs())
-        g.create_array("weights", shape=(0,), chunks=(1 << 16,), dtype="float32", compressors=_codecs())
-        g.create_array("x_pos", shape=(0,), chunks=(1 << 16,), dtype="int32", compressors=_codecs())
-        g.create_array("rewards", shape=(0,), chunks=(1 << 16,), dtype="float32", compressors=_codecs())
-        g.create_array("ends", shape=(0,), chunks=(1 << 16,), dtype="uint8", compressors=_codecs())
+        g = _create_arrays(zarr.open_group(str(out), mode="w"), full_res, ZSTD_LEVEL if level is None else level)
         m = {
             "schema_version": STORE_SCHEMA,
             "action_set": aset.name,
@@ -408,6 +410,33 @@ def _open_store(out: Path, src: Path, aset: F.ActionSet, frame_skip: int, full_r
         if a.shape[0] != committed:
             a.resize((committed, *a.shape[1:]))
     return g, m
+
+
+def _create_arrays(g: Any, full_res: bool, level: int) -> Any:
+    """A new store's empty arrays, every chunk zstd-compressed at `level` with its checksum."""
+    g.create_array(
+        "low", shape=(0, *LOW_SHAPE), chunks=(LOW_CHUNK, *LOW_SHAPE), dtype="uint8", compressors=_codecs(level)
+    )
+    if full_res:
+        # flat chunk names ("c.N.0.0.0"): zarr's default nests each one-frame chunk three folders
+        # deep, and those folders cost more disk than the data (docs/BENCHMARKS.md)
+        g.create_array(
+            "full",
+            shape=(0, *F.FRAME_SHAPE),
+            chunks=(1, *F.FRAME_SHAPE),
+            dtype="uint8",
+            compressors=_codecs(level),
+            chunk_key_encoding={"name": "default", "separator": "."},
+        )
+    for name, dtype in (
+        ("actions", "int16"),
+        ("weights", "float32"),
+        ("x_pos", "int32"),
+        ("rewards", "float32"),
+        ("ends", "uint8"),
+    ):
+        g.create_array(name, shape=(0,), chunks=(1 << 16,), dtype=dtype, compressors=_codecs(level))
+    return g
 
 
 def _reconcile(
@@ -505,6 +534,7 @@ def store_info(store: Path) -> dict[str, Any]:
         "action_set": m["action_set"],
         "frame_skip": m["frame_skip"],
         "full_res": m["full_res"],
+        "compression_level": store_zstd_level(store),
         "channel_mean": mean,
         "channel_std": std,
         "bytes": _du(store),
