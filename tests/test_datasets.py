@@ -21,7 +21,7 @@ from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.interop.seed import EXPORT_ATTR, export_seed, import_seed
 from mario_kit.datasets.loader import WindowDataset, epoch_batches
 from mario_kit.datasets.ops import Filter, filter_dataset, make_spawns, merge
-from mario_kit.datasets.split import play_digest, split_dataset
+from mario_kit.datasets.split import play_digest, read_split, split_dataset
 from mario_kit.datasets.store import ATTR, build_store, downsample
 
 
@@ -124,6 +124,16 @@ def test_filter_view(tmp_path, eight):
     assert sorted(Dataset(tmp_path / "v").index["file"]) == sorted(idx[idx["length"] >= cut]["file"])
     with pytest.raises(UserError):
         filter_dataset(eight, tmp_path / "w", Filter(level="8-4"))
+    # a split's episodes, through the command; the view keeps their assignments
+    d = tmp_path / "d"
+    shutil.copytree(eight, d)
+    test = sorted(f for f, s in split_dataset(d, 25, seed=1).items() if s == "test")
+    r = run_here("dataset", "filter", d, "--split", "test", "--out", tmp_path / "held-out")
+    assert r.returncode == 0 and "2 episodes in the view" in r.stdout, r.stderr
+    assert sorted(Dataset(tmp_path / "held-out").index["file"]) == test
+    assert set(read_split(tmp_path / "held-out").values()) == {"test"}
+    r = run_here("dataset", "filter", d, "--split", "tset", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "split 'tset': train or test" in r.stderr
 
 
 def _write_seed_files(d, src_eps):

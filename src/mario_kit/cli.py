@@ -577,11 +577,13 @@ def dataset_filter(
     max_length: Optional[int] = typer.Option(None, help="Maximum steps."),
     since: Optional[str] = typer.Option(None, help="Created at or after (ISO date/time)."),
     until: Optional[str] = typer.Option(None, help="Created at or before (ISO date/time)."),
+    split: Optional[str] = typer.Option(None, help="Only episodes of this split (train/test)."),
 ) -> None:
     """Select episodes into a view: a folder of hard links that every command reads as a dataset."""
     from mario_kit.datasets.ops import Filter, filter_dataset
 
-    c = filter_dataset(directory, out_dir, Filter(source, level, player, end, min_length, max_length, since, until))
+    flt = Filter(source, level, player, end, min_length, max_length, since, until, split)
+    c = filter_dataset(directory, out_dir, flt)
     out.print(f"{c['link'] + c['copy'] + c['present']} episodes in the view {out_dir}")
 
 

@@ -105,9 +105,15 @@ class Filter:
     max_length: int | None = None
     since: str | None = None  # ISO date or time, compared with `created`
     until: str | None = None
+    split: str | None = None  # train or test, by the folder's split file (an episode it does not list: train)
 
-    def apply(self, idx: pd.DataFrame) -> pd.DataFrame:
+    def apply(self, idx: pd.DataFrame, splits: dict[str, str] | None = None) -> pd.DataFrame:
+        """The rows of `idx` that pass; `splits`: the folder's assignments (`split.read_split`)."""
         keep = pd.Series(True, index=idx.index)
+        if self.split:
+            if self.split not in ("train", "test"):
+                raise UserError(f"split {self.split!r}: train or test")
+            keep &= idx["file"].map(lambda f: (splits or {}).get(f, "train")) == self.split
         if self.source:
             keep &= idx["source"].isin(self.source.split(","))
         if self.level:
@@ -134,7 +140,7 @@ class Filter:
 def filter_dataset(src: str | Path, out: str | Path, flt: Filter) -> dict[str, int]:
     """Select episodes of `src` into the view `out` (hard links)."""
     ds = Dataset(src).require_episodes()
-    sel = flt.apply(ds.index)
+    sel = flt.apply(ds.index, read_split(ds.dir))
     if sel.empty:
         raise UserError("no episode matches the filter")
     out = Path(out)
