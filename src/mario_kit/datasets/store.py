@@ -275,7 +275,7 @@ def _build(
     split = read_split(src)
     g, m = _open_store(out, src, aset, frame_skip, full_res, level)
     known, todo = _reconcile(ds, m, out, split, verify)
-    arrays = _arrays(m)
+    app = _Appender(g, _arrays(m))
     committed_at = time.monotonic()
     try:
         with make_progress(enabled=progress) as bar:
@@ -289,12 +289,14 @@ def _build(
                     "the episodes added so far stay in the store; free space and build again to add the rest",
                 )
                 _append_episode(
-                    g, m, p, arrays, wmap.get(p.name), split.get(p.name, "train"), lambda n: bar.update(task, advance=n)
+                    app, m, p, wmap.get(p.name), split.get(p.name, "train"), lambda n: bar.update(task, advance=n)
                 )
                 if time.monotonic() - committed_at >= COMMIT_EVERY_S:  # the commit point of these episodes
+                    app.flush()
                     g.attrs[ATTR] = m
                     committed_at = time.monotonic()
     finally:  # Ctrl-C or an error: the finished episodes stay committed (a hard kill loses <= 2 s)
+        app.flush()
         g.attrs[ATTR] = m
     total = sum(e["frames"] for e in m["episodes"])
     unweighted = [p.name for p in todo if wmap and p.name not in wmap]
@@ -462,38 +464,78 @@ def _reconcile(
     return known, todo
 
 
+class _Appender:
+    """Rows appended to the store's arrays, held here and written together (`flush`): zarr rewrites a
+    partly filled chunk at every write, and an episode is often shorter than a chunk (a frontier's tens
+    of frames against 512), so writing each episode as it came would compress each chunk many times
+    over, which at a high compression level is most of a build. Full-res frames (a chunk a frame) are
+    written as they come."""
+
+    FLUSH_FRAMES = 4 * LOW_CHUNK  # held at most (a long episode is written in parts)
+
+    def __init__(self, g: Any, arrays: list[str]):
+        self.g, self.end, self.full = g, int(g["low"].shape[0]), "full" in arrays
+        self.held: dict[str, list[np.ndarray]] = {name: [] for name in arrays if name != "full"}
+        self.frames = 0
+
+    def add(self, name: str, start: int, rows: np.ndarray) -> None:
+        if name == "full":
+            a = self.g[name]
+            if a.shape[0] < start + len(rows):
+                a.resize((start + len(rows), *a.shape[1:]))
+            a[start : start + len(rows)] = rows
+            return
+        self.held[name].append(rows)
+        if name == "low":
+            self.frames += len(rows)
+            if self.frames >= self.FLUSH_FRAMES:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write what is held; before every commit of the manifest, which must not list unwritten frames."""
+        for name, parts in self.held.items():
+            if parts:
+                a, rows = self.g[name], np.concatenate(parts)
+                at = a.shape[0]
+                a.resize((at + len(rows), *a.shape[1:]))
+                a[at:] = rows
+                parts.clear()
+        self.frames = 0
+
+
 def _append_episode(
-    g, m: dict[str, Any], p: Path, arrays: list[str], weights: np.ndarray | None, split: str, advance
+    app: _Appender, m: dict[str, Any], p: Path, weights: np.ndarray | None, split: str, advance
 ) -> None:
     """Episode `p` appended to every array, block by block, and to the manifest (not yet committed)."""
     with Episode(p) as ep:
         n = ep.length + 1
-        start = g["low"].shape[0]
-        for name in arrays:
-            g[name].resize((start + n, *g[name].shape[1:]))
+        start = app.end
         sums, sumsq = np.zeros(3), np.zeros(3)
         for i in range(0, n, _BLOCK):
             block = ep.read_frames(i, i + _BLOCK)
             low = downsample(block)
-            g["low"][start + i : start + i + len(block)] = low
-            if "full" in arrays:
-                g["full"][start + i : start + i + len(block)] = block
+            app.add("low", start + i, low)
+            if app.full:
+                app.add("full", start + i, block)
             lf = low.reshape(-1, 3).astype(np.int64)
             sums += lf.sum(0) / 255.0
             sumsq += (lf * lf).sum(0) / 255.0**2
             advance(len(block))
         acts = np.full(n, -1, np.int16)
         acts[:-1] = ep.actions
-        g["actions"][start : start + n] = acts
+        app.add("actions", start, acts)
         w = np.zeros(n, np.float32)
         w[:-1] = (weights if weights is not None else np.ones(ep.length, np.float32))[: ep.length]
-        g["weights"][start : start + n] = w
-        if "x_pos" in arrays:  # frame t follows step t-1; frame 0 takes the first step's x
+        app.add("weights", start, w)
+        if "x_pos" in app.held:  # frame t follows step t-1; frame 0 takes the first step's x
             x = ep.info["x_pos"].astype(np.int32)
-            g["x_pos"][start : start + n] = np.r_[x[:1], x] if len(x) else np.zeros(1, np.int32)
-        if "rewards" in arrays:
-            g["rewards"][start : start + n], g["ends"][start : start + n] = step_outcomes(ep)
+            app.add("x_pos", start, np.r_[x[:1], x] if len(x) else np.zeros(1, np.int32))
+        if "rewards" in app.held:
+            rewards, ends = step_outcomes(ep)
+            app.add("rewards", start, rewards)
+            app.add("ends", start, ends)
         source, level = ep.attrs["source"], ep.attrs["level"]
+        app.end = start + n
     st = p.stat()
     m["episodes"].append(
         {
