@@ -134,6 +134,17 @@ def test_filter_view(tmp_path, eight):
     assert set(read_split(tmp_path / "held-out").values()) == {"test"}
     r = run_here("dataset", "filter", d, "--split", "tset", "--out", tmp_path / "x")
     assert r.returncode == 2 and "split 'tset': train or test" in r.stderr
+    # a seeded sample of what passes: the same seed draws the same episodes
+    drawn = []
+    for k, seed in enumerate((1, 1, 2)):
+        assert (
+            run_here("dataset", "filter", d, "--sample", "3", "--seed", seed, "--out", tmp_path / f"s{k}").returncode
+            == 0
+        )
+        drawn.append(sorted(Dataset(tmp_path / f"s{k}").index["file"]))
+    assert len(drawn[0]) == 3 and drawn[0] == drawn[1] != drawn[2]
+    r = run_here("dataset", "filter", d, "--split", "test", "--sample", "1", "--out", tmp_path / "one")
+    assert r.returncode == 0 and set(Dataset(tmp_path / "one").index["file"]) < set(test)
 
 
 def _write_seed_files(d, src_eps):

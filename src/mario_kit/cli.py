@@ -578,11 +578,13 @@ def dataset_filter(
     since: Optional[str] = typer.Option(None, help="Created at or after (ISO date/time)."),
     until: Optional[str] = typer.Option(None, help="Created at or before (ISO date/time)."),
     split: Optional[str] = typer.Option(None, help="Only episodes of this split (train/test)."),
+    sample: Optional[int] = typer.Option(None, min=1, help="Then this many of them, drawn with --seed (all if fewer)."),
+    seed: int = typer.Option(0, **SEED, help="Seed of the --sample draw."),
 ) -> None:
     """Select episodes into a view: a folder of hard links that every command reads as a dataset."""
     from mario_kit.datasets.ops import Filter, filter_dataset
 
-    flt = Filter(source, level, player, end, min_length, max_length, since, until, split)
+    flt = Filter(source, level, player, end, min_length, max_length, since, until, split, sample, seed)
     c = filter_dataset(directory, out_dir, flt)
     out.print(f"{c['link'] + c['copy'] + c['present']} episodes in the view {out_dir}")
 

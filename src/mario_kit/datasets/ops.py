@@ -106,6 +106,8 @@ class Filter:
     since: str | None = None  # ISO date or time, compared with `created`
     until: str | None = None
     split: str | None = None  # train or test, by the folder's split file (an episode it does not list: train)
+    sample: int | None = None  # then this many of the episodes that pass, drawn with `seed` (all if fewer)
+    seed: int = 0
 
     def apply(self, idx: pd.DataFrame, splits: dict[str, str] | None = None) -> pd.DataFrame:
         """The rows of `idx` that pass; `splits`: the folder's assignments (`split.read_split`)."""
@@ -134,7 +136,11 @@ class Filter:
                 except ValueError:
                     raise UserError(f"cannot read the date {bound!r} (use ISO form, e.g. 2026-11-25)") from None
                 keep &= getattr(created, op)(t)
-        return idx[keep]
+        sel = idx[keep].sort_values("file")
+        if self.sample is not None and len(sel) > self.sample:
+            rng = np.random.default_rng(self.seed)
+            sel = sel.iloc[np.sort(rng.choice(len(sel), size=self.sample, replace=False))]
+        return sel
 
 
 def filter_dataset(src: str | Path, out: str | Path, flt: Filter) -> dict[str, int]:
