@@ -17,7 +17,8 @@
 #      trains a second run beside the first for the same time, differing only by these settings
 #      (an A/B at equal GPU time: e.g. `--set weighted=true` on a store built with place weights),
 #      scored on the same set (its denoiser.pt in $OUT/wm-b/). What to carry is
-#      made by bench/device_carry.sh (.whl/ and runs/carry/, about 20 MB):
+#      made by bench/device_carry.sh (.whl/ and runs/carry/; it checks that they and the repository fit
+#      the device tool's 64 MiB):
 #        carry [".whl", "runs/carry"], command: PARTS=wm OUT=$OUT bash bench/device.sh
 #   6. diamond: DIAMOND's own denoiser training step beside ours at batch 32 and 128
 #      (bench/diamond_step.py; carry ".diamond" too), into device.log.

@@ -755,12 +755,15 @@ def test_replay_export_and_import_give_back_every_episode_exactly(tmp_path, eigh
 
 
 ONE_ONE, WORLD_ONE = {"1-1"}, {"1-1", "1-2", "1-3", "1-4"}
+GAME = {f"{w}-{s}" for w in range(1, 9) for s in range(1, 5)}
 FROZEN = {  # name: (sources, levels, steps, splits), as bench/data/README.md says
     "eval": ({"random", "agent"}, ONE_ONE, 9_000, {"test"}),
     "eval-fresh": ({"random", "agent"}, ONE_ONE, 9_000, {"test"}),
     "mix": ({"random", "agent"}, ONE_ONE, 80_000, {"train", "test"}),
     "world1": ({"frontier"}, WORLD_ONE, 80_000, {"train", "test"}),
     "world1-eval": ({"frontier"}, WORLD_ONE, 80_000, {"test"}),
+    "game": ({"frontier"}, GAME, 224_000, {"train", "test"}),
+    "game-eval": ({"frontier"}, GAME, 224_000, {"test"}),
 }
 
 
