@@ -61,12 +61,19 @@ LOG="$OUT/device.log"
 
 want() { [[ ",$PARTS," == *",$1,"* ]]; }
 
+SETSID=$(command -v setsid || true)  # util-linux; without it a part's leftovers are not ended
 part() {  # part NAME LIMIT_S CMD...: run with a time limit, log to device.log, say rc and seconds
-    local name=$1 lim=$2 t=$SECONDS
+    local name=$1 lim=$2 t=$SECONDS rc
     shift 2
     echo "== $name (limit $lim s): $*" | tee -a "$LOG"
-    timeout -s INT -k 20 "$lim" "$@" >>"$LOG" 2>&1
-    echo "== $name: rc $? in $((SECONDS - t)) s" | tee -a "$LOG"
+    # in a process group of its own, ended whole: a `sh -c "A & B & wait"` part's jobs ignore SIGINT
+    # (a shell's background jobs do) and would outlive the limit, taking the GPU from the next parts
+    $SETSID timeout -s INT -k 20 "$lim" "$@" >>"$LOG" 2>&1 &
+    local pid=$!
+    wait $pid
+    rc=$?
+    kill -KILL -- -$pid 2>/dev/null
+    echo "== $name: rc $rc in $((SECONDS - t)) s" | tee -a "$LOG"
 }
 
 { nvidia-smi -L; $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"; } 2>&1 | tee -a "$LOG"
