@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,9 +40,14 @@ def _low_only(eps: Path, store: Path, level: int) -> tuple[float, int, float]:
     t = time.perf_counter()
     build_store(eps, store, progress=False, compression_level=level)
     build_s = time.perf_counter() - t
-    t = time.perf_counter()
-    loader.materialize_low(store)
-    return build_s, _du(store / "low"), time.perf_counter() - t
+    decode_s = []
+    for _ in range(3):  # the best of three: a process's first zarr reads are slower whatever the level
+        shutil.rmtree(store / loader.CACHE_DIR, ignore_errors=True)
+        loader._verified.clear()
+        t = time.perf_counter()
+        loader.materialize_low(store)
+        decode_s.append(time.perf_counter() - t)
+    return build_s, _du(store / "low"), min(decode_s)
 
 
 def main() -> None:
@@ -58,7 +64,6 @@ def main() -> None:
             CollectConfig(out=eps, policy="sticky", policy_kwargs={"p": 0.8}, steps=args.steps, seed=0, workers=2),
             progress=False,
         )
-        levels = {level: _low_only(eps, Path(tmp) / f"low-{level}.zarr", level) for level in LEVELS}
         t = time.perf_counter()
         build_store(eps, store, full_res=True, progress=False)
         build_s = time.perf_counter() - t
@@ -80,10 +85,14 @@ def main() -> None:
         for idx in order:
             ds.gather(ds.fetch(idx))
         training = args.batches * B / (time.perf_counter() - t)
-        loader._verified.clear()  # as a new process finds it
-        t = time.perf_counter()
-        loader.materialize_low(store)
-        verify_ms = (time.perf_counter() - t) * 1000
+        verify = []
+        for _ in range(3):  # the best of three (a single timing of these few frames swings 10-40x)
+            loader._verified.clear()  # as a new process finds it
+            t = time.perf_counter()
+            loader.materialize_low(store)
+            verify.append(time.perf_counter() - t)
+        verify_ms = min(verify) * 1000
+        levels = {level: _low_only(eps, Path(tmp) / f"low-{level}.zarr", level) for level in LEVELS}
         r: dict = {"frames": n, "build_frames_per_s_with_full_res": round(n / build_s)}
         for level, (build_low_s, nbytes, decode_s) in levels.items():
             r |= {f"zstd{level}_build_frames_per_s_low_res_only": round(n / build_low_s)}
