@@ -21,8 +21,17 @@ from mario_kit.datasets.interop.replay import import_replay
 from mario_kit.datasets.store import build_store, store_info
 
 DATA = Path(__file__).resolve().parent / "data"
-# name -> full-res frames in the store; world1 and world1-eval: the whole-stage recipe (frontier collector)
-SETS = {"eval": True, "eval-fresh": True, "mix": False, "world1": False, "world1-eval": True, "game": False, "game-eval": False}
+# name -> full-res frames in the store; world1, world1-eval: the whole-stage recipe, game, game-eval: the
+# whole-game one (frontier collector)
+SETS = {
+    "eval": True,
+    "eval-fresh": True,
+    "mix": False,
+    "world1": False,
+    "world1-eval": True,
+    "game": False,
+    "game-eval": False,
+}
 
 
 def main() -> None:
