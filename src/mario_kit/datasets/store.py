@@ -80,9 +80,10 @@ def _codecs(level: int = ZSTD_LEVEL):
 def store_zstd_level(store: Path) -> int | None:
     """The zstd level of the store's frame chunks as created (a build extends it at that level);
     None where they are not compressed by zstd alone (a store mario-kit did not build)."""
+    from zarr.codecs import ZstdCodec
+
     codecs = store_array(store, "low").compressors
-    level = getattr(codecs[0], "level", None) if len(codecs) == 1 and type(codecs[0]).__name__ == "ZstdCodec" else None
-    return level if isinstance(level, int) else None
+    return codecs[0].level if len(codecs) == 1 and isinstance(codecs[0], ZstdCodec) else None
 
 
 @dataclass
