@@ -71,7 +71,7 @@ def file_checksum(path: Path) -> str:
     return h.hexdigest()
 
 
-def _codecs(level: int = ZSTD_LEVEL):
+def _codecs(level: int):
     from zarr.codecs import ZstdCodec
 
     return [ZstdCodec(level=level, checksum=True)]
@@ -475,22 +475,25 @@ class _Appender:
     FLUSH_FRAMES = 4 * LOW_CHUNK  # held at most (a long episode is written in parts)
 
     def __init__(self, g: Any, arrays: list[str]):
-        self.g, self.end, self.full = g, int(g["low"].shape[0]), "full" in arrays
+        self.g, self.end, self.full = g, int(g["low"].shape[0]), "full" in arrays  # end: rows written or held
         self.held: dict[str, list[np.ndarray]] = {name: [] for name in arrays if name != "full"}
         self.frames = 0
 
-    def add(self, name: str, start: int, rows: np.ndarray) -> None:
-        if name == "full":
-            a = self.g[name]
-            if a.shape[0] < start + len(rows):
-                a.resize((start + len(rows), *a.shape[1:]))
-            a[start : start + len(rows)] = rows
-            return
+    def add_frames(self, low: np.ndarray, full: np.ndarray | None = None) -> None:
+        """The next frames: low-res held, full-res (a chunk a frame) written now at the same rows."""
+        if full is not None:
+            a = self.g["full"]
+            a.resize((self.end + len(full), *a.shape[1:]))
+            a[self.end :] = full
+        self.add("low", low)
+        self.end += len(low)
+        self.frames += len(low)
+        if self.frames >= self.FLUSH_FRAMES:
+            self.flush()
+
+    def add(self, name: str, rows: np.ndarray) -> None:
+        """Rows of a per-frame column (actions, weights, ...) held, in the order of the frames."""
         self.held[name].append(rows)
-        if name == "low":
-            self.frames += len(rows)
-            if self.frames >= self.FLUSH_FRAMES:
-                self.flush()
 
     def flush(self) -> None:
         """Write what is held; before every commit of the manifest, which must not list unwritten frames."""
@@ -515,28 +518,25 @@ def _append_episode(
         for i in range(0, n, _BLOCK):
             block = ep.read_frames(i, i + _BLOCK)
             low = downsample(block)
-            app.add("low", start + i, low)
-            if app.full:
-                app.add("full", start + i, block)
+            app.add_frames(low, block if app.full else None)
             lf = low.reshape(-1, 3).astype(np.int64)
             sums += lf.sum(0) / 255.0
             sumsq += (lf * lf).sum(0) / 255.0**2
             advance(len(block))
         acts = np.full(n, -1, np.int16)
         acts[:-1] = ep.actions
-        app.add("actions", start, acts)
+        app.add("actions", acts)
         w = np.zeros(n, np.float32)
         w[:-1] = (weights if weights is not None else np.ones(ep.length, np.float32))[: ep.length]
-        app.add("weights", start, w)
+        app.add("weights", w)
         if "x_pos" in app.held:  # frame t follows step t-1; frame 0 takes the first step's x
             x = ep.info["x_pos"].astype(np.int32)
-            app.add("x_pos", start, np.r_[x[:1], x] if len(x) else np.zeros(1, np.int32))
+            app.add("x_pos", np.r_[x[:1], x] if len(x) else np.zeros(1, np.int32))
         if "rewards" in app.held:
             rewards, ends = step_outcomes(ep)
-            app.add("rewards", start, rewards)
-            app.add("ends", start, ends)
+            app.add("rewards", rewards)
+            app.add("ends", ends)
         source, level = ep.attrs["source"], ep.attrs["level"]
-        app.end = start + n
     st = p.stat()
     m["episodes"].append(
         {
