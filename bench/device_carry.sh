@@ -24,7 +24,8 @@ set -eu
 LIMIT=$((64 << 20))
 check() {  # what the device tool sends: tracked and untracked-not-ignored files, and the carried paths
     local tree carried
-    tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb --apparent-size | tail -1 | cut -f1)
+    # one du over every file (xargs could split the list into several du runs, each with its own total)
+    tree=$(git ls-files -z --cached --others --exclude-standard | du -cb --apparent-size --files0-from=- | tail -1 | cut -f1)
     carried=$(du -cb --apparent-size .whl runs/carry | tail -1 | cut -f1)
     echo "travels: $((tree + carried)) B (tree $tree, .whl and runs/carry $carried) of $LIMIT"
     if [ $((tree + carried)) -gt $LIMIT ]; then
