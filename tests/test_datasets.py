@@ -20,7 +20,7 @@ from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
 from mario_kit.datasets.interop.seed import EXPORT_ATTR, export_seed, import_seed
 from mario_kit.datasets.loader import WindowDataset, epoch_batches
-from mario_kit.datasets.ops import Filter, filter_dataset, make_spawns, merge
+from mario_kit.datasets.ops import Filter, filter_dataset, load_spawns, make_spawns, merge
 from mario_kit.datasets.split import play_digest, read_split, split_dataset
 from mario_kit.datasets.store import ATTR, build_store, downsample
 
@@ -360,6 +360,22 @@ def test_spawns_rebuild_the_real_game(tmp_path, eight):
                 frames = [fr for fr, _ in replay(ep.attrs["level"], ep.joypad, ep.step_frames)]
                 assert np.array_equal(frames[t - 1], f["full"][s, -1])
     assert run_cli("dataset", "spawn", eight, "--out", out).returncode == 2  # exists, no --force
+
+
+def test_spawns_per_level_reach_every_stage_and_load_by_level(tmp_path, eight):
+    d = tmp_path / "d"
+    shutil.copytree(eight, d)
+    make_dataset(d, episodes=2, max_steps=12, seed=9, level="1-2")
+    res = run_cli("dataset", "spawn", d, "--out", tmp_path / "sp.h5", "--n", "3", "--per-level", "--seed", "4")
+    assert res.returncode == 0, res.stderr
+    sp = load_spawns(tmp_path / "sp.h5")
+    assert sp.levels == ["1-1", "1-2"] and [r["level"] for r in sp.refs] == ["1-1"] * 3 + ["1-2"] * 3
+    assert len(load_spawns(make_spawns(d, tmp_path / "all.h5", n=3, seed=4))) == 3  # without it, 3 in all
+    two = load_spawns(tmp_path / "sp.h5", "1-2")
+    assert two.refs == sp.refs[3:] and np.array_equal(two.full, sp.full[3:]) and np.array_equal(two.low, sp.low[3:])
+    assert len(load_spawns(tmp_path / "sp.h5", "1-2,1-1")) == 6
+    with pytest.raises(UserError, match="no spawn on 2-1: the spawns start on 1-1, 1-2"):
+        load_spawns(tmp_path / "sp.h5", "2-1")
 
 
 def test_action_sets_are_the_emulators_and_the_tools_import_without_it():

@@ -83,6 +83,14 @@ def test_play_without_a_display_exits_2(setup):
     assert res.returncode == 2 and "needs a display" in res.stderr and res.stderr.count("\n") == 1
 
 
+def test_play_on_a_stage_without_spawns_exits_2(setup, monkeypatch):
+    monkeypatch.setenv("MARIO_KIT_KEYS", "escape@1")
+    res = run_here("play", "--run", setup / "run", "--spawn", setup / "spawns.h5", "--level", "1-1,8-4")
+    assert res.returncode == 0, res.stderr  # 1-1 has spawns
+    res = run_here("play", "--run", setup / "run", "--spawn", setup / "spawns.h5", "--level", "8-4")
+    assert res.returncode == 2 and res.stderr == "error: no spawn on 8-4: the spawns start on 1-1\n"
+
+
 def test_play_headless_async_generates_at_its_own_pace(setup):
     r = play(
         setup / "run", setup / "spawns.h5", upsampler=False, fps=50, script={30: [ev(pygame.KEYDOWN, pygame.K_ESCAPE)]}

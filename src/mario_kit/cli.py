@@ -750,7 +750,8 @@ def dataset_spawn(
     fmt: str = typer.Option(
         "h5", "--format", help="h5 (for `mario-kit play`) or seed (DIAMOND's folders of .npy files)."
     ),
-    n: int = typer.Option(16, min=1, help="Number of spawns."),
+    n: int = typer.Option(16, min=1, help="Number of spawns (with --per-level, on each stage)."),
+    per_level: bool = typer.Option(False, "--per-level", help="Draw --n spawns on each stage, not --n in all."),
     context: int = typer.Option(4, min=1, max=64, help="Past frames per spawn: at least the model's n_context."),
     seed: int = typer.Option(0, **SEED, help="Seed of the draw."),
     level: Optional[str] = typer.Option(None, help="Comma list of levels."),
@@ -778,6 +779,7 @@ def dataset_spawn(
         force=force,
         fmt=fmt,
         labels=labels,
+        per_level=per_level,
     )
     out.print(f"wrote spawns to {p}")
 
@@ -1019,6 +1021,7 @@ def play(
         "--spawn",
         help="Spawns file (`mario-kit dataset spawn`) [the spawns shipped with the model; with --run, required].",
     ),
+    level: Optional[str] = typer.Option(None, help="Only the spawns on these stages (a comma list of W-S)."),
     sampling_steps: Optional[int] = typer.Option(
         None,
         "--sampling-steps",

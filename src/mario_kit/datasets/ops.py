@@ -174,10 +174,12 @@ def make_spawns(
     force: bool = False,
     fmt: str = "h5",
     labels: str | None = None,
+    per_level: bool = False,
 ) -> Path:
     """Starting contexts for play: at each chosen step t, frames t-n_context..t-1 (full and low res),
     the actions taken there, and (episode, t) so the real game can be rebuilt at t by replay.
-    Steps are drawn at random (seeded) among those matching level and x_pos (at t-1).
+    Steps are drawn at random (seeded) among those matching level and x_pos (at t-1): n in all, or
+    with `per_level` n on each stage, so that a few spawns still reach every stage of a whole game.
     `fmt` "seed": the layout DIAMOND's play script reads, a folder per spawn with actions in the label
     layout `labels` (see `interop.seed.write_spawns`)."""
     from mario_kit.datasets.interop import seed as seed_layout
@@ -198,8 +200,8 @@ def make_spawns(
     cands = _spawn_steps(ds, n_context, level, x_min, x_max, split)
     if not cands:
         raise UserError("no step matches the spawn filters")
-    rng = np.random.default_rng(seed)
-    chosen = [cands[i] for i in sorted(rng.choice(len(cands), size=min(n, len(cands)), replace=False))]
+    level_of = dict(zip(ds.paths, ds.index["level"])) if per_level else None
+    chosen = _draw(cands, n, np.random.default_rng(seed), level_of)
     full, acts, nexts, refs = [], [], [], []
     for p, t in chosen:
         with Episode(p) as ep:
@@ -248,6 +250,20 @@ def _spawn_steps(
     return cands
 
 
+def _draw(
+    cands: list[tuple[Path, int]], n: int, rng: np.random.Generator, level_of: dict[Path, str] | None
+) -> list[tuple[Path, int]]:
+    """n candidates without replacement, in candidate order; with `level_of`, n from each stage."""
+    if level_of is None:
+        groups = [cands]
+    else:
+        groups = [[c for c in cands if level_of[c[0]] == lv] for lv in sorted({level_of[p] for p, _ in cands})]
+    chosen = []
+    for g in groups:
+        chosen += [g[i] for i in sorted(rng.choice(len(g), size=min(n, len(g)), replace=False))]
+    return chosen
+
+
 def _write_spawns(out: Path, full: np.ndarray, low: np.ndarray, actions: np.ndarray, attrs: dict[str, Any]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
@@ -277,8 +293,24 @@ class Spawns:
     def __len__(self) -> int:
         return len(self.refs)
 
+    @property
+    def levels(self) -> list[str]:
+        """The stages the spawns start on, in game order."""
+        return sorted({str(r.get("level")) for r in self.refs})
 
-def load_spawns(path: str | Path) -> Spawns:
+    def of_level(self, level: str | None) -> "Spawns":
+        """The spawns on a stage of `level` (a comma list; None: all), in file order."""
+        if level is None:
+            return self
+        keep = [i for i, r in enumerate(self.refs) if r.get("level") in level.split(",")]
+        if not keep:
+            raise UserError(f"no spawn on {level}: the spawns start on {', '.join(self.levels)}")
+        refs = [self.refs[i] for i in keep]
+        return Spawns(self.full[keep], self.low[keep], self.actions[keep], refs, self.action_set, self.frame_skip)
+
+
+def load_spawns(path: str | Path, level: str | None = None) -> Spawns:
+    """A spawns file, checked; `level` keeps the spawns on those stages (a comma list)."""
     path = Path(path)
     try:
         with open_h5(path) as f:  # refuses links, external storage and virtual datasets
@@ -303,7 +335,7 @@ def load_spawns(path: str | Path) -> Spawns:
                 if ds.shape != shape or ds.dtype != np.uint8:
                     raise ValueError(f"{name} of shape {ds.shape} {ds.dtype}, expected {shape} uint8")
             refs = json.loads(f.attrs["spawns"])
-            if not isinstance(refs, list) or len(refs) != S or S < 1:
+            if not isinstance(refs, list) or len(refs) != S or S < 1 or not all(isinstance(r, dict) for r in refs):
                 raise ValueError("the spawns attribute does not list one entry per spawn")
             a = acts[()].astype(np.int64)
             if a.max() >= len(aset.buttons):
@@ -311,6 +343,7 @@ def load_spawns(path: str | Path) -> Spawns:
             frame_skip = int(f.attrs["frame_skip"])
             if not 1 <= frame_skip <= 16:
                 raise ValueError(f"frame_skip {frame_skip}")
-            return Spawns(full[()], low[()], a, refs, aset, frame_skip)
+            spawns = Spawns(full[()], low[()], a, refs, aset, frame_skip)
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise UserError(f"{path} is not a spawns file from `mario-kit dataset spawn` ({e})") from None
+    return spawns.of_level(level)

@@ -58,6 +58,7 @@ def dream_venv(cfg: AgentConfig, run: str | Path | None, spawns: str | Path | No
         seed=cfg.seed,
         observation=observe,
         observation_space=space,
+        level=cfg.level,
     )
     if venv.dream.meta["action_set"] != cfg.action_set:
         raise UserError(

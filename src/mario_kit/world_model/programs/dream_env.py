@@ -2,7 +2,7 @@
 
 `DreamEnv()` uses the model and spawns that ship with mario-kit; `DreamEnv(run, spawns)` any
 trained run. Reset starts from a spawn (`options={"spawn": i}`, else one drawn with the env's
-seeded generator); a step takes an action index of the run's action set and returns the generated
+seeded generator; `level` keeps the spawns on those stages, a comma list); a step takes an action index of the run's action set and returns the generated
 frame (240x256x3 uint8: the run's upsampler's, diffusion or tiles, or the 64x60 frame enlarged).
 With a reward and end model in the run (`rewend.pt`: `mario-kit train --set stage=rewend`) a step
 returns its predicted reward (gym-super-mario-bros' units) and terminates on a predicted death or
@@ -48,6 +48,7 @@ class DreamEnv(gym.Env):
         render_mode: str | None = None,
         threads: int = 1,
         bf16: bool | None = None,
+        level: str | None = None,
     ):
         from mario_kit.world_model.model import shipped
 
@@ -65,12 +66,13 @@ class DreamEnv(gym.Env):
                 "max_steps": max_steps,
                 "threads": threads,
                 "bf16": bf16,
+                "level": level,
             },
         )
 
         run = shipped.run_folder() if run is None else run
         spawns = shipped.spawns_file() if spawns is None else spawns
-        self.spawns = load_spawns(spawns)
+        self.spawns = load_spawns(spawns, level)
         self.dream = WorldModelEnv(run, upsampler=upsampler, steps=steps, device=device, bf16=bf16)
         if self.dream.meta["action_set"] != self.spawns.action_set.name:
             from mario_kit import UserError

@@ -2,7 +2,8 @@
 
 `DreamEnv` steps one dream a call; PPO asks for a batch of envs each step, and the denoiser, the
 upsampler and the reward and end model each run once for the whole batch here. Each dream starts
-from a spawn drawn with the env's seeded generator and starts again from another when it ends (a
+from a spawn drawn with the env's seeded generator (among those on `level`'s stages, when given:
+`agent train --dream` passes the level the agent is scored on) and starts again from another when it ends (a
 predicted death or flag, or `max_steps`): SB3's auto-reset, the last frame in
 `info["terminal_observation"]`. `observation` maps each 240x256x3 frame to what the agent sees
 (by default the frame itself, as `DreamEnv` gives it; `agent train --dream` passes its own pipeline).
@@ -39,13 +40,14 @@ class DreamVecEnv(VecEnv):
         observation: Callable[[np.ndarray], np.ndarray] | None = None,
         observation_space: gym.spaces.Box | None = None,
         bf16: bool | None = None,
+        level: str | None = None,
     ):
         from mario_kit.world_model.model import shipped
 
         if n_envs < 1 or max_steps < 1:
             raise UserError("n_envs and max_steps must be >= 1")
         run = shipped.run_folder() if run is None else run
-        self.spawns = load_spawns(shipped.spawns_file() if spawns is None else spawns)
+        self.spawns = load_spawns(shipped.spawns_file() if spawns is None else spawns, level)
         self.dream = WorldModelEnv(run, device=device, seed=seed, bf16=bf16)
         if self.dream.meta["action_set"] != self.spawns.action_set.name:
             raise UserError(

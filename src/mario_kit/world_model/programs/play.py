@@ -49,6 +49,7 @@ class PlayConfig:
 
     run: Path | None = None
     spawns: Path | None = None
+    level: str | None = None  # only the spawns on these stages (a comma list)
     upsampler: bool = True
     sampling_steps: int | None = None
     upsampler_steps: int | None = None
@@ -73,7 +74,7 @@ def play(cfg: PlayConfig) -> PlayResult:
 
     if cfg.spawns is None and cfg.run is not None:
         raise UserError("--spawn SPAWNS.h5 is needed with --run (`mario-kit dataset spawn`)")
-    sp = load_spawns(cfg.spawns if cfg.spawns is not None else shipped.spawns_file())
+    sp = load_spawns(cfg.spawns if cfg.spawns is not None else shipped.spawns_file(), cfg.level)
     keys = load_keymap(cfg.keymap)
     script = cfg.script if cfg.script is not None else script_from_env()
     require_display(script, "play")
