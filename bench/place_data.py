@@ -8,6 +8,8 @@ the 32-step lead over copy-last, and Spearman's rank correlation of each score w
 `--against NAME=EVALUATION` (repeatable) adds another model's evaluation of the same set (same seed:
 the same windows and rollouts) as columns and says, per model, how far it moved each score from the
 first one's, over all places and over the thin ones (fewer training frames than `--thin`).
+`by_world`: each model's means over a world's places and how many places meet issue 43's targets
+(next frame >= 35 dB, 32-step lead >= +3 dB).
 
 Prints JSON (rows, correlations, comparisons). Reads the store's manifest and x_pos only.
 """
@@ -81,6 +83,27 @@ def compare(t: pd.DataFrame, name: str, other: Path, thin: int) -> dict:
     return out
 
 
+def by_world(t: pd.DataFrame, names: list[str]) -> list[dict]:
+    """Per world: places, mean scores and places at the targets, for the first model and each NAME."""
+    rows = []
+    for world, g in t.groupby(t["level"].str[0]):
+        row: dict = {
+            "world": int(world),
+            "places": len(g),
+            "copy_last_next_frame": round(g["next_frame_copy_last_psnr"].mean(), 2),
+        }
+        for suffix in ["", *(f"_{n}" for n in names)]:
+            nf, lead = g[f"next_frame_psnr{suffix}"].astype(float), g[f"lead_32{suffix}"].astype(float)
+            row |= {
+                f"next_frame{suffix}": round(nf.mean(), 2),
+                f"places_35_db{suffix}": int((nf >= 35).sum()),
+                f"lead_32{suffix}": round(lead.mean(), 2),
+                f"places_lead_3_db{suffix}": f"{int((lead >= 3).sum())} of {int(lead.notna().sum())}",
+            }
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--store", type=Path, required=True, help="the training store of the evaluated model")
@@ -105,6 +128,7 @@ def main() -> None:
                 "places": len(t),
                 "spearman_with_train_frames": corr,
                 "against": moved,
+                "by_world": by_world(t, list(moved)),
                 "rows": t.astype(object).where(t.notna(), None).to_dict("records"),
             },
             indent=1,
