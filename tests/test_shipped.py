@@ -98,9 +98,9 @@ def test_dream_env_without_arguments_runs_the_shipped_model():
     # the shipped reward and end model: rewards in the game's units, predicted, never made up
     assert info["predicted"] and len(rewards) <= 10 and obs.dtype == np.uint8
     assert all(-15.0 <= r <= 15.0 for r in rewards) and any(r != 0.0 for r in rewards)
+    assert truncated == (len(rewards) == 10 and not terminated)
     on = DreamEnv(max_steps=10, device="cpu", level="1-2")  # only the spawns on that stage
     assert {on.reset(seed=s)[1]["ref"]["level"] for s in range(8)} == {"1-2"} and len(on.spawns) < len(env.spawns)
-    assert truncated == (len(rewards) == 10 and not terminated)
 
 
 def test_play_without_run_or_spawns_plays_the_shipped_model():

@@ -254,12 +254,11 @@ def _draw(
     cands: list[tuple[Path, int]], n: int, rng: np.random.Generator, level_of: dict[Path, str] | None
 ) -> list[tuple[Path, int]]:
     """n candidates without replacement, in candidate order; with `level_of`, n from each stage."""
-    if level_of is None:
-        groups = [cands]
-    else:
-        groups = [[c for c in cands if level_of[c[0]] == lv] for lv in sorted({level_of[p] for p, _ in cands})]
+    groups: dict[str, list[tuple[Path, int]]] = {}
+    for c in cands:
+        groups.setdefault(level_of[c[0]] if level_of else "", []).append(c)
     chosen = []
-    for g in groups:
+    for _, g in sorted(groups.items()):
         chosen += [g[i] for i in sorted(rng.choice(len(g), size=min(n, len(g)), replace=False))]
     return chosen
 

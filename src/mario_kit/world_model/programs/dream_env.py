@@ -2,8 +2,9 @@
 
 `DreamEnv()` uses the model and spawns that ship with mario-kit; `DreamEnv(run, spawns)` any
 trained run. Reset starts from a spawn (`options={"spawn": i}`, else one drawn with the env's
-seeded generator; `level` keeps the spawns on those stages, a comma list); a step takes an action index of the run's action set and returns the generated
-frame (240x256x3 uint8: the run's upsampler's, diffusion or tiles, or the 64x60 frame enlarged).
+seeded generator; `level` keeps the spawns on those stages, a comma list); a step takes an action
+index of the run's action set and returns the generated frame (240x256x3 uint8: the run's
+upsampler's, diffusion or tiles, or the 64x60 frame enlarged).
 With a reward and end model in the run (`rewend.pt`: `mario-kit train --set stage=rewend`) a step
 returns its predicted reward (gym-super-mario-bros' units) and terminates on a predicted death or
 flag; `info["predicted"]` says so and `info["end"]` names the end. Without one the reward is 0 and

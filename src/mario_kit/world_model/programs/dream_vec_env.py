@@ -3,8 +3,8 @@
 `DreamEnv` steps one dream a call; PPO asks for a batch of envs each step, and the denoiser, the
 upsampler and the reward and end model each run once for the whole batch here. Each dream starts
 from a spawn drawn with the env's seeded generator (among those on `level`'s stages, when given:
-`agent train --dream` passes the level the agent is scored on) and starts again from another when it ends (a
-predicted death or flag, or `max_steps`): SB3's auto-reset, the last frame in
+`agent train --dream` passes the level the agent is scored on) and starts again from another when
+it ends (a predicted death or flag, or `max_steps`): SB3's auto-reset, the last frame in
 `info["terminal_observation"]`. `observation` maps each 240x256x3 frame to what the agent sees
 (by default the frame itself, as `DreamEnv` gives it; `agent train --dream` passes its own pipeline).
 `bf16` None: bfloat16 autocast on a CPU with bf16 arithmetic (`hardware.fast_bf16`), as `play`.
