@@ -2,7 +2,9 @@
 where earlier ones left off stay replayable from reset, bit for bit; the archive persists and a
 second run grows it; the same seed gives the same episodes; bad archives and options are refused."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -58,6 +60,7 @@ def test_frontier_episodes_replay_from_reset_and_the_archive_grows_over_runs(tmp
                 assert np.array_equal(frame, ep.frames[t]), (p.name, t)
                 assert info["x_pos"] == ep.info["x_pos"][t - 1] if t else True
     assert returned >= 3  # most episodes return to a cell; the stage's reset stays a candidate
+    _check_unroll(max(Dataset(out).paths, key=_way_frames), tmp_path / "unrolled")
     # a death's ending is recorded once a place: the archive counts them, the episodes agree
     deaths: dict[str, int] = {}
     for p in Dataset(out).paths:
@@ -75,6 +78,25 @@ def test_frontier_episodes_replay_from_reset_and_the_archive_grows_over_runs(tmp
     grown = {c["key"] for c in json.loads((out / ARCHIVE).read_text())["cells"]}
     assert first_cells < grown
     assert run_cli("dataset", "validate", out).returncode == 0
+
+
+def _way_frames(path):
+    with Episode(path) as ep:
+        return 0 if ep.start_joypad is None else len(ep.start_joypad)
+
+
+def _check_unroll(path, out):
+    """bench/unroll.py plays an episode again from reset: the way there becomes recorded steps, and
+    the episode's own steps follow with the same frames."""
+    spec = importlib.util.spec_from_file_location("bench_unroll", Path(__file__).parents[1] / "bench" / "unroll.py")
+    unroll = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unroll)
+    got = unroll.unroll(path, out)
+    with Episode(path) as ep, Episode(got["file"]) as new:
+        way = got["way_steps"]
+        assert way * ep.attrs["frame_skip"] == len(ep.start_joypad) > 0 and new.length == way + ep.length
+        assert new.start_joypad is None and new.attrs["end"] == ep.attrs["end"]
+        assert np.array_equal(new.frames[way:], ep.frames[:]) and np.array_equal(new.actions[way:], ep.actions)
 
 
 def test_one_worker_repeats_its_episodes_and_two_workers_share_their_cells(tmp_path):
