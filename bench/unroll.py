@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -41,11 +42,16 @@ class _Replay:
         return {"kind": "unrolled"}
 
 
+def _fail(line: str) -> NoReturn:
+    print(f"error: {line}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def way_actions(ep: Episode) -> list[int]:
     """The action of each step of the way from reset (its joypad bytes, frame_skip a step)."""
     way, skip, joypad = ep.start_joypad, int(ep.attrs["frame_skip"]), ep.action_set.joypad
     if way is None or len(way) % skip:
-        raise SystemExit(f"{ep.path.name}: no start prefix of whole {skip}-frame steps")
+        _fail(f"{ep.path.name}: no start prefix of whole {skip}-frame steps")
     return [majority_action(list(way[k : k + skip]), joypad, 0) for k in range(0, len(way), skip)]
 
 
@@ -57,20 +63,21 @@ def unroll(path: Path, out: Path) -> dict[str, Any]:
         meta = EpisodeMeta(a["env_id"], a["level"], int(a["frame_skip"]), ep.action_set, "unrolled", seed=a["seed"])
         ending = ep.ending_steps
     out.mkdir(parents=True, exist_ok=True)
-    env, writer = MarioEnv(meta.level), EpisodeWriter(out, meta)
+    env = MarioEnv(meta.level)
     try:
-        n = len(way) + len(own) - ending
-        end = record_episode(
-            env, _Replay(way + own), writer, np.random.default_rng(0), meta.frame_skip, n, ending_steps=ending
-        )
-        writer.meta.extra["way_steps"] = len(way)
-        new = writer.finish(end)
+        with EpisodeWriter(out, meta) as writer:  # a failure leaves no partial file behind
+            n = len(way) + len(own) - ending
+            end = record_episode(
+                env, _Replay(way + own), writer, np.random.default_rng(0), meta.frame_skip, n, ending_steps=ending
+            )
+            writer.meta.extra["way_steps"] = len(way)
+            new = writer.finish(end)
     finally:
         env.close()
     with Episode(new) as ep:
         got, x = ep.column("joypad"), ep.info["x_pos"]
     if not np.array_equal(got, expect):
-        raise SystemExit(f"{new.name}: the unrolled joypad bytes differ from the way's and the episode's")
+        _fail(f"{new.name}: the unrolled joypad bytes differ from the way's and the episode's")
     return {
         "file": str(new),
         "way_steps": len(way),
