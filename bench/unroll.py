@@ -47,20 +47,19 @@ def _fail(line: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def way_actions(ep: Episode) -> list[int]:
-    """The action of each step of the way from reset (its joypad bytes, frame_skip a step)."""
-    way, skip, joypad = ep.start_joypad, int(ep.attrs["frame_skip"]), ep.action_set.joypad
+def way_actions(way: np.ndarray | None, skip: int, joypad: np.ndarray, name: str) -> list[int]:
+    """The action of each step of the way from reset (its joypad bytes, `skip` frames a step)."""
     if way is None or len(way) % skip:
-        _fail(f"{ep.path.name}: no start prefix of whole {skip}-frame steps")
+        _fail(f"{name}: no start prefix of whole {skip}-frame steps")
     return [majority_action(list(way[k : k + skip]), joypad, 0) for k in range(0, len(way), skip)]
 
 
 def unroll(path: Path, out: Path) -> dict[str, Any]:
     with Episode(path) as ep:
-        a = ep.attrs
-        way, own = way_actions(ep), [int(x) for x in ep.actions]
-        expect = np.concatenate([ep.start_joypad, ep.column("joypad")])
+        a, start = ep.attrs, ep.start_joypad
         meta = EpisodeMeta(a["env_id"], a["level"], int(a["frame_skip"]), ep.action_set, "unrolled", seed=a["seed"])
+        way = way_actions(start, meta.frame_skip, meta.action_set.joypad, path.name)
+        own, expect = [int(x) for x in ep.actions], np.concatenate([start, ep.joypad])
         ending = ep.ending_steps
     out.mkdir(parents=True, exist_ok=True)
     env = MarioEnv(meta.level)
@@ -75,7 +74,7 @@ def unroll(path: Path, out: Path) -> dict[str, Any]:
     finally:
         env.close()
     with Episode(new) as ep:
-        got, x = ep.column("joypad"), ep.info["x_pos"]
+        got, x = ep.joypad, ep.info["x_pos"]
     if not np.array_equal(got, expect):
         _fail(f"{new.name}: the unrolled joypad bytes differ from the way's and the episode's")
     return {
