@@ -1,7 +1,7 @@
 """Rebuild the world model's frozen data from bench/data/ (replay files kept in the repository): the
 fixed evaluation set, fresh episodes nobody tuned on, and the training mix, each with its store.
 
-    .venv/bin/python bench/wm_data.py [--root runs] [--only eval,eval-fresh,mix] [--workers 2]
+    .venv/bin/python bench/wm_data.py [--root runs] [--only eval,eval-fresh,mix] [--levels 1-1,2-1] [--workers 2]
 
 Writes ROOT/<name>/episodes and ROOT/<name>/store.zarr (the two evaluation sets with full-res frames,
 for the upsampler's figures). Every frame is replayed in the emulator and checked against the digest
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mario_kit.datasets.interop.replay import import_replay
 from mario_kit.datasets.store import build_store, store_info
+from mario_kit.emulator import parse_levels
 
 DATA = Path(__file__).resolve().parent / "data"
 # name -> full-res frames in the store; world1, world1-eval: the whole-stage recipe, game, game-eval: the
@@ -38,15 +39,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, default=Path("runs"))
     ap.add_argument("--only", default="eval,eval-fresh,mix", help="comma list of " + ", ".join(SETS))
+    ap.add_argument("--levels", help="replay only the episodes of these stages (W-S, a comma list)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
+    levels = parse_levels(args.levels) if args.levels else None
     out = {}
     for name in args.only.split(","):
         if name not in SETS:
             ap.error(f"unknown set {name!r}; sets: {', '.join(SETS)}")
         d = args.root / name
         t0 = time.perf_counter()
-        r = import_replay(DATA / name, d / "episodes", workers=args.workers, progress=True)
+        r = import_replay(DATA / name, d / "episodes", workers=args.workers, progress=True, levels=levels)
         t1 = time.perf_counter()
         build_store(d / "episodes", d / "store.zarr", full_res=SETS[name], progress=True)
         info = store_info(d / "store.zarr")

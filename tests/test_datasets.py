@@ -703,6 +703,22 @@ def _h5_contents(path):
     return out, attrs
 
 
+def test_a_replay_import_can_keep_the_episodes_of_some_stages(tmp_path):
+    """`import_replay(levels=...)` (bench/wm_data.py --levels): the episodes of those stages only,
+    each the same file as exported."""
+    from mario_kit.datasets.interop.replay import export_replay, import_replay
+
+    src = make_dataset(tmp_path / "src", episodes=4, max_steps=8, seed=3, level="1-1,1-2")
+    levels = {p.name: Episode(p).attrs["level"] for p in src}
+    assert set(levels.values()) == {"1-1", "1-2"}, levels
+    export_replay(tmp_path / "src", tmp_path / "x")
+    r = import_replay(tmp_path / "x", tmp_path / "back", levels=["1-2"])
+    kept = sorted(p.name for p in Dataset(tmp_path / "back").paths)
+    assert r.episodes == len(kept) and kept == sorted(n for n, lv in levels.items() if lv == "1-2")
+    for name in kept:
+        assert np.array_equal(Episode(tmp_path / "back" / name).frames[:], Episode(tmp_path / "src" / name).frames[:])
+
+
 def test_replay_export_and_import_give_back_every_episode_exactly(tmp_path, eight):
     """`dataset export --format replay` keeps a dataset without its frames; `import --format replay`
     replays it in the emulator into the same files: every dataset, frames included, every attribute,

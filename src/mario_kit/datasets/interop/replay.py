@@ -113,8 +113,11 @@ class ReplayImport:
     paths: list[Path] = field(default_factory=list)
 
 
-def import_replay(src: str | Path, out: str | Path, workers: int = 1, progress: bool = False) -> ReplayImport:
-    """Rebuild the episodes of `src/replay.json.xz` (or the file `src`) in `out` by replaying them.
+def import_replay(
+    src: str | Path, out: str | Path, workers: int = 1, progress: bool = False, levels: list[str] | None = None
+) -> ReplayImport:
+    """Rebuild the episodes of `src/replay.json.xz` (or the file `src`) in `out` by replaying them
+    (with `levels`, only those of these stages).
 
     Every episode is checked before the first is written; an episode already in `out` under its name
     is skipped; the import lands whole or not at all (a failure or Ctrl-C removes the episodes it
@@ -124,6 +127,8 @@ def import_replay(src: str | Path, out: str | Path, workers: int = 1, progress: 
     src, out = Path(src), Path(out)
     path = src / REPLAY_FILE if src.is_dir() else src
     episodes = parse_replay(read_replay(path), path)
+    if levels is not None:
+        episodes = [e for e in episodes if e["attrs"]["level"] in levels]
     sets = {(e["attrs"]["action_set"], int(e["attrs"]["frame_skip"])) for e in episodes}
     if len(sets) > 1:
         raise UserError(f"{path} mixes action sets or frame skips {sorted(sets)}: one dataset folder takes one")
