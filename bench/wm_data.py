@@ -1,7 +1,7 @@
 """Rebuild the world model's frozen data from bench/data/ (replay files kept in the repository): the
 fixed evaluation set, fresh episodes nobody tuned on, and the training mix, each with its store.
 
-    .venv/bin/python bench/wm_data.py [--root runs] [--only eval,eval-fresh,mix] [--levels 1-1,2-1] [--workers 2]
+    .venv/bin/python bench/wm_data.py [--root runs] [--only eval,eval-fresh,mix] [--levels 1-1,2-1] [--keep-going] [--workers 2]
 
 Writes ROOT/<name>/episodes and ROOT/<name>/store.zarr (the two evaluation sets with full-res frames,
 for the upsampler's figures). Every frame is replayed in the emulator and checked against the digest
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("runs"))
     ap.add_argument("--only", default="eval,eval-fresh,mix", help="comma list of " + ", ".join(SETS))
     ap.add_argument("--levels", help="replay only the episodes of these stages (W-S, a comma list)")
+    ap.add_argument("--keep-going", action="store_true", help="leave out episodes that replay to other frames")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     levels = parse_levels(args.levels) if args.levels else None
@@ -49,7 +50,9 @@ def main() -> None:
             ap.error(f"unknown set {name!r}; sets: {', '.join(SETS)}")
         d = args.root / name
         t0 = time.perf_counter()
-        r = import_replay(DATA / name, d / "episodes", workers=args.workers, progress=True, levels=levels)
+        r = import_replay(
+            DATA / name, d / "episodes", workers=args.workers, progress=True, levels=levels, keep_going=args.keep_going
+        )
         t1 = time.perf_counter()
         build_store(d / "episodes", d / "store.zarr", full_res=SETS[name], progress=True)
         info = store_info(d / "store.zarr")
@@ -57,6 +60,7 @@ def main() -> None:
             "replayed_episodes": r.episodes,
             "replayed_steps": r.steps,
             "kept_episodes": len(r.skipped),
+            "differ": r.differ,
             "replay_s": round(t1 - t0, 1),
             "replay_steps_per_s": round(r.steps / max(t1 - t0, 1e-9), 1),
             "build_s": round(time.perf_counter() - t1, 1),

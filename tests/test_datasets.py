@@ -703,9 +703,12 @@ def _h5_contents(path):
     return out, attrs
 
 
-def test_a_replay_import_can_keep_the_episodes_of_some_stages(tmp_path):
+def test_a_replay_import_can_keep_some_stages_and_go_on_past_an_episode_that_differs(tmp_path):
     """`import_replay(levels=...)` (bench/wm_data.py --levels): the episodes of those stages only,
-    each the same file as exported."""
+    each the same file as exported. An episode whose frames replay to another digest stops an import
+    and leaves nothing; with keep_going it alone is left out, named, and out of the split file."""
+    import lzma
+
     from mario_kit.datasets.interop.replay import export_replay, import_replay
 
     src = make_dataset(tmp_path / "src", episodes=4, max_steps=8, seed=3, level="1-1,1-2")
@@ -717,6 +720,20 @@ def test_a_replay_import_can_keep_the_episodes_of_some_stages(tmp_path):
     assert r.episodes == len(kept) and kept == sorted(n for n, lv in levels.items() if lv == "1-2")
     for name in kept:
         assert np.array_equal(Episode(tmp_path / "back" / name).frames[:], Episode(tmp_path / "src" / name).frames[:])
+    split_dataset(tmp_path / "src", 50, seed=0)
+    export_replay(tmp_path / "src", tmp_path / "x", force=True)
+    packed = tmp_path / "x" / "replay.json.xz"
+    doc = json.loads(lzma.decompress(packed.read_bytes()))
+    bad = doc["episodes"][1]
+    bad["frames_xxh3_128"] = "0" * 32
+    packed.write_bytes(lzma.compress(json.dumps(doc).encode()))
+    with pytest.raises(UserError, match="replayed frames differ"):
+        import_replay(packed, tmp_path / "stop", workers=2)
+    assert not (tmp_path / "stop").exists()
+    r = import_replay(packed, tmp_path / "on", workers=2, keep_going=True)
+    assert r.differ == [bad["file"]] and r.episodes == 3
+    assert sorted(p.name for p in Dataset(tmp_path / "on").paths) == sorted(set(levels) - {bad["file"]})
+    assert set(read_split(tmp_path / "on")) == set(levels) - {bad["file"]}
 
 
 def test_replay_export_and_import_give_back_every_episode_exactly(tmp_path, eight):

@@ -111,17 +111,28 @@ class ReplayImport:
     steps: int = 0
     skipped: list[str] = field(default_factory=list)  # already in the folder under the same name
     paths: list[Path] = field(default_factory=list)
+    differ: list[str] = field(default_factory=list)  # left out, with keep_going: replayed to other frames
+
+
+class FramesDiffer(UserError):
+    """An episode that replays to frames other than its recording's."""
 
 
 def import_replay(
-    src: str | Path, out: str | Path, workers: int = 1, progress: bool = False, levels: list[str] | None = None
+    src: str | Path,
+    out: str | Path,
+    workers: int = 1,
+    progress: bool = False,
+    levels: list[str] | None = None,
+    keep_going: bool = False,
 ) -> ReplayImport:
     """Rebuild the episodes of `src/replay.json.xz` (or the file `src`) in `out` by replaying them
     (with `levels`, only those of these stages).
 
     Every episode is checked before the first is written; an episode already in `out` under its name
     is skipped; the import lands whole or not at all (a failure or Ctrl-C removes the episodes it
-    wrote). `workers` processes replay episodes side by side."""
+    wrote), but with `keep_going` an episode that replays to other frames is left out and named in
+    `differ`. `workers` processes replay episodes side by side."""
     from mario_kit.progress import make_progress
 
     src, out = Path(src), Path(out)
@@ -141,12 +152,16 @@ def import_replay(
         try:
             with make_progress(enabled=progress, transient=True) as bar:
                 task = bar.add_task("replaying", total=sum(int(e["attrs"]["length"]) for e in todo))
-                for p, n in _run(todo, out, workers):
-                    summary.paths.append(p)
-                    summary.episodes += 1
-                    summary.steps += n
-                    bar.update(task, advance=n)
-            add_assignments(out, {e["file"]: e["split"] for e in todo if e["split"] is not None})
+                for e, (p, n) in zip(todo, _run(todo, out, workers, keep_going)):
+                    if p is None:
+                        summary.differ.append(e["file"])
+                    else:
+                        summary.paths.append(p)
+                        summary.episodes += 1
+                        summary.steps += n
+                    bar.update(task, advance=int(e["attrs"]["length"]))
+            kept = [e for e in todo if e["split"] is not None and e["file"] not in summary.differ]
+            add_assignments(out, {e["file"]: e["split"] for e in kept})
         except BaseException:  # all or nothing: what this import wrote goes again
             for e in todo:
                 (out / e["file"]).unlink(missing_ok=True)
@@ -155,13 +170,14 @@ def import_replay(
     return summary
 
 
-def _run(todo: list[dict], out: Path, workers: int) -> Iterator[tuple[Path, int]]:
+def _run(todo: list[dict], out: Path, workers: int, keep_going: bool) -> Iterator[tuple[Path | None, int]]:
+    """(path, steps) of each episode of `todo` in order; (None, 0) for one that differs, with keep_going."""
     if workers <= 1 or len(todo) <= 1:
         for e in todo:
-            yield replay_episode(e, out)
+            yield _replay_one(e, out, keep_going)
         return
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(replay_episode, e, out) for e in todo]
+        futures = [pool.submit(_replay_one, e, out, keep_going) for e in todo]
         try:
             for f in futures:
                 yield f.result()
@@ -169,6 +185,15 @@ def _run(todo: list[dict], out: Path, workers: int) -> Iterator[tuple[Path, int]
             for f in futures:
                 f.cancel()
             raise
+
+
+def _replay_one(e: dict, out: Path, keep_going: bool) -> tuple[Path | None, int]:
+    try:
+        return replay_episode(e, out)
+    except FramesDiffer:
+        if not keep_going:
+            raise
+        return None, 0
 
 
 def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
@@ -209,7 +234,7 @@ def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
             h.update(frame.data)
             pos += n
         if h.hexdigest() != e["frames_xxh3_128"]:
-            raise UserError(
+            raise FramesDiffer(
                 f"{e['file']}: the replayed frames differ from the recorded ones (recorded with "
                 f"{attrs.get('package_versions', '?')}); nothing was imported"
             )
