@@ -24,7 +24,7 @@ from mario_kit.world_model.model.denoiser import Denoiser, count_parameters
 from mario_kit.world_model.training.loss import _loss_one, denoiser_loss, sample_sigma, upsampler_loss
 from mario_kit.world_model.training.metrics import pooled_psnr, psnr, ssim
 from mario_kit.world_model.model.sampler import karras_sigmas, sample, to_model, to_uint8, upsample
-from mario_kit.world_model.training.trainer import ema_update, lr_factor, plan_steps, setup_runtime
+from mario_kit.world_model.training.trainer import _load_adding_levels, ema_update, lr_factor, plan_steps, setup_runtime
 
 
 @pytest.fixture(scope="module")
@@ -808,3 +808,52 @@ def test_ema_copies_first_then_averages_with_its_warm_up():
         expected = value if expected is None else expected * d + value * (1 - d)
         assert ema.module.weight[0, 0].item() == pytest.approx(expected, rel=1e-6)
     assert int(ema.n_averaged) == 3 and model.weight.requires_grad
+
+
+def test_a_levels_model_learns_the_stages_it_is_told(tmp_path):
+    """`denoiser.levels=true`: each window carries its episode's stage; a run from a model without the
+    embedding starts as that model (the embedding is zero), training moves only the rows of the stages
+    it saw, and the draw then depends on the stage given, in `sample` and in WorldModelEnv."""
+    from conftest import make_dataset
+    from mario_kit.datasets.split import split_dataset
+    from mario_kit.datasets.store import build_store
+    from mario_kit.emulator import level_number
+    from mario_kit.world_model.model.checkpoint import load_model
+    from mario_kit.world_model.programs.world_model_env import WorldModelEnv
+
+    make_dataset(tmp_path / "eps", episodes=4, max_steps=30, seed=3, level="1-1,1-2")
+    split_dataset(tmp_path / "eps", 25, seed=0)
+    store = tmp_path / "s.zarr"
+    build_store(tmp_path / "eps", store, progress=False)
+    ds = WindowDataset(store, None)
+    b = ds.fetch(np.arange(len(ds)))
+    want = np.concatenate([[level_number(e["level"])] * (e["frames"] - 1) for e in ds.m["episodes"]])
+    assert np.array_equal(b["level"], want) and set(want) == {1, 2}, (b["level"], want)
+    tiny = ["--store", store, "--config", "tiny", "-q", "--set", "max_steps=3"]
+    assert run_here("train", "--out", tmp_path / "a", *tiny).returncode == 0
+    res = run_here(
+        "train", "--out", tmp_path / "b", *tiny, "--set", f"init={tmp_path / 'a'}", "--set", "denoiser.levels=true"
+    )
+    assert res.returncode == 0, res.stderr
+    (a, a_cfg, _), (b_model, cfg, _) = load_model(tmp_path / "a", ema=False), load_model(tmp_path / "b", ema=False)
+    added = Denoiser(ModelConfig(**{**vars(a_cfg.denoiser), "levels": True}), ds.n_actions).eval()
+    _load_adding_levels(added, a.state_dict())  # what init does: the new model is the old one
+    emb = b_model.inner.level_emb.weight.detach()
+    assert emb[1:3].abs().sum(1).min() > 0 and emb[3:].abs().sum() == 0 and emb[0].abs().sum() == 0, emb.abs().sum(1)
+    x, ctx, act = torch.randn(2, 3, 60, 64), torch.randn(2, 12, 60, 64), torch.zeros(2, 4, dtype=torch.long)
+    draw = lambda m, lv: sample(m, ctx, act, cfg.sampler, noise=x, level=lv)  # noqa: E731
+    unknown, one, two = draw(b_model, None), draw(b_model, torch.tensor([1, 1])), draw(b_model, torch.tensor([2, 2]))
+    assert not torch.equal(one, two) and not torch.equal(one, unknown)
+    assert torch.equal(draw(added, torch.tensor([1, 2])), draw(a, None))
+    assert torch.equal(draw(b_model, torch.tensor([5, 5])), unknown)  # a stage it never saw: as unknown
+    res = run_here(
+        "train", "--out", tmp_path / "c", *tiny, "--set", "denoiser.upsampler=true", "--set", "denoiser.levels=true"
+    )
+    assert res.returncode == 2 and "levels conditions the denoiser only" in res.stderr, res.stderr
+    low = np.random.default_rng(0).integers(0, 256, (4, 60, 64, 3), dtype=np.uint8)
+    frames = {}
+    for lv in ("1-1", "1-2", None, "8-4"):
+        env = WorldModelEnv(tmp_path / "b", upsampler=False, device="cpu", seed=0, rewards=False)
+        env.reset(low, np.zeros(4, np.int64), lv)
+        frames[lv] = env.step(1)[0]
+    assert not np.array_equal(frames["1-1"], frames["1-2"]) and np.array_equal(frames[None], frames["8-4"])

@@ -37,6 +37,12 @@ def parse_levels(spec: str) -> list[str]:
     return levels
 
 
+def level_number(level: str | None) -> int:
+    """A stage's number for a model that is told where it is: 1 (1-1) to 32 (8-4); 0 for anything
+    else (no level recorded, 'random'), which such a model reads as "unknown"."""
+    return ALL_LEVELS.index(level) + 1 if level in ALL_LEVELS else 0
+
+
 def env_id(level: str) -> str:
     return f"SuperMarioBros-{level}-v0"
 

@@ -18,6 +18,7 @@ Batch layout (T = n_context + horizon):
   act   (B, T - 1) int64          act[:, t] is the action taken at frame t (0 where padded)
   mask  (B, T) bool               False where padded (before the episode start)
   index (B,) int64                global index of the first target frame
+  level (B,) int64                the episode's stage, emulator.level_number (1-1 is 1; 0: not recorded)
   full  (B, horizon, 240, 256, 3) uint8, only with full_res=True (for the upsampler)
 """
 
@@ -34,6 +35,7 @@ import xxhash
 from mario_kit import UserError
 from mario_kit.atomic import atomic_path
 from mario_kit.datasets.store import LOW_SHAPE, read_manifest, store_array
+from mario_kit.emulator import level_number
 
 CACHE_DIR = "_cache"
 
@@ -153,15 +155,17 @@ class WindowDataset(torch.utils.data.Dataset):
             )
         if n and not (np.isfinite(self.weights[:n]).all() and self.weights[:n].min() >= 0):
             raise UserError(f"{self.store}: weights that are negative or not finite; rebuild with --force")
-        starts, targets = [], []
+        starts, targets, levels = [], [], []
         for ep in self.m["episodes"]:
             if split is not None and ep["split"] != split:
                 continue
             k = np.arange(1, ep["frames"] - horizon + 1)  # first target offsets with a full horizon
             targets.append(ep["start"] + k)
             starts.append(np.full(len(k), ep["start"]))
+            levels.append(np.full(len(k), level_number(ep.get("level"))))
         self.targets = np.concatenate(targets) if targets else np.zeros(0, np.int64)
         self.episode_start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+        self.level = np.concatenate(levels) if levels else np.zeros(0, np.int64)  # each window's stage
         self._offsets = np.arange(-n_context, horizon)
 
     def __len__(self) -> int:
@@ -192,7 +196,7 @@ class WindowDataset(torch.utils.data.Dataset):
         idx = np.maximum(idx, es[:, None])
         act = self.actions[idx[:, :-1]]
         act[~mask[:, :-1]] = 0
-        batch = {"idx": idx, "act": act, "mask": mask, "index": g}
+        batch = {"idx": idx, "act": act, "mask": mask, "index": g, "level": self.level[i]}
         if self.full_res:
             if self._full is None:
                 self._full = store_array(self.store, "full")

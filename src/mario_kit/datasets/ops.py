@@ -297,6 +297,11 @@ class Spawns:
         """The stages the spawns start on, in game order."""
         return sorted({str(r.get("level")) for r in self.refs})
 
+    def level_of(self, i: int) -> str | None:
+        """The stage spawn i starts on (None where its file did not record one)."""
+        level = self.refs[i].get("level")
+        return str(level) if level is not None else None
+
     def of_level(self, level: str | None) -> "Spawns":
         """The spawns on a stage of `level` (a comma list; None: all), in file order."""
         if level is None:

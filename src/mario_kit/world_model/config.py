@@ -28,6 +28,9 @@ class ModelConfig:
     upsampler: bool = False
     upsampling_factor: int = 4
     residual: bool = False  # upsampler only: diffuse the full-res frame minus its bicubic upsample
+    # denoiser only: told which stage a window is of (an embedding of 1-1..8-4, 0 for unknown, added to
+    # the condition and zero at first, so a model trained without it fine-tunes into one with it)
+    levels: bool = False
     img_channels: int = 3
     sigma_data: float = 0.5
     sigma_offset_noise: float = 0.3
@@ -261,6 +264,8 @@ def _check_model(name: str, m: ModelConfig) -> None:
         )
     if m.cond_channels % max(m.n_context, 1) or m.cond_channels % 2:
         raise UserError("cond_channels must be even and divisible by n_context")
+    if m.upsampler and m.levels:
+        raise UserError(f"{name}: levels conditions the denoiser only")
     if not (m.sigma_data > 0 and m.upsampling_factor >= 1):
         raise UserError(f"{name}: sigma_data > 0 and upsampling_factor >= 1 must hold")
 

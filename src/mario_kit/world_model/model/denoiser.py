@@ -50,20 +50,34 @@ class Denoiser(nn.Module):
         return v(c_in), v(c_skip), v(c_out), c_noise
 
     def forward(
-        self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None, sigma_cond: Tensor | None = None
+        self,
+        noisy: Tensor,
+        sigma: Tensor,
+        ctx: Tensor,
+        act: Tensor | None,
+        sigma_cond: Tensor | None = None,
+        level: Tensor | None = None,
     ) -> Tensor:
         """D(noisy; sigma): the denoised frame (or residual), clamped to [-limit, limit]."""
-        out, c_skip, c_out = self.denoise(noisy, sigma, ctx, act, sigma_cond)
+        out, c_skip, c_out = self.denoise(noisy, sigma, ctx, act, sigma_cond, level)
         return (c_skip * noisy + c_out * out).clamp(-self.limit, self.limit)
 
     def denoise(
-        self, noisy: Tensor, sigma: Tensor, ctx: Tensor, act: Tensor | None, sigma_cond: Tensor | None
+        self,
+        noisy: Tensor,
+        sigma: Tensor,
+        ctx: Tensor,
+        act: Tensor | None,
+        sigma_cond: Tensor | None,
+        level: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """F's raw output with the scalings that make D of it: D = c_skip noisy + c_out F. Training
-        regresses F on its target (x - c_skip noisy) / c_out, EDM's loss weighting built in."""
+        regresses F on its target (x - c_skip noisy) / c_out, EDM's loss weighting built in. `level`
+        (B,) of emulator.level_number: read by a model with `levels` only."""
         c_in, c_skip, c_out, c_noise = self.conditioners(sigma)
         c_cond = sigma_cond.log() / 4 if sigma_cond is not None else torch.zeros_like(c_noise)
-        return self.inner(noisy * c_in, c_noise, c_cond, ctx / self.cfg.sigma_data, act), c_skip, c_out
+        ctx = ctx / self.cfg.sigma_data
+        return self.inner(noisy * c_in, c_noise, c_cond, ctx, act, level), c_skip, c_out
 
 
 def _flat_keys_to_inner(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:

@@ -27,11 +27,12 @@ def sample(
     gen: torch.Generator | None = None,
     shape: tuple[int, ...] | None = None,
     noise: Tensor | None = None,
+    level: Tensor | None = None,
 ) -> Tensor:
     """Draw a frame (B, C, H, W) in [-1, 1] given context frames ctx (B, n*C, H, W) and actions (B, n)
-    (a residual upsampler's draw is a residual, in [-2, 2]). `noise`: the unit Gaussian to start from
-    (default: drawn from `gen`); with it given, nothing here syncs with the host, so a CUDA graph can
-    capture the whole draw."""
+    (a residual upsampler's draw is a residual, in [-2, 2]); `level` (B,): the stages, for a model
+    with `levels`. `noise`: the unit Gaussian to start from (default: drawn from `gen`); with it given,
+    nothing here syncs with the host, so a CUDA graph can capture the whole draw."""
     b = ctx.shape[0]
     shape = shape or (b, model.cfg.img_channels, *ctx.shape[-2:])
     sigmas = karras_sigmas(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, device=ctx.device)
@@ -41,13 +42,13 @@ def sample(
     x = noise * sigmas[0]
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         sv = s.expand(b)
-        d = (x - model(x, sv, ctx, act, sigma_cond)) / s
+        d = (x - model(x, sv, ctx, act, sigma_cond, level)) / s
         dt = s_next - s
         if cfg.order == 1 or i == cfg.steps - 1:  # the last step goes to sigma 0: Euler
             x = x + d * dt
         else:  # Heun
             x2 = x + d * dt
-            d2 = (x2 - model(x2, s_next.expand(b), ctx, act, sigma_cond)) / s_next
+            d2 = (x2 - model(x2, s_next.expand(b), ctx, act, sigma_cond, level)) / s_next
             x = x + (d + d2) / 2 * dt
     return x.clamp(-model.limit, model.limit)
 
@@ -70,18 +71,19 @@ def rollout(
     actions: Tensor,
     cfg: SamplerConfig,
     gen: torch.Generator | None = None,
+    level: Tensor | None = None,
 ) -> Tensor:
     """Generate len(actions[0]) frames autoregressively.
 
     ctx_frames (B, n, C, H, W), ctx_actions (B, n): the last n frames and the actions taken at them;
-    actions (B, T - 1): the actions taken at the generated frames but the last.
+    actions (B, T - 1): the actions taken at the generated frames but the last; level (B,) the stages.
     Returns (B, T, C, H, W): frame t is generated from the n frames before it."""
     frames, acts = list(ctx_frames.unbind(1)), list(ctx_actions.unbind(1))
     n = ctx_frames.shape[1]
     out = []
     for t in range(actions.shape[1] + 1):
         ctx = torch.cat(frames[-n:], dim=1)
-        nxt = sample(model, ctx, torch.stack(acts[-n:], dim=1), cfg, gen)
+        nxt = sample(model, ctx, torch.stack(acts[-n:], dim=1), cfg, gen, level=level)
         out.append(nxt)
         if t < actions.shape[1]:
             frames.append(nxt)

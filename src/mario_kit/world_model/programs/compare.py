@@ -72,7 +72,7 @@ def compare(cfg: CompareConfig) -> Comparison:
             f"the run was trained on the {model.meta['action_set']} action set, the episode uses {ctx['aset'].name}"
         )
     actions = _actions(ctx, cfg)
-    model.reset(downsample(ctx["frames"]), ctx["actions"])
+    model.reset(downsample(ctx["frames"]), ctx["actions"], ctx["level"])
     real_a, fake_a, low_a = _side_by_side(model, ctx, cfg.start, actions, cfg.progress)
     lo_f, lo_r = torch.from_numpy(low_a).float(), torch.from_numpy(downsample(real_a)).float()
     hi_f, hi_r = torch.from_numpy(fake_a).float(), torch.from_numpy(real_a).float()

@@ -96,7 +96,7 @@ class DreamEnv(gym.Env):
             self.dream.gen.manual_seed(seed)
         i = (options or {}).get("spawn")
         i = int(self.np_random.integers(len(self.spawns))) if i is None else int(i) % len(self.spawns)
-        self.dream.reset(self.spawns.low[i], self.spawns.actions[i])
+        self.dream.reset(self.spawns.low[i], self.spawns.actions[i], self.spawns.level_of(i))
         self._frame, self._t = self.spawns.full[i, -1], 0
         return self._frame.copy(), {"spawn": i, "ref": dict(self.spawns.refs[i])}
 

@@ -69,9 +69,11 @@ class DreamVecEnv(VecEnv):
         for r in rows:
             self.spawn[r], self.t[r] = self.rng.integers(len(self.spawns)), 0
         if i is None:
-            self.dream.reset_batch(self.spawns.low[self.spawn], self.spawns.actions[self.spawn])
+            levels = [self.spawns.level_of(int(s)) for s in self.spawn]
+            self.dream.reset_batch(self.spawns.low[self.spawn], self.spawns.actions[self.spawn], levels)
         else:
-            self.dream.reset_row(i, self.spawns.low[self.spawn[i]], self.spawns.actions[self.spawn[i]])
+            s = int(self.spawn[i])
+            self.dream.reset_row(i, self.spawns.low[s], self.spawns.actions[s], self.spawns.level_of(s))
 
     def reset(self) -> np.ndarray:
         if self._seeds[0] is not None:  # VecEnv.seed(s): the same seed, the same starts and dreams

@@ -202,7 +202,7 @@ class _Session:
     def start(self, i: int) -> None:
         self.finish()
         self.spawn = i % len(self.sp)
-        self.dream.reset(self.sp.low[self.spawn], self.sp.actions[self.spawn])
+        self.dream.reset(self.sp.low[self.spawn], self.sp.actions[self.spawn], self.sp.level_of(self.spawn))
         self.steps = 0
         with self.lock:
             self.frame = self.sp.full[self.spawn, -1]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mario_kit import UserError
+from mario_kit.emulator import level_number
 from mario_kit.hardware import fast_bf16, resolve_device
 from mario_kit.world_model.model import rewend, shipped, tiles
 from mario_kit.world_model.model.checkpoint import load_model, path_of
@@ -110,13 +111,15 @@ class WorldModelEnv:
         """Full-res size over low-res size (the upsampler's; 4 for the NES frame)."""
         return self.up.cfg.upsampling_factor if self.up is not None else 4
 
-    def reset(self, low: np.ndarray, actions: np.ndarray) -> None:
+    def reset(self, low: np.ndarray, actions: np.ndarray, level: str | None = None) -> None:
         """Start from context frames (n, 60, 64, 3) uint8 and the actions taken at them; the last
-        `n_context` are used, and fewer than that are refused."""
-        self.reset_batch(np.asarray(low)[None], np.asarray(actions)[None])
+        `n_context` are used, and fewer than that are refused. `level` ('1-1'): the stage they are
+        of, which a model trained with `levels` is told (None: unknown; other models ignore it)."""
+        self.reset_batch(np.asarray(low)[None], np.asarray(actions)[None], [level])
 
-    def reset_batch(self, low: np.ndarray, actions: np.ndarray) -> None:
-        """Start N dreams: context frames (N, n, 60, 64, 3) uint8 and actions (N, n), as `reset`."""
+    def reset_batch(self, low: np.ndarray, actions: np.ndarray, levels: list[str | None] | None = None) -> None:
+        """Start N dreams: context frames (N, n, 60, 64, 3) uint8, actions (N, n) and the N stages
+        (None: all unknown), as `reset`."""
         if low.shape[1] < self.n_context or actions.shape[1] < low.shape[1]:
             raise UserError(
                 f"the model conditions on {self.n_context} past frames; this start gives {low.shape[1]} "
@@ -128,19 +131,29 @@ class WorldModelEnv:
             self._graph = None  # captured for another number of dreams
         self.frames = frames.reshape(len(low), self.n_context, *frames.shape[1:])  # (N, n, C, H, W)
         self.actions = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=self.device)
+        numbers = [level_number(lv) for lv in levels] if levels is not None else [0] * len(low)
+        if len(numbers) != len(low):
+            raise UserError(f"{len(low)} starts but {len(numbers)} levels")
+        self.level = torch.tensor(numbers, dtype=torch.long, device=self.device)
 
     @torch.inference_mode()
-    def reset_row(self, i: int, low: np.ndarray, actions: np.ndarray) -> None:
-        """Start dream i of the batch again from context frames (n, 60, 64, 3) and their actions."""
+    def reset_row(self, i: int, low: np.ndarray, actions: np.ndarray, level: str | None = None) -> None:
+        """Start dream i of the batch again from context frames (n, 60, 64, 3), their actions and stage."""
         low, actions = low[-self.n_context :], np.asarray(actions)[len(actions) - self.n_context :]
         self.frames[i] = to_model(torch.from_numpy(np.ascontiguousarray(low))).to(self.device)
         self.actions[i] = torch.as_tensor(actions, dtype=torch.long, device=self.device)
+        self.level[i] = level_number(level)
 
     def _generate(
-        self, ctx: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, noise_up: torch.Tensor | None
+        self,
+        ctx: torch.Tensor,
+        actions: torch.Tensor,
+        level: torch.Tensor,
+        noise: torch.Tensor,
+        noise_up: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         with self.amp or torch.autocast("cpu", enabled=False):
-            nxt = sample(self.model, ctx, actions, self.cfg, noise=noise).float()
+            nxt = sample(self.model, ctx, actions, self.cfg, noise=noise, level=level).float()
             full = upsample(self.up, nxt, self.up_cfg, noise=noise_up).float() if self.up is not None else None
         return nxt, full
 
@@ -183,7 +196,8 @@ class WorldModelEnv:
         if self.up is not None:
             f = self.upsampling_factor
             noise_up = torch.randn((b, c, h * f, w * f), generator=self.gen, device=self.device)
-        nxt, full = (self._replay if self.cuda_graph else self._generate)(ctx, self.actions, noise, noise_up)
+        gen_step = self._replay if self.cuda_graph else self._generate
+        nxt, full = gen_step(ctx, self.actions, self.level, noise, noise_up)
         reward = end = None
         if self.rewend is not None:
             k = self.rewend.cfg.n_context

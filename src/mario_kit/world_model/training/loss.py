@@ -32,10 +32,17 @@ def add_noise(x: Tensor, sigma: Tensor, offset: float, gen: torch.Generator | No
 
 
 def denoiser_loss(
-    model: Denoiser, noise: NoiseConfig, frames: Tensor, act: Tensor, mask: Tensor, gen: torch.Generator | None = None
+    model: Denoiser,
+    noise: NoiseConfig,
+    frames: Tensor,
+    act: Tensor,
+    mask: Tensor,
+    gen: torch.Generator | None = None,
+    level: Tensor | None = None,
 ) -> Tensor:
-    """frames (B, n + h, C, H, W) in [-1, 1]; act (B, n + h - 1); mask (B, n + h). For each of the h
-    targets the context is the n frames before it, earlier targets replaced by the model's denoising."""
+    """frames (B, n + h, C, H, W) in [-1, 1]; act (B, n + h - 1); mask (B, n + h); level (B,) the
+    windows' stages. For each of the h targets the context is the n frames before it, earlier targets
+    replaced by the model's denoising."""
     n = model.cfg.n_context
     frames = frames.clone()
     total = frames.new_zeros(())
@@ -51,6 +58,7 @@ def denoiser_loss(
             mask[:, n + i],
             gen,
             noise_ctx=noise.noise_previous_obs,
+            level=level,
         )
         total = total + loss
         if i + 1 < h:
@@ -76,6 +84,7 @@ def _loss_one(
     mask: Tensor,
     gen: torch.Generator | None,
     noise_ctx: bool,
+    level: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The masked mean loss over a batch of targets, and D's output (the denoised targets)."""
     b, offset = target.shape[0], model.cfg.sigma_offset_noise
@@ -85,7 +94,7 @@ def _loss_one(
         ctx = add_noise(ctx, sigma_cond, offset, gen)
     sigma = sample_sigma(noise, b, gen, target.device)
     noisy = add_noise(target, sigma, offset, gen)
-    out, c_skip, c_out = model.denoise(noisy, sigma, ctx, act, sigma_cond)
+    out, c_skip, c_out = model.denoise(noisy, sigma, ctx, act, sigma_cond, level)
     goal = (target - c_skip * noisy) / c_out
     per = ((out.float() - goal.float()) ** 2).mean(dim=(1, 2, 3))
     m = mask.float()
@@ -101,10 +110,11 @@ def window_loss(
     mask: Tensor,
     gen: torch.Generator | None = None,
     low: Tensor | None = None,
+    level: Tensor | None = None,
 ) -> Tensor:
     """The loss of a batch from the loader: the upsampler's when `model` is one (then `low` is given)."""
     if model.cfg.upsampler:
         assert low is not None, "the upsampler's loss needs the low-res frames"
         return upsampler_loss(model, noise, frames, low, mask, gen)
     assert act is not None, "the denoiser's loss needs the actions"
-    return denoiser_loss(model, noise, frames, act, mask, gen)
+    return denoiser_loss(model, noise, frames, act, mask, gen, level)

@@ -51,10 +51,10 @@ def next_frames(model, sampler, ds: WindowDataset, idx: np.ndarray, gen, device:
     n = model.cfg.n_context
     b = ds.gather(ds.fetch(idx))
     obs = to_model(torch.from_numpy(b["obs"])).to(device)
-    act = torch.from_numpy(b["act"]).to(device)
+    act, level = torch.from_numpy(b["act"]).to(device), torch.from_numpy(b["level"]).to(device)
     pred = torch.cat(
         [
-            sample(model, obs[i : i + 16, :n].flatten(1, 2), act[i : i + 16], sampler, gen)
+            sample(model, obs[i : i + 16, :n].flatten(1, 2), act[i : i + 16], sampler, gen, level=level[i : i + 16])
             for i in range(0, len(idx), 16)
         ]
     )
@@ -91,8 +91,8 @@ def _score_rollouts(s: PlaceScores, model, tcfg, ds: WindowDataset, idx: np.ndar
     n = model.cfg.n_context
     b = ds.gather(ds.fetch(idx))
     frames = to_model(torch.from_numpy(b["obs"])).to(device)
-    acts = torch.from_numpy(b["act"]).to(device)
-    gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], tcfg.sampler, gen)
+    acts, level = torch.from_numpy(b["act"]).to(device), torch.from_numpy(b["level"]).to(device)
+    gen_frames = rollout(model, frames[:, :n], acts[:, :n], acts[:, n:], tcfg.sampler, gen, level)
     real, last = torch.from_numpy(b["obs"][:, -1]).float(), torch.from_numpy(b["obs"][:, n - 1]).float()
     s.rollouts = len(idx)
     s.rollout_model_psnr_last = round(pooled_psnr(to_img(gen_frames[:, -1].cpu()), real), 3)

@@ -104,12 +104,12 @@ class _Loss(nn.Module):
         super().__init__()
         self.model, self.noise = model, noise
 
-    def forward(self, frames, act, mask, gen, cond):
-        return window_loss(self.model, self.noise, frames, act, mask, gen, cond)
+    def forward(self, frames, act, mask, gen, cond, level):
+        return window_loss(self.model, self.noise, frames, act, mask, gen, cond, level)
 
 
 def batch_tensors(batch: dict[str, np.ndarray], stage: str, rt: Runtime):
-    """Numpy batch -> (frames, act, mask, cond) on the device, floats in [-1, 1], channels first."""
+    """Numpy batch -> (frames, act, mask, cond, level) on the device, floats in [-1, 1], channels first."""
     if rt.device.type == "cuda":  # from pinned memory the copy overlaps the step before it
         t = lambda a: torch.from_numpy(a).pin_memory().to(rt.device, non_blocking=True)  # noqa: E731
     else:
@@ -118,8 +118,8 @@ def batch_tensors(batch: dict[str, np.ndarray], stage: str, rt: Runtime):
     if stage == "upsampler":
         frames = to_model(t(batch["full"]))
         cond = to_model(t(batch["obs"][:, -1]))
-        return frames, None, mask, cond
-    return to_model(t(batch["obs"])), t(batch["act"]), mask, None
+        return frames, None, mask, cond, None
+    return to_model(t(batch["obs"])), t(batch["act"]), mask, None, t(batch["level"])
 
 
 # --- the loop ---------------------------------------------------------------------------------------
@@ -353,15 +353,23 @@ def _init_checkpoint(init: str, stage: str) -> tuple[Path, dict[str, Any]]:
 def _warm_start(st: _Stage, init: str) -> None:
     """Start from another run's weights (and its EMA, which keeps averaging where it was, not from
     a copy of the first step's weights): fine-tuning. The architecture must match (the action set was
-    checked with the store, _check_inputs)."""
+    checked with the store, _check_inputs), but for a level embedding this run adds: it starts at zero,
+    so the model starts as the one it was loaded from."""
     path, ck = _init_checkpoint(init, st.name)
     try:
-        st.model.load_state_dict(ck["model"])
+        _load_adding_levels(st.model, ck["model"])
         if st.ema is not None:
-            st.ema.module.load_state_dict(ck["ema"] or ck["model"])
+            _load_adding_levels(st.ema.module, ck["ema"] or ck["model"])
             st.ema.n_averaged.fill_(max(1, int(ck["step"])))
     except RuntimeError as e:
         raise UserError(f"init: {path} does not match this run's {st.name} ({str(e).splitlines()[0]})") from None
+
+
+def _load_adding_levels(model: nn.Module, state: dict[str, Any]) -> None:
+    """load_state_dict, strict but for a level embedding the state lacks (left as built: zeros)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"inner.level_emb.weight"}:
+        raise RuntimeError(f"missing keys {missing}, unexpected keys {unexpected}")
 
 
 def _save(st: _Stage, cfg: TrainConfig, rt: Runtime, path: Path, result: dict[str, Any] | None) -> None:
@@ -402,10 +410,10 @@ def _optimiser_step(st: _Stage, loss_mod: Any, rows: np.ndarray, cfg: TrainConfi
     tensor on the device (read it only to log it: each read waits for the device)."""
     accum, total = len(rows), torch.zeros((), device=rt.device)
     for a, idx in enumerate(rows):
-        frames, act, mask, cond = batch_tensors(st.ds.gather(st.ds.fetch(idx)), st.name, rt)
+        frames, act, mask, cond, level = batch_tensors(st.ds.gather(st.ds.fetch(idx)), st.name, rt)
         sync = rt.world > 1 and a < accum - 1
         with loss_mod.no_sync() if sync else nullcontext(), amp:
-            loss: torch.Tensor = loss_mod(frames, act, mask, st.gen, cond) / accum
+            loss: torch.Tensor = loss_mod(frames, act, mask, st.gen, cond, level) / accum
         loss.backward()
         total += loss.detach().float()
     if cfg.grad_clip:
@@ -633,8 +641,8 @@ def _test_loss(model: Denoiser, test: WindowDataset, cfg: TrainConfig, stage: st
     order = epoch_batches(len(test), min(bs, len(test)), cfg.test_batches, 999, 0)
     losses = []
     for idx in order:
-        frames, act, mask, cond = batch_tensors(test.gather(test.fetch(idx)), stage, rt)
+        frames, act, mask, cond, level = batch_tensors(test.gather(test.fetch(idx)), stage, rt)
         with amp:
-            losses.append(window_loss(model, noise_of(cfg, stage), frames, act, mask, gen, cond).item())
+            losses.append(window_loss(model, noise_of(cfg, stage), frames, act, mask, gen, cond, level).item())
     model.train()
     return float(np.mean(losses))
