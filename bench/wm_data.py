@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
+from mario_kit import UserError
 from mario_kit.datasets.interop.replay import import_replay
 from mario_kit.datasets.store import build_store, store_info
 from mario_kit.emulator import parse_levels
@@ -43,7 +45,10 @@ def main() -> None:
     ap.add_argument("--keep-going", action="store_true", help="leave out episodes that replay to other frames")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    levels = parse_levels(args.levels) if args.levels else None
+    try:
+        levels = parse_levels(args.levels) if args.levels else None
+    except UserError as e:
+        ap.error(str(e))
     out = {}
     for name in args.only.split(","):
         if name not in SETS:
@@ -73,4 +78,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # one line, exit 2 (a set that does not replay, a folder in the way)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
