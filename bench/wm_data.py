@@ -1,7 +1,8 @@
 """Rebuild the world model's frozen data from bench/data/ (replay files kept in the repository): the
 fixed evaluation set, fresh episodes nobody tuned on, and the training mix, each with its store.
 
-    .venv/bin/python bench/wm_data.py [--root runs] [--only eval,eval-fresh,mix] [--levels 1-1,2-1] [--keep-going] [--workers 2]
+    .venv/bin/python bench/wm_data.py [--root runs] [--only eval,eval-fresh,mix] [--levels 1-1,2-1] [--sample N --seed 0]
+        [--keep-going] [--workers 2]
 
 Writes ROOT/<name>/episodes and ROOT/<name>/store.zarr (the two evaluation sets with full-res frames,
 for the upsampler's figures). Every frame is replayed in the emulator and checked against the digest
@@ -42,6 +43,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("runs"))
     ap.add_argument("--only", default="eval,eval-fresh,mix", help="comma list of " + ", ".join(SETS))
     ap.add_argument("--levels", help="replay only the episodes of these stages (W-S, a comma list)")
+    ap.add_argument("--sample", type=int, help="replay this many episodes of a set, drawn with --seed")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep-going", action="store_true", help="leave out episodes that replay to other frames")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
@@ -53,7 +56,14 @@ def main() -> None:
         d = args.root / name
         t0 = time.perf_counter()
         r = import_replay(
-            DATA / name, d / "episodes", workers=args.workers, progress=True, levels=levels, keep_going=args.keep_going
+            DATA / name,
+            d / "episodes",
+            workers=args.workers,
+            progress=True,
+            levels=levels,
+            keep_going=args.keep_going,
+            sample=args.sample,
+            seed=args.seed,
         )
         t1 = time.perf_counter()
         build_store(d / "episodes", d / "store.zarr", full_res=SETS[name], progress=True)

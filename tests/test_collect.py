@@ -260,3 +260,38 @@ def test_a_player_who_stops_during_the_ending_keeps_the_whole_episode(tmp_path, 
     env.close()
     with Episode(path) as ep:  # opens: the attributes agree
         assert ep.attrs["end"] == "terminated" and ep.ending_steps == 3  # the acts before the stop
+
+
+def test_a_start_cache_replays_frontier_episodes_exactly_as_from_reset(monkeypatch):
+    """`StartCache` (how `import_replay` reaches frontier starts): one env a stage, reset not rebuilt,
+    and a snapshot restored where the next start shares its beginning with the last one. Episodes of
+    the frozen world-1 data with a long shared beginning give the same frames and info both ways."""
+    from pathlib import Path
+
+    from mario_kit.datasets.interop.replay import _start_order, parse_replay, read_replay
+    from mario_kit.emulator import SNAP_EVERY, StartCache
+
+    path = Path(__file__).parents[1] / "bench/data/world1/replay.json.xz"
+    eps = [e for e in parse_replay(read_replay(path), path) if e["attrs"]["level"] == "1-2"]
+    eps = [eps[i] for i in _start_order(eps)]
+    starts = [np.asarray(e["arrays"].get(f"{F.EXTRA_GROUP}/{F.START_JOYPAD}", []), np.uint8) for e in eps]
+
+    def shared(a: np.ndarray, b: np.ndarray) -> int:
+        n = min(len(a), len(b))
+        return int(np.argmin(np.append(a[:n] == b[:n], False)))
+
+    k = next(i for i in range(1, len(eps)) if shared(starts[i - 1], starts[i]) >= 3 * SNAP_EVERY)
+    restored = []
+    monkeypatch.setattr(
+        MarioEnv, "restore", lambda self, snap, f=MarioEnv.restore: restored.append(snap) or f(self, snap)
+    )
+    cache = StartCache()
+    for e, start in zip(eps[k - 1 : k + 1], starts[k - 1 : k + 1]):
+        jp, sf = e["arrays"][F.JOYPAD], e["arrays"][F.STEP_FRAMES]
+        cached = [(f.copy(), dict(i)) for f, i in replay("1-2", jp, sf, start, cache)]
+        fresh = [(f.copy(), dict(i)) for f, i in replay("1-2", jp, sf, start)]
+        assert len(cached) == len(fresh) == e["attrs"]["length"] + 1
+        for (fa, ia), (fb, ib) in zip(cached, fresh):
+            assert np.array_equal(fa, fb) and ia == ib
+    assert len(restored) == 1 and restored[0].frame_count >= 3 * SNAP_EVERY  # the second start's shared part
+    assert len(cache._envs) == 1

@@ -705,7 +705,7 @@ def _h5_contents(path):
 
 def test_a_replay_import_can_keep_some_stages_and_go_on_past_an_episode_that_differs(tmp_path):
     """`import_replay(levels=...)` (bench/wm_data.py --levels): the episodes of those stages only,
-    each the same file as exported. An episode whose frames replay to another digest stops an import
+    each the same file as exported; `sample=` the episodes `dataset filter --sample` would draw. An episode whose frames replay to another digest stops an import
     and leaves nothing; with keep_going it alone is left out, named, and out of the split file."""
     import lzma
 
@@ -720,6 +720,9 @@ def test_a_replay_import_can_keep_some_stages_and_go_on_past_an_episode_that_dif
     assert r.episodes == len(kept) and kept == sorted(n for n, lv in levels.items() if lv == "1-2")
     for name in kept:
         assert np.array_equal(Episode(tmp_path / "back" / name).frames[:], Episode(tmp_path / "src" / name).frames[:])
+    drawn = Filter(sample=2, seed=1).apply(Dataset(tmp_path / "src").index)["file"].tolist()
+    r = import_replay(tmp_path / "x", tmp_path / "drawn", sample=2, seed=1)  # as `dataset filter --sample` draws
+    assert r.episodes == 2 and sorted(p.name for p in Dataset(tmp_path / "drawn").paths) == sorted(drawn)
     split_dataset(tmp_path / "src", 50, seed=0)
     export_replay(tmp_path / "src", tmp_path / "x", force=True)
     packed = tmp_path / "x" / "replay.json.xz"

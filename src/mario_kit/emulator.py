@@ -190,16 +190,52 @@ class MarioEnv:
         self._env.close()
 
 
-def run_start(env: MarioEnv, start: np.ndarray | None) -> dict[str, Any] | None:
+def run_start(
+    env: MarioEnv, start: np.ndarray | None, begin: int = 0, snaps: list[Snapshot] | None = None
+) -> dict[str, Any] | None:
     """Step a reset env through an episode's start prefix (the joypad bytes from the stage's reset to
-    the episode's frame 0; None or empty for an episode that starts at reset); the last info, if any."""
+    the episode's frame 0; None or empty for an episode that starts at reset); the last info, if any.
+    `begin`: the env is at that frame of the prefix already; `snaps`: a snapshot is appended after
+    every SNAP_EVERY-th frame (`StartCache`)."""
     info = None
     start = start if start is not None else np.zeros(0, np.uint8)
-    for k, byte in enumerate(start):
-        _, terminated, truncated, info = env.step_frame(int(byte))
+    for k in range(begin, len(start)):
+        _, terminated, truncated, info = env.step_frame(int(start[k]))
         if (terminated or truncated) and k + 1 < len(start):
             raise UserError(f"the way from reset ends the game at frame {k + 1} of its {len(start)}: not a start")
+        if snaps is not None and (k + 1) % SNAP_EVERY == 0:
+            snaps.append(env.snapshot())
     return info
+
+
+SNAP_EVERY = 64  # frames between the snapshots a StartCache keeps along a start prefix
+
+
+class StartCache:
+    """One process's way to the starts of many episodes: an env a stage, reset rather than built
+    again, and snapshots along the last start prefix run on each stage, so that starts sharing a
+    beginning (a frontier's episodes, taken in the order of their starts) run it once. Snapshots are
+    a cache, never the truth: a replay's digest check stands behind every episode it rebuilds."""
+
+    def __init__(self) -> None:
+        self._envs: dict[str, MarioEnv] = {}
+        self._last: dict[str, tuple[np.ndarray, list[Snapshot]]] = {}
+
+    def start(self, level: str, start: np.ndarray | None) -> tuple[MarioEnv, dict[str, Any]]:
+        """The stage's env at the episode's frame 0, and the info there."""
+        env = self._envs.get(level) or self._envs.setdefault(level, MarioEnv(level))
+        _, info = env.reset()
+        start = start if start is not None else np.zeros(0, np.uint8)
+        prev, snaps = self._last.get(level, (np.zeros(0, np.uint8), []))
+        n = min(len(prev), len(start))
+        common = int(np.argmin(np.append(prev[:n] == start[:n], False)))  # the shared beginning's length
+        k = min(len(snaps), max(min(common, len(start) - 1), 0) // SNAP_EVERY)  # one frame at least is run
+        if k:
+            env.restore(snaps[k - 1])
+        snaps = snaps[:k]
+        info = run_start(env, start, k * SNAP_EVERY, snaps) or info
+        self._last[level] = (start, snaps)
+        return env, info
 
 
 def replay_to(
@@ -216,17 +252,26 @@ def replay_to(
 
 
 def replay(
-    level: str, joypad: np.ndarray, step_frames: np.ndarray, start: np.ndarray | None = None
+    level: str,
+    joypad: np.ndarray,
+    step_frames: np.ndarray,
+    start: np.ndarray | None = None,
+    cache: StartCache | None = None,
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Rebuild an episode in the real emulator: yields (frame, info) for frame 0..T. `start`: the
     episode's start prefix (`run_start`), for an episode that began where another left off.
 
     The emulator is deterministic from reset, so the joypad bytes of every frame reproduce
-    every frame and every info value exactly."""
-    env = MarioEnv(level)
+    every frame and every info value exactly. `cache`: reach the start through it (and keep its env
+    open for the next episode)."""
+    env = None
     try:
-        frame, info = env.reset()
-        info = run_start(env, start) or info
+        if cache is not None:
+            env, info = cache.start(level, start)
+        else:
+            env = MarioEnv(level)
+            _, info = env.reset()
+            info = run_start(env, start) or info
         yield env.screen.copy(), info
         pos = 0
         for n in step_frames:
@@ -235,4 +280,5 @@ def replay(
             pos += int(n)
             yield env.screen.copy(), info
     finally:
-        env.close()
+        if cache is None and env is not None:
+            env.close()

@@ -26,7 +26,7 @@ from mario_kit.datasets.dataset import Dataset, check_output_dir
 from mario_kit.atomic import atomic_path, check_writable, fsync_dir
 from mario_kit.datasets.episode import Episode, remap_actions
 from mario_kit.trust import open_h5
-from mario_kit.datasets.split import add_assignments, read_split
+from mario_kit.datasets.split import add_assignments, read_split, sample_indices
 
 
 def link_or_copy(src: Path, dst: Path) -> str:
@@ -137,10 +137,7 @@ class Filter:
                     raise UserError(f"cannot read the date {bound!r} (use ISO form, e.g. 2026-11-25)") from None
                 keep &= getattr(created, op)(t)
         sel = idx[keep].sort_values("file")
-        if self.sample is not None and len(sel) > self.sample:
-            rng = np.random.default_rng(self.seed)
-            sel = sel.iloc[np.sort(rng.choice(len(sel), size=self.sample, replace=False))]
-        return sel
+        return sel.iloc[sample_indices(len(sel), self.sample, self.seed)]
 
 
 def filter_dataset(src: str | Path, out: str | Path, flt: Filter) -> dict[str, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import xxhash
 
 from mario_kit import UserError
@@ -25,6 +26,14 @@ from mario_kit.datasets.episode import Episode
 SPLIT_FILE = SIDE_PREFIX + "split.json"
 SPLIT_SCHEMA = 1
 STRATA = ("source", "level")
+
+
+def sample_indices(n: int, k: int | None, seed: int) -> np.ndarray:
+    """Indices (sorted) of `k` of `n` items drawn with `seed`; all of them if `k` is None or not below
+    `n`. One draw for every command that samples episodes (`dataset filter --sample`, the replay import)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 
 def read_split(directory: Path) -> dict[str, str]:

@@ -37,8 +37,9 @@ from mario_kit.atomic import atomic_path, check_writable, output_dir
 from mario_kit.datasets import format as F
 from mario_kit.datasets.dataset import Dataset, check_output_dir
 from mario_kit.datasets.episode import Episode, EpisodeMeta, EpisodeWriter, package_versions
-from mario_kit.datasets.split import add_assignments, read_split
+from mario_kit.datasets.split import add_assignments, read_split, sample_indices
 from mario_kit.datasets.validate import validate_file
+from mario_kit.emulator import StartCache
 
 REPLAY_FILE = "replay.json.xz"
 REPLAY_FORMAT = "mario-kit-replay"
@@ -125,9 +126,12 @@ def import_replay(
     progress: bool = False,
     levels: list[str] | None = None,
     keep_going: bool = False,
+    sample: int | None = None,
+    seed: int = 0,
 ) -> ReplayImport:
     """Rebuild the episodes of `src/replay.json.xz` (or the file `src`) in `out` by replaying them
-    (with `levels`, only those of these stages).
+    (with `levels`, only those of these stages; with `sample`, that many of them, drawn with `seed`
+    from the episodes in file-name order as `dataset filter --sample` draws).
 
     Every episode is checked before the first is written; an episode already in `out` under its name
     is skipped; the import lands whole or not at all (a failure or Ctrl-C removes the episodes it
@@ -140,6 +144,8 @@ def import_replay(
     episodes = parse_replay(read_replay(path), path)
     if levels is not None:
         episodes = [e for e in episodes if e["attrs"]["level"] in levels]
+    episodes = sorted(episodes, key=lambda e: e["file"])
+    episodes = [episodes[i] for i in sample_indices(len(episodes), sample, seed)]
     sets = {(e["attrs"]["action_set"], int(e["attrs"]["frame_skip"])) for e in episodes}
     if len(sets) > 1:
         raise UserError(f"{path} mixes action sets or frame skips {sorted(sets)}: one dataset folder takes one")
@@ -152,7 +158,8 @@ def import_replay(
         try:
             with make_progress(enabled=progress, transient=True) as bar:
                 task = bar.add_task("replaying", total=sum(int(e["attrs"]["length"]) for e in todo))
-                for e, (p, n) in zip(todo, _run(todo, out, workers, keep_going)):
+                for i, (p, n) in _run(todo, out, workers, keep_going):
+                    e = todo[i]
                     if p is None:
                         summary.differ.append(e["file"])
                     else:
@@ -160,6 +167,8 @@ def import_replay(
                         summary.episodes += 1
                         summary.steps += n
                     bar.update(task, advance=int(e["attrs"]["length"]))
+            summary.paths.sort()
+            summary.differ.sort()
             kept = [e for e in todo if e["split"] is not None and e["file"] not in summary.differ]
             add_assignments(out, {e["file"]: e["split"] for e in kept})
         except BaseException:  # all or nothing: what this import wrote goes again
@@ -170,34 +179,56 @@ def import_replay(
     return summary
 
 
-def _run(todo: list[dict], out: Path, workers: int, keep_going: bool) -> Iterator[tuple[Path | None, int]]:
-    """(path, steps) of each episode of `todo` in order; (None, 0) for one that differs, with keep_going."""
+def _run(todo: list[dict], out: Path, workers: int, keep_going: bool) -> Iterator[tuple[int, tuple[Path | None, int]]]:
+    """(index in `todo`, (path, steps)) of each episode as it is replayed, in the order of their starts
+    (`_start_order`); (None, 0) for one that differs, with keep_going."""
+    order = _start_order(todo)
     if workers <= 1 or len(todo) <= 1:
-        for e in todo:
-            yield _replay_one(e, out, keep_going)
+        for i in order:
+            yield i, _replay_one(todo[i], out, keep_going)
         return
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_replay_one, e, out, keep_going) for e in todo]
+        futures = [(i, pool.submit(_replay_one, todo[i], out, keep_going)) for i in order]
         try:
-            for f in futures:
-                yield f.result()
+            for i, f in futures:
+                yield i, f.result()
         except BaseException:
-            for f in futures:
+            for _, f in futures:
                 f.cancel()
             raise
 
 
+def _start_order(todo: list[dict]) -> list[int]:
+    """Episodes by stage and start prefix, so that starts with a shared beginning follow each other
+    and a process's `StartCache` runs that beginning once."""
+
+    def key(i: int) -> tuple[str, bytes]:
+        start = todo[i]["arrays"].get(f"{F.EXTRA_GROUP}/{F.START_JOYPAD}")
+        return todo[i]["attrs"]["level"], b"" if start is None else np.asarray(start, np.uint8).tobytes()
+
+    return sorted(range(len(todo)), key=key)
+
+
+_CACHE: StartCache | None = None  # this process's envs and start snapshots, across the episodes it replays
+
+
 def _replay_one(e: dict, out: Path, keep_going: bool) -> tuple[Path | None, int]:
+    global _CACHE
+    _CACHE = _CACHE or StartCache()
     try:
-        return replay_episode(e, out)
+        try:
+            return replay_episode(e, out, _CACHE)
+        except FramesDiffer:  # snapshots are a cache, never the truth: once more from reset
+            return replay_episode(e, out)
     except FramesDiffer:
         if not keep_going:
             raise
         return None, 0
 
 
-def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
-    """Replay one checked episode into `out`; the frames must hash to the recorded digest."""
+def replay_episode(e: dict, out: Path, cache: StartCache | None = None) -> tuple[Path, int]:
+    """Replay one checked episode into `out`; the frames must hash to the recorded digest. `cache`:
+    reach its start through this process's envs and snapshots."""
     from mario_kit.emulator import replay
 
     attrs, a = e["attrs"], e["arrays"]
@@ -214,7 +245,7 @@ def replay_episode(e: dict, out: Path) -> tuple[Path, int]:
     info = {k: a[f"{F.INFO_GROUP}/{k}"] for k in F.INFO_COLUMNS if f"{F.INFO_GROUP}/{k}" in a}
     with EpisodeWriter(out, meta, name=e["file"]) as w:
         start = a.get(f"{F.EXTRA_GROUP}/{F.START_JOYPAD}")
-        frames = replay(attrs["level"], jp, sf, None if start is None else np.asarray(start, np.uint8))
+        frames = replay(attrs["level"], jp, sf, None if start is None else np.asarray(start, np.uint8), cache)
         first, _ = next(frames)
         w.add_frame(first)
         h.update(first.data)
