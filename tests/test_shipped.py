@@ -23,7 +23,7 @@ from mario_kit.world_model.model.sampler import sample, to_model
 
 def test_the_shipped_model_is_complete_small_and_recorded():
     m = shipped.manifest()
-    assert {"denoiser.pt", "spawns.h5"} <= set(m["files"]) and m["bytes"] <= 20 * 2**20
+    assert {"denoiser.pt", "spawns.h5"} <= set(m["files"]) and m["bytes"] <= shipped.MAX_BYTES == 25_000_000
     assert sum((shipped.FOLDER / n).stat().st_size for n in m["files"]) == m["bytes"]
     for key in ("recipe", "command", "commit", "config", "evaluation"):
         assert m[key], key

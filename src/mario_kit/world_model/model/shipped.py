@@ -23,7 +23,7 @@ FOLDER = Path(__file__).parent / "shipped"
 MANIFEST = "model.json"
 KIND = "mario-kit-shipped-model"
 SCHEMA = 1
-MAX_BYTES = 20 * 2**20  # all files together
+MAX_BYTES = 25_000_000  # all files together
 
 
 def sha256(path: Path) -> str:
@@ -103,7 +103,7 @@ def ship(run: Path, spawns: Path, out: Path, record: dict[str, Any], upsampler: 
         files["spawns.h5"] = sha256(out / "spawns.h5")
         total = sum((out / n).stat().st_size for n in files)
         if total > MAX_BYTES:
-            raise UserError(f"the shipped model would take {total / 2**20:.1f} MiB (at most {MAX_BYTES / 2**20:.0f})")
+            raise UserError(f"the shipped model would take {total / 1e6:.1f} MB (at most {MAX_BYTES / 1e6:.0f})")
         m = {"kind": KIND, "schema": SCHEMA, **record, "bytes": total, "files": files, "torch": torch.__version__}
         write_json_atomic(out / MANIFEST, m)
     return m
@@ -146,7 +146,7 @@ def _ship_file(src: Path, name: str, key: str, record: dict[str, Any], folder: P
     m = dict(manifest(folder))
     total = sum((folder / n).stat().st_size for n in m["files"] if n != name) + src.stat().st_size
     if total > MAX_BYTES:
-        raise UserError(f"the shipped model would take {total / 2**20:.1f} MiB (at most {MAX_BYTES / 2**20:.0f})")
+        raise UserError(f"the shipped model would take {total / 1e6:.1f} MB (at most {MAX_BYTES / 1e6:.0f})")
     with atomic_path(folder / name) as tmp:
         shutil.copyfile(src, tmp)
     m["files"] = {**m["files"], name: sha256(folder / name)}

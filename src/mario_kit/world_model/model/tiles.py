@@ -38,6 +38,7 @@ BLOCK = FACTOR * FACTOR * 3  # bytes of one full-res block: 4x4 RGB
 TIERS: tuple[tuple[int, int], ...] = ((1, 1), (16, 1), (1, 0))
 # For tables fit on a model's predictions: coarse, so that its near values meet.
 PREDICTED_TIERS: tuple[tuple[int, int], ...] = ((32, 1), (16, 0))
+PREDICTED_MIN_COUNT = 4  # a predicted key seen fewer times is dropped: most are a model's noise, and they weigh
 MAX_ENTRIES = 4_000_000  # all tiers of a file together (56 bytes each): above it a file is refused unread
 _FNV_OFFSET, _FNV_PRIME = np.uint64(14695981039346656037), np.uint64(1099511628211)
 
@@ -129,8 +130,7 @@ def fit(
     keys, blocks = [], []
     for q, r in tiers:
         u, inv, count = np.unique(neighbourhood_keys(low, q, r).ravel(), return_inverse=True, return_counts=True)
-        s = np.zeros((len(u), BLOCK), np.float64)
-        np.add.at(s, inv, b)
+        s = np.stack([np.bincount(inv, weights=b[:, c], minlength=len(u)) for c in range(BLOCK)], axis=1)
         keep = count >= min_count
         keys.append(u[keep])
         blocks.append(np.rint(s[keep] / count[keep, None]).astype(np.uint8))
