@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mario_kit.datasets.interop.replay import _start_order, parse_replay, read_replay, replay_episode
+from mario_kit.datasets.interop.replay import start_order, parse_replay, read_replay, replay_episode
 from mario_kit.datasets.split import sample_indices
 from mario_kit.emulator import StartCache, parse_levels
 
@@ -53,7 +53,7 @@ def main() -> None:
         out["from_reset_s"] = round(time.perf_counter() - t, 1)
         cache = StartCache()
         t = time.perf_counter()
-        for i in _start_order(todo):
+        for i in start_order(todo):
             replay_episode(todo[i], Path(tmp) / "cache", cache)
         out["start_cache_s"] = round(time.perf_counter() - t, 1)
     out["from_reset_episodes_per_s"] = round(len(todo) / out["from_reset_s"], 2)

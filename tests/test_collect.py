@@ -268,12 +268,12 @@ def test_a_start_cache_replays_frontier_episodes_exactly_as_from_reset(monkeypat
     the frozen world-1 data with a long shared beginning give the same frames and info both ways."""
     from pathlib import Path
 
-    from mario_kit.datasets.interop.replay import _start_order, parse_replay, read_replay
+    from mario_kit.datasets.interop.replay import start_order, parse_replay, read_replay
     from mario_kit.emulator import SNAP_EVERY, StartCache
 
     path = Path(__file__).parents[1] / "bench/data/world1/replay.json.xz"
     eps = [e for e in parse_replay(read_replay(path), path) if e["attrs"]["level"] == "1-2"]
-    eps = [eps[i] for i in _start_order(eps)]
+    eps = [eps[i] for i in start_order(eps)]
     starts = [np.asarray(e["arrays"].get(f"{F.EXTRA_GROUP}/{F.START_JOYPAD}", []), np.uint8) for e in eps]
 
     def shared(a: np.ndarray, b: np.ndarray) -> int:

@@ -181,8 +181,8 @@ def import_replay(
 
 def _run(todo: list[dict], out: Path, workers: int, keep_going: bool) -> Iterator[tuple[int, tuple[Path | None, int]]]:
     """(index in `todo`, (path, steps)) of each episode as it is replayed, in the order of their starts
-    (`_start_order`); (None, 0) for one that differs, with keep_going."""
-    order = _start_order(todo)
+    (`start_order`); (None, 0) for one that differs, with keep_going."""
+    order = start_order(todo)
     if workers <= 1 or len(todo) <= 1:
         for i in order:
             yield i, _replay_one(todo[i], out, keep_going)
@@ -198,7 +198,7 @@ def _run(todo: list[dict], out: Path, workers: int, keep_going: bool) -> Iterato
             raise
 
 
-def _start_order(todo: list[dict]) -> list[int]:
+def start_order(todo: list[dict]) -> list[int]:
     """Episodes by stage and start prefix, so that starts with a shared beginning follow each other
     and a process's `StartCache` runs that beginning once."""
 
