@@ -25,12 +25,12 @@ from mario_kit.collectors import CollectConfig, collect  # noqa: E402
 # counted), so that with two workers (`make test`, which hands out a file at a time in this order) no long
 # file starts last and runs alone at the end; the rest keep their order.
 LONGEST_FIRST = (
-    "test_world_model.py",
     "test_readme.py",
     "test_hostile.py",
-    "test_ray.py",
-    "test_frontier.py",
+    "test_world_model.py",
     "test_datasets.py",
+    "test_frontier.py",
+    "test_ray.py",
     "test_collect.py",
     "test_cli_dataset.py",
     "test_ppo.py",
