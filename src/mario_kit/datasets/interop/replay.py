@@ -39,7 +39,7 @@ from mario_kit.datasets.dataset import Dataset, check_output_dir
 from mario_kit.datasets.episode import Episode, EpisodeMeta, EpisodeWriter, package_versions
 from mario_kit.datasets.split import add_assignments, read_split, sample_indices
 from mario_kit.datasets.validate import validate_file
-from mario_kit.emulator import StartCache
+from mario_kit.emulator import StartCache, replay
 
 REPLAY_FILE = "replay.json.xz"
 REPLAY_FORMAT = "mario-kit-replay"
@@ -229,8 +229,6 @@ def _replay_one(e: dict, out: Path, keep_going: bool) -> tuple[Path | None, int]
 def replay_episode(e: dict, out: Path, cache: StartCache | None = None) -> tuple[Path, int]:
     """Replay one checked episode into `out`; the frames must hash to the recorded digest. `cache`:
     reach its start through this process's envs and snapshots."""
-    from mario_kit.emulator import replay
-
     attrs, a = e["attrs"], e["arrays"]
     T = int(attrs["length"])
     meta = EpisodeMeta(
