@@ -1,19 +1,21 @@
 """The tile upsampler (world_model/model/tiles.py) against nearest and bicubic on held-out real frames:
-fit on frames of one dataset, measure PSNR at 256x240 on frames of another, and the time to upsample
-one frame (the play path) against bicubic's, in the same run.
+fit on frames of one dataset, measure PSNR at 256x240 on frames of another (over all and by world), and
+the time to upsample one frame (the play path) against bicubic's, in the same run.
 
-    .venv/bin/python bench/tiles.py [--train runs/world1/episodes] [--test runs/world1-eval/episodes]
-        [--frames 4000] [--test-frames 500] [--predicted 3000] [--seed 0] [--out runs/tiles.h5] [--record]
+    .venv/bin/python bench/tiles.py [--train runs/tiles-data/game/episodes] [--test runs/tiles-data/game-eval/episodes]
+        [--frames 6000] [--test-frames 1000] [--predicted 4000] [--seed 0] [--out runs/tiles.h5] [--record]
         [--run RUN --predict-levels 1-1,1-2 --out RUN/tiles.h5] [--ship]
         [--tables FILE] [--against FILE [--figure PNG]]
 
 The tables: the exact 3x3 tier of real frames, then (`--predicted N`) coarse tiers fit on real frames
 and N one-step predictions of the model (`--run`, else the shipped one) on frames of `--train` of the
-stages it knows (`--predict-levels`, 1-1) paired with the real
-frames they predicted, then the real pixel alone; bicubic where none knows a pixel.
+stages it knows (`--predict-levels`, default all 32) paired with the real frames they predicted, then
+the real pixel alone; bicubic where none knows a pixel. `--tables` measures a file instead of fitting,
+`--against` measures another beside it on the same frames.
 
-The two default folders are the frozen whole-stage recipe replayed (bench/data/README.md,
-`bench/wm_data.py --only world1,world1-eval`). Prints JSON; `--record` writes bench/results/tiles.json.
+The default folders are samples of the frozen whole-game recipe, replayed (bench/data/README.md:
+`bench/wm_data.py --root runs/tiles-data --only game --sample 1000 --seed 0 --keep-going`, and
+`--only game-eval --sample 300`). Prints JSON; `--record` writes bench/results/tiles.json.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -211,14 +213,21 @@ def main() -> None:
         ship_tiles(args.out, {"fit_on": fitted, "command": _command(args), "figures": r})
 
 
-def figure(path: Path, test: np.ndarray, worlds: np.ndarray, upsamplers: list, worlds_shown=(2, 7, 8)) -> None:
+def figure(
+    path: Path,
+    test: np.ndarray,
+    worlds: np.ndarray,
+    upsamplers: list[Callable[[np.ndarray], np.ndarray]],
+    worlds_shown: tuple[int, ...] = (2, 7, 8),
+) -> None:
     """A PNG: for one held-out frame of each world shown, a row of each upsampler's 256x240 frame,
     then the real one."""
     from PIL import Image
 
     rows = []
     for w in worlds_shown:
-        i = int(np.flatnonzero(worlds == w)[3])
+        of_world = np.flatnonzero(worlds == w)
+        i = int(of_world[min(3, len(of_world) - 1)])
         low = downsample(test[i : i + 1])
         rows.append(np.concatenate([*(np.asarray(up(low)).reshape(test[i].shape) for up in upsamplers), test[i]], 1))
     Image.fromarray(np.concatenate(rows, 0)).save(path)
@@ -236,13 +245,13 @@ def known_by_world(up: tiles.TileUpsampler, low: np.ndarray, worlds: np.ndarray)
 
 def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--train", type=Path, default=Path("runs/world1/episodes"))
-    ap.add_argument("--test", type=Path, default=Path("runs/world1-eval/episodes"))
-    ap.add_argument("--frames", type=int, default=4000, help="training frames")
-    ap.add_argument("--test-frames", type=int, default=500)
-    ap.add_argument("--predicted", type=int, default=3000, help="the model's predictions to fit on (0: none)")
+    ap.add_argument("--train", type=Path, default=Path("runs/tiles-data/game/episodes"))
+    ap.add_argument("--test", type=Path, default=Path("runs/tiles-data/game-eval/episodes"))
+    ap.add_argument("--frames", type=int, default=6000, help="training frames")
+    ap.add_argument("--test-frames", type=int, default=1000)
+    ap.add_argument("--predicted", type=int, default=4000, help="the model's predictions to fit on (0: none)")
     ap.add_argument("--run", type=Path, help="the model whose frames the tables are for (default: the shipped one)")
-    ap.add_argument("--predict-levels", default="1-1", help="stages to predict frames of (W-S list, or random: all)")
+    ap.add_argument("--predict-levels", default="random", help="stages to predict frames of (W-S list, or random: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tables", type=Path, help="measure this tiles file instead of fitting one")
     ap.add_argument("--against", type=Path, help="a tiles file to measure beside, on the same test frames")
@@ -257,6 +266,8 @@ def _parse() -> argparse.Namespace:
     args = ap.parse_args()
     if args.ship and (args.run or not args.out or args.tables):
         ap.error("--ship puts tables fit for the shipped model into it: with --out, without --run or --tables")
+    if args.figure and not args.against:
+        ap.error("--figure draws these tables beside --against's: give both")
     return args
 
 
