@@ -115,8 +115,8 @@ class TileUpsampler:
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs.update(kind=KIND, schema=SCHEMA, tiers=json.dumps(self.tiers))
             for i, (k, b) in enumerate(zip(self.keys, self.blocks)):
-                f.create_dataset(f"keys_{i}", data=k, compression="gzip", shuffle=True)
-                f.create_dataset(f"blocks_{i}", data=b, compression="gzip", shuffle=True)
+                f.create_dataset(f"keys_{i}", data=k, compression="gzip", compression_opts=9, shuffle=True)
+                f.create_dataset(f"blocks_{i}", data=b, compression="gzip", compression_opts=9, shuffle=True)
 
 
 def fit(
