@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mario_kit.datasets.interop.replay import start_order, parse_replay, read_replay, replay_episode
-from mario_kit.datasets.split import sample_indices
+from mario_kit.datasets.interop.replay import choose_episodes, parse_replay, read_replay, replay_episode, start_order
 from mario_kit.emulator import StartCache, parse_levels
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -33,10 +32,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     path = DATA / args.set / "replay.json.xz"
-    episodes = sorted(parse_replay(read_replay(path), path), key=lambda e: e["file"])
-    if args.levels:
-        episodes = [e for e in episodes if e["attrs"]["level"] in parse_levels(args.levels)]
-    todo = [episodes[i] for i in sample_indices(len(episodes), args.sample, args.seed)]
+    levels = parse_levels(args.levels) if args.levels else None
+    todo = choose_episodes(parse_replay(read_replay(path), path), levels, args.sample, args.seed)
     frames = sum(int(e["attrs"]["length"]) for e in todo)
     out: dict[str, float | int | str] = {
         "set": args.set,

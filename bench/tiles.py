@@ -185,8 +185,9 @@ def main() -> None:
         against = tiles.load(args.against)
         if args.figure:
             figure(args.figure, test, worlds, [tiles.bicubic, against, up])
-        r |= {f"{k}_against": v for k, v in scores(against(low), test, worlds).items()}
-        r |= {"known_share_against": round(against.upsample(low)[1], 4)}
+        against_full, against_known = against.upsample(low)
+        r |= {f"{k}_against": v for k, v in scores(against_full, test, worlds).items()}
+        r |= {"known_share_against": round(against_known, 4)}
     r |= {
         "entries_per_tier": {f"q{q} r{r_}": len(k) for (q, r_), k in zip(up.tiers, up.keys)},
         "fit_s": fit_s,

@@ -141,11 +141,7 @@ def import_replay(
 
     src, out = Path(src), Path(out)
     path = src / REPLAY_FILE if src.is_dir() else src
-    episodes = parse_replay(read_replay(path), path)
-    if levels is not None:
-        episodes = [e for e in episodes if e["attrs"]["level"] in levels]
-    episodes = sorted(episodes, key=lambda e: e["file"])
-    episodes = [episodes[i] for i in sample_indices(len(episodes), sample, seed)]
+    episodes = choose_episodes(parse_replay(read_replay(path), path), levels, sample, seed)
     sets = {(e["attrs"]["action_set"], int(e["attrs"]["frame_skip"])) for e in episodes}
     if len(sets) > 1:
         raise UserError(f"{path} mixes action sets or frame skips {sorted(sets)}: one dataset folder takes one")
@@ -177,6 +173,17 @@ def import_replay(
                 (out / F.partial_name(e["file"])).unlink(missing_ok=True)
             raise
     return summary
+
+
+def choose_episodes(
+    episodes: list[dict], levels: list[str] | None = None, sample: int | None = None, seed: int = 0
+) -> list[dict]:
+    """The parsed episodes an import replays, in file-name order: those of `levels` (all if None), then
+    `sample` of them drawn with `seed` as `dataset filter --sample` draws."""
+    if levels is not None:
+        episodes = [e for e in episodes if e["attrs"]["level"] in levels]
+    episodes = sorted(episodes, key=lambda e: e["file"])
+    return [episodes[i] for i in sample_indices(len(episodes), sample, seed)]
 
 
 def _run(todo: list[dict], out: Path, workers: int, keep_going: bool) -> Iterator[tuple[int, tuple[Path | None, int]]]:
