@@ -194,9 +194,9 @@ def _moved_to(parts: list[str]) -> str:
 
 
 # Bounds on what a config may ask to build (a shared run's config.json, a checkpoint's): far above
-# every preset (16-256 channels, 4 levels of 2 blocks, 4 frames of context, DIAMOND's upsampler's
+# every preset (16-256 channels, 4 resolutions of 2 blocks, 4 frames of context, DIAMOND's upsampler's
 # 2,048 condition channels), far below what a machine cannot allocate.
-MAX_CHANNELS, MAX_LEVELS, MAX_DEPTH, MAX_CONTEXT, MAX_COND_CHANNELS = 1024, 8, 16, 64, 8192
+MAX_CHANNELS, MAX_RESOLUTIONS, MAX_DEPTH, MAX_CONTEXT, MAX_COND_CHANNELS = 1024, 8, 16, 64, 8192
 
 
 def check(cfg: TrainConfig) -> None:
@@ -251,14 +251,14 @@ def _check_model(name: str, m: ModelConfig) -> None:
     if any(not isinstance(c, int) or c < 1 for c in m.channels + m.depths) or m.n_context < 1 or m.cond_channels < 2:
         raise UserError(f"{name}: channels, depths, n_context and cond_channels must be positive integers")
     if (
-        len(m.channels) > MAX_LEVELS
+        len(m.channels) > MAX_RESOLUTIONS
         or max(m.channels) > MAX_CHANNELS
         or max(m.depths) > MAX_DEPTH
         or m.n_context > MAX_CONTEXT
         or m.cond_channels > MAX_COND_CHANNELS
     ):
         raise UserError(
-            f"{name}: at most {MAX_LEVELS} levels of at most {MAX_CHANNELS} channels and {MAX_DEPTH} "
+            f"{name}: at most {MAX_RESOLUTIONS} resolutions of at most {MAX_CHANNELS} channels and {MAX_DEPTH} "
             f"blocks, n_context <= {MAX_CONTEXT}, cond_channels <= {MAX_COND_CHANNELS} (what a run or "
             f"file may ask to build is bounded before anything is built)"
         )

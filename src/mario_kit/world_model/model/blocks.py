@@ -1,6 +1,6 @@
 """U-Net building blocks of the DIAMOND denoiser: Fourier features of the noise level, GroupNorm
 scaled and shifted by the conditioning (AdaGroupNorm), residual blocks, self-attention, and a
-U-Net that pads inputs to a multiple of 2^(levels-1) and crops back (60 is not a multiple of 8)."""
+U-Net that pads inputs to a multiple of 2^(resolutions-1) and crops back (60 is not a multiple of 8)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """len(channels) levels of depths[i] ResBlocks; stride-2 conv down, nearest x2 + conv up;
+    """len(channels) resolutions of depths[i] ResBlocks; stride-2 conv down, nearest x2 + conv up;
     skip connections concatenate every block output of the down path; two attention blocks in the middle."""
 
     def __init__(self, cond: int, depths: list[int], channels: list[int], attn: list[bool]):
