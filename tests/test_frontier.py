@@ -4,6 +4,7 @@ second run grows it; the same seed gives the same episodes; bad archives and opt
 
 import importlib.util
 import json
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,18 @@ from mario_kit.collectors.frontier import (
     CELL_PX,
     CONTEXT_STEPS,
     DEATH_ENDINGS,
+    FrontierPolicy,
     archive_name,
     cell_key,
     is_place,
 )
+from mario_kit.collectors.policies import StickyPolicy
 from mario_kit.datasets.dataset import Dataset
 from mario_kit.datasets.episode import Episode
-from mario_kit.emulator import MarioEnv, replay
+from mario_kit.datasets.interop.replay import parse_replay, read_replay
+from mario_kit.emulator import MarioEnv, replay, run_start
+
+GAME = Path(__file__).resolve().parents[1] / "bench" / "data" / "game" / "replay.json.xz"
 
 
 def _collect(out, steps, *extra):
@@ -254,3 +260,50 @@ def test_a_sigkill_mid_run_loses_no_episode_and_the_command_finishes_after_it(tm
     assert _collect_seed.returncode == 0, _collect_seed.stderr
     assert kept < {p.name for p in out.glob("*.h5")}
     assert sum(Episode(p).length for p in Dataset(out).paths) >= 3000
+
+
+def _lossy_way() -> np.ndarray:
+    """The way from 4-3's reset to the one frame of bench/data's `game` (recorded before the check)
+    whose nes-py snapshot restores inexactly: its frontier episode starts there and does not replay."""
+    eps = parse_replay(read_replay(GAME), GAME)
+    (ep,) = [e for e in eps if "9b718e3fc48e403c" in e["file"]]
+    return np.asarray(ep["arrays"]["extra/start_joypad"])
+
+
+def _walk(start: np.ndarray, steps: int) -> list[int]:
+    """From 4-3's reset along `start`, `steps` steps of right through a frontier policy's step hooks:
+    the start lengths of the cells its archive keeps."""
+    env = MarioEnv("4-3")
+    env.reset()
+    info = run_start(env, start) or {}
+    pol = FrontierPolicy(StickyPolicy())
+    pol.archive = Archive("simple", 4)
+    pol.level, pol.env, pol.path = env.level, env, bytearray(start.tobytes())
+    pol.recent = deque(maxlen=CONTEXT_STEPS)
+    for _ in range(steps):
+        pol.before_step(env, info, 1)
+        r = env.step(0x80, 4)  # right
+        info = r.info
+        pol.after_step(r.joypad, info, False)
+    pol.close()
+    env.close()
+    return sorted({len(c.start) for c in pol.archive.cells.values()})
+
+
+def test_a_cell_whose_snapshot_does_not_restore_exactly_is_not_kept():
+    """At one frame of 4-3 nes-py's snapshot, restored, plays on a pixel off from the game it was
+    taken from (Mario's speed and x), with RAM and screen equal at the restore. A cell is kept only
+    where its snapshot, restored elsewhere and played on with the bytes since, reaches the live game:
+    from that frame none is, four frames on the cells are; from four frames before, they are at once."""
+    way = _lossy_way()
+    assert len(way) == 616
+    live, other = MarioEnv("4-3"), MarioEnv("4-3")
+    live.reset(), other.reset()
+    run_start(live, way)
+    other.restore(live.snapshot())
+    assert np.array_equal(other.ram, live.ram) and np.array_equal(other.screen, live.screen)
+    other.step_frame(0x80), live.step_frame(0x80)
+    assert not np.array_equal(other.ram, live.ram)  # the state a snapshot leaves out
+    assert _walk(way, CONTEXT_STEPS) == []
+    assert _walk(way, CONTEXT_STEPS + 1) == [620]
+    assert _walk(way[:612], CONTEXT_STEPS) == [612]

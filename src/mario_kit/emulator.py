@@ -109,6 +109,11 @@ class MarioEnv:
         """The live screen buffer (a view: copy it before keeping it)."""
         return self._env.screen
 
+    @property
+    def ram(self) -> np.ndarray:
+        """The live 2 KiB of the console's RAM (a view)."""
+        return self._env.ram
+
     def reset(self) -> tuple[np.ndarray, dict[str, Any]]:
         frame, info = self._env.reset()
         self.frame_count = 0

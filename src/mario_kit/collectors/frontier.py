@@ -13,6 +13,8 @@ Every episode stays replayable from reset: it stores the joypad bytes from the r
 cell. Snapshots are never written: the archive file (`mario-kit.frontier.json` in the dataset
 folder; one a worker with several, which take in each other's: `share`) holds the paths, and a cell
 without a snapshot (found by another worker, or in an earlier run) is reached again by replaying its path.
+A snapshot is kept only where, restored into another emulator, it plays on as the live game did
+(`FrontierPolicy._restores_exactly`): on rare frames nes-py's snapshot leaves out state that matters.
 
 Where x stops measuring progress: the castle mazes send Mario back to an earlier x when he takes
 a wrong way. 4-4 checks one way at a time, so the way on shows as new x; 7-4 checks three before
@@ -125,6 +127,11 @@ class Archive:
             return None
         cells[i - 1].chosen += 1
         return cells[i - 1]
+
+    def would_keep(self, cell: Cell) -> bool:
+        """Whether `offer` would keep `cell`: its place is new or the way there is shorter."""
+        old = self.cells.get(cell.key)
+        return old is None or cell.length(self.frame_skip) < old.length(self.frame_skip)
 
     def offer(self, cell: Cell) -> bool:
         """Keep `cell` if its place is new or the way there is shorter; counts the visit either way."""
@@ -258,6 +265,7 @@ class FrontierPolicy:
         # archive (`Archive.to_json(keys)`), returns the changes the others handed in since the last call.
         self.exchange: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.changed: set[str] = set()  # cells and deaths changed here since the last exchange
+        self.scratch: MarioEnv | None = None  # where a new cell's snapshot is checked (`_restores_exactly`)
 
     def share(self, worker: int, workers: int) -> None:
         """With several workers each writes its own file (`mario-kit.frontier.W-of-N.json`) and takes in
@@ -319,6 +327,8 @@ class FrontierPolicy:
         tail = [s.action for s in self.recent]
         key = cell_key(self.level, info, maze)
         cell = Cell(key, bytes(self.path[: first.offset]), tail, int(info.get("x_pos", 0)))
+        if self.archive.would_keep(cell) and not self._restores_exactly(first):
+            return  # an episode started from this snapshot would not replay from reset
         cell.snap, cell.info = first.snap, first.info
         if self.archive.offer(cell):
             self.changed.add(cell.key)
@@ -335,6 +345,25 @@ class FrontierPolicy:
         self.archive.deaths[key] = n + 1
         self.changed.add(key)
         return limit
+
+    def _restores_exactly(self, first: _Step) -> bool:
+        """Whether `first.snap`, restored into another emulator and played on with the bytes played
+        since, reaches the live game's RAM and screen. nes-py's dump_state leaves some emulator state
+        out: on rare frames a restored game plays on differently from the one it was taken from (Mario
+        a pixel off), so a cell whose snapshot is such a frame is not kept; the next step offers it
+        again. It is the frame's doing, not the way's (a snapshot of a replay from reset does the
+        same), so a cell checked here holds for the workers that replay its way too."""
+        if self.scratch is None or self.scratch.level != self.level:
+            if self.scratch is not None:
+                self.scratch.close()
+            self.scratch = MarioEnv(self.level)
+            self.scratch.reset()
+        if self.scratch.ended:  # a check that played on into a death: `done` is not in a snapshot
+            self.scratch.reset()
+        self.scratch.restore(first.snap)
+        for byte in self.path[first.offset :]:
+            self.scratch.step_frame(byte)
+        return np.array_equal(self.scratch.ram, self.env.ram) and np.array_equal(self.scratch.screen, self.env.screen)
 
     def take_in(self) -> None:
         """Merge the folder's other archive files (other workers', now or in an earlier run) into ours;
@@ -362,3 +391,6 @@ class FrontierPolicy:
         """Write the archive with what the other workers have saved taken in: the last to finish holds all."""
         self.take_in()
         self.save()
+        if self.scratch is not None:
+            self.scratch.close()
+            self.scratch = None
