@@ -135,10 +135,10 @@ class Archive:
 
     def offer(self, cell: Cell) -> bool:
         """Keep `cell` if its place is new or the way there is shorter; counts the visit either way."""
-        old = self.cells.get(cell.key)
+        old, keep = self.cells.get(cell.key), self.would_keep(cell)
         if old is not None:
             old.visits += 1
-            if old.length(self.frame_skip) <= cell.length(self.frame_skip):
+            if not keep:
                 return False
             cell.visits, cell.chosen = old.visits, old.chosen
         else:
@@ -153,7 +153,7 @@ class Archive:
         changed = set()
         for cell in other.cells.values():
             old = self.cells.get(cell.key)
-            if old is None or cell.length(self.frame_skip) < old.length(self.frame_skip):
+            if self.would_keep(cell):
                 if old is not None:
                     cell.visits, cell.chosen = max(old.visits, cell.visits), max(old.chosen, cell.chosen)
                 self.cells[cell.key] = cell
