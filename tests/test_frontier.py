@@ -4,7 +4,6 @@ second run grows it; the same seed gives the same episodes; bad archives and opt
 
 import importlib.util
 import json
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -275,11 +274,11 @@ def _walk(start: np.ndarray, steps: int) -> list[int]:
     the start lengths of the cells its archive keeps."""
     env = MarioEnv("4-3")
     env.reset()
-    info = run_start(env, start) or {}
     pol = FrontierPolicy(StickyPolicy())
-    pol.archive = Archive("simple", 4)
-    pol.level, pol.env, pol.path = env.level, env, bytearray(start.tobytes())
-    pol.recent = deque(maxlen=CONTEXT_STEPS)
+    pol.reset(np.random.default_rng(0), 7)
+    assert pol.begin(env, "simple", 4) is None  # an empty archive in memory: the stage's reset
+    info = run_start(env, start) or {}
+    pol.path = bytearray(start.tobytes())  # the way so far, as if the episode had walked it
     for _ in range(steps):
         pol.before_step(env, info, 1)
         r = env.step(0x80, 4)  # right
@@ -287,6 +286,7 @@ def _walk(start: np.ndarray, steps: int) -> list[int]:
         pol.after_step(r.joypad, info, False)
     pol.close()
     env.close()
+    assert pol.archive is not None
     return sorted({len(c.start) for c in pol.archive.cells.values()})
 
 
